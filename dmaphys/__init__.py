@@ -1,0 +1,31 @@
+"""dmaphys: the Linux kernel's physical-address DMA-mapping layer, simulated byte for byte.
+
+    import dmaphys as dma
+    m = dma.Machine(ram=[(0, 3 << 30), (4 << 30, 13 << 30)], cpus=4)
+    dev = m.add_device("nvme0", dma_mask=dma.DMA_BIT_MASK(64))
+    addr = dma.dma_map_phys(dev, phys, 4096, dma.DMA_TO_DEVICE, 0)
+
+The names, argument order, constants and return conventions are the kernel's. The compiled
+core is :mod:`dmaphys._core`; :mod:`dmaphys.reference` is a pure-Python implementation of the
+same API used as the test oracle (set ``DMAPHYS_PUREPYTHON=1`` to make ``import dmaphys``
+use it instead, e.g. to step through an algorithm in a debugger).
+"""
+
+import os as _os
+
+from ._version import __version__  # noqa: F401
+from .constants import *  # noqa: F403
+from .constants import __all__ as _const_all
+from .errors import *  # noqa: F403
+from .errors import __all__ as _err_all
+
+if _os.environ.get("DMAPHYS_PUREPYTHON", "0") not in ("", "0"):
+    from . import reference as _impl
+    BACKEND = "reference"
+else:
+    from . import _core as _impl
+    BACKEND = "core"
+
+globals().update({_n: getattr(_impl, _n) for _n in _impl.__all__})
+
+__all__ = sorted(set(_const_all) | set(_err_all) | set(_impl.__all__) | {"BACKEND", "__version__"})

@@ -1,0 +1,224 @@
+# struct device, its DMA-relevant fields, and what the device does on its bus.
+# Mirrors include/linux/device.h (dma_mask, coherent_dma_mask, bus_dma_limit, dma_range_map,
+# dma_io_tlb_mem, dma_skip_sync, dma_iommu), include/linux/dma-direct.h (phys_to_dma /
+# dma_to_phys through the bus_dma_region list) and the device's side of the bus:
+# dma_read/dma_write reach RAM, MMIO or a peer BAR the way hardware would, or fault.
+
+cdef struct bus_dma_region:                    # include/linux/dma-direct.h
+    u64 cpu_start
+    u64 dma_start
+    u64 size
+
+
+cdef class Device:
+    """A DMA master: ``m.add_device(name, dma_mask=..., coherent=..., ...)``.
+
+    Kernel field names: ``dma_mask`` (None models a NULL dev->dma_mask), ``coherent_dma_mask``,
+    ``bus_dma_limit``, ``dma_range_map`` ([(cpu_start, dma_start, size)]), ``min_align_mask``
+    (dma_parms), ``max_segment_size``, ``seg_boundary_mask``, ``dma_skip_sync``,
+    ``dma_uses_io_tlb``; ``coherent`` is dev_is_dma_coherent(); ``force_bounce`` is
+    is_swiotlb_force_bounce() for this device.
+    """
+    cdef readonly Machine machine
+    cdef readonly str name
+    # --- struct device ---
+    cdef bint has_dma_mask                     # dev->dma_mask != NULL
+    cdef u64 _dma_mask
+    cdef public u64 coherent_dma_mask
+    cdef public u64 bus_dma_limit
+    cdef vector[bus_dma_region] range_map      # dev->dma_range_map (empty = none)
+    cdef readonly bint coherent                # dev_is_dma_coherent()
+    cdef public bint force_bounce              # is_swiotlb_force_bounce(dev)
+    cdef public u64 min_align_mask             # dma_get_min_align_mask()
+    cdef public u64 max_segment_size           # dma_get_max_seg_size()
+    cdef public u64 seg_boundary_mask          # dma_get_seg_boundary()
+    cdef public bint dma_skip_sync
+    cdef public bint dma_uses_io_tlb
+    cdef public object dma_io_tlb_mem          # IoTlbMem or None
+    cdef readonly bint pci
+    cdef public bint untrusted                 # pdev->untrusted (external-facing port)
+    # --- IOMMU (set by Iommu.attach_device) ---
+    cdef public object domain                  # IommuDomain or None
+    cdef public bint dma_iommu                 # use_dma_iommu(dev)
+    # --- P2PDMA (set by P2PTopology) ---
+    cdef public object p2p_node                # position in the PCI topology
+    # --- statistics ---
+    cdef public u64 arch_sync_for_device       # arch_sync_dma_for_device() calls (non-coherent)
+    cdef public u64 arch_sync_for_cpu          # arch_sync_dma_for_cpu() calls
+    cdef public u64 dma_reads
+    cdef public u64 dma_writes
+    cdef public u64 faults
+
+    def __init__(self, Machine machine, str name, dma_mask, coherent, dma_range_map, bus_dma_limit,
+                 force_bounce, min_align_mask, pci, untrusted, max_segment_size, seg_boundary_mask,
+                 coherent_dma_mask):
+        cdef bus_dma_region r
+        self.machine = machine
+        self.name = name
+        self.has_dma_mask = dma_mask is not None
+        self._dma_mask = _u64(dma_mask, "dma_mask") if dma_mask is not None else 0
+        self.coherent_dma_mask = (self._dma_mask if coherent_dma_mask is None
+                                  else _u64(coherent_dma_mask, "coherent_dma_mask"))
+        if coherent_dma_mask is None and not self.has_dma_mask:
+            self.coherent_dma_mask = DMA_BIT_MASK_c(32)
+        self.bus_dma_limit = _u64(bus_dma_limit, "bus_dma_limit")
+        self.coherent = bool(coherent)
+        self.force_bounce = bool(force_bounce)
+        self.min_align_mask = _u64(min_align_mask, "min_align_mask")
+        self.max_segment_size = _u64(max_segment_size, "max_segment_size")
+        self.seg_boundary_mask = _u64(seg_boundary_mask, "seg_boundary_mask")
+        self.pci = bool(pci)
+        self.untrusted = bool(untrusted)
+        if self.untrusted and not self.pci:
+            raise ValueError("only PCI devices can be untrusted (pdev->untrusted)")
+        if dma_range_map:
+            for item in dma_range_map:
+                cpu_start, dma_start, size = item
+                r.cpu_start = _u64(cpu_start, "cpu_start")
+                r.dma_start = _u64(dma_start, "dma_start")
+                r.size = _u64(size, "size")
+                if r.size == 0:
+                    raise ValueError("dma_range_map entries must have a non-zero size")
+                self.range_map.push_back(r)
+        # dma_setup_need_sync(): direct/iommu → skip when coherent
+        self.dma_skip_sync = self.coherent
+        self.dma_io_tlb_mem = machine.swiotlb
+        self.domain = None
+        self.dma_iommu = False
+
+    @property
+    def dma_mask(self):
+        """*dev->dma_mask, or None when the device has no mask pointer."""
+        return self._dma_mask if self.has_dma_mask else None
+
+    @dma_mask.setter
+    def dma_mask(self, value):
+        if value is None:
+            self.has_dma_mask = False
+            self._dma_mask = 0
+        else:
+            self._dma_mask = _u64(value, "dma_mask")
+            self.has_dma_mask = True
+
+    @property
+    def dma_range_map(self):
+        """The bus_dma_region list as [(cpu_start, dma_start, size)], or None."""
+        if self.range_map.empty():
+            return None
+        return [(r.cpu_start, r.dma_start, r.size) for r in self.range_map]
+
+    @property
+    def stats(self):
+        return {"arch_sync_for_device": self.arch_sync_for_device,
+                "arch_sync_for_cpu": self.arch_sync_for_cpu,
+                "dma_reads": self.dma_reads, "dma_writes": self.dma_writes, "faults": self.faults}
+
+    def __repr__(self):
+        return f"<dmaphys.Device {self.name!r} mask={self._dma_mask:#x} coherent={bool(self.coherent)}>"
+
+    # ---- the device on its bus -------------------------------------------------------------
+    def dma_read(self, dma_addr, n):
+        """What the device reads at bus address ``dma_addr`` (``n`` bytes)."""
+        cdef u64 a = _u64(dma_addr, "dma_addr")
+        cdef u64 cnt = _u64(n, "n")
+        cdef bytearray out = bytearray(cnt)
+        if cnt:
+            try:
+                device_access(self, a, <u8 *><char *>out, cnt, False)
+            finally:
+                self.machine.flush_warnings()
+        self.dma_reads += 1
+        return bytes(out)
+
+    def dma_write(self, dma_addr, data):
+        """The device stores ``data`` at bus address ``dma_addr``."""
+        cdef u64 a = _u64(dma_addr, "dma_addr")
+        cdef const u8[::1] view = _as_bytes_view(data)
+        if view.shape[0]:
+            try:
+                device_access(self, a, <u8 *>&view[0], view.shape[0], True)
+            finally:
+                self.machine.flush_warnings()
+        self.dma_writes += 1
+
+
+# ---- include/linux/dma-direct.h: address translation -----------------------------------------
+cdef inline u64 translate_phys_to_dma(Device dev, u64 paddr) noexcept:
+    cdef size_t i
+    for i in range(dev.range_map.size()):
+        if paddr >= dev.range_map[i].cpu_start and paddr - dev.range_map[i].cpu_start < dev.range_map[i].size:
+            return paddr - dev.range_map[i].cpu_start + dev.range_map[i].dma_start
+    return DMA_MAPPING_ERROR
+
+
+cdef inline u64 translate_dma_to_phys(Device dev, u64 dma_addr) noexcept:
+    cdef size_t i
+    for i in range(dev.range_map.size()):
+        if dma_addr >= dev.range_map[i].dma_start and dma_addr - dev.range_map[i].dma_start < dev.range_map[i].size:
+            return dma_addr - dev.range_map[i].dma_start + dev.range_map[i].cpu_start
+    return U64_MAX                                   # (phys_addr_t)-1
+
+
+cdef inline u64 phys_to_dma(Device dev, u64 paddr) noexcept:
+    """phys_to_dma() = phys_to_dma_unencrypted() (no memory encryption is modelled)."""
+    if dev.range_map.empty():
+        return paddr
+    return translate_phys_to_dma(dev, paddr)
+
+
+cdef inline u64 dma_to_phys(Device dev, u64 dma_addr) noexcept:
+    if dev.range_map.empty():
+        return dma_addr
+    return translate_dma_to_phys(dev, dma_addr)
+
+
+cdef inline u64 dma_get_mask_c(Device dev) noexcept:
+    """dma_get_mask(): *dev->dma_mask if set and non-zero, else DMA_BIT_MASK(32)."""
+    if dev.has_dma_mask and dev._dma_mask:
+        return dev._dma_mask
+    return DMA_BIT_MASK_c(32)
+
+
+# ---- the bus -----------------------------------------------------------------------------------
+cdef int device_access(Device dev, u64 addr, u8 *buf, u64 n, bint write) except -1:
+    """One device-initiated access of n bytes at bus address addr.
+
+    IOMMU-translated devices go through their domain (iommu_device_access in iommu.pxi);
+    others put the address on the bus directly: it must be within what the device can drive
+    (its mask and bus_dma_limit), may hit a peer BAR's bus window (P2P), and otherwise goes
+    through dma_range_map to RAM or MMIO. Anything else is a DmaFault.
+    """
+    cdef u64 last = addr + n - 1
+    cdef u64 limit, phys
+    if last < addr:
+        dev.faults += 1
+        raise DmaFault(dev.name, addr, n, "write" if write else "read", "address wraps")
+    if dev.domain is not None and dev.domain.translates:
+        return iommu_device_access(dev, addr, buf, n, write)
+    limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
+    if last > limit:
+        dev.faults += 1
+        raise DmaFault(dev.name, addr, n, "write" if write else "read",
+                       f"beyond the device's addressing limit {limit:#x}")
+    phys = p2p_bus_to_phys(dev, addr, n)
+    if phys == U64_MAX:
+        phys = dma_to_phys(dev, addr)
+        if phys == U64_MAX or (n > 1 and dma_to_phys(dev, last) != phys + n - 1):
+            dev.faults += 1
+            raise DmaFault(dev.name, addr, n, "write" if write else "read",
+                           "no dma_range_map region translates this bus address")
+    return bus_access_phys(dev, phys, buf, n, write)
+
+
+cdef int bus_access_phys(Device dev, u64 phys, u8 *buf, u64 n, bint write) except -1:
+    """The access reaches the memory system at a CPU physical address: RAM or MMIO, else fault."""
+    if dev.machine.mem.find_region(phys, n) < 0:
+        dev.faults += 1
+        raise DmaFault(dev.name, phys, n, "write" if write else "read",
+                       f"no RAM or MMIO at physical address {phys:#x}")
+    if write:
+        dev.machine.mem.write(phys, buf, n)
+        dev.machine.dma_debug.device_wrote(dev, phys, n)
+    else:
+        dev.machine.mem.read(phys, buf, n)
+    return 0

@@ -1,0 +1,256 @@
+# The simulated machine: physical memory, CPUs, a virtual clock with timers, the default
+# swiotlb pool, devices, IOMMUs, dma-debug and tracing. Stands in for the platform code that
+# the kernel's DMA layer runs on (setup_arch, swiotlb_init, the device model).
+#
+# Kernel WARNs and dev_warns are queued by the core with Machine.kwarn() and emitted as
+# Python warnings by Machine.flush_warnings() when the entry point returns, so a warning that
+# a test turns into an exception never interrupts a half-done operation.
+
+import heapq as _heapq
+import logging as _logging
+import warnings as _warnings
+
+_log = _logging.getLogger("dmaphys")
+
+DEFAULT_RAM = [(0, 3 << 30), (4 << 30, 13 << 30)]
+
+
+cdef class Machine:
+    """A simulated machine: ``Machine(ram=[(base, size), ...], cpus=4, swiotlb="auto")``.
+
+    ``swiotlb``: "auto" sets up the default bounce pool (64 MiB below 4 GiB, like
+    swiotlb_init on x86) when RAM extends above 4 GiB or ``swiotlb_force`` is set; an int
+    gives the pool size in bytes; 0/False/None disables it. ``swiotlb_nareas`` overrides the
+    area count (default: ``cpus``, rounded as swiotlb_adjust_nareas does).
+    """
+    cdef readonly PhysMem mem
+    cdef readonly int cpus
+    cdef int _cpu
+    cdef readonly u64 clock_ns
+    cdef readonly IoTlbMem swiotlb                     # None when disabled (io_tlb_default_mem)
+    cdef readonly dict devices                         # name -> Device
+    cdef readonly list iommus
+    cdef readonly DmaDebug dma_debug                   # DmaDebug (kernel/dma/debug.c)
+    cdef readonly DmaTrace trace                       # DmaTrace (include/trace/events/dma.h)
+    cdef readonly P2PTopology p2pdma                   # P2P topology (drivers/pci/p2pdma.c)
+    cdef readonly list warnings_log                    # every kernel warning emitted: (category, text)
+    cdef list _warn_queue
+    cdef set _warned_once
+    cdef list _timers                                  # heap of (deadline_ns, seq, callback)
+    cdef u64 _timer_seq
+
+    def __init__(self, ram=None, cpus=4, swiotlb="auto", swiotlb_nareas=None,
+                 swiotlb_force=False, dma_debug=True):
+        cdef u64 size
+        if ram is None:
+            ram = DEFAULT_RAM
+        if not isinstance(cpus, int) or not 1 <= cpus <= 1024:
+            raise ValueError(f"cpus must be an int in 1..1024, not {cpus!r}")
+        self.mem = PhysMem()
+        self.cpus = cpus
+        self._cpu = 0
+        self.clock_ns = 0
+        self.devices = {}
+        self.iommus = []
+        self.warnings_log = []
+        self._warn_queue = []
+        self._warned_once = set()
+        self._timers = []
+        self._timer_seq = 0
+        for i, r in enumerate(ram):
+            base, rsize = r
+            self.mem.add_region(_u64(base, "RAM base"), _u64(rsize, "RAM size"), REGION_RAM, f"System RAM {i}")
+        self.dma_debug = DmaDebug(self, dma_debug)
+        self.trace = DmaTrace(self)
+        self.p2pdma = P2PTopology(self)
+        if swiotlb == "auto":
+            size = IO_TLB_DEFAULT_SIZE_C if (self.max_phys_ram() > (<u64>1 << 32) or swiotlb_force) else 0
+        elif not swiotlb:
+            size = 0
+        else:
+            size = _u64(swiotlb, "swiotlb size")
+        self.swiotlb = swiotlb_init(self, size, 0 if swiotlb_nareas is None else swiotlb_nareas,
+                                    bool(swiotlb_force)) if size else None
+        self.flush_warnings()
+
+    # ---- CPUs and time -------------------------------------------------------------------
+    @property
+    def cpu(self):
+        """The CPU the next calls run on (selects per-CPU state: swiotlb areas, IOVA rcaches, flush queues)."""
+        return self._cpu
+
+    @cpu.setter
+    def cpu(self, value):
+        if not isinstance(value, int) or not 0 <= value < self.cpus:
+            raise ValueError(f"cpu must be in 0..{self.cpus - 1}, not {value!r}")
+        self._cpu = value
+
+    def advance(self, ns):
+        """Advance the virtual clock by ``ns`` nanoseconds, firing due timers in deadline order."""
+        cdef u64 target = self.clock_ns + _u64(ns, "ns")
+        while self._timers and self._timers[0][0] <= target:
+            deadline, _, cb = _heapq.heappop(self._timers)
+            if deadline > self.clock_ns:
+                self.clock_ns = deadline
+            cb()
+        self.clock_ns = target
+        self.flush_warnings()
+
+    def add_timer(self, u64 delay_ns, callback):
+        """Arm a one-shot timer ``delay_ns`` from now (mod_timer/schedule_delayed_work stand-in)."""
+        self._timer_seq += 1
+        _heapq.heappush(self._timers, (self.clock_ns + delay_ns, self._timer_seq, callback))
+
+    # ---- CPU access to physical memory ---------------------------------------------------
+    def mem_write(self, phys, data):
+        """CPU stores ``data`` (bytes-like or numpy) at ``phys``; RAM or MMIO only."""
+        cdef const u8[::1] view = _as_bytes_view(data)
+        cdef u64 p = _u64(phys, "phys")
+        cdef u64 n = view.shape[0]
+        if n == 0:
+            return
+        if self.mem.find_region(p, n) < 0:
+            raise PhysAddrError(p, n)
+        self.dma_debug.cpu_access(p, n, True)
+        self.mem.write(p, &view[0], n)
+
+    def mem_read(self, phys, n):
+        """CPU loads ``n`` bytes at ``phys`` (never-written RAM reads as zeros)."""
+        cdef u64 p = _u64(phys, "phys")
+        cdef u64 cnt = _u64(n, "n")
+        cdef bytearray out = bytearray(cnt)
+        if cnt == 0:
+            return bytes(out)
+        if self.mem.find_region(p, cnt) < 0:
+            raise PhysAddrError(p, cnt)
+        self.dma_debug.cpu_access(p, cnt, False)
+        self.flush_warnings()
+        self.mem.read(p, <u8 *><char *>out, cnt)
+        return bytes(out)
+
+    def alloc_pages(self, npages, limit=None, align=1):
+        """Allocate ``npages`` zeroed, page-aligned RAM pages below ``limit`` (bytes, exclusive).
+
+        Top-down like memblock. Returns the physical address; raises MemoryError when no
+        suitably placed free run exists.
+        """
+        cdef u64 n = _u64(npages, "npages")
+        cdef u64 lim = U64_MAX if limit is None else _u64(limit, "limit")
+        cdef u64 al = _u64(align, "align")
+        cdef u64 phys
+        if n == 0 or al == 0 or al & (al - 1):
+            raise ValueError("npages must be > 0 and align a power of two")
+        phys = self.mem.alloc_pages_c(n, lim, al)
+        if phys == U64_MAX:
+            raise MemoryError(f"no {n} free pages below {lim:#x}")
+        return phys
+
+    def free_pages(self, phys, npages):
+        """Free pages from alloc_pages (the exact run). Their contents are discarded."""
+        if self.mem.free_pages_c(_u64(phys, "phys"), _u64(npages, "npages")) < 0:
+            raise ValueError(f"free_pages({phys:#x}, {npages}): not an allocation of that size")
+
+    def add_mmio(self, base, size, name):
+        """Add a non-RAM region (a BAR); CPU and device accesses hit its own store."""
+        self.mem.add_region(_u64(base, "base"), _u64(size, "size"), REGION_MMIO, str(name))
+
+    def max_phys_ram(self):
+        """End (exclusive) of the highest RAM range (max_pfn << PAGE_SHIFT)."""
+        end = 0
+        for start, size, kind, _ in self.mem.regions_list():
+            if kind == "ram":
+                end = max(end, start + size)
+        return end
+
+    @property
+    def regions(self):
+        """[(start, size, "ram"|"mmio", name)] in address order."""
+        return self.mem.regions_list()
+
+    # ---- devices and IOMMUs --------------------------------------------------------------
+    def add_device(self, name, dma_mask=U64_MAX, coherent=True, dma_range_map=None,
+                   bus_dma_limit=0, force_bounce=False, min_align_mask=0, *, iommu=None,
+                   domain=None, domain_type="dma", pci=True, untrusted=False, parent=None,
+                   max_segment_size=65536, seg_boundary_mask=U64_MAX, coherent_dma_mask=None):
+        """Add a device; see Device for the fields. ``dma_mask=None`` models a NULL dev->dma_mask."""
+        name = str(name)
+        if name in self.devices:
+            raise ValueError(f"a device named {name!r} exists already")
+        dev = Device(self, name, dma_mask, coherent, dma_range_map, bus_dma_limit, force_bounce,
+                     min_align_mask, pci, untrusted, max_segment_size, seg_boundary_mask,
+                     coherent_dma_mask)
+        if domain is not None:
+            if iommu is not None and domain.iommu is not iommu:
+                raise ValueError("domain belongs to another IOMMU")
+            domain.iommu.attach_device(dev, domain, None)
+        elif iommu is not None:
+            iommu.attach_device(dev, None, domain_type)
+        self.p2pdma.add_device(dev, parent)
+        self.devices[name] = dev
+        self.flush_warnings()
+        return dev
+
+    def remove_device(self, Device dev):
+        """Unbind and remove a device (dma-debug reports its leaked mappings)."""
+        if self.devices.get(dev.name) is not dev:
+            raise ValueError(f"{dev.name!r} is not a device of this machine")
+        self.dma_debug.device_removed(dev)
+        if dev.domain is not None:
+            dev.domain.iommu.detach_device(dev)
+        del self.devices[dev.name]
+        self.flush_warnings()
+
+    def add_iommu(self, fmt="vtd-ss", strict=True, iotlb=None, **kwargs):
+        """Add an IOMMU with page tables of format ``fmt`` (see Iommu)."""
+        iommu = Iommu(self, fmt, strict, iotlb, **kwargs)
+        self.iommus.append(iommu)
+        return iommu
+
+    # ---- kernel warnings -----------------------------------------------------------------
+    cdef void kwarn(self, object category, str text, object once_key=None):
+        """Queue a kernel warning (WARN_ONCE when once_key is given: once per machine)."""
+        if once_key is not None:
+            if once_key in self._warned_once:
+                return
+            self._warned_once.add(once_key)
+        self._warn_queue.append((category, text))
+
+    def flush_warnings(self):
+        """Emit queued kernel warnings through ``warnings`` and ``logging`` (called by entry points)."""
+        cdef list q
+        if not self._warn_queue:
+            return
+        q = self._warn_queue
+        self._warn_queue = []
+        for category, text in q:
+            self.warnings_log.append((category.__name__, text))
+            _log.warning("%s", text)
+        for category, text in q:
+            _warnings.warn(text, category, stacklevel=3)
+
+    def __repr__(self):
+        return (f"<dmaphys.Machine cpus={self.cpus} ram={self.mem.ram_bytes >> 20} MiB "
+                f"devices={len(self.devices)} iommus={len(self.iommus)}>")
+
+
+cdef enum:
+    IO_TLB_DEFAULT_SIZE_C = 64 << 20
+
+
+cdef inline u64 _u64(object v, str what) except? 0xFFFFFFFFFFFFFFFF:
+    """Validate a Python int as a u64 (bad input → TypeError/ValueError, never wraps)."""
+    if isinstance(v, bool) or not hasattr(v, "__index__"):
+        raise TypeError(f"{what} must be an int, not {type(v).__name__}")
+    v = v.__index__()
+    if v < 0 or v > 0xFFFFFFFFFFFFFFFF:
+        raise ValueError(f"{what} {v:#x} is not a 64-bit unsigned value")
+    return <u64>v
+
+
+cdef const u8[::1] _as_bytes_view(object data):
+    if isinstance(data, str):
+        raise TypeError("data must be bytes-like, not str")
+    mv = memoryview(data)
+    if not mv.c_contiguous:
+        raise ValueError("data must be C-contiguous")
+    return mv.cast("B")

@@ -1,0 +1,324 @@
+# The simulated machine's physical address space: RAM ranges, MMIO regions (BARs), sparse
+# byte-accurate storage and a page allocator. Stands in for mm/ (memblock + the buddy
+# allocator) and for the bus: everything else reads and writes physical memory through here.
+#
+# Storage is allocated per 4 KiB frame on first write: a never-written byte reads as 0.
+# Frames are found through a two-level table indexed by pfn (like a sparse mem_map), so a
+# lookup is two array loads. Physical addresses are limited to MAX_PHYS_BITS.
+
+cdef enum:
+    MAX_PHYS_BITS = 48
+    PFN_L2_SHIFT = 18                                  # 2^18 frames (1 GiB) per second-level table
+    PFN_L2_SIZE = 1 << 18
+    PFN_L1_SIZE = 1 << (48 - 12 - 18)
+
+cdef enum:
+    REGION_RAM = 1
+    REGION_MMIO = 2
+
+cdef struct phys_region:
+    u64 start
+    u64 end                                            # exclusive
+    int kind                                           # REGION_RAM / REGION_MMIO
+    int index                                          # position in PhysMem.region_names
+
+
+cdef class PhysMem:
+    """Sparse physical memory of a simulated machine (RAM + MMIO stores) and its page allocator.
+
+    C-level API used by every other _kernel file:
+      find_region(addr, size) -> index into regions or -1 (the whole range must lie in one region)
+      page_ptr(pfn) -> frame storage or NULL (never written: reads as zeros)
+      page_ptr_alloc(pfn) -> frame storage, allocated (zeroed) on demand
+      read / write / copy / fill / read64 / write64 on physical addresses (caller validated)
+      alloc_pages(npages, limit, align) -> phys or U64_MAX; free_pages(phys, npages) -> 0/-1
+    """
+    cdef u8 ***l1                                      # l1[pfn >> 18][pfn & (2^18-1)] -> frame
+    cdef vector[phys_region] regions                   # sorted by start, non-overlapping
+    cdef readonly list region_names
+    cdef readonly u64 resident_frames                  # frames holding storage
+    cdef readonly u64 ram_bytes
+    # page allocator (memblock/buddy stand-in): free extents [start_pfn, end_pfn) and allocations
+    cdef cppmap[u64, u64] free_extents                 # start_pfn -> end_pfn
+    cdef cppmap[u64, u64] allocated                    # start_pfn -> npages
+    cdef readonly u64 allocated_pages
+
+    def __cinit__(self):
+        self.l1 = <u8 ***>calloc(PFN_L1_SIZE, sizeof(u8 **))
+        if self.l1 == NULL:
+            raise MemoryError()
+        self.region_names = []
+
+    def __dealloc__(self):
+        cdef size_t i, j
+        if self.l1 == NULL:
+            return
+        for i in range(PFN_L1_SIZE):
+            if self.l1[i] != NULL:
+                for j in range(PFN_L2_SIZE):
+                    if self.l1[i][j] != NULL:
+                        free(self.l1[i][j])
+                free(self.l1[i])
+        free(self.l1)
+
+    # ---- regions -------------------------------------------------------------------------
+    cdef int add_region(self, u64 start, u64 size, int kind, str name) except -1:
+        cdef phys_region r
+        cdef size_t i
+        if size == 0 or start & (PAGE_SIZE - 1) or size & (PAGE_SIZE - 1):
+            raise ValueError(f"{name}: region {start:#x}+{size:#x} must be page aligned and non-empty")
+        if start + size > ((<u64>1) << MAX_PHYS_BITS) or start + size < start:
+            raise ValueError(f"{name}: region {start:#x}+{size:#x} is beyond the "
+                             f"{MAX_PHYS_BITS}-bit physical address space")
+        for i in range(self.regions.size()):
+            if start < self.regions[i].end and self.regions[i].start < start + size:
+                raise ValueError(f"{name}: region {start:#x}+{size:#x} overlaps "
+                                 f"{self.region_names[self.regions[i].index]!r}")
+        r.start = start
+        r.end = start + size
+        r.kind = kind
+        r.index = len(self.region_names)
+        self.region_names.append(name)
+        i = 0
+        while i < self.regions.size() and self.regions[i].start < start:
+            i += 1
+        self.regions.insert(self.regions.begin() + i, r)
+        if kind == REGION_RAM:
+            self.ram_bytes += size
+            self.free_range(start >> PAGE_SHIFT, (start + size) >> PAGE_SHIFT)
+        return 0
+
+    cdef inline int find_region(self, u64 addr, u64 size) noexcept nogil:
+        """Index of the region wholly containing [addr, addr+size), or -1."""
+        cdef size_t i
+        cdef u64 last
+        if size == 0:
+            size = 1
+        last = addr + size - 1
+        if last < addr:
+            return -1
+        for i in range(self.regions.size()):
+            if addr >= self.regions[i].start and last < self.regions[i].end:
+                return <int>i
+        return -1
+
+    cdef inline int region_kind(self, u64 addr, u64 size) noexcept nogil:
+        cdef int i = self.find_region(addr, size)
+        return 0 if i < 0 else self.regions[i].kind
+
+    cdef inline bint pfn_valid(self, u64 pfn) noexcept nogil:
+        """pfn_valid(): the frame is RAM (has a struct page)."""
+        return self.region_kind(pfn << PAGE_SHIFT, PAGE_SIZE) == REGION_RAM
+
+    # ---- frames --------------------------------------------------------------------------
+    cdef inline u8 *page_ptr(self, u64 pfn) noexcept nogil:
+        cdef u8 **l2
+        if (pfn >> PFN_L2_SHIFT) >= PFN_L1_SIZE:
+            return NULL
+        l2 = self.l1[pfn >> PFN_L2_SHIFT]
+        if l2 == NULL:
+            return NULL
+        return l2[pfn & (PFN_L2_SIZE - 1)]
+
+    cdef u8 *page_ptr_alloc(self, u64 pfn) except NULL nogil:
+        cdef u8 **l2
+        cdef u8 *p
+        if (pfn >> PFN_L2_SHIFT) >= PFN_L1_SIZE:
+            with gil:
+                raise PhysAddrError(pfn << PAGE_SHIFT, PAGE_SIZE, "beyond the physical address space")
+        l2 = self.l1[pfn >> PFN_L2_SHIFT]
+        if l2 == NULL:
+            l2 = <u8 **>calloc(PFN_L2_SIZE, sizeof(u8 *))
+            if l2 == NULL:
+                with gil:
+                    raise MemoryError()
+            self.l1[pfn >> PFN_L2_SHIFT] = l2
+        p = l2[pfn & (PFN_L2_SIZE - 1)]
+        if p == NULL:
+            p = <u8 *>calloc(1, PAGE_SIZE)
+            if p == NULL:
+                with gil:
+                    raise MemoryError()
+            l2[pfn & (PFN_L2_SIZE - 1)] = p
+            self.resident_frames += 1
+        return p
+
+    cdef void discard(self, u64 pfn, u64 npages) noexcept nogil:
+        """Drop the storage of frames (they read as zeros again)."""
+        cdef u64 i
+        cdef u8 **l2
+        for i in range(pfn, pfn + npages):
+            if (i >> PFN_L2_SHIFT) >= PFN_L1_SIZE:
+                return
+            l2 = self.l1[i >> PFN_L2_SHIFT]
+            if l2 != NULL and l2[i & (PFN_L2_SIZE - 1)] != NULL:
+                free(l2[i & (PFN_L2_SIZE - 1)])
+                l2[i & (PFN_L2_SIZE - 1)] = NULL
+                self.resident_frames -= 1
+
+    # ---- byte access (callers have validated the range) ------------------------------------
+    cdef void read(self, u64 addr, u8 *buf, u64 n) noexcept nogil:
+        cdef u64 off, chunk
+        cdef u8 *p
+        while n:
+            off = addr & (PAGE_SIZE - 1)
+            chunk = PAGE_SIZE - off
+            if chunk > n:
+                chunk = n
+            p = self.page_ptr(addr >> PAGE_SHIFT)
+            if p == NULL:
+                memset(buf, 0, chunk)
+            else:
+                memcpy(buf, p + off, chunk)
+            buf += chunk
+            addr += chunk
+            n -= chunk
+
+    cdef int write(self, u64 addr, const u8 *buf, u64 n) except -1 nogil:
+        cdef u64 off, chunk
+        cdef u8 *p
+        while n:
+            off = addr & (PAGE_SIZE - 1)
+            chunk = PAGE_SIZE - off
+            if chunk > n:
+                chunk = n
+            p = self.page_ptr_alloc(addr >> PAGE_SHIFT)
+            memcpy(p + off, buf, chunk)
+            buf += chunk
+            addr += chunk
+            n -= chunk
+        return 0
+
+    cdef int fill(self, u64 addr, u8 val, u64 n) except -1 nogil:
+        cdef u64 off, chunk
+        cdef u8 *p
+        while n:
+            off = addr & (PAGE_SIZE - 1)
+            chunk = PAGE_SIZE - off
+            if chunk > n:
+                chunk = n
+            if val == 0:
+                p = self.page_ptr(addr >> PAGE_SHIFT)
+            else:
+                p = self.page_ptr_alloc(addr >> PAGE_SHIFT)
+            if p != NULL:
+                memset(p + off, val, chunk)
+            addr += chunk
+            n -= chunk
+        return 0
+
+    cdef int copy(self, u64 dst, u64 src, u64 n) except -1 nogil:
+        """memcpy between two physical ranges (swiotlb_bounce); never-written source reads 0."""
+        cdef u8 tmp[PAGE_SIZE]
+        cdef u64 chunk
+        while n:
+            chunk = PAGE_SIZE - (src & (PAGE_SIZE - 1))
+            if chunk > PAGE_SIZE - (dst & (PAGE_SIZE - 1)):
+                chunk = PAGE_SIZE - (dst & (PAGE_SIZE - 1))
+            if chunk > n:
+                chunk = n
+            if self.page_ptr(src >> PAGE_SHIFT) == NULL and self.page_ptr(dst >> PAGE_SHIFT) == NULL:
+                pass                                    # zeros onto zeros
+            else:
+                self.read(src, tmp, chunk)
+                self.write(dst, tmp, chunk)
+            src += chunk
+            dst += chunk
+            n -= chunk
+        return 0
+
+    cdef inline u64 read64(self, u64 addr) noexcept nogil:
+        """Aligned little-endian 64-bit load (page-table entries)."""
+        cdef u8 *p = self.page_ptr(addr >> PAGE_SHIFT)
+        if p == NULL:
+            return 0
+        return (<u64 *>(p + (addr & (PAGE_SIZE - 1))))[0]
+
+    cdef inline int write64(self, u64 addr, u64 val) except -1 nogil:
+        cdef u8 *p = self.page_ptr_alloc(addr >> PAGE_SHIFT)
+        (<u64 *>(p + (addr & (PAGE_SIZE - 1))))[0] = val
+        return 0
+
+    # ---- page allocator ------------------------------------------------------------------
+    cdef void free_range(self, u64 spfn, u64 epfn) noexcept:
+        """Give [spfn, epfn) back to the free extents, merging neighbours."""
+        cdef cppmap[u64, u64].iterator it, prev
+        if spfn >= epfn:
+            return
+        it = self.free_extents.lower_bound(spfn)
+        if it != self.free_extents.end() and deref(it).first == epfn:
+            epfn = deref(it).second
+            it = self.free_extents.erase(it)
+        if it != self.free_extents.begin():
+            prev = it
+            dec(prev)
+            if deref(prev).second == spfn:
+                spfn = deref(prev).first
+                self.free_extents.erase(prev)
+        self.free_extents[spfn] = epfn
+
+    cdef u64 alloc_pages_c(self, u64 npages, u64 limit, u64 align) noexcept:
+        """Top-down first fit below ``limit`` (exclusive, bytes), like memblock's default.
+
+        ``align`` is in pages (power of two). Returns the physical address or U64_MAX.
+        """
+        cdef u64 limit_pfn = limit >> PAGE_SHIFT
+        cdef u64 s, e, cand
+        cdef cppmap[u64, u64].iterator it
+        if npages == 0 or self.free_extents.empty():
+            return U64_MAX
+        it = self.free_extents.lower_bound(limit_pfn)
+        while it != self.free_extents.begin():
+            dec(it)
+            s = deref(it).first
+            e = deref(it).second
+            if e > limit_pfn:
+                e = limit_pfn
+            if e < npages:
+                continue
+            cand = (e - npages) & ~(align - 1)
+            if cand < s or cand + npages > e:
+                continue
+            # carve [cand, cand + npages) out of [s, old_e)
+            e = deref(it).second
+            self.free_extents.erase(it)
+            if s < cand:
+                self.free_extents[s] = cand
+            if cand + npages < e:
+                self.free_extents[cand + npages] = e
+            self.allocated[cand] = npages
+            self.allocated_pages += npages
+            return cand << PAGE_SHIFT
+        return U64_MAX
+
+    cdef int free_pages_c(self, u64 phys, u64 npages) noexcept:
+        """Free an allocation made by alloc_pages_c (exactly). 0, or -1 when it is not one."""
+        cdef u64 pfn = phys >> PAGE_SHIFT
+        cdef cppmap[u64, u64].iterator it
+        if phys & (PAGE_SIZE - 1):
+            return -1
+        it = self.allocated.find(pfn)
+        if it == self.allocated.end() or deref(it).second != npages:
+            return -1
+        self.allocated.erase(it)
+        self.allocated_pages -= npages
+        self.discard(pfn, npages)
+        self.free_range(pfn, pfn + npages)
+        return 0
+
+    # ---- Python-level helpers ------------------------------------------------------------
+    def regions_list(self):
+        """[(start, size, "ram"|"mmio", name)] in address order."""
+        cdef size_t i
+        return [(self.regions[i].start, self.regions[i].end - self.regions[i].start,
+                 "ram" if self.regions[i].kind == REGION_RAM else "mmio",
+                 self.region_names[self.regions[i].index]) for i in range(self.regions.size())]
+
+    def free_extents_list(self):
+        """[(phys, size)] of the page allocator's free extents, in address order."""
+        cdef list out = []
+        cdef cppmap[u64, u64].iterator it = self.free_extents.begin()
+        while it != self.free_extents.end():
+            out.append((deref(it).first << PAGE_SHIFT, (deref(it).second - deref(it).first) << PAGE_SHIFT))
+            inc(it)
+        return out

@@ -1,0 +1,19 @@
+# Models drivers/pci/p2pdma.c and include/linux/pci-p2pdma.h: the PCI topology (host bridges,
+# switches, ACS), P2P providers (pci_p2pdma_add_resource, bus_offset), the map-type
+# calculation and its per-pair cache, pci_p2pdma_state / pci_p2pdma_bus_addr_map.
+# PLACEHOLDER (foundation skeleton): the P2PDMA issue replaces this file.
+
+cdef class P2PTopology:
+    cdef readonly Machine machine
+
+    def __init__(self, Machine machine):
+        self.machine = machine
+
+    def add_device(self, dev, parent):
+        if parent is not None:
+            raise NotImplementedError("PCI topology (parent=) is not built yet")
+
+
+cdef u64 p2p_bus_to_phys(Device dev, u64 bus_addr, u64 n) noexcept:
+    """CPU physical address behind a peer BAR's bus window, or U64_MAX when addr is not one."""
+    return U64_MAX

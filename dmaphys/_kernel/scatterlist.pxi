@@ -1,0 +1,124 @@
+# Models include/linux/scatterlist.h and lib/scatterlist.c: struct scatterlist entries
+# (page, offset, length, dma_address, dma_length, dma_flags) and struct sg_table
+# (sgl, nents, orig_nents). dma.ScatterList is both the list and its sg_table.
+
+cdef enum:
+    SG_DMA_BUS_ADDRESS = 1 << 0                # sg_dma_mark_bus_address()
+    SG_DMA_SWIOTLB = 1 << 1                    # sg_dma_mark_swiotlb()
+
+cdef struct scatterlist:
+    u64 page_phys                              # page_to_phys(sg_page(sg))
+    u64 offset
+    u64 length
+    u64 dma_address
+    u64 dma_length
+    u32 dma_flags
+
+
+cdef class ScatterList:
+    """A scatterlist built from (phys, length) pairs, and its sg_table (nents, orig_nents).
+
+    ``ScatterList([(phys, length), ...])``; entry i is ``sgl[i]`` with ``phys``, ``page_phys``,
+    ``offset``, ``length``, ``dma_address``, ``dma_length`` as the kernel fills them.
+    """
+    cdef vector[scatterlist] sg
+    cdef public int nents                      # sg_table.nents (set by dma_map_sgtable)
+    cdef readonly int orig_nents
+
+    def __init__(self, entries):
+        cdef scatterlist s
+        for item in entries:
+            phys, length = item
+            phys = _u64(phys, "phys")
+            s.page_phys = phys & ~(<u64>PAGE_SIZE - 1)
+            s.offset = phys & (PAGE_SIZE - 1)
+            s.length = _u64(length, "length")
+            if s.length == 0 or s.length > 0xFFFFFFFF:
+                raise ValueError("scatterlist entry length must be 1..2^32-1 (unsigned int)")
+            if s.page_phys + s.offset + s.length - 1 < s.page_phys:
+                raise ValueError("scatterlist entry wraps the address space")
+            s.dma_address = 0
+            s.dma_length = 0
+            s.dma_flags = 0
+            self.sg.push_back(s)
+        if self.sg.empty():
+            raise ValueError("a scatterlist needs at least one entry")
+        self.orig_nents = <int>self.sg.size()
+        self.nents = self.orig_nents
+
+    def __len__(self):
+        return <Py_ssize_t>self.sg.size()
+
+    def __getitem__(self, Py_ssize_t i):
+        if i < 0:
+            i += <Py_ssize_t>self.sg.size()
+        if not 0 <= i < <Py_ssize_t>self.sg.size():
+            raise IndexError(i)
+        return ScatterlistEntry(self, i)
+
+    def __iter__(self):
+        for i in range(self.sg.size()):
+            yield ScatterlistEntry(self, i)
+
+    def dma_segments(self):
+        """[(sg_dma_address, sg_dma_len)] of the first ``nents`` entries (the mapped segments)."""
+        return [(self.sg[i].dma_address, self.sg[i].dma_length) for i in range(self.nents)]
+
+    def __repr__(self):
+        return f"<dmaphys.ScatterList orig_nents={self.orig_nents} nents={self.nents}>"
+
+
+cdef class ScatterlistEntry:
+    """One struct scatterlist (a view into its ScatterList)."""
+    cdef readonly ScatterList table
+    cdef readonly Py_ssize_t index
+
+    def __init__(self, ScatterList table, Py_ssize_t index):
+        self.table = table
+        self.index = index
+
+    @property
+    def phys(self):
+        """sg_phys(sg)."""
+        return self.table.sg[self.index].page_phys + self.table.sg[self.index].offset
+
+    @property
+    def page_phys(self):
+        return self.table.sg[self.index].page_phys
+
+    @property
+    def offset(self):
+        return self.table.sg[self.index].offset
+
+    @property
+    def length(self):
+        return self.table.sg[self.index].length
+
+    @property
+    def dma_address(self):
+        return self.table.sg[self.index].dma_address
+
+    @property
+    def dma_length(self):
+        return self.table.sg[self.index].dma_length
+
+    @property
+    def dma_flags(self):
+        return self.table.sg[self.index].dma_flags
+
+    def __repr__(self):
+        return (f"<sg {self.index}: phys={self.phys:#x} len={self.length:#x} "
+                f"dma={self.dma_address:#x}/{self.dma_length:#x}>")
+
+
+def sg_dma_is_bus_address(ScatterlistEntry sg):
+    """sg_dma_is_bus_address(): the entry holds a PCI bus address (P2PDMA), not an IOVA/DMA address."""
+    return bool(sg.table.sg[sg.index].dma_flags & SG_DMA_BUS_ADDRESS)
+
+
+def sg_dma_is_swiotlb(ScatterlistEntry sg):
+    """sg_dma_is_swiotlb(): dma-iommu mapped this list entry by entry through swiotlb."""
+    return bool(sg.table.sg[sg.index].dma_flags & SG_DMA_SWIOTLB)
+
+
+__all__ += ["ScatterList", "ScatterlistEntry", "sg_dma_is_bus_address", "sg_dma_is_swiotlb"]

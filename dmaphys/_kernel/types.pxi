@@ -1,0 +1,133 @@
+# Types, constants and small helpers shared by every _kernel/*.pxi file.
+# Mirrors include/linux/types.h, dma-direction.h, dma-mapping.h (constants) and the
+# DMA_ATTR_* / IOMMU_* / PCI_P2PDMA_* values of dmaphys/constants.py (tests/test_constants.py
+# keeps the two in sync).
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, int32_t
+from libc.string cimport memcpy, memset, memmove
+from libc.stdlib cimport malloc, calloc, free, realloc
+from libcpp.vector cimport vector
+from libcpp.map cimport map as cppmap
+from libcpp.unordered_map cimport unordered_map
+from libcpp.utility cimport pair
+from cython.operator cimport dereference as deref, preincrement as inc, predecrement as dec
+
+ctypedef uint64_t u64
+ctypedef uint32_t u32
+ctypedef uint16_t u16
+ctypedef uint8_t u8
+ctypedef uint64_t dma_addr_t
+ctypedef uint64_t phys_addr_t
+
+cdef extern from *:
+    """
+    #define DMAPHYS_U64_MAX (~(uint64_t)0)
+    #define DMAPHYS_DMA_MAPPING_ERROR (~(uint64_t)0)
+    #define DMAPHYS_DMA_IOVA_USE_SWIOTLB (1ULL << 63)
+    static inline int dmaphys_fls64(uint64_t x) { return x ? 64 - __builtin_clzll(x) : 0; }
+    static inline int dmaphys_ffs64(uint64_t x) { return x ? __builtin_ctzll(x) : 64; }
+    """
+    const u64 U64_MAX "DMAPHYS_U64_MAX"
+    const u64 DMA_MAPPING_ERROR "DMAPHYS_DMA_MAPPING_ERROR"
+    const u64 DMA_IOVA_USE_SWIOTLB "DMAPHYS_DMA_IOVA_USE_SWIOTLB"
+    int fls64 "dmaphys_fls64"(u64 x) noexcept nogil      # fls64(): 1-based index of top bit
+    int __ffs64 "dmaphys_ffs64"(u64 x) noexcept nogil    # __ffs(): index of lowest set bit
+
+cdef enum:
+    PAGE_SHIFT = 12
+    PAGE_SIZE = 4096
+
+cdef enum dma_data_direction:                 # include/linux/dma-direction.h
+    DMA_BIDIRECTIONAL = 0
+    DMA_TO_DEVICE = 1
+    DMA_FROM_DEVICE = 2
+    DMA_NONE = 3
+
+cdef enum:                                     # include/linux/dma-mapping.h
+    DMA_ATTR_WEAK_ORDERING = 1 << 1
+    DMA_ATTR_WRITE_COMBINE = 1 << 2
+    DMA_ATTR_NO_KERNEL_MAPPING = 1 << 4
+    DMA_ATTR_SKIP_CPU_SYNC = 1 << 5
+    DMA_ATTR_FORCE_CONTIGUOUS = 1 << 6
+    DMA_ATTR_ALLOC_SINGLE_PAGES = 1 << 7
+    DMA_ATTR_NO_WARN = 1 << 8
+    DMA_ATTR_PRIVILEGED = 1 << 9
+    DMA_ATTR_MMIO = 1 << 10
+    DMA_ATTR_ALL = 0x7f6
+
+cdef enum:                                     # include/linux/iommu.h
+    IOMMU_READ = 1 << 0
+    IOMMU_WRITE = 1 << 1
+    IOMMU_CACHE = 1 << 2
+    IOMMU_NOEXEC = 1 << 3
+    IOMMU_MMIO = 1 << 4
+    IOMMU_PRIV = 1 << 5
+
+cdef enum pci_p2pdma_map_type:                 # include/linux/pci-p2pdma.h
+    PCI_P2PDMA_MAP_UNKNOWN = 0
+    PCI_P2PDMA_MAP_NONE = 1
+    PCI_P2PDMA_MAP_NOT_SUPPORTED = 2
+    PCI_P2PDMA_MAP_BUS_ADDR = 3
+    PCI_P2PDMA_MAP_THRU_HOST_BRIDGE = 4
+
+cdef enum:                                     # Linux errno values (returned negated)
+    EIO = 5
+    ENOMEM = 12
+    EFAULT = 14
+    EBUSY = 16
+    EEXIST = 17
+    EINVAL = 22
+    ERANGE = 34
+    EOPNOTSUPP = 95
+    EADDRINUSE = 98
+    EREMOTEIO = 121
+
+cdef inline bint valid_dma_direction(int dir) noexcept nogil:
+    return dir == DMA_BIDIRECTIONAL or dir == DMA_TO_DEVICE or dir == DMA_FROM_DEVICE
+
+cdef inline u64 DMA_BIT_MASK_c(int n) noexcept nogil:
+    return U64_MAX if n >= 64 else ((<u64>1) << n) - 1
+
+cdef inline u64 min_not_zero(u64 a, u64 b) noexcept nogil:
+    if a == 0:
+        return b
+    if b == 0:
+        return a
+    return a if a < b else b
+
+cdef inline u64 roundup_pow_of_two(u64 n) noexcept nogil:
+    if n <= 1:
+        return 1
+    return (<u64>1) << fls64(n - 1)
+
+cdef inline int order_base_2(u64 n) noexcept nogil:
+    # ilog2 rounded up; order_base_2(0) = order_base_2(1) = 0 as in include/linux/log2.h
+    if n <= 1:
+        return 0
+    return fls64(n - 1)
+
+
+def _c_constants():
+    """The C-level constants, for tests/test_constants.py to compare with dmaphys.constants."""
+    return {
+        "PAGE_SHIFT": PAGE_SHIFT, "PAGE_SIZE": PAGE_SIZE,
+        "DMA_BIDIRECTIONAL": DMA_BIDIRECTIONAL, "DMA_TO_DEVICE": DMA_TO_DEVICE,
+        "DMA_FROM_DEVICE": DMA_FROM_DEVICE, "DMA_NONE": DMA_NONE,
+        "DMA_ATTR_WEAK_ORDERING": DMA_ATTR_WEAK_ORDERING, "DMA_ATTR_WRITE_COMBINE": DMA_ATTR_WRITE_COMBINE,
+        "DMA_ATTR_NO_KERNEL_MAPPING": DMA_ATTR_NO_KERNEL_MAPPING,
+        "DMA_ATTR_SKIP_CPU_SYNC": DMA_ATTR_SKIP_CPU_SYNC,
+        "DMA_ATTR_FORCE_CONTIGUOUS": DMA_ATTR_FORCE_CONTIGUOUS,
+        "DMA_ATTR_ALLOC_SINGLE_PAGES": DMA_ATTR_ALLOC_SINGLE_PAGES, "DMA_ATTR_NO_WARN": DMA_ATTR_NO_WARN,
+        "DMA_ATTR_PRIVILEGED": DMA_ATTR_PRIVILEGED, "DMA_ATTR_MMIO": DMA_ATTR_MMIO,
+        "DMA_ATTR_ALL": DMA_ATTR_ALL,
+        "DMA_MAPPING_ERROR": DMA_MAPPING_ERROR, "DMA_IOVA_USE_SWIOTLB": DMA_IOVA_USE_SWIOTLB,
+        "IOMMU_READ": IOMMU_READ, "IOMMU_WRITE": IOMMU_WRITE, "IOMMU_CACHE": IOMMU_CACHE,
+        "IOMMU_NOEXEC": IOMMU_NOEXEC, "IOMMU_MMIO": IOMMU_MMIO, "IOMMU_PRIV": IOMMU_PRIV,
+        "PCI_P2PDMA_MAP_UNKNOWN": PCI_P2PDMA_MAP_UNKNOWN, "PCI_P2PDMA_MAP_NONE": PCI_P2PDMA_MAP_NONE,
+        "PCI_P2PDMA_MAP_NOT_SUPPORTED": PCI_P2PDMA_MAP_NOT_SUPPORTED,
+        "PCI_P2PDMA_MAP_BUS_ADDR": PCI_P2PDMA_MAP_BUS_ADDR,
+        "PCI_P2PDMA_MAP_THRU_HOST_BRIDGE": PCI_P2PDMA_MAP_THRU_HOST_BRIDGE,
+        "EIO": EIO, "ENOMEM": ENOMEM, "EFAULT": EFAULT, "EBUSY": EBUSY, "EEXIST": EEXIST,
+        "EINVAL": EINVAL, "ERANGE": ERANGE, "EOPNOTSUPP": EOPNOTSUPP, "EADDRINUSE": EADDRINUSE,
+        "EREMOTEIO": EREMOTEIO,
+    }

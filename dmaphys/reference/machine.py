@@ -1,0 +1,335 @@
+"""Reference model of the simulated machine and its devices (mirrors machine.pxi, device.pxi)."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import warnings
+from typing import Any
+
+from ..errors import DmaFault, PhysAddrError
+from ._util import DMA_BIT_MASK, U64_MAX, as_bytes, min_not_zero, u64
+from .debug import DmaDebug
+from .iommu import Iommu, iommu_device_access
+from .memory import REGION_MMIO, REGION_RAM, PhysMem
+from .p2pdma import P2PTopology, p2p_bus_to_phys
+from .swiotlb import swiotlb_init
+from .trace import DmaTrace
+
+__all__ = ["Machine", "Device", "PhysMem"]
+
+_log = logging.getLogger("dmaphys")
+DEFAULT_RAM = [(0, 3 << 30), (4 << 30, 13 << 30)]
+IO_TLB_DEFAULT_SIZE = 64 << 20
+
+
+class Machine:
+    """Reference twin of dmaphys._core.Machine."""
+
+    def __init__(self, ram=None, cpus=4, swiotlb="auto", swiotlb_nareas=None,
+                 swiotlb_force=False, dma_debug=True):
+        if ram is None:
+            ram = DEFAULT_RAM
+        if not isinstance(cpus, int) or not 1 <= cpus <= 1024:
+            raise ValueError(f"cpus must be an int in 1..1024, not {cpus!r}")
+        self.mem = PhysMem()
+        self.cpus = cpus
+        self._cpu = 0
+        self.clock_ns = 0
+        self.devices: dict[str, Device] = {}
+        self.iommus: list[Any] = []
+        self.warnings_log: list[tuple[str, str]] = []
+        self._warn_queue: list[tuple[type, str]] = []
+        self._warned_once: set = set()
+        self._timers: list = []
+        self._timer_seq = 0
+        for i, (base, size) in enumerate(ram):
+            self.mem.add_region(u64(base, "RAM base"), u64(size, "RAM size"), REGION_RAM, f"System RAM {i}")
+        self.dma_debug = DmaDebug(self, dma_debug)
+        self.trace = DmaTrace(self)
+        self.p2pdma = P2PTopology(self)
+        if swiotlb == "auto":
+            size = IO_TLB_DEFAULT_SIZE if (self.max_phys_ram() > (1 << 32) or swiotlb_force) else 0
+        elif not swiotlb:
+            size = 0
+        else:
+            size = u64(swiotlb, "swiotlb size")
+        self.swiotlb = (swiotlb_init(self, size, 0 if swiotlb_nareas is None else swiotlb_nareas,
+                                     bool(swiotlb_force)) if size else None)
+        self.flush_warnings()
+
+    @property
+    def cpu(self) -> int:
+        return self._cpu
+
+    @cpu.setter
+    def cpu(self, value: int) -> None:
+        if not isinstance(value, int) or not 0 <= value < self.cpus:
+            raise ValueError(f"cpu must be in 0..{self.cpus - 1}, not {value!r}")
+        self._cpu = value
+
+    def advance(self, ns: int) -> None:
+        target = self.clock_ns + u64(ns, "ns")
+        while self._timers and self._timers[0][0] <= target:
+            deadline, _, cb = heapq.heappop(self._timers)
+            if deadline > self.clock_ns:
+                self.clock_ns = deadline
+            cb()
+        self.clock_ns = target
+        self.flush_warnings()
+
+    def add_timer(self, delay_ns: int, callback) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (self.clock_ns + delay_ns, self._timer_seq, callback))
+
+    def mem_write(self, phys, data) -> None:
+        b = as_bytes(data)
+        p = u64(phys, "phys")
+        if not b:
+            return
+        if self.mem.find_region(p, len(b)) < 0:
+            raise PhysAddrError(p, len(b))
+        self.dma_debug.cpu_access(p, len(b), True)
+        self.mem.write(p, b)
+
+    def mem_read(self, phys, n) -> bytes:
+        p = u64(phys, "phys")
+        cnt = u64(n, "n")
+        if cnt == 0:
+            return b""
+        if self.mem.find_region(p, cnt) < 0:
+            raise PhysAddrError(p, cnt)
+        self.dma_debug.cpu_access(p, cnt, False)
+        self.flush_warnings()
+        return self.mem.read(p, cnt)
+
+    def alloc_pages(self, npages, limit=None, align=1) -> int:
+        n = u64(npages, "npages")
+        lim = U64_MAX if limit is None else u64(limit, "limit")
+        al = u64(align, "align")
+        if n == 0 or al == 0 or al & (al - 1):
+            raise ValueError("npages must be > 0 and align a power of two")
+        phys = self.mem.alloc_pages(n, lim, al)
+        if phys == U64_MAX:
+            raise MemoryError(f"no {n} free pages below {lim:#x}")
+        return phys
+
+    def free_pages(self, phys, npages) -> None:
+        if self.mem.free_pages(u64(phys, "phys"), u64(npages, "npages")) < 0:
+            raise ValueError(f"free_pages({phys:#x}, {npages}): not an allocation of that size")
+
+    def add_mmio(self, base, size, name) -> None:
+        self.mem.add_region(u64(base, "base"), u64(size, "size"), REGION_MMIO, str(name))
+
+    def max_phys_ram(self) -> int:
+        return max((s + z for s, z, k, _ in self.mem.regions_list() if k == "ram"), default=0)
+
+    @property
+    def regions(self):
+        return self.mem.regions_list()
+
+    def add_device(self, name, dma_mask=U64_MAX, coherent=True, dma_range_map=None,
+                   bus_dma_limit=0, force_bounce=False, min_align_mask=0, *, iommu=None,
+                   domain=None, domain_type="dma", pci=True, untrusted=False, parent=None,
+                   max_segment_size=65536, seg_boundary_mask=U64_MAX, coherent_dma_mask=None):
+        name = str(name)
+        if name in self.devices:
+            raise ValueError(f"a device named {name!r} exists already")
+        dev = Device(self, name, dma_mask, coherent, dma_range_map, bus_dma_limit, force_bounce,
+                     min_align_mask, pci, untrusted, max_segment_size, seg_boundary_mask,
+                     coherent_dma_mask)
+        if domain is not None:
+            if iommu is not None and domain.iommu is not iommu:
+                raise ValueError("domain belongs to another IOMMU")
+            domain.iommu.attach_device(dev, domain, None)
+        elif iommu is not None:
+            iommu.attach_device(dev, None, domain_type)
+        self.p2pdma.add_device(dev, parent)
+        self.devices[name] = dev
+        self.flush_warnings()
+        return dev
+
+    def remove_device(self, dev) -> None:
+        if self.devices.get(dev.name) is not dev:
+            raise ValueError(f"{dev.name!r} is not a device of this machine")
+        self.dma_debug.device_removed(dev)
+        if dev.domain is not None:
+            dev.domain.iommu.detach_device(dev)
+        del self.devices[dev.name]
+        self.flush_warnings()
+
+    def add_iommu(self, fmt="vtd-ss", strict=True, iotlb=None, **kwargs):
+        iommu = Iommu(self, fmt, strict, iotlb, **kwargs)
+        self.iommus.append(iommu)
+        return iommu
+
+    def kwarn(self, category: type, text: str, once_key=None) -> None:
+        if once_key is not None:
+            if once_key in self._warned_once:
+                return
+            self._warned_once.add(once_key)
+        self._warn_queue.append((category, text))
+
+    def flush_warnings(self) -> None:
+        if not self._warn_queue:
+            return
+        q, self._warn_queue = self._warn_queue, []
+        for category, text in q:
+            self.warnings_log.append((category.__name__, text))
+            _log.warning("%s", text)
+        for category, text in q:
+            warnings.warn(text, category, stacklevel=3)
+
+    def __repr__(self) -> str:
+        return (f"<dmaphys.reference.Machine cpus={self.cpus} ram={self.mem.ram_bytes >> 20} MiB "
+                f"devices={len(self.devices)} iommus={len(self.iommus)}>")
+
+
+class Device:
+    """Reference twin of dmaphys._core.Device (struct device's DMA fields + its bus side)."""
+
+    def __init__(self, machine, name, dma_mask, coherent, dma_range_map, bus_dma_limit,
+                 force_bounce, min_align_mask, pci, untrusted, max_segment_size,
+                 seg_boundary_mask, coherent_dma_mask):
+        self.machine = machine
+        self.name = name
+        self.has_dma_mask = dma_mask is not None
+        self._dma_mask = u64(dma_mask, "dma_mask") if dma_mask is not None else 0
+        if coherent_dma_mask is not None:
+            self.coherent_dma_mask = u64(coherent_dma_mask, "coherent_dma_mask")
+        else:
+            self.coherent_dma_mask = self._dma_mask if self.has_dma_mask else DMA_BIT_MASK(32)
+        self.bus_dma_limit = u64(bus_dma_limit, "bus_dma_limit")
+        self.coherent = bool(coherent)
+        self.force_bounce = bool(force_bounce)
+        self.min_align_mask = u64(min_align_mask, "min_align_mask")
+        self.max_segment_size = u64(max_segment_size, "max_segment_size")
+        self.seg_boundary_mask = u64(seg_boundary_mask, "seg_boundary_mask")
+        self.pci = bool(pci)
+        self.untrusted = bool(untrusted)
+        if self.untrusted and not self.pci:
+            raise ValueError("only PCI devices can be untrusted (pdev->untrusted)")
+        self.range_map: list[tuple[int, int, int]] = []
+        for cpu_start, dma_start, size in dma_range_map or ():
+            r = (u64(cpu_start, "cpu_start"), u64(dma_start, "dma_start"), u64(size, "size"))
+            if r[2] == 0:
+                raise ValueError("dma_range_map entries must have a non-zero size")
+            self.range_map.append(r)
+        self.dma_skip_sync = self.coherent
+        self.dma_uses_io_tlb = False
+        self.dma_io_tlb_mem = machine.swiotlb
+        self.domain = None
+        self.dma_iommu = False
+        self.p2p_node = None
+        self.arch_sync_for_device = 0
+        self.arch_sync_for_cpu = 0
+        self.dma_reads = 0
+        self.dma_writes = 0
+        self.faults = 0
+
+    @property
+    def dma_mask(self):
+        return self._dma_mask if self.has_dma_mask else None
+
+    @dma_mask.setter
+    def dma_mask(self, value):
+        if value is None:
+            self.has_dma_mask = False
+            self._dma_mask = 0
+        else:
+            self._dma_mask = u64(value, "dma_mask")
+            self.has_dma_mask = True
+
+    @property
+    def dma_range_map(self):
+        return list(self.range_map) or None
+
+    @property
+    def stats(self):
+        return {"arch_sync_for_device": self.arch_sync_for_device,
+                "arch_sync_for_cpu": self.arch_sync_for_cpu,
+                "dma_reads": self.dma_reads, "dma_writes": self.dma_writes, "faults": self.faults}
+
+    def __repr__(self) -> str:
+        return f"<dmaphys.reference.Device {self.name!r} mask={self._dma_mask:#x} coherent={self.coherent}>"
+
+    def dma_read(self, dma_addr, n) -> bytes:
+        a = u64(dma_addr, "dma_addr")
+        cnt = u64(n, "n")
+        out = b""
+        if cnt:
+            try:
+                out = device_access(self, a, cnt, False, None)
+            finally:
+                self.machine.flush_warnings()
+        self.dma_reads += 1
+        return out
+
+    def dma_write(self, dma_addr, data) -> None:
+        a = u64(dma_addr, "dma_addr")
+        b = as_bytes(data)
+        if b:
+            try:
+                device_access(self, a, len(b), True, b)
+            finally:
+                self.machine.flush_warnings()
+        self.dma_writes += 1
+
+
+def phys_to_dma(dev, paddr: int) -> int:
+    if not dev.range_map:
+        return paddr
+    for cpu_start, dma_start, size in dev.range_map:
+        if paddr >= cpu_start and paddr - cpu_start < size:
+            return paddr - cpu_start + dma_start
+    return U64_MAX
+
+
+def dma_to_phys(dev, dma_addr: int) -> int:
+    if not dev.range_map:
+        return dma_addr
+    for cpu_start, dma_start, size in dev.range_map:
+        if dma_addr >= dma_start and dma_addr - dma_start < size:
+            return dma_addr - dma_start + cpu_start
+    return U64_MAX
+
+
+def dma_get_mask(dev) -> int:
+    if dev.has_dma_mask and dev._dma_mask:
+        return dev._dma_mask
+    return DMA_BIT_MASK(32)
+
+
+def device_access(dev, addr: int, n: int, write: bool, data: bytes | None):
+    """Mirrors device.pxi device_access(); returns the bytes read (reads) or None."""
+    last = addr + n - 1
+    access = "write" if write else "read"
+    if last > U64_MAX:
+        dev.faults += 1
+        raise DmaFault(dev.name, addr, n, access, "address wraps")
+    if dev.domain is not None and dev.domain.translates:
+        return iommu_device_access(dev, addr, n, write, data)
+    limit = min_not_zero(dma_get_mask(dev), dev.bus_dma_limit)
+    if last > limit:
+        dev.faults += 1
+        raise DmaFault(dev.name, addr, n, access, f"beyond the device's addressing limit {limit:#x}")
+    phys = p2p_bus_to_phys(dev, addr, n)
+    if phys == U64_MAX:
+        phys = dma_to_phys(dev, addr)
+        if phys == U64_MAX or (n > 1 and dma_to_phys(dev, last) != phys + n - 1):
+            dev.faults += 1
+            raise DmaFault(dev.name, addr, n, access, "no dma_range_map region translates this bus address")
+    return bus_access_phys(dev, phys, n, write, data)
+
+
+def bus_access_phys(dev, phys: int, n: int, write: bool, data: bytes | None):
+    mem = dev.machine.mem
+    if mem.find_region(phys, n) < 0:
+        dev.faults += 1
+        raise DmaFault(dev.name, phys, n, "write" if write else "read",
+                       f"no RAM or MMIO at physical address {phys:#x}")
+    if write:
+        mem.write(phys, data)
+        dev.machine.dma_debug.device_wrote(dev, phys, n)
+        return None
+    return mem.read(phys, n)

@@ -1,0 +1,154 @@
+"""Reference model of the simulated physical memory (mirrors dmaphys/_kernel/memory.pxi)."""
+
+from __future__ import annotations
+
+import bisect
+
+from ..errors import PhysAddrError
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+MAX_PHYS_BITS = 48
+REGION_RAM = 1
+REGION_MMIO = 2
+U64_MAX = (1 << 64) - 1
+
+
+class PhysMem:
+    """Sparse memory: a dict of 4 KiB frames (bytearray) created on first write."""
+
+    def __init__(self) -> None:
+        self.frames: dict[int, bytearray] = {}
+        self.regions: list[tuple[int, int, int, str]] = []   # (start, end, kind, name), sorted
+        self.ram_bytes = 0
+        self.free_extents: dict[int, int] = {}                # start_pfn -> end_pfn
+        self.allocated: dict[int, int] = {}                   # start_pfn -> npages
+        self.allocated_pages = 0
+
+    @property
+    def resident_frames(self) -> int:
+        return len(self.frames)
+
+    # regions
+    def add_region(self, start: int, size: int, kind: int, name: str) -> None:
+        if size == 0 or start % PAGE_SIZE or size % PAGE_SIZE:
+            raise ValueError(f"{name}: region {start:#x}+{size:#x} must be page aligned and non-empty")
+        if start + size > (1 << MAX_PHYS_BITS):
+            raise ValueError(f"{name}: region {start:#x}+{size:#x} is beyond the "
+                             f"{MAX_PHYS_BITS}-bit physical address space")
+        for s, e, _, n in self.regions:
+            if start < e and s < start + size:
+                raise ValueError(f"{name}: region {start:#x}+{size:#x} overlaps {n!r}")
+        bisect.insort(self.regions, (start, start + size, kind, name))
+        if kind == REGION_RAM:
+            self.ram_bytes += size
+            self._free_range(start >> PAGE_SHIFT, (start + size) >> PAGE_SHIFT)
+
+    def find_region(self, addr: int, size: int) -> int:
+        last = addr + max(size, 1) - 1
+        for i, (s, e, _, _) in enumerate(self.regions):
+            if s <= addr and last < e:
+                return i
+        return -1
+
+    def region_kind(self, addr: int, size: int) -> int:
+        i = self.find_region(addr, size)
+        return 0 if i < 0 else self.regions[i][2]
+
+    def pfn_valid(self, pfn: int) -> bool:
+        return self.region_kind(pfn << PAGE_SHIFT, PAGE_SIZE) == REGION_RAM
+
+    # bytes
+    def read(self, addr: int, n: int) -> bytes:
+        out = bytearray()
+        while n:
+            off = addr & (PAGE_SIZE - 1)
+            chunk = min(PAGE_SIZE - off, n)
+            f = self.frames.get(addr >> PAGE_SHIFT)
+            out += bytes(chunk) if f is None else f[off:off + chunk]
+            addr += chunk
+            n -= chunk
+        return bytes(out)
+
+    def write(self, addr: int, data: bytes) -> None:
+        pos = 0
+        n = len(data)
+        while pos < n:
+            off = addr & (PAGE_SIZE - 1)
+            chunk = min(PAGE_SIZE - off, n - pos)
+            f = self.frames.get(addr >> PAGE_SHIFT)
+            if f is None:
+                f = self.frames[addr >> PAGE_SHIFT] = bytearray(PAGE_SIZE)
+            f[off:off + chunk] = data[pos:pos + chunk]
+            addr += chunk
+            pos += chunk
+
+    def fill(self, addr: int, val: int, n: int) -> None:
+        self.write(addr, bytes([val]) * n)
+
+    def copy(self, dst: int, src: int, n: int) -> None:
+        self.write(dst, self.read(src, n))
+
+    def read64(self, addr: int) -> int:
+        return int.from_bytes(self.read(addr, 8), "little")
+
+    def write64(self, addr: int, val: int) -> None:
+        self.write(addr, val.to_bytes(8, "little"))
+
+    def discard(self, pfn: int, npages: int) -> None:
+        for p in range(pfn, pfn + npages):
+            self.frames.pop(p, None)
+
+    # page allocator: top-down first fit, like memory.pxi
+    def _free_range(self, spfn: int, epfn: int) -> None:
+        if spfn >= epfn:
+            return
+        if epfn in self.free_extents:
+            epfn = self.free_extents.pop(epfn)
+        for s, e in list(self.free_extents.items()):
+            if e == spfn:
+                del self.free_extents[s]
+                spfn = s
+                break
+        self.free_extents[spfn] = epfn
+
+    def alloc_pages(self, npages: int, limit: int, align: int) -> int:
+        limit_pfn = limit >> PAGE_SHIFT
+        if npages == 0:
+            return U64_MAX
+        for s in sorted((s for s in self.free_extents if s < limit_pfn), reverse=True):
+            e = min(self.free_extents[s], limit_pfn)
+            if e < npages:
+                continue
+            cand = (e - npages) & ~(align - 1)
+            if cand < s or cand + npages > e:
+                continue
+            old_e = self.free_extents.pop(s)
+            if s < cand:
+                self.free_extents[s] = cand
+            if cand + npages < old_e:
+                self.free_extents[cand + npages] = old_e
+            self.allocated[cand] = npages
+            self.allocated_pages += npages
+            return cand << PAGE_SHIFT
+        return U64_MAX
+
+    def free_pages(self, phys: int, npages: int) -> int:
+        pfn = phys >> PAGE_SHIFT
+        if phys % PAGE_SIZE or self.allocated.get(pfn) != npages:
+            return -1
+        del self.allocated[pfn]
+        self.allocated_pages -= npages
+        self.discard(pfn, npages)
+        self._free_range(pfn, pfn + npages)
+        return 0
+
+    def regions_list(self) -> list[tuple[int, int, str, str]]:
+        return [(s, e - s, "ram" if k == REGION_RAM else "mmio", n) for s, e, k, n in self.regions]
+
+    def free_extents_list(self) -> list[tuple[int, int]]:
+        return [(s << PAGE_SHIFT, (e - s) << PAGE_SHIFT) for s, e in sorted(self.free_extents.items())]
+
+    def check_access(self, addr: int, n: int) -> None:
+        if self.find_region(addr, n) < 0:
+            raise PhysAddrError(addr, n)
