@@ -222,3 +222,21 @@ cdef int bus_access_phys(Device dev, u64 phys, u8 *buf, u64 n, bint write) excep
     else:
         dev.machine.mem.read(phys, buf, n)
     return 0
+
+
+# ---- include/linux/dma-direct.h: dma_capable() ---------------------------------------------------
+cdef inline bint dma_capable(Device dev, u64 addr, u64 size, bint is_ram) noexcept:
+    """dma_capable(): the last byte must be <= min_not_zero(*dev->dma_mask, bus_dma_limit)."""
+    cdef u64 end = addr + size - 1
+    if addr == DMA_MAPPING_ERROR:
+        return False
+    return end <= min_not_zero(dev._dma_mask, dev.bus_dma_limit)
+
+
+# ---- arch cache maintenance (arch_sync_dma_for_device / _for_cpu): counted, not modelled ---------
+cdef inline void arch_sync_dma_for_device(Device dev, u64 paddr, u64 size, int dir) noexcept:
+    dev.arch_sync_for_device += 1
+
+
+cdef inline void arch_sync_dma_for_cpu(Device dev, u64 paddr, u64 size, int dir) noexcept:
+    dev.arch_sync_for_cpu += 1

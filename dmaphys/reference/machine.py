@@ -333,3 +333,19 @@ def bus_access_phys(dev, phys: int, n: int, write: bool, data: bytes | None):
         dev.machine.dma_debug.device_wrote(dev, phys, n)
         return None
     return mem.read(phys, n)
+
+
+def dma_capable(dev, addr: int, size: int, is_ram: bool) -> bool:
+    """include/linux/dma-direct.h dma_capable()."""
+    if addr == U64_MAX:
+        return False
+    end = (addr + size - 1) & U64_MAX
+    return end <= min_not_zero(dev._dma_mask, dev.bus_dma_limit)
+
+
+def arch_sync_dma_for_device(dev, paddr: int, size: int, dir: int) -> None:
+    dev.arch_sync_for_device += 1
+
+
+def arch_sync_dma_for_cpu(dev, paddr: int, size: int, dir: int) -> None:
+    dev.arch_sync_for_cpu += 1
