@@ -60,3 +60,7 @@ cdef inline void debug_dma_alloc_coherent(Device dev, u64 size, u64 dma_addr, u6
 
 cdef inline void debug_dma_free_coherent(Device dev, u64 size, u64 phys, u64 dma_addr):
     pass
+
+cdef inline void debug_dma_stale_iotlb(Device dev, u64 iova, u64 stale_phys, u64 current_phys):
+    """Beyond the kernel: a device access used an IOTLB entry whose mapping was already unmapped."""
+    pass

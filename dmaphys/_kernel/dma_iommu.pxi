@@ -36,3 +36,8 @@ cdef u64 iommu_dma_alloc(Device dev, u64 size, u64 *phys_out, unsigned long attr
 
 cdef int iommu_dma_free(Device dev, u64 size, u64 phys, u64 dma_handle, unsigned long attrs) except -1:
     raise NotImplementedError("dma-iommu is not built yet")
+
+cdef int iommu_dma_init_domain(IommuDomain domain, Device dev) except -1:
+    """iommu_dma_init_domain() (+ iommu_get_dma_cookie): called by attach for DMA/DMA_FQ domains;
+    creates domain.iova_cookie and reserves the IOMMU's reserved regions."""
+    raise NotImplementedError("dma-iommu is not built yet")

@@ -3,7 +3,24 @@
 # translated accesses (iommu_device_access) with IOTLB lookups and faults.
 # PLACEHOLDER (foundation skeleton): the IOMMU issue replaces this file.
 
+cdef class IommuDomain:
+    """struct iommu_domain. Interface fields (see docs/ARCHITECTURE.md)."""
+    cdef readonly Iommu iommu
+    cdef readonly str type                     # "dma", "dma-fq", "identity", "blocked", "unmanaged"
+    cdef readonly IoPgtable pgtable            # None for identity / blocked
+    cdef readonly bint translates              # device accesses go through iommu_device_access
+    cdef readonly u64 pgsize_bitmap
+    cdef readonly u64 aperture_start
+    cdef readonly u64 aperture_end
+    cdef public object iova_cookie             # IommuDmaCookie (dma_iommu.pxi) for DMA domains
+    cdef readonly list devices
+
+
 cdef class Iommu:
+    cdef readonly Machine machine
+    cdef readonly str fmt
+    cdef readonly bint strict
+
     def __init__(self, Machine machine, fmt, strict, iotlb, **kwargs):
         raise NotImplementedError("the IOMMU path is not built yet")
 

@@ -17,3 +17,12 @@ cdef class P2PTopology:
 cdef u64 p2p_bus_to_phys(Device dev, u64 bus_addr, u64 n) noexcept:
     """CPU physical address behind a peer BAR's bus window, or U64_MAX when addr is not one."""
     return U64_MAX
+
+
+cdef int p2pdma_state_c(Device dev, u64 phys, u64 size, u64 *bus_addr) except -1:
+    """pci_p2pdma_state() for the memory at phys as seen by client dev: a PCI_P2PDMA_MAP_* type.
+
+    PCI_P2PDMA_MAP_NONE for ordinary RAM. For BUS_ADDR, *bus_addr receives
+    pci_p2pdma_bus_addr_map() of phys (phys + bus_offset).
+    """
+    return PCI_P2PDMA_MAP_NONE

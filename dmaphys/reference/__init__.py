@@ -6,10 +6,26 @@ ranges. It never imports dmaphys._core. One module per kernel file, mirroring
 dmaphys/_kernel/*.pxi.
 """
 
-from . import machine as _machine
-from . import scatterlist as _scatterlist
+from . import (
+    batch,
+    debug,
+    direct,
+    dma_iommu,
+    io_pgtable,
+    iommu,
+    iotlb,
+    iova,
+    machine,
+    mapping,
+    p2pdma,
+    scatterlist,
+    swiotlb,
+    trace,
+)
 
 __all__: list[str] = []
-for _mod in (_machine, _scatterlist):
+for _mod in (machine, scatterlist, swiotlb, direct, iova, io_pgtable, iotlb, iommu, dma_iommu,
+             p2pdma, debug, trace, mapping, batch):
     __all__ += _mod.__all__
     globals().update({_n: getattr(_mod, _n) for _n in _mod.__all__})
+del _mod
