@@ -565,3 +565,26 @@ def test_core_and_reference_agree(topo):
     for _p, _c, t, dist, *_ in (r for r in core[0] if len(r) == 6):
         assert (t == NOT_SUPPORTED) == (dist == -1)
         assert t != dma.PCI_P2PDMA_MAP_UNKNOWN and t != NONE
+
+
+def test_removing_a_provider_releases_its_p2p_memory(impl):
+    m = machine(impl)
+    sw = m.add_switch("sw0")
+    a, b, c = (m.add_device(n, parent=sw) for n in "abc")
+    aux = m.add_device("aux", pci=False, parent=c)
+    pg = m.add_p2pmem(a, BAR, 1 << 20, bus_addr=BUS)
+    keep = m.add_p2pmem(b, BAR + (1 << 24), 1 << 20)
+    assert impl.pci_p2pdma_map_type(pg, b) == BUS_ADDR
+    m.remove_device(a)
+    assert m.p2pdma.pgmap_of(BAR) is None and m.p2pdma.pagemaps == [keep]
+    assert impl.pci_p2pdma_state(impl.PciP2PdmaMapState(), b, BAR) == NONE
+    assert impl.pci_p2pdma_map_type(pg, b) == NOT_SUPPORTED      # pdev->p2pdma is NULL
+    with pytest.raises(dma.DmaFault):
+        b.dma_write(BUS, b"x")                                    # no BAR decodes it any more
+    c.dma_write(keep.bus_addr, b"still")
+    assert m.mem_read(keep.cpu_phys, 5) == b"still"
+    with pytest.raises(ValueError, match="child device 'aux'"):
+        m.remove_device(c)
+    m.remove_device(aux)
+    m.remove_device(c)
+    assert set(m.devices) == {"b"}

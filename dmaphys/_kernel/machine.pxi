@@ -195,6 +195,7 @@ cdef class Machine:
         """Unbind and remove a device (dma-debug reports its leaked mappings)."""
         if self.devices.get(dev.name) is not dev:
             raise ValueError(f"{dev.name!r} is not a device of this machine")
+        self.p2pdma.remove_device(dev)
         self.dma_debug.device_removed(dev)
         if dev.domain is not None:
             dev.domain.iommu.detach_device(dev)

@@ -464,6 +464,51 @@ cdef class P2PTopology:
             return (<PciDev>d.p2p_node).upstream
         return self._parents.get(d)
 
+    def remove_device(self, dev):
+        """The device goes away: a provider's P2P memory is released (pci_p2pdma_release()).
+
+        Its pagemaps stop being P2P pages and its BARs stop decoding peer requests; its map-type
+        cache goes with it. Entries other providers cached for it as a client stay, as in the
+        kernel. Its port stays in the hierarchy (an empty slot; bus numbers are not reused).
+        """
+        cdef Device d = <Device?>dev
+        cdef PciDev node
+        for child, parent in self._parents.items():
+            if parent is d:
+                raise ValueError(f"{d.name!r} still has the child device {child.name!r}: remove it first")
+        self._parents.pop(d, None)
+        if d.p2p_node is None:
+            return
+        node = <PciDev>d.p2p_node
+        if node.p2pdma is None:
+            return
+        self._bar_list = [b for b in self._bar_list if b.owner is not d]
+        self._pgmap_list = [g for g in self._pgmap_list if g.mem.owner is not d]
+        node.p2pdma = None
+        self._rebuild_ranges()
+
+    cdef void _rebuild_ranges(self):
+        cdef p2p_range r
+        cdef P2PdmaProvider mem
+        cdef PciP2PdmaPagemap pg
+        cdef int i
+        self._windows.clear()
+        self._pgmaps.clear()
+        for i, mem in enumerate(self._bar_list):
+            r.start = mem.bar_start + mem.bus_offset
+            r.size = mem.bar_size
+            r.offset = mem.bus_offset
+            r.domain = (<PciDev>mem.owner.p2p_node).host_bridge.domain
+            r.index = i
+            self._windows.push_back(r)
+        for i, pg in enumerate(self._pgmap_list):
+            r.start = pg.cpu_phys
+            r.size = pg.size
+            r.offset = pg.mem.bus_offset
+            r.domain = (<PciDev>pg.mem.owner.p2p_node).host_bridge.domain
+            r.index = i
+            self._pgmaps.push_back(r)
+
     # ---- providers: pcim_p2pdma_init + pci_p2pdma_add_resource -----------------------------------
     def add_p2pmem(self, provider, cpu_phys, size, bus_addr=None):
         """Publish [cpu_phys, cpu_phys+size) of a BAR of ``provider`` as P2P memory.

@@ -345,6 +345,19 @@ class P2PTopology:
             return dev.p2p_node.upstream
         return self._parents.get(dev)
 
+    def remove_device(self, dev) -> None:
+        """pci_p2pdma_release() for a provider; see the core's docstring."""
+        for child, parent in self._parents.items():
+            if parent is dev:
+                raise ValueError(f"{dev.name!r} still has the child device {child.name!r}: remove it first")
+        self._parents.pop(dev, None)
+        node = dev.p2p_node
+        if node is None or node.p2pdma is None:
+            return
+        self._bar_list = [b for b in self._bar_list if b.owner is not dev]
+        self._pgmap_list = [g for g in self._pgmap_list if g.mem.owner is not dev]
+        node.p2pdma = None
+
     # ---- providers -----------------------------------------------------------------------
     def add_p2pmem(self, provider, cpu_phys, size, bus_addr=None):
         Device = _device_cls()
