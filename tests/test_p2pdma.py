@@ -588,3 +588,68 @@ def test_removing_a_provider_releases_its_p2p_memory(impl):
     m.remove_device(aux)
     m.remove_device(c)
     assert set(m.devices) == {"b"}
+
+
+# ---- the p2pmem pool -----------------------------------------------------------------------------
+
+def test_p2pmem_pool_first_fit_newest_chunk_first(impl):
+    m = machine(impl)
+    a = m.add_device("a")
+    m.add_p2pmem(a, BAR, 0x4000, bus_addr=BUS)
+    m.add_p2pmem(a, BAR + 0x10000, 0x3000, bus_addr=BUS + 0x10000)
+    p2p = a.p2p_node.p2pdma
+    assert (p2p.size, p2p.available, p2p.p2pmem_published) == (0x7000, 0x7000, False)
+    x = impl.pci_alloc_p2pmem(a, 100)                             # one page from the newest chunk
+    assert x == BAR + 0x10000 and p2p.available == 0x6000
+    y = impl.pci_alloc_p2pmem(a, 0x2001)                          # 3 pages: no longer fit there
+    assert y == BAR
+    assert impl.pci_p2pmem_virt_to_bus(a, y + 5) == BUS + 5
+    assert impl.pci_p2pmem_virt_to_bus(a, 0) == 0
+    assert impl.pci_p2pmem_virt_to_bus(a, 0x1000) == dma.DMA_MAPPING_ERROR     # (phys_addr_t)-1
+    assert impl.pci_alloc_p2pmem(a, 0x3000) == 0                  # NULL: no 3 free pages in a row
+    assert impl.pci_alloc_p2pmem(a, 0) == 0
+    impl.pci_free_p2pmem(a, x, 100)
+    assert impl.pci_alloc_p2pmem(a, 0x3000) == BAR + 0x10000
+    with pytest.raises(dma.KernelBug):
+        impl.pci_free_p2pmem(a, x, 0x4000)                        # runs past the chunk
+    with pytest.raises(dma.KernelBug):
+        impl.pci_free_p2pmem(a, BAR + 0x3000, 0x1000)             # never allocated
+    with pytest.raises(dma.KernelBug):
+        impl.pci_free_p2pmem(a, 0x1000, 0x1000)                   # not pool memory
+    assert impl.pci_alloc_p2pmem(m.add_device("b"), 4096) == 0     # no p2pdma
+
+
+def test_p2pmem_find_picks_the_closest_published_provider(impl):
+    m = machine(impl)
+    hb = m.add_host_bridge("hb0", p2p_allowlisted=True)
+    sw = m.add_switch("sw0", parent=hb)
+    client = m.add_device("client", parent=sw)
+    near1, near2 = m.add_device("near1", parent=sw), m.add_device("near2", parent=sw)
+    far = m.add_device("far", parent=hb)
+    for i, d in enumerate((near1, near2, far)):
+        m.add_p2pmem(d, BAR + i * 0x10_0000, 0x10000)
+    assert impl.pci_p2pmem_find(client) is None                   # nothing published
+    impl.pci_p2pmem_publish(far, True)
+    assert impl.pci_p2pmem_find(client) is far
+    impl.pci_p2pmem_publish(near1, True)
+    impl.pci_p2pmem_publish(near2, True)
+    picks = {impl.pci_p2pmem_find(client).name for _ in range(40)}
+    assert picks == {"near1", "near2"}                           # ties broken at random
+    assert impl.pci_p2pmem_find_many([client, far]) in (near1, near2, far)
+    sgl = impl.pci_p2pmem_alloc_sgl(near1, 0x2000)
+    assert len(sgl) == 1 and sgl[0].phys == BAR and sgl[0].length == 0x2000
+    impl.pci_p2pmem_free_sgl(near1, sgl)
+    assert near1.p2p_node.p2pdma.available == 0x10000
+
+
+def test_p2pmem_find_sequence_is_the_same_on_both_backends():
+    def picks(impl):
+        m = machine(impl)
+        sw = m.add_switch("sw0")
+        c = m.add_device("c", parent=sw)
+        provs = [m.add_device(f"p{i}", parent=sw) for i in range(5)]
+        for i, p in enumerate(provs):
+            m.add_p2pmem(p, BAR + i * 0x10_0000, 0x1000)
+            impl.pci_p2pmem_publish(p, True)
+        return [impl.pci_p2pmem_find(c).name for _ in range(30)]
+    assert picks(dma) == picks(reference)

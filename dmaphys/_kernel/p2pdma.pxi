@@ -15,6 +15,7 @@
 # cache is indexed like the kernel's map_types_idx().
 
 import logging as _p2p_logging
+import random as _p2p_random
 
 from dmaphys.constants import PciP2PdmaMapType as _PciP2PdmaMapType
 
@@ -177,10 +178,22 @@ cdef class PciP2Pdma:
     cdef readonly PciDev pdev
     cdef readonly list providers               # P2PdmaProvider per BAR (PCI_STD_NUM_BARS max)
     cdef readonly list pagemaps                # PciP2PdmaPagemap, one per add_p2pmem
+    cdef public bint p2pmem_published          # pci_p2pmem_publish()
+    cdef list _chunks                          # gen_pool chunks, newest first: [start, bus, size, avail, bits]
     cdef unordered_map[u64, int] _map_types
 
     def __init__(self):
         raise TypeError("made by Machine.add_p2pmem()")
+
+    @property
+    def size(self):
+        """gen_pool_size() of the p2pmem pool (sysfs p2pmem/size)."""
+        return sum(c[2] for c in self._chunks)
+
+    @property
+    def available(self):
+        """gen_pool_avail() of the p2pmem pool (sysfs p2pmem/available)."""
+        return sum(c[3] for c in self._chunks)
 
     @property
     def map_types(self):
@@ -266,13 +279,15 @@ cdef class P2PTopology:
     """The PCI hierarchy and P2PDMA providers of a Machine (``m.p2pdma``).
 
     ``cpu_supports_p2pdma`` models cpu_supports_p2pdma() (x86 AMD Zen or newer): when true,
-    every host-bridge path is allowed without consulting the whitelist.
+    every host-bridge path is allowed without consulting the whitelist. ``rng`` breaks ties in
+    pci_p2pmem_find_many() (seed it for another deterministic choice).
     """
     cdef readonly Machine machine
     cdef readonly dict host_bridges            # name -> PciHostBridge
     cdef readonly dict switches                # name -> PciSwitch
     cdef readonly PciHostBridge default_host_bridge
     cdef public bint cpu_supports_p2pdma
+    cdef public object rng                     # random.Random(0): get_random_u32_below() stand-in
     cdef dict _parents                         # non-PCI Device -> its parent Device (dev->parent)
     cdef list _bar_list                        # P2PdmaProvider per BAR, index = p2p_range.index
     cdef list _pgmap_list                      # PciP2PdmaPagemap, index = p2p_range.index
@@ -285,6 +300,7 @@ cdef class P2PTopology:
         self.switches = {}
         self.default_host_bridge = None
         self.cpu_supports_p2pdma = False
+        self.rng = _p2p_random.Random(0)
         self._parents = {}
         self._bar_list = []
         self._pgmap_list = []
@@ -598,6 +614,8 @@ cdef class P2PTopology:
             p2p.pdev = node
             p2p.providers = []
             p2p.pagemaps = []
+            p2p.p2pmem_published = False
+            p2p._chunks = []
             node.p2pdma = p2p
         if mem is None:
             mem = P2PdmaProvider.__new__(P2PdmaProvider)
@@ -620,6 +638,8 @@ cdef class P2PTopology:
         pg.cpu_phys = cpu
         pg.size = n
         p2p.pagemaps.append(pg)
+        # gen_pool_add_owner(pool, virt, pci_bus_address(bar) + offset, ...): list_add at the head
+        p2p._chunks.insert(0, [cpu, cpu + off, n, n, bytearray(n >> PAGE_SHIFT)])
         r.start = cpu
         r.size = n
         r.offset = off
@@ -974,6 +994,138 @@ def pci_p2pdma_distance(provider, client, verbose=False):
     return pci_p2pdma_distance_many(provider, [client], verbose)
 
 
+# ---- the p2pmem allocator (pci_alloc_p2pmem & co.; the pool is a gen_pool of PAGE_SIZE bits) ------
+# The simulator has no kernel virtual addresses: the "kernel address" of P2P memory is its CPU
+# physical address (what page_to_phys() of the ZONE_DEVICE page gives).
+
+cdef PciP2Pdma _pdev_p2pdma(object pdev):
+    if not isinstance(pdev, Device):
+        raise TypeError(f"pdev must be a Device, not {type(pdev).__name__}")
+    node = (<Device>pdev).p2p_node
+    return None if node is None else (<PciDev>node).p2pdma
+
+
+def pci_alloc_p2pmem(pdev, size):
+    """pci_alloc_p2pmem(): first fit in the provider's pool (newest chunk first); 0 (NULL) on failure.
+
+    Returns the CPU physical address of the allocation (size rounded up to pages).
+    """
+    cdef PciP2Pdma p2p = _pdev_p2pdma(pdev)
+    cdef u64 n = _u64(size, "size")
+    cdef u64 nbits
+    if p2p is None or n == 0:
+        return 0
+    nbits = (n + PAGE_SIZE - 1) >> PAGE_SHIFT
+    for c in p2p._chunks:                      # gen_pool_alloc() with gen_pool_first_fit
+        if n > c[3]:
+            continue
+        bit = c[4].find(bytes(nbits))
+        if bit < 0:
+            continue
+        c[4][bit:bit + nbits] = b"\x01" * nbits
+        c[3] -= nbits << PAGE_SHIFT
+        return c[0] + (bit << PAGE_SHIFT)
+    return 0
+
+
+def pci_free_p2pmem(pdev, addr, size):
+    """pci_free_p2pmem(): give an allocation back (gen_pool_free() BUG()s on a bad address)."""
+    cdef PciP2Pdma p2p = _pdev_p2pdma(pdev)
+    cdef u64 a = _u64(addr, "addr")
+    cdef u64 n = _u64(size, "size")
+    cdef u64 nbits = (n + PAGE_SIZE - 1) >> PAGE_SHIFT
+    if p2p is None:
+        raise KernelBug(f"pci_free_p2pmem: {pdev.name!r} has no p2pdma")
+    for c in p2p._chunks:
+        if c[0] <= a < c[0] + c[2]:
+            if a + n > c[0] + c[2]:
+                raise KernelBug(f"gen_pool_free: {a:#x}+{n:#x} runs past the end of its chunk")
+            bit = (a - c[0]) >> PAGE_SHIFT
+            if c[4].find(b"\0", bit, bit + nbits) >= 0:
+                raise KernelBug(f"gen_pool_free: {a:#x}+{n:#x} is not (wholly) allocated")
+            c[4][bit:bit + nbits] = bytes(nbits)
+            c[3] += nbits << PAGE_SHIFT
+            return None
+    raise KernelBug(f"gen_pool_free: {a:#x} is not in the p2pmem pool of {pdev.name!r}")
+
+
+def pci_p2pmem_virt_to_bus(pdev, addr):
+    """pci_p2pmem_virt_to_bus(): the PCI bus address of pool memory (0 for NULL/no p2pdma, U64_MAX if foreign)."""
+    cdef PciP2Pdma p2p = _pdev_p2pdma(pdev)
+    cdef u64 a = _u64(addr, "addr")
+    if a == 0 or p2p is None:
+        return 0
+    for c in p2p._chunks:                      # gen_pool_virt_to_phys(): the pool's "phys" is the bus address
+        if c[0] <= a < c[0] + c[2]:
+            return c[1] + (a - c[0])
+    return U64_MAX
+
+
+def pci_p2pmem_publish(pdev, publish):
+    """pci_p2pmem_publish(): offer the pool to other drivers (pci_p2pmem_find)."""
+    cdef PciP2Pdma p2p = _pdev_p2pdma(pdev)
+    if p2p is not None:
+        p2p.p2pmem_published = bool(publish)
+
+
+def pci_p2pmem_find_many(clients):
+    """pci_p2pmem_find_many(): a published provider at the smallest total distance, or None.
+
+    Ties are broken by ``m.p2pdma.rng`` (get_random_u32_below()), a random.Random seeded 0.
+    """
+    cdef list cl = list(clients)
+    cdef list closest = []
+    cdef int closest_distance = 0x7FFFFFFF, dist
+    cdef Device c
+    cdef PciP2Pdma p2p
+    if not cl:
+        return None
+    for c in cl:
+        if c.machine is not (<Device>cl[0]).machine:
+            raise ValueError("clients belong to different machines")
+    m = (<Device>cl[0]).machine
+    for d in list(m.devices.values()):         # for_each_pci_dev()
+        p2p = _pdev_p2pdma(d)
+        if p2p is None or not p2p._chunks or not p2p.p2pmem_published:
+            continue                           # !pci_has_p2pmem()
+        dist = pci_p2pdma_distance_many(d, cl, False)
+        if dist < 0 or dist > closest_distance:
+            continue
+        if dist == closest_distance and len(closest) >= PAGE_SIZE // 8:
+            continue
+        if dist < closest_distance:
+            closest = []
+            closest_distance = dist
+        closest.append(d)
+    if not closest:
+        return None
+    return closest[m.p2pdma.rng.randrange(len(closest))]
+
+
+def pci_p2pmem_find(client):
+    """pci_p2pmem_find(client) = pci_p2pmem_find_many([client])."""
+    return pci_p2pmem_find_many([client])
+
+
+def pci_p2pmem_alloc_sgl(pdev, length):
+    """pci_p2pmem_alloc_sgl(): a one-entry ScatterList over new pool memory, or None."""
+    cdef u64 n = _u64(length, "length")
+    if n == 0 or n > 0xFFFFFFFF:
+        raise ValueError("length must be 1..2^32-1 (u32)")
+    addr = pci_alloc_p2pmem(pdev, n)
+    if not addr:
+        return None
+    return ScatterList([(addr, n)])
+
+
+def pci_p2pmem_free_sgl(pdev, sgl):
+    """pci_p2pmem_free_sgl(): free every entry of a list from pci_p2pmem_alloc_sgl()."""
+    for sg in sgl:
+        pci_free_p2pmem(pdev, sg.phys, sg.length)
+
+
 __all__ += ["P2PTopology", "PciHostBridge", "PciSwitch", "PciDev", "PciP2Pdma", "P2PdmaProvider",
             "PciP2PdmaPagemap", "PciP2PdmaMapState", "pci_p2pdma_map_type", "pci_p2pdma_state",
-            "pci_p2pdma_bus_addr_map", "pci_p2pdma_distance", "pci_p2pdma_distance_many"]
+            "pci_p2pdma_bus_addr_map", "pci_p2pdma_distance", "pci_p2pdma_distance_many",
+            "pci_alloc_p2pmem", "pci_free_p2pmem", "pci_p2pmem_virt_to_bus", "pci_p2pmem_publish",
+            "pci_p2pmem_find", "pci_p2pmem_find_many", "pci_p2pmem_alloc_sgl", "pci_p2pmem_free_sgl"]

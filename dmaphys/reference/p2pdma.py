@@ -10,15 +10,19 @@ a peer BAR (p2p_bus_to_phys).
 from __future__ import annotations
 
 import logging
+import random
 
 from ..constants import PciP2PdmaMapType
 from ..errors import KernelBug, KernelWarning
 from ._util import U64_MAX, u64
-from .memory import PAGE_SIZE, REGION_MMIO
+from .memory import PAGE_SHIFT, PAGE_SIZE, REGION_MMIO
+from .scatterlist import ScatterList
 
 __all__ = ["P2PTopology", "PciHostBridge", "PciSwitch", "PciDev", "PciP2Pdma", "P2PdmaProvider",
            "PciP2PdmaPagemap", "PciP2PdmaMapState", "pci_p2pdma_map_type", "pci_p2pdma_state",
-           "pci_p2pdma_bus_addr_map", "pci_p2pdma_distance", "pci_p2pdma_distance_many"]
+           "pci_p2pdma_bus_addr_map", "pci_p2pdma_distance", "pci_p2pdma_distance_many",
+           "pci_alloc_p2pmem", "pci_free_p2pmem", "pci_p2pmem_virt_to_bus", "pci_p2pmem_publish",
+           "pci_p2pmem_find", "pci_p2pmem_find_many", "pci_p2pmem_alloc_sgl", "pci_p2pmem_free_sgl"]
 
 _log = logging.getLogger("dmaphys")
 
@@ -131,7 +135,17 @@ class PciP2Pdma:
         self.pdev = pdev
         self.providers: list[P2PdmaProvider] = []
         self.pagemaps: list[PciP2PdmaPagemap] = []
+        self.p2pmem_published = False
+        self._chunks: list[list] = []             # gen_pool chunks, newest first
         self._map_types: dict[int, int] = {}
+
+    @property
+    def size(self) -> int:
+        return sum(c[2] for c in self._chunks)
+
+    @property
+    def available(self) -> int:
+        return sum(c[3] for c in self._chunks)
 
     @property
     def map_types(self) -> dict:
@@ -196,6 +210,7 @@ class P2PTopology:
         self.switches: dict[str, PciSwitch] = {}
         self.default_host_bridge: PciHostBridge | None = None
         self.cpu_supports_p2pdma = False
+        self.rng = random.Random(0)
         self._parents: dict = {}                  # non-PCI Device -> parent Device
         self._bar_list: list[P2PdmaProvider] = []
         self._pgmap_list: list[PciP2PdmaPagemap] = []
@@ -433,6 +448,7 @@ class P2PTopology:
             self._bar_list.append(mem)
         pg = PciP2PdmaPagemap(mem, cpu, n)
         p2p.pagemaps.append(pg)
+        p2p._chunks.insert(0, [cpu, (cpu + off) & U64_MAX, n, n, bytearray(n >> PAGE_SHIFT)])
         self._pgmap_list.append(pg)
         _log.info("%s %s: added peer-to-peer DMA memory %#x-%#x", d.name, node.pci_name, cpu, cpu + n - 1)
         return pg
@@ -720,3 +736,111 @@ def pci_p2pdma_distance_many(provider, clients, verbose=False):
 
 def pci_p2pdma_distance(provider, client, verbose=False):
     return pci_p2pdma_distance_many(provider, [client], verbose)
+
+
+# ---- the p2pmem allocator -------------------------------------------------------------------------
+
+def _pdev_p2pdma(pdev):
+    _check_device(pdev)
+    return None if pdev.p2p_node is None else pdev.p2p_node.p2pdma
+
+
+def pci_alloc_p2pmem(pdev, size) -> int:
+    p2p = _pdev_p2pdma(pdev)
+    n = u64(size, "size")
+    if p2p is None or n == 0:
+        return 0
+    nbits = (n + PAGE_SIZE - 1) >> PAGE_SHIFT
+    for c in p2p._chunks:                        # gen_pool_alloc(), first fit
+        if n > c[3]:
+            continue
+        bit = c[4].find(bytes(nbits))
+        if bit < 0:
+            continue
+        c[4][bit:bit + nbits] = b"\x01" * nbits
+        c[3] -= nbits << PAGE_SHIFT
+        return c[0] + (bit << PAGE_SHIFT)
+    return 0
+
+
+def pci_free_p2pmem(pdev, addr, size) -> None:
+    p2p = _pdev_p2pdma(pdev)
+    a = u64(addr, "addr")
+    n = u64(size, "size")
+    nbits = (n + PAGE_SIZE - 1) >> PAGE_SHIFT
+    if p2p is None:
+        raise KernelBug(f"pci_free_p2pmem: {pdev.name!r} has no p2pdma")
+    for c in p2p._chunks:
+        if c[0] <= a < c[0] + c[2]:
+            if a + n > c[0] + c[2]:
+                raise KernelBug(f"gen_pool_free: {a:#x}+{n:#x} runs past the end of its chunk")
+            bit = (a - c[0]) >> PAGE_SHIFT
+            if c[4].find(b"\0", bit, bit + nbits) >= 0:
+                raise KernelBug(f"gen_pool_free: {a:#x}+{n:#x} is not (wholly) allocated")
+            c[4][bit:bit + nbits] = bytes(nbits)
+            c[3] += nbits << PAGE_SHIFT
+            return
+    raise KernelBug(f"gen_pool_free: {a:#x} is not in the p2pmem pool of {pdev.name!r}")
+
+
+def pci_p2pmem_virt_to_bus(pdev, addr) -> int:
+    p2p = _pdev_p2pdma(pdev)
+    a = u64(addr, "addr")
+    if a == 0 or p2p is None:
+        return 0
+    for c in p2p._chunks:
+        if c[0] <= a < c[0] + c[2]:
+            return (c[1] + (a - c[0])) & U64_MAX
+    return U64_MAX
+
+
+def pci_p2pmem_publish(pdev, publish) -> None:
+    p2p = _pdev_p2pdma(pdev)
+    if p2p is not None:
+        p2p.p2pmem_published = bool(publish)
+
+
+def pci_p2pmem_find_many(clients):
+    cl = [_check_device(c) for c in clients]
+    if not cl:
+        return None
+    m = cl[0].machine
+    if any(c.machine is not m for c in cl):
+        raise ValueError("clients belong to different machines")
+    closest: list = []
+    closest_distance = 0x7FFFFFFF
+    for d in list(m.devices.values()):           # for_each_pci_dev()
+        p2p = _pdev_p2pdma(d)
+        if p2p is None or not p2p._chunks or not p2p.p2pmem_published:
+            continue
+        dist = pci_p2pdma_distance_many(d, cl, False)
+        if dist < 0 or dist > closest_distance:
+            continue
+        if dist == closest_distance and len(closest) >= PAGE_SIZE // 8:
+            continue
+        if dist < closest_distance:
+            closest = []
+            closest_distance = dist
+        closest.append(d)
+    if not closest:
+        return None
+    return closest[m.p2pdma.rng.randrange(len(closest))]
+
+
+def pci_p2pmem_find(client):
+    return pci_p2pmem_find_many([client])
+
+
+def pci_p2pmem_alloc_sgl(pdev, length):
+    n = u64(length, "length")
+    if n == 0 or n > 0xFFFFFFFF:
+        raise ValueError("length must be 1..2^32-1 (u32)")
+    addr = pci_alloc_p2pmem(pdev, n)
+    if not addr:
+        return None
+    return ScatterList([(addr, n)])
+
+
+def pci_p2pmem_free_sgl(pdev, sgl) -> None:
+    for sg in sgl:
+        pci_free_p2pmem(pdev, sg.phys, sg.length)
