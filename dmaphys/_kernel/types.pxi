@@ -63,7 +63,7 @@ cdef enum:                                     # include/linux/iommu.h
     IOMMU_MMIO = 1 << 4
     IOMMU_PRIV = 1 << 5
 
-cdef enum pci_p2pdma_map_type:                 # include/linux/pci-p2pdma.h
+cdef enum:                                     # include/linux/pci-p2pdma.h enum pci_p2pdma_map_type
     PCI_P2PDMA_MAP_UNKNOWN = 0
     PCI_P2PDMA_MAP_NONE = 1
     PCI_P2PDMA_MAP_NOT_SUPPORTED = 2
