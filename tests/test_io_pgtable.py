@@ -114,6 +114,8 @@ def test_instance_geometry_and_bad_input(impl, fmt):
     assert pt.table_pages >= 1 and pt.pgtable_root % 4096 == 0
     with pytest.raises(ValueError):
         impl.IoPgtable(m, "amdv1")
+    with pytest.raises(TypeError):
+        impl.IoPgtable(m, 3)
     with pytest.raises(ValueError):
         impl.IoPgtable(m, fmt, ias=60)
     with pytest.raises(TypeError):
