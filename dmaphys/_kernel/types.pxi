@@ -71,7 +71,9 @@ cdef enum:                                     # include/linux/pci-p2pdma.h enum
     PCI_P2PDMA_MAP_THRU_HOST_BRIDGE = 4
 
 cdef enum:                                     # Linux errno values (returned negated)
+    ENOENT = 2
     EIO = 5
+    ENXIO = 6
     ENOMEM = 12
     EFAULT = 14
     EBUSY = 16
@@ -80,6 +82,7 @@ cdef enum:                                     # Linux errno values (returned ne
     ERANGE = 34
     EOPNOTSUPP = 95
     EADDRINUSE = 98
+    EOVERFLOW = 75
     EREMOTEIO = 121
 
 cdef inline bint valid_dma_direction(int dir) noexcept nogil:
@@ -129,5 +132,8 @@ def _c_constants():
         "PCI_P2PDMA_MAP_THRU_HOST_BRIDGE": PCI_P2PDMA_MAP_THRU_HOST_BRIDGE,
         "EIO": EIO, "ENOMEM": ENOMEM, "EFAULT": EFAULT, "EBUSY": EBUSY, "EEXIST": EEXIST,
         "EINVAL": EINVAL, "ERANGE": ERANGE, "EOPNOTSUPP": EOPNOTSUPP, "EADDRINUSE": EADDRINUSE,
-        "EREMOTEIO": EREMOTEIO,
+        "EREMOTEIO": EREMOTEIO, "ENOENT": ENOENT, "ENXIO": ENXIO, "EOVERFLOW": EOVERFLOW,
+        "IOMMU_RESV_DIRECT": IOMMU_RESV_DIRECT, "IOMMU_RESV_DIRECT_RELAXABLE": IOMMU_RESV_DIRECT_RELAXABLE,
+        "IOMMU_RESV_RESERVED": IOMMU_RESV_RESERVED, "IOMMU_RESV_MSI": IOMMU_RESV_MSI,
+        "IOMMU_RESV_SW_MSI": IOMMU_RESV_SW_MSI,
     }
