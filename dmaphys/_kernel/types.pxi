@@ -63,6 +63,13 @@ cdef enum:                                     # include/linux/iommu.h
     IOMMU_MMIO = 1 << 4
     IOMMU_PRIV = 1 << 5
 
+cdef enum iommu_resv_type:                     # include/linux/iommu.h
+    IOMMU_RESV_DIRECT = 0
+    IOMMU_RESV_DIRECT_RELAXABLE = 1
+    IOMMU_RESV_RESERVED = 2
+    IOMMU_RESV_MSI = 3
+    IOMMU_RESV_SW_MSI = 4
+
 cdef enum:                                     # include/linux/pci-p2pdma.h enum pci_p2pdma_map_type
     PCI_P2PDMA_MAP_UNKNOWN = 0
     PCI_P2PDMA_MAP_NONE = 1
