@@ -485,6 +485,48 @@ def test_put_iova_domain(impl):
             call()
 
 
+def test_machine_warnings_from_alloc_iova_fast_wait_for_the_entry_point(impl):
+    # alloc_iova_fast is also the C-level call dma-iommu makes mid-operation, so with a machine
+    # attached it only queues its WARNs; the next entry point (here flush_warnings) emits them
+    m = mach(impl)
+    d = dom(impl, start_pfn=0xFFFFF, machine=m)             # a single pfn below 4 GiB
+    p = d.alloc_iova_fast(1, LIM32)
+    d.free_iova_fast(p, 1)
+    d.free_iova(p)
+    assert d.alloc_iova_fast(2, LIM32) == 0                 # flush-and-retry: WARN queued
+    with pytest.warns(KernelWarning, match="iova_magazine_free_pfns"):
+        m.flush_warnings()
+    d2 = dom(impl, start_pfn=0xFFFFF)                       # no machine: emitted on return
+    p = d2.alloc_iova_fast(1, LIM32)
+    d2.free_iova_fast(p, 1)
+    d2.free_iova(p)
+    with pytest.warns(KernelWarning, match="iova_magazine_free_pfns"):
+        assert d2.alloc_iova_fast(2, LIM32) == 0
+
+
+def test_granule_1_reserve_extends_the_anchor(impl):
+    d = dom(impl, granule=1)
+    assert d.dma_32bit_pfn == 1 << 32
+    assert d.reserve_iova(1 << 40, ANCHOR) == (1 << 40, ANCHOR)
+    assert d.ranges() == [(1 << 40, ANCHOR)] and len(d) == 1
+    assert d.get_state()["cached_node"] == 1 << 40           # the anchor node, re-keyed
+    assert d.alloc_iova(1, 1 << 41) == (1 << 40) - 1
+    with pytest.raises(KernelBug, match="anchor"):
+        d.free_iova(1 << 41)
+
+
+def test_core_and_reference_method_signatures_match():
+    import inspect
+    core_names = {n for n in dir(dmaphys.IovaDomain) if not n.startswith("_")}
+    ref_dom = reference.IovaDomain(4096, 1)
+    for name in sorted(core_names):
+        assert hasattr(ref_dom, name), name
+        c = getattr(dmaphys.IovaDomain, name)
+        if callable(c):
+            r = getattr(reference.IovaDomain, name)
+            assert list(inspect.signature(c).parameters) == list(inspect.signature(r).parameters), name
+
+
 def test_both_backends_export_iova_names():
     for name in ("IovaDomain", "iova_rcache_range"):
         assert name in dmaphys._core.__all__ and name in reference.__all__
