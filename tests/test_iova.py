@@ -485,6 +485,22 @@ def test_put_iova_domain(impl):
             call()
 
 
+def test_reinit_after_put_ignores_stale_timers(impl):
+    m = mach(impl)
+    d = dom(impl, machine=m)
+    fill_depot(d, 2)                                        # work armed for t = 100 ms
+    d.put_iova_domain()
+    m.advance(60 * MS)
+    d.__init__(4096, 1, machine=m)
+    fill_depot(d, 2)                                        # armed for t = 160 ms
+    m.advance(40 * MS)                                      # t = 100: the stale timer is ignored
+    assert d.depot_size[0] == 2
+    m.advance(60 * MS)                                      # t = 160: trims one
+    assert d.depot_size[0] == 1
+    with pytest.raises(RuntimeError, match="already initialised"):
+        d.__init__(4096, 1, machine=m)
+
+
 def test_machine_warnings_from_alloc_iova_fast_wait_for_the_entry_point(impl):
     # alloc_iova_fast is also the C-level call dma-iommu makes mid-operation, so with a machine
     # attached it only queues its WARNs; the next entry point (here flush_warnings) emits them
