@@ -568,6 +568,9 @@ cdef int swiotlb_release_slots(Device dev, u64 tlb_addr, IoTlbMem mem) except -1
     cdef u16 count
     index = <long long>((tlb_addr - offset - mem.start) >> IO_TLB_SHIFT)
     index -= mem.slots[index].pad_slots
+    if index < 0:                               # (host safety: a corrupted pad_slots)
+        raise KernelBug(f"kernel BUG in swiotlb_release_slots(): BUG_ON(aindex >= nareas) "
+                        f"(tlb_addr {tlb_addr:#x})")
     nslots = <int>nr_slots(mem.slots[index].alloc_size + offset)
     aindex = <u64>index // mem.area_nslabs
     if aindex >= mem.nareas:
