@@ -495,6 +495,28 @@ def test_bad_input_leaves_state_intact(impl):
     assert m.swiotlb.get_state() == before and m.mem_read(p, 4096) == data[:4096]
 
 
+def test_double_unmap_behaves_like_the_kernel():
+    # A driver bug: the kernel recomputes the slot run from the freed slot (alloc_size 0), so
+    # without a sub-slot offset nothing changes, with one it frees one slot again and the
+    # unsigned counters wrap. Both backends must do exactly that.
+    states = []
+    for mod in (dma, reference):
+        m = machine(mod)
+        plain, nvme = m.add_device("plain"), m.add_device("nvme", min_align_mask=0xFFF)
+        p, _ = buffer(m)
+        a = tmap(mod, plain, p, 100)
+        for _ in range(2):
+            mod.swiotlb_tbl_unmap_single(plain, a, 100, TO, 0)
+        assert slots(m) == {} and m.swiotlb.total_used == 0
+        b = tmap(mod, nvme, p + 0x234, 100)
+        for _ in range(2):
+            mod.swiotlb_tbl_unmap_single(nvme, b, 100, TO, 0)
+        assert m.swiotlb.total_used == dma.U64_MAX == m.swiotlb.get_state()["areas"][0][0]
+        assert b == POOL + 2 * SLOT + 0x234 and tmap(mod, plain, p, 100) == POOL + 3 * SLOT
+        states.append(m.swiotlb.get_state())
+    assert states[0] == states[1]
+
+
 def test_min_align_zero_size_map_is_allowed(impl):
     m = machine(impl)
     dev = m.add_device("nvme", min_align_mask=0xFFF)

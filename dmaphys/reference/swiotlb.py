@@ -348,7 +348,7 @@ def swiotlb_search_pool_area(dev, pool: IoTlbMem, area_index: int, orig_addr: in
     iotlb_align_mask &= ~alloc_align_mask
     stride = get_max_slots(max(alloc_align_mask, iotlb_align_mask))
 
-    if nslots > pool.area_nslabs - area.used:
+    if nslots > (pool.area_nslabs - area.used) & U64_MAX:        # unsigned long arithmetic
         return -1, 0
     slot_base = area_index * pool.area_nslabs
     index = area.index
@@ -388,7 +388,7 @@ def swiotlb_commit_slots(pool: IoTlbMem, area_index: int, slot_index: int, index
         i -= 1
     area = pool.areas[area_index]
     area.index = wrap_area_index(pool, index + nslots)
-    area.used += nslots
+    area.used = (area.used + nslots) & U64_MAX
     inc_used_and_hiwater(pool, nslots)
 
 
