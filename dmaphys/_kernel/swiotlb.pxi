@@ -59,8 +59,8 @@ cdef class RatelimitState:
         self.burst = burst
 
 
-cdef int _ratelimit(Machine m, str site, str func) except -1:
-    """___ratelimit(rs, func): 1 if the message may be printed, 0 if it is suppressed.
+cdef int __ratelimit(Machine m, str site, str func) except -1:
+    """__ratelimit() / ___ratelimit(rs, func) for call site ``site``: 1 to print, 0 to suppress.
 
     Opening a new window reports the messages suppressed in the old one as the kernel's
     "<func>: <n> callbacks suppressed" printk.
@@ -105,30 +105,32 @@ cdef inline u64 get_max_slots(u64 boundary_mask) noexcept nogil:
     return (boundary_mask >> IO_TLB_SHIFT) + 1
 
 
-cdef inline u32 dma_get_min_align_mask(Device dev) noexcept:
-    return <u32>dev.min_align_mask                          # dma_parms->min_align_mask: unsigned int
+cdef inline u32 _swiotlb_min_align_mask(Device dev) noexcept:
+    # dma_get_min_align_mask(): dma_parms->min_align_mask is an unsigned int
+    return <u32>dev.min_align_mask
 
 
-cdef inline u64 dma_get_seg_boundary(Device dev) noexcept:
+cdef inline u64 _swiotlb_seg_boundary(Device dev) noexcept:
+    # dma_get_seg_boundary(): segment_boundary_mask, or ULONG_MAX when unset
     return dev.seg_boundary_mask if dev.seg_boundary_mask else U64_MAX
 
 
 cdef inline u32 swiotlb_align_offset(Device dev, u32 align_mask, u64 addr) noexcept:
     """swiotlb_align_offset(): the bits of addr under min_align_mask that lie inside the first slot."""
-    return <u32>(addr & dma_get_min_align_mask(dev) & (align_mask | (IO_TLB_SIZE - 1)))
+    return <u32>(addr & _swiotlb_min_align_mask(dev) & (align_mask | (IO_TLB_SIZE - 1)))
 
 
-cdef inline bint _iommu_is_span_boundary(u32 index, u32 nr, u64 shift, u64 boundary_size) noexcept:
+cdef inline bint _swiotlb_is_span_boundary(u32 index, u32 nr, u64 shift, u64 boundary_size) noexcept:
     # iommu_is_span_boundary() (include/linux/iommu-helper.h); the caller BUGs on a non-power-of-2
     shift = (shift + index) & (boundary_size - 1)
     return shift + nr > boundary_size
 
 
-cdef inline str _pad(u64 addr):
+cdef inline str _swiotlb_pad(u64 addr):
     return f"0x{addr:016x}"                                 # printk's %pad / %pa
 
 
-cdef inline str _dev_prefix(Device dev):
+cdef inline str _swiotlb_dev_prefix(Device dev):
     return f"{dev.name}: "                                  # dev_warn()'s device prefix
 
 
@@ -216,7 +218,7 @@ cdef class IoTlbMem:
 
 
 # ---- pool set-up: swiotlb_adjust_nareas, round_up_default_nslabs, limit_nareas, swiotlb_init_remap --
-cdef inline bint _is_power_of_2(u64 n) noexcept nogil:
+cdef inline bint _swiotlb_is_power_of_2(u64 n) noexcept nogil:
     return n != 0 and (n & (n - 1)) == 0
 
 
@@ -224,7 +226,7 @@ cdef u32 swiotlb_adjust_nareas(u64 nareas):
     """swiotlb_adjust_nareas(): 0 → 1, else rounded up to a power of two."""
     if nareas == 0:
         nareas = 1
-    elif not _is_power_of_2(nareas):
+    elif not _swiotlb_is_power_of_2(nareas):
         nareas = roundup_pow_of_two(nareas)
     _log.info("software IO TLB: area num %d.", nareas)
     return <u32>nareas
@@ -234,7 +236,7 @@ cdef u64 round_up_default_nslabs(u64 nslabs, u32 nareas):
     """round_up_default_nslabs(): at least one segment per area, and a power of two."""
     if nslabs < <u64>IO_TLB_SEGSIZE * nareas:
         nslabs = <u64>IO_TLB_SEGSIZE * nareas
-    elif _is_power_of_2(nslabs):
+    elif _swiotlb_is_power_of_2(nslabs):
         return nslabs
     nslabs = roundup_pow_of_two(nslabs)
     _log.info("software IO TLB: SWIOTLB bounce buffer size roundup to %dMB", (nslabs << IO_TLB_SHIFT) >> 20)
@@ -304,7 +306,7 @@ cdef IoTlbMem swiotlb_init(Machine m, u64 size, int nareas, bint force):
     mem.machine = m
     mem.force_bounce = force
     swiotlb_init_io_tlb_pool(mem, start, nslabs, n)
-    _log.info("software IO TLB: mapped [mem %s-%s] (%dMB)", _pad(mem.start), _pad(mem.end),
+    _log.info("software IO TLB: mapped [mem %s-%s] (%dMB)", _swiotlb_pad(mem.start), _swiotlb_pad(mem.end),
               (nslabs << IO_TLB_SHIFT) >> 20)
     return mem
 
@@ -340,7 +342,7 @@ cdef bint is_swiotlb_force_bounce(Device dev) noexcept:
 
 cdef u64 swiotlb_max_mapping_size(Device dev) noexcept:
     """swiotlb_max_mapping_size(): one segment minus the min_align_mask slots it may skip."""
-    cdef int min_align_mask = <int>dma_get_min_align_mask(dev)     # the kernel's int local
+    cdef int min_align_mask = <int>_swiotlb_min_align_mask(dev)     # the kernel's int local
     cdef int min_align = 0
     if min_align_mask:
         # roundup(min_align_mask, IO_TLB_SIZE) in int arithmetic (the kernel wraps, -fno-strict-overflow)
@@ -372,10 +374,10 @@ cdef long long swiotlb_search_pool_area(Device dev, IoTlbMem pool, u32 area_inde
     the area-relative index the cursor update starts from.
     """
     cdef io_tlb_area *area = &pool.areas[area_index]
-    cdef u64 boundary_mask = dma_get_seg_boundary(dev)
+    cdef u64 boundary_mask = _swiotlb_seg_boundary(dev)
     cdef u64 tbl_dma_addr = phys_to_dma(dev, pool.start) & boundary_mask
     cdef u64 max_slots = get_max_slots(boundary_mask)
-    cdef u32 iotlb_align_mask = dma_get_min_align_mask(dev)
+    cdef u32 iotlb_align_mask = _swiotlb_min_align_mask(dev)
     cdef u32 nslots = <u32>nr_slots(alloc_size)
     cdef u32 stride, index, slots_checked, slot_base, slot_index
     cdef u64 tlb_addr
@@ -402,10 +404,10 @@ cdef long long swiotlb_search_pool_area(Device dev, IoTlbMem pool, u32 area_inde
             index = wrap_area_index(pool, index + 1)
             slots_checked += 1
             continue
-        if not _is_power_of_2(max_slots):
+        if not _swiotlb_is_power_of_2(max_slots):
             raise KernelBug(f"kernel BUG in iommu_is_span_boundary(): boundary size {max_slots:#x} "
                             f"(seg_boundary_mask {boundary_mask:#x}) is not a power of 2")
-        if not _iommu_is_span_boundary(slot_index, nslots, nr_slots(tbl_dma_addr), max_slots):
+        if not _swiotlb_is_span_boundary(slot_index, nslots, nr_slots(tbl_dma_addr), max_slots):
             if pool.slots[slot_index].list >= nslots:
                 found_index[0] = index
                 return slot_index
@@ -471,7 +473,7 @@ cdef int swiotlb_bounce(Device dev, u64 tlb_addr, u64 size, int dir, IoTlbMem me
     orig_addr += <u64>(<long long>tlb_offset)
     alloc_size -= <u64>(<long long>tlb_offset)
     if size > alloc_size:
-        dev.machine.kwarn(KernelWarning, f"{_dev_prefix(dev)}Buffer overflow detected. Allocation size: "
+        dev.machine.kwarn(KernelWarning, f"{_swiotlb_dev_prefix(dev)}Buffer overflow detected. Allocation size: "
                                          f"{alloc_size}. Mapping size: {size}.", "swiotlb_bounce:overflow")
         size = alloc_size
     if size == 0:
@@ -506,8 +508,8 @@ cdef u64 swiotlb_tbl_map_single(Device dev, u64 orig_addr, u64 mapping_size, u64
     cdef long long index
     cdef u16 pad_slots
     if memobj is None or (<IoTlbMem>memobj).nslabs == 0:
-        if _ratelimit(m, "swiotlb_tbl_map_single:nomem", "swiotlb_tbl_map_single"):
-            m.kwarn(KernelWarning, f"{_dev_prefix(dev)}Can not allocate SWIOTLB buffer earlier and can't "
+        if __ratelimit(m, "swiotlb_tbl_map_single:nomem", "swiotlb_tbl_map_single"):
+            m.kwarn(KernelWarning, f"{_swiotlb_dev_prefix(dev)}Can not allocate SWIOTLB buffer earlier and can't "
                                    f"now provide you with the DMA bounce buffer")
         return DMA_MAPPING_ERROR
     mem = <IoTlbMem>memobj
@@ -519,15 +521,15 @@ cdef u64 swiotlb_tbl_map_single(Device dev, u64 orig_addr, u64 mapping_size, u64
         raise KernelBug(f"kernel BUG in swiotlb_search_pool_area(): BUG_ON(!nslots) "
                         f"(mapping_size {mapping_size:#x}, alloc_align_mask {alloc_align_mask:#x})")
     if alloc_align_mask > PAGE_SIZE - 1:
-        m.kwarn(KernelWarning, f"{_dev_prefix(dev)}Alloc alignment may prevent fulfilling requests with "
+        m.kwarn(KernelWarning, f"{_swiotlb_dev_prefix(dev)}Alloc alignment may prevent fulfilling requests with "
                                f"max mapping_size", "swiotlb_tbl_map_single:alloc_align")
 
     index = swiotlb_find_slots(dev, mem, orig_addr, size, alloc_align_mask, &area_index, &found_index)
     if index == -1:
-        if not (attrs & DMA_ATTR_NO_WARN) and _ratelimit(m, "swiotlb_tbl_map_single:full",
+        if not (attrs & DMA_ATTR_NO_WARN) and __ratelimit(m, "swiotlb_tbl_map_single:full",
                                                           "swiotlb_tbl_map_single"):
             m.kwarn(SwiotlbFullWarning,
-                    f"{_dev_prefix(dev)}swiotlb buffer is full (sz: {<long long>size} bytes), "
+                    f"{_swiotlb_dev_prefix(dev)}swiotlb buffer is full (sz: {<long long>size} bytes), "
                     f"total {mem.nslabs} (slots), used {mem.total_used} (slots)")
         return DMA_MAPPING_ERROR
     if mapping_size and m.mem.find_region(orig_addr, mapping_size) < 0:
@@ -661,7 +663,7 @@ cdef u64 swiotlb_map(Device dev, u64 phys, u64 size, int dir, unsigned long attr
     if not dma_capable(dev, dma_addr, size, True):
         __swiotlb_tbl_unmap_single(dev, swiotlb_addr, size, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC,
                                    swiotlb_find_pool(dev, swiotlb_addr))
-        dev.machine.kwarn(KernelWarning, f"{_dev_prefix(dev)}swiotlb addr {_pad(dma_addr)}+{size} overflow "
+        dev.machine.kwarn(KernelWarning, f"{_swiotlb_dev_prefix(dev)}swiotlb addr {_swiotlb_pad(dma_addr)}+{size} overflow "
                                          f"(mask {dev._dma_mask:x}, bus limit {dev.bus_dma_limit:x}).",
                           "swiotlb_map:overflow")
         return DMA_MAPPING_ERROR
@@ -674,7 +676,7 @@ cdef u64 swiotlb_map(Device dev, u64 phys, u64 size, int dir, unsigned long attr
 # A def cannot share its name with the cdef above in one module, so each is written under a
 # private name and published under the kernel's (see the end of the file).
 
-cdef inline int _dir_arg(object dir) except? -1:
+cdef inline int _swiotlb_dir_arg(object dir) except? -1:
     if isinstance(dir, bool) or not hasattr(dir, "__index__"):
         raise TypeError(f"dir must be an int (enum dma_data_direction), not {type(dir).__name__}")
     v = dir.__index__()
@@ -683,7 +685,7 @@ cdef inline int _dir_arg(object dir) except? -1:
     return <int>v
 
 
-cdef inline unsigned long _attrs_arg(object attrs) except? 0xFFFFFFFFFFFFFFFF:
+cdef inline unsigned long _swiotlb_attrs_arg(object attrs) except? 0xFFFFFFFFFFFFFFFF:
     cdef u64 a = _u64(attrs, "attrs")
     if a & ~(<u64>DMA_ATTR_ALL):
         raise ValueError(f"attrs {a:#x} has bits no DMA_ATTR_* defines")
@@ -703,8 +705,8 @@ def _def_swiotlb_tbl_map_single(Device dev not None, orig_addr, mapping_size, al
     cdef u64 o = _u64(orig_addr, "orig_addr")
     cdef u64 sz = _u64(mapping_size, "mapping_size")
     cdef u64 am = _u64(alloc_align_mask, "alloc_align_mask")
-    cdef int d = _dir_arg(dir)
-    cdef unsigned long a = _attrs_arg(attrs)
+    cdef int d = _swiotlb_dir_arg(dir)
+    cdef unsigned long a = _swiotlb_attrs_arg(attrs)
     cdef u64 ret
     if am > 0xFFFFFFFF:
         raise ValueError(f"alloc_align_mask {am:#x} does not fit the kernel's unsigned int")
@@ -723,8 +725,8 @@ def _def_swiotlb_tbl_unmap_single(Device dev not None, tlb_addr, mapping_size, d
     """
     cdef u64 t = _u64(tlb_addr, "tlb_addr")
     cdef u64 sz = _u64(mapping_size, "mapping_size")
-    cdef int d = _dir_arg(dir)
-    cdef unsigned long a = _attrs_arg(attrs)
+    cdef int d = _swiotlb_dir_arg(dir)
+    cdef unsigned long a = _swiotlb_attrs_arg(attrs)
     swiotlb_tbl_unmap_single(dev, t, sz, d, a)
     dev.machine.flush_warnings()
 
@@ -738,7 +740,7 @@ def _def_swiotlb_sync_single_for_cpu(Device dev not None, tlb_addr, size, dir):
     """
     cdef u64 t = _u64(tlb_addr, "tlb_addr")
     cdef u64 sz = _u64(size, "size")
-    cdef int d = _dir_arg(dir)
+    cdef int d = _swiotlb_dir_arg(dir)
     swiotlb_sync_single_for_cpu(dev, t, sz, d)
     dev.machine.flush_warnings()
 
@@ -752,7 +754,7 @@ def _def_swiotlb_sync_single_for_device(Device dev not None, tlb_addr, size, dir
     """
     cdef u64 t = _u64(tlb_addr, "tlb_addr")
     cdef u64 sz = _u64(size, "size")
-    cdef int d = _dir_arg(dir)
+    cdef int d = _swiotlb_dir_arg(dir)
     swiotlb_sync_single_for_device(dev, t, sz, d)
     dev.machine.flush_warnings()
 
@@ -766,8 +768,8 @@ def _def_swiotlb_map(Device dev not None, phys, size, dir, attrs):
     """
     cdef u64 p = _u64(phys, "phys")
     cdef u64 sz = _u64(size, "size")
-    cdef int d = _dir_arg(dir)
-    cdef unsigned long a = _attrs_arg(attrs)
+    cdef int d = _swiotlb_dir_arg(dir)
+    cdef unsigned long a = _swiotlb_attrs_arg(attrs)
     cdef u64 ret = swiotlb_map(dev, p, sz, d, a)
     dev.machine.flush_warnings()
     return ret
