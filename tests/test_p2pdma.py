@@ -653,3 +653,22 @@ def test_p2pmem_find_sequence_is_the_same_on_both_backends():
             impl.pci_p2pmem_publish(p, True)
         return [impl.pci_p2pmem_find(c).name for _ in range(30)]
     assert picks(dma) == picks(reference)
+
+
+def test_provider_without_pages_vfio_style(impl):
+    """pcim_p2pdma_provider(): a BAR provider with no ZONE_DEVICE pages (VFIO dma-buf exporters)."""
+    m = machine(impl)
+    sw = m.add_switch("sw0", parent=m.add_host_bridge("hb0"))
+    gpu, nic = m.add_device("gpu", parent=sw), m.add_device("nic", parent=sw)
+    mem = m.add_p2pmem(gpu, BAR, 1 << 20, bus_addr=BUS, pages=False)
+    assert isinstance(mem, impl.P2PdmaProvider) and mem.bus_offset == BUS - BAR
+    assert m.p2pdma.pagemaps == [] and m.p2pdma.pgmap_of(BAR) is None
+    assert gpu.p2p_node.p2pdma.size == 0                          # no pool either
+    assert impl.pci_p2pdma_state(impl.PciP2PdmaMapState(), nic, BAR) == NONE
+    assert impl.pci_p2pdma_map_type(mem, nic) == BUS_ADDR
+    assert impl.pci_p2pdma_bus_addr_map(mem, BAR + 0x10) == BUS + 0x10
+    nic.dma_write(BUS + 0x10, b"dmabuf")                          # the BAR decodes it all the same
+    assert m.mem_read(BAR + 0x10, 6) == b"dmabuf"
+    assert m.add_p2pmem(gpu, BAR, 0x1000, bus_addr=BUS, pages=False) is mem
+    pg = m.add_p2pmem(gpu, BAR + 0x1000, 0x1000, bus_addr=BUS + 0x1000)   # pages in the same BAR
+    assert pg.mem is mem and m.p2pdma.pgmap_of(BAR + 0x1000) is pg

@@ -526,13 +526,19 @@ cdef class P2PTopology:
             self._pgmaps.push_back(r)
 
     # ---- providers: pcim_p2pdma_init + pci_p2pdma_add_resource -----------------------------------
-    def add_p2pmem(self, provider, cpu_phys, size, bus_addr=None):
+    def add_p2pmem(self, provider, cpu_phys, size, bus_addr=None, *, pages=True):
         """Publish [cpu_phys, cpu_phys+size) of a BAR of ``provider`` as P2P memory.
 
         The range must lie in one MMIO region that is (or becomes) a BAR of this provider; a
         range in no region becomes a new MMIO region "<provider> BAR<n>". ``bus_addr`` is the
         PCI bus address of cpu_phys (None: equal to it); the BAR's bus_offset is bus_addr -
-        cpu_phys modulo 2^64 (pcim_p2pdma_init()). Returns the PciP2PdmaPagemap.
+        cpu_phys modulo 2^64 (pcim_p2pdma_init()). Returns the PciP2PdmaPagemap
+        (pci_p2pdma_add_resource(): ZONE_DEVICE pages, pool memory).
+
+        ``pages=False`` is the pcim_p2pdma_init() + pcim_p2pdma_provider() path of VFIO and
+        other dma-buf exporters: the BAR becomes a provider (returned, a P2PdmaProvider) but gets
+        no pages, so pci_p2pdma_state() sees ordinary memory there; callers ask
+        pci_p2pdma_map_type(provider, dev) themselves.
         """
         cdef Device d
         cdef u64 cpu, n, bus, off, bar_start, bar_size, w_start
@@ -561,7 +567,7 @@ cdef class P2PTopology:
         if cpu + n < cpu or bus + n < bus:
             raise ValueError(f"p2pmem {cpu:#x}+{n:#x} (bus {bus:#x}) wraps the address space")
         off = bus - cpu                        # u64 arithmetic, as pcim_p2pdma_init computes it
-        for i in range(self._pgmaps.size()):
+        for i in range(self._pgmaps.size() if pages else 0):
             if cpu < self._pgmaps[i].start + self._pgmaps[i].size and self._pgmaps[i].start < cpu + n:
                 pg = self._pgmap_list[self._pgmaps[i].index]
                 raise ValueError(f"p2pmem {cpu:#x}+{n:#x} overlaps the P2P memory {pg.cpu_phys:#x}+"
@@ -633,6 +639,8 @@ cdef class P2PTopology:
             r.index = len(self._bar_list)
             self._bar_list.append(mem)
             self._windows.push_back(r)
+        if not pages:
+            return mem
         pg = PciP2PdmaPagemap.__new__(PciP2PdmaPagemap)
         pg.mem = mem
         pg.cpu_phys = cpu
