@@ -22,3 +22,40 @@ cdef IoTlbMem swiotlb_init(Machine m, u64 size, int nareas, bint force):
     mem.end = mem.start + size
     mem.nareas = 1
     return mem
+
+
+# ---- TEMPORARY (branch "direct"): the swiotlb interface direct.pxi calls, so the direct
+# branch compiles before the swiotlb branch lands. Dropped in favour of the real file on merge.
+cdef bint is_swiotlb_buffer(Device dev, u64 paddr) noexcept:
+    cdef object mem = dev.dma_io_tlb_mem
+    return mem is not None and (<IoTlbMem>mem).start <= paddr < (<IoTlbMem>mem).end
+
+
+cdef bint is_swiotlb_active(Device dev) noexcept:
+    cdef object mem = dev.dma_io_tlb_mem
+    return mem is not None and (<IoTlbMem>mem).nslabs != 0
+
+
+cdef bint is_swiotlb_force_bounce(Device dev) noexcept:
+    return dev.force_bounce
+
+
+cdef u64 swiotlb_max_mapping_size(Device dev) noexcept:
+    return 2048 * 128
+
+
+cdef u64 swiotlb_map(Device dev, u64 phys, u64 size, int dir, unsigned long attrs) except? 0xFFFFFFFFFFFFFFFF:
+    raise NotImplementedError("swiotlb is not built yet")
+
+
+cdef int swiotlb_tbl_unmap_single(Device dev, u64 tlb_addr, u64 mapping_size, int dir,
+                                  unsigned long attrs) except -1:
+    return 0
+
+
+cdef int swiotlb_sync_single_for_device(Device dev, u64 tlb_addr, u64 size, int dir) except -1:
+    return 0
+
+
+cdef int swiotlb_sync_single_for_cpu(Device dev, u64 tlb_addr, u64 size, int dir) except -1:
+    return 0
