@@ -114,6 +114,8 @@ def test_instance_geometry_and_bad_input(impl, fmt):
     assert pt.table_pages >= 1 and pt.pgtable_root % 4096 == 0
     with pytest.raises(ValueError):
         impl.IoPgtable(m, "amdv1")
+    with pytest.raises(TypeError):
+        impl.IoPgtable(m, 3)
     with pytest.raises(ValueError):
         impl.IoPgtable(m, fmt, ias=60)
     with pytest.raises(TypeError):
@@ -553,3 +555,15 @@ def test_differential_core_vs_reference(fmt, ops):
     assert a[1] == b[1]
     assert a[2] == b[2]
     assert a[3] == b[3]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_counters(impl, fmt):
+    pt = impl.IoPgtable(machine(impl), fmt)
+    g, blk = sizes(pt.pgsize_bitmap)[:2]
+    assert pt.map(blk, 0, blk + g, R) == 0                  # one block leaf + one granule leaf
+    assert pt.leaf_writes == 2
+    assert pt.translate(blk + 5)[2] == blk and pt.walk_reads == pt.levels - 1
+    assert pt.translate(2 * blk)[2] == g and pt.walk_reads == 2 * pt.levels - 1
+    assert pt.translate(3 * blk) is None                    # stops at the empty entry
+    assert pt.unmap(blk, blk + g) == blk + g and pt.leaf_writes == 4

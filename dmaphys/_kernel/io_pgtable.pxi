@@ -147,14 +147,16 @@ IOPGTABLE_FORMATS = {_n: _pt_describe(_n) for _n in _PT_FMT}
 
 
 # ---- memory access: direct frame lookups (PhysMem's two-level pfn table) ---------------------
-cdef inline u64 _pt_rd(PhysMem mem, u64 addr) noexcept nogil:
-    """Aligned little-endian 64-bit load from simulated memory (never-written reads as 0)."""
+cdef inline u64 _pt_rd(u8 ***l1, u64 addr) noexcept nogil:
+    """Aligned little-endian 64-bit load from simulated memory (never-written reads as 0).
+
+    l1 is PhysMem.l1, allocated once for the PhysMem's lifetime (IoPgtable holds the PhysMem)."""
     cdef u64 pfn = addr >> PAGE_SHIFT
     cdef u8 **l2
     cdef u8 *p
     if (pfn >> PFN_L2_SHIFT) >= PFN_L1_SIZE:
         return 0
-    l2 = mem.l1[pfn >> PFN_L2_SHIFT]
+    l2 = l1[pfn >> PFN_L2_SHIFT]
     if l2 == NULL:
         return 0
     p = l2[pfn & (PFN_L2_SIZE - 1)]
@@ -257,6 +259,9 @@ cdef class IoPgtable:
     cdef int top, pg_shift, bpl, top_bits
     cdef u64 gran_pages, top_pages
     cdef PhysMem mem
+    cdef u8 ***l1                              # mem.l1: the frame table the walks read
+    cdef int shifts[8]                         # item size lg2 per level
+    cdef u64 imask[8]                          # index mask per level
     cdef cppmap[u64, int] tables               # live table phys -> L
     cdef cppmap[u64, u64] npages               # allocated table phys (live + pending) -> pages
     cdef vector[u64] freelist                  # the gather's freelist during one operation
@@ -288,6 +293,10 @@ cdef class IoPgtable:
         self.pg_shift, self.bpl, self.levels, self.top_bits, self.pgsize_bitmap = _pt_geometry(
             fam, gran, vias, voas)
         self.top = self.levels - 1
+        self.l1 = self.mem.l1
+        for L in range(self.levels):
+            self.shifts[L] = self.pg_shift + self.bpl * L
+            self.imask[L] = ((<u64>1) << (self.top_bits if L == self.top else self.bpl)) - 1
         self.sign_extend = fam == PT_FAM_X86
         self.aperture_start = 0
         self.aperture_end = ((<u64>1 << (self.ias - 1)) - 1) if self.sign_extend else ((<u64>1 << self.ias) - 1)
@@ -308,13 +317,13 @@ cdef class IoPgtable:
 
     # ---- geometry ------------------------------------------------------------------------
     cdef inline int shift(self, int L) noexcept nogil:
-        return self.pg_shift + self.bpl * L
+        return self.shifts[L]
 
     cdef inline int idx_bits(self, int L) noexcept nogil:
         return self.top_bits if L == self.top else self.bpl
 
     cdef inline u64 index(self, u64 va, int L) noexcept nogil:
-        return (va >> self.shift(L)) & ((<u64>1 << self.idx_bits(L)) - 1)
+        return (va >> self.shifts[L]) & self.imask[L]
 
     cdef inline u64 item_start(self, u64 va, int L, u64 i) noexcept nogil:
         cdef int span = self.shift(L) + self.idx_bits(L)
@@ -525,7 +534,7 @@ cdef class IoPgtable:
         cdef u64 i, e, child
         cdef int t, r
         for i in range((<u64>1) << self.idx_bits(L)):
-            e = _pt_rd(self.mem, table + 8 * i)
+            e = _pt_rd(self.l1, table + 8 * i)
             t = self.etype(e, L)
             if t == PT_TABLE:
                 child = self.table_pa(e)
@@ -539,7 +548,7 @@ cdef class IoPgtable:
 
     cdef int gpt_clear_contig(self, u64 table, u64 i, int L) except? -9999:
         """clear_contig(): a leaf may only replace an empty table subtree (freed via the gather)."""
-        cdef u64 e = _pt_rd(self.mem, table + 8 * i)
+        cdef u64 e = _pt_rd(self.l1, table + 8 * i)
         cdef int t = self.etype(e, L), r
         cdef size_t mark
         cdef u64 child
@@ -566,7 +575,7 @@ cdef class IoPgtable:
         cdef int t, r
         if L == self.st_leaf_L:
             while True:
-                if self.etype(_pt_rd(self.mem, table + 8 * i), L) != PT_EMPTY:
+                if self.etype(_pt_rd(self.l1, table + 8 * i), L) != PT_EMPTY:
                     r = self.gpt_clear_contig(table, i, L)
                     if r:
                         return r
@@ -577,7 +586,7 @@ cdef class IoPgtable:
                 if i >= end:
                     return 0
         while True:
-            e = _pt_rd(self.mem, table + 8 * i)
+            e = _pt_rd(self.l1, table + 8 * i)
             t = self.etype(e, L)
             if t != PT_TABLE:
                 if t != PT_EMPTY:
@@ -633,7 +642,7 @@ cdef class IoPgtable:
         cdef u64 isz = (<u64>1) << self.shift(L)
         cdef u64 i = self.index(va, L), first = i
         cdef u64 end = self.index(last, L) + 1
-        cdef u64 e = _pt_rd(self.mem, table + 8 * i), num_oas = 0, item, item_last, child
+        cdef u64 e = _pt_rd(self.l1, table + 8 * i), num_oas = 0, item, item_last, child
         cdef int t = self.etype(e, L), ret = 0
         cdef bint fully
         if t == PT_OA and (va & (isz - 1)):
@@ -660,7 +669,7 @@ cdef class IoPgtable:
             i += 1
             if i >= end:
                 break
-            e = _pt_rd(self.mem, table + 8 * i)
+            e = _pt_rd(self.l1, table + 8 * i)
             t = self.etype(e, L)
         self.st_unmapped += num_oas * isz
         return ret
@@ -686,7 +695,7 @@ cdef class IoPgtable:
         cdef u64 i, e, child
         if L > 0:
             for i in range((<u64>1) << self.idx_bits(L)):
-                e = _pt_rd(self.mem, table + 8 * i)
+                e = _pt_rd(self.l1, table + 8 * i)
                 if e == 0 or self.etype(e, L) == PT_OA:
                     continue
                 child = self.arm_to_paddr(e)
@@ -702,7 +711,7 @@ cdef class IoPgtable:
             self.warn("WARNING: __arm_lpae_unmap(): WARN_ON(lvl == ARM_LPAE_MAX_LEVELS)")
             return 0
         i0 = self.index(iova, L)
-        e = _pt_rd(self.mem, table + 8 * i0)
+        e = _pt_rd(self.l1, table + 8 * i0)
         if e == 0:
             if not self.no_warn:
                 self.warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova {iova:#x} at level {3 - L}")
@@ -713,7 +722,7 @@ cdef class IoPgtable:
                 num = pgcount
             i = 0
             while i < num:
-                e = _pt_rd(self.mem, table + 8 * (i0 + i))
+                e = _pt_rd(self.l1, table + 8 * (i0 + i))
                 if e == 0:
                     if not self.no_warn:
                         self.warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova "
@@ -744,7 +753,7 @@ cdef class IoPgtable:
             if pgcount < num:
                 num = pgcount
             for i in range(num):
-                e = _pt_rd(self.mem, table + 8 * (i0 + i))
+                e = _pt_rd(self.l1, table + 8 * (i0 + i))
                 if self.etype(e, L) == PT_OA:
                     if not self.no_warn:
                         self.warn(f"WARNING: arm_lpae_init_pte(): iova {iova + i * size:#x} is already "
@@ -764,7 +773,7 @@ cdef class IoPgtable:
         if L == 0:
             self.warn("WARNING: __arm_lpae_map(): WARN_ON(lvl >= ARM_LPAE_MAX_LEVELS - 1)")
             return -EINVAL
-        e = _pt_rd(self.mem, table + 8 * i0)
+        e = _pt_rd(self.l1, table + 8 * i0)
         if e == 0:
             child = self.alloc_table(L - 1)
             if child == U64_MAX:
@@ -827,39 +836,49 @@ cdef class IoPgtable:
 
         generic_pt returns its range error as the (negative) errno cast to phys_addr_t, exactly
         as pt_iommu_<fmt>_iova_to_phys() does; arm_lpae_iova_to_phys() ignores IOVA bits above
-        the table (it only indexes)."""
-        cdef u64 table = self.pgtable_root, e, size
-        cdef int L, t
-        cdef PhysMem mem = self.mem
+        the table (it only indexes). One loop per family: the hot path of every translation."""
+        cdef u64 table = self.pgtable_root, e, m
+        cdef int L = self.top
+        cdef u8 ***l1 = self.l1
         if table == 0:
             return 0
-        if self.family != PT_FAM_ARM and not self.in_range(iova, iova):
+        if self.family == PT_FAM_ARM:
+            while True:                          # arm_lpae_iova_to_phys()
+                e = _pt_rd(l1, table + ((iova >> self.shifts[L]) & self.imask[L]) * 8)
+                if L == 0:
+                    if (e & ARM_TYPE_MASK) != ARM_TYPE_PAGE:
+                        return 0
+                elif (e & ARM_TYPE_MASK) == ARM_TYPE_TABLE:
+                    table = self.arm_to_paddr(e)
+                    L -= 1
+                    continue
+                elif (e & ARM_TYPE_MASK) != ARM_TYPE_BLOCK:
+                    return 0
+                return self.arm_to_paddr(e) | (iova & (((<u64>1) << self.shifts[L]) - 1))
+        if not self.in_range(iova, iova):
             return <u64>(-ERANGE)
-        L = self.top
-        while L >= 0:
-            e = _pt_rd(mem, table + 8 * self.index(iova, L))
-            t = self.etype(e, L)
-            if t == PT_OA:
-                size = (<u64>1) << self.shift(L)
-                if self.family == PT_FAM_ARM:
-                    return self.arm_to_paddr(e) | (iova & (size - 1))
-                return (e & PT_OA_MASK & ~(size - 1)) | (iova & (size - 1))
-            if t != PT_TABLE:
+        while True:                              # pt_iommu_<fmt>_iova_to_phys(): __iova_to_phys
+            e = _pt_rd(l1, table + ((iova >> self.shifts[L]) & self.imask[L]) * 8)
+            if self.family == PT_FAM_X86:
+                if not (e & X86_P):
+                    return 0
+            elif e == 0:
                 return 0
-            table = self.table_pa(e)
+            if L == 0 or (L <= 2 and (e & VTDSS_PS)):
+                m = ((<u64>1) << self.shifts[L]) - 1
+                return (e & PT_OA_MASK & ~m) | (iova & m)
+            table = e & PT_OA_MASK
             L -= 1
-        return 0
 
     cdef int lookup(self, u64 iova, u64 *phys, int *prot, u64 *leaf_size) noexcept:
         """The hardware walk: 0 and the translation, IOMMU_* permissions and leaf size, or -1."""
         cdef u64 table = self.pgtable_root, e, size
         cdef int L, t, acc = IOMMU_READ | IOMMU_WRITE
-        cdef PhysMem mem = self.mem
         if table == 0 or not self.in_range(iova, iova):
             return -1
         L = self.top
         while L >= 0:
-            e = _pt_rd(mem, table + 8 * self.index(iova, L))
+            e = _pt_rd(self.l1, table + 8 * self.index(iova, L))
             self.walk_reads += 1
             t = self.etype(e, L)
             if t == PT_OA:
@@ -978,7 +997,7 @@ cdef class IoPgtable:
         L = self.top
         while L >= 0:
             i = self.index(va, L)
-            e = _pt_rd(self.mem, table + 8 * i)
+            e = _pt_rd(self.l1, table + 8 * i)
             t = self.etype(e, L)
             out["levels"].append({"level": self.level_name(L), "table": table, "index": i,
                                   "pte_addr": table + 8 * i, "pte": e,
@@ -1002,7 +1021,7 @@ cdef class IoPgtable:
         cdef u64 i, e, va, size, child
         cdef int t
         for i in range((<u64>1) << self.idx_bits(L)):
-            e = _pt_rd(self.mem, table + 8 * i)
+            e = _pt_rd(self.l1, table + 8 * i)
             t = self.etype(e, L)
             va = base | (i << self.shift(L))
             if t == PT_OA:
@@ -1030,6 +1049,51 @@ cdef class IoPgtable:
                 "tables": tables, "pending_free": sorted(self.pending_free),
                 "leaf_writes": self.leaf_writes, "table_pages": self.table_pages,
                 "walk_reads": self.walk_reads}
+
+    # ---- test/benchmark hooks (C loops without Python call overhead; not public API) ------
+    def _bench_map_unmap(self, const u64[::1] iovas, u64 paddr, int prot):
+        """pgtable_map + pgtable_unmap of one granule at each iova (C loop); returns failures."""
+        cdef size_t i
+        cdef u64 fails = 0, g = self.pgsize_bitmap & (~self.pgsize_bitmap + 1)
+        self.check_live()
+        for i in range(<size_t>iovas.shape[0]):
+            if pgtable_map(self, iovas[i], paddr, g, prot) != 0:
+                fails += 1
+            elif pgtable_unmap(self, iovas[i], g) != g:
+                fails += 1
+        self.machine.flush_warnings()
+        return fails
+
+    def _bench_map(self, const u64[::1] iovas, const u64[::1] paddrs, int prot):
+        """pgtable_map of one granule per (iova, paddr) (C loop); returns failures."""
+        cdef size_t i
+        cdef u64 fails = 0, g = self.pgsize_bitmap & (~self.pgsize_bitmap + 1)
+        self.check_live()
+        for i in range(<size_t>iovas.shape[0]):
+            if pgtable_map(self, iovas[i], paddrs[i], g, prot) != 0:
+                fails += 1
+        self.machine.flush_warnings()
+        return fails
+
+    def _bench_iova_to_phys(self, const u64[::1] iovas, u64 reps):
+        """c_iova_to_phys over iovas, reps times (C loop); returns the xor of the results."""
+        cdef size_t i, n = <size_t>iovas.shape[0]
+        cdef u64 r, acc = 0
+        for r in range(reps):
+            for i in range(n):
+                acc ^= self.c_iova_to_phys(iovas[i])
+        return acc
+
+    def _bench_lookup(self, const u64[::1] iovas, u64 reps):
+        """lookup (hardware walk) over iovas, reps times (C loop); returns the xor of the results."""
+        cdef size_t i, n = <size_t>iovas.shape[0]
+        cdef u64 r, acc = 0, phys = 0, size = 0
+        cdef int prot = 0
+        for r in range(reps):
+            for i in range(n):
+                if self.lookup(iovas[i], &phys, &prot, &size) == 0:
+                    acc ^= phys
+        return acc
 
     @staticmethod
     def formats():

@@ -155,7 +155,9 @@ class IoPgtable:
     """
 
     def __init__(self, machine, fmt, ias=None, oas=None, *, force_coherence=False, no_warn=False):
-        if not isinstance(fmt, str) or fmt not in _FMT:
+        if not isinstance(fmt, str):
+            raise TypeError(f"fmt must be a str, not {type(fmt).__name__}")
+        if fmt not in _FMT:
             raise ValueError(f"unknown page-table format {fmt!r}; known: {', '.join(_FMT)}")
         fam, gran, dias, (imin, imax), doas, (omin, omax), _ = _FMT[fmt]
         ias = dias if ias is None else u64(ias, "ias")
