@@ -197,70 +197,70 @@ def _sg_arrays(sg, nphys: int, ndma: int):
 
 
 def trace_dma_map_phys(dev, phys: int, dma_addr: int, size: int, dir: int, attrs: int) -> None:
-    if tr := _on(dev):
+    if (tr := _on(dev)) is not None:
         tr.record("dma_map_phys", dev, {"phys_addr": phys, "dma_addr": dma_addr, "size": size,
                                         "dir": dir, "attrs": attrs})
 
 
 def trace_dma_unmap_phys(dev, addr: int, size: int, dir: int, attrs: int) -> None:
-    if tr := _on(dev):
+    if (tr := _on(dev)) is not None:
         tr.record("dma_unmap_phys", dev, {"addr": addr, "size": size, "dir": dir, "attrs": attrs})
 
 
 def trace_dma_map_sg(dev, sg, nents: int, ents: int, dir: int, attrs: int) -> None:
-    if tr := _on(dev):
+    if (tr := _on(dev)) is not None:
         phys, dmas, lens = _sg_arrays(sg, nents, ents)
         tr.record("dma_map_sg", dev, {"phys_addrs": phys, "dma_addrs": dmas, "lengths": lens,
                                       "dir": dir, "attrs": attrs})
 
 
 def trace_dma_map_sg_err(dev, sg, nents: int, err: int, dir: int, attrs: int) -> None:
-    if tr := _on(dev):
+    if (tr := _on(dev)) is not None:
         tr.record("dma_map_sg_err", dev, {"phys_addrs": _sg_arrays(sg, nents, 0)[0], "err": err,
                                           "dir": dir, "attrs": attrs})
 
 
 def trace_dma_unmap_sg(dev, sg, nents: int, dir: int, attrs: int) -> None:
-    if tr := _on(dev):
+    if (tr := _on(dev)) is not None:
         tr.record("dma_unmap_sg", dev, {"addrs": _sg_arrays(sg, nents, 0)[0], "dir": dir, "attrs": attrs})
 
 
 def trace_dma_sync_single_for_cpu(dev, dma_addr: int, size: int, dir: int) -> None:
-    if tr := _on(dev):
+    if (tr := _on(dev)) is not None:
         tr.record("dma_sync_single_for_cpu", dev, {"dma_addr": dma_addr, "size": size, "dir": dir})
 
 
 def trace_dma_sync_single_for_device(dev, dma_addr: int, size: int, dir: int) -> None:
-    if tr := _on(dev):
+    if (tr := _on(dev)) is not None:
         tr.record("dma_sync_single_for_device", dev, {"dma_addr": dma_addr, "size": size, "dir": dir})
 
 
 def trace_dma_sync_sg_for_cpu(dev, sg, nents: int, dir: int) -> None:
-    if tr := _on(dev):
+    if (tr := _on(dev)) is not None:
         _, dmas, lens = _sg_arrays(sg, 0, nents)
         tr.record("dma_sync_sg_for_cpu", dev, {"dma_addrs": dmas, "lengths": lens, "dir": dir})
 
 
 def trace_dma_sync_sg_for_device(dev, sg, nents: int, dir: int) -> None:
-    if tr := _on(dev):
+    if (tr := _on(dev)) is not None:
         _, dmas, lens = _sg_arrays(sg, 0, nents)
         tr.record("dma_sync_sg_for_device", dev, {"dma_addrs": dmas, "lengths": lens, "dir": dir})
 
 
 def trace_dma_alloc(dev, phys: int, dma_addr: int, size: int, dir: int, attrs: int) -> None:
-    if tr := _on(dev):
+    if (tr := _on(dev)) is not None:
         tr.record("dma_alloc", dev, {"virt_addr": phys, "dma_addr": dma_addr, "size": size,
                                      "flags": GFP_KERNEL_FLAGS, "dir": dir, "attrs": attrs})
 
 
 def trace_dma_free(dev, phys: int, dma_addr: int, size: int, dir: int, attrs: int) -> None:
-    if tr := _on(dev):
+    if (tr := _on(dev)) is not None:
         tr.record("dma_free", dev, {"virt_addr": phys, "dma_addr": dma_addr, "size": size,
                                     "dir": dir, "attrs": attrs})
 
 
 def trace_swiotlb_bounced(dev, dma_addr: int, size: int) -> None:
-    if tr := _on(dev):
+    if (tr := _on(dev)) is not None:
         tr.record("swiotlb_bounced", dev, {"dma_mask": dev._dma_mask if dev.has_dma_mask else 0,
                                            "dev_addr": dma_addr, "size": size,
                                            "force": bool(dev.force_bounce)})
