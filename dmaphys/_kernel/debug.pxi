@@ -1019,6 +1019,18 @@ def _test_debug_hooks(str op, Device dev, *args):
     dbg.raise_pending()
 
 
+def _test_debug_bench(Device dev, u64 n, u64 phys):
+    """Benchmark hook: n x (debug_dma_map_phys, debug_dma_mapping_error, debug_dma_unmap_phys)
+    in a C loop, FROM_DEVICE 4 KiB buffers at consecutive pages (the per-map debug cost)."""
+    cdef u64 i, p
+    for i in range(n):
+        p = phys + (i << PAGE_SHIFT)
+        debug_dma_map_phys(dev, p, 4096, DMA_FROM_DEVICE, p, 0)
+        debug_dma_mapping_error(dev, p)
+        debug_dma_unmap_phys(dev, p, 4096, DMA_FROM_DEVICE)
+    dev.machine.flush_warnings()
+
+
 def _test_sg_set_dma(ScatterList sg, Py_ssize_t i, dma_address, dma_length, dma_flags=0):
     """Test hook: fill an entry's DMA fields the way a map_sg backend does."""
     if not 0 <= i < <Py_ssize_t>sg.sg.size():
