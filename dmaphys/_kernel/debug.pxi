@@ -290,9 +290,12 @@ cdef class DmaDebug:
         # dma_entry_free(): drop the cacheline, return the entry to the pool
         cdef dma_debug_entry *e = &self.pool[idx]
         cdef object dev
+        cdef cppmap[u64, int].iterator bit
         self.active_cacheline_remove(e)
         if e.tlb_addr != U64_MAX:
-            self.bounced.erase(e.tlb_addr)
+            bit = self.bounced.find(e.tlb_addr)
+            if bit != self.bounced.end() and deref(bit).second == idx:
+                self.bounced.erase(bit)
             self.dirty.erase(idx)
         dev = <object>e.dev
         e.dev = NULL
