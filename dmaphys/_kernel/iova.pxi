@@ -110,7 +110,8 @@ cdef class IovaDomain:
     cdef iova_cpu_rcache *cpu_rcaches   # [IOVA_RANGE_CACHE_MAX_SIZE][ncpus]; NULL = no rcaches
     cdef vector[vector[iova_magazine *]] depot     # per order; back() is the LIFO's head
     cdef bint work_pending[IOVA_RANGE_CACHE_MAX_SIZE]
-    cdef u64 work_seq[IOVA_RANGE_CACHE_MAX_SIZE]
+    cdef u64 work_seq[IOVA_RANGE_CACHE_MAX_SIZE]   # identifies the armed timer of each work
+    cdef u64 work_gen                   # never reset, so a stale timer can't match after re-init
     cdef bint dead                      # put_iova_domain() has run
     cdef list _warn_queue               # WARNs raised without a machine
 
@@ -168,7 +169,6 @@ cdef class IovaDomain:
         self.depot.resize(IOVA_RANGE_CACHE_MAX_SIZE)
         for i in range(IOVA_RANGE_CACHE_MAX_SIZE):
             self.work_pending[i] = False
-            self.work_seq[i] = 0
         return 0
 
     cdef void _free_iova_rcaches(self) noexcept:
@@ -186,7 +186,6 @@ cdef class IovaDomain:
                 free(self.depot[i][j])
             self.depot[i].clear()
             self.work_pending[i] = False         # cancel_delayed_work_sync()
-            self.work_seq[i] += 1
 
     # ---- small helpers (include/linux/iova.h) --------------------------------------------
     cpdef u64 iova_shift(self) noexcept:
@@ -463,7 +462,8 @@ cdef class IovaDomain:
         if self.work_pending[order]:
             return 0
         self.work_pending[order] = True
-        self.work_seq[order] += 1
+        self.work_gen += 1
+        self.work_seq[order] = self.work_gen
         if self.machine is not None:
             self.machine.add_timer(IOVA_DEPOT_DELAY_NS,
                                    _functools.partial(self._depot_timer, order, self.work_seq[order]))
@@ -697,12 +697,21 @@ cdef class IovaDomain:
         self._iova_depot_work_func(order)
         self._flush()
 
-    def put_iova_domain(self):
+    cdef int put_iova_domain_c(self) except -1:
         """put_iova_domain(): free the rcaches (cancelling the depot work) and every range."""
         self._check_alive()
         self._free_iova_rcaches()
         self.rbroot.clear()
         self.dead = True
+        return 0
+
+    def put_iova_domain(self):
+        """put_iova_domain(): free the rcaches (cancelling the depot work) and every range.
+
+        The domain can be set up again with ``__init__`` (as the kernel may re-run
+        init_iova_domain on the struct); any other use raises KernelBug (use after free).
+        """
+        self.put_iova_domain_c()
         self._flush()
 
     # ---- introspection -------------------------------------------------------------------

@@ -34,6 +34,7 @@ cdef class Machine:
     cdef readonly DmaTrace trace                       # DmaTrace (include/trace/events/dma.h)
     cdef readonly P2PTopology p2pdma                   # P2P topology (drivers/pci/p2pdma.c)
     cdef readonly list warnings_log                    # every kernel warning emitted: (category, text)
+    cdef readonly dict ratelimit_states                # call site -> RatelimitState (dev_warn_ratelimited)
     cdef list _warn_queue
     cdef set _warned_once
     cdef list _timers                                  # heap of (deadline_ns, seq, callback)
@@ -53,6 +54,7 @@ cdef class Machine:
         self.devices = {}
         self.iommus = []
         self.warnings_log = []
+        self.ratelimit_states = {}
         self._warn_queue = []
         self._warned_once = set()
         self._timers = []

@@ -104,6 +104,8 @@ class IovaDomain:
         self.cached32_node: int | None = IOVA_ANCHOR
         self._dead = False
         self._warn_queue: list[str] = []
+        # never reset, so a timer armed before put_iova_domain() can't match after re-init
+        self._work_gen: int = getattr(self, "_work_gen", 0)
         # iova_domain_init_rcaches(): rcaches[order] with per-CPU loaded/prev magazines
         self._rcaches: list[dict] = [
             {"cpus": [{"loaded": [], "prev": []} for _ in range(n)], "depot": [],
@@ -311,7 +313,8 @@ class IovaDomain:
         if rc["work_pending"]:
             return
         rc["work_pending"] = True
-        rc["work_seq"] += 1
+        self._work_gen += 1
+        rc["work_seq"] = self._work_gen
         if self.machine is not None:
             self.machine.add_timer(IOVA_DEPOT_DELAY_NS,
                                    functools.partial(self._depot_timer, order, rc["work_seq"]))
@@ -520,7 +523,6 @@ class IovaDomain:
         self._check_alive()
         for rc in self._rcaches:
             rc["work_pending"] = False             # cancel_delayed_work_sync()
-            rc["work_seq"] += 1
         self._rcaches = []
         self._los = []
         self._his = {}

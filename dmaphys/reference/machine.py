@@ -39,6 +39,7 @@ class Machine:
         self.devices: dict[str, Device] = {}
         self.iommus: list[Any] = []
         self.warnings_log: list[tuple[str, str]] = []
+        self.ratelimit_states: dict[str, Any] = {}    # call site -> RatelimitState (swiotlb.py)
         self._warn_queue: list[tuple[type, str]] = []
         self._warned_once: set = set()
         self._timers: list = []
