@@ -562,7 +562,7 @@ cdef int iommu_device_access(Device dev, u64 iova, u8 *buf, u64 n, bint write) e
                     if ok != 0 or cur_phys != phys or cur_prot != prot or cur_leaf != mask + 1:
                         tlb.stale_hits += 1
                         d.stale_hits += 1
-                        debug_dma_stale_iotlb(dev, a, phys, 0 if ok != 0 else cur_phys)
+                        debug_dma_stale_iotlb(dev, a, phys, U64_MAX if ok != 0 else cur_phys)
                     else:
                         e.gen = pt.leaf_writes
             elif pt.lookup(a, &phys, &prot, &leaf) != 0:
