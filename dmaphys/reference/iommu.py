@@ -11,9 +11,9 @@ import logging
 
 from ..errors import DmaFault, IommuFault, KernelBug, KernelWarning
 from . import debug as _debug
+from ._util import U64_MAX, min_not_zero, u64
 from .io_pgtable import IOPGTABLE_FORMATS, IoPgtable, _describe, _ffs, iommu_pgsize, pgtable_unmap
 from .iotlb import Iotlb
-from ._util import U64_MAX, min_not_zero, u64
 
 __all__ = ["Iommu", "IommuDomain", "iommu_map", "iommu_unmap", "iommu_unmap_fast",
            "iommu_iotlb_sync", "iommu_iova_to_phys", "iommu_domain_free",
@@ -37,7 +37,7 @@ _VTD_FAULT = {"blocked": (0x02, "Present bit in context entry is clear"),
 
 
 def _dma_iommu():
-    from . import dma_iommu        # imports this module: resolved at call time
+    from . import dma_iommu  # imports this module: resolved at call time
     return dma_iommu
 
 
@@ -121,7 +121,8 @@ class Iommu:
         if not isinstance(fmt, str):
             raise TypeError(f"fmt must be a str, not {type(fmt).__name__}")
         if fmt not in IOPGTABLE_FORMATS:
-            raise ValueError(f"unknown IOMMU page-table format {fmt!r}; known: {', '.join(IOPGTABLE_FORMATS)}")
+            raise ValueError(f"unknown IOMMU page-table format {fmt!r}; "
+                             f"known: {', '.join(IOPGTABLE_FORMATS)}")
         if fault_mode not in IOMMU_FAULT_MODES:
             raise ValueError(f"fault_mode must be 'raise' or 'record', not {fault_mode!r}")
         if iotlb is None:
@@ -210,7 +211,8 @@ class Iommu:
             if d.freed:
                 raise ValueError(f"IOMMU domain {d.id} was freed")
             if dev.untrusted and d.type_value != IOMMU_DOMAIN_TYPES["dma"]:
-                raise ValueError(f"{dev.name} is untrusted and may only join a strict DMA domain, not {d.type!r}")
+                raise ValueError(f"{dev.name} is untrusted and may only join a strict DMA domain, "
+                                 f"not {d.type!r}")
         else:
             t = "dma" if domain_type is None else domain_type
             if t not in ("dma", "dma-fq", "identity", "blocked"):
@@ -317,7 +319,8 @@ def iommu_map_nosync(domain, iova: int, paddr: int, size: int, prot: int) -> int
     while size:
         pgsize, count = iommu_pgsize(d.pgsize_bitmap, iova, paddr, size)
         if not pgsize:
-            raise KernelBug(f"iommu_pgsize(): BUG_ON(!pgsizes) iova {iova:#x} paddr {paddr:#x} size {size:#x}")
+            raise KernelBug(f"iommu_pgsize(): BUG_ON(!pgsizes) iova {iova:#x} paddr {paddr:#x} "
+                            f"size {size:#x}")
         ret, mapped = pt.map_pages(iova, paddr, pgsize, count, prot)
         size -= mapped
         if ret:
@@ -410,14 +413,15 @@ def _fault(mmu, d, dev, iova: int, size: int, write: bool, reason: str) -> None:
         _log.error("DMAR: [DMA %s NO_PASID] Request device [%s] fault addr 0x%x [fault reason 0x%02x] %s",
                    "Write" if write else "Read", dev.name, iova, code, text)
     else:
-        _log.error("%s: %s translation fault (%s) for %s at IOVA 0x%x", mmu.name, access, reason, dev.name, iova)
+        _log.error("%s: %s translation fault (%s) for %s at IOVA 0x%x", mmu.name, access, reason,
+                   dev.name, iova)
     if mmu.fault_mode != "record":
         raise IommuFault(dev.name, iova, size, access, reason)
 
 
 def iommu_device_access(dev, iova: int, n: int, write: bool, data: bytes | None):
     """Mirrors iommu.pxi iommu_device_access(); returns the bytes read (reads) or None."""
-    from .machine import bus_access_phys, dma_get_mask   # machine imports this module
+    from .machine import bus_access_phys, dma_get_mask  # machine imports this module
 
     d = dev.domain
     mmu = d.iommu
