@@ -479,7 +479,8 @@ cdef inline void trace_dma_free(Device dev, u64 phys, u64 dma_addr, u64 size, in
 
 
 cdef inline void trace_swiotlb_bounced(Device dev, u64 dma_addr, u64 size):
-    """swiotlb:swiotlb_bounced: dma_mask (0 for a NULL mask pointer) and force are sampled now."""
+    """swiotlb:swiotlb_bounced: dma_mask (0 for a NULL mask pointer) and force
+    (is_swiotlb_force_bounce(dev): the device's flag or its pool's, e.g. swiotlb=force) are sampled now."""
     cdef DmaTrace tr = dev.machine.trace
     cdef trace_entry *t
     if not tr.enabled:
@@ -488,7 +489,7 @@ cdef inline void trace_swiotlb_bounced(Device dev, u64 dma_addr, u64 size):
     t.dma_addr = dma_addr
     t.size = size
     t.dma_mask = dev._dma_mask if dev.has_dma_mask else 0
-    t.force = dev.force_bounce
+    t.force = is_swiotlb_force_bounce(dev)
 
 
 def _test_trace_hooks(str op, Device dev, *args):

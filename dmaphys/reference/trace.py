@@ -261,9 +261,10 @@ def trace_dma_free(dev, phys: int, dma_addr: int, size: int, dir: int, attrs: in
 
 def trace_swiotlb_bounced(dev, dma_addr: int, size: int) -> None:
     if (tr := _on(dev)) is not None:
+        from .swiotlb import c_is_swiotlb_force_bounce  # (swiotlb.py imports this module)
         tr.record("swiotlb_bounced", dev, {"dma_mask": dev._dma_mask if dev.has_dma_mask else 0,
                                            "dev_addr": dma_addr, "size": size,
-                                           "force": bool(dev.force_bounce)})
+                                           "force": c_is_swiotlb_force_bounce(dev)})
 
 
 _HOOKS = {
