@@ -804,11 +804,13 @@ cdef inline void debug_dma_unmap_phys(Device dev, u64 addr, u64 size, int dir):
 
 
 cdef inline void debug_dma_map_single(Device dev, u64 phys, u64 size):
-    """debug_dma_map_single(): the buffer must be in the linear map (RAM); no vmalloc exists here."""
+    """debug_dma_map_single(): virt_addr_valid() — the buffer must be in the linear map: RAM, or
+    P2PDMA pages (ZONE_DEVICE memory that memremap_pages() mapped); no vmalloc exists here."""
     cdef DmaDebug dbg = dev.machine.dma_debug
     if not dbg.enabled:
         return
-    if not dbg.machine.mem.pfn_valid(phys >> PAGE_SHIFT):
+    if (not dbg.machine.mem.pfn_valid(phys >> PAGE_SHIFT)
+            and dbg.machine.p2pdma.find_pgmap(phys & ~(<u64>PAGE_SIZE - 1)) < 0):
         dbg.err_printk(dev, "map_invalid_area",
                        f"device driver maps memory from invalid area "
                        f"[addr={(PAGE_OFFSET_X86_64 + phys) & 0xFFFFFFFFFFFFFFFF:016x}] [len={size}]",

@@ -518,7 +518,9 @@ def debug_dma_unmap_phys(dev, addr: int, size: int, dir: int) -> None:
 
 def debug_dma_map_single(dev, phys: int, size: int) -> None:
     dbg = dev.machine.dma_debug
-    if dbg.enabled and not dbg.machine.mem.pfn_valid(phys >> PAGE_SHIFT):
+    # virt_addr_valid(): RAM, or P2PDMA (ZONE_DEVICE) pages, which memremap_pages() maps
+    if (dbg.enabled and not dbg.machine.mem.pfn_valid(phys >> PAGE_SHIFT)
+            and dbg.machine.p2pdma.find_pgmap(phys & ~((1 << PAGE_SHIFT) - 1)) is None):
         dbg.err_printk(dev, "map_invalid_area",
                        f"device driver maps memory from invalid area "
                        f"[addr={(PAGE_OFFSET_X86_64 + phys) & U64_MAX:016x}] [len={size}]", phys, size)
