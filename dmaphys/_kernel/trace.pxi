@@ -492,34 +492,4 @@ cdef inline void trace_swiotlb_bounced(Device dev, u64 dma_addr, u64 size):
     t.force = is_swiotlb_force_bounce(dev)
 
 
-def _test_trace_hooks(str op, Device dev, *args):
-    """Test hook: fire a tracepoint directly (until the mapping API calls them)."""
-    if op == "map_phys":
-        trace_dma_map_phys(dev, args[0], args[1], args[2], args[3], args[4])
-    elif op == "unmap_phys":
-        trace_dma_unmap_phys(dev, args[0], args[1], args[2], args[3])
-    elif op == "map_sg":
-        trace_dma_map_sg(dev, args[0], args[1], args[2], args[3], args[4])
-    elif op == "map_sg_err":
-        trace_dma_map_sg_err(dev, args[0], args[1], args[2], args[3], args[4])
-    elif op == "unmap_sg":
-        trace_dma_unmap_sg(dev, args[0], args[1], args[2], args[3])
-    elif op == "sync_single_for_cpu":
-        trace_dma_sync_single_for_cpu(dev, args[0], args[1], args[2])
-    elif op == "sync_single_for_device":
-        trace_dma_sync_single_for_device(dev, args[0], args[1], args[2])
-    elif op == "sync_sg_for_cpu":
-        trace_dma_sync_sg_for_cpu(dev, args[0], args[1], args[2])
-    elif op == "sync_sg_for_device":
-        trace_dma_sync_sg_for_device(dev, args[0], args[1], args[2])
-    elif op == "alloc":
-        trace_dma_alloc(dev, args[0], args[1], args[2], args[3], args[4])
-    elif op == "free":
-        trace_dma_free(dev, args[0], args[1], args[2], args[3], args[4])
-    elif op == "swiotlb_bounced":
-        trace_swiotlb_bounced(dev, args[0], args[1])
-    else:
-        raise ValueError(op)
-
-
 __all__ += ["DmaTrace", "TraceEvent", "TRACE_EVENT_NAMES", "TRACE_NUMPY_FIELDS"]
