@@ -760,3 +760,22 @@ def test_block_layer_style_mapping_of_a_cmb_request(impl):
     assert t == THRU and mapped == segs
     m.mem_write(BAR + 0x30000, b"payload")
     assert far.dma_read(mapped[1][0], 7) == b"payload" == nic.dma_read(BUS + 0x30000, 7)
+
+
+def test_peer_requests_of_an_iommu_device_bypass_the_iommu_below_a_switch(impl):
+    """With ACS off the switch routes a peer's bus address before the IOMMU ever sees it."""
+    for acs in (False, True):
+        m = machine(impl)
+        iommu = m.add_iommu()
+        sw = m.add_switch("sw0", parent=m.add_host_bridge("hb0", p2p_allowlisted=True), acs_redirect=acs)
+        gpu = m.add_device("gpu", parent=sw)
+        nic = m.add_device("nic", parent=sw, iommu=iommu, domain_type="blocked")
+        m.add_p2pmem(gpu, BAR, 1 << 20, bus_addr=BUS)
+        if not acs:
+            nic.dma_write(BUS + 0x20, b"around the IOMMU")
+            assert m.mem_read(BAR + 0x20, 16) == b"around the IOMMU"
+        else:
+            with pytest.raises(dma.IommuFault):                   # redirected up to the IOMMU
+                nic.dma_write(BUS + 0x20, b"x")
+        with pytest.raises(dma.IommuFault):                       # RAM still goes through it
+            nic.dma_write(0x1000, b"x")
