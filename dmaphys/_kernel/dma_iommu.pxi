@@ -963,6 +963,8 @@ cdef class DmaIovaState:
     def __setattr__(self, name, value):
         if name == "__size":
             self._size = _u64(value, "__size")
+        elif name == "addr":
+            self.addr = _u64(value, "addr")
         else:
             object.__setattr__(self, name, value)
 
@@ -983,8 +985,8 @@ cdef inline int _iova_check(Device dev, int dir, str func, bint check_dir) excep
     if check_dir and not valid_dma_direction(dir):
         raise KernelBug(f"kernel BUG in {func}(): invalid DMA direction {dir}")
     if not dev.dma_iommu:
-        raise KernelBug(f"BUG: kernel NULL pointer dereference in {func}(): {dev.name} has no DMA IOMMU domain "
-                        "(dma_iova_try_alloc() returned false: use the regular DMA API)")
+        raise KernelBug(f"BUG: kernel NULL pointer dereference in {func}(): {dev.name} has no DMA "
+                        "IOMMU domain (dma_iova_try_alloc() returned false: use the regular DMA API)")
     return 0
 
 
