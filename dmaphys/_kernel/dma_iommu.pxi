@@ -321,7 +321,13 @@ cdef int iommu_dma_init_options(IommuDmaCookie cookie, object iommu) except -1:
 
 
 cdef int _resv_type(object type_name) except -1:
-    cdef str t = str(type_name).lower().replace("-", "_")
+    """enum iommu_resv_type from an int (the kernel value) or a name ("msi", "IOMMU_RESV_SW_MSI", ...)."""
+    cdef str t
+    if isinstance(type_name, int) and not isinstance(type_name, bool):
+        if 0 <= type_name <= IOMMU_RESV_SW_MSI:
+            return type_name
+        raise ValueError(f"unknown IOMMU reserved-region type {type_name!r}")
+    t = str(type_name).lower().replace("-", "_")
     if t.startswith("iommu_resv_"):
         t = t[len("iommu_resv_"):]
     if t == "direct":
@@ -391,9 +397,11 @@ cdef int iova_reserve_iommu_regions(Device dev, IommuDomain domain) except -1:
         if ret:
             return ret
     for region in getattr(domain.iommu, "reserved_regions", None) or ():
-        start = _u64(region[0], "reserved region start")
-        length = _u64(region[1], "reserved region length")
-        t = _resv_type(region[2])
+        # struct iommu_resv_region (start, length, prot, type) or (start, length, type_name)
+        if hasattr(region, "type"):
+            start, length, t = _u64(region.start, "start"), _u64(region.length, "length"), _resv_type(region.type)
+        else:
+            start, length, t = _u64(region[0], "start"), _u64(region[1], "length"), _resv_type(region[2])
         if t == IOMMU_RESV_SW_MSI:                     # dma-iommu allocates those itself
             continue
         if length == 0:

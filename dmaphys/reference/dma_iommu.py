@@ -53,6 +53,7 @@ IOVA_RCACHE_RANGE = PAGE_SIZE << 5
 
 _RESV_TYPES = {"direct": "DIRECT", "direct_relaxable": "DIRECT_RELAXABLE", "reserved": "RESERVED",
                "msi": "MSI", "sw_msi": "SW_MSI"}
+_RESV_BY_VALUE = ["DIRECT", "DIRECT_RELAXABLE", "RESERVED", "MSI", "SW_MSI"]   # enum iommu_resv_type
 
 
 def _iova_offset(granule: int, addr: int) -> int:
@@ -278,6 +279,10 @@ def iommu_dma_init_options(cookie: IommuDmaCookie, iommu) -> None:
 
 
 def _resv_type(type_name) -> str:
+    if isinstance(type_name, int) and not isinstance(type_name, bool):
+        if 0 <= type_name < len(_RESV_BY_VALUE):
+            return _RESV_BY_VALUE[type_name]
+        raise ValueError(f"unknown IOMMU reserved-region type {type_name!r}")
     t = str(type_name).lower().replace("-", "_")
     if t.startswith("iommu_resv_"):
         t = t[len("iommu_resv_"):]
@@ -327,9 +332,11 @@ def iova_reserve_iommu_regions(dev, domain) -> int:
         if ret:
             return ret
     for region in getattr(domain.iommu, "reserved_regions", None) or ():
-        start = u64(region[0], "reserved region start")
-        length = u64(region[1], "reserved region length")
-        t = _resv_type(region[2])
+        # struct iommu_resv_region (start, length, prot, type) or (start, length, type_name)
+        if hasattr(region, "type"):
+            start, length, t = u64(region.start, "start"), u64(region.length, "length"), _resv_type(region.type)
+        else:
+            start, length, t = u64(region[0], "start"), u64(region[1], "length"), _resv_type(region[2])
         if t == "SW_MSI" or length == 0:
             continue
         iovad.reserve_iova(start >> shift, (start + length - 1) >> shift)
