@@ -334,7 +334,8 @@ def iova_reserve_iommu_regions(dev, domain) -> int:
     for region in getattr(domain.iommu, "reserved_regions", None) or ():
         # struct iommu_resv_region (start, length, prot, type) or (start, length, type_name)
         if hasattr(region, "type"):
-            start, length, t = u64(region.start, "start"), u64(region.length, "length"), _resv_type(region.type)
+            start, length = u64(region.start, "start"), u64(region.length, "length")
+            t = _resv_type(region.type)
         else:
             start, length, t = u64(region[0], "start"), u64(region[1], "length"), _resv_type(region[2])
         if t == "SW_MSI" or length == 0:
