@@ -722,7 +722,7 @@ cdef int __finalise_sg(Device dev, ScatterList sg, int nents, u64 dma_addr) exce
             cur.dma_address = dma_addr + s_iova_off
         cur.dma_length = cur_len
         dma_addr += s_iova_len
-        if <u64>s_length + s_iova_off < s_iova_len:
+        if <u32>(s_length + s_iova_off) < s_iova_len:        # unsigned int sum, as the kernel
             cur_len = 0
     return count
 

@@ -604,7 +604,7 @@ def __finalise_sg(dev, sg, nents: int, dma_addr: int) -> int:
             cur.dma_address = (dma_addr + s_iova_off) & U64_MAX
         cur.dma_length = cur_len
         dma_addr = (dma_addr + s_iova_len) & U64_MAX
-        if s_length + s_iova_off < s_iova_len:
+        if (s_length + s_iova_off) & M32 < s_iova_len:
             cur_len = 0
     return count
 
