@@ -194,6 +194,9 @@ cdef int device_access(Device dev, u64 addr, u8 *buf, u64 n, bint write) except 
         dev.faults += 1
         raise DmaFault(dev.name, addr, n, "write" if write else "read", "address wraps")
     if dev.domain is not None and dev.domain.translates:
+        phys = p2p_bus_to_phys(dev, addr, n)   # a switch routes peer requests before the IOMMU
+        if phys != U64_MAX:
+            return bus_access_phys(dev, phys, buf, n, write)
         return iommu_device_access(dev, addr, buf, n, write)
     limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
     if last > limit:

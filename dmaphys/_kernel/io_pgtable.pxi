@@ -1,63 +1,1156 @@
 # Models IOMMU radix page tables in hardware formats: drivers/iommu/generic_pt (VT-d second
-# stage "vtd-ss"/"vtd-ss-5level", x86-64 first stage "x86-64"/"x86-64-5level") and
-# drivers/iommu/io-pgtable-arm.c (ARM LPAE stage 1, 4K/16K/64K granules), plus the
-# iommu_map()/iommu_unmap() page-size splitting of drivers/iommu/iommu.c.
-# PLACEHOLDER (foundation skeleton): the page-table work replaces the bodies; the interface
-# (class fields and cdef method signatures) is what iommu.pxi / dma_iommu.pxi build on.
+# stage "vtd-ss"/"vtd-ss-5level" = fmt/vtdss.h, x86-64 / VT-d first stage "x86-64"/"x86-64-5level"
+# = fmt/x86_64.h with PT_FEAT_SIGN_EXTEND, the algorithms of iommu_pt.h) and
+# drivers/iommu/io-pgtable-arm.c (ARM_64_LPAE_S1 with 4K/16K/64K granules), plus the
+# iommu_map()/iommu_unmap() page-size splitting of drivers/iommu/iommu.c (iommu_pgsize).
+#
+# The tables live in simulated RAM (machine.mem), one naturally aligned allocation per table,
+# entries little-endian in the real bit layout: a walker reading memory from pgtable_root sees
+# exactly what iova_to_phys() sees. Host-side state is only a registry of the table pages this
+# object owns (to free them and to refuse following corrupted pointers into foreign memory).
+#
+# Internal level numbering is generic_pt's: L = 0 is the table of smallest pages, the top table
+# is L = levels - 1 (io-pgtable-arm's lvl is 3 - L). Item size at L = 1 << (pg_shift + bpl * L).
 
+cimport cython
+from collections import namedtuple as _namedtuple
+
+cdef enum:                                      # errnos types.pxi does not have (yet)
+    PT_ENOENT = 2
+    PT_ENXIO = 6
+    PT_EOVERFLOW = 75
+
+cdef enum:                                      # enum iommu_resv_type (include/linux/iommu.h)
+    PT_IOMMU_RESV_MSI = 3
+    PT_IOMMU_RESV_SW_MSI = 4
+
+cdef enum:
+    PT_FAM_VTDSS = 0
+    PT_FAM_X86 = 1
+    PT_FAM_ARM = 2
+
+cdef enum:
+    PT_EMPTY = 0
+    PT_TABLE = 1
+    PT_OA = 2
+    PT_INVALID = 3
+
+cdef extern from *:
+    """
+    #define DMAPHYS_PT_OA_MASK     0x000FFFFFFFFFF000ULL   /* GENMASK_ULL(51, 12) */
+    #define DMAPHYS_ARM_ADDR_MASK  0x0000FFFFFFFFF000ULL   /* GENMASK_ULL(47, 12) */
+    #define DMAPHYS_ARM_XN         (3ULL << 53)
+    #define DMAPHYS_X86_XD         (1ULL << 63)
+    """
+    const u64 PT_OA_MASK "DMAPHYS_PT_OA_MASK"
+    const u64 ARM_ADDR_MASK "DMAPHYS_ARM_ADDR_MASK"
+    const u64 ARM_XN "DMAPHYS_ARM_XN"
+    const u64 X86_XD "DMAPHYS_X86_XD"
+
+cdef enum:
+    VTDSS_R = 1 << 0
+    VTDSS_W = 1 << 1
+    VTDSS_PS = 1 << 7
+    VTDSS_SNP = 1 << 11
+    X86_P = 1 << 0
+    X86_RW = 1 << 1
+    X86_U = 1 << 2
+    X86_A = 1 << 5
+    X86_D = 1 << 6
+    X86_PS = 1 << 7
+    ARM_TYPE_MASK = 3
+    ARM_TYPE_BLOCK = 1
+    ARM_TYPE_TABLE = 3
+    ARM_TYPE_PAGE = 3
+    ARM_AP_UNPRIV = 1 << 6
+    ARM_AP_RDONLY = 1 << 7
+    ARM_ATTRINDX_SHIFT = 2
+    ARM_ATTR_IDX_CACHE = 1
+    ARM_ATTR_IDX_DEV = 2
+    ARM_SH_OS = 2 << 8
+    ARM_SH_IS = 3 << 8
+    ARM_AF = 1 << 10
+    ARM_NG = 1 << 11
+
+
+IommuResvRegion = _namedtuple("IommuResvRegion", "start length prot type")
+IommuResvRegion.__doc__ = "struct iommu_resv_region: (start, length, prot, type) with type an enum iommu_resv_type."
+
+IoPgtableFormat = _namedtuple(
+    "IoPgtableFormat",
+    "name kernel family granule pgsize_bitmap ias oas levels sign_extend aperture_start aperture_end "
+    "reserved_regions map_exists_errno partial_unmap")
+IoPgtableFormat.__doc__ = (
+    "A page-table format with its defaults: pgsize_bitmap, ias/oas, levels, domain aperture, the "
+    "reserved regions the IOMMU driver reports, the errno of mapping over a live entry and what "
+    "unmapping part of a large leaf does ('whole-leaf' for generic_pt, 'refuse' for io-pgtable-arm).")
+
+# intel_iommu_get_resv_regions(): IOAPIC_RANGE_START..END, prot 0, IOMMU_RESV_MSI
+_VTD_RESV = (IommuResvRegion(0xFEE00000, 0x100000, 0, PT_IOMMU_RESV_MSI),)
+# arm_smmu_get_resv_regions(): MSI_IOVA_BASE + MSI_IOVA_LENGTH, IOMMU_RESV_SW_MSI
+_ARM_RESV = (IommuResvRegion(0x8000000, 0x100000, IOMMU_WRITE | IOMMU_NOEXEC | IOMMU_MMIO, PT_IOMMU_RESV_SW_MSI),)
+
+# name -> (family, granule, default ias, (ias min, max), default oas, (oas min, max), kernel)
+_PT_FMT = {
+    "vtd-ss": (PT_FAM_VTDSS, 1 << 12, 48, (31, 48), 52, (32, 52), "generic_pt vtdss"),
+    "vtd-ss-5level": (PT_FAM_VTDSS, 1 << 12, 57, (49, 57), 52, (32, 52), "generic_pt vtdss"),
+    "x86-64": (PT_FAM_X86, 1 << 12, 48, (40, 48), 52, (32, 52), "generic_pt x86_64 (SIGN_EXTEND)"),
+    "x86-64-5level": (PT_FAM_X86, 1 << 12, 57, (49, 57), 52, (32, 52), "generic_pt x86_64 (SIGN_EXTEND)"),
+    "arm-lpae-s1-4k": (PT_FAM_ARM, 1 << 12, 48, (32, 48), 48, (32, 48), "io-pgtable-arm ARM_64_LPAE_S1"),
+    "arm-lpae-s1-16k": (PT_FAM_ARM, 1 << 14, 48, (32, 48), 48, (32, 48), "io-pgtable-arm ARM_64_LPAE_S1"),
+    "arm-lpae-s1-64k": (PT_FAM_ARM, 1 << 16, 48, (32, 52), 48, (32, 52), "io-pgtable-arm ARM_64_LPAE_S1"),
+}
+
+
+def _pt_geometry(int fam, u64 granule, int ias, int oas):
+    """(pg_shift, bits_per_level, levels, top_bits, pgsize_bitmap) of a configuration."""
+    cdef int pg_shift = __ffs64(granule), bpl, levels, top, va_bits
+    cdef u64 bitmap
+    if fam != PT_FAM_ARM:
+        # vtdss_pt_iommu_fmt_init() / x86_64_pt_iommu_fmt_init(): top level from the VA size
+        if fam == PT_FAM_VTDSS:
+            top = 4 if ias > 48 else (3 if ias > 39 else 2)
+        else:
+            top = (ias - 31) // 9 + 2
+        bpl = 9
+        levels = top + 1
+        # pt_iommu get_info(): possible sizes of levels 0..2, hiding sizes >= 2^max_oasz
+        bitmap = ((<u64>1 << 12) | (<u64>1 << 21) | (<u64>1 << 30)) & ((<u64>1 << oas) - 1)
+    else:
+        # arm_lpae_restrict_pgsizes() + arm_lpae_alloc_pgtable()
+        bpl = pg_shift - 3
+        va_bits = ias - pg_shift
+        levels = (va_bits + bpl - 1) // bpl
+        if pg_shift == 12:
+            bitmap = (<u64>1 << 12) | (<u64>1 << 21) | (<u64>1 << 30)
+        elif pg_shift == 14:
+            bitmap = (<u64>1 << 14) | (<u64>1 << 25)
+        else:
+            bitmap = (<u64>1 << 16) | (<u64>1 << 29) | ((<u64>1 << 42) if oas > 48 else 0)
+    return pg_shift, bpl, levels, ias - (pg_shift + bpl * (levels - 1)), bitmap
+
+
+def _pt_describe(name, ias=None, oas=None):
+    fam, gran, dias, _, doas, _, kernel = _PT_FMT[name]
+    ias = dias if ias is None else ias
+    oas = doas if oas is None else oas
+    _, _, levels, _, bitmap = _pt_geometry(fam, gran, ias, oas)
+    sign = fam == PT_FAM_X86
+    ap_end = (1 << (ias - 1)) - 1 if sign else (1 << ias) - 1
+    return IoPgtableFormat(
+        name, kernel, "generic_pt" if fam != PT_FAM_ARM else "io-pgtable-arm", gran, bitmap, ias, oas,
+        levels, sign, 0, ap_end, _ARM_RESV if fam == PT_FAM_ARM else _VTD_RESV,
+        EEXIST if fam == PT_FAM_ARM else EADDRINUSE, "refuse" if fam == PT_FAM_ARM else "whole-leaf")
+
+
+IOPGTABLE_FORMATS = {_n: _pt_describe(_n) for _n in _PT_FMT}
+
+
+# ---- memory access: direct frame lookups (PhysMem's two-level pfn table) ---------------------
+cdef inline u64 _pt_rd(u8 ***l1, u64 addr) noexcept nogil:
+    """Aligned little-endian 64-bit load from simulated memory (never-written reads as 0).
+
+    l1 is PhysMem.l1, allocated once for the PhysMem's lifetime (IoPgtable holds the PhysMem)."""
+    cdef u64 pfn = addr >> PAGE_SHIFT
+    cdef u8 **l2
+    cdef u8 *p
+    if (pfn >> PFN_L2_SHIFT) >= PFN_L1_SIZE:
+        return 0
+    l2 = l1[pfn >> PFN_L2_SHIFT]
+    if l2 == NULL:
+        return 0
+    p = l2[pfn & (PFN_L2_SIZE - 1)]
+    if p == NULL:
+        return 0
+    return (<u64 *>(p + (addr & (PAGE_SIZE - 1))))[0]
+
+
+cdef inline int _pt_wr(PhysMem mem, u64 addr, u64 val) except -1:
+    cdef u64 pfn = addr >> PAGE_SHIFT
+    cdef u8 **l2
+    cdef u8 *p = NULL
+    if (pfn >> PFN_L2_SHIFT) < PFN_L1_SIZE:
+        l2 = mem.l1[pfn >> PFN_L2_SHIFT]
+        if l2 != NULL:
+            p = l2[pfn & (PFN_L2_SIZE - 1)]
+    if p == NULL:
+        p = mem.page_ptr_alloc(pfn)
+    (<u64 *>(p + (addr & (PAGE_SIZE - 1))))[0] = val
+    return 0
+
+
+cdef inline u64 iommu_pgsize(u64 pgsize_bitmap, u64 iova, u64 paddr, u64 size, u64 *count) noexcept:
+    """drivers/iommu/iommu.c iommu_pgsize(); 0 where the kernel BUG()s (no size fits)."""
+    cdef u64 addr_merge = paddr | iova
+    cdef u64 pgsizes, pgsize, nxt, offset
+    cdef int idx
+    if size == 0:
+        return 0
+    # sizes not larger than size, then not larger than the common alignment
+    pgsizes = pgsize_bitmap & (U64_MAX >> (63 - (fls64(size) - 1)))
+    if addr_merge:
+        pgsizes &= U64_MAX >> (63 - __ffs64(addr_merge))
+    if pgsizes == 0:
+        return 0
+    idx = fls64(pgsizes) - 1
+    pgsize = (<u64>1) << idx
+    if count != NULL:
+        # a bigger page later? then stop at its alignment boundary
+        pgsizes = pgsize_bitmap & ~(U64_MAX >> (63 - idx))
+        if pgsizes:
+            nxt = (<u64>1) << __ffs64(pgsizes)
+            if ((iova ^ paddr) & (nxt - 1)) == 0:
+                offset = nxt - (addr_merge & (nxt - 1))
+                if offset + nxt <= size:
+                    size = offset
+        count[0] = size >> idx
+    return pgsize
+
+
+cdef inline int pt_compute_best_pgsize(u64 pgsz_bitmap, u64 va, u64 last_va, u64 oa) noexcept nogil:
+    """generic_pt pt_compute_best_pgsize(): lg2 of the largest usable page size, 0 if none."""
+    cdef u64 length, mask
+    cdef int best
+    if va >= last_va:
+        return 0
+    length = last_va - va + 1
+    mask = va | oa | ((<u64>1) << (fls64(length) - 1))
+    best = __ffs64(mask)
+    if best < 63:
+        pgsz_bitmap &= ((<u64>1) << (best + 1)) - 1
+    if pgsz_bitmap == 0:
+        return 0
+    return fls64(pgsz_bitmap) - 1
+
+
+@cython.final
 cdef class IoPgtable:
-    """One IOMMU page table in simulated RAM: ``IoPgtable(machine, fmt, ias=None, oas=None)``."""
+    """One IOMMU page table in simulated RAM: ``IoPgtable(machine, fmt, ias=None, oas=None)``.
+
+    ``fmt``: one of IOPGTABLE_FORMATS. ``force_coherence`` models PT_FEAT_VTDSS_FORCE_COHERENCE
+    (SNP in every vtd-ss leaf); ``no_warn`` models IO_PGTABLE_QUIRK_NO_WARN (io-pgtable-arm).
+
+    C API (iommu.pxi / dma_iommu.pxi): map_pages, unmap_pages, c_iova_to_phys, lookup,
+    release_pending, free_tables; module level iommu_pgsize, pgtable_map, pgtable_unmap.
+    Python API: map, unmap, ops_map_pages, ops_unmap_pages, iova_to_phys, translate, walk,
+    get_state, iommu_pgsize, formats().
+    """
     cdef readonly Machine machine
     cdef readonly str fmt
     cdef readonly u64 pgsize_bitmap            # domain->pgsize_bitmap
     cdef readonly int ias                      # input (IOVA) address bits
     cdef readonly int oas                      # output address bits
-    cdef readonly u64 pgtable_root             # physical address of the top-level table
-    cdef readonly u64 leaf_writes              # counters
-    cdef readonly u64 table_pages
-    cdef readonly u64 walk_reads
+    cdef readonly u64 pgtable_root             # physical address of the top-level table (0: freed)
+    cdef readonly u64 leaf_writes              # leaf PTE stores (installs + clears)
+    cdef readonly u64 table_pages              # 4 KiB pages of tables allocated (live + pending)
+    cdef readonly u64 walk_reads               # PTE loads made by hardware walks (lookup)
     cdef public bint defer_free                # collect freed table pages instead of freeing
     cdef vector[u64] pending_free              # table pages waiting for an IOTLB flush
+    # geometry
+    cdef readonly int family                   # 0 vtdss, 1 x86_64, 2 arm-lpae
+    cdef readonly int levels
+    cdef readonly u64 granule
+    cdef readonly bint sign_extend
+    cdef readonly u64 aperture_start
+    cdef readonly u64 aperture_end
+    cdef readonly tuple reserved_regions
+    cdef readonly bint force_coherence
+    cdef readonly bint no_warn
+    cdef int top, pg_shift, bpl, top_bits
+    cdef u64 gran_pages, top_pages
+    cdef PhysMem mem
+    cdef u8 ***l1                              # mem.l1: the frame table the walks read
+    cdef int shifts[8]                         # item size lg2 per level
+    cdef u64 imask[8]                          # index mask per level
+    cdef cppmap[u64, int] tables               # live table phys -> L
+    cdef cppmap[u64, u64] npages               # allocated table phys (live + pending) -> pages
+    cdef vector[u64] freelist                  # the gather's freelist during one operation
+    # per-operation scratch (kernel: the map/unmap args structs)
+    cdef u64 st_oa, st_attrs, st_mapped, st_unmapped
+    cdef int st_leaf_L
 
-    def __init__(self, Machine machine, str fmt, ias=None, oas=None):
-        raise NotImplementedError("page tables are not built yet")
+    def __init__(self, Machine machine not None, str fmt not None, ias=None, oas=None, *,
+                 force_coherence=False, no_warn=False):
+        cdef u64 root
+        if fmt not in _PT_FMT:
+            raise ValueError(f"unknown page-table format {fmt!r}; known: {', '.join(_PT_FMT)}")
+        fam, gran, dias, (imin, imax), doas, (omin, omax), _ = _PT_FMT[fmt]
+        vias = dias if ias is None else _u64(ias, "ias")
+        voas = doas if oas is None else _u64(oas, "oas")
+        if not imin <= vias <= imax:
+            raise ValueError(f"{fmt}: ias {vias} outside {imin}..{imax}")
+        if not omin <= voas <= omax:
+            raise ValueError(f"{fmt}: oas {voas} outside {omin}..{omax}")
+        if force_coherence and fam != PT_FAM_VTDSS:
+            raise ValueError("force_coherence is a vtd-ss feature")
+        self.machine = machine
+        self.mem = machine.mem
+        self.fmt = fmt
+        self.family = fam
+        self.granule = gran
+        self.ias = vias
+        self.oas = voas
+        self.pg_shift, self.bpl, self.levels, self.top_bits, self.pgsize_bitmap = _pt_geometry(
+            fam, gran, vias, voas)
+        self.top = self.levels - 1
+        self.l1 = self.mem.l1
+        for L in range(self.levels):
+            self.shifts[L] = self.pg_shift + self.bpl * L
+            self.imask[L] = ((<u64>1) << (self.top_bits if L == self.top else self.bpl)) - 1
+        self.sign_extend = fam == PT_FAM_X86
+        self.aperture_start = 0
+        self.aperture_end = ((<u64>1 << (self.ias - 1)) - 1) if self.sign_extend else ((<u64>1 << self.ias) - 1)
+        self.reserved_regions = _ARM_RESV if fam == PT_FAM_ARM else _VTD_RESV
+        self.force_coherence = bool(force_coherence)
+        self.no_warn = bool(no_warn)
+        self.gran_pages = gran >> PAGE_SHIFT if gran >= PAGE_SIZE else 1
+        if fam == PT_FAM_ARM:
+            # __arm_lpae_alloc_pages(max(ARM_LPAE_PGD_SIZE, 64)): an order-n page allocation
+            self.top_pages = roundup_pow_of_two((max(<u64>8 << self.top_bits, 64) + PAGE_SIZE - 1) >> PAGE_SHIFT)
+        else:
+            self.top_pages = 1                   # pt_top_memsize_lg2(): 4 KiB
+        self.pgtable_root = 0
+        root = self.alloc_table(self.top)
+        if root == U64_MAX:
+            raise MemoryError("no RAM for the top-level page table")
+        self.pgtable_root = root
 
+    # ---- geometry ------------------------------------------------------------------------
+    cdef inline int shift(self, int L) noexcept nogil:
+        return self.shifts[L]
+
+    cdef inline int idx_bits(self, int L) noexcept nogil:
+        return self.top_bits if L == self.top else self.bpl
+
+    cdef inline u64 index(self, u64 va, int L) noexcept nogil:
+        return (va >> self.shifts[L]) & self.imask[L]
+
+    cdef inline u64 item_start(self, u64 va, int L, u64 i) noexcept nogil:
+        cdef int span = self.shift(L) + self.idx_bits(L)
+        cdef u64 hi = 0 if span >= 64 else (va & ~((<u64>1 << span) - 1))
+        return hi | (i << self.shift(L))
+
+    cdef inline bint in_range(self, u64 va, u64 last) noexcept nogil:
+        """pt_check_range() / the input-size check: both ends inside the table's VA space."""
+        cdef u64 hi = 0
+        if self.sign_extend and (va >> (self.ias - 1)) & 1:
+            hi = U64_MAX >> self.ias
+        return (va >> self.ias) == hi and (last >> self.ias) == hi
+
+    cdef inline int level_name(self, int L) noexcept nogil:
+        return 3 - L if self.family == PT_FAM_ARM else L
+
+    # ---- table pages ---------------------------------------------------------------------
+    cdef u64 alloc_table(self, int L) except? 0:
+        """iommu_alloc_pages_node_sz() / __arm_lpae_alloc_pages(): zeroed, naturally aligned; U64_MAX = -ENOMEM."""
+        cdef u64 n = self.top_pages if L == self.top else self.gran_pages
+        cdef u64 phys = self.mem.alloc_pages_c(n, U64_MAX, n)
+        if phys == U64_MAX:
+            return U64_MAX
+        self.mem.fill(phys, 0, n << PAGE_SHIFT)
+        self.tables[phys] = L
+        self.npages[phys] = n
+        self.table_pages += n
+        return phys
+
+    cdef int release_table(self, u64 phys) except -1:
+        """An unlinked table: freed now, or held for the IOTLB flush when defer_free is set."""
+        cdef cppmap[u64, int].iterator it = self.tables.find(phys)
+        if it == self.tables.end():
+            return 0
+        self.tables.erase(it)
+        if self.defer_free:
+            self.pending_free.push_back(phys)
+        else:
+            self.free_now(phys)
+        return 0
+
+    cdef int free_now(self, u64 phys) except -1:
+        cdef cppmap[u64, u64].iterator it = self.npages.find(phys)
+        cdef u64 n
+        if it == self.npages.end():
+            return 0
+        n = deref(it).second
+        self.npages.erase(it)
+        self.mem.free_pages_c(phys, n)
+        self.table_pages -= n
+        return 0
+
+    cdef int release_freelist(self) except -1:
+        cdef size_t i
+        for i in range(self.freelist.size()):
+            self.release_table(self.freelist[i])
+        self.freelist.clear()
+        return 0
+
+    cdef inline bint owns(self, u64 phys) noexcept:
+        return self.tables.find(phys) != self.tables.end()
+
+    cdef int check_live(self) except -1:
+        if self.pgtable_root == 0:
+            raise ValueError(f"{self.fmt} page table was freed (free_tables())")
+        return 0
+
+    cdef void warn(self, str text, object once_key=None):
+        self.machine.kwarn(KernelWarning, text, once_key)
+
+    # ---- entry encoding / decoding -------------------------------------------------------
+    cdef inline int etype(self, u64 e, int L) noexcept nogil:
+        """pt_load_entry_raw() (vtdss/x86_64) / iopte_leaf() + iopte_table() (arm)."""
+        cdef u64 t
+        if self.family == PT_FAM_VTDSS:
+            if e == 0:
+                return PT_EMPTY
+            return PT_OA if (L == 0 or (L <= 2 and (e & VTDSS_PS))) else PT_TABLE
+        if self.family == PT_FAM_X86:
+            if not (e & X86_P):
+                return PT_EMPTY
+            return PT_OA if (L == 0 or (L <= 2 and (e & X86_PS))) else PT_TABLE
+        if e == 0:
+            return PT_EMPTY
+        t = e & ARM_TYPE_MASK
+        if L == 0:
+            return PT_OA if t == ARM_TYPE_PAGE else PT_INVALID
+        if t == ARM_TYPE_BLOCK:
+            return PT_OA
+        return PT_TABLE if t == ARM_TYPE_TABLE else PT_INVALID
+
+    cdef inline u64 arm_to_paddr(self, u64 e) noexcept nogil:
+        """iopte_to_paddr(): 64K granule packs PA bits 51:48 into PTE bits 15:12."""
+        cdef u64 p = e & ARM_ADDR_MASK
+        if self.granule < 65536:
+            return p
+        return (p | (p << 36)) & (ARM_ADDR_MASK << 4)
+
+    cdef inline u64 table_pa(self, u64 e) noexcept nogil:
+        if self.family == PT_FAM_ARM:
+            return self.arm_to_paddr(e)
+        return e & PT_OA_MASK
+
+    cdef inline u64 gpt_prot(self, int prot) noexcept nogil:
+        """vtdss_pt_iommu_set_prot() / x86_64_pt_iommu_set_prot()."""
+        cdef u64 bits = 0
+        if self.family == PT_FAM_VTDSS:
+            if prot & IOMMU_READ:
+                bits |= VTDSS_R
+            if prot & IOMMU_WRITE:
+                bits |= VTDSS_W
+            if self.force_coherence:
+                bits |= VTDSS_SNP
+            return bits
+        bits = X86_U | X86_A
+        if prot & IOMMU_WRITE:
+            bits |= X86_RW | X86_D
+        return bits
+
+    cdef inline u64 gpt_leaf(self, u64 oa, int L, u64 bits) noexcept nogil:
+        """vtdss_pt_install_leaf_entry() / x86_64_pt_install_leaf_entry()."""
+        cdef u64 e = (oa & PT_OA_MASK) | bits
+        if L:
+            e |= VTDSS_PS                        # == X86_PS (bit 7)
+        if self.family == PT_FAM_X86:
+            e |= X86_P
+        return e
+
+    cdef inline u64 gpt_table(self, u64 pa) noexcept nogil:
+        """vtdss_pt_install_table() / x86_64_pt_install_table()."""
+        if self.family == PT_FAM_VTDSS:
+            return VTDSS_R | VTDSS_W | (pa & PT_OA_MASK)
+        return X86_P | X86_RW | X86_U | X86_A | (pa & PT_OA_MASK)
+
+    cdef inline u64 arm_prot(self, int prot) noexcept nogil:
+        """arm_lpae_prot_to_pte() for ARM_64_LPAE_S1 without quirks."""
+        cdef u64 pte = ARM_NG
+        if not (prot & IOMMU_WRITE) and (prot & IOMMU_READ):
+            pte |= ARM_AP_RDONLY
+        if not (prot & IOMMU_PRIV):
+            pte |= ARM_AP_UNPRIV
+        if prot & IOMMU_MMIO:
+            pte |= ARM_ATTR_IDX_DEV << ARM_ATTRINDX_SHIFT
+        elif prot & IOMMU_CACHE:
+            pte |= ARM_ATTR_IDX_CACHE << ARM_ATTRINDX_SHIFT
+        pte |= ARM_SH_IS if (prot & IOMMU_CACHE) else ARM_SH_OS
+        if prot & IOMMU_NOEXEC:
+            pte |= ARM_XN
+        return pte | ARM_AF
+
+    cdef inline u64 arm_paddr_to_iopte(self, u64 pa) noexcept nogil:
+        return (pa | (pa >> 36)) & ARM_ADDR_MASK
+
+    cdef inline u64 leaf_oa(self, u64 e) noexcept nogil:
+        if self.family == PT_FAM_ARM:
+            return self.arm_to_paddr(e)
+        return e & PT_OA_MASK
+
+    cdef inline int decode_prot(self, u64 e, int acc) noexcept nogil:
+        """IOMMU_* permissions a device gets through leaf e (acc: what the tables above allow)."""
+        cdef int p = 0, idx
+        if self.family == PT_FAM_VTDSS:
+            if e & VTDSS_R:
+                p |= IOMMU_READ
+            if e & VTDSS_W:
+                p |= IOMMU_WRITE
+            p &= acc
+            if e & VTDSS_SNP:
+                p |= IOMMU_CACHE
+            return p
+        if self.family == PT_FAM_X86:
+            p = IOMMU_READ
+            if e & X86_RW:
+                p |= IOMMU_WRITE
+            p &= acc
+            if e & X86_XD:
+                p |= IOMMU_NOEXEC
+            return p
+        p = IOMMU_READ
+        if not (e & ARM_AP_RDONLY):
+            p |= IOMMU_WRITE
+        if not (e & ARM_AP_UNPRIV):
+            p |= IOMMU_PRIV
+        if e & ARM_XN:
+            p |= IOMMU_NOEXEC
+        idx = (e >> ARM_ATTRINDX_SHIFT) & 7
+        if idx == ARM_ATTR_IDX_CACHE:
+            p |= IOMMU_CACHE
+        elif idx == ARM_ATTR_IDX_DEV:
+            p |= IOMMU_MMIO
+        return p
+
+    cdef inline int table_acc(self, u64 e) noexcept nogil:
+        cdef int p = 0
+        if self.family == PT_FAM_VTDSS:
+            if e & VTDSS_R:
+                p |= IOMMU_READ
+            if e & VTDSS_W:
+                p |= IOMMU_WRITE
+            return p
+        if self.family == PT_FAM_X86:
+            return IOMMU_READ | (IOMMU_WRITE if (e & X86_RW) else 0)
+        return IOMMU_READ | IOMMU_WRITE
+
+    # ==== generic_pt: drivers/iommu/generic_pt/iommu_pt.h =================================
+    cdef int gpt_collect(self, u64 table, int L) except? -9999:
+        """__collect_tables() with check_mapped: queue a subtree's tables, or -EADDRINUSE."""
+        cdef u64 i, e, child
+        cdef int t, r
+        for i in range((<u64>1) << self.idx_bits(L)):
+            e = _pt_rd(self.l1, table + 8 * i)
+            t = self.etype(e, L)
+            if t == PT_TABLE:
+                child = self.table_pa(e)
+                self.freelist.push_back(child)
+                r = self.gpt_collect(child, L - 1)
+                if r:
+                    return r
+            elif t == PT_OA:
+                return -EADDRINUSE
+        return 0
+
+    cdef int gpt_clear_contig(self, u64 table, u64 i, int L) except? -9999:
+        """clear_contig(): a leaf may only replace an empty table subtree (freed via the gather)."""
+        cdef u64 e = _pt_rd(self.l1, table + 8 * i)
+        cdef int t = self.etype(e, L), r
+        cdef size_t mark
+        cdef u64 child
+        if t == PT_TABLE:
+            child = self.table_pa(e)
+            mark = self.freelist.size()
+            r = self.gpt_collect(child, L - 1)
+            if r:
+                self.freelist.resize(mark)
+                return r
+            _pt_wr(self.mem, table + 8 * i, 0)
+            self.freelist.push_back(child)
+            return 0
+        if t != PT_EMPTY:
+            return -EADDRINUSE
+        return 0
+
+    cdef int gpt_map_level(self, int L, u64 table, u64 va, u64 last) except? -9999:
+        """__map_range() above the leaf level, __map_range_leaf() at it."""
+        cdef u64 isz = (<u64>1) << self.shift(L)
+        cdef u64 i = self.index(va, L), first = i
+        cdef u64 end = self.index(last, L) + 1
+        cdef u64 e, child, item, item_last
+        cdef int t, r
+        if L == self.st_leaf_L:
+            while True:
+                if self.etype(_pt_rd(self.l1, table + 8 * i), L) != PT_EMPTY:
+                    r = self.gpt_clear_contig(table, i, L)
+                    if r:
+                        return r
+                _pt_wr(self.mem, table + 8 * i, self.gpt_leaf(self.st_oa, L, self.st_attrs))
+                self.leaf_writes += 1
+                self.st_oa += isz
+                i += 1
+                if i >= end:
+                    return 0
+        while True:
+            e = _pt_rd(self.l1, table + 8 * i)
+            t = self.etype(e, L)
+            if t != PT_TABLE:
+                if t != PT_EMPTY:
+                    return -EADDRINUSE
+                child = self.alloc_table(L - 1)          # pt_iommu_new_table()
+                if child == U64_MAX:
+                    return -ENOMEM
+                _pt_wr(self.mem, table + 8 * i, self.gpt_table(child))
+            else:
+                child = self.table_pa(e)
+            item_last = self.item_start(va, L, i) + isz - 1
+            item = va if i == first else self.item_start(va, L, i)
+            r = self.gpt_map_level(L - 1, child, item, last if last < item_last else item_last)
+            if r:
+                return r
+            i += 1
+            if i >= end:
+                return 0
+
+    cdef int gpt_map_pages(self, u64 iova, u64 paddr, u64 pgsize, u64 pgcount, int prot,
+                           u64 *mapped) except? -9999:
+        """pt_iommu_<fmt>_map_pages()."""
+        cdef u64 length, last
+        cdef int lg2, ret
+        if not (prot & (IOMMU_READ | IOMMU_WRITE)):
+            self.warn("WARNING: generic_pt map_pages(): WARN_ON(!(prot & (IOMMU_READ | IOMMU_WRITE)))")
+            return -EINVAL
+        if self.oas < 64 and (paddr >> self.oas):
+            return -ERANGE
+        length = pgsize * pgcount
+        if length == 0:
+            return -EINVAL
+        last = iova + length - 1
+        if last < iova:
+            return -PT_EOVERFLOW
+        lg2 = pt_compute_best_pgsize(self.pgsize_bitmap, iova, last, paddr)
+        if lg2 == 0:
+            return -PT_ENXIO
+        if not self.in_range(iova, last):
+            return -ERANGE
+        self.st_oa = paddr
+        self.st_attrs = self.gpt_prot(prot)
+        self.st_leaf_L = (lg2 - 12) // 9
+        self.freelist.clear()
+        ret = self.gpt_map_level(self.top, self.pgtable_root, iova, last)
+        # tables replaced by leaves went to the gather: map_pages syncs the IOTLB, then frees
+        self.release_freelist()
+        mapped[0] += self.st_oa - paddr
+        return ret
+
+    cdef int gpt_unmap_level(self, int L, u64 table, u64 va, u64 last) except? -9999:
+        """__unmap_range(): clear leaves, free tables the range fully covers, stop at a hole."""
+        cdef u64 isz = (<u64>1) << self.shift(L)
+        cdef u64 i = self.index(va, L), first = i
+        cdef u64 end = self.index(last, L) + 1
+        cdef u64 e = _pt_rd(self.l1, table + 8 * i), num_oas = 0, item, item_last, child
+        cdef int t = self.etype(e, L), ret = 0
+        cdef bint fully
+        if t == PT_OA and (va & (isz - 1)):
+            return -EINVAL                       # starts inside a large leaf
+        while True:
+            if t != PT_OA:
+                if t != PT_TABLE:
+                    ret = -EINVAL
+                    break
+                item_last = self.item_start(va, L, i) + isz - 1
+                item = va if i == first else self.item_start(va, L, i)
+                fully = (item & (isz - 1)) == 0 and last >= item_last
+                child = self.table_pa(e)
+                ret = self.gpt_unmap_level(L - 1, child, item, last if last < item_last else item_last)
+                if ret:
+                    break
+                if fully:
+                    self.freelist.push_back(child)
+                    _pt_wr(self.mem, table + 8 * i, 0)
+            else:
+                _pt_wr(self.mem, table + 8 * i, 0)
+                self.leaf_writes += 1
+                num_oas += 1
+            i += 1
+            if i >= end:
+                break
+            e = _pt_rd(self.l1, table + 8 * i)
+            t = self.etype(e, L)
+        self.st_unmapped += num_oas * isz
+        return ret
+
+    cdef u64 gpt_unmap_pages(self, u64 iova, u64 pgsize, u64 pgcount) except? 0xFFFFFFFFFFFFFFFF:
+        """pt_iommu_<fmt>_unmap_pages(): bytes unmapped (a large leaf goes whole)."""
+        cdef u64 length = pgsize * pgcount
+        if length == 0 or iova + length - 1 < iova or not self.in_range(iova, iova + length - 1):
+            return 0
+        self.st_unmapped = 0
+        self.freelist.clear()
+        self.gpt_unmap_level(self.top, self.pgtable_root, iova, iova + length - 1)
+        self.release_freelist()
+        return self.st_unmapped
+
+    # ==== io-pgtable-arm.c ================================================================
+    cdef inline u64 arm_max_entries(self, u64 i) noexcept nogil:
+        cdef u64 per = self.granule >> 3
+        return per - (i & (per - 1))
+
+    cdef int arm_free_pgtable(self, u64 table, int L) except -1:
+        """__arm_lpae_free_pgtable(): the subtree below table, then table."""
+        cdef u64 i, e, child
+        if L > 0:
+            for i in range((<u64>1) << self.idx_bits(L)):
+                e = _pt_rd(self.l1, table + 8 * i)
+                if e == 0 or self.etype(e, L) == PT_OA:
+                    continue
+                child = self.arm_to_paddr(e)
+                if self.owns(child):
+                    self.arm_free_pgtable(child, L - 1)
+        self.release_table(table)
+        return 0
+
+    cdef u64 arm_unmap(self, u64 iova, u64 size, u64 pgcount, int L, u64 table) except? 0xFFFFFFFFFFFFFFFF:
+        """__arm_lpae_unmap()."""
+        cdef u64 i0, e, num, i, j, child
+        if L < 0:
+            self.warn("WARNING: __arm_lpae_unmap(): WARN_ON(lvl == ARM_LPAE_MAX_LEVELS)")
+            return 0
+        i0 = self.index(iova, L)
+        e = _pt_rd(self.l1, table + 8 * i0)
+        if e == 0:
+            if not self.no_warn:
+                self.warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova {iova:#x} at level {3 - L}")
+            return <u64>(-PT_ENOENT)
+        if size == (<u64>1) << self.shift(L):
+            num = self.arm_max_entries(i0)
+            if pgcount < num:
+                num = pgcount
+            i = 0
+            while i < num:
+                e = _pt_rd(self.l1, table + 8 * (i0 + i))
+                if e == 0:
+                    if not self.no_warn:
+                        self.warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova "
+                                  f"{iova + i * size:#x} at level {3 - L}")
+                    break
+                if self.etype(e, L) != PT_OA:
+                    _pt_wr(self.mem, table + 8 * (i0 + i), 0)
+                    child = self.arm_to_paddr(e)
+                    if self.owns(child):
+                        self.arm_free_pgtable(child, L - 1)
+                else:
+                    self.leaf_writes += 1
+                i += 1
+            for j in range(i):
+                _pt_wr(self.mem, table + 8 * (i0 + j), 0)
+            return i * size
+        if self.etype(e, L) == PT_OA:
+            self.warn("Unmap of a partial large IOPTE is not allowed", "io-pgtable-arm:partial-unmap")
+            return 0
+        return self.arm_unmap(iova, size, pgcount, L - 1, self.arm_to_paddr(e))
+
+    cdef int arm_map(self, u64 iova, u64 paddr, u64 size, u64 pgcount, u64 prot, int L,
+                     u64 table) except? -9999:
+        """__arm_lpae_map() + arm_lpae_init_pte()."""
+        cdef u64 i0 = self.index(iova, L), num, i, e, child, typ
+        if size == (<u64>1) << self.shift(L):
+            num = self.arm_max_entries(i0)
+            if pgcount < num:
+                num = pgcount
+            for i in range(num):
+                e = _pt_rd(self.l1, table + 8 * (i0 + i))
+                if self.etype(e, L) == PT_OA:
+                    if not self.no_warn:
+                        self.warn(f"WARNING: arm_lpae_init_pte(): iova {iova + i * size:#x} is already "
+                                  "mapped (an unmap is required first)")
+                    return -EEXIST
+                if (e & ARM_TYPE_MASK) == ARM_TYPE_TABLE:
+                    # a block replaces a table: __arm_lpae_unmap() of the table frees it whole
+                    if self.arm_unmap(iova + i * size, size, 1, L, table) != size:
+                        self.warn("WARNING: arm_lpae_init_pte(): WARN_ON(1)")
+                        return -EINVAL
+            typ = ARM_TYPE_PAGE if L == 0 else ARM_TYPE_BLOCK
+            for i in range(num):
+                _pt_wr(self.mem, table + 8 * (i0 + i), prot | typ | self.arm_paddr_to_iopte(paddr + i * size))
+            self.leaf_writes += num
+            self.st_mapped += num * size
+            return 0
+        if L == 0:
+            self.warn("WARNING: __arm_lpae_map(): WARN_ON(lvl >= ARM_LPAE_MAX_LEVELS - 1)")
+            return -EINVAL
+        e = _pt_rd(self.l1, table + 8 * i0)
+        if e == 0:
+            child = self.alloc_table(L - 1)
+            if child == U64_MAX:
+                return -ENOMEM
+            _pt_wr(self.mem, table + 8 * i0, self.arm_paddr_to_iopte(child) | ARM_TYPE_TABLE)
+        elif self.etype(e, L) == PT_OA:
+            if not self.no_warn:
+                self.warn(f"WARNING: __arm_lpae_map(): iova {iova:#x} is inside a mapped block "
+                          "(an unmap is required first)")
+            return -EEXIST
+        else:
+            child = self.arm_to_paddr(e)
+        return self.arm_map(iova, paddr, size, pgcount, prot, L - 1, child)
+
+    cdef int arm_map_pages(self, u64 iova, u64 paddr, u64 pgsize, u64 pgcount, int prot,
+                           u64 *mapped) except? -9999:
+        """arm_lpae_map_pages()."""
+        cdef int ret
+        if pgsize == 0 or (pgsize & self.pgsize_bitmap) != pgsize:
+            self.warn(f"WARNING: arm_lpae_map_pages(): pgsize {pgsize:#x} not in the pgsize_bitmap")
+            return -EINVAL
+        if (iova >> self.ias) or (paddr >> self.oas):
+            self.warn(f"WARNING: arm_lpae_map_pages(): iova {iova:#x} / paddr {paddr:#x} out of range")
+            return -ERANGE
+        if not (prot & (IOMMU_READ | IOMMU_WRITE)):
+            return -EINVAL
+        self.st_mapped = 0
+        ret = self.arm_map(iova, paddr, pgsize, pgcount, self.arm_prot(prot), self.top, self.pgtable_root)
+        mapped[0] += self.st_mapped
+        return ret
+
+    cdef u64 arm_unmap_pages(self, u64 iova, u64 pgsize, u64 pgcount) except? 0xFFFFFFFFFFFFFFFF:
+        """arm_lpae_unmap_pages(): bytes; 0 on refusal; (size_t)-PT_ENOENT on a hole (after a WARN)."""
+        if pgsize == 0 or (pgsize & self.pgsize_bitmap) != pgsize or pgcount == 0:
+            self.warn(f"WARNING: arm_lpae_unmap_pages(): bad pgsize {pgsize:#x} / pgcount {pgcount}")
+            return 0
+        if iova >> self.ias:
+            self.warn(f"WARNING: arm_lpae_unmap_pages(): iova {iova:#x} beyond the input size")
+            return 0
+        return self.arm_unmap(iova, pgsize, pgcount, self.top, self.pgtable_root)
+
+    # ==== io_pgtable_ops (the C API) ======================================================
     cdef int map_pages(self, u64 iova, u64 paddr, u64 pgsize, u64 pgcount, int prot,
                        u64 *mapped) except? -9999:
         """io_pgtable_ops->map_pages: 0 or -errno; *mapped += bytes mapped."""
-        raise NotImplementedError
+        self.check_live()
+        if self.family == PT_FAM_ARM:
+            return self.arm_map_pages(iova, paddr, pgsize, pgcount, prot, mapped)
+        return self.gpt_map_pages(iova, paddr, pgsize, pgcount, prot, mapped)
 
     cdef u64 unmap_pages(self, u64 iova, u64 pgsize, u64 pgcount) except? 0xFFFFFFFFFFFFFFFF:
-        """io_pgtable_ops->unmap_pages: bytes unmapped (0 on refusal)."""
-        raise NotImplementedError
+        """io_pgtable_ops->unmap_pages: bytes unmapped (0 on refusal; arm: (size_t)-PT_ENOENT at a hole)."""
+        self.check_live()
+        if self.family == PT_FAM_ARM:
+            return self.arm_unmap_pages(iova, pgsize, pgcount)
+        return self.gpt_unmap_pages(iova, pgsize, pgcount)
 
-    cdef u64 iova_to_phys(self, u64 iova) noexcept:
-        """io_pgtable_ops->iova_to_phys: 0 when unmapped."""
-        return 0
+    cdef u64 c_iova_to_phys(self, u64 iova) noexcept:
+        """io_pgtable_ops->iova_to_phys: 0 when unmapped.
+
+        generic_pt returns its range error as the (negative) errno cast to phys_addr_t, exactly
+        as pt_iommu_<fmt>_iova_to_phys() does; arm_lpae_iova_to_phys() ignores IOVA bits above
+        the table (it only indexes). One loop per family: the hot path of every translation."""
+        cdef u64 table = self.pgtable_root, e, m
+        cdef int L = self.top
+        cdef u8 ***l1 = self.l1
+        if table == 0:
+            return 0
+        if self.family == PT_FAM_ARM:
+            while True:                          # arm_lpae_iova_to_phys()
+                e = _pt_rd(l1, table + ((iova >> self.shifts[L]) & self.imask[L]) * 8)
+                if L == 0:
+                    if (e & ARM_TYPE_MASK) != ARM_TYPE_PAGE:
+                        return 0
+                elif (e & ARM_TYPE_MASK) == ARM_TYPE_TABLE:
+                    table = self.arm_to_paddr(e)
+                    L -= 1
+                    continue
+                elif (e & ARM_TYPE_MASK) != ARM_TYPE_BLOCK:
+                    return 0
+                return self.arm_to_paddr(e) | (iova & (((<u64>1) << self.shifts[L]) - 1))
+        if not self.in_range(iova, iova):
+            return <u64>(-ERANGE)
+        while True:                              # pt_iommu_<fmt>_iova_to_phys(): __iova_to_phys
+            e = _pt_rd(l1, table + ((iova >> self.shifts[L]) & self.imask[L]) * 8)
+            if self.family == PT_FAM_X86:
+                if not (e & X86_P):
+                    return 0
+            elif e == 0:
+                return 0
+            if L == 0 or (L <= 2 and (e & VTDSS_PS)):
+                m = ((<u64>1) << self.shifts[L]) - 1
+                return (e & PT_OA_MASK & ~m) | (iova & m)
+            table = e & PT_OA_MASK
+            L -= 1
 
     cdef int lookup(self, u64 iova, u64 *phys, int *prot, u64 *leaf_size) noexcept:
-        """The hardware walk: 0 and the translation, permissions (IOMMU_*) and leaf size, or -1."""
+        """The hardware walk: 0 and the translation, IOMMU_* permissions and leaf size, or -1."""
+        cdef u64 table = self.pgtable_root, e, size
+        cdef int L, t, acc = IOMMU_READ | IOMMU_WRITE
+        if table == 0 or not self.in_range(iova, iova):
+            return -1
+        L = self.top
+        while L >= 0:
+            e = _pt_rd(self.l1, table + 8 * self.index(iova, L))
+            self.walk_reads += 1
+            t = self.etype(e, L)
+            if t == PT_OA:
+                size = (<u64>1) << self.shift(L)
+                phys[0] = (self.leaf_oa(e) & ~(size - 1)) | (iova & (size - 1))
+                prot[0] = self.decode_prot(e, acc)
+                leaf_size[0] = size
+                return 0
+            if t != PT_TABLE:
+                return -1
+            acc &= self.table_acc(e)
+            table = self.table_pa(e)
+            L -= 1
         return -1
 
-    cdef int release_pending(self) except -1:
+    cpdef int release_pending(self) except -1:
         """Free the table pages collected while defer_free was set (after the IOTLB flush)."""
+        cdef vector[u64] pend
+        cdef size_t i
+        pend.swap(self.pending_free)
+        for i in range(pend.size()):
+            self.free_now(pend[i])
         return 0
 
-    cdef int free_tables(self) except -1:
-        """Free every table page (domain teardown)."""
+    cpdef int free_tables(self) except -1:
+        """Free every table page (domain teardown: pt_iommu_deinit() / arm_lpae_free_pgtable())."""
+        cdef vector[u64] live
+        cdef cppmap[u64, int].iterator it = self.tables.begin()
+        cdef size_t i
+        while it != self.tables.end():
+            live.push_back(deref(it).first)
+            inc(it)
+        self.tables.clear()
+        for i in range(live.size()):
+            self.free_now(live[i])
+        self.release_pending()
+        self.pgtable_root = 0
         return 0
 
+    # ---- Python API ----------------------------------------------------------------------
+    def map(self, iova, paddr, size, prot):
+        """iommu_map() on this table alone: 0 or -errno (a failed map is unwound)."""
+        cdef u64 a = _u64(iova, "iova"), p = _u64(paddr, "paddr"), s = _u64(size, "size")
+        cdef u64 pr = _u64(prot, "prot")
+        self.check_live()
+        try:
+            return pgtable_map(self, a, p, s, <int>pr)
+        finally:
+            self.machine.flush_warnings()
 
-cdef u64 iommu_pgsize(u64 pgsize_bitmap, u64 iova, u64 paddr, u64 size, u64 *count) noexcept:
-    """drivers/iommu/iommu.c iommu_pgsize()."""
-    return 0
+    def unmap(self, iova, size):
+        """iommu_unmap() on this table alone: bytes unmapped (the kernel's size_t)."""
+        cdef u64 a = _u64(iova, "iova"), s = _u64(size, "size")
+        self.check_live()
+        try:
+            return pgtable_unmap(self, a, s)
+        finally:
+            self.machine.flush_warnings()
+
+    def ops_map_pages(self, iova, paddr, pgsize, pgcount, prot):
+        """io_pgtable_ops->map_pages called directly: (0 or -errno, bytes mapped)."""
+        cdef u64 a = _u64(iova, "iova"), p = _u64(paddr, "paddr"), s = _u64(pgsize, "pgsize")
+        cdef u64 c = _u64(pgcount, "pgcount"), pr = _u64(prot, "prot"), mapped = 0
+        cdef int ret
+        self.check_live()
+        try:
+            ret = self.map_pages(a, p, s, c, <int>pr, &mapped)
+            return ret, mapped
+        finally:
+            self.machine.flush_warnings()
+
+    def ops_unmap_pages(self, iova, pgsize, pgcount):
+        """io_pgtable_ops->unmap_pages called directly: bytes unmapped."""
+        cdef u64 a = _u64(iova, "iova"), s = _u64(pgsize, "pgsize"), c = _u64(pgcount, "pgcount")
+        self.check_live()
+        try:
+            return self.unmap_pages(a, s, c)
+        finally:
+            self.machine.flush_warnings()
+
+    def iova_to_phys(self, iova):
+        """io_pgtable_ops->iova_to_phys: the physical address, 0 when unmapped."""
+        return self.c_iova_to_phys(_u64(iova, "iova"))
+
+    def translate(self, iova):
+        """The hardware walk (lookup): (phys, prot, leaf_size) or None on a translation fault."""
+        cdef u64 phys = 0, size = 0
+        cdef int prot = 0
+        if self.lookup(_u64(iova, "iova"), &phys, &prot, &size) < 0:
+            return None
+        return phys, prot, size
+
+    def iommu_pgsize(self, iova, paddr, size):
+        """iommu_pgsize() with this table's bitmap: (pgsize, count)."""
+        cdef u64 a = _u64(iova, "iova"), p = _u64(paddr, "paddr"), s = _u64(size, "size"), count = 0
+        cdef u64 pgsize
+        if s == 0:
+            raise ValueError("size must be > 0")
+        pgsize = iommu_pgsize(self.pgsize_bitmap, a, p, s, &count)
+        if pgsize == 0:
+            raise KernelBug(f"iommu_pgsize(): no page size fits iova {a:#x} paddr {p:#x} size {s:#x}")
+        return pgsize, count
+
+    def walk(self, iova):
+        """The levels a hardware walk of ``iova`` visits, decoded (does not count walk_reads)."""
+        cdef u64 va = _u64(iova, "iova"), table, e, i, size
+        cdef int L, t, acc = IOMMU_READ | IOMMU_WRITE
+        out = {"iova": va, "levels": [], "phys": None, "leaf_size": 0, "prot": 0, "fault": None}
+        if self.pgtable_root == 0:
+            out["fault"] = "freed"
+            return out
+        if not self.in_range(va, va):
+            out["fault"] = "address size"
+            return out
+        table = self.pgtable_root
+        L = self.top
+        while L >= 0:
+            i = self.index(va, L)
+            e = _pt_rd(self.l1, table + 8 * i)
+            t = self.etype(e, L)
+            out["levels"].append({"level": self.level_name(L), "table": table, "index": i,
+                                  "pte_addr": table + 8 * i, "pte": e,
+                                  "type": ("empty", "table", "leaf", "invalid")[t]})
+            if t == PT_OA:
+                size = (<u64>1) << self.shift(L)
+                out["phys"] = (self.leaf_oa(e) & ~(size - 1)) | (va & (size - 1))
+                out["leaf_size"] = size
+                out["prot"] = self.decode_prot(e, acc)
+                return out
+            if t != PT_TABLE:
+                out["fault"] = "translation"
+                return out
+            acc &= self.table_acc(e)
+            table = self.table_pa(e)
+            L -= 1
+        out["fault"] = "translation"
+        return out
+
+    cdef int collect_leaves(self, u64 table, int L, u64 base, int acc, dict out) except -1:
+        cdef u64 i, e, va, size, child
+        cdef int t
+        for i in range((<u64>1) << self.idx_bits(L)):
+            e = _pt_rd(self.l1, table + 8 * i)
+            t = self.etype(e, L)
+            va = base | (i << self.shift(L))
+            if t == PT_OA:
+                size = (<u64>1) << self.shift(L)
+                if self.sign_extend and (va >> (self.ias - 1)) & 1:
+                    va |= ~((<u64>1 << self.ias) - 1)
+                out[va] = (self.leaf_oa(e) & ~(size - 1), size, self.decode_prot(e, acc))
+            elif t == PT_TABLE and L > 0:
+                child = self.table_pa(e)
+                if self.owns(child):
+                    self.collect_leaves(child, L - 1, va, acc & self.table_acc(e), out)
+        return 0
+
+    def get_state(self):
+        """Snapshot: {leaf iova: (phys, size, prot)}, tables, pending frees and counters."""
+        cdef dict mappings = {}
+        cdef cppmap[u64, int].iterator it = self.tables.begin()
+        tables = []
+        if self.pgtable_root:
+            self.collect_leaves(self.pgtable_root, self.top, 0, IOMMU_READ | IOMMU_WRITE, mappings)
+        while it != self.tables.end():
+            tables.append((deref(it).first, self.level_name(deref(it).second)))
+            inc(it)
+        return {"fmt": self.fmt, "pgtable_root": self.pgtable_root, "mappings": mappings,
+                "tables": tables, "pending_free": sorted(self.pending_free),
+                "leaf_writes": self.leaf_writes, "table_pages": self.table_pages,
+                "walk_reads": self.walk_reads}
+
+    # ---- test/benchmark hooks (C loops without Python call overhead; not public API) ------
+    def _bench_map_unmap(self, const u64[::1] iovas, u64 paddr, int prot):
+        """pgtable_map + pgtable_unmap of one granule at each iova (C loop); returns failures."""
+        cdef size_t i
+        cdef u64 fails = 0, g = self.pgsize_bitmap & (~self.pgsize_bitmap + 1)
+        self.check_live()
+        for i in range(<size_t>iovas.shape[0]):
+            if pgtable_map(self, iovas[i], paddr, g, prot) != 0:
+                fails += 1
+            elif pgtable_unmap(self, iovas[i], g) != g:
+                fails += 1
+        self.machine.flush_warnings()
+        return fails
+
+    def _bench_map(self, const u64[::1] iovas, const u64[::1] paddrs, int prot):
+        """pgtable_map of one granule per (iova, paddr) (C loop); returns failures."""
+        cdef size_t i
+        cdef u64 fails = 0, g = self.pgsize_bitmap & (~self.pgsize_bitmap + 1)
+        self.check_live()
+        for i in range(<size_t>iovas.shape[0]):
+            if pgtable_map(self, iovas[i], paddrs[i], g, prot) != 0:
+                fails += 1
+        self.machine.flush_warnings()
+        return fails
+
+    def _bench_iova_to_phys(self, const u64[::1] iovas, u64 reps):
+        """c_iova_to_phys over iovas, reps times (C loop); returns the xor of the results."""
+        cdef size_t i, n = <size_t>iovas.shape[0]
+        cdef u64 r, acc = 0
+        for r in range(reps):
+            for i in range(n):
+                acc ^= self.c_iova_to_phys(iovas[i])
+        return acc
+
+    def _bench_lookup(self, const u64[::1] iovas, u64 reps):
+        """lookup (hardware walk) over iovas, reps times (C loop); returns the xor of the results."""
+        cdef size_t i, n = <size_t>iovas.shape[0]
+        cdef u64 r, acc = 0, phys = 0, size = 0
+        cdef int prot = 0
+        for r in range(reps):
+            for i in range(n):
+                if self.lookup(iovas[i], &phys, &prot, &size) == 0:
+                    acc ^= phys
+        return acc
+
+    @staticmethod
+    def formats():
+        """The format descriptors (IoPgtableFormat), by name."""
+        return list(IOPGTABLE_FORMATS.values())
+
+    @property
+    def descriptor(self):
+        """This table's IoPgtableFormat (with its own ias/oas)."""
+        return _pt_describe(self.fmt, self.ias, self.oas)
+
+    def __repr__(self):
+        return (f"<dmaphys.IoPgtable {self.fmt} ias={self.ias} levels={self.levels} "
+                f"root={self.pgtable_root:#x} table_pages={self.table_pages}>")
 
 
 cdef int pgtable_map(IoPgtable pt, u64 iova, u64 paddr, u64 size, int prot) except? -9999:
-    """iommu_map_nosync()'s loop over iommu_pgsize(): 0 or -errno (unwinds on failure)."""
-    raise NotImplementedError
+    """iommu_map_nosync()'s loop over iommu_pgsize(): 0 or -errno, unwinding a partial map."""
+    cdef u64 min_pagesz = (<u64>1) << __ffs64(pt.pgsize_bitmap)
+    cdef u64 orig_iova = iova, orig_size = size, pgsize, count, mapped
+    cdef int ret = 0
+    if (iova | paddr | size) & (min_pagesz - 1):
+        return -EINVAL                           # pr_err("unaligned: ...")
+    while size:
+        pgsize = iommu_pgsize(pt.pgsize_bitmap, iova, paddr, size, &count)
+        if pgsize == 0:
+            raise KernelBug(f"iommu_pgsize(): BUG_ON(!pgsizes) iova {iova:#x} paddr {paddr:#x} size {size:#x}")
+        mapped = 0
+        ret = pt.map_pages(iova, paddr, pgsize, count, prot, &mapped)
+        size -= mapped
+        if ret:
+            break
+        if mapped == 0:
+            raise KernelBug("map_pages() mapped nothing and reported success: iommu_map would spin")
+        iova += mapped
+        paddr += mapped
+    if ret:
+        pgtable_unmap(pt, orig_iova, orig_size - size)
+    return ret
 
 
 cdef u64 pgtable_unmap(IoPgtable pt, u64 iova, u64 size) except? 0xFFFFFFFFFFFFFFFF:
-    """__iommu_unmap()'s loop: bytes unmapped."""
-    raise NotImplementedError
+    """__iommu_unmap()'s loop: bytes unmapped (summed in size_t, as the kernel does)."""
+    cdef u64 min_pagesz = (<u64>1) << __ffs64(pt.pgsize_bitmap)
+    cdef u64 unmapped = 0, pgsize, count, n
+    if (iova | size) & (min_pagesz - 1):
+        return 0                                 # pr_err("unaligned: ...")
+    while unmapped < size:
+        pgsize = iommu_pgsize(pt.pgsize_bitmap, iova, iova, size - unmapped, &count)
+        if pgsize == 0:
+            raise KernelBug(f"iommu_pgsize(): BUG_ON(!pgsizes) in __iommu_unmap at iova {iova:#x}")
+        n = pt.unmap_pages(iova, pgsize, count)
+        if n == 0:
+            break
+        iova += n
+        unmapped += n
+    return unmapped
+
+
+__all__ += ["IoPgtable", "IoPgtableFormat", "IommuResvRegion", "IOPGTABLE_FORMATS"]

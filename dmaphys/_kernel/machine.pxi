@@ -176,6 +176,7 @@ cdef class Machine:
         name = str(name)
         if name in self.devices:
             raise ValueError(f"a device named {name!r} exists already")
+        self.p2pdma.check_parent(parent, bool(pci))
         dev = Device(self, name, dma_mask, coherent, dma_range_map, bus_dma_limit, force_bounce,
                      min_align_mask, pci, untrusted, max_segment_size, seg_boundary_mask,
                      coherent_dma_mask)
@@ -194,11 +195,25 @@ cdef class Machine:
         """Unbind and remove a device (dma-debug reports its leaked mappings)."""
         if self.devices.get(dev.name) is not dev:
             raise ValueError(f"{dev.name!r} is not a device of this machine")
+        self.p2pdma.remove_device(dev)
         self.dma_debug.device_removed(dev)
         if dev.domain is not None:
             dev.domain.iommu.detach_device(dev)
         del self.devices[dev.name]
         self.flush_warnings()
+
+    # ---- PCI topology and P2P memory (drivers/pci/p2pdma.c; see P2PTopology) ---------------
+    def add_host_bridge(self, name, p2p_allowlisted=False, *, req_same_host_bridge=False):
+        """A host bridge (its own PCI domain); ``p2p_allowlisted``: in pci_p2pdma_whitelist[]."""
+        return self.p2pdma.add_host_bridge(name, p2p_allowlisted, req_same_host_bridge=req_same_host_bridge)
+
+    def add_switch(self, name, parent=None, acs_redirect=False):
+        """A PCIe switch below a host bridge or switch; ``acs_redirect`` on its downstream ports."""
+        return self.p2pdma.add_switch(name, parent, acs_redirect)
+
+    def add_p2pmem(self, provider, cpu_phys, size, bus_addr=None):
+        """Publish part of a BAR of ``provider`` as P2P memory (pci_p2pdma_add_resource)."""
+        return self.p2pdma.add_p2pmem(provider, cpu_phys, size, bus_addr)
 
     def add_iommu(self, fmt="vtd-ss", strict=True, iotlb=None, **kwargs):
         """Add an IOMMU with page tables of format ``fmt`` (see Iommu)."""

@@ -63,7 +63,14 @@ cdef enum:                                     # include/linux/iommu.h
     IOMMU_MMIO = 1 << 4
     IOMMU_PRIV = 1 << 5
 
-cdef enum pci_p2pdma_map_type:                 # include/linux/pci-p2pdma.h
+cdef enum iommu_resv_type:                     # include/linux/iommu.h
+    IOMMU_RESV_DIRECT = 0
+    IOMMU_RESV_DIRECT_RELAXABLE = 1
+    IOMMU_RESV_RESERVED = 2
+    IOMMU_RESV_MSI = 3
+    IOMMU_RESV_SW_MSI = 4
+
+cdef enum:                                     # include/linux/pci-p2pdma.h enum pci_p2pdma_map_type
     PCI_P2PDMA_MAP_UNKNOWN = 0
     PCI_P2PDMA_MAP_NONE = 1
     PCI_P2PDMA_MAP_NOT_SUPPORTED = 2
@@ -71,7 +78,9 @@ cdef enum pci_p2pdma_map_type:                 # include/linux/pci-p2pdma.h
     PCI_P2PDMA_MAP_THRU_HOST_BRIDGE = 4
 
 cdef enum:                                     # Linux errno values (returned negated)
+    ENOENT = 2
     EIO = 5
+    ENXIO = 6
     ENOMEM = 12
     EFAULT = 14
     EBUSY = 16
@@ -80,6 +89,7 @@ cdef enum:                                     # Linux errno values (returned ne
     ERANGE = 34
     EOPNOTSUPP = 95
     EADDRINUSE = 98
+    EOVERFLOW = 75
     EREMOTEIO = 121
 
 cdef inline bint valid_dma_direction(int dir) noexcept nogil:
@@ -129,5 +139,8 @@ def _c_constants():
         "PCI_P2PDMA_MAP_THRU_HOST_BRIDGE": PCI_P2PDMA_MAP_THRU_HOST_BRIDGE,
         "EIO": EIO, "ENOMEM": ENOMEM, "EFAULT": EFAULT, "EBUSY": EBUSY, "EEXIST": EEXIST,
         "EINVAL": EINVAL, "ERANGE": ERANGE, "EOPNOTSUPP": EOPNOTSUPP, "EADDRINUSE": EADDRINUSE,
-        "EREMOTEIO": EREMOTEIO,
+        "EREMOTEIO": EREMOTEIO, "ENOENT": ENOENT, "ENXIO": ENXIO, "EOVERFLOW": EOVERFLOW,
+        "IOMMU_RESV_DIRECT": IOMMU_RESV_DIRECT, "IOMMU_RESV_DIRECT_RELAXABLE": IOMMU_RESV_DIRECT_RELAXABLE,
+        "IOMMU_RESV_RESERVED": IOMMU_RESV_RESERVED, "IOMMU_RESV_MSI": IOMMU_RESV_MSI,
+        "IOMMU_RESV_SW_MSI": IOMMU_RESV_SW_MSI,
     }

@@ -135,6 +135,7 @@ class Machine:
         name = str(name)
         if name in self.devices:
             raise ValueError(f"a device named {name!r} exists already")
+        self.p2pdma.check_parent(parent, bool(pci))
         dev = Device(self, name, dma_mask, coherent, dma_range_map, bus_dma_limit, force_bounce,
                      min_align_mask, pci, untrusted, max_segment_size, seg_boundary_mask,
                      coherent_dma_mask)
@@ -152,11 +153,21 @@ class Machine:
     def remove_device(self, dev) -> None:
         if self.devices.get(dev.name) is not dev:
             raise ValueError(f"{dev.name!r} is not a device of this machine")
+        self.p2pdma.remove_device(dev)
         self.dma_debug.device_removed(dev)
         if dev.domain is not None:
             dev.domain.iommu.detach_device(dev)
         del self.devices[dev.name]
         self.flush_warnings()
+
+    def add_host_bridge(self, name, p2p_allowlisted=False, *, req_same_host_bridge=False):
+        return self.p2pdma.add_host_bridge(name, p2p_allowlisted, req_same_host_bridge=req_same_host_bridge)
+
+    def add_switch(self, name, parent=None, acs_redirect=False):
+        return self.p2pdma.add_switch(name, parent, acs_redirect)
+
+    def add_p2pmem(self, provider, cpu_phys, size, bus_addr=None):
+        return self.p2pdma.add_p2pmem(provider, cpu_phys, size, bus_addr)
 
     def add_iommu(self, fmt="vtd-ss", strict=True, iotlb=None, **kwargs):
         iommu = Iommu(self, fmt, strict, iotlb, **kwargs)
@@ -308,6 +319,9 @@ def device_access(dev, addr: int, n: int, write: bool, data: bytes | None):
         dev.faults += 1
         raise DmaFault(dev.name, addr, n, access, "address wraps")
     if dev.domain is not None and dev.domain.translates:
+        phys = p2p_bus_to_phys(dev, addr, n)     # a switch routes peer requests before the IOMMU
+        if phys != U64_MAX:
+            return bus_access_phys(dev, phys, n, write, data)
         return iommu_device_access(dev, addr, n, write, data)
     limit = min_not_zero(dma_get_mask(dev), dev.bus_dma_limit)
     if last > limit:
