@@ -21,11 +21,6 @@ cdef enum:
     IOMMU_DMA_OPTS_PER_CPU_QUEUE = 0           # enum iommu_dma_queue_type
     IOMMU_DMA_OPTS_SINGLE_QUEUE = 1
     DMA_IOMMU_EPERM = 1                        # EPERM (not in types.pxi's errno list)
-    IOMMU_RESV_DIRECT = 0                      # enum iommu_resv_type
-    IOMMU_RESV_DIRECT_RELAXABLE = 1
-    IOMMU_RESV_RESERVED = 2
-    IOMMU_RESV_MSI = 3
-    IOMMU_RESV_SW_MSI = 4
 
 cdef u64 IOVA_RCACHE_RANGE = (<u64>PAGE_SIZE) << 5      # iova_rcache_range(): 128 KiB
 
