@@ -34,6 +34,7 @@ cdef class Machine:
     cdef readonly DmaTrace trace                       # DmaTrace (include/trace/events/dma.h)
     cdef readonly P2PTopology p2pdma                   # P2P topology (drivers/pci/p2pdma.c)
     cdef readonly list warnings_log                    # every kernel warning emitted: (category, text)
+    cdef readonly dict ratelimit_states                # call site -> RatelimitState (dev_warn_ratelimited)
     cdef list _warn_queue
     cdef set _warned_once
     cdef list _timers                                  # heap of (deadline_ns, seq, callback)
@@ -53,6 +54,7 @@ cdef class Machine:
         self.devices = {}
         self.iommus = []
         self.warnings_log = []
+        self.ratelimit_states = {}
         self._warn_queue = []
         self._warned_once = set()
         self._timers = []
@@ -233,15 +235,16 @@ cdef class Machine:
     def flush_warnings(self):
         """Emit queued kernel warnings through ``warnings`` and ``logging`` (called by entry points)."""
         cdef list q
-        if not self._warn_queue:
-            return
-        q = self._warn_queue
-        self._warn_queue = []
-        for category, text in q:
-            self.warnings_log.append((category.__name__, text))
-            _log.warning("%s", text)
-        for category, text in q:
-            _warnings.warn(text, category, stacklevel=3)
+        if self._warn_queue:
+            q = self._warn_queue
+            self._warn_queue = []
+            for category, text in q:
+                self.warnings_log.append((category.__name__, text))
+                _log.warning("%s", text)
+            for category, text in q:
+                _warnings.warn(text, category, stacklevel=3)
+        if self.dma_debug._pending:
+            self.dma_debug.raise_pending()              # DmaDebugError when raise_errors is set
 
     def __repr__(self):
         return (f"<dmaphys.Machine cpus={self.cpus} ram={self.mem.ram_bytes >> 20} MiB "

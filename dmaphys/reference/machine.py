@@ -39,6 +39,7 @@ class Machine:
         self.devices: dict[str, Device] = {}
         self.iommus: list[Any] = []
         self.warnings_log: list[tuple[str, str]] = []
+        self.ratelimit_states: dict[str, Any] = {}    # call site -> RatelimitState (swiotlb.py)
         self._warn_queue: list[tuple[type, str]] = []
         self._warned_once: set = set()
         self._timers: list = []
@@ -182,14 +183,15 @@ class Machine:
         self._warn_queue.append((category, text))
 
     def flush_warnings(self) -> None:
-        if not self._warn_queue:
-            return
-        q, self._warn_queue = self._warn_queue, []
-        for category, text in q:
-            self.warnings_log.append((category.__name__, text))
-            _log.warning("%s", text)
-        for category, text in q:
-            warnings.warn(text, category, stacklevel=3)
+        if self._warn_queue:
+            q, self._warn_queue = self._warn_queue, []
+            for category, text in q:
+                self.warnings_log.append((category.__name__, text))
+                _log.warning("%s", text)
+            for category, text in q:
+                warnings.warn(text, category, stacklevel=3)
+        if self.dma_debug._pending:
+            self.dma_debug.raise_pending()
 
     def __repr__(self) -> str:
         return (f"<dmaphys.reference.Machine cpus={self.cpus} ram={self.mem.ram_bytes >> 20} MiB "
