@@ -467,18 +467,18 @@ def dev_use_swiotlb(dev, size: int, dir: int) -> bool:
 
 
 def _swiotlb_unmap_if_bounced(dev, phys: int, size: int, dir: int, attrs: int) -> None:
-    if _swiotlb.is_swiotlb_buffer(dev, phys):
-        _swiotlb.swiotlb_tbl_unmap_single(dev, phys, size, dir, attrs)
+    if _swiotlb.c_is_swiotlb_buffer(dev, phys):
+        _swiotlb.c_swiotlb_tbl_unmap_single(dev, phys, size, dir, attrs)
 
 
 def iommu_dma_map_swiotlb(dev, phys: int, size: int, dir: int, attrs: int) -> int:
     granule = _cookie_of(dev).iovad.granule
-    if not _swiotlb.is_swiotlb_active(dev):
+    if not _swiotlb.c_is_swiotlb_active(dev):
         text = f"{dev.name}: DMA bounce buffers are inactive, unable to map unaligned transaction."
         dev.machine.kwarn(KernelWarning, text, "dma-iommu:iommu_dma_map_swiotlb:inactive")
         return DMA_MAPPING_ERROR
     _trace.trace_swiotlb_bounced(dev, phys, size)
-    phys = _swiotlb.swiotlb_tbl_map_single(dev, phys, size, granule - 1, dir, attrs)
+    phys = _swiotlb.c_swiotlb_tbl_map_single(dev, phys, size, granule - 1, dir, attrs)
     if phys != DMA_MAPPING_ERROR and dev.untrusted:
         mem = dev.machine.mem
         start = phys & ~(granule - 1)
@@ -530,16 +530,16 @@ def iommu_dma_sync_single_for_cpu(dev, dma_handle: int, size: int, dir: int) -> 
     phys = _iommu.iommu_iova_to_phys(dev.domain, dma_handle)
     if not dev.coherent:
         _machine.arch_sync_dma_for_cpu(dev, phys, size, dir)
-    if _swiotlb.is_swiotlb_buffer(dev, phys):
-        _swiotlb.swiotlb_sync_single_for_cpu(dev, phys, size, dir)
+    if _swiotlb.c_is_swiotlb_buffer(dev, phys):
+        _swiotlb.c_swiotlb_sync_single_for_cpu(dev, phys, size, dir)
 
 
 def iommu_dma_sync_single_for_device(dev, dma_handle: int, size: int, dir: int) -> None:
     if dev.coherent and not dev_use_swiotlb(dev, size, dir):
         return
     phys = _iommu.iommu_iova_to_phys(dev.domain, dma_handle)
-    if _swiotlb.is_swiotlb_buffer(dev, phys):
-        _swiotlb.swiotlb_sync_single_for_device(dev, phys, size, dir)
+    if _swiotlb.c_is_swiotlb_buffer(dev, phys):
+        _swiotlb.c_swiotlb_sync_single_for_device(dev, phys, size, dir)
     if not dev.coherent:
         _machine.arch_sync_dma_for_device(dev, phys, size, dir)
 
@@ -749,7 +749,7 @@ def iommu_dma_unmap_sg(dev, sg, nents: int, dir: int, attrs: int) -> None:
 
 # ---- sizes and coherent allocations ----------------------------------------------------------------
 def iommu_dma_max_mapping_size(dev) -> int:
-    return _swiotlb.swiotlb_max_mapping_size(dev) if dev.untrusted else U64_MAX
+    return _swiotlb.c_swiotlb_max_mapping_size(dev) if dev.untrusted else U64_MAX
 
 
 def iommu_dma_opt_mapping_size() -> int:
@@ -766,22 +766,22 @@ def _get_order(size: int) -> int:
 
 
 def iommu_dma_alloc(dev, size: int, attrs: int) -> tuple[int, int]:
-    """Contiguous iommu_dma_alloc(): (dma_handle, phys), or (DMA_MAPPING_ERROR, 0)."""
+    """Contiguous iommu_dma_alloc(): (phys, dma_handle), or (U64_MAX, DMA_MAPPING_ERROR)."""
     ioprot = dma_info_to_prot(DMA_BIDIRECTIONAL, dev.coherent, attrs)
     alloc_size = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
     mem = dev.machine.mem
     if alloc_size == 0:
-        return DMA_MAPPING_ERROR, 0
+        return U64_MAX, DMA_MAPPING_ERROR
     npages = 1 << _get_order(alloc_size)
     phys = mem.alloc_pages(npages, U64_MAX, npages)
     if phys == U64_MAX:
-        return DMA_MAPPING_ERROR, 0
+        return U64_MAX, DMA_MAPPING_ERROR
     mem.fill(phys, 0, alloc_size)
     handle = __iommu_dma_map(dev, phys, size, ioprot, dev.coherent_dma_mask)
     if handle == DMA_MAPPING_ERROR:
         mem.free_pages(phys, npages)
-        return DMA_MAPPING_ERROR, 0
-    return handle, phys
+        return U64_MAX, DMA_MAPPING_ERROR
+    return phys, handle
 
 
 def iommu_dma_free(dev, size: int, phys: int, dma_handle: int, attrs: int) -> None:
@@ -898,7 +898,7 @@ def iommu_dma_iova_bounce_and_link(dev, addr, phys, bounce_len, dir, attrs, iova
     error = __dma_iova_link(dev, addr - iova_start_pad, bounce_phys - iova_start_pad,
                             _iova_align(granule, bounce_len), dir, attrs)
     if error:
-        _swiotlb.swiotlb_tbl_unmap_single(dev, bounce_phys, bounce_len, dir, attrs)
+        _swiotlb.c_swiotlb_tbl_unmap_single(dev, bounce_phys, bounce_len, dir, attrs)
     return error
 
 
