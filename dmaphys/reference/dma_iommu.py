@@ -432,7 +432,7 @@ def __iommu_dma_unmap(dev, dma_addr: int, size: int) -> None:
     iova_off = _iova_offset(granule, dma_addr)
     dma_addr -= iova_off
     size = _iova_align(granule, size + iova_off)
-    unmapped = _iommu.iommu_unmap_fast(domain, dma_addr, size)
+    unmapped = _iommu._unmap_fast(domain, dma_addr, size)
     if unmapped != size:
         _warn_on(dev.machine, "__iommu_dma_unmap", f"WARN_ON(unmapped != size) ({unmapped:#x} != {size:#x})")
     if not cookie.fq_on:
@@ -455,7 +455,7 @@ def __iommu_dma_map(dev, phys: int, size: int, prot: int, dma_mask: int) -> int:
     iova = iommu_dma_alloc_iova(domain, size, dma_mask, dev)
     if iova == 0:
         return DMA_MAPPING_ERROR
-    if _iommu.iommu_map(domain, iova, phys - iova_off, size, prot):
+    if _iommu._map(domain, iova, phys - iova_off, size, prot):
         iommu_dma_free_iova(cookie, iova, size, None)
         return DMA_MAPPING_ERROR
     return iova + iova_off
@@ -514,7 +514,7 @@ def iommu_dma_unmap_phys(dev, dma_handle: int, size: int, dir: int, attrs: int) 
     if attrs & DMA_ATTR_MMIO:
         __iommu_dma_unmap(dev, dma_handle, size)
         return
-    phys = _iommu.iommu_iova_to_phys(dev.domain, dma_handle)
+    phys = _iommu._iova_to_phys(dev.domain, dma_handle)
     if phys == 0:
         _warn_on(dev.machine, "iommu_dma_unmap_phys", f"WARN_ON(!phys) (dma_handle {dma_handle:#x})")
         return
@@ -527,7 +527,7 @@ def iommu_dma_unmap_phys(dev, dma_handle: int, size: int, dir: int, attrs: int) 
 def iommu_dma_sync_single_for_cpu(dev, dma_handle: int, size: int, dir: int) -> None:
     if dev.coherent and not dev_use_swiotlb(dev, size, dir):
         return
-    phys = _iommu.iommu_iova_to_phys(dev.domain, dma_handle)
+    phys = _iommu._iova_to_phys(dev.domain, dma_handle)
     if not dev.coherent:
         _machine.arch_sync_dma_for_cpu(dev, phys, size, dir)
     if _swiotlb.c_is_swiotlb_buffer(dev, phys):
@@ -537,7 +537,7 @@ def iommu_dma_sync_single_for_cpu(dev, dma_handle: int, size: int, dir: int) -> 
 def iommu_dma_sync_single_for_device(dev, dma_handle: int, size: int, dir: int) -> None:
     if dev.coherent and not dev_use_swiotlb(dev, size, dir):
         return
-    phys = _iommu.iommu_iova_to_phys(dev.domain, dma_handle)
+    phys = _iommu._iova_to_phys(dev.domain, dma_handle)
     if _swiotlb.c_is_swiotlb_buffer(dev, phys):
         _swiotlb.c_swiotlb_sync_single_for_device(dev, phys, size, dir)
     if not dev.coherent:
@@ -649,7 +649,7 @@ def iommu_map_sg(domain, iova: int, sg, nents: int, prot: int) -> int:
         if length and s_phys != start + length:
             ret = _iommu.iommu_map_nosync(domain, iova + mapped, start, length, prot)
             if ret:
-                _iommu.iommu_unmap(domain, iova, mapped)
+                _iommu._unmap(domain, iova, mapped)
                 return ret
             mapped += length
             length = 0
@@ -664,7 +664,7 @@ def iommu_map_sg(domain, iova: int, sg, nents: int, prot: int) -> int:
             s = sg.sg[i]
     ret = _iommu.iommu_sync_map(domain, iova, mapped)
     if ret:
-        _iommu.iommu_unmap(domain, iova, mapped)
+        _iommu._unmap(domain, iova, mapped)
         return ret
     return mapped
 
@@ -956,7 +956,7 @@ def iommu_dma_iova_unlink_range_slow(dev, addr: int, size: int, dir: int, attrs:
     iova_start_pad = _iova_offset(granule, addr)
     end = (addr + size) & U64_MAX
     while True:
-        phys = _iommu.iommu_iova_to_phys(dev.domain, addr)
+        phys = _iommu._iova_to_phys(dev.domain, addr)
         if phys == 0:
             _warn_on(dev.machine, "iommu_dma_iova_unlink_range_slow", f"WARN_ON(!phys) (iova {addr:#x})")
             return
@@ -982,7 +982,7 @@ def __iommu_dma_iova_unlink(dev, state, offset, size, dir, attrs, free_iova: boo
     queued = free_iova and cookie.fq_on
     size = _iova_align(granule, size + iova_start_pad)
     addr -= iova_start_pad
-    unmapped = _iommu.iommu_unmap_fast(domain, addr, size)
+    unmapped = _iommu._unmap_fast(domain, addr, size)
     if unmapped != size:
         _warn_on(dev.machine, "__iommu_dma_iova_unlink",
                  f"WARN_ON(unmapped != size) ({unmapped:#x} != {size:#x})")
