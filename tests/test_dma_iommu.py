@@ -33,8 +33,8 @@ MSI = [(0xFEE00000, 0x100000, "msi")]          # the x86 IOAPIC/MSI window (IOMM
 RAM = 4 * GiB + 0x1000000                       # a page-aligned RAM address above 4 GiB
 
 
-def setup(impl, *, lazy=False, cpus=1, fmt="vtd-ss", iommu_kw=None, **dev_kw):
-    m = impl.Machine(cpus=cpus)
+def setup(impl, *, lazy=False, cpus=1, fmt="vtd-ss", iommu_kw=None, dma_debug=False, **dev_kw):
+    m = impl.Machine(cpus=cpus, dma_debug=dma_debug)
     kw = {"reserved_regions": MSI}
     kw.update(iommu_kw or {})
     iommu = m.add_iommu(fmt, strict=not lazy, **kw)
@@ -59,13 +59,13 @@ def test_worked_sequence_32bit_first_top_down_msi_skipped_rcache_reuse(impl):
     """kernel-dma-notes Part B §6, step by step."""
     m, dev = setup(impl)
     assert cookie(dev).pci_32bit_workaround(dev)
-    assert map1(impl, dev, RAM + 0x123) == 0xFFFFF123          # keeps the sub-page offset
+    assert map1(impl, dev, RAM + 0x123, PAGE - 0x123) == 0xFFFFF123   # keeps the sub-page offset
     addrs = [map1(impl, dev) for _ in range(0xFFFFE - 0xFEF00 + 1)]
     assert addrs[0] == 0xFFFFE000 and addrs[-1] == 0xFEF00000
     assert addrs == [a << 12 for a in range(0xFFFFE, 0xFEEFF, -1)]
     assert map1(impl, dev) == 0xFEDFF000                       # the MSI window is never handed out
     assert map1(impl, dev, size=3 * PAGE) == 0xFEDF8000        # 3 pages → 4, 4-aligned
-    unmap1(impl, dev, 0xFFFFF123)
+    unmap1(impl, dev, 0xFFFFF123, PAGE - 0x123)
     assert map1(impl, dev) == 0xFFFFF000                       # strict: straight back through the rcache
 
 
@@ -137,8 +137,11 @@ def test_dma_range_map_holes_are_reserved_for_pci_devices(impl):
 def test_dma_range_outside_aperture_refuses_the_dma_domain(impl):
     m = impl.Machine(cpus=1)
     iommu = m.add_iommu("vtd-ss", strict=True)
-    with pytest.warns(KernelWarning, match="specified DMA range outside IOMMU capability"):
+    with pytest.warns(KernelWarning) as rec:
         dev = m.add_device("d", iommu=iommu, dma_range_map=[(0, 1 << 60, GiB)])
+    assert [str(w.message) for w in rec] == [
+        "specified DMA range outside IOMMU capability",
+        "Failed to set up IOMMU for device d; retaining platform DMA ops"]
     assert not dev.dma_iommu
 
 
@@ -155,6 +158,7 @@ def test_sub_granule_offset_and_two_granules(impl):
     assert impl.iommu_iova_to_phys(dev.domain, a) == 0
 
 
+@pytest.mark.parametrize("fmt", ["arm-lpae-s1-4k", "vtd-ss"])
 @pytest.mark.parametrize("dir,attrs,coherent,want", [
     (DMA_BIDIRECTIONAL, 0, True, IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE),
     (DMA_TO_DEVICE, 0, True, IOMMU_READ | IOMMU_CACHE),
@@ -163,18 +167,21 @@ def test_sub_granule_offset_and_two_granules(impl):
     (DMA_TO_DEVICE, DMA_ATTR_PRIVILEGED, True, IOMMU_READ | IOMMU_CACHE | IOMMU_PRIV),
     (DMA_BIDIRECTIONAL, DMA_ATTR_MMIO, True, IOMMU_READ | IOMMU_WRITE | IOMMU_MMIO),
 ])
-def test_prot_bits(impl, dir, attrs, coherent, want):
-    m, dev = setup(impl, pci=False, coherent=coherent)
+def test_prot_bits(impl, fmt, dir, attrs, coherent, want):
+    """dma_info_to_prot(): LPAE encodes every bit (AP, MAIR index); VT-d second stage only R/W."""
+    m, dev = setup(impl, pci=False, coherent=coherent, fmt=fmt)
     phys = RAM
     if attrs & DMA_ATTR_MMIO:
         phys = 0xE0000000
         m.add_mmio(phys, 0x100000, "bar0")
     a = map1(impl, dev, phys, PAGE, dir, attrs)
-    got_phys, prot, _leaf = dev.domain.pgtable.translate(a)
-    assert got_phys == phys
-    # the page-table format keeps what it can encode; READ/WRITE must match exactly
-    assert prot & (IOMMU_READ | IOMMU_WRITE) == want & (IOMMU_READ | IOMMU_WRITE)
-    assert cookie(dev) is dev.domain.iova_cookie
+    got_phys, prot, leaf = dev.domain.pgtable.translate(a)
+    assert (got_phys, leaf) == (phys, PAGE)
+    if fmt == "vtd-ss":
+        want &= IOMMU_READ | IOMMU_WRITE
+    elif want & IOMMU_WRITE:
+        want |= IOMMU_READ              # stage-1 AP bits cannot say write-only: RW
+    assert prot == want
 
 
 def test_direction_is_enforced_by_the_iommu(impl):
@@ -200,7 +207,7 @@ def test_unmap_of_an_unmapped_handle_warns_and_does_nothing(impl):
     m, dev = setup(impl, pci=False)
     a = map1(impl, dev)
     with pytest.warns(KernelWarning, match=r"WARN_ON\(!phys\)"):
-        unmap1(impl, dev, a + 0x10000000)
+        unmap1(impl, dev, a - 0x10000000)
     assert impl.iommu_iova_to_phys(dev.domain, a) == RAM
 
 
@@ -428,6 +435,42 @@ def test_sg_untrusted_maps_each_entry_through_map_phys(impl):
     assert impl.iommu_iova_to_phys(dev.domain, sgl[1].dma_address) == 0
 
 
+def _p2p_machine(impl, acs_redirect=False):
+    m = impl.Machine(cpus=1, dma_debug=False)
+    sw = m.add_switch("sw0", parent=m.add_host_bridge("hb0"), acs_redirect=acs_redirect)
+    iommu = m.add_iommu("vtd-ss", strict=True, reserved_regions=MSI)
+    gpu = m.add_device("gpu0", parent=sw)
+    nvme = m.add_device("nvme0", parent=sw, iommu=iommu, dma_mask=dma.DMA_BIT_MASK(32))
+    m.add_p2pmem(gpu, 0xE0000000, 1 << 20, bus_addr=0x8_0000_0000)
+    return m, nvme
+
+
+def test_sg_p2p_bus_address_entries_take_no_iova(impl):
+    m, dev = _p2p_machine(impl)
+    sgl = impl.ScatterList([(RAM, PAGE), (0xE0001000, 2 * PAGE), (RAM + 2 * PAGE, PAGE)])
+    assert impl.dma_map_sg_attrs(dev, sgl, 3, DMA_BIDIRECTIONAL, 0) == 3
+    iova = sgl[0].dma_address
+    assert iova == 0xFFFFE000                                   # two granules of IOVA, not four
+    assert impl.sg_dma_is_bus_address(sgl[1]) and not impl.sg_dma_is_bus_address(sgl[0])
+    # the bus address is the BAR's; its length is copied from the list's FIRST entry (sg->length)
+    assert sgl.dma_segments() == [(iova, PAGE), (0x8_0000_1000, PAGE), (iova + PAGE, PAGE)]
+    assert impl.iommu_iova_to_phys(dev.domain, iova + PAGE) == RAM + 2 * PAGE
+    impl.dma_unmap_sg_attrs(dev, sgl, 3, DMA_BIDIRECTIONAL, 0)
+    assert not impl.sg_dma_is_bus_address(sgl[1])
+    assert impl.iommu_iova_to_phys(dev.domain, iova) == 0
+    assert impl.iommu_iova_to_phys(dev.domain, iova + PAGE) == 0
+
+
+def test_sg_p2p_not_supported_is_eremoteio_and_restores_the_list(impl):
+    m, dev = _p2p_machine(impl, acs_redirect=True)
+    sgl = impl.ScatterList([(RAM + 0x10, PAGE), (0xE0001000, PAGE)])
+    with pytest.warns(KernelWarning):                           # p2pdma reports the ACS redirect
+        assert impl.dma_map_sgtable(dev, sgl, DMA_TO_DEVICE, 0) == -dma.EREMOTEIO
+    assert [(s.phys, s.length, s.dma_address, s.dma_length) for s in sgl] == [
+        (RAM + 0x10, PAGE, DMA_MAPPING_ERROR, 0), (0xE0001000, PAGE, DMA_MAPPING_ERROR, 0)]
+    assert map1(impl, dev) == 0xFFFFF000                        # the IOVA space was untouched
+
+
 # ---- coherent allocations --------------------------------------------------------------------------
 def test_dma_alloc_coherent_through_the_iommu(impl):
     m, dev = setup(impl, pci=False, coherent_dma_mask=dma.DMA_BIT_MASK(32))
@@ -439,6 +482,23 @@ def test_dma_alloc_coherent_through_the_iommu(impl):
     assert prot & (IOMMU_READ | IOMMU_WRITE) == IOMMU_READ | IOMMU_WRITE
     impl.dma_free_coherent(dev, 3 * PAGE, cpu_addr, handle)
     assert impl.iommu_iova_to_phys(dev.domain, handle) == 0
+
+
+def test_a_careful_driver_passes_dma_debug(impl):
+    """With dma-debug on, checked maps, syncs and unmaps through the IOMMU report nothing."""
+    m, dev = setup(impl, dma_debug=True, lazy=True)
+    addrs = []
+    for i in range(8):
+        a = map1(impl, dev, RAM + i * PAGE, PAGE, DMA_FROM_DEVICE)
+        assert impl.dma_mapping_error(dev, a) == 0
+        addrs.append(a)
+    for i, a in enumerate(addrs):
+        dev.dma_write(a, bytes([i]) * 16)
+        impl.dma_sync_single_for_cpu(dev, a, PAGE, DMA_FROM_DEVICE)
+        assert m.mem_read(RAM + i * PAGE, 16) == bytes([i]) * 16
+        unmap1(impl, dev, a, PAGE, DMA_FROM_DEVICE)
+    m.advance(10_000_000)
+    assert m.warnings_log == []
 
 
 # ---- core vs reference ----------------------------------------------------------------------------

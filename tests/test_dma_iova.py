@@ -29,8 +29,8 @@ RAM = (4 << 30) + 0x1000000
 MSI = [(0xFEE00000, 0x100000, "msi")]
 
 
-def setup(impl, *, lazy=False, cpus=1, iommu_kw=None, **dev_kw):
-    m = impl.Machine(cpus=cpus)
+def setup(impl, *, lazy=False, cpus=1, iommu_kw=None, dma_debug=False, **dev_kw):
+    m = impl.Machine(cpus=cpus, dma_debug=dma_debug)
     kw = {"reserved_regions": MSI}
     kw.update(iommu_kw or {})
     iommu = m.add_iommu("vtd-ss", strict=not lazy, **kw)
@@ -54,7 +54,7 @@ def test_try_alloc_is_false_for_dma_direct_and_identity_devices(impl):
         assert (state.addr, state.size, impl.dma_use_iova(state)) == (0, 0, False)   # zeroed first
         # the caller falls back to the streaming API
         a = impl.dma_map_phys(dev, RAM, PAGE, DMA_TO_DEVICE, 0)
-        assert a == RAM
+        assert impl.dma_mapping_error(dev, a) == 0 and a == RAM
         impl.dma_unmap_phys(dev, a, PAGE, DMA_TO_DEVICE, 0)
 
 
@@ -113,6 +113,24 @@ def test_link_many_ranges_one_sync_then_destroy(impl):
     # strict: the whole IOVA space went straight back through the rcache
     again = impl.DmaIovaState()
     assert impl.dma_iova_try_alloc(dev, again, 0, total) and again.addr == state.addr
+
+
+def test_links_need_no_iotlb_work_and_dma_iova_sync_is_one_range_sync(impl):
+    """On a caching-mode (virtual) VT-d every iommu_sync_map() invalidates the range it maps:
+    dma_map_phys pays that per buffer, the two-step API once for the whole state."""
+    m, dev = setup(impl, iommu_kw={"caching_mode": True})
+    tlb = dev.domain.iommu.iotlb
+    before = tlb.invalidations
+    for i in range(4):
+        impl.dma_map_phys(dev, RAM + i * PAGE, PAGE, DMA_TO_DEVICE, 0)
+    assert tlb.invalidations == before + 4
+    state = impl.DmaIovaState()
+    assert impl.dma_iova_try_alloc(dev, state, 0, 8 * PAGE)
+    for i in range(8):
+        assert impl.dma_iova_link(dev, state, RAM + 16 * i * PAGE, i * PAGE, PAGE, DMA_TO_DEVICE, 0) == 0
+    assert tlb.invalidations == before + 4
+    assert impl.dma_iova_sync(dev, state, 0, 8 * PAGE) == 0
+    assert tlb.invalidations == before + 5
 
 
 def test_link_unaligned_phys_only_at_offset_zero(impl):

@@ -13,6 +13,8 @@
 # geometry.force_aperture set and supports deferred flush; the flush-queue timer runs its
 # frees on the CPU that armed it.
 
+from cpython.object cimport PyObject_GenericSetAttr
+
 cdef enum:
     IOVA_DEFAULT_FQ_SIZE = 256                 # entries per per-CPU flush queue
     IOVA_SINGLE_FQ_SIZE = 32768                # entries of the single (shadow_on_flush) queue
@@ -969,7 +971,7 @@ cdef class DmaIovaState:
         elif name == "addr":
             self.addr = _u64(value, "addr")
         else:
-            object.__setattr__(self, name, value)
+            PyObject_GenericSetAttr(self, name, value)
 
     def __repr__(self):
         swiotlb = " USE_SWIOTLB" if self._size & DMA_IOVA_USE_SWIOTLB else ""
