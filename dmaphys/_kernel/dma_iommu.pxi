@@ -978,11 +978,11 @@ cdef class DmaIovaState:
         return f"<dmaphys.DmaIovaState addr={self.addr:#x} size={self.size:#x}{swiotlb}>"
 
 
-cdef inline unsigned long _iova_attrs(object attrs) except? 0xFFFFFFFFFFFFFFFF:
-    cdef u64 a = _u64(attrs, "attrs")
-    if a & ~(<u64>DMA_ATTR_ALL):
-        raise ValueError(f"attrs {a:#x} has bits no DMA_ATTR_* defines")
-    return <unsigned long>a
+cdef inline int _iova_flush(Machine m) except -1:
+    # the entry points' flush_warnings(), skipped when nothing is queued (the common case)
+    if m._warn_queue or m.dma_debug._pending:
+        m.flush_warnings()
+    return 0
 
 
 cdef inline int _iova_check(Device dev, int dir, str func, bint check_dir) except -1:
@@ -1181,12 +1181,12 @@ def dma_iova_try_alloc(Device dev not None, DmaIovaState state not None, phys, s
     allocated (state.addr keeps phys's offset in the granule), false if the regular DMA API
     should be used (dma-direct or identity devices, size 0, allocation failure).
     """
-    cdef u64 p = _u64(phys, "phys")
-    cdef u64 sz = _u64(size, "size")
+    cdef u64 p = _arg_u64(phys, "phys")
+    cdef u64 sz = _arg_u64(size, "size")
     try:
         return _dma_iova_try_alloc(dev, state, p, sz)
     finally:
-        dev.machine.flush_warnings()
+        _iova_flush(dev.machine)
 
 
 def dma_iova_free(Device dev not None, DmaIovaState state not None):
@@ -1198,68 +1198,71 @@ def dma_iova_free(Device dev not None, DmaIovaState state not None):
     try:
         _dma_iova_free(dev, state)
     finally:
-        dev.machine.flush_warnings()
+        _iova_flush(dev.machine)
 
 
-def dma_iova_link(Device dev not None, DmaIovaState state not None, phys, offset, size, int dir, attrs):
+def dma_iova_link(Device dev not None, DmaIovaState state not None, phys, offset, size, dir, attrs):
     """dma_iova_link(dev, state, phys, offset, size, dir, attrs) -> 0 or -errno.
 
     Maps phys..phys+size at state.addr + offset without an IOTLB sync (call dma_iova_sync()).
     -EIO: a mid-granule phys at offset > 0; -EPERM: MMIO that would need bouncing; -ENOMEM:
     no bounce slot; iommu_map errors otherwise.
     """
-    cdef u64 p = _u64(phys, "phys")
-    cdef u64 off = _u64(offset, "offset")
-    cdef u64 sz = _u64(size, "size")
-    cdef unsigned long a = _iova_attrs(attrs)
-    _iova_check(dev, dir, "dma_iova_link", True)
+    cdef u64 p = _arg_u64(phys, "phys")
+    cdef u64 off = _arg_u64(offset, "offset")
+    cdef u64 sz = _arg_u64(size, "size")
+    cdef unsigned long a = _arg_attrs(attrs)
+    cdef int d = _arg_dir(dir)
+    _iova_check(dev, d, "dma_iova_link", True)
     try:
-        return _dma_iova_link(dev, state, p, off, sz, dir, a)
+        return _dma_iova_link(dev, state, p, off, sz, d, a)
     finally:
-        dev.machine.flush_warnings()
+        _iova_flush(dev.machine)
 
 
 def dma_iova_sync(Device dev not None, DmaIovaState state not None, offset, size):
     """dma_iova_sync(dev, state, offset, size) -> 0 or -errno: one IOTLB sync for the linked range."""
-    cdef u64 off = _u64(offset, "offset")
-    cdef u64 sz = _u64(size, "size")
+    cdef u64 off = _arg_u64(offset, "offset")
+    cdef u64 sz = _arg_u64(size, "size")
     _iova_check(dev, 0, "dma_iova_sync", False)
     try:
         return _dma_iova_sync(dev, state, off, sz)
     finally:
-        dev.machine.flush_warnings()
+        _iova_flush(dev.machine)
 
 
-def dma_iova_unlink(Device dev not None, DmaIovaState state not None, offset, size, int dir, attrs):
+def dma_iova_unlink(Device dev not None, DmaIovaState state not None, offset, size, dir, attrs):
     """dma_iova_unlink(dev, state, offset, size, dir, attrs): unmap a range and sync the IOTLB now.
 
     The IOVA space stays allocated in the state.
     """
-    cdef u64 off = _u64(offset, "offset")
-    cdef u64 sz = _u64(size, "size")
-    cdef unsigned long a = _iova_attrs(attrs)
-    _iova_check(dev, dir, "dma_iova_unlink", True)
+    cdef u64 off = _arg_u64(offset, "offset")
+    cdef u64 sz = _arg_u64(size, "size")
+    cdef unsigned long a = _arg_attrs(attrs)
+    cdef int d = _arg_dir(dir)
+    _iova_check(dev, d, "dma_iova_unlink", True)
     try:
-        __iommu_dma_iova_unlink(dev, state, off, sz, dir, a, False)
+        __iommu_dma_iova_unlink(dev, state, off, sz, d, a, False)
     finally:
-        dev.machine.flush_warnings()
+        _iova_flush(dev.machine)
 
 
-def dma_iova_destroy(Device dev not None, DmaIovaState state not None, mapped_len, int dir, attrs):
+def dma_iova_destroy(Device dev not None, DmaIovaState state not None, mapped_len, dir, attrs):
     """dma_iova_destroy(dev, state, mapped_len, dir, attrs): unlink [0, mapped_len) and free the IOVA.
 
     Lazy domains queue the IOVA on the flush queue; mapped_len == 0 is dma_iova_free().
     """
-    cdef u64 ml = _u64(mapped_len, "mapped_len")
-    cdef unsigned long a = _iova_attrs(attrs)
-    _iova_check(dev, dir, "dma_iova_destroy", True)
+    cdef u64 ml = _arg_u64(mapped_len, "mapped_len")
+    cdef unsigned long a = _arg_attrs(attrs)
+    cdef int d = _arg_dir(dir)
+    _iova_check(dev, d, "dma_iova_destroy", True)
     try:
         if ml:
-            __iommu_dma_iova_unlink(dev, state, 0, ml, dir, a, True)
+            __iommu_dma_iova_unlink(dev, state, 0, ml, d, a, True)
         else:
             _dma_iova_free(dev, state)
     finally:
-        dev.machine.flush_warnings()
+        _iova_flush(dev.machine)
 
 
 def dma_use_iova(DmaIovaState state not None):

@@ -19,6 +19,7 @@ from ..errors import KernelBug, KernelWarning
 from . import iommu as _iommu
 from . import iova as _iova
 from . import machine as _machine
+from . import mapping as _mapping
 from . import p2pdma as _p2p
 from . import swiotlb as _swiotlb
 from . import trace as _trace
@@ -831,16 +832,11 @@ def _check_types(dev, state) -> None:
 
 
 def _iova_attrs(attrs) -> int:
-    a = u64(attrs, "attrs")
-    if a & ~DMA_ATTR_ALL:
-        raise ValueError(f"attrs {a:#x} has bits no DMA_ATTR_* defines")
-    return a
+    return _mapping._attrs(attrs)          # the DMA API's argument checks
 
 
 def _int_dir(dir) -> int:
-    if isinstance(dir, bool) or not hasattr(dir, "__index__"):
-        raise TypeError(f"an integer is required, not {type(dir).__name__}")
-    return dir.__index__()
+    return _mapping._dir(dir)
 
 
 def _iova_check(dev, dir: int, func: str, check_dir: bool) -> None:
