@@ -276,10 +276,15 @@ def test_full_per_cpu_queue_flushes_synchronously(impl):
     c = cookie(dev)
     assert (c.fq_size, c.fq_timeout) == (256, 10)
     addrs = [map1(impl, dev) for _ in range(256)]
+    m.mem_write(RAM, b"old")
+    assert dev.dma_read(addrs[0], 3) == b"old"
     for a in addrs[:255]:
         unmap1(impl, dev, a)
     assert c.fq_flush_start_cnt == 0 and len(c.flush_queues()[0]) == 255   # fq_size - 1 usable
+    assert dev.dma_read(addrs[0], 3) == b"old"                  # still a stale IOTLB hit
     unmap1(impl, dev, addrs[255])
+    with pytest.raises(IommuFault):                             # the synchronous flush_iotlb_all
+        dev.dma_read(addrs[0], 3)
     assert (c.fq_flush_start_cnt, c.fq_flush_finish_cnt) == (1, 1)
     q = c.flush_queues()[0]
     assert len(q) == 1 and q.entries_list()[0][2] == 1          # the new entry carries counter 1
@@ -298,6 +303,24 @@ def test_per_cpu_queues_and_the_timer_frees_all_of_them(impl):
     assert [len(q) for q in c.flush_queues()] == [1, 1]
     m.advance(10_000_000)
     assert [len(q) for q in c.flush_queues()] == [0, 0]
+
+
+def test_a_full_queue_flush_does_not_reclaim_other_cpus_queues(impl):
+    m, dev = setup(impl, pci=False, lazy=True, cpus=2)
+    c = cookie(dev)
+    m.cpu = 1
+    other = map1(impl, dev)
+    unmap1(impl, dev, other)
+    m.cpu = 0
+    addrs = [map1(impl, dev) for _ in range(256)]
+    for a in addrs:
+        unmap1(impl, dev, a)                                    # the 256th flushes
+    assert c.fq_flush_finish_cnt == 1
+    assert [len(q) for q in c.flush_queues()] == [1, 1]         # CPU 1's entry is covered but parked
+    m.cpu = 1
+    unmap1(impl, dev, map1(impl, dev))                          # its next queue_iova reclaims it
+    assert [q.entries_list()[0][0] for q in c.flush_queues()][1] != other >> 12
+    assert len(c.flush_queues()[1]) == 1
 
 
 def test_shadow_on_flush_uses_one_big_queue(impl):
@@ -535,3 +558,16 @@ def _run_stream(impl, ops, lazy, untrusted):
 @given(ops=OPS, lazy=st.booleans(), untrusted=st.booleans())
 def test_core_matches_reference(ops, lazy, untrusted):
     assert _run_stream(dma, ops, lazy, untrusted) == _run_stream(reference, ops, lazy, untrusted)
+
+
+def test_api_surface_matches_the_reference():
+    import inspect
+
+    names = ["DmaIovaState", "dma_iova_try_alloc", "dma_iova_free", "dma_iova_link", "dma_iova_sync",
+             "dma_iova_unlink", "dma_iova_destroy", "dma_use_iova", "dma_iova_size"]
+    for n in names + ["IommuDmaCookie", "IovaFq"]:
+        assert n in dma.__all__ and n in reference.__all__
+    for n in names[1:]:                                         # functions (the class has no signature)
+        core_params = list(inspect.signature(getattr(dma, n)).parameters)
+        ref_params = list(inspect.signature(getattr(reference, n)).parameters)
+        assert core_params == ref_params, n
