@@ -57,13 +57,15 @@ def fill_sg_entry(dma_buf, length, addr):
         i += 1
 
 
-def dma_buf_phys_vec_to_sgt(dev, provider, phys_vec, size, dir):
+def dma_buf_phys_vec_to_sgt(dev, provider, phys_vec, size, dir, link_at_offset=False):
     """dma_buf_phys_vec_to_sgt(): a DmaBufDma, or -errno (the kernel's ERR_PTR).
 
     Like the kernel's (v6.19 and the 2026 revisions read), every range is linked at IOVA
     offset 0: with more than one range behind an IOMMU the second link lands on the first
     and fails (-EADDRINUSE here); tests/test_p2pdma.py shows it. With one range, VFIO's usual
-    case, all is well.
+    case, all is well. ``link_at_offset=True`` links range i at the running offset
+    (``mapped_len``), which is how the two-step API is meant to lay several ranges out in one
+    IOVA range; ``main()`` rehearses that.
     """
     map_type = dma.pci_p2pdma_map_type(provider, dev)
     if map_type == dma.PCI_P2PDMA_MAP_BUS_ADDR:
@@ -80,7 +82,8 @@ def dma_buf_phys_vec_to_sgt(dev, provider, phys_vec, size, dir):
         if state is None:
             addr = dma.pci_p2pdma_bus_addr_map(provider, paddr)
         elif use_iova:
-            ret = dma.dma_iova_link(dev, state, paddr, 0, length, dir, dma.DMA_ATTR_MMIO)
+            ret = dma.dma_iova_link(dev, state, paddr, mapped_len if link_at_offset else 0, length,
+                                    dir, dma.DMA_ATTR_MMIO)
             if ret:
                 _err_unmap(dev, out, i, mapped_len, dir)
                 return ret
@@ -143,7 +146,12 @@ def build_machine():
     return m, devs, provider
 
 
-def main(verbose=True, phys_vec=None):
+# The BAR split into several physical ranges, as a VFIO dma-buf exporter hands them out.
+SPLIT_PHYS_VEC = [(BAR_CPU + 0x10_0000, 0x6000), (BAR_CPU + 0x40_0000, 0x2000),
+                  (BAR_CPU + 0x80_0000, 0x3000)]
+
+
+def main(verbose=True, phys_vec=None, link_at_offset=False):
     """Attach every importer to the buffer, let it write through its mapping, check the BAR."""
     m, devs, provider = build_machine()
     say = print if verbose else (lambda *a: None)
@@ -157,7 +165,8 @@ def main(verbose=True, phys_vec=None):
         dev = devs[name]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", dma.KernelWarning)
-            sgt = dma_buf_phys_vec_to_sgt(dev, provider, phys_vec, size, dma.DMA_BIDIRECTIONAL)
+            sgt = dma_buf_phys_vec_to_sgt(dev, provider, phys_vec, size, dma.DMA_BIDIRECTIONAL,
+                                          link_at_offset)
         kind = dma.PciP2PdmaMapType(dma.pci_p2pdma_map_type(provider, dev)).name
         results[name] = sgt
         if isinstance(sgt, int):
@@ -180,4 +189,7 @@ def main(verbose=True, phys_vec=None):
 
 
 if __name__ == "__main__":
+    print("one range, the kernel helper as written:")
     main()
+    print("\nthe BAR split into three ranges, linked at their offsets into one IOVA range, one sync:")
+    main(phys_vec=SPLIT_PHYS_VEC, link_at_offset=True)

@@ -840,6 +840,21 @@ def test_example_p2p_dmabuf():
 
 
 @needs_dma_iommu
+def test_example_split_bar_links_into_one_iova_range():
+    """Several BAR ranges linked at their running offsets: one IOVA range, one dma_iova_sync."""
+    ex = load_example()
+    m, r = ex.main(verbose=False, phys_vec=ex.SPLIT_PHYS_VEC, link_at_offset=True)
+    total = sum(n for _, n in ex.SPLIT_PHYS_VEC)
+    assert r["rdma"].state is not None and dma.dma_use_iova(r["rdma"].state)
+    assert r["rdma"].segments == [(r["rdma"].state.addr, total)]              # one contiguous range
+    assert [n for _, n in r["nic"].segments] == [n for _, n in ex.SPLIT_PHYS_VEC]
+    rdma = m.devices["rdma"]
+    assert rdma.domain.iotlb_syncs >= 1
+    m.remove_device(rdma)
+    assert not any(k == "DmaDebugWarning" for k, _ in m.warnings_log)
+
+
+@needs_dma_iommu
 def test_example_two_ranges_collide_behind_an_iommu():
     """dma_buf_phys_vec_to_sgt() links every range at IOVA offset 0 (as the kernel helper does)."""
     ex = load_example()
