@@ -323,6 +323,20 @@ def test_a_full_queue_flush_does_not_reclaim_other_cpus_queues(impl):
     assert len(c.flush_queues()[1]) == 1
 
 
+def test_domain_teardown_frees_queued_table_pages_and_stops_the_timer(impl):
+    m, dev = setup(impl, pci=False, lazy=True)
+    d = dev.domain
+    c = cookie(dev)
+    a = map1(impl, dev, RAM + PAGE, 512 * PAGE)
+    unmap1(impl, dev, a, 512 * PAGE)
+    assert c.fq_timer_on and len(c.flush_queues()[0]) == 1
+    m.remove_device(dev)                                        # last device: the default domain goes
+    assert d.iova_cookie is None and d.pgtable.table_pages == 0
+    assert c.flush_queues() == [] and not c.fq_timer_on
+    m.advance(100_000_000)                                      # the dead timer does nothing
+    assert c.fq_flush_start_cnt == 0
+
+
 def test_shadow_on_flush_uses_one_big_queue(impl):
     m, dev = setup(impl, pci=False, lazy=True, cpus=4, iommu_kw={"shadow_on_flush": True})
     c = cookie(dev)
