@@ -5,7 +5,7 @@ merging, coherent allocations, and core vs reference on the same operation strea
 import logging
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import dmaphys as dma
@@ -323,6 +323,20 @@ def test_a_full_queue_flush_does_not_reclaim_other_cpus_queues(impl):
     assert len(c.flush_queues()[1]) == 1
 
 
+def test_domain_teardown_frees_queued_table_pages_and_stops_the_timer(impl):
+    m, dev = setup(impl, pci=False, lazy=True)
+    d = dev.domain
+    c = cookie(dev)
+    a = map1(impl, dev, RAM + PAGE, 512 * PAGE)
+    unmap1(impl, dev, a, 512 * PAGE)
+    assert c.fq_timer_on and len(c.flush_queues()[0]) == 1
+    m.remove_device(dev)                                        # last device: the default domain goes
+    assert d.iova_cookie is None and d.pgtable.table_pages == 0
+    assert c.flush_queues() == [] and not c.fq_timer_on
+    m.advance(100_000_000)                                      # the dead timer does nothing
+    assert c.fq_flush_start_cnt == 0
+
+
 def test_shadow_on_flush_uses_one_big_queue(impl):
     m, dev = setup(impl, pci=False, lazy=True, cpus=4, iommu_kw={"shadow_on_flush": True})
     c = cookie(dev)
@@ -525,7 +539,7 @@ def test_a_careful_driver_passes_dma_debug(impl):
 
 
 # ---- core vs reference ----------------------------------------------------------------------------
-OPS = st.lists(st.tuples(st.sampled_from(["map", "unmap", "advance", "cpu", "read"]),
+OPS = st.lists(st.tuples(st.sampled_from(["map", "unmap", "advance", "cpu", "read", "sg"]),
                          st.integers(0, 63), st.integers(1, 3 * PAGE), st.integers(0, 2)),
                min_size=1, max_size=60)
 
@@ -539,22 +553,31 @@ def _run_stream(impl, ops, lazy, untrusted):
             a = map1(impl, dev, phys, size, d)
             log.append(a)
             if a != DMA_MAPPING_ERROR:
-                live.append((a, size, d))
+                live.append(("map", a, size, d))
+        elif op == "sg":
+            sgl = impl.ScatterList([(RAM + 0x100000 + k * 0x1234, size), (RAM + 0x100000 + k * 0x3000, PAGE),
+                                    (RAM + 0x200000 + size * 3, size // 2 + 1)])
+            n = impl.dma_map_sg_attrs(dev, sgl, 3, d, 0)
+            log.append((n, sgl.dma_segments()[:n]))
+            if n:
+                live.append(("sg", sgl, 3, d))
         elif op == "unmap" and live:
-            a, size, d = live.pop(k % len(live))
-            unmap1(impl, dev, a, size, d)
+            kind, x, size, d = live.pop(k % len(live))
+            if kind == "map":
+                unmap1(impl, dev, x, size, d)
+            else:
+                impl.dma_unmap_sg_attrs(dev, x, size, d, 0)
         elif op == "advance":
             m.advance(k * 400_000)
         elif op == "cpu":
             m.cpu = k % 2
         elif op == "read" and live:
-            a, size, d = live[k % len(live)]
-            if d != DMA_FROM_DEVICE:
-                log.append(dev.dma_read(a, min(size, 64)))
+            kind, x, size, d = live[k % len(live)]
+            if kind == "map" and d != DMA_FROM_DEVICE:
+                log.append(dev.dma_read(x, min(size, 64)))
     return log, cookie(dev).get_state(), dev.domain.pgtable.get_state()["mappings"]
 
 
-@settings(max_examples=30)
 @given(ops=OPS, lazy=st.booleans(), untrusted=st.booleans())
 def test_core_matches_reference(ops, lazy, untrusted):
     assert _run_stream(dma, ops, lazy, untrusted) == _run_stream(reference, ops, lazy, untrusted)

@@ -3,7 +3,7 @@ VFIO dma-buf and NVMe/RDMA users drive it: allocate once, link many ranges, one 
 unlink or destroy; its failure and fallback paths; core vs reference on random streams."""
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import dmaphys as dma
@@ -371,7 +371,6 @@ def _run_stream(impl, ops, lazy, untrusted, coherent):
     return log, dev.domain.iova_cookie.get_state(), dev.domain.pgtable.get_state()["mappings"]
 
 
-@settings(max_examples=30)
 @given(ops=OPS, lazy=st.booleans(), untrusted=st.booleans(), coherent=st.booleans())
 def test_core_matches_reference(ops, lazy, untrusted, coherent):
     assert (_run_stream(dma, ops, lazy, untrusted, coherent)

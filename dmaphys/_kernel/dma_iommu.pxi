@@ -298,6 +298,7 @@ cdef int iommu_put_dma_cookie(IommuDomain domain) except -1:
     cookie = <IommuDmaCookie>domain.iova_cookie
     if cookie.iovad is not None:
         iommu_dma_free_fq(cookie)
+        cookie.iovad.put_iova_domain_c()               # also cancels the rcache depot work
     cookie.msi_page_list = []
     domain.iova_cookie = None
     return 0

@@ -265,6 +265,7 @@ def iommu_put_dma_cookie(domain) -> int:
         return 0
     if cookie.iovad is not None:
         iommu_dma_free_fq(cookie)
+        cookie.iovad.put_iova_domain()
     cookie.msi_page_list = []
     domain.iova_cookie = None
     return 0
