@@ -1,2 +1,182 @@
-# numpy batch entry points (dma_map_phys_batch, ...): loops in compiled code.
-# PLACEHOLDER (foundation skeleton).
+# numpy batch entry points: dma_map_phys_batch / dma_unmap_phys_batch (kernel/dma/mapping.c per
+# element), Device.dma_read_batch / dma_write_batch (device_access per element) and
+# iommu_iova_to_phys_batch (iommu_iova_to_phys per element). Not a kernel file: the kernel has
+# no batch API; these loop the per-call C entry points in compiled code over typed memoryviews.
+#
+# Contract (tests/test_batch.py checks it against the per-call API on both backends): a batch
+# call has exactly the semantics of the per-call API applied to each element in order — same
+# return values, addresses, state, memory bytes, dma-debug records, trace events, statistics and
+# warnings — with three documented differences:
+#   1. arguments are validated for the whole batch before any element runs (array types, shapes,
+#      dtypes, negative values, dir/attrs, a phys+size that wraps): bad input raises
+#      TypeError/ValueError/KernelBug with no state changed, where a per-call loop would have
+#      done the elements before the bad one;
+#   2. queued kernel warnings are emitted once, after the last element (Machine.flush_warnings),
+#      so a warning filter that turns warnings into errors stops the batch after it is complete
+#      rather than at the element that warned;
+#   3. an exception raised by element i (DmaFault, IommuFault, KernelBug from deep inside, a
+#      dma-debug error turned into an exception) stops the batch there, exactly where the
+#      per-call loop would stop; elements before i are done and stay done. The exception gets
+#      ``batch_index`` (= i) and ``batch_done`` (the results of elements 0..i-1) attributes.
+#
+# The GIL is held for the element loops of the mapping and device-access batches: every element
+# may touch Python-owned state (dma-debug records, trace events, the warning queue, exceptions,
+# the IOVA rcache timers). iommu_iova_to_phys_batch walks page tables only and releases it.
+
+import numpy as _np
+
+
+# ---- argument conversion (whole batch, before any state change) --------------------------------
+cdef object _batch_u64_array(object arr, str what):
+    """A 1-D array of unsigned values as a C-contiguous uint64 ndarray.
+
+    Accepts any integer dtype (signed ones must hold no negative value) and sequences of ints;
+    bool, float, complex, object and string arrays are TypeError; other shapes ValueError.
+    """
+    cdef object a
+    if isinstance(arr, (str, bytes)):
+        raise TypeError(f"{what} must be a 1-D integer array, not {type(arr).__name__}")
+    try:
+        a = _np.asarray(arr)
+    except (ValueError, OverflowError) as e:
+        raise TypeError(f"{what} must be a 1-D integer array ({e})") from None
+    if a.dtype.kind not in "ui":
+        raise TypeError(f"{what} must be a 1-D integer array, not dtype {a.dtype}")
+    if a.ndim != 1:
+        raise ValueError(f"{what} must be a 1-D array, not shape {a.shape}")
+    if a.dtype.kind == "i" and a.shape[0] and a.min() < 0:
+        raise ValueError(f"{what}[{int(_np.argmax(a < 0))}] is negative")
+    return _np.ascontiguousarray(a, dtype=_np.uint64)
+
+
+cdef object _batch_sizes(object sizes, Py_ssize_t n, str what):
+    """``sizes``: a scalar (applies to every element) or a 1-D array of n entries.
+
+    Returns (array, stride): a scalar becomes a 1-entry array read with stride 0."""
+    cdef object a
+    if not isinstance(sizes, (str, bytes)) and _np.ndim(sizes) == 0:
+        return _np.array([_u64(sizes, what)], dtype=_np.uint64), 0
+    a = _batch_u64_array(sizes, what)
+    if a.shape[0] != n:
+        raise ValueError(f"{what} has {a.shape[0]} entries for {n} addresses")
+    return a, 1
+
+
+cdef inline int _batch_fail(object exc, Py_ssize_t i, object done) except -1:
+    """Record where a batch stopped on the exception about to propagate."""
+    try:
+        exc.batch_index = int(i)
+        exc.batch_done = done
+    except AttributeError:                       # exception types without a __dict__
+        pass
+    return 0
+
+
+# ---- the device on its bus: Device.dma_read_batch / dma_write_batch ------------------------------
+cdef object _dma_read_batch(Device dev, object addrs, object size):
+    """Device.dma_read_batch(): dev.dma_read(addrs[i], size) for each i, into an (n, size) array."""
+    cdef object aa = _batch_u64_array(addrs, "addrs")
+    cdef u64 sz = _u64(size, "size")
+    cdef const u64[::1] a = aa
+    cdef Py_ssize_t n = a.shape[0], i = 0
+    cdef object out = _np.empty((n, sz), dtype=_np.uint8)
+    cdef u8[:, ::1] o = out
+    try:
+        while i < n:
+            if sz:
+                device_access(dev, a[i], &o[i, 0], sz, False)
+            dev.dma_reads += 1
+            i += 1
+    except BaseException as e:
+        _batch_fail(e, i, out[:i].copy())
+        raise
+    finally:
+        dev.machine.flush_warnings()
+    return out
+
+
+cdef object _dma_write_batch(Device dev, object addrs, object data):
+    """Device.dma_write_batch(): dev.dma_write(addrs[i], data[i]) for each i."""
+    cdef object aa = _batch_u64_array(addrs, "addrs")
+    cdef object d
+    if isinstance(data, (str, bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be a 2-D uint8 array (n x size), not {type(data).__name__}")
+    d = _np.asarray(data)
+    if d.dtype != _np.uint8:
+        raise TypeError(f"data must be a 2-D uint8 array (n x size), not dtype {d.dtype}")
+    if d.ndim != 2:
+        raise ValueError(f"data must be a 2-D uint8 array (n x size), not shape {d.shape}")
+    if d.shape[0] != aa.shape[0]:
+        raise ValueError(f"data has {d.shape[0]} rows for {aa.shape[0]} addresses")
+    d = _np.ascontiguousarray(d)
+    cdef const u64[::1] a = aa
+    cdef const u8[:, ::1] v = d
+    cdef Py_ssize_t n = a.shape[0], i = 0
+    cdef u64 sz = <u64>v.shape[1]
+    try:
+        while i < n:
+            if sz:
+                device_access(dev, a[i], <u8 *>&v[i, 0], sz, True)
+            dev.dma_writes += 1
+            i += 1
+    except BaseException as e:
+        _batch_fail(e, i, None)
+        raise
+    finally:
+        dev.machine.flush_warnings()
+
+
+def dma_read_batch(Device dev not None, addrs, size):
+    """dma_read_batch(dev, addrs, size) -> ndarray[uint8] of shape (len(addrs), size)
+
+    Same as ``dev.dma_read_batch(addrs, size)``: row i is what ``dev.dma_read(addrs[i], size)``
+    returns, element by element in order through device_access() (IOMMU translation, IOTLB,
+    P2P routing, faults and statistics exactly as per call). A DmaFault at element i stops the
+    batch there (``exc.batch_index``, ``exc.batch_done`` = the rows read). Holds the GIL.
+    """
+    return _dma_read_batch(dev, addrs, size)
+
+
+def dma_write_batch(Device dev not None, addrs, data):
+    """dma_write_batch(dev, addrs, data): ``dev.dma_write(addrs[i], data[i])`` for each row i.
+
+    Same as ``dev.dma_write_batch(addrs, data)``; ``data`` is a 2-D uint8 array with one row per
+    address. Faults stop the batch at the faulting element (``exc.batch_index``). Holds the GIL.
+    """
+    _dma_write_batch(dev, addrs, data)
+
+
+# ---- drivers/iommu/iommu.c: iommu_iova_to_phys over an array ------------------------------------
+cdef object _iommu_iova_to_phys_batch(IommuDomain domain, object iovas):
+    cdef object ia = _batch_u64_array(iovas, "iovas")
+    cdef const u64[::1] a = ia
+    cdef Py_ssize_t n = a.shape[0], i
+    cdef object out = _np.empty(n, dtype=_np.uint64)
+    cdef u64[::1] o = out
+    cdef IoPgtable pt
+    if domain.type == "identity":              # iommu_iova_to_phys(): IOMMU_DOMAIN_IDENTITY
+        o[:] = a
+    elif domain.type == "blocked" or domain.pgtable is None:
+        o[:] = 0
+    else:
+        pt = domain.pgtable                      # domain->ops->iova_to_phys
+        pt.check_live()
+        with nogil:
+            for i in range(n):
+                o[i] = pt.c_iova_to_phys(a[i])
+    return out
+
+
+def iommu_iova_to_phys_batch(IommuDomain domain not None, iovas):
+    """iommu_iova_to_phys_batch(domain, iovas) -> ndarray[uint64]
+
+    ``iommu_iova_to_phys(domain, iovas[i])`` for each i (identity domains return the IOVA,
+    blocked ones 0, paging domains walk the page table: 0 when unmapped). A software walk: no
+    IOTLB, no statistics, no warnings. The loop runs without the GIL; it reads the domain's page
+    tables, so another thread must not change that domain's mappings during the call (as in the
+    kernel, where iova_to_phys racing with unmap is the caller's bug).
+    """
+    return _iommu_iova_to_phys_batch(domain, iovas)
+
+
+__all__ += ["dma_read_batch", "dma_write_batch", "iommu_iova_to_phys_batch"]
