@@ -235,15 +235,16 @@ cdef class Machine:
     def flush_warnings(self):
         """Emit queued kernel warnings through ``warnings`` and ``logging`` (called by entry points)."""
         cdef list q
-        if not self._warn_queue:
-            return
-        q = self._warn_queue
-        self._warn_queue = []
-        for category, text in q:
-            self.warnings_log.append((category.__name__, text))
-            _log.warning("%s", text)
-        for category, text in q:
-            _warnings.warn(text, category, stacklevel=3)
+        if self._warn_queue:
+            q = self._warn_queue
+            self._warn_queue = []
+            for category, text in q:
+                self.warnings_log.append((category.__name__, text))
+                _log.warning("%s", text)
+            for category, text in q:
+                _warnings.warn(text, category, stacklevel=3)
+        if self.dma_debug._pending:
+            self.dma_debug.raise_pending()              # DmaDebugError when raise_errors is set
 
     def __repr__(self):
         return (f"<dmaphys.Machine cpus={self.cpus} ram={self.mem.ram_bytes >> 20} MiB "

@@ -183,14 +183,15 @@ class Machine:
         self._warn_queue.append((category, text))
 
     def flush_warnings(self) -> None:
-        if not self._warn_queue:
-            return
-        q, self._warn_queue = self._warn_queue, []
-        for category, text in q:
-            self.warnings_log.append((category.__name__, text))
-            _log.warning("%s", text)
-        for category, text in q:
-            warnings.warn(text, category, stacklevel=3)
+        if self._warn_queue:
+            q, self._warn_queue = self._warn_queue, []
+            for category, text in q:
+                self.warnings_log.append((category.__name__, text))
+                _log.warning("%s", text)
+            for category, text in q:
+                warnings.warn(text, category, stacklevel=3)
+        if self.dma_debug._pending:
+            self.dma_debug.raise_pending()
 
     def __repr__(self) -> str:
         return (f"<dmaphys.reference.Machine cpus={self.cpus} ram={self.mem.ram_bytes >> 20} MiB "
