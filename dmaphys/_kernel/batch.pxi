@@ -40,6 +40,8 @@ cdef object _batch_u64_array(object arr, str what):
         a = _np.asarray(arr)
     except (ValueError, OverflowError) as e:
         raise TypeError(f"{what} must be a 1-D integer array ({e})") from None
+    if a.size == 0 and not isinstance(arr, _np.ndarray):
+        a = a.astype(_np.uint64)                 # an empty sequence (numpy makes it float64)
     if a.dtype.kind not in "ui":
         raise TypeError(f"{what} must be a 1-D integer array, not dtype {a.dtype}")
     if a.ndim != 1:
@@ -70,6 +72,112 @@ cdef inline int _batch_fail(object exc, Py_ssize_t i, object done) except -1:
     except AttributeError:                       # exception types without a __dict__
         pass
     return 0
+
+
+# ---- kernel/dma/mapping.c: dma_map_phys / dma_unmap_phys over arrays ----------------------------
+cdef object _dma_map_phys_batch(Device dev, object phys, object sizes, object dir, object attrs):
+    cdef object pa = _batch_u64_array(phys, "phys")
+    cdef Py_ssize_t n = pa.shape[0], i = 0, ss
+    sa, ss = _batch_sizes(sizes, n, "size")
+    cdef int d = _arg_dir(dir)
+    cdef unsigned long at = _arg_attrs(attrs)
+    cdef const u64[::1] p = pa
+    cdef const u64[::1] s = sa
+    bug_on_dir(d, "dma_map_phys")                # per call: the first thing c_dma_map_phys does
+    for i in range(n):                           # per call: _check_span() in the def wrapper
+        if s[i * ss] and p[i] + s[i * ss] - 1 < p[i]:
+            raise ValueError(f"phys[{i}] {p[i]:#x} + size {s[i * ss]:#x} wraps the 64-bit address space")
+    cdef object out = _np.empty(n, dtype=_np.uint64)
+    cdef u64[::1] o = out
+    i = 0
+    try:
+        while i < n:
+            o[i] = c_dma_map_phys(dev, p[i], s[i * ss], d, at)
+            i += 1
+    except BaseException as e:
+        _batch_fail(e, i, out[:i].copy())
+        raise
+    finally:
+        dev.machine.flush_warnings()
+    return out
+
+
+cdef object _dma_unmap_phys_batch(Device dev, object addrs, object sizes, object dir, object attrs):
+    cdef object aa = _batch_u64_array(addrs, "addr")
+    cdef Py_ssize_t n = aa.shape[0], i = 0, ss
+    sa, ss = _batch_sizes(sizes, n, "size")
+    cdef int d = _arg_dir(dir)
+    cdef unsigned long at = _arg_attrs(attrs)
+    cdef const u64[::1] a = aa
+    cdef const u64[::1] s = sa
+    bug_on_dir(d, "dma_unmap_phys")
+    try:
+        while i < n:
+            c_dma_unmap_phys(dev, a[i], s[i * ss], d, at)
+            i += 1
+    except BaseException as e:
+        _batch_fail(e, i, None)
+        raise
+    finally:
+        dev.machine.flush_warnings()
+
+
+cdef object _dma_mapping_error_batch(Device dev, object addrs):
+    cdef object aa = _batch_u64_array(addrs, "dma_addr")
+    cdef const u64[::1] a = aa
+    cdef Py_ssize_t n = a.shape[0], i = 0
+    cdef object out = _np.empty(n, dtype=_np.int32)
+    cdef int[::1] o = out
+    try:
+        while i < n:
+            o[i] = c_dma_mapping_error(dev, a[i])
+            i += 1
+    except BaseException as e:
+        _batch_fail(e, i, out[:i].copy())
+        raise
+    finally:
+        dev.machine.flush_warnings()
+    return out
+
+
+def dma_map_phys_batch(Device dev not None, phys, sizes, dir, attrs=0):
+    """dma_map_phys_batch(dev, phys, sizes, dir, attrs=0) -> ndarray[uint64]
+
+    ``dma_map_phys(dev, phys[i], sizes[i], dir, attrs)`` for each i, in order, in a C loop over
+    the same C function the per-call entry point wraps (c_dma_map_phys: dma-direct / swiotlb /
+    dma-iommu, trace event, dma-debug record). ``phys``: 1-D integer array; ``sizes``: a scalar
+    for every element or a 1-D array of the same length. A failed element is
+    DMA_MAPPING_ERROR and the rest proceed, as separate calls would.
+
+    Validated for the whole batch before any element is mapped: array types and shapes,
+    ``dir`` (an invalid direction raises KernelBug, as dma_map_phys's BUG_ON would), ``attrs``,
+    and a ``phys + size`` that wraps (ValueError). Kernel warnings are emitted once, after the
+    last element. An exception from element i stops the batch there (``exc.batch_index``,
+    ``exc.batch_done``: the addresses of elements 0..i-1, which stay mapped).
+    Holds the GIL: each element may create dma-debug records, trace events and warnings.
+    """
+    return _dma_map_phys_batch(dev, phys, sizes, dir, attrs)
+
+
+def dma_mapping_error_batch(Device dev not None, dma_addrs):
+    """dma_mapping_error_batch(dev, dma_addrs) -> ndarray[int32]
+
+    ``dma_mapping_error(dev, dma_addrs[i])`` for each i: -ENOMEM where the address is
+    DMA_MAPPING_ERROR, else 0. Like the per-call function it tells dma-debug that the driver
+    checked each address (without it dma-debug reports "device driver failed to check map
+    error" at unmap, exactly as for per-call mappings nobody checked). Holds the GIL.
+    """
+    return _dma_mapping_error_batch(dev, dma_addrs)
+
+
+def dma_unmap_phys_batch(Device dev not None, dma_addrs, sizes, dir, attrs=0):
+    """dma_unmap_phys_batch(dev, dma_addrs, sizes, dir, attrs=0)
+
+    ``dma_unmap_phys(dev, dma_addrs[i], sizes[i], dir, attrs)`` for each i, in order (c_dma_unmap_phys
+    in a C loop). Same validation, warning and exception rules as dma_map_phys_batch.
+    Holds the GIL.
+    """
+    _dma_unmap_phys_batch(dev, dma_addrs, sizes, dir, attrs)
 
 
 # ---- the device on its bus: Device.dma_read_batch / dma_write_batch ------------------------------
@@ -179,4 +287,5 @@ def iommu_iova_to_phys_batch(IommuDomain domain not None, iovas):
     return _iommu_iova_to_phys_batch(domain, iovas)
 
 
-__all__ += ["dma_read_batch", "dma_write_batch", "iommu_iova_to_phys_batch"]
+__all__ += ["dma_map_phys_batch", "dma_mapping_error_batch", "dma_unmap_phys_batch",
+             "dma_read_batch", "dma_write_batch", "iommu_iova_to_phys_batch"]

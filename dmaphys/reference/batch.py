@@ -13,9 +13,11 @@ import contextlib
 
 import numpy as np
 
+from . import mapping as _mapping
 from ._util import u64
 
-__all__ = ["dma_read_batch", "dma_write_batch", "iommu_iova_to_phys_batch"]
+__all__ = ["dma_map_phys_batch", "dma_mapping_error_batch", "dma_unmap_phys_batch",
+           "dma_read_batch", "dma_write_batch", "iommu_iova_to_phys_batch"]
 
 
 # ---- argument conversion (whole batch, before any state change) --------------------------------
@@ -26,6 +28,8 @@ def _batch_u64_array(arr, what: str) -> np.ndarray:
         a = np.asarray(arr)
     except (ValueError, OverflowError) as e:
         raise TypeError(f"{what} must be a 1-D integer array ({e})") from None
+    if a.size == 0 and not isinstance(arr, np.ndarray):
+        a = a.astype(np.uint64)                 # an empty sequence (numpy makes it float64)
     if a.dtype.kind not in "ui":
         raise TypeError(f"{what} must be a 1-D integer array, not dtype {a.dtype}")
     if a.ndim != 1:
@@ -66,6 +70,63 @@ def _deferred_warnings(machine):
     finally:
         del machine.flush_warnings
         machine.flush_warnings()
+
+
+# ---- kernel/dma/mapping.c --------------------------------------------------------------------------
+def dma_map_phys_batch(dev, phys, sizes, dir, attrs=0) -> np.ndarray:
+    """Reference of dmaphys.dma_map_phys_batch: dma_map_phys() per element, in order."""
+    dev = _mapping._dev(dev)
+    p = _batch_u64_array(phys, "phys")
+    s = _batch_sizes(sizes, p.shape[0], "size")
+    d, a = _mapping._dir(dir), _mapping._attrs(attrs)
+    _mapping.bug_on_dir(d, "dma_map_phys")
+    ps = [int(x) for x in p]
+    for i in range(len(ps)):
+        if s[i] and ps[i] + s[i] - 1 >= 1 << 64:
+            raise ValueError(f"phys[{i}] {ps[i]:#x} + size {s[i]:#x} wraps the 64-bit address space")
+    out = np.empty(len(ps), dtype=np.uint64)
+    i = 0
+    with _deferred_warnings(dev.machine):
+        try:
+            for i in range(len(ps)):
+                out[i] = _mapping.dma_map_phys(dev, ps[i], s[i], d, a)
+        except BaseException as e:
+            _batch_fail(e, i, out[:i].copy())
+            raise
+    return out
+
+
+def dma_mapping_error_batch(dev, dma_addrs) -> np.ndarray:
+    """Reference of dmaphys.dma_mapping_error_batch: dma_mapping_error() per element."""
+    dev = _mapping._dev(dev)
+    ad = _batch_u64_array(dma_addrs, "dma_addr")
+    out = np.empty(ad.shape[0], dtype=np.int32)
+    i = 0
+    with _deferred_warnings(dev.machine):
+        try:
+            for i in range(ad.shape[0]):
+                out[i] = _mapping.dma_mapping_error(dev, int(ad[i]))
+        except BaseException as e:
+            _batch_fail(e, i, out[:i].copy())
+            raise
+    return out
+
+
+def dma_unmap_phys_batch(dev, dma_addrs, sizes, dir, attrs=0) -> None:
+    """Reference of dmaphys.dma_unmap_phys_batch: dma_unmap_phys() per element, in order."""
+    dev = _mapping._dev(dev)
+    ad = _batch_u64_array(dma_addrs, "addr")
+    s = _batch_sizes(sizes, ad.shape[0], "size")
+    d, a = _mapping._dir(dir), _mapping._attrs(attrs)
+    _mapping.bug_on_dir(d, "dma_unmap_phys")
+    i = 0
+    with _deferred_warnings(dev.machine):
+        try:
+            for i in range(ad.shape[0]):
+                _mapping.dma_unmap_phys(dev, int(ad[i]), s[i], d, a)
+        except BaseException as e:
+            _batch_fail(e, i, None)
+            raise
 
 
 # ---- the device on its bus ------------------------------------------------------------------------
