@@ -18,6 +18,8 @@ def test_info(capsys):
     assert "swiotlb" in out and "System RAM" in out
 
 
-def test_console_entry_module():
-    r = subprocess.run([sys.executable, "-m", "dmaphys", "info"], capture_output=True, text=True)
+def test_console_entry_module(tmp_path):
+    # run outside the checkout so the installed package (with its compiled core) is imported
+    r = subprocess.run([sys.executable, "-m", "dmaphys", "info"], capture_output=True, text=True,
+                       cwd=tmp_path)
     assert r.returncode == 0, r.stderr
