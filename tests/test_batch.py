@@ -66,7 +66,7 @@ class Rig:
             except NotImplementedError:
                 pytest.skip("the IOMMU path is not on this branch yet")
             self.dev = m.add_device("dev", iommu=iommu)
-            self.domain = self.dev.domain
+            self.iommu, self.domain = iommu, self.dev.domain
         else:
             raise AssertionError(kind)
         self.probe = m.add_device("probe")
@@ -86,7 +86,8 @@ class Rig:
             "allocated_pages": m.mem.allocated_pages,
         }
         if self.domain is not None:
-            s["domain"] = self.domain.get_state()
+            s["iommu"] = self.iommu.get_state()
+            s["iova_cookie"] = self.domain.iova_cookie.get_state()
         if memory:                       # the bytes of the swiotlb pool and both buffers
             pool = m.swiotlb
             s["mem"] = [self.probe.dma_read(pool.start, pool.end - pool.start)]
@@ -117,6 +118,10 @@ def per_call(impl, rig, op):
             for i, p in enumerate(phys):
                 s = sizes if np.ndim(sizes) == 0 else sizes[i]
                 out.append(impl.dma_map_phys(dev, int(p), int(s), d, attrs))
+            return np.array(out, dtype=np.uint64)
+        if kind == "iova2phys":
+            for a in op[1]:
+                out.append(impl.iommu_iova_to_phys(rig.domain, int(a)))
             return np.array(out, dtype=np.uint64)
         if kind == "check":
             for a in op[1]:
@@ -153,6 +158,8 @@ def batch(impl, rig, op):
         if kind == "map":
             _, phys, sizes, d, attrs = op
             return impl.dma_map_phys_batch(dev, phys, sizes, d, attrs)
+        if kind == "iova2phys":
+            return rig.domain.iova_to_phys_batch(op[1])
         if kind == "check":
             return impl.dma_mapping_error_batch(dev, op[1])
         if kind == "unmap":
@@ -219,6 +226,9 @@ def gen_op(rng, rig, live):
     if rng.random() < 0.15:                          # an address nothing maps: faults mid-batch
         addrs.insert(rng.randrange(len(addrs) + 1), 3 * GiB + 0x1000)
     addrs = np.array(addrs, dtype=np.uint64)
+    if rig.domain is not None and r > 0.9:          # mapped, unmapped and out-of-aperture IOVAs
+        iovas = addrs.tolist() + [rng.choice([0, 0x1000, 1 << 47, U64_MAX]) for _ in range(2)]
+        return ("iova2phys", np.array(iovas, dtype=np.uint64))
     if r < 0.85:
         data = np.frombuffer(rng.randbytes(len(addrs) * size), dtype=np.uint8).reshape(len(addrs), size)
         return ("write", addrs, data)
@@ -456,3 +466,32 @@ def test_stream_exercises_every_path():
     assert tallies["dev32-bounce"]["swiotlb_used"] > 0 and tallies["force-bounce"]["swiotlb_used"] > 0
     assert tallies["force-bounce"]["map_errors"] > 0 and tallies["nomask"]["map_errors"] > 0
     assert tallies["nomask"]["warnings"] > 0 and tallies["force-bounce"]["warnings"] > 0
+
+
+@pytest.mark.parametrize("domain_type", ["dma", "dma-fq", "identity", "blocked"])
+def test_iova_to_phys_batch(impl, domain_type):
+    """iova_to_phys_batch == iommu_iova_to_phys per element, for each domain type, including
+    offsets inside pages, unmapped IOVAs and IOVAs beyond the table."""
+    m = impl.Machine(ram=[(0, 64 * MiB), (4 * GiB, 64 * MiB)], swiotlb=1 * MiB)
+    try:
+        iommu = m.add_iommu()
+    except NotImplementedError:
+        pytest.skip("the IOMMU path is not on this branch yet")
+    dev = m.add_device("dev", iommu=iommu, domain_type=domain_type)
+    phys = m.alloc_pages(64) + np.arange(0, 64 * 4096, 4096, dtype=np.uint64)
+    iovas = phys.copy()
+    if domain_type.startswith("dma"):
+        iovas = impl.dma_map_phys_batch(dev, phys, 4096, DMA_BIDIRECTIONAL)
+        assert (impl.dma_mapping_error_batch(dev, iovas) == 0).all()
+    probe = np.concatenate([iovas, iovas + np.uint64(123), iovas[:8] + np.uint64(1 << 30),
+                            np.array([0, 1 << 47, 1 << 63, U64_MAX], dtype=np.uint64)])
+    want = [impl.iommu_iova_to_phys(dev.domain, int(x)) for x in probe]
+    got = dev.domain.iova_to_phys_batch(probe)
+    assert got.dtype == np.uint64 and got.tolist() == want
+    assert impl.iommu_iova_to_phys_batch(dev.domain, probe).tolist() == want
+    if domain_type.startswith("dma"):
+        assert got[:64].tolist() == phys.tolist()
+    with pytest.raises(TypeError):
+        dev.domain.iova_to_phys_batch(probe.astype(np.float64))
+    with pytest.raises(ValueError):
+        dev.domain.iova_to_phys_batch(np.array([1, -1]))
