@@ -567,3 +567,71 @@ def test_counters(impl, fmt):
     assert pt.translate(2 * blk)[2] == g and pt.walk_reads == 2 * pt.levels - 1
     assert pt.translate(3 * blk) is None                    # stops at the empty entry
     assert pt.unmap(blk, blk + g) == blk + g and pt.leaf_writes == 4
+
+
+# ---- differential: the single-granule fast paths and everything they must decline ---------------
+one_op = st.one_of(
+    # one granule at a slot inside a few 2 MiB-ish regions (tables mostly present after warm-up)
+    st.tuples(st.just("map1"), st.integers(0, 2), st.integers(0, 7), st.integers(0, 3),
+              st.sampled_from([R, W, R | W, R | C, W | NX | MMIO, R | PRIV, 0])),
+    st.tuples(st.just("unmap1"), st.integers(0, 2), st.integers(0, 7)),
+    # ops_map_pages / ops_unmap_pages of one granule, possibly misaligned
+    st.tuples(st.just("ops1"), st.integers(0, 2), st.integers(0, 7), st.sampled_from([0, 8, 0x800])),
+    st.tuples(st.just("big"), st.integers(0, 2)),                          # a block / large leaf
+    st.tuples(st.just("unbig"), st.integers(0, 2)),
+    # a user (or a device) scribbling on a table page, or freeing it under the table
+    st.tuples(st.just("poke"), st.integers(0, 5), st.integers(0, 511),
+              st.sampled_from([0, 1, 2, 3, 0x83, 0x1003, U64])),
+    st.tuples(st.just("free"), st.integers(0, 5)),
+    st.tuples(st.just("far"), st.sampled_from([1 << 47, (1 << 48) - SZ_4K, U64 - SZ_4K + 1, 1 << 57])),
+    st.tuples(st.just("i2p"), st.integers(0, 2), st.integers(0, 7)),
+)
+
+
+def run_one_ops(impl, fmt, ops):
+    m = machine(impl)
+    pt = impl.IoPgtable(m, fmt)
+    g = pt.granule
+    blk = sizes(pt.pgsize_bitmap)[1]
+    base = [0, 3 * blk, 77 * blk + 40 * g]
+    for b in base:                                 # tables present for every region
+        pt.map(b + 9 * g, 1 << 30, g, R)
+    out = []
+    for o in ops:
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            try:
+                tables = [p for p, _ in pt.get_state()["tables"]]
+                if o[0] == "map1":
+                    r = pt.map(base[o[1]] + o[2] * g, (1 << 30) + o[3] * g, g, o[4])
+                elif o[0] == "unmap1":
+                    r = pt.unmap(base[o[1]] + o[2] * g, g)
+                elif o[0] == "ops1":
+                    va = base[o[1]] + o[2] * g + o[3]
+                    r = (pt.ops_map_pages(va, (1 << 30) + o[3], g, 1, R | W), pt.ops_unmap_pages(va, g, 1))
+                elif o[0] == "big":
+                    r = pt.map(base[o[1]] & ~(blk - 1), 1 << 31, blk, R | W)
+                elif o[0] == "unbig":
+                    r = pt.unmap(base[o[1]] & ~(blk - 1), blk)
+                elif o[0] == "poke":
+                    t = tables[o[1] % len(tables)]
+                    r = m.mem_write(t + 8 * o[2], o[3].to_bytes(8, "little"))
+                elif o[0] == "free":
+                    t = tables[o[1] % len(tables)]
+                    r = (t, m.free_pages(t, 1) if t != pt.pgtable_root or pt.granule == SZ_4K else None)
+                elif o[0] == "far":
+                    r = (pt.map(o[1], 0, g, R), pt.unmap(o[1], g), pt.iova_to_phys(o[1]))
+                else:
+                    va = base[o[1]] + o[2] * g + 5
+                    r = (pt.iova_to_phys(va), pt.translate(va))
+            except (KernelBug, ValueError) as e:
+                r = (type(e).__name__, str(e))
+        out.append((r, [str(x.message) for x in w]))
+    return out, pt.leaf_writes, pt.table_pages, pt.walk_reads, m.mem.allocated_pages, \
+        m.mem_read(pt.pgtable_root, 4096) if pt.pgtable_root else None
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@given(ops=st.lists(one_op, max_size=30))
+def test_differential_single_granule(fmt, ops):
+    assert run_one_ops(dmaphys, fmt, ops) == run_one_ops(reference, fmt, ops)

@@ -165,6 +165,23 @@ cdef inline u64 _pt_rd(u8 ***l1, u64 addr) noexcept nogil:
     return (<u64 *>(p + (addr & (PAGE_SIZE - 1))))[0]
 
 
+cdef inline u64 *_pt_ptep(u8 ***l1, u64 addr) noexcept nogil:
+    """Host pointer to the (aligned) 64-bit entry at addr, or NULL where the frame has no storage.
+
+    Valid until the frame's storage is discarded: callers use it within one operation, after
+    reading the entry through it (the same frame lookup _pt_rd makes)."""
+    cdef u64 pfn = addr >> PAGE_SHIFT
+    cdef u8 **l2
+    if (pfn >> PFN_L2_SHIFT) >= PFN_L1_SIZE:
+        return NULL
+    l2 = l1[pfn >> PFN_L2_SHIFT]
+    if l2 == NULL:
+        return NULL
+    if l2[pfn & (PFN_L2_SIZE - 1)] == NULL:
+        return NULL
+    return <u64 *>(l2[pfn & (PFN_L2_SIZE - 1)] + (addr & (PAGE_SIZE - 1)))
+
+
 cdef inline int _pt_wr(PhysMem mem, u64 addr, u64 val) except -1:
     cdef u64 pfn = addr >> PAGE_SHIFT
     cdef u8 **l2
@@ -815,10 +832,98 @@ cdef class IoPgtable:
             return 0
         return self.arm_unmap(iova, pgsize, pgcount, self.top, self.pgtable_root)
 
+    # ==== single-granule fast paths ========================================================
+    # One smallest-size page with every table of the walk present: the common case of the
+    # DMA API (a 4 KiB dma_map_page / iommu_map). They read and write exactly what the general
+    # paths above read and write in that case (same PTE bytes, same counters) and decline
+    # (return NULL / 1 / 0 with nothing touched) in every other case -- a missing table, a
+    # live entry, a large leaf, an argument the general path warns about or refuses -- so the
+    # general path then runs from the start and produces the kernel's result.
+    cdef inline u64 *walk_to_leaf_ptep(self, u64 iova) noexcept nogil:
+        """Host pointer to iova's entry in its smallest-page table, NULL unless every table
+        above is present (a table entry; for arm exactly TYPE_TABLE) and has storage."""
+        cdef u64 table = self.pgtable_root, e
+        cdef u64 *ptep
+        cdef int L = self.top
+        cdef u8 ***l1 = self.l1
+        while True:
+            ptep = _pt_ptep(l1, table + ((iova >> self.shifts[L]) & self.imask[L]) * 8)
+            if ptep == NULL or L == 0:
+                return ptep
+            e = ptep[0]
+            if self.family == PT_FAM_ARM:
+                if (e & ARM_TYPE_MASK) != ARM_TYPE_TABLE:
+                    return NULL
+                table = self.arm_to_paddr(e)
+            else:
+                if self.family == PT_FAM_X86:
+                    if not (e & X86_P):
+                        return NULL
+                elif e == 0:
+                    return NULL
+                if L <= 2 and (e & VTDSS_PS):
+                    return NULL
+                table = e & PT_OA_MASK
+            L -= 1
+
+    cdef inline int map_one_fast(self, u64 iova, u64 paddr, int prot) noexcept nogil:
+        """map_pages(iova, paddr, granule, 1, prot) when tables exist and the slot is empty:
+        0 done, 1 declined (nothing touched)."""
+        cdef u64 *ptep
+        cdef u64 last = iova + self.granule - 1
+        if ((iova | paddr) & (self.granule - 1) or not (prot & (IOMMU_READ | IOMMU_WRITE))
+                or (paddr >> self.oas) or last < iova):
+            return 1
+        if self.family == PT_FAM_ARM:
+            if iova >> self.ias:                 # arm_lpae_map_pages() range check
+                return 1
+        elif not self.in_range(iova, last):
+            return 1
+        ptep = self.walk_to_leaf_ptep(iova)
+        if ptep == NULL or ptep[0] != 0:
+            return 1
+        if self.family == PT_FAM_ARM:            # arm_lpae_init_pte()
+            ptep[0] = self.arm_prot(prot) | ARM_TYPE_PAGE | self.arm_paddr_to_iopte(paddr)
+        else:                                    # __map_range_leaf() at level 0
+            ptep[0] = self.gpt_leaf(paddr, 0, self.gpt_prot(prot))
+        self.leaf_writes += 1
+        return 0
+
+    cdef inline u64 unmap_one_fast(self, u64 iova) noexcept nogil:
+        """unmap_pages(iova, granule, 1) of a present smallest-size leaf: granule, or 0 declined."""
+        cdef u64 *ptep
+        cdef u64 e, last = iova + self.granule - 1
+        if (iova & (self.granule - 1)) or last < iova:
+            return 0
+        if self.family == PT_FAM_ARM:
+            if iova >> self.ias:
+                return 0
+        elif not self.in_range(iova, last):
+            return 0
+        ptep = self.walk_to_leaf_ptep(iova)
+        if ptep == NULL:
+            return 0
+        e = ptep[0]
+        if self.family == PT_FAM_ARM:
+            if (e & ARM_TYPE_MASK) != ARM_TYPE_PAGE:
+                return 0
+        elif self.family == PT_FAM_X86:
+            if not (e & X86_P):
+                return 0
+        elif e == 0:
+            return 0
+        ptep[0] = 0
+        self.leaf_writes += 1
+        return self.granule
+
     # ==== io_pgtable_ops (the C API) ======================================================
     cdef int map_pages(self, u64 iova, u64 paddr, u64 pgsize, u64 pgcount, int prot,
                        u64 *mapped) except? -9999:
         """io_pgtable_ops->map_pages: 0 or -errno; *mapped += bytes mapped."""
+        if pgcount == 1 and pgsize == self.granule and self.pgtable_root != 0:
+            if self.map_one_fast(iova, paddr, prot) == 0:
+                mapped[0] += pgsize
+                return 0
         self.check_live()
         if self.family == PT_FAM_ARM:
             return self.arm_map_pages(iova, paddr, pgsize, pgcount, prot, mapped)
@@ -826,6 +931,11 @@ cdef class IoPgtable:
 
     cdef u64 unmap_pages(self, u64 iova, u64 pgsize, u64 pgcount) except? 0xFFFFFFFFFFFFFFFF:
         """io_pgtable_ops->unmap_pages: bytes unmapped (0 on refusal; arm: (size_t)-PT_ENOENT at a hole)."""
+        cdef u64 n
+        if pgcount == 1 and pgsize == self.granule and self.pgtable_root != 0:
+            n = self.unmap_one_fast(iova)
+            if n:
+                return n
         self.check_live()
         if self.family == PT_FAM_ARM:
             return self.arm_unmap_pages(iova, pgsize, pgcount)
@@ -1117,6 +1227,11 @@ cdef int pgtable_map(IoPgtable pt, u64 iova, u64 paddr, u64 size, int prot) exce
     cdef int ret = 0
     if (iova | paddr | size) & (min_pagesz - 1):
         return -EINVAL                           # pr_err("unaligned: ...")
+    if size == min_pagesz:
+        # iommu_pgsize() of one smallest page is (min_pagesz, 1); a failed single-page
+        # map_pages has mapped nothing, so the unwind (an unmap of 0 bytes) is a no-op
+        mapped = 0
+        return pt.map_pages(iova, paddr, min_pagesz, 1, prot, &mapped)
     while size:
         pgsize = iommu_pgsize(pt.pgsize_bitmap, iova, paddr, size, &count)
         if pgsize == 0:
@@ -1141,6 +1256,8 @@ cdef u64 pgtable_unmap(IoPgtable pt, u64 iova, u64 size) except? 0xFFFFFFFFFFFFF
     cdef u64 unmapped = 0, pgsize, count, n
     if (iova | size) & (min_pagesz - 1):
         return 0                                 # pr_err("unaligned: ...")
+    if size == min_pagesz:                       # iommu_pgsize() -> (min_pagesz, 1)
+        return pt.unmap_pages(iova, min_pagesz, 1)
     while unmapped < size:
         pgsize = iommu_pgsize(pt.pgsize_bitmap, iova, iova, size - unmapped, &count)
         if pgsize == 0:
