@@ -181,7 +181,50 @@ def measure_impl(impl, path, live, quick, dma_debug):
             return (time.perf_counter_ns() - t0) / (reps * probe.shape[0])
         res["call"], res["batch"] = best_of(call), best_of(bat)
     elif path == "link64":
+        res.update(time_link64(impl, dev, work, 200 if is_ref else (300 if quick else 3000)))
+    return res
+
+
+def time_link64(impl, dev, phys, n):
+    """ns per 64-range transaction: dma_iova_try_alloc, 64 x dma_iova_link (4 KiB each), one
+    dma_iova_sync, dma_iova_destroy. Batch: the 64 links as one dma_iova_link_batch call."""
+    if not hasattr(impl, "dma_iova_link"):
         raise NotOnBranch("two-step dma_iova_* API")
+    try_alloc, link, sync, destroy = impl.dma_iova_try_alloc, impl.dma_iova_link, impl.dma_iova_sync, \
+        impl.dma_iova_destroy
+    ps = [int(p) for p in phys[:64]]
+    offs = [k * SIZE for k in range(64)]
+    total = 64 * SIZE
+
+    def call():
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            st = impl.DmaIovaState()
+            if not try_alloc(dev, st, ps[0], total):
+                raise MemoryError("dma_iova_try_alloc failed")
+            for p, off in zip(ps, offs, strict=True):
+                if link(dev, st, p, off, SIZE, BIDI, 0):
+                    raise MemoryError("dma_iova_link failed")
+            sync(dev, st, 0, total)
+            destroy(dev, st, total, BIDI, 0)
+        return (time.perf_counter_ns() - t0) / n
+
+    res = {"call": best_of(call)}
+    link_batch = getattr(impl, "dma_iova_link_batch", None)
+    if link_batch is not None:
+        parr, oarr = phys[:64].copy(), np.array(offs, dtype=np.uint64)
+
+        def bat():
+            t0 = time.perf_counter_ns()
+            for _ in range(n):
+                st = impl.DmaIovaState()
+                try_alloc(dev, st, ps[0], total)
+                if (link_batch(dev, st, parr, oarr, SIZE, BIDI, 0) != 0).any():
+                    raise MemoryError("dma_iova_link_batch failed")
+                sync(dev, st, 0, total)
+                destroy(dev, st, total, BIDI, 0)
+            return (time.perf_counter_ns() - t0) / n
+        res["batch"] = best_of(bat)
     return res
 
 
