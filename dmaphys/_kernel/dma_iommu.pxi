@@ -41,3 +41,8 @@ cdef int iommu_dma_init_domain(IommuDomain domain, Device dev) except -1:
     """iommu_dma_init_domain() (+ iommu_get_dma_cookie): called by attach for DMA/DMA_FQ domains;
     creates domain.iova_cookie and reserves the IOMMU's reserved regions."""
     raise NotImplementedError("dma-iommu is not built yet")
+
+cdef int iommu_put_dma_cookie(IommuDomain domain) except -1:
+    """iommu_put_dma_cookie(): tear down the cookie when the domain is freed (iommu.pxi calls it)."""
+    domain.iova_cookie = None
+    return 0

@@ -1,14 +1,583 @@
-"""Reference model of drivers/iommu/iommu.c. PLACEHOLDER (foundation skeleton)."""
+"""Reference model of drivers/iommu/iommu.c (mirrors dmaphys/_kernel/iommu.pxi).
+
+IOMMU instances, domains (DMA, DMA_FQ, identity, blocked, unmanaged), iommu_map / iommu_unmap /
+iommu_iova_to_phys, device attach, and a device's translated requests (iommu_device_access):
+one translation per request that never crosses a 4 KiB boundary, IOTLB first, then a walk.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import logging
+
+from ..errors import DmaFault, IommuFault, KernelBug, KernelWarning
+from . import debug as _debug
+from ._util import U64_MAX, min_not_zero, u64
+from .io_pgtable import IOPGTABLE_FORMATS, IoPgtable, _describe, _ffs, iommu_pgsize, pgtable_unmap
+from .iotlb import Iotlb
+
+__all__ = ["Iommu", "IommuDomain", "iommu_map", "iommu_unmap", "iommu_unmap_fast",
+           "iommu_iotlb_sync", "iommu_iova_to_phys", "iommu_domain_free",
+           "iommu_attach_device", "iommu_detach_device", "IOMMU_DOMAIN_TYPES"]
+
+_log = logging.getLogger("dmaphys")
+
+IOMMU_READ, IOMMU_WRITE = 1 << 0, 1 << 1
+EINVAL, EBUSY, ENODEV = 22, 16, 19
+PAGE_SIZE = 4096
+# include/linux/iommu.h domain type bits
+_PAGING, _DMA_API, _PT, _DMA_FQ = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+IOMMU_DOMAIN_TYPES = {"blocked": 0, "identity": _PT, "unmanaged": _PAGING, "dma": _PAGING | _DMA_API,
+                      "dma-fq": _PAGING | _DMA_API | _DMA_FQ}
+_RESV_TYPE_NAMES = ("direct", "direct_relaxable", "reserved", "msi", "sw_msi")
+IOMMU_FAULT_MODES = ("raise", "record")
+_VTD_FAULT = {"blocked": (0x02, "Present bit in context entry is clear"),
+              "address-size": (0x04, "Access beyond MGAW"),
+              "write": (0x05, "PTE Write access is not set"),
+              "read": (0x06, "PTE Read access is not set")}
+
+
+def _dma_iommu():
+    from . import dma_iommu  # imports this module: resolved at call time
+    return dma_iommu
+
+
+class IommuDomain:
+    """Reference twin of dmaphys._core.IommuDomain (made by the Iommu, never directly)."""
+
+    def __init__(self, iommu, type: str, is_default: bool, _token=None):
+        if _token is not _TOKEN:
+            raise TypeError("IommuDomain objects come from Iommu.domain_alloc() or device attach")
+        self.iommu = iommu
+        self.type = type
+        self.type_value = IOMMU_DOMAIN_TYPES[type]
+        self.devices: list = []
+        self.iova_cookie = None
+        self.is_default = is_default
+        self.freed = False
+        iommu._next_domid += 1
+        self.id = iommu._next_domid
+        self.stale_hits = self.faults = self.iotlb_syncs = self.iotlb_flushes = 0
+        if self.type_value & _PAGING:
+            self.pgtable = IoPgtable(iommu.machine, iommu.fmt, iommu.ias, iommu.oas)
+            self.pgtable.defer_free = True
+            self.pgsize_bitmap = self.pgtable.pgsize_bitmap
+            self.aperture_start = self.pgtable.aperture_start
+            self.aperture_end = self.pgtable.aperture_end
+            self.translates = True
+            bm, self.leaf_shifts = self.pgsize_bitmap, []
+            while bm and len(self.leaf_shifts) < 8:
+                self.leaf_shifts.append(_ffs(bm))
+                bm &= bm - 1
+        else:
+            self.pgtable = None
+            self.pgsize_bitmap = self.aperture_start = self.aperture_end = 0
+            self.translates = self.type_value == 0
+            self.leaf_shifts = []
+
+    @property
+    def pgtable_root(self) -> int:
+        return self.pgtable.pgtable_root if self.pgtable is not None else 0
+
+    @property
+    def stats(self):
+        return {"stale_hits": self.stale_hits, "faults": self.faults,
+                "iotlb_syncs": self.iotlb_syncs, "iotlb_flushes": self.iotlb_flushes}
+
+    def __repr__(self) -> str:
+        return (f"<dmaphys.reference.IommuDomain id={self.id} {self.type} devices={len(self.devices)}"
+                f"{' freed' if self.freed else ''}>")
+
+
+_TOKEN = object()
+
+
+def _resv_regions(regions):
+    out = []
+    for r in regions:
+        if hasattr(r, "type") and hasattr(r, "start"):
+            start, length, t = r.start, r.length, r.type
+        else:
+            start, length, t = r
+        if isinstance(t, int) and not isinstance(t, bool):
+            if not 0 <= t < len(_RESV_TYPE_NAMES):
+                raise ValueError(f"unknown IOMMU reserved-region type {t!r}")
+            t = _RESV_TYPE_NAMES[t]
+        else:
+            t = str(t).lower().replace("-", "_")
+            if t.startswith("iommu_resv_"):
+                t = t[len("iommu_resv_"):]
+            if t not in _RESV_TYPE_NAMES:
+                raise ValueError(f"unknown IOMMU reserved-region type {r!r}")
+        out.append((u64(start, "start"), u64(length, "length"), t))
+    return out
 
 
 class Iommu:
-    def __init__(self, machine, fmt, strict, iotlb, **kwargs):
-        raise NotImplementedError("the IOMMU path is not built yet")
+    """Reference twin of dmaphys._core.Iommu (see its docstring for the options)."""
+
+    def __init__(self, machine, fmt="vtd-ss", strict=True, iotlb=None, *, fault_mode="raise",
+                 shadow_on_flush=False, forcedac=False, caching_mode=False, reserved_regions=None,
+                 ias=None, oas=None, name=None):
+        if not isinstance(fmt, str):
+            raise TypeError(f"fmt must be a str, not {type(fmt).__name__}")
+        if fmt not in IOPGTABLE_FORMATS:
+            raise ValueError(f"unknown IOMMU page-table format {fmt!r}; "
+                             f"known: {', '.join(IOPGTABLE_FORMATS)}")
+        if fault_mode not in IOMMU_FAULT_MODES:
+            raise ValueError(f"fault_mode must be 'raise' or 'record', not {fault_mode!r}")
+        if iotlb is None:
+            tlb = Iotlb()
+        elif iotlb is False:
+            tlb = None
+        elif isinstance(iotlb, Iotlb):
+            tlb = iotlb
+        elif iotlb == "qemu":
+            tlb = Iotlb(mode="qemu")
+        elif isinstance(iotlb, dict):
+            tlb = Iotlb(**iotlb)
+        else:
+            raise TypeError(f"iotlb must be None, False, 'qemu', a dict or an Iotlb, not {iotlb!r}")
+        if tlb is not None and tlb.owner is not None:
+            raise ValueError("this Iotlb already belongs to another IOMMU")
+        regions = _resv_regions(_describe(fmt, ias, oas).reserved_regions
+                                if reserved_regions is None else reserved_regions)
+        self.machine = machine
+        self.fmt = fmt
+        self.ias, self.oas = ias, oas
+        IoPgtable(machine, fmt, ias, oas).free_tables()     # validates ias/oas now
+        self.strict = bool(strict)
+        self.iotlb = tlb
+        if tlb is not None:
+            tlb.owner = self
+        self.faults: list[dict] = []
+        self._fault_mode = fault_mode
+        self.shadow_on_flush = bool(shadow_on_flush)
+        self.forcedac = bool(forcedac)
+        self.caching_mode = bool(caching_mode)
+        self.reserved_regions = regions
+        self.name = f"iommu{len(machine.iommus)}" if name is None else str(name)
+        self._sids: dict = {}
+        self._default_domains: dict = {}
+        self._next_domid = 0
+        self._next_sid = 0
+        self.identity_domain = IommuDomain(self, "identity", False, _TOKEN)
+        self.blocked_domain = IommuDomain(self, "blocked", False, _TOKEN)
+        self.domains = [self.identity_domain, self.blocked_domain]
+
+    @property
+    def fault_mode(self) -> str:
+        return self._fault_mode
+
+    @fault_mode.setter
+    def fault_mode(self, value) -> None:
+        if value not in IOMMU_FAULT_MODES:
+            raise ValueError(f"fault_mode must be 'raise' or 'record', not {value!r}")
+        self._fault_mode = value
+
+    def clear_faults(self) -> None:
+        self.faults = []
+
+    def domain_alloc(self):
+        d = IommuDomain(self, "unmanaged", False, _TOKEN)
+        self.domains.append(d)
+        self.machine.flush_warnings()
+        return d
+
+    def _free_domain(self, d) -> None:
+        if d.iova_cookie is not None:
+            put = getattr(_dma_iommu(), "iommu_put_dma_cookie", None)
+            if put is not None:
+                put(d)
+            d.iova_cookie = None
+        if self.iotlb is not None:
+            self.iotlb.inv_domain(d.id)
+        if d.pgtable is not None:
+            d.pgtable.free_tables()
+        d.freed = True
+        self.domains.remove(d)
+
+    def attach_device(self, dev, domain, domain_type):
+        if dev.domain is not None:
+            raise ValueError(f"{dev.name} is already attached to IOMMU domain {dev.domain.id}")
+        if dev.machine is not self.machine:
+            raise ValueError(f"{dev.name} belongs to another machine")
+        fresh = False
+        if domain is not None:
+            if not isinstance(domain, IommuDomain):
+                raise TypeError(f"domain must be an IommuDomain, not {type(domain).__name__}")
+            d = domain
+            if d.iommu is not self:
+                raise ValueError("domain belongs to another IOMMU")
+            if d.freed:
+                raise ValueError(f"IOMMU domain {d.id} was freed")
+            if dev.untrusted and d.type_value != IOMMU_DOMAIN_TYPES["dma"]:
+                raise ValueError(f"{dev.name} is untrusted and may only join a strict DMA domain, "
+                                 f"not {d.type!r}")
+        else:
+            t = "dma" if domain_type is None else domain_type
+            if t not in ("dma", "dma-fq", "identity", "blocked"):
+                raise ValueError(f"domain_type must be 'dma', 'dma-fq', 'identity' or 'blocked', not {t!r}")
+            if dev.untrusted and dev.pci:
+                t = "dma"
+            elif t == "dma" and not self.strict:
+                t = "dma-fq"
+            if t == "identity":
+                d = self.identity_domain
+            elif t == "blocked":
+                d = self.blocked_domain
+            else:
+                d = IommuDomain(self, t, True, _TOKEN)
+                fresh = True
+        try:
+            self._attach(dev, d)
+        except BaseException:
+            if fresh:
+                d.pgtable.free_tables()
+            raise
+        if fresh:
+            self.domains.append(d)
+        self._sids[dev] = self._next_sid
+        self._next_sid += 1
+        self.machine.flush_warnings()
+        return d
+
+    def _attach(self, dev, d) -> None:
+        ret = 0
+        dma_api = bool(d.type_value & _DMA_API)
+        if dma_api:
+            ret = _dma_iommu().iommu_dma_init_domain(d, dev)
+        d.devices.append(dev)
+        dev.domain = d
+        dev.dma_iommu = dma_api and ret == 0
+        if ret:
+            self.machine.kwarn(KernelWarning, f"Failed to set up IOMMU for device {dev.name}; "
+                               "retaining platform DMA ops")
+
+    def detach_device(self, dev) -> None:
+        d = dev.domain
+        if d is None or d.iommu is not self:
+            raise ValueError(f"{dev.name} is not attached to {self.name}")
+        if dev in self._default_domains:
+            self._switch(dev, d, self._default_domains.pop(dev))
+            d = dev.domain
+        d.devices.remove(dev)
+        dev.domain = None
+        dev.dma_iommu = False
+        self._sids.pop(dev, None)
+        if d.translates and self.iotlb is not None:
+            self.iotlb.inv_domain(d.id)
+        if d.is_default and not d.devices:
+            self._free_domain(d)
+        self.machine.flush_warnings()
+
+    def _switch(self, dev, old, new) -> None:
+        old.devices.remove(dev)
+        new.devices.append(dev)
+        dev.domain = new
+        if old.translates and self.iotlb is not None:
+            self.iotlb.inv_domain(old.id)
+
+    def device_domain(self, dev):
+        d = dev.domain
+        return d if d is not None and d.iommu is self else None
+
+    def sid_of(self, dev) -> int:
+        return self._sids.get(dev, 0)
+
+    def get_state(self):
+        doms = [{"id": d.id, "type": d.type, "devices": [x.name for x in d.devices],
+                 "pgtable_root": d.pgtable_root, "stats": d.stats,
+                 "mappings": d.pgtable.get_state()["mappings"] if d.pgtable is not None else None}
+                for d in self.domains]
+        return {"domains": doms, "faults": list(self.faults),
+                "iotlb": self.iotlb.get_state() if self.iotlb is not None else None}
+
+    def __repr__(self) -> str:
+        return (f"<dmaphys.reference.Iommu {self.name} {self.fmt} {'strict' if self.strict else 'lazy'} "
+                f"domains={len(self.domains)} faults={len(self.faults)}>")
 
 
-def iommu_device_access(dev, iova, n, write, data):
-    raise NotImplementedError("the IOMMU path is not built yet")
+# ---- drivers/iommu/iommu.c: map / unmap / sync ------------------------------------------------
+def iommu_map_nosync(domain, iova: int, paddr: int, size: int, prot: int) -> int:
+    """iommu_map_nosync(): 0 or -errno; a failure unmaps (with IOTLB sync) what was mapped."""
+    d = domain
+    if not d.type_value & _PAGING:
+        return -EINVAL
+    pt = d.pgtable
+    if pt is None or d.pgsize_bitmap == 0:
+        d.iommu.machine.kwarn(KernelWarning, "WARNING: iommu_map_nosync(): WARN_ON(!ops->map_pages || "
+                              "domain->pgsize_bitmap == 0UL)")
+        return -ENODEV
+    if d.freed:
+        raise ValueError(f"IOMMU domain {d.id} was freed")
+    min_pagesz = 1 << _ffs(d.pgsize_bitmap)
+    if (iova | paddr | size) & (min_pagesz - 1):
+        _log.error("unaligned: iova 0x%x pa 0x%x size 0x%x min_pagesz 0x%x", iova, paddr, size, min_pagesz)
+        return -EINVAL
+    orig_iova, orig_size = iova, size
+    ret = 0
+    while size:
+        pgsize, count = iommu_pgsize(d.pgsize_bitmap, iova, paddr, size)
+        if not pgsize:
+            raise KernelBug(f"iommu_pgsize(): BUG_ON(!pgsizes) iova {iova:#x} paddr {paddr:#x} "
+                            f"size {size:#x}")
+        ret, mapped = pt.map_pages(iova, paddr, pgsize, count, prot)
+        size -= mapped
+        if ret:
+            break
+        if not mapped:
+            raise KernelBug("map_pages() mapped nothing and reported success: iommu_map would spin")
+        iova = (iova + mapped) & U64_MAX
+        paddr = (paddr + mapped) & U64_MAX
+    if ret:
+        _unmap(d, orig_iova, orig_size - size)
+    return ret
+
+
+def iommu_sync_map(domain, iova: int, size: int) -> int:
+    """iommu_sync_map(): only a caching-mode (virtual) VT-d invalidates on map."""
+    if domain.iommu.caching_mode and domain.iommu.iotlb is not None and size:
+        domain.iommu.iotlb.inv_range(domain.id, iova, size, domain.leaf_shifts)
+    return 0
+
+
+def _map(domain, iova, paddr, size, prot) -> int:
+    ret = iommu_map_nosync(domain, iova, paddr, size, prot)
+    if ret:
+        return ret
+    ret = iommu_sync_map(domain, iova, size)
+    if ret:
+        _unmap(domain, iova, size)
+    return ret
+
+
+def _unmap_fast(d, iova: int, size: int) -> int:
+    if not d.type_value & _PAGING or d.pgtable is None:
+        return 0
+    if d.freed:
+        raise ValueError(f"IOMMU domain {d.id} was freed")
+    return pgtable_unmap(d.pgtable, iova, size)
+
+
+def _gather_len(size: int, unmapped: int) -> int:
+    if unmapped == 0:
+        return 0
+    if size < unmapped < (1 << 63):
+        return unmapped
+    return size
+
+
+def _unmap(d, iova: int, size: int) -> int:
+    n = _unmap_fast(d, iova, size)
+    iommu_iotlb_sync_range(d, iova, _gather_len(size, n))
+    return n
+
+
+def iommu_iotlb_sync_range(domain, iova: int, size: int) -> int:
+    """iommu_iotlb_sync() of a gather covering [iova, iova + size)."""
+    domain.iotlb_syncs += 1
+    if size and domain.iommu.iotlb is not None:
+        domain.iommu.iotlb.inv_range(domain.id, iova, size, domain.leaf_shifts)
+    if domain.pgtable is not None:
+        domain.pgtable.release_pending()
+    return 0
+
+
+def iommu_flush_iotlb_all(domain) -> int:
+    """iommu_flush_iotlb_all(): domain-selective invalidation, then free collected table pages."""
+    domain.iotlb_flushes += 1
+    if domain.iommu.iotlb is not None:
+        domain.iommu.iotlb.inv_domain(domain.id)
+    if domain.pgtable is not None:
+        domain.pgtable.release_pending()
+    return 0
+
+
+def _iova_to_phys(d, iova: int) -> int:
+    if d.type_value == _PT:
+        return iova
+    if d.pgtable is None or d.freed:
+        return 0
+    return d.pgtable.c_iova_to_phys(iova)
+
+
+# ---- the hardware: a device's requests through the IOMMU ------------------------------------------
+def _fault(mmu, d, dev, iova: int, size: int, write: bool, reason: str) -> None:
+    access = "write" if write else "read"
+    dev.faults += 1
+    d.faults += 1
+    mmu.faults.append({"device": dev.name, "iova": iova, "size": size, "access": access,
+                       "reason": reason, "domain": d.id, "time": mmu.machine.clock_ns})
+    if mmu.fmt.startswith("vtd"):
+        code, text = _VTD_FAULT.get(reason, _VTD_FAULT[access])
+        _log.error("DMAR: [DMA %s NO_PASID] Request device [%s] fault addr 0x%x [fault reason 0x%02x] %s",
+                   "Write" if write else "Read", dev.name, iova, code, text)
+    else:
+        _log.error("%s: %s translation fault (%s) for %s at IOVA 0x%x", mmu.name, access, reason,
+                   dev.name, iova)
+    if mmu.fault_mode != "record":
+        raise IommuFault(dev.name, iova, size, access, reason)
+
+
+def iommu_device_access(dev, iova: int, n: int, write: bool, data: bytes | None):
+    """Mirrors iommu.pxi iommu_device_access(); returns the bytes read (reads) or None."""
+    from .machine import bus_access_phys, dma_get_mask  # machine imports this module
+
+    d = dev.domain
+    mmu = d.iommu
+    tlb = mmu.iotlb
+    pt = d.pgtable
+    need = IOMMU_WRITE if write else IOMMU_READ
+    limit = min_not_zero(dma_get_mask(dev), dev.bus_dma_limit)
+    if iova + n - 1 > limit:
+        dev.faults += 1
+        raise DmaFault(dev.name, iova, n, "write" if write else "read",
+                       f"beyond the device's addressing limit {limit:#x}")
+    sid = mmu.sid_of(dev) if tlb is not None and tlb.qemu else 0
+    out = bytearray()
+    done = 0
+    while done < n:
+        a = iova + done
+        chunk = min(PAGE_SIZE - (a & (PAGE_SIZE - 1)), n - done)
+        reason = None
+        phys = prot = 0
+        if pt is None:
+            reason = "blocked"
+        else:
+            e = tlb.find(d.id, sid, a, d.leaf_shifts) if tlb is not None else None
+            if e is not None:
+                mask = (1 << e.shift) - 1
+                phys, prot = e.phys | (a & mask), e.prot
+                if e.gen != pt.leaf_writes:
+                    saved = pt.walk_reads
+                    cur = pt.lookup(a)
+                    pt.walk_reads = saved
+                    if cur is None or cur != (phys, prot, mask + 1):
+                        tlb.stale_hits += 1
+                        d.stale_hits += 1
+                        hook = getattr(_debug, "debug_dma_stale_iotlb", None)
+                        if hook is not None:
+                            hook(dev, a, phys, U64_MAX if cur is None else cur[0])
+                    else:
+                        e.gen = pt.leaf_writes
+            else:
+                w = pt.lookup(a)
+                if w is None:
+                    reason = "not-present" if pt._in_range(a, a) else "address-size"
+                else:
+                    phys, prot, leaf = w
+                    if tlb is not None:
+                        tlb.fill(d.id, sid, a, _ffs(leaf), phys, prot, pt.leaf_writes)
+            if reason is None and not prot & need:
+                reason = "write-denied" if write else "read-denied"
+        if reason is not None:
+            _fault(mmu, d, dev, a, chunk, write, reason)
+            if not write:
+                out += b"\xff" * chunk
+        elif write:
+            bus_access_phys(dev, phys, chunk, True, data[done:done + chunk])
+        else:
+            out += bus_access_phys(dev, phys, chunk, False, None)
+        done += chunk
+    return None if write else bytes(out)
+
+
+# ---- module-level kernel API ---------------------------------------------------------------------
+def _domain_arg(domain):
+    if not isinstance(domain, IommuDomain):
+        raise TypeError(f"domain must be an IommuDomain, not {type(domain).__name__}")
+    return domain
+
+
+def iommu_map(domain, iova, paddr, size, prot) -> int:
+    """iommu_map(domain, iova, paddr, size, prot): 0 or -errno."""
+    d = _domain_arg(domain)
+    args = (u64(iova, "iova"), u64(paddr, "paddr"), u64(size, "size"), u64(prot, "prot"))
+    try:
+        return _map(d, *args)
+    finally:
+        d.iommu.machine.flush_warnings()
+
+
+def iommu_unmap(domain, iova, size) -> int:
+    """iommu_unmap(domain, iova, size): bytes unmapped; the IOTLB is synced for the range."""
+    d = _domain_arg(domain)
+    a, s = u64(iova, "iova"), u64(size, "size")
+    try:
+        return _unmap(d, a, s)
+    finally:
+        d.iommu.machine.flush_warnings()
+
+
+def iommu_unmap_fast(domain, iova, size) -> int:
+    """iommu_unmap_fast(): bytes unmapped, the IOTLB is NOT invalidated."""
+    d = _domain_arg(domain)
+    a, s = u64(iova, "iova"), u64(size, "size")
+    try:
+        return _unmap_fast(d, a, s)
+    finally:
+        d.iommu.machine.flush_warnings()
+
+
+def iommu_iotlb_sync(domain, iova, size) -> None:
+    """iommu_iotlb_sync() of a gather covering [iova, iova + size)."""
+    iommu_iotlb_sync_range(_domain_arg(domain), u64(iova, "iova"), u64(size, "size"))
+
+
+def iommu_iova_to_phys(domain, iova) -> int:
+    """iommu_iova_to_phys(domain, iova): the physical address, 0 when unmapped."""
+    return _iova_to_phys(_domain_arg(domain), u64(iova, "iova"))
+
+
+def iommu_domain_free(domain) -> None:
+    d = _domain_arg(domain)
+    if d.freed:
+        raise ValueError(f"IOMMU domain {d.id} was already freed")
+    if d.type in ("identity", "blocked"):
+        raise ValueError(f"the {d.type} domain is static and is never freed")
+    if d.devices:
+        raise ValueError(f"IOMMU domain {d.id} still has devices attached: "
+                         f"{', '.join(x.name for x in d.devices)}")
+    d.iommu._free_domain(d)
+    d.iommu.machine.flush_warnings()
+
+
+def iommu_attach_device(domain, dev) -> int:
+    d = _domain_arg(domain)
+    if d.freed:
+        raise ValueError(f"IOMMU domain {d.id} was freed")
+    if dev.domain is None:
+        return -ENODEV
+    cur = dev.domain
+    if cur.iommu is not d.iommu:
+        return -EINVAL
+    mmu = d.iommu
+    if dev in mmu._default_domains:
+        return -EBUSY
+    if len(cur.devices) != 1:
+        return -EINVAL
+    if cur is d:
+        return 0
+    mmu._default_domains[dev] = cur
+    mmu._switch(dev, cur, d)
+    dev.dma_iommu = False
+    return 0
+
+
+def iommu_detach_device(domain, dev) -> None:
+    d = _domain_arg(domain)
+    mmu = d.iommu
+    if dev.domain is not d or dev not in mmu._default_domains:
+        mmu.machine.kwarn(KernelWarning, "WARNING: iommu_detach_device(): WARN_ON(domain != group->domain)")
+        mmu.machine.flush_warnings()
+        return
+    dflt = mmu._default_domains.pop(dev)
+    mmu._switch(dev, d, dflt)
+    dev.dma_iommu = bool(dflt.type_value & _DMA_API) and dflt.iova_cookie is not None
+
+
+# names dma_iommu.py calls (the C-level functions of the core)
+iommu_map_c = _map
+iommu_unmap_c = _unmap
+iommu_unmap_fast_c = _unmap_fast
+iommu_iova_to_phys_c = _iova_to_phys
