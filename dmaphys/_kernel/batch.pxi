@@ -255,36 +255,44 @@ def dma_write_batch(Device dev not None, addrs, data):
 
 
 # ---- drivers/iommu/iommu.c: iommu_iova_to_phys over an array ------------------------------------
-cdef object _iommu_iova_to_phys_batch(IommuDomain domain, object iovas):
+cdef object _iommu_iova_to_phys_batch(IommuDomain d, object iovas):
+    """iommu_iova_to_phys_c() per element, its domain checks hoisted: the loop runs no Python
+    code, so the domain cannot change type or be freed between two elements."""
     cdef object ia = _batch_u64_array(iovas, "iovas")
     cdef const u64[::1] a = ia
     cdef Py_ssize_t n = a.shape[0], i
     cdef object out = _np.empty(n, dtype=_np.uint64)
     cdef u64[::1] o = out
     cdef IoPgtable pt
-    if domain.type == "identity":              # iommu_iova_to_phys(): IOMMU_DOMAIN_IDENTITY
+    if n == 0:
+        return out
+    if d.ktype == IOMMU_DOMAIN_IDENTITY:
         o[:] = a
-    elif domain.type == "blocked" or domain.pgtable is None:
+    elif d.pgtable is None or d.freed:
         o[:] = 0
     else:
-        pt = domain.pgtable                      # domain->ops->iova_to_phys
-        pt.check_live()
+        pt = d.pgtable                           # domain->ops->iova_to_phys
         with nogil:
             for i in range(n):
                 o[i] = pt.c_iova_to_phys(a[i])
     return out
 
 
-def iommu_iova_to_phys_batch(IommuDomain domain not None, iovas):
+def iommu_iova_to_phys_batch(domain, iovas):
     """iommu_iova_to_phys_batch(domain, iovas) -> ndarray[uint64]
 
-    ``iommu_iova_to_phys(domain, iovas[i])`` for each i (identity domains return the IOVA,
-    blocked ones 0, paging domains walk the page table: 0 when unmapped). A software walk: no
-    IOTLB, no statistics, no warnings. The loop runs without the GIL; it reads the domain's page
-    tables, so another thread must not change that domain's mappings during the call (as in the
-    kernel, where iova_to_phys racing with unmap is the caller's bug).
+    Same as ``domain.iova_to_phys_batch(iovas)``: ``iommu_iova_to_phys(domain, iovas[i])`` for
+    each i (identity domains return the IOVA, blocked and freed ones 0, paging domains walk the
+    page table: 0 when unmapped, -ERANGE as u64 beyond a generic_pt table). A software walk:
+    no IOTLB, no statistics, no warnings.
+
+    The walk runs without the GIL (IoPgtable.c_iova_to_phys is nogil), so other Python threads
+    run meanwhile. It reads the domain's page-table pages in simulated memory: another thread
+    must not map, unmap or free in this domain during the call -- in the kernel,
+    iova_to_phys racing with unmap is the caller's bug too; here a racing unmap that frees a
+    table page could make the walk read freed host memory.
     """
-    return _iommu_iova_to_phys_batch(domain, iovas)
+    return _iommu_iova_to_phys_batch(_domain_arg(domain), iovas)
 
 
 __all__ += ["dma_map_phys_batch", "dma_mapping_error_batch", "dma_unmap_phys_batch",

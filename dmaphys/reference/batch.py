@@ -13,6 +13,7 @@ import contextlib
 
 import numpy as np
 
+from . import iommu as _iommu
 from . import mapping as _mapping
 from ._util import u64
 
@@ -171,14 +172,10 @@ def dma_write_batch(dev, addrs, data) -> None:
 
 # ---- drivers/iommu/iommu.c ------------------------------------------------------------------------
 def iommu_iova_to_phys_batch(domain, iovas) -> np.ndarray:
-    """Reference of dmaphys.iommu_iova_to_phys_batch: iommu_iova_to_phys per element."""
+    """Reference of dmaphys.iommu_iova_to_phys_batch: iommu_iova_to_phys() per element."""
+    domain = _iommu._domain_arg(domain)
     a = _batch_u64_array(iovas, "iovas")
     out = np.empty(a.shape[0], dtype=np.uint64)
     for i in range(a.shape[0]):
-        if domain.type == "identity":
-            out[i] = a[i]
-        elif domain.type == "blocked" or domain.pgtable is None:
-            out[i] = 0
-        else:
-            out[i] = domain.pgtable.iova_to_phys(int(a[i]))
+        out[i] = _iommu.iommu_iova_to_phys(domain, int(a[i]))
     return out
