@@ -156,9 +156,11 @@ def measure_impl(impl, path, live, quick, dma_debug):
         domain = dev.domain_alloc()
         live_addrs = np.uint64(1 << 20) + np.arange(live, dtype=np.uint64) * np.uint64(SIZE)
         iommu_map = impl.iommu_map
-        for iova, p in zip(live_addrs.tolist(), live_phys.tolist(), strict=True):
-            if iommu_map(domain, iova, p, SIZE, 3):
-                raise MemoryError("iommu_map failed")
+        for c in range(0, live, 1 << 16):            # chunks: no 10^7-element Python lists
+            for iova, p in zip(live_addrs[c:c + (1 << 16)].tolist(), live_phys[c:c + (1 << 16)].tolist(),
+                               strict=True):
+                if iommu_map(domain, iova, p, SIZE, 3):
+                    raise MemoryError("iommu_map failed")
     else:
         live_addrs = build_live(impl, dev, live_phys)
         domain = getattr(dev, "domain", None)
