@@ -120,11 +120,14 @@ def scenario_swiotlb(w: Workload):
     """A 32-bit device on dma-direct with buffers above 4 GiB: every mapping bounces."""
     dma, m, dev = w.dma, w.m, w.devs["legacy32"]
     st = w.stats["swiotlb"]
-    pool = [m.alloc_pages(16) for _ in range(32)]           # top-down: above 4 GiB
+    slot_pages = 4                                          # a buffer slot: 16 KiB
+    base = m.alloc_pages(64 * slot_pages)                   # top-down: above 4 GiB
+    free_slots = list(range(64))
     live: deque = deque()
     while True:
-        buf = pool[w.rng.randrange(len(pool))] + w.rng.randrange(0, 16 * PAGE_SIZE - 8192)
+        slot = free_slots.pop(w.rng.randrange(len(free_slots)))
         size = w.rng.choice((64, 512, 1500, 2048, 4096, 8192))
+        buf = base + slot * slot_pages * PAGE_SIZE + w.rng.randrange(0, slot_pages * PAGE_SIZE - size + 1)
         direction = w.rng.choice((DMA_TO_DEVICE, DMA_FROM_DEVICE, DMA_BIDIRECTIONAL))
         data = w.pattern(size)
         m.mem_write(buf, data)
@@ -132,6 +135,7 @@ def scenario_swiotlb(w: Workload):
         st.ops += 1
         if dma.dma_mapping_error(dev, addr):
             st.map_failures += 1
+            free_slots.append(slot)
         else:
             if direction != DMA_FROM_DEVICE:
                 w.expect("swiotlb TX", dev.dma_read(addr, size), data)
@@ -143,10 +147,10 @@ def scenario_swiotlb(w: Workload):
                 dev.dma_write(addr, rx)
                 st.ops += 1
                 data = rx + data[part:]
-            live.append((addr, buf, size, direction, data))
+            live.append((addr, buf, size, direction, data, slot))
             st.bytes += size
         while len(live) > 48 or (live and w.rng.random() < 0.5):
-            addr, buf, size, direction, data = live.popleft()
+            addr, buf, size, direction, data, slot = live.popleft()
             if direction != DMA_TO_DEVICE and w.rng.random() < 0.5:
                 dma.dma_sync_single_for_cpu(dev, addr, size, direction)
                 st.ops += 1
@@ -154,6 +158,7 @@ def scenario_swiotlb(w: Workload):
             dma.dma_unmap_single(dev, addr, size, direction)
             st.ops += 1
             w.expect("swiotlb unmap", m.mem_read(buf, size), data)
+            free_slots.append(slot)
         yield
 
 
@@ -168,7 +173,7 @@ def scenario_direct(w: Workload):
         data = w.pattern(size)
         m.mem_write(buf + off, data)
         addr = dma.dma_map_single(dev, buf + off, size, DMA_BIDIRECTIONAL)
-        if addr != buf + off:
+        if dma.dma_mapping_error(dev, addr) or addr != buf + off:
             w.integrity_errors.append(f"direct: dma addr {addr:#x} != phys {buf + off:#x}")
         w.expect("direct read", dev.dma_read(addr, size), data)
         rx = w.pattern(size)
@@ -285,21 +290,22 @@ def scenario_p2p(w: Workload):
     st = w.stats["p2p"]
     gpu, rdma, acc = w.devs["gpu0"], w.devs["rdma0"], w.devs["acc0"]
     bar = 0x38_0000_0000
-    state = dma.PciP2PdmaMapState()
+    # one map state per client: pci_p2pdma_state() caches the map type by pgmap only
+    rdma_state, acc_state = dma.PciP2PdmaMapState(), dma.PciP2PdmaMapState()
     while True:
         off = w.rng.randrange(0, (64 << 20) - 8192) & ~63
         n = w.rng.choice((64, 512, 4096))
         phys = bar + off
         data = w.pattern(n)
         if w.rng.random() < 0.5:
-            t = dma.pci_p2pdma_state(state, rdma, phys)
+            t = dma.pci_p2pdma_state(rdma_state, rdma, phys)
             if t != PCI_P2PDMA_MAP_BUS_ADDR:
                 w.integrity_errors.append(f"p2p: map type {t} for rdma0, expected BUS_ADDR")
-            bus = dma.pci_p2pdma_bus_addr_map(state, phys)
+            bus = dma.pci_p2pdma_bus_addr_map(rdma_state, phys)
             rdma.dma_write(bus, data)
             st.ops += 3
         else:
-            t = dma.pci_p2pdma_state(state, acc, phys)
+            t = dma.pci_p2pdma_state(acc_state, acc, phys)
             if t != PCI_P2PDMA_MAP_THRU_HOST_BRIDGE:
                 w.integrity_errors.append(f"p2p: map type {t} for acc0, expected THRU_HOST_BRIDGE")
             addr = dma.dma_map_phys(acc, phys, n, DMA_BIDIRECTIONAL, DMA_ATTR_MMIO)

@@ -479,7 +479,8 @@ cdef inline void trace_dma_free(Device dev, u64 phys, u64 dma_addr, u64 size, in
 
 
 cdef inline void trace_swiotlb_bounced(Device dev, u64 dma_addr, u64 size):
-    """swiotlb:swiotlb_bounced: dma_mask (0 for a NULL mask pointer) and force are sampled now."""
+    """swiotlb:swiotlb_bounced: dma_mask (0 for a NULL mask pointer) and force
+    (is_swiotlb_force_bounce(dev): the device's flag or its pool's, e.g. swiotlb=force) are sampled now."""
     cdef DmaTrace tr = dev.machine.trace
     cdef trace_entry *t
     if not tr.enabled:
@@ -488,37 +489,7 @@ cdef inline void trace_swiotlb_bounced(Device dev, u64 dma_addr, u64 size):
     t.dma_addr = dma_addr
     t.size = size
     t.dma_mask = dev._dma_mask if dev.has_dma_mask else 0
-    t.force = dev.force_bounce
-
-
-def _test_trace_hooks(str op, Device dev, *args):
-    """Test hook: fire a tracepoint directly (until the mapping API calls them)."""
-    if op == "map_phys":
-        trace_dma_map_phys(dev, args[0], args[1], args[2], args[3], args[4])
-    elif op == "unmap_phys":
-        trace_dma_unmap_phys(dev, args[0], args[1], args[2], args[3])
-    elif op == "map_sg":
-        trace_dma_map_sg(dev, args[0], args[1], args[2], args[3], args[4])
-    elif op == "map_sg_err":
-        trace_dma_map_sg_err(dev, args[0], args[1], args[2], args[3], args[4])
-    elif op == "unmap_sg":
-        trace_dma_unmap_sg(dev, args[0], args[1], args[2], args[3])
-    elif op == "sync_single_for_cpu":
-        trace_dma_sync_single_for_cpu(dev, args[0], args[1], args[2])
-    elif op == "sync_single_for_device":
-        trace_dma_sync_single_for_device(dev, args[0], args[1], args[2])
-    elif op == "sync_sg_for_cpu":
-        trace_dma_sync_sg_for_cpu(dev, args[0], args[1], args[2])
-    elif op == "sync_sg_for_device":
-        trace_dma_sync_sg_for_device(dev, args[0], args[1], args[2])
-    elif op == "alloc":
-        trace_dma_alloc(dev, args[0], args[1], args[2], args[3], args[4])
-    elif op == "free":
-        trace_dma_free(dev, args[0], args[1], args[2], args[3], args[4])
-    elif op == "swiotlb_bounced":
-        trace_swiotlb_bounced(dev, args[0], args[1])
-    else:
-        raise ValueError(op)
+    t.force = is_swiotlb_force_bounce(dev)
 
 
 __all__ += ["DmaTrace", "TraceEvent", "TRACE_EVENT_NAMES", "TRACE_NUMPY_FIELDS"]

@@ -261,23 +261,7 @@ def trace_dma_free(dev, phys: int, dma_addr: int, size: int, dir: int, attrs: in
 
 def trace_swiotlb_bounced(dev, dma_addr: int, size: int) -> None:
     if (tr := _on(dev)) is not None:
+        from .swiotlb import c_is_swiotlb_force_bounce  # (swiotlb.py imports this module)
         tr.record("swiotlb_bounced", dev, {"dma_mask": dev._dma_mask if dev.has_dma_mask else 0,
                                            "dev_addr": dma_addr, "size": size,
-                                           "force": bool(dev.force_bounce)})
-
-
-_HOOKS = {
-    "map_phys": trace_dma_map_phys, "unmap_phys": trace_dma_unmap_phys, "map_sg": trace_dma_map_sg,
-    "map_sg_err": trace_dma_map_sg_err, "unmap_sg": trace_dma_unmap_sg,
-    "sync_single_for_cpu": trace_dma_sync_single_for_cpu,
-    "sync_single_for_device": trace_dma_sync_single_for_device,
-    "sync_sg_for_cpu": trace_dma_sync_sg_for_cpu, "sync_sg_for_device": trace_dma_sync_sg_for_device,
-    "alloc": trace_dma_alloc, "free": trace_dma_free, "swiotlb_bounced": trace_swiotlb_bounced,
-}
-
-
-def _test_trace_hooks(op: str, dev, *args) -> None:
-    """Test hook twin of the core's: fire a tracepoint directly."""
-    if op not in _HOOKS:
-        raise ValueError(op)
-    _HOOKS[op](dev, *args)
+                                           "force": c_is_swiotlb_force_bounce(dev)})
