@@ -1,27 +1,30 @@
-# numpy batch entry points: dma_map_phys_batch / dma_unmap_phys_batch (kernel/dma/mapping.c per
-# element), Device.dma_read_batch / dma_write_batch (device_access per element) and
-# iommu_iova_to_phys_batch (iommu_iova_to_phys per element). Not a kernel file: the kernel has
+# numpy batch entry points: dma_map_phys_batch / dma_mapping_error_batch / dma_unmap_phys_batch
+# (kernel/dma/mapping.c per element), Device.dma_read_batch / dma_write_batch (device_access per
+# element; also module-level dma_read_batch / dma_write_batch) and IommuDomain.iova_to_phys_batch
+# / iommu_iova_to_phys_batch (iommu_iova_to_phys per element). Not a kernel file: the kernel has
 # no batch API; these loop the per-call C entry points in compiled code over typed memoryviews.
 #
 # Contract (tests/test_batch.py checks it against the per-call API on both backends): a batch
-# call has exactly the semantics of the per-call API applied to each element in order — same
+# call has exactly the semantics of the per-call API applied to each element in order -- same
 # return values, addresses, state, memory bytes, dma-debug records, trace events, statistics and
-# warnings — with three documented differences:
+# warnings -- with three documented differences:
 #   1. arguments are validated for the whole batch before any element runs (array types, shapes,
 #      dtypes, negative values, dir/attrs, a phys+size that wraps): bad input raises
 #      TypeError/ValueError/KernelBug with no state changed, where a per-call loop would have
 #      done the elements before the bad one;
 #   2. queued kernel warnings are emitted once, after the last element (Machine.flush_warnings),
-#      so a warning filter that turns warnings into errors stops the batch after it is complete
-#      rather than at the element that warned;
-#   3. an exception raised by element i (DmaFault, IommuFault, KernelBug from deep inside, a
-#      dma-debug error turned into an exception) stops the batch there, exactly where the
-#      per-call loop would stop; elements before i are done and stay done. The exception gets
-#      ``batch_index`` (= i) and ``batch_done`` (the results of elements 0..i-1) attributes.
+#      so a warning filter that turns warnings into errors -- or dma-debug's raise_errors, which
+#      flush_warnings raises -- stops the batch after it is complete, not at the element that
+#      warned;
+#   3. an exception raised by element i (DmaFault, IommuFault, a KernelBug from deep inside)
+#      stops the batch there, exactly where the per-call loop would stop; elements before i are
+#      done and stay done. The exception gets ``batch_index`` (= i) and ``batch_done`` (the
+#      results of elements 0..i-1, None for functions returning nothing) attributes.
 #
 # The GIL is held for the element loops of the mapping and device-access batches: every element
 # may touch Python-owned state (dma-debug records, trace events, the warning queue, exceptions,
-# the IOVA rcache timers). iommu_iova_to_phys_batch walks page tables only and releases it.
+# the IOVA rcache timers). The loops themselves are pure C (no Python API per element; see
+# DMAPHYS_ANNOTATE=1). The iova_to_phys batch walks page tables only and releases it.
 
 import numpy as _np
 
