@@ -10,11 +10,11 @@ memory bytes (buffers and the bounce pool).
 
 import warnings
 
-import dmaphys._core as core
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
 import dmaphys as dma
+import dmaphys._core as core
 import dmaphys.reference as reference
 
 MiB = 1 << 20

@@ -1,0 +1,232 @@
+"""Generate dmaphys/_core.pyi from the compiled module.
+
+The extension is built with binding=True, so inspect.signature() sees every parameter. Types
+come from the kernel naming conventions the API follows (a ``dev`` is a Device, ``phys`` /
+``size`` / ``addr`` are ints, ``state`` is a DmaIovaState, ...); return types from the
+kernel's return conventions. tests/test_stubs.py checks the stub stays in sync with
+``_core.__all__`` and the signatures.
+
+    python tools/gen_stubs.py            # rewrite dmaphys/_core.pyi
+    python tools/gen_stubs.py --check    # exit 1 if it would change
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+from pathlib import Path
+
+PARAM_TYPES = {
+    "dev": "Device", "client": "Device", "provider": "Device", "provider_dev": "Device",
+    "client_dev": "Device", "m": "Machine", "machine": "Machine",
+    "state": "DmaIovaState", "sg": "ScatterList", "sgt": "ScatterList", "sgl": "ScatterList",
+    "domain": "IommuDomain", "iommu": "Iommu", "st": "PciP2PdmaMapState",
+    "data": "Buffer", "name": "str", "fmt": "str", "entries": "Iterable[tuple[int, int]]",
+    "phys": "ArrayLike", "sizes": "ArrayLike | int", "dma_addrs": "ArrayLike", "iovas": "ArrayLike",
+    "addrs": "ArrayLike", "callback": "Callable[[], object]",
+}
+BOOL_PARAMS = {"coherent", "force_bounce", "pci", "untrusted", "strict", "flush_rcache", "size_aligned",
+               "enabled", "verbose", "p2p_allowlisted", "acs_redirect", "swiotlb_force", "dma_debug"}
+BATCH_FUNCS = {"dma_map_phys_batch", "dma_unmap_phys_batch", "iova_to_phys_batch", "dma_read_batch",
+               "iommu_iova_to_phys_batch"}
+
+RETURNS = {
+    "dma_iova_try_alloc": "bool", "dma_use_iova": "bool", "dma_need_sync": "bool",
+    "dma_addressing_limited": "bool", "dma_need_unmap": "bool", "dma_supported": "bool",
+    "is_swiotlb_active": "bool", "is_swiotlb_buffer": "bool", "is_swiotlb_force_bounce": "bool",
+    "sg_dma_is_bus_address": "bool", "sg_dma_is_swiotlb": "bool",
+    "dma_alloc_coherent": "tuple[int, int]", "mem_read": "bytes", "dma_read": "bytes",
+    "get_state": "dict[str, Any]", "dump": "list[str]", "to_ftrace": "list[str]",
+    "to_numpy": "np.ndarray", "ranges": "list[tuple[int, int]]",
+    "regions_list": "list[tuple[int, int, str, str]]",
+    "find_iova": "tuple[int, int] | None", "reserve_iova": "tuple[int, int] | None",
+}
+NONE_PREFIXES = ("dma_unmap_", "dma_sync_", "dma_iova_unlink", "dma_iova_destroy", "dma_iova_free",
+                 "dma_free_", "swiotlb_sync_", "swiotlb_tbl_unmap", "mem_write", "dma_write", "free_",
+                 "advance", "add_timer", "add_mmio", "remove_device", "flush_warnings", "clear",
+                 "put_iova_domain", "detach_device", "attach_device", "reset_")
+
+
+def param_type(name: str, default) -> str:
+    if name in PARAM_TYPES:
+        return PARAM_TYPES[name]
+    if name in BOOL_PARAMS:
+        return "bool"
+    if name.endswith("_map") or name in ("ram",):
+        return "Any"
+    if default is not inspect.Parameter.empty and isinstance(default, str):
+        return "str"
+    return "int"
+
+
+def return_type(name: str) -> str:
+    if name in RETURNS:
+        return RETURNS[name]
+    if name in BATCH_FUNCS or name.endswith("_batch"):
+        return "np.ndarray"
+    if name.startswith(NONE_PREFIXES):
+        return "None"
+    return "Any" if name.startswith(("add_", "domain_alloc", "iommu_domain_alloc")) else "int"
+
+
+def fmt_sig(name: str, fn, method: bool) -> str:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return f"def {name}(*args: Any, **kwargs: Any) -> Any: ..."
+    parts = []
+    star_done = False
+    for i, p in enumerate(sig.parameters.values()):
+        if method and i == 0:
+            parts.append("self")
+            continue
+        if p.kind is p.VAR_POSITIONAL:
+            parts.append(f"*{p.name}: Any")
+            star_done = True
+            continue
+        if p.kind is p.VAR_KEYWORD:
+            parts.append(f"**{p.name}: Any")
+            continue
+        if p.kind is p.KEYWORD_ONLY and not star_done:
+            parts.append("*")
+            star_done = True
+        t = param_type(p.name, p.default)
+        if p.default is inspect.Parameter.empty:
+            parts.append(f"{p.name}: {t}")
+        else:
+            if p.default is None and "None" not in t:
+                t = f"{t} | None"
+            parts.append(f"{p.name}: {t} = ...")
+    return f"def {name}({', '.join(parts)}) -> {return_type(name)}: ..."
+
+
+def sample_instances(core) -> dict:
+    """Live objects of each public class, to read attribute types from."""
+    m = core.Machine(cpus=2)
+    iommu = m.add_iommu(fmt="x86-64", strict=False)
+    dev = m.add_device("d", iommu=iommu)
+    hb = m.add_host_bridge("hb", p2p_allowlisted=True)
+    sw = m.add_switch("sw", parent=hb)
+    gpu = m.add_device("gpu", parent=sw)
+    pg = m.add_p2pmem(gpu, 0x38_0000_0000, 1 << 20)
+    sgl = core.ScatterList([(0x1000, 512)])
+    out = {"Machine": m, "Device": dev, "IoTlbMem": m.swiotlb, "Iommu": iommu, "IommuDomain": dev.domain,
+           "IoPgtable": dev.domain.pgtable, "Iotlb": iommu.iotlb, "DmaDebug": m.dma_debug,
+           "DmaTrace": m.trace, "PhysMem": m.mem, "ScatterList": sgl, "ScatterlistEntry": sgl[0],
+           "DmaIovaState": core.DmaIovaState(), "PciP2PdmaMapState": core.PciP2PdmaMapState(),
+           "P2PTopology": m.p2pdma, "IommuDmaCookie": dev.domain.iova_cookie,
+           "PciHostBridge": hb, "PciSwitch": sw, "P2PdmaProvider": pg}
+    cookie = dev.domain.iova_cookie
+    for attr in ("iovad",):
+        if hasattr(cookie, attr):
+            out["IovaDomain"] = getattr(cookie, attr)
+    return out
+
+
+def type_name(v) -> str:
+    if v is None:
+        return "Any | None"
+    t = type(v)
+    if t in (bool, int, str, float, bytes):
+        return t.__name__
+    if t in (list, tuple, dict, set):
+        return f"{t.__name__}[Any]" if t is not dict else "dict[str, Any]"
+    mod = getattr(t, "__module__", "")
+    if mod.startswith("dmaphys"):
+        return t.__name__
+    if mod == "numpy":
+        return "np.ndarray"
+    return "Any"
+
+
+def init_stub(cls) -> str:
+    doc = (cls.__doc__ or "").strip().splitlines()
+    m = re.match(rf"{cls.__name__}\((.*)\)$", doc[0].strip()) if doc else None
+    if not m or m.group(1) in ("*args, **kwargs", ""):
+        return "    def __init__(self, *args: Any, **kwargs: Any) -> None: ..."
+    parts = ["self"]
+    for raw in m.group(1).split(","):
+        raw = raw.strip()
+        if raw in ("*", "/") or raw.startswith("*"):
+            parts.append(raw if raw in ("*", "/") else f"{raw}: Any")
+            continue
+        name, _, default = raw.partition("=")
+        bits = name.split()
+        pname = bits[-1]
+        ctype = bits[0] if len(bits) == 2 else None
+        if ctype in ("Py_ssize_t", "int", "long", "u64", "bint"):
+            ctype = "bool" if ctype == "bint" else "int"
+        if ctype and (ctype[0].isupper() or ctype in ("int", "bool", "str")):
+            t = ctype
+        else:
+            t = param_type(pname, default or inspect.Parameter.empty)
+        parts.append(f"{pname}: {t}" + (" = ..." if default else ""))
+    return f"    def __init__({', '.join(parts)}) -> None: ..."
+
+
+def class_stub(cls, inst) -> list[str]:
+    lines = [f"class {cls.__name__}:"]
+    doc = [d for d in (cls.__doc__ or "").strip().splitlines() if d.strip()]
+    if len(doc) > 1 and doc[0].startswith(cls.__name__ + "("):
+        doc = doc[1:]
+    if doc:
+        lines.append(f'    """{doc[0].strip().replace(chr(34) * 3, "")}"""')
+    lines.append(init_stub(cls))
+    for attr, val in sorted(vars(cls).items()):
+        if attr.startswith("_") and attr not in ("__len__", "__getitem__", "__iter__"):
+            continue
+        kind = type(val).__name__
+        if kind in ("getset_descriptor", "member_descriptor", "property"):
+            t = "Any"
+            if inst is not None:
+                try:
+                    t = type_name(getattr(inst, attr))
+                except Exception:
+                    t = "Any"
+            lines.append(f"    {attr}: {t}")
+        elif callable(val) and not isinstance(val, (staticmethod, classmethod)):
+            lines.append("    " + fmt_sig(attr, val, method=True))
+    return lines
+
+
+def generate() -> str:
+    import dmaphys._core as core
+
+    out = ['"""Type stubs for dmaphys._core (generated by tools/gen_stubs.py; see docs/ARCHITECTURE.md)."""',
+           "", "from collections.abc import Buffer, Callable, Iterable  # noqa: F401",
+           "from typing import Any", "",
+           "import numpy as np", "from numpy.typing import ArrayLike", "", "__all__: list[str]", ""]
+    samples = sample_instances(core)
+    classes = []
+    funcs = []
+    for name in sorted(core.__all__):
+        obj = getattr(core, name)
+        if inspect.isclass(obj):
+            classes.append(obj)
+        elif callable(obj):
+            funcs.append((name, obj))
+        else:
+            out.append(f"{name}: {type_name(obj)}")
+    out.append("")
+    for cls in classes:
+        out += class_stub(cls, samples.get(cls.__name__))
+        out.append("")
+    for name, fn in funcs:
+        out.append(fmt_sig(name, fn, method=False))
+    text = "\n".join(out).rstrip() + "\n"
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def main() -> int:
+    path = Path(__file__).resolve().parent.parent / "dmaphys" / "_core.pyi"
+    text = generate()
+    if "--check" in sys.argv:
+        return 0 if path.exists() and path.read_text() == text else 1
+    path.write_text(text)
+    print(f"wrote {path} ({text.count(chr(10))} lines)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
