@@ -653,3 +653,200 @@ def test_p2pmem_find_sequence_is_the_same_on_both_backends():
             impl.pci_p2pmem_publish(p, True)
         return [impl.pci_p2pmem_find(c).name for _ in range(30)]
     assert picks(dma) == picks(reference)
+
+
+def test_provider_without_pages_vfio_style(impl):
+    """pcim_p2pdma_provider(): a BAR provider with no ZONE_DEVICE pages (VFIO dma-buf exporters)."""
+    m = machine(impl)
+    sw = m.add_switch("sw0", parent=m.add_host_bridge("hb0"))
+    gpu, nic = m.add_device("gpu", parent=sw), m.add_device("nic", parent=sw)
+    mem = m.add_p2pmem(gpu, BAR, 1 << 20, bus_addr=BUS, pages=False)
+    assert isinstance(mem, impl.P2PdmaProvider) and mem.bus_offset == BUS - BAR
+    assert m.p2pdma.pagemaps == [] and m.p2pdma.pgmap_of(BAR) is None
+    assert gpu.p2p_node.p2pdma.size == 0                          # no pool either
+    assert impl.pci_p2pdma_state(impl.PciP2PdmaMapState(), nic, BAR) == NONE
+    assert impl.pci_p2pdma_map_type(mem, nic) == BUS_ADDR
+    assert impl.pci_p2pdma_bus_addr_map(mem, BAR + 0x10) == BUS + 0x10
+    nic.dma_write(BUS + 0x10, b"dmabuf")                          # the BAR decodes it all the same
+    assert m.mem_read(BAR + 0x10, 6) == b"dmabuf"
+    assert m.add_p2pmem(gpu, BAR, 0x1000, bus_addr=BUS, pages=False) is mem
+    pg = m.add_p2pmem(gpu, BAR + 0x1000, 0x1000, bus_addr=BUS + 0x1000)   # pages in the same BAR
+    assert pg.mem is mem and m.p2pdma.pgmap_of(BAR + 0x1000) is pg
+
+
+# ---- the mapping API on P2P memory (dma-direct devices) ------------------------------------------
+
+TO, FROM, BIDI = dma.DMA_TO_DEVICE, dma.DMA_FROM_DEVICE, dma.DMA_BIDIRECTIONAL
+
+
+def test_dma_map_sg_gives_bus_addresses_for_bus_addr_segments(impl):
+    m, gpu, nic, far, pg = bus_setup(impl)
+    ram = m.alloc_pages(2)
+    sg = impl.ScatterList([(ram, 0x1000), (BAR + 0x3000, 0x2000), (ram + 0x1000, 0x800)])
+    assert impl.dma_map_sg(nic, sg, 3, FROM) == 3                 # dma-direct never merges
+    assert [impl.sg_dma_is_bus_address(e) for e in sg] == [False, True, False]
+    assert sg.dma_segments() == [(ram, 0x1000), (BUS + 0x3000, 0x2000), (ram + 0x1000, 0x800)]
+    for e, byte in zip(sg, b"ABC", strict=True):                  # the device fills every segment
+        nic.dma_write(e.dma_address, bytes([byte]) * e.dma_length)
+    assert m.mem_read(BAR + 0x3000, 0x2000) == b"B" * 0x2000      # in the provider's BAR store
+    assert m.mem_read(ram, 0x1000) == b"A" * 0x1000
+    impl.dma_unmap_sg(nic, sg, 3, FROM)
+    assert not any(impl.sg_dma_is_bus_address(e) for e in sg)
+    assert texts(m) == []
+
+
+def test_dma_map_sg_thru_host_bridge_uses_the_cpu_address(impl):
+    m, gpu, nic, far, pg = bus_setup(impl)
+    sg = impl.ScatterList([(BAR + 0x100, 0x100)])
+    assert impl.dma_map_sg(far, sg, 1, TO) == 1                   # far: below another Root Port
+    assert sg.dma_segments() == [(BAR + 0x100, 0x100)] and not impl.sg_dma_is_bus_address(sg[0])
+    m.mem_write(BAR + 0x100, b"cmb data")
+    assert far.dma_read(sg[0].dma_address, 8) == b"cmb data"      # via the host bridge
+    with pytest.raises(dma.DmaFault):
+        far.dma_read(BUS + 0x100, 8)                              # the bus address means nothing there
+    impl.dma_unmap_sg(far, sg, 1, TO)
+
+
+def test_dma_map_phys_mmio_for_thru_host_bridge(impl):
+    """How HMM/VFIO/the block layer map THRU_HOST_BRIDGE memory: dma_map_phys(..., DMA_ATTR_MMIO)."""
+    m, gpu, nic, far, pg = bus_setup(impl)
+    mem = pg.mem
+    assert impl.pci_p2pdma_map_type(mem, far) == THRU
+    addr = impl.dma_map_phys(far, BAR + 0x2000, 0x1000, FROM, dma.DMA_ATTR_MMIO)
+    assert not impl.dma_mapping_error(far, addr)
+    assert addr == BAR + 0x2000                                   # phys as-is, never bounced
+    far.dma_write(addr, b"written by far")
+    assert m.mem_read(BAR + 0x2000, 14) == b"written by far"
+    impl.dma_unmap_phys(far, addr, 0x1000, FROM, dma.DMA_ATTR_MMIO)
+    # BUS_ADDR needs no mapping at all: the caller programs pci_p2pdma_bus_addr_map()
+    assert impl.pci_p2pdma_map_type(mem, nic) == BUS_ADDR
+    nic.dma_write(impl.pci_p2pdma_bus_addr_map(mem, BAR + 0x2000), b"written by nic")
+    assert m.mem_read(BAR + 0x2000, 14) == b"written by nic"
+
+
+def test_dma_map_sg_not_supported_is_eremoteio(impl):
+    m = machine(impl)
+    a = m.add_device("a", parent=m.add_host_bridge("h0"))
+    b = m.add_device("b", parent=m.add_host_bridge("h1"))
+    m.add_p2pmem(a, BAR, 1 << 20, bus_addr=BUS)
+    sg = impl.ScatterList([(0x1000, 0x1000), (BAR, 0x1000)])
+    with pytest.warns(dma.KernelWarning):
+        assert impl.dma_map_sg_attrs(b, sg, 2, TO, 0) == 0        # dma_map_sg() hides the errno
+    assert impl.dma_map_sgtable(b, sg, TO, 0) == -dma.EREMOTEIO   # cached: no new warnings
+    assert sum("do not share an upstream bridge" in t for t in texts(m)) == 1
+
+
+def blk_map(impl, dev, segs, dir):
+    """What blk_rq_dma_map_iter_start()/next() do: the first segment's P2P state decides for all."""
+    state = impl.PciP2PdmaMapState()
+    t = impl.pci_p2pdma_state(state, dev, segs[0][0])
+    if t == BUS_ADDR:
+        return t, [(impl.pci_p2pdma_bus_addr_map(state, p), n) for p, n in segs]
+    if t not in (NONE, THRU):
+        return t, None                                            # BLK_STS_INVAL
+    attrs = dma.DMA_ATTR_MMIO if t == THRU else 0
+    mapped = [(impl.dma_map_phys(dev, p, n, dir, attrs), n) for p, n in segs]
+    if any(impl.dma_mapping_error(dev, a) for a, _ in mapped):
+        return t, None                                            # BLK_STS_RESOURCE
+    return t, mapped
+
+
+def test_block_layer_style_mapping_of_a_cmb_request(impl):
+    m, gpu, nic, far, pg = bus_setup(impl)
+    segs = [(BAR + 0x10000, 0x1000), (BAR + 0x30000, 0x2000)]
+    t, mapped = blk_map(impl, nic, segs, TO)
+    assert t == BUS_ADDR and mapped == [(BUS + 0x10000, 0x1000), (BUS + 0x30000, 0x2000)]
+    t, mapped = blk_map(impl, far, segs, TO)
+    assert t == THRU and mapped == segs
+    m.mem_write(BAR + 0x30000, b"payload")
+    assert far.dma_read(mapped[1][0], 7) == b"payload" == nic.dma_read(BUS + 0x30000, 7)
+
+
+def test_peer_requests_of_an_iommu_device_bypass_the_iommu_below_a_switch(impl):
+    """With ACS off the switch routes a peer's bus address before the IOMMU ever sees it."""
+    for acs in (False, True):
+        m = machine(impl)
+        iommu = m.add_iommu()
+        sw = m.add_switch("sw0", parent=m.add_host_bridge("hb0", p2p_allowlisted=True), acs_redirect=acs)
+        gpu = m.add_device("gpu", parent=sw)
+        nic = m.add_device("nic", parent=sw, iommu=iommu, domain_type="blocked")
+        m.add_p2pmem(gpu, BAR, 1 << 20, bus_addr=BUS)
+        if not acs:
+            nic.dma_write(BUS + 0x20, b"around the IOMMU")
+            assert m.mem_read(BAR + 0x20, 16) == b"around the IOMMU"
+        else:
+            with pytest.raises(dma.IommuFault):                   # redirected up to the IOMMU
+                nic.dma_write(BUS + 0x20, b"x")
+        with pytest.raises(dma.IommuFault):                       # RAM still goes through it
+            nic.dma_write(0x1000, b"x")
+
+
+# ---- behind an IOMMU (dma-iommu) and the dma-buf example ------------------------------------------
+
+HAVE_DMA_IOMMU = hasattr(dma, "dma_iova_try_alloc") and hasattr(reference, "dma_iova_try_alloc")
+needs_dma_iommu = pytest.mark.skipif(not HAVE_DMA_IOMMU, reason="needs the dma-iommu branch")
+
+
+@needs_dma_iommu
+def test_iommu_dma_map_sg_with_p2p_segments(impl):
+    for acs in (False, True):
+        m = machine(impl)
+        iommu = m.add_iommu()
+        sw = m.add_switch("sw0", parent=m.add_host_bridge("hb0", p2p_allowlisted=True), acs_redirect=acs)
+        gpu = m.add_device("gpu", parent=sw)
+        nic = m.add_device("nic", parent=sw, iommu=iommu)
+        m.add_p2pmem(gpu, BAR, 1 << 20, bus_addr=BUS)
+        ram = m.alloc_pages(1)
+        sg = impl.ScatterList([(BAR + 0x4000, 0x1000), (ram, 0x1000)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dma.KernelWarning)    # the ACS report, when set
+            n = impl.dma_map_sg(nic, sg, 2, BIDI)
+        if not acs:                    # a bus address in its own segment, no IOVA for it
+            assert n == 2 and impl.sg_dma_is_bus_address(sg[0])
+            assert sg[0].dma_address == BUS + 0x4000 and not impl.sg_dma_is_bus_address(sg[1])
+            bar_addr, ram_addr = sg[0].dma_address, sg[1].dma_address
+        else:                          # IOVAs like any memory: both pages merge into one segment
+            assert n == 1 and sg.dma_segments()[0][1] == 0x2000
+            assert not impl.sg_dma_is_bus_address(sg[0])
+            bar_addr, ram_addr = sg[0].dma_address, sg[0].dma_address + 0x1000
+        nic.dma_write(bar_addr, b"to the BAR")
+        nic.dma_write(ram_addr, b"to the RAM")
+        assert m.mem_read(BAR + 0x4000, 10) == b"to the BAR" and m.mem_read(ram, 10) == b"to the RAM"
+        impl.dma_unmap_sg(nic, sg, 2, BIDI)
+        assert not impl.sg_dma_is_bus_address(sg[0])
+
+
+def load_example():
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).parent.parent / "examples" / "p2p_dmabuf.py"
+    spec = importlib.util.spec_from_file_location("p2p_dmabuf", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@needs_dma_iommu
+def test_example_p2p_dmabuf():
+    ex = load_example()
+    m, r = ex.main(verbose=False)
+    assert r["nic"].segments == [(ex.BAR_BUS + 0x10_0000, 0x6000)]            # bus address
+    assert r["nvme"].segments == [(ex.BAR_CPU + 0x10_0000, 0x6000)]           # CPU address, MMIO
+    assert len(r["rdma"].segments) == 1 and r["rdma"].state is not None       # one IOVA range
+    assert r["fpga"] == -dma.EINVAL
+    for name in ("nic", "nvme", "rdma"):                                      # nothing left mapped
+        m.remove_device(m.devices[name])
+    assert not any(k == "DmaDebugWarning" for k, _ in m.warnings_log)
+
+
+@needs_dma_iommu
+def test_example_two_ranges_collide_behind_an_iommu():
+    """dma_buf_phys_vec_to_sgt() links every range at IOVA offset 0 (as the kernel helper does)."""
+    ex = load_example()
+    two = [(ex.BAR_CPU, 0x2000), (ex.BAR_CPU + 0x80_0000, 0x1000)]
+    m, r = ex.main(verbose=False, phys_vec=two)
+    assert [n for _, n in r["nic"].segments] == [0x2000, 0x1000]
+    assert len(r["nvme"].segments) == 2
+    assert r["rdma"] == -dma.EADDRINUSE                                       # the second link
+    m.remove_device(m.devices["rdma"])                                        # unwound: no leak
+    assert not any(k == "DmaDebugWarning" for k, _ in m.warnings_log)

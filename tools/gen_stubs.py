@@ -25,9 +25,23 @@ PARAM_TYPES = {
     "data": "Buffer", "name": "str", "fmt": "str", "entries": "Iterable[tuple[int, int]]",
     "phys": "ArrayLike", "sizes": "ArrayLike | int", "dma_addrs": "ArrayLike", "iovas": "ArrayLike",
     "addrs": "ArrayLike", "callback": "Callable[[], object]",
+    # P2PDMA (p2pdma.pxi)
+    "pdev": "Device", "clients": "Iterable[Device]",
+    "parent": "PciHostBridge | PciSwitch | Device | str | None",
+}
+# per-function overrides where a parameter name means something else than in PARAM_TYPES
+FUNC_PARAM_TYPES = {
+    "pci_p2pdma_state": {"state": "PciP2PdmaMapState", "phys": "int"},
+    "pci_p2pdma_map_type": {"provider": "P2PdmaProvider | PciP2PdmaPagemap | Device"},
+    "pci_p2pdma_bus_addr_map": {"provider": "P2PdmaProvider | PciP2PdmaPagemap | PciP2PdmaMapState",
+                                "phys": "int"},
+    "pgmap_of": {"phys": "int"},
+    "pci_p2pdma_distance": {"provider": "Device | P2PdmaProvider | PciP2PdmaPagemap"},
+    "pci_p2pdma_distance_many": {"provider": "Device | P2PdmaProvider | PciP2PdmaPagemap"},
 }
 BOOL_PARAMS = {"coherent", "force_bounce", "pci", "untrusted", "strict", "flush_rcache", "size_aligned",
-               "enabled", "verbose", "p2p_allowlisted", "acs_redirect", "swiotlb_force", "dma_debug"}
+               "enabled", "verbose", "p2p_allowlisted", "acs_redirect", "swiotlb_force", "dma_debug",
+               "pages", "publish", "req_same_host_bridge"}
 BATCH_FUNCS = {"dma_map_phys_batch", "dma_mapping_error_batch", "iova_to_phys_batch", "dma_read_batch",
                "iommu_iova_to_phys_batch"}
 
@@ -41,11 +55,15 @@ RETURNS = {
     "to_numpy": "np.ndarray", "ranges": "list[tuple[int, int]]",
     "regions_list": "list[tuple[int, int, str, str]]",
     "find_iova": "tuple[int, int] | None", "reserve_iova": "tuple[int, int] | None",
+    "pci_p2pmem_find": "Device | None", "pci_p2pmem_find_many": "Device | None",
+    "pci_p2pmem_alloc_sgl": "ScatterList | None", "pgmap_of": "PciP2PdmaPagemap | None",
+    "parent_of": "Any", "add_device": "Any",
 }
 NONE_PREFIXES = ("dma_unmap_", "dma_sync_", "dma_iova_unlink", "dma_iova_destroy", "dma_iova_free",
                  "dma_free_", "swiotlb_sync_", "swiotlb_tbl_unmap", "mem_write", "dma_write", "free_",
                  "advance", "add_timer", "add_mmio", "remove_device", "flush_warnings", "clear",
-                 "put_iova_domain", "detach_device", "attach_device", "reset_")
+                 "put_iova_domain", "detach_device", "attach_device", "reset_", "pci_free_p2pmem",
+                 "pci_p2pmem_publish", "pci_p2pmem_free_sgl", "check_parent")
 
 
 def param_type(name: str, default) -> str:
@@ -91,7 +109,7 @@ def fmt_sig(name: str, fn, method: bool) -> str:
         if p.kind is p.KEYWORD_ONLY and not star_done:
             parts.append("*")
             star_done = True
-        t = param_type(p.name, p.default)
+        t = FUNC_PARAM_TYPES.get(name, {}).get(p.name) or param_type(p.name, p.default)
         if p.default is inspect.Parameter.empty:
             parts.append(f"{p.name}: {t}")
         else:

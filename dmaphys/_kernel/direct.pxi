@@ -146,8 +146,9 @@ cdef int dma_direct_map_sg(Device dev, ScatterList sgl, int nents, int dir, unsi
                 return ret
         elif map_type == PCI_P2PDMA_MAP_BUS_ADDR:
             sg.dma_address = bus_addr                    # pci_p2pdma_bus_addr_map()
+            sg.dma_length = sg.length                    # d0d08f4bd7f6 (v6.18-rc8, stable 6.17)
             sg.dma_flags |= SG_DMA_BUS_ADDRESS           # sg_dma_mark_bus_address()
-            continue                                     # (sg_dma_len is not set here)
+            continue
         else:
             ret = -EREMOTEIO
             dma_direct_unmap_sg(dev, sgl, i, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)

@@ -213,9 +213,9 @@ cdef class Machine:
         """A PCIe switch below a host bridge or switch; ``acs_redirect`` on its downstream ports."""
         return self.p2pdma.add_switch(name, parent, acs_redirect)
 
-    def add_p2pmem(self, provider, cpu_phys, size, bus_addr=None):
+    def add_p2pmem(self, provider, cpu_phys, size, bus_addr=None, *, pages=True):
         """Publish part of a BAR of ``provider`` as P2P memory (pci_p2pdma_add_resource)."""
-        return self.p2pdma.add_p2pmem(provider, cpu_phys, size, bus_addr)
+        return self.p2pdma.add_p2pmem(provider, cpu_phys, size, bus_addr, pages=pages)
 
     def add_iommu(self, fmt="vtd-ss", strict=True, iotlb=None, **kwargs):
         """Add an IOMMU with page tables of format ``fmt`` (see Iommu)."""

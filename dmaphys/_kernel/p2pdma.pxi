@@ -526,13 +526,19 @@ cdef class P2PTopology:
             self._pgmaps.push_back(r)
 
     # ---- providers: pcim_p2pdma_init + pci_p2pdma_add_resource -----------------------------------
-    def add_p2pmem(self, provider, cpu_phys, size, bus_addr=None):
+    def add_p2pmem(self, provider, cpu_phys, size, bus_addr=None, *, pages=True):
         """Publish [cpu_phys, cpu_phys+size) of a BAR of ``provider`` as P2P memory.
 
         The range must lie in one MMIO region that is (or becomes) a BAR of this provider; a
         range in no region becomes a new MMIO region "<provider> BAR<n>". ``bus_addr`` is the
         PCI bus address of cpu_phys (None: equal to it); the BAR's bus_offset is bus_addr -
-        cpu_phys modulo 2^64 (pcim_p2pdma_init()). Returns the PciP2PdmaPagemap.
+        cpu_phys modulo 2^64 (pcim_p2pdma_init()). Returns the PciP2PdmaPagemap
+        (pci_p2pdma_add_resource(): ZONE_DEVICE pages, pool memory).
+
+        ``pages=False`` is the pcim_p2pdma_init() + pcim_p2pdma_provider() path of VFIO and
+        other dma-buf exporters: the BAR becomes a provider (returned, a P2PdmaProvider) but gets
+        no pages, so pci_p2pdma_state() sees ordinary memory there; callers ask
+        pci_p2pdma_map_type(provider, dev) themselves.
         """
         cdef Device d
         cdef u64 cpu, n, bus, off, bar_start, bar_size, w_start
@@ -561,7 +567,7 @@ cdef class P2PTopology:
         if cpu + n < cpu or bus + n < bus:
             raise ValueError(f"p2pmem {cpu:#x}+{n:#x} (bus {bus:#x}) wraps the address space")
         off = bus - cpu                        # u64 arithmetic, as pcim_p2pdma_init computes it
-        for i in range(self._pgmaps.size()):
+        for i in range(self._pgmaps.size() if pages else 0):
             if cpu < self._pgmaps[i].start + self._pgmaps[i].size and self._pgmaps[i].start < cpu + n:
                 pg = self._pgmap_list[self._pgmaps[i].index]
                 raise ValueError(f"p2pmem {cpu:#x}+{n:#x} overlaps the P2P memory {pg.cpu_phys:#x}+"
@@ -633,6 +639,8 @@ cdef class P2PTopology:
             r.index = len(self._bar_list)
             self._bar_list.append(mem)
             self._windows.push_back(r)
+        if not pages:
+            return mem
         pg = PciP2PdmaPagemap.__new__(PciP2PdmaPagemap)
         pg.mem = mem
         pg.cpu_phys = cpu
@@ -667,7 +675,7 @@ cdef class P2PTopology:
 
 # ---- calc_map_type_and_dist() ------------------------------------------------------------------
 
-cdef inline str _dev_prefix(PciDev n):
+cdef inline str _p2p_dev_prefix(PciDev n):
     """dev_warn()'s "<driver> <dev_name>: " prefix (the simulated Device's name as the driver)."""
     if n.device is not None:
         return f"{n.device.name} {n.pci_name}: "
@@ -745,15 +753,15 @@ cdef int calc_map_type_and_dist(PciDev provider, PciDev client, int *dist, bint 
         map_type = PCI_P2PDMA_MAP_BUS_ADDR
     else:
         if common and verbose:
-            m.kwarn(KernelWarning, f"{_dev_prefix(client)}ACS redirect is set between the client and "
+            m.kwarn(KernelWarning, f"{_p2p_dev_prefix(client)}ACS redirect is set between the client and "
                                    f"provider ({provider.pci_name})")
-            m.kwarn(KernelWarning, f"{_dev_prefix(client)}to disable ACS redirect for this path, add the "
+            m.kwarn(KernelWarning, f"{_p2p_dev_prefix(client)}to disable ACS redirect for this path, add the "
                                    f"kernel parameter: pci=disable_acs_redir={';'.join(acs_list)}")
         # map_through_host_bridge
         if not provider.host_bridge.topology.cpu_supports_p2pdma and \
                 not host_bridge_whitelist(m, provider, client, verbose):
             if verbose:
-                m.kwarn(KernelWarning, f"{_dev_prefix(client)}cannot be used for peer-to-peer DMA as the "
+                m.kwarn(KernelWarning, f"{_p2p_dev_prefix(client)}cannot be used for peer-to-peer DMA as the "
                                        f"client and provider ({provider.pci_name}) do not share an upstream "
                                        f"bridge or whitelisted host bridge")
             map_type = PCI_P2PDMA_MAP_NOT_SUPPORTED
@@ -859,7 +867,7 @@ cdef class PciP2PdmaMapState:
         return f"<dmaphys.PciP2PdmaMapState map={_PciP2PdmaMapType(self.map).name} mem={self.mem!r}>"
 
 
-cdef P2PdmaProvider _as_provider(object provider):
+cdef P2PdmaProvider _p2p_as_provider(object provider):
     if isinstance(provider, P2PdmaProvider):
         return provider
     if isinstance(provider, PciP2PdmaPagemap):
@@ -883,7 +891,7 @@ def pci_p2pdma_map_type(provider, dev):
         if node is None or (<PciDev>node).p2pdma is None or not (<PciDev>node).p2pdma.providers:
             return _PciP2PdmaMapType(PCI_P2PDMA_MAP_NOT_SUPPORTED)
         provider = (<PciDev>node).p2pdma.providers[0]
-    mem = _as_provider(provider)
+    mem = _p2p_as_provider(provider)
     if (<Device>mem.owner).machine is not client.machine:
         raise ValueError("provider and client belong to different machines")
     try:
@@ -928,12 +936,12 @@ def pci_p2pdma_bus_addr_map(provider, phys):
         if (<PciP2PdmaMapState>provider).mem is None:
             raise KernelBug("pci_p2pdma_bus_addr_map: state->mem is NULL (no P2P address looked up)")
         provider = (<PciP2PdmaMapState>provider).mem
-    return p + _as_provider(provider).bus_offset
+    return p + _p2p_as_provider(provider).bus_offset
 
 
-cdef PciDev _provider_pdev(object provider):
+cdef PciDev _p2p_provider_pdev(object provider):
     if isinstance(provider, (P2PdmaProvider, PciP2PdmaPagemap)):
-        provider = _as_provider(provider).owner
+        provider = _p2p_as_provider(provider).owner
     if not isinstance(provider, Device):
         raise TypeError(f"provider must be a PCI Device or P2PdmaProvider, not {type(provider).__name__}")
     if (<Device>provider).p2p_node is None:
@@ -958,7 +966,7 @@ def pci_p2pdma_distance_many(provider, clients, verbose=False):
     Non-PCI clients are replaced by their nearest PCI parent (none: -1). The map types
     computed here go into the provider's cache as well.
     """
-    cdef PciDev pdev = _provider_pdev(provider)
+    cdef PciDev pdev = _p2p_provider_pdev(provider)
     cdef PciDev pc
     cdef Device c
     cdef Machine m = pdev.host_bridge.topology.machine

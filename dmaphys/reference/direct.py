@@ -143,8 +143,9 @@ def dma_direct_map_sg(dev, sgl, nents: int, dir: int, attrs: int) -> int:
                 return -EIO
         elif map_type == PCI_P2PDMA_MAP_BUS_ADDR:
             sg.dma_address = bus_addr
+            sg.dma_length = sg.length                     # d0d08f4bd7f6 (v6.18-rc8)
             sg.dma_flags |= SG_DMA_BUS_ADDRESS
-            continue                                      # sg_dma_len is not set for these
+            continue
         else:
             dma_direct_unmap_sg(dev, sgl, i, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)
             return -EREMOTEIO

@@ -167,8 +167,8 @@ class Machine:
     def add_switch(self, name, parent=None, acs_redirect=False):
         return self.p2pdma.add_switch(name, parent, acs_redirect)
 
-    def add_p2pmem(self, provider, cpu_phys, size, bus_addr=None):
-        return self.p2pdma.add_p2pmem(provider, cpu_phys, size, bus_addr)
+    def add_p2pmem(self, provider, cpu_phys, size, bus_addr=None, *, pages=True):
+        return self.p2pdma.add_p2pmem(provider, cpu_phys, size, bus_addr, pages=pages)
 
     def add_iommu(self, fmt="vtd-ss", strict=True, iotlb=None, **kwargs):
         iommu = Iommu(self, fmt, strict, iotlb, **kwargs)

@@ -374,7 +374,7 @@ class P2PTopology:
         node.p2pdma = None
 
     # ---- providers -----------------------------------------------------------------------
-    def add_p2pmem(self, provider, cpu_phys, size, bus_addr=None):
+    def add_p2pmem(self, provider, cpu_phys, size, bus_addr=None, *, pages=True):
         Device = _device_cls()
         if not isinstance(provider, Device):
             raise TypeError(f"provider must be a Device, not {type(provider).__name__}")
@@ -394,7 +394,7 @@ class P2PTopology:
         if cpu + n > U64_MAX or bus + n > U64_MAX:
             raise ValueError(f"p2pmem {cpu:#x}+{n:#x} (bus {bus:#x}) wraps the address space")
         off = (bus - cpu) & U64_MAX              # pcim_p2pdma_init()'s u64 subtraction
-        for pg in self._pgmap_list:
+        for pg in self._pgmap_list if pages else ():
             if cpu < pg.cpu_phys + pg.size and pg.cpu_phys < cpu + n:
                 raise ValueError(f"p2pmem {cpu:#x}+{n:#x} overlaps the P2P memory {pg.cpu_phys:#x}+"
                                  f"{pg.size:#x} of {pg.mem.owner.name!r}")
@@ -446,6 +446,8 @@ class P2PTopology:
             mem = P2PdmaProvider(d, off, len(p2p.providers), bar_start, bar_size, p2p)
             p2p.providers.append(mem)
             self._bar_list.append(mem)
+        if not pages:                            # pcim_p2pdma_provider(): no pagemap, no pool
+            return mem
         pg = PciP2PdmaPagemap(mem, cpu, n)
         p2p.pagemaps.append(pg)
         p2p._chunks.insert(0, [cpu, (cpu + off) & U64_MAX, n, n, bytearray(n >> PAGE_SHIFT)])
