@@ -42,7 +42,7 @@ FUNC_PARAM_TYPES = {
 BOOL_PARAMS = {"coherent", "force_bounce", "pci", "untrusted", "strict", "flush_rcache", "size_aligned",
                "enabled", "verbose", "p2p_allowlisted", "acs_redirect", "swiotlb_force", "dma_debug",
                "pages", "publish", "req_same_host_bridge"}
-BATCH_FUNCS = {"dma_map_phys_batch", "dma_unmap_phys_batch", "iova_to_phys_batch", "dma_read_batch",
+BATCH_FUNCS = {"dma_map_phys_batch", "dma_mapping_error_batch", "iova_to_phys_batch", "dma_read_batch",
                "iommu_iova_to_phys_batch"}
 
 RETURNS = {
@@ -81,10 +81,10 @@ def param_type(name: str, default) -> str:
 def return_type(name: str) -> str:
     if name in RETURNS:
         return RETURNS[name]
+    if name.startswith(NONE_PREFIXES):          # before the batch rule: dma_unmap_phys_batch, dma_write_batch
+        return "None"
     if name in BATCH_FUNCS or name.endswith("_batch"):
         return "np.ndarray"
-    if name.startswith(NONE_PREFIXES):
-        return "None"
     return "Any" if name.startswith(("add_", "domain_alloc", "iommu_domain_alloc")) else "int"
 
 

@@ -1,2 +1,302 @@
-# numpy batch entry points (dma_map_phys_batch, ...): loops in compiled code.
-# PLACEHOLDER (foundation skeleton).
+# numpy batch entry points: dma_map_phys_batch / dma_mapping_error_batch / dma_unmap_phys_batch
+# (kernel/dma/mapping.c per element), Device.dma_read_batch / dma_write_batch (device_access per
+# element; also module-level dma_read_batch / dma_write_batch) and IommuDomain.iova_to_phys_batch
+# / iommu_iova_to_phys_batch (iommu_iova_to_phys per element). Not a kernel file: the kernel has
+# no batch API; these loop the per-call C entry points in compiled code over typed memoryviews.
+#
+# Contract (tests/test_batch.py checks it against the per-call API on both backends): a batch
+# call has exactly the semantics of the per-call API applied to each element in order -- same
+# return values, addresses, state, memory bytes, dma-debug records, trace events, statistics and
+# warnings -- with three documented differences:
+#   1. arguments are validated for the whole batch before any element runs (array types, shapes,
+#      dtypes, negative values, dir/attrs, a phys+size that wraps): bad input raises
+#      TypeError/ValueError/KernelBug with no state changed, where a per-call loop would have
+#      done the elements before the bad one;
+#   2. queued kernel warnings are emitted once, after the last element (Machine.flush_warnings),
+#      so a warning filter that turns warnings into errors -- or dma-debug's raise_errors, which
+#      flush_warnings raises -- stops the batch after it is complete, not at the element that
+#      warned;
+#   3. an exception raised by element i (DmaFault, IommuFault, a KernelBug from deep inside)
+#      stops the batch there, exactly where the per-call loop would stop; elements before i are
+#      done and stay done. The exception gets ``batch_index`` (= i) and ``batch_done`` (the
+#      results of elements 0..i-1, None for functions returning nothing) attributes.
+#
+# The GIL is held for the element loops of the mapping and device-access batches: every element
+# may touch Python-owned state (dma-debug records, trace events, the warning queue, exceptions,
+# the IOVA rcache timers). The loops themselves are pure C (no Python API per element; see
+# DMAPHYS_ANNOTATE=1). The iova_to_phys batch walks page tables only and releases it.
+
+import numpy as _np
+
+
+# ---- argument conversion (whole batch, before any state change) --------------------------------
+cdef object _batch_u64_array(object arr, str what):
+    """A 1-D array of unsigned values as a C-contiguous uint64 ndarray.
+
+    Accepts any integer dtype (signed ones must hold no negative value) and sequences of ints;
+    bool, float, complex, object and string arrays are TypeError; other shapes ValueError.
+    """
+    cdef object a
+    if isinstance(arr, (str, bytes)):
+        raise TypeError(f"{what} must be a 1-D integer array, not {type(arr).__name__}")
+    try:
+        a = _np.asarray(arr)
+    except (ValueError, OverflowError) as e:
+        raise TypeError(f"{what} must be a 1-D integer array ({e})") from None
+    if a.size == 0 and not isinstance(arr, _np.ndarray):
+        a = a.astype(_np.uint64)                 # an empty sequence (numpy makes it float64)
+    if a.dtype.kind not in "ui":
+        raise TypeError(f"{what} must be a 1-D integer array, not dtype {a.dtype}")
+    if a.ndim != 1:
+        raise ValueError(f"{what} must be a 1-D array, not shape {a.shape}")
+    if a.dtype.kind == "i" and a.shape[0] and a.min() < 0:
+        raise ValueError(f"{what}[{int(_np.argmax(a < 0))}] is negative")
+    return _np.ascontiguousarray(a, dtype=_np.uint64)
+
+
+cdef object _batch_sizes(object sizes, Py_ssize_t n, str what):
+    """``sizes``: a scalar (applies to every element) or a 1-D array of n entries.
+
+    Returns (array, stride): a scalar becomes a 1-entry array read with stride 0."""
+    cdef object a
+    if not isinstance(sizes, (str, bytes)) and _np.ndim(sizes) == 0:
+        return _np.array([_u64(sizes, what)], dtype=_np.uint64), 0
+    a = _batch_u64_array(sizes, what)
+    if a.shape[0] != n:
+        raise ValueError(f"{what} has {a.shape[0]} entries for {n} addresses")
+    return a, 1
+
+
+cdef inline int _batch_fail(object exc, Py_ssize_t i, object done) except -1:
+    """Record where a batch stopped on the exception about to propagate."""
+    try:
+        exc.batch_index = int(i)
+        exc.batch_done = done
+    except AttributeError:                       # exception types without a __dict__
+        pass
+    return 0
+
+
+# ---- kernel/dma/mapping.c: dma_map_phys / dma_unmap_phys over arrays ----------------------------
+cdef object _dma_map_phys_batch(Device dev, object phys, object sizes, object dir, object attrs):
+    cdef object pa = _batch_u64_array(phys, "phys")
+    cdef Py_ssize_t n = pa.shape[0], i = 0, ss
+    sa, ss = _batch_sizes(sizes, n, "size")
+    cdef int d = _arg_dir(dir)
+    cdef unsigned long at = _arg_attrs(attrs)
+    cdef const u64[::1] p = pa
+    cdef const u64[::1] s = sa
+    bug_on_dir(d, "dma_map_phys")                # per call: the first thing c_dma_map_phys does
+    for i in range(n):                           # per call: _check_span() in the def wrapper
+        if s[i * ss] and p[i] + s[i * ss] - 1 < p[i]:
+            raise ValueError(f"phys[{i}] {p[i]:#x} + size {s[i * ss]:#x} wraps the 64-bit address space")
+    cdef object out = _np.empty(n, dtype=_np.uint64)
+    cdef u64[::1] o = out
+    i = 0
+    try:
+        while i < n:
+            o[i] = c_dma_map_phys(dev, p[i], s[i * ss], d, at)
+            i += 1
+    except BaseException as e:
+        _batch_fail(e, i, out[:i].copy())
+        raise
+    finally:
+        dev.machine.flush_warnings()
+    return out
+
+
+cdef object _dma_unmap_phys_batch(Device dev, object addrs, object sizes, object dir, object attrs):
+    cdef object aa = _batch_u64_array(addrs, "addr")
+    cdef Py_ssize_t n = aa.shape[0], i = 0, ss
+    sa, ss = _batch_sizes(sizes, n, "size")
+    cdef int d = _arg_dir(dir)
+    cdef unsigned long at = _arg_attrs(attrs)
+    cdef const u64[::1] a = aa
+    cdef const u64[::1] s = sa
+    bug_on_dir(d, "dma_unmap_phys")
+    try:
+        while i < n:
+            c_dma_unmap_phys(dev, a[i], s[i * ss], d, at)
+            i += 1
+    except BaseException as e:
+        _batch_fail(e, i, None)
+        raise
+    finally:
+        dev.machine.flush_warnings()
+
+
+cdef object _dma_mapping_error_batch(Device dev, object addrs):
+    cdef object aa = _batch_u64_array(addrs, "dma_addr")
+    cdef const u64[::1] a = aa
+    cdef Py_ssize_t n = a.shape[0], i = 0
+    cdef object out = _np.empty(n, dtype=_np.int32)
+    cdef int[::1] o = out
+    try:
+        while i < n:
+            o[i] = c_dma_mapping_error(dev, a[i])
+            i += 1
+    except BaseException as e:
+        _batch_fail(e, i, out[:i].copy())
+        raise
+    finally:
+        dev.machine.flush_warnings()
+    return out
+
+
+def dma_map_phys_batch(Device dev not None, phys, sizes, dir, attrs=0):
+    """dma_map_phys_batch(dev, phys, sizes, dir, attrs=0) -> ndarray[uint64]
+
+    ``dma_map_phys(dev, phys[i], sizes[i], dir, attrs)`` for each i, in order, in a C loop over
+    the same C function the per-call entry point wraps (c_dma_map_phys: dma-direct / swiotlb /
+    dma-iommu, trace event, dma-debug record). ``phys``: 1-D integer array; ``sizes``: a scalar
+    for every element or a 1-D array of the same length. A failed element is
+    DMA_MAPPING_ERROR and the rest proceed, as separate calls would.
+
+    Validated for the whole batch before any element is mapped: array types and shapes,
+    ``dir`` (an invalid direction raises KernelBug, as dma_map_phys's BUG_ON would), ``attrs``,
+    and a ``phys + size`` that wraps (ValueError). Kernel warnings are emitted once, after the
+    last element. An exception from element i stops the batch there (``exc.batch_index``,
+    ``exc.batch_done``: the addresses of elements 0..i-1, which stay mapped).
+    Holds the GIL: each element may create dma-debug records, trace events and warnings.
+    """
+    return _dma_map_phys_batch(dev, phys, sizes, dir, attrs)
+
+
+def dma_mapping_error_batch(Device dev not None, dma_addrs):
+    """dma_mapping_error_batch(dev, dma_addrs) -> ndarray[int32]
+
+    ``dma_mapping_error(dev, dma_addrs[i])`` for each i: -ENOMEM where the address is
+    DMA_MAPPING_ERROR, else 0. Like the per-call function it tells dma-debug that the driver
+    checked each address (without it dma-debug reports "device driver failed to check map
+    error" at unmap, exactly as for per-call mappings nobody checked). Holds the GIL.
+    """
+    return _dma_mapping_error_batch(dev, dma_addrs)
+
+
+def dma_unmap_phys_batch(Device dev not None, dma_addrs, sizes, dir, attrs=0):
+    """dma_unmap_phys_batch(dev, dma_addrs, sizes, dir, attrs=0)
+
+    ``dma_unmap_phys(dev, dma_addrs[i], sizes[i], dir, attrs)`` for each i, in order (c_dma_unmap_phys
+    in a C loop). Same validation, warning and exception rules as dma_map_phys_batch.
+    Holds the GIL.
+    """
+    _dma_unmap_phys_batch(dev, dma_addrs, sizes, dir, attrs)
+
+
+# ---- the device on its bus: Device.dma_read_batch / dma_write_batch ------------------------------
+cdef object _dma_read_batch(Device dev, object addrs, object size):
+    """Device.dma_read_batch(): dev.dma_read(addrs[i], size) for each i, into an (n, size) array."""
+    cdef object aa = _batch_u64_array(addrs, "addrs")
+    cdef u64 sz = _u64(size, "size")
+    cdef const u64[::1] a = aa
+    cdef Py_ssize_t n = a.shape[0], i = 0
+    cdef object out = _np.empty((n, sz), dtype=_np.uint8)
+    cdef u8[:, ::1] o = out
+    try:
+        while i < n:
+            if sz:
+                device_access(dev, a[i], &o[i, 0], sz, False)
+            dev.dma_reads += 1
+            i += 1
+    except BaseException as e:
+        _batch_fail(e, i, out[:i].copy())
+        raise
+    finally:
+        dev.machine.flush_warnings()
+    return out
+
+
+cdef object _dma_write_batch(Device dev, object addrs, object data):
+    """Device.dma_write_batch(): dev.dma_write(addrs[i], data[i]) for each i."""
+    cdef object aa = _batch_u64_array(addrs, "addrs")
+    cdef object d
+    if isinstance(data, (str, bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be a 2-D uint8 array (n x size), not {type(data).__name__}")
+    d = _np.asarray(data)
+    if d.dtype != _np.uint8:
+        raise TypeError(f"data must be a 2-D uint8 array (n x size), not dtype {d.dtype}")
+    if d.ndim != 2:
+        raise ValueError(f"data must be a 2-D uint8 array (n x size), not shape {d.shape}")
+    if d.shape[0] != aa.shape[0]:
+        raise ValueError(f"data has {d.shape[0]} rows for {aa.shape[0]} addresses")
+    d = _np.ascontiguousarray(d)
+    cdef const u64[::1] a = aa
+    cdef const u8[:, ::1] v = d
+    cdef Py_ssize_t n = a.shape[0], i = 0
+    cdef u64 sz = <u64>v.shape[1]
+    try:
+        while i < n:
+            if sz:
+                device_access(dev, a[i], <u8 *>&v[i, 0], sz, True)
+            dev.dma_writes += 1
+            i += 1
+    except BaseException as e:
+        _batch_fail(e, i, None)
+        raise
+    finally:
+        dev.machine.flush_warnings()
+
+
+def dma_read_batch(Device dev not None, addrs, size):
+    """dma_read_batch(dev, addrs, size) -> ndarray[uint8] of shape (len(addrs), size)
+
+    Same as ``dev.dma_read_batch(addrs, size)``: row i is what ``dev.dma_read(addrs[i], size)``
+    returns, element by element in order through device_access() (IOMMU translation, IOTLB,
+    P2P routing, faults and statistics exactly as per call). A DmaFault at element i stops the
+    batch there (``exc.batch_index``, ``exc.batch_done`` = the rows read). Holds the GIL.
+    """
+    return _dma_read_batch(dev, addrs, size)
+
+
+def dma_write_batch(Device dev not None, addrs, data):
+    """dma_write_batch(dev, addrs, data): ``dev.dma_write(addrs[i], data[i])`` for each row i.
+
+    Same as ``dev.dma_write_batch(addrs, data)``; ``data`` is a 2-D uint8 array with one row per
+    address. Faults stop the batch at the faulting element (``exc.batch_index``). Holds the GIL.
+    """
+    _dma_write_batch(dev, addrs, data)
+
+
+# ---- drivers/iommu/iommu.c: iommu_iova_to_phys over an array ------------------------------------
+cdef object _iommu_iova_to_phys_batch(IommuDomain d, object iovas):
+    """iommu_iova_to_phys_c() per element, its domain checks hoisted: the loop runs no Python
+    code, so the domain cannot change type or be freed between two elements."""
+    cdef object ia = _batch_u64_array(iovas, "iovas")
+    cdef const u64[::1] a = ia
+    cdef Py_ssize_t n = a.shape[0], i
+    cdef object out = _np.empty(n, dtype=_np.uint64)
+    cdef u64[::1] o = out
+    cdef IoPgtable pt
+    if n == 0:
+        return out
+    if d.ktype == IOMMU_DOMAIN_IDENTITY:
+        o[:] = a
+    elif d.pgtable is None or d.freed:
+        o[:] = 0
+    else:
+        pt = d.pgtable                           # domain->ops->iova_to_phys
+        with nogil:
+            for i in range(n):
+                o[i] = pt.c_iova_to_phys(a[i])
+    return out
+
+
+def iommu_iova_to_phys_batch(domain, iovas):
+    """iommu_iova_to_phys_batch(domain, iovas) -> ndarray[uint64]
+
+    Same as ``domain.iova_to_phys_batch(iovas)``: ``iommu_iova_to_phys(domain, iovas[i])`` for
+    each i (identity domains return the IOVA, blocked and freed ones 0, paging domains walk the
+    page table: 0 when unmapped, -ERANGE as u64 beyond a generic_pt table). A software walk:
+    no IOTLB, no statistics, no warnings.
+
+    The walk runs without the GIL (IoPgtable.c_iova_to_phys is nogil), so other Python threads
+    run meanwhile. It reads the domain's page-table pages in simulated memory: another thread
+    must not map, unmap or free in this domain during the call -- in the kernel,
+    iova_to_phys racing with unmap is the caller's bug too; here a racing unmap that frees a
+    table page could make the walk read freed host memory.
+    """
+    return _iommu_iova_to_phys_batch(_domain_arg(domain), iovas)
+
+
+__all__ += ["dma_map_phys_batch", "dma_mapping_error_batch", "dma_unmap_phys_batch",
+             "dma_read_batch", "dma_write_batch", "iommu_iova_to_phys_batch"]

@@ -141,6 +141,15 @@ cdef class Device:
                 self.machine.flush_warnings()
         self.dma_writes += 1
 
+    # batch forms (batch.pxi): the same device_access() per element, in a C loop
+    def dma_read_batch(self, addrs, size):
+        """dma_read(addrs[i], size) for each i -> ndarray[uint8] (n x size); see batch.pxi."""
+        return _dma_read_batch(self, addrs, size)
+
+    def dma_write_batch(self, addrs, data):
+        """dma_write(addrs[i], data[i]) for each row of a 2-D uint8 array; see batch.pxi."""
+        _dma_write_batch(self, addrs, data)
+
 
 # ---- include/linux/dma-direct.h: address translation -----------------------------------------
 cdef inline u64 translate_phys_to_dma(Device dev, u64 paddr) noexcept:

@@ -941,7 +941,7 @@ cdef class IoPgtable:
             return self.arm_unmap_pages(iova, pgsize, pgcount)
         return self.gpt_unmap_pages(iova, pgsize, pgcount)
 
-    cdef u64 c_iova_to_phys(self, u64 iova) noexcept:
+    cdef u64 c_iova_to_phys(self, u64 iova) noexcept nogil:
         """io_pgtable_ops->iova_to_phys: 0 when unmapped.
 
         generic_pt returns its range error as the (negative) errno cast to phys_addr_t, exactly

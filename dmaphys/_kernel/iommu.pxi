@@ -82,6 +82,10 @@ cdef class IommuDomain:
         return {"stale_hits": self.stale_hits, "faults": self.faults,
                 "iotlb_syncs": self.iotlb_syncs, "iotlb_flushes": self.iotlb_flushes}
 
+    def iova_to_phys_batch(self, iovas):
+        """iommu_iova_to_phys(self, iovas[i]) for each i -> ndarray[uint64]; see batch.pxi."""
+        return _iommu_iova_to_phys_batch(self, iovas)
+
     def __repr__(self):
         return (f"<dmaphys.IommuDomain id={self.id} {self.type} devices={len(self.devices)}"
                 f"{' freed' if self.freed else ''}>")

@@ -1,5 +1,181 @@
-"""Reference model of the numpy batch entry points. PLACEHOLDER (foundation skeleton)."""
+"""Reference model of the numpy batch entry points (mirrors _kernel/batch.pxi).
+
+The semantics *are* the per-call reference API applied to each element in order: every batch
+function here validates the whole batch (the core's messages), then loops over the per-call
+function with the machine's warning flush deferred to the end of the batch, and records where
+it stopped on an exception (``exc.batch_index``, ``exc.batch_done``). See batch.pxi for the
+contract.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import contextlib
+
+import numpy as np
+
+from . import iommu as _iommu
+from . import mapping as _mapping
+from ._util import u64
+
+__all__ = ["dma_map_phys_batch", "dma_mapping_error_batch", "dma_unmap_phys_batch",
+           "dma_read_batch", "dma_write_batch", "iommu_iova_to_phys_batch"]
+
+
+# ---- argument conversion (whole batch, before any state change) --------------------------------
+def _batch_u64_array(arr, what: str) -> np.ndarray:
+    if isinstance(arr, (str, bytes)):
+        raise TypeError(f"{what} must be a 1-D integer array, not {type(arr).__name__}")
+    try:
+        a = np.asarray(arr)
+    except (ValueError, OverflowError) as e:
+        raise TypeError(f"{what} must be a 1-D integer array ({e})") from None
+    if a.size == 0 and not isinstance(arr, np.ndarray):
+        a = a.astype(np.uint64)                 # an empty sequence (numpy makes it float64)
+    if a.dtype.kind not in "ui":
+        raise TypeError(f"{what} must be a 1-D integer array, not dtype {a.dtype}")
+    if a.ndim != 1:
+        raise ValueError(f"{what} must be a 1-D array, not shape {a.shape}")
+    if a.dtype.kind == "i" and a.shape[0] and a.min() < 0:
+        raise ValueError(f"{what}[{int(np.argmax(a < 0))}] is negative")
+    return np.ascontiguousarray(a, dtype=np.uint64)
+
+
+def _batch_sizes(sizes, n: int, what: str) -> list[int]:
+    """A scalar (every element) or a 1-D array of n entries, as a list of n ints."""
+    if not isinstance(sizes, (str, bytes)) and np.ndim(sizes) == 0:
+        return [u64(sizes, what)] * n
+    a = _batch_u64_array(sizes, what)
+    if a.shape[0] != n:
+        raise ValueError(f"{what} has {a.shape[0]} entries for {n} addresses")
+    return [int(x) for x in a]
+
+
+def _batch_fail(exc: BaseException, i: int, done) -> None:
+    try:
+        exc.batch_index = i  # type: ignore[attr-defined]
+        exc.batch_done = done  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+
+
+def _noop() -> None:
+    pass
+
+
+@contextlib.contextmanager
+def _deferred_warnings(machine):
+    """Run per-call functions with Machine.flush_warnings deferred to the end of the batch."""
+    machine.flush_warnings = _noop          # the instance attribute shadows the method
+    try:
+        yield
+    finally:
+        del machine.flush_warnings
+        machine.flush_warnings()
+
+
+# ---- kernel/dma/mapping.c --------------------------------------------------------------------------
+def dma_map_phys_batch(dev, phys, sizes, dir, attrs=0) -> np.ndarray:
+    """Reference of dmaphys.dma_map_phys_batch: dma_map_phys() per element, in order."""
+    dev = _mapping._dev(dev)
+    p = _batch_u64_array(phys, "phys")
+    s = _batch_sizes(sizes, p.shape[0], "size")
+    d, a = _mapping._dir(dir), _mapping._attrs(attrs)
+    _mapping.bug_on_dir(d, "dma_map_phys")
+    ps = [int(x) for x in p]
+    for i in range(len(ps)):
+        if s[i] and ps[i] + s[i] - 1 >= 1 << 64:
+            raise ValueError(f"phys[{i}] {ps[i]:#x} + size {s[i]:#x} wraps the 64-bit address space")
+    out = np.empty(len(ps), dtype=np.uint64)
+    i = 0
+    with _deferred_warnings(dev.machine):
+        try:
+            for i in range(len(ps)):
+                out[i] = _mapping.dma_map_phys(dev, ps[i], s[i], d, a)
+        except BaseException as e:
+            _batch_fail(e, i, out[:i].copy())
+            raise
+    return out
+
+
+def dma_mapping_error_batch(dev, dma_addrs) -> np.ndarray:
+    """Reference of dmaphys.dma_mapping_error_batch: dma_mapping_error() per element."""
+    dev = _mapping._dev(dev)
+    ad = _batch_u64_array(dma_addrs, "dma_addr")
+    out = np.empty(ad.shape[0], dtype=np.int32)
+    i = 0
+    with _deferred_warnings(dev.machine):
+        try:
+            for i in range(ad.shape[0]):
+                out[i] = _mapping.dma_mapping_error(dev, int(ad[i]))
+        except BaseException as e:
+            _batch_fail(e, i, out[:i].copy())
+            raise
+    return out
+
+
+def dma_unmap_phys_batch(dev, dma_addrs, sizes, dir, attrs=0) -> None:
+    """Reference of dmaphys.dma_unmap_phys_batch: dma_unmap_phys() per element, in order."""
+    dev = _mapping._dev(dev)
+    ad = _batch_u64_array(dma_addrs, "addr")
+    s = _batch_sizes(sizes, ad.shape[0], "size")
+    d, a = _mapping._dir(dir), _mapping._attrs(attrs)
+    _mapping.bug_on_dir(d, "dma_unmap_phys")
+    i = 0
+    with _deferred_warnings(dev.machine):
+        try:
+            for i in range(ad.shape[0]):
+                _mapping.dma_unmap_phys(dev, int(ad[i]), s[i], d, a)
+        except BaseException as e:
+            _batch_fail(e, i, None)
+            raise
+
+
+# ---- the device on its bus ------------------------------------------------------------------------
+def dma_read_batch(dev, addrs, size) -> np.ndarray:
+    """Reference of dmaphys.dma_read_batch: ``dev.dma_read(addrs[i], size)`` for each i."""
+    a = _batch_u64_array(addrs, "addrs")
+    sz = u64(size, "size")
+    out = np.empty((a.shape[0], sz), dtype=np.uint8)
+    i = 0
+    with _deferred_warnings(dev.machine):
+        try:
+            for i in range(a.shape[0]):
+                out[i] = np.frombuffer(dev.dma_read(int(a[i]), sz), dtype=np.uint8)
+        except BaseException as e:
+            _batch_fail(e, i, out[:i].copy())
+            raise
+    return out
+
+
+def dma_write_batch(dev, addrs, data) -> None:
+    """Reference of dmaphys.dma_write_batch: ``dev.dma_write(addrs[i], data[i])`` for each i."""
+    a = _batch_u64_array(addrs, "addrs")
+    if isinstance(data, (str, bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be a 2-D uint8 array (n x size), not {type(data).__name__}")
+    d = np.asarray(data)
+    if d.dtype != np.uint8:
+        raise TypeError(f"data must be a 2-D uint8 array (n x size), not dtype {d.dtype}")
+    if d.ndim != 2:
+        raise ValueError(f"data must be a 2-D uint8 array (n x size), not shape {d.shape}")
+    if d.shape[0] != a.shape[0]:
+        raise ValueError(f"data has {d.shape[0]} rows for {a.shape[0]} addresses")
+    d = np.ascontiguousarray(d)
+    i = 0
+    with _deferred_warnings(dev.machine):
+        try:
+            for i in range(a.shape[0]):
+                dev.dma_write(int(a[i]), d[i].tobytes())
+        except BaseException as e:
+            _batch_fail(e, i, None)
+            raise
+
+
+# ---- drivers/iommu/iommu.c ------------------------------------------------------------------------
+def iommu_iova_to_phys_batch(domain, iovas) -> np.ndarray:
+    """Reference of dmaphys.iommu_iova_to_phys_batch: iommu_iova_to_phys() per element."""
+    domain = _iommu._domain_arg(domain)
+    a = _batch_u64_array(iovas, "iovas")
+    out = np.empty(a.shape[0], dtype=np.uint64)
+    for i in range(a.shape[0]):
+        out[i] = _iommu.iommu_iova_to_phys(domain, int(a[i]))
+    return out

@@ -83,6 +83,10 @@ class IommuDomain:
         return {"stale_hits": self.stale_hits, "faults": self.faults,
                 "iotlb_syncs": self.iotlb_syncs, "iotlb_flushes": self.iotlb_flushes}
 
+    def iova_to_phys_batch(self, iovas):
+        from .batch import iommu_iova_to_phys_batch
+        return iommu_iova_to_phys_batch(self, iovas)
+
     def __repr__(self) -> str:
         return (f"<dmaphys.reference.IommuDomain id={self.id} {self.type} devices={len(self.devices)}"
                 f"{' freed' if self.freed else ''}>")

@@ -288,6 +288,15 @@ class Device:
                 self.machine.flush_warnings()
         self.dma_writes += 1
 
+    # batch forms (batch.py): the per-call methods above, per element
+    def dma_read_batch(self, addrs, size):
+        from .batch import dma_read_batch
+        return dma_read_batch(self, addrs, size)
+
+    def dma_write_batch(self, addrs, data) -> None:
+        from .batch import dma_write_batch
+        dma_write_batch(self, addrs, data)
+
 
 def phys_to_dma(dev, paddr: int) -> int:
     if not dev.range_map:

@@ -1,0 +1,348 @@
+"""Per-call vs numpy-batch speed of the mapping paths, with live-set size, targets and peak RSS.
+
+    PYTHONPATH=. python benchmarks/run_all.py [--big] [--json] [--quick] [--dma-debug]
+
+Rows: a path and the number of live mappings held while it is measured (10^3, 10^5; 10^7
+with --big). Each row runs in its own child process per backend, so the RSS column
+(getrusage(RUSAGE_SELF).ru_maxrss of the core's child) is that row's alone.
+The live set is built with batch calls.
+  direct        dma_map_phys + dma_unmap_phys pair, 4 KiB, 64-bit coherent device (dma-direct)
+  swiotlb       the same on a 32-bit device mapping RAM above 4 GiB, DMA_BIDIRECTIONAL: each
+                pair takes a slot, copies 4 KiB in at map and 4 KiB back at unmap
+  iommu-strict  4 KiB pair through dma-iommu, strict invalidation (IOVA alloc, PTE install,
+  iommu-lazy    unmap + IOTLB flush / flush-queue entry)
+  link64        two-step API: dma_iova_try_alloc, 64 x dma_iova_link 4 KiB, one dma_iova_sync,
+                dma_iova_destroy (when dma-iommu's two-step API is on this branch)
+  iova2phys     iommu_iova_to_phys of a live IOVA (batch: iommu_iova_to_phys_batch)
+Columns: ns per operation (pair / translation) through the per-call Python API and through the
+batch API (chunks of 4096), the reference model's figures (10^3 live only: it is ~1000x
+slower), ref/core = the faster of the two reference figures / core batch, the targets, and
+the row's peak RSS. Best of three runs.
+
+dma-debug is OFF in every row unless --dma-debug is given (then only for rows up to 10^5):
+with it on, every map also inserts into and every unmap searches dma-debug's hash, which
+the targets do not include, and 10^7 live entries would be another ~1.3 GiB.
+A row whose path is not on this branch yet (IOMMU, two-step API) prints "n/a".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+GiB = 1 << 30
+MiB = 1 << 20
+SIZE = 4096
+CHUNK = 4096                         # batch size of the timed batch calls
+BIDI = 0                             # DMA_BIDIRECTIONAL
+# path -> (per-call target ns, batch target ns); None: no target given
+TARGETS = {
+    "direct": (500, 10),
+    "swiotlb": (None, 600),
+    "iommu-strict": (1000, 40),
+    "iommu-lazy": (1000, 40),
+    "link64": (None, None),
+    "iova2phys": (None, 15),
+}
+RATIO_TARGET = 100                   # ref-batch / core-batch on batch paths
+RSS_TARGET_MIB = 1536                # 10^7 live 4 KiB IOMMU mappings
+
+
+class NotOnBranch(Exception):
+    pass
+
+
+# ---- one row (runs in a child process) --------------------------------------------------------
+def machine(impl, path, live, dma_debug):
+    pool = 64 * MiB
+    if path == "swiotlb":             # room for the live set + one chunk, 2 slots per 4 KiB
+        pool = max(pool, 1 << (2 * (live + CHUNK) * 2048 - 1).bit_length())
+    m = impl.Machine(ram=[(0, 3 * GiB), (4 * GiB, 13 * GiB)], swiotlb=pool, dma_debug=dma_debug)
+    if path == "direct":
+        dev = m.add_device("bench")
+    elif path == "swiotlb":
+        dev = m.add_device("bench", dma_mask=(1 << 32) - 1)
+    else:
+        try:
+            iommu = m.add_iommu(strict=(path != "iommu-lazy"))
+        except NotImplementedError as e:
+            raise NotOnBranch("IOMMU") from e
+        try:
+            dev = m.add_device("bench", iommu=iommu)
+        except (NotImplementedError, AttributeError) as e:       # the skeleton's dma-iommu hooks
+            if path != "iova2phys":
+                raise NotOnBranch("dma-iommu") from e
+            return m, iommu                                     # iova2phys on an unmanaged domain
+    return m, dev
+
+
+def phys_for(n, base, span_pages):
+    """n page-aligned physical addresses cycling through span_pages pages from base."""
+    pages = np.arange(n, dtype=np.uint64) % np.uint64(span_pages)
+    return (np.uint64(base) + pages * np.uint64(SIZE)).astype(np.uint64)
+
+
+def build_live(impl, dev, phys):
+    """The live set, built with batch calls (in chunks, to bound the temporary arrays)."""
+    out = []
+    for i in range(0, phys.shape[0], 1 << 20):
+        a = impl.dma_map_phys_batch(dev, phys[i:i + (1 << 20)], SIZE, BIDI, 0)
+        if (a == np.uint64((1 << 64) - 1)).any():
+            raise MemoryError("a live-set mapping failed")
+        out.append(a)
+    return np.concatenate(out) if out else np.empty(0, dtype=np.uint64)
+
+
+def best_of(fn, reps=3):
+    return min(fn() for _ in range(reps))
+
+
+def time_pairs_per_call(impl, dev, phys, n):
+    map_phys, unmap_phys = impl.dma_map_phys, impl.dma_unmap_phys
+    ps = [int(p) for p in phys[:n]]
+
+    def run():
+        t0 = time.perf_counter_ns()
+        for p in ps:
+            unmap_phys(dev, map_phys(dev, p, SIZE, BIDI, 0), SIZE, BIDI, 0)
+        return (time.perf_counter_ns() - t0) / len(ps)
+    return best_of(run)
+
+
+def time_pairs_batch(impl, dev, phys, rounds):
+    chunk = phys[:CHUNK].copy()
+
+    def run():
+        t0 = time.perf_counter_ns()
+        for _ in range(rounds):
+            a = impl.dma_map_phys_batch(dev, chunk, SIZE, BIDI, 0)
+            impl.dma_unmap_phys_batch(dev, a, SIZE, BIDI, 0)
+        return (time.perf_counter_ns() - t0) / (rounds * chunk.shape[0])
+    return best_of(run)
+
+
+def per_call_iova_to_phys(impl, domain):
+    fn = getattr(domain, "iova_to_phys", None)
+    if fn is not None:
+        return fn
+    fn = getattr(impl, "iommu_iova_to_phys", None)
+    if fn is None:
+        raise NotOnBranch("iommu_iova_to_phys")
+    return lambda iova: fn(domain, iova)
+
+
+def batch_iova_to_phys(impl, domain):
+    fn = getattr(domain, "iova_to_phys_batch", None)
+    if fn is not None:
+        return fn
+    return lambda iovas: impl.iommu_iova_to_phys_batch(domain, iovas)
+
+
+def measure_impl(impl, path, live, quick, dma_debug):
+    """{"call": ns, "batch": ns} for one backend."""
+    is_ref = impl.__name__.endswith("reference")
+    m, dev = machine(impl, path, live, dma_debug)
+    base = 4 * GiB + 16 * MiB if path == "swiotlb" else 16 * MiB
+    live_phys = phys_for(live, base, 1 << 18)
+    if path == "iova2phys" and not hasattr(dev, "domain"):
+        # no dma-iommu yet: an unmanaged domain, the live set made with iommu_map (per call)
+        domain = dev.domain_alloc()
+        live_addrs = np.uint64(1 << 20) + np.arange(live, dtype=np.uint64) * np.uint64(SIZE)
+        iommu_map = impl.iommu_map
+        for c in range(0, live, 1 << 16):            # chunks: no 10^7-element Python lists
+            for iova, p in zip(live_addrs[c:c + (1 << 16)].tolist(), live_phys[c:c + (1 << 16)].tolist(),
+                               strict=True):
+                if iommu_map(domain, iova, p, SIZE, 3):
+                    raise MemoryError("iommu_map failed")
+    else:
+        live_addrs = build_live(impl, dev, live_phys)
+        domain = getattr(dev, "domain", None)
+    work = phys_for(max(CHUNK, 50_000), base + GiB, CHUNK)        # the timed maps: 16 MiB
+    if path == "swiotlb":
+        m.mem_write(base + GiB, bytes(range(256)) * (CHUNK * SIZE // 256))   # real data to bounce
+    n_call = (500 if quick else 2_000) if is_ref else (5_000 if quick else 50_000)
+    rounds = 1 if is_ref else (3 if quick else 20)
+    if path == "swiotlb":
+        rounds = max(1, rounds // 4)
+    res = {}
+    if path in ("direct", "swiotlb", "iommu-strict", "iommu-lazy"):
+        res["call"] = time_pairs_per_call(impl, dev, work, n_call)
+        res["batch"] = time_pairs_batch(impl, dev, work, rounds)
+    elif path == "iova2phys":
+        one, many = per_call_iova_to_phys(impl, domain), batch_iova_to_phys(impl, domain)
+        idx = np.random.default_rng(1).integers(0, live, size=min(live, 1 << 16))
+        probe = live_addrs[idx]
+        if not (many(probe) == live_phys[idx]).all():
+            raise AssertionError("iova_to_phys_batch disagrees with the live set")
+        ints = [int(x) for x in probe[: (2_000 if is_ref else 50_000)]]
+
+        def call():
+            t0 = time.perf_counter_ns()
+            for x in ints:
+                one(x)
+            return (time.perf_counter_ns() - t0) / len(ints)
+
+        def bat():
+            reps = 1 if is_ref else 20
+            t0 = time.perf_counter_ns()
+            for _ in range(reps):
+                many(probe)
+            return (time.perf_counter_ns() - t0) / (reps * probe.shape[0])
+        res["call"], res["batch"] = best_of(call), best_of(bat)
+    elif path == "link64":
+        res.update(time_link64(impl, dev, work, 200 if is_ref else (300 if quick else 3000)))
+    return res
+
+
+def time_link64(impl, dev, phys, n):
+    """ns per 64-range transaction: dma_iova_try_alloc, 64 x dma_iova_link (4 KiB each), one
+    dma_iova_sync, dma_iova_destroy. Batch: the 64 links as one dma_iova_link_batch call."""
+    if not hasattr(impl, "dma_iova_link"):
+        raise NotOnBranch("two-step dma_iova_* API")
+    try_alloc, link, sync, destroy = impl.dma_iova_try_alloc, impl.dma_iova_link, impl.dma_iova_sync, \
+        impl.dma_iova_destroy
+    ps = [int(p) for p in phys[:64]]
+    offs = [k * SIZE for k in range(64)]
+    total = 64 * SIZE
+
+    def call():
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            st = impl.DmaIovaState()
+            if not try_alloc(dev, st, ps[0], total):
+                raise MemoryError("dma_iova_try_alloc failed")
+            for p, off in zip(ps, offs, strict=True):
+                if link(dev, st, p, off, SIZE, BIDI, 0):
+                    raise MemoryError("dma_iova_link failed")
+            sync(dev, st, 0, total)
+            destroy(dev, st, total, BIDI, 0)
+        return (time.perf_counter_ns() - t0) / n
+
+    res = {"call": best_of(call)}
+    link_batch = getattr(impl, "dma_iova_link_batch", None)
+    if link_batch is not None:
+        parr, oarr = phys[:64].copy(), np.array(offs, dtype=np.uint64)
+
+        def bat():
+            t0 = time.perf_counter_ns()
+            for _ in range(n):
+                st = impl.DmaIovaState()
+                try_alloc(dev, st, ps[0], total)
+                if (link_batch(dev, st, parr, oarr, SIZE, BIDI, 0) != 0).any():
+                    raise MemoryError("dma_iova_link_batch failed")
+                sync(dev, st, 0, total)
+                destroy(dev, st, total, BIDI, 0)
+            return (time.perf_counter_ns() - t0) / n
+        res["batch"] = best_of(bat)
+    return res
+
+
+def run_row(backend, path, live, quick, dma_debug):
+    """One backend's figures for one row, and this process's peak RSS."""
+    if backend == "core":
+        import dmaphys as impl
+    else:
+        import dmaphys.reference as impl
+    row = {}
+    try:
+        row["ns"] = measure_impl(impl, path, live, quick, dma_debug)
+    except NotOnBranch as e:
+        row["na"] = f"{e} not on this branch"
+    row["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return row
+
+
+def child(backend, path, live, args):
+    cmd = [sys.executable, os.path.abspath(__file__), "--row", backend, path, str(live)]
+    cmd += ["--quick"] * args.quick + ["--dma-debug"] * args.dma_debug
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# ---- the table ----------------------------------------------------------------------------------
+def verdict(value, target):
+    if value is None or target is None:
+        return ""
+    return "ok" if value <= target else "MISS"
+
+
+def fmt(v, width, prec=0):
+    return f"{'-':>{width}}" if v is None else f"{v:>{width}.{prec}f}"
+
+
+def print_table(rows):
+    print(f"{'path':>12} {'live':>9} {'call ns':>9} {'batch ns':>9} {'ref call':>9} {'ref batch':>10} "
+          f"{'ref/core':>9} {'tgt call':>9} {'tgt batch':>10} {'met':>9} {'RSS MiB':>8}")
+    for r in rows:
+        live = f"10^{len(str(r['live'])) - 1}"
+        tc, tb = TARGETS[r["path"]]
+        if "na" in r:
+            print(f"{r['path']:>12} {live:>9}   n/a: {r['na']}")
+            continue
+        c, b = r["core"].get("call"), r["core"].get("batch")
+        rc = r.get("ref", {}).get("call")
+        rb = r.get("ref", {}).get("batch")
+        ratio = min(rb, rc) / b if rb and rc and b else None      # vs the faster reference figure
+        met = [verdict(c, tc), verdict(b, tb)]
+        if ratio is not None:
+            met.append("ok" if ratio >= RATIO_TARGET else "MISS")
+        if r["path"].startswith("iommu") and r["live"] >= 10**7:
+            met.append("ok" if r["rss_mib"] <= RSS_TARGET_MIB else "MISS")
+        print(f"{r['path']:>12} {live:>9} {fmt(c, 9, 1)} {fmt(b, 9, 1)} {fmt(rc, 9)} {fmt(rb, 10)} "
+              f"{fmt(ratio, 9)} {fmt(tc, 9)} {fmt(tb, 10)} {'/'.join(x for x in met if x):>9} "
+              f"{r['rss_mib']:8.0f}")
+    print(f"targets: batch ref/core >= {RATIO_TARGET}x; 10^7 live 4 KiB IOMMU mappings <= "
+          f"{RSS_TARGET_MIB} MiB RSS. met: per-call / batch / ratio / RSS verdicts where a target exists.")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--big", action="store_true", help="also 10^7 live mappings (direct, IOMMU)")
+    ap.add_argument("--json", action="store_true", help="machine-readable output")
+    ap.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
+    ap.add_argument("--dma-debug", action="store_true", help="dma-debug on (rows up to 10^5)")
+    ap.add_argument("--paths", default=",".join(TARGETS), help="comma-separated subset of the paths")
+    ap.add_argument("--row", nargs=3, metavar=("BACKEND", "PATH", "LIVE"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.row:
+        live = int(args.row[2])
+        print(json.dumps(run_row(args.row[0], args.row[1], live, args.quick,
+                                 args.dma_debug and live <= 10**5)))
+        return
+    rows = []
+    for path in args.paths.split(","):
+        sizes = [10**3, 10**5]
+        if args.big and path not in ("swiotlb",):    # a 4 KiB bounce holds 2 slots: 10^7 = 40 GiB of pool
+            sizes.append(10**7)
+        for live in sizes:
+            row = {"path": path, "live": live, "dma_debug": args.dma_debug and live <= 10**5}
+            core = child("core", path, live, args)
+            if "na" in core:
+                row["na"] = core["na"]
+            else:
+                row["core"] = core["ns"]
+            row["rss_mib"] = core["rss_mib"]
+            if live <= 1000 and "na" not in core:
+                ref = child("reference", path, live, args)
+                row["ref"] = ref["ns"]
+                row["ref_rss_mib"] = ref["rss_mib"]
+            rows.append(row)
+            if not args.json:
+                print(f"  measured {path} at {live} live", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"rows": rows, "targets": {k: {"call_ns": v[0], "batch_ns": v[1]}
+                                                     for k, v in TARGETS.items()},
+                          "ratio_target": RATIO_TARGET, "rss_target_mib": RSS_TARGET_MIB}, indent=1))
+    else:
+        print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
