@@ -345,3 +345,19 @@ def test_core_and_reference_agree(fmt, tlb, ops):
     assert core[2] == ref[2]
     assert core[3] == ref[3]
     assert core[4] == ref[4]
+
+
+@pytest.mark.parametrize("fmt", ["arm-lpae-s1-16k", "arm-lpae-s1-64k"])
+def test_dma_domain_with_granule_above_page_size_is_a_bug_and_leaves_no_state(impl, fmt):
+    """init_iova_domain() BUG_ONs a granule > PAGE_SIZE: the attach is refused, nothing leaks;
+    identity and unmanaged domains of the same IOMMU still work."""
+    m = impl.Machine(swiotlb=0)
+    io = m.add_iommu(fmt=fmt)
+    pages, domains = m.mem.allocated_pages, len(io.domains)
+    with pytest.raises(dmaphys.KernelBug, match="init_iova_domain"):
+        m.add_device("d", iommu=io)
+    assert m.devices == {} and m.mem.allocated_pages == pages and len(io.domains) == domains
+    assert m.add_device("d", iommu=io, domain_type="identity").domain.type == "identity"
+    u = io.domain_alloc()
+    assert impl.iommu_map(u, 0x40000, 0x100000, 0x40000, IOMMU_READ) == 0
+    assert impl.iommu_iova_to_phys(u, 0x40010) == 0x100010
