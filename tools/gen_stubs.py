@@ -23,7 +23,7 @@ PARAM_TYPES = {
     "state": "DmaIovaState", "sg": "ScatterList", "sgt": "ScatterList", "sgl": "ScatterList",
     "domain": "IommuDomain", "iommu": "Iommu", "st": "PciP2PdmaMapState",
     "data": "Buffer", "name": "str", "fmt": "str", "entries": "Iterable[tuple[int, int]]",
-    "phys": "ArrayLike", "sizes": "ArrayLike | int", "dma_addrs": "ArrayLike", "iovas": "ArrayLike",
+    "phys": "int", "sizes": "ArrayLike | int", "dma_addrs": "ArrayLike", "iovas": "ArrayLike",
     "addrs": "ArrayLike", "callback": "Callable[[], object]",
     # P2PDMA (p2pdma.pxi)
     "pdev": "Device", "clients": "Iterable[Device]",
@@ -31,6 +31,7 @@ PARAM_TYPES = {
 }
 # per-function overrides where a parameter name means something else than in PARAM_TYPES
 FUNC_PARAM_TYPES = {
+    "dma_map_phys_batch": {"phys": "ArrayLike"},
     "pci_p2pdma_state": {"state": "PciP2PdmaMapState", "phys": "int"},
     "pci_p2pdma_map_type": {"provider": "P2PdmaProvider | PciP2PdmaPagemap | Device"},
     "pci_p2pdma_bus_addr_map": {"provider": "P2PdmaProvider | PciP2PdmaPagemap | PciP2PdmaMapState",
@@ -46,6 +47,7 @@ BATCH_FUNCS = {"dma_map_phys_batch", "dma_mapping_error_batch", "iova_to_phys_ba
                "iommu_iova_to_phys_batch"}
 
 RETURNS = {
+    "flush_queues": "list[IovaFq]", "pci_32bit_workaround": "bool",
     "dma_iova_try_alloc": "bool", "dma_use_iova": "bool", "dma_need_sync": "bool",
     "dma_addressing_limited": "bool", "dma_need_unmap": "bool", "dma_supported": "bool",
     "is_swiotlb_active": "bool", "is_swiotlb_buffer": "bool", "is_swiotlb_force_bounce": "bool",
@@ -169,7 +171,9 @@ def init_stub(cls) -> str:
         if raw in ("*", "/") or raw.startswith("*"):
             parts.append(raw if raw in ("*", "/") else f"{raw}: Any")
             continue
-        name, _, default = raw.partition("=")
+        name, has_default, default = raw.partition("=")
+        if default.strip().lstrip("-").isdigit():
+            default = int(default)
         bits = name.split()
         pname = bits[-1]
         ctype = bits[0] if len(bits) == 2 else None
@@ -178,8 +182,8 @@ def init_stub(cls) -> str:
         if ctype and (ctype[0].isupper() or ctype in ("int", "bool", "str")):
             t = ctype
         else:
-            t = param_type(pname, default or inspect.Parameter.empty)
-        parts.append(f"{pname}: {t}" + (" = ..." if default else ""))
+            t = param_type(pname, default if has_default else inspect.Parameter.empty)
+        parts.append(f"{pname}: {t}" + (" = ..." if has_default else ""))
     return f"    def __init__({', '.join(parts)}) -> None: ..."
 
 
