@@ -101,7 +101,10 @@ cdef int dma_direct_unmap_phys(Device dev, u64 addr, u64 size, int dir, unsigned
         return 0                           # uncached and never bounced
     phys = dma_to_phys(dev, addr)
     if not (attrs & DMA_ATTR_SKIP_CPU_SYNC):
-        dma_direct_sync_single_for_cpu(dev, addr, size, dir)
+        # dma_direct_sync_single_for_cpu(dev, addr, size, dir), with dma_to_phys() done once
+        if not dev.coherent:
+            arch_sync_dma_for_cpu(dev, phys, size, dir)
+        swiotlb_sync_single_for_cpu(dev, phys, size, dir)
     # swiotlb_tbl_unmap_single() looks the pool up itself: a no-op for non-bounce addresses
     swiotlb_tbl_unmap_single(dev, phys, size, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)
     return 0
