@@ -45,8 +45,8 @@ cdef int dma_direct_overflow(Device dev, u64 dma_addr, u64 size, int copy) excep
 
 
 # ---- direct.h: dma_direct_map_phys() --------------------------------------------------------------
-cdef u64 dma_direct_map_phys(Device dev, u64 phys, u64 size, int dir, unsigned long attrs,
-                             int copy=DIRECT_H_IN_MAPPING_C) except? 0xFFFFFFFFFFFFFFFF:
+cdef inline u64 dma_direct_map_phys(Device dev, u64 phys, u64 size, int dir, unsigned long attrs,
+                                    int copy=DIRECT_H_IN_MAPPING_C) except? 0xFFFFFFFFFFFFFFFF:
     """dma_direct_map_phys(): bus address, a swiotlb bounce slot's bus address, or DMA_MAPPING_ERROR."""
     cdef u64 dma_addr = 0                  # uninitialised in the kernel on the force-bounce MMIO path
     if is_swiotlb_force_bounce(dev):
@@ -94,7 +94,7 @@ cdef int dma_direct_sync_single_for_cpu(Device dev, u64 addr, u64 size, int dir)
 
 
 # ---- direct.h: dma_direct_unmap_phys() --------------------------------------------------------------
-cdef int dma_direct_unmap_phys(Device dev, u64 addr, u64 size, int dir, unsigned long attrs) except -1:
+cdef inline int dma_direct_unmap_phys(Device dev, u64 addr, u64 size, int dir, unsigned long attrs) except -1:
     """dma_direct_unmap_phys(): MMIO nothing; else sync for the CPU (unless SKIP_CPU_SYNC), free the slot."""
     cdef u64 phys
     if attrs & DMA_ATTR_MMIO:
