@@ -47,7 +47,26 @@ cdef int dma_direct_overflow(Device dev, u64 dma_addr, u64 size, int copy) excep
 # ---- direct.h: dma_direct_map_phys() --------------------------------------------------------------
 cdef inline u64 dma_direct_map_phys(Device dev, u64 phys, u64 size, int dir, unsigned long attrs,
                                     int copy=DIRECT_H_IN_MAPPING_C) except? 0xFFFFFFFFFFFFFFFF:
-    """dma_direct_map_phys(): bus address, a swiotlb bounce slot's bus address, or DMA_MAPPING_ERROR."""
+    """dma_direct_map_phys(): bus address, a swiotlb bounce slot's bus address, or DMA_MAPPING_ERROR.
+
+    Inline fast path for the common case (no forced bounce, not MMIO, the bus address is
+    dma_capable); everything else goes through _dma_direct_map_phys, the whole function. The
+    fast path only evaluates the same pure tests the full function starts with, so it returns
+    exactly what that would.
+    """
+    cdef u64 dma_addr
+    if not (attrs & DMA_ATTR_MMIO) and not is_swiotlb_force_bounce(dev):
+        dma_addr = phys_to_dma(dev, phys)
+        if dma_capable(dev, dma_addr, size, True):
+            if not dev.coherent and not (attrs & DMA_ATTR_SKIP_CPU_SYNC):
+                arch_sync_dma_for_device(dev, phys, size, dir)
+            return dma_addr
+    return _dma_direct_map_phys(dev, phys, size, dir, attrs, copy)
+
+
+cdef u64 _dma_direct_map_phys(Device dev, u64 phys, u64 size, int dir, unsigned long attrs,
+                              int copy) except? 0xFFFFFFFFFFFFFFFF:
+    """dma_direct_map_phys() in full (see dma_direct_map_phys for the inline fast path)."""
     cdef u64 dma_addr = 0                  # uninitialised in the kernel on the force-bounce MMIO path
     if is_swiotlb_force_bounce(dev):
         if attrs & DMA_ATTR_MMIO:
