@@ -34,7 +34,7 @@ cdef class Device:
     cdef public u64 seg_boundary_mask          # dma_get_seg_boundary()
     cdef public bint dma_skip_sync
     cdef public bint dma_uses_io_tlb
-    cdef public object dma_io_tlb_mem          # IoTlbMem or None
+    cdef public IoTlbMem dma_io_tlb_mem        # IoTlbMem or None (typed: no refcounting on the hot path)
     cdef readonly bint pci
     cdef public bint untrusted                 # pdev->untrusted (external-facing port)
     # --- IOMMU (set by Iommu.attach_device) ---

@@ -45,9 +45,28 @@ cdef int dma_direct_overflow(Device dev, u64 dma_addr, u64 size, int copy) excep
 
 
 # ---- direct.h: dma_direct_map_phys() --------------------------------------------------------------
-cdef u64 dma_direct_map_phys(Device dev, u64 phys, u64 size, int dir, unsigned long attrs,
-                             int copy=DIRECT_H_IN_MAPPING_C) except? 0xFFFFFFFFFFFFFFFF:
-    """dma_direct_map_phys(): bus address, a swiotlb bounce slot's bus address, or DMA_MAPPING_ERROR."""
+cdef inline u64 dma_direct_map_phys(Device dev, u64 phys, u64 size, int dir, unsigned long attrs,
+                                    int copy=DIRECT_H_IN_MAPPING_C) except? 0xFFFFFFFFFFFFFFFF:
+    """dma_direct_map_phys(): bus address, a swiotlb bounce slot's bus address, or DMA_MAPPING_ERROR.
+
+    Inline fast path for the common case (no forced bounce, not MMIO, the bus address is
+    dma_capable); everything else goes through _dma_direct_map_phys, the whole function. The
+    fast path only evaluates the same pure tests the full function starts with, so it returns
+    exactly what that would.
+    """
+    cdef u64 dma_addr
+    if not (attrs & DMA_ATTR_MMIO) and not is_swiotlb_force_bounce(dev):
+        dma_addr = phys_to_dma(dev, phys)
+        if dma_capable(dev, dma_addr, size, True):
+            if not dev.coherent and not (attrs & DMA_ATTR_SKIP_CPU_SYNC):
+                arch_sync_dma_for_device(dev, phys, size, dir)
+            return dma_addr
+    return _dma_direct_map_phys(dev, phys, size, dir, attrs, copy)
+
+
+cdef u64 _dma_direct_map_phys(Device dev, u64 phys, u64 size, int dir, unsigned long attrs,
+                              int copy) except? 0xFFFFFFFFFFFFFFFF:
+    """dma_direct_map_phys() in full (see dma_direct_map_phys for the inline fast path)."""
     cdef u64 dma_addr = 0                  # uninitialised in the kernel on the force-bounce MMIO path
     if is_swiotlb_force_bounce(dev):
         if attrs & DMA_ATTR_MMIO:
@@ -94,14 +113,17 @@ cdef int dma_direct_sync_single_for_cpu(Device dev, u64 addr, u64 size, int dir)
 
 
 # ---- direct.h: dma_direct_unmap_phys() --------------------------------------------------------------
-cdef int dma_direct_unmap_phys(Device dev, u64 addr, u64 size, int dir, unsigned long attrs) except -1:
+cdef inline int dma_direct_unmap_phys(Device dev, u64 addr, u64 size, int dir, unsigned long attrs) except -1:
     """dma_direct_unmap_phys(): MMIO nothing; else sync for the CPU (unless SKIP_CPU_SYNC), free the slot."""
     cdef u64 phys
     if attrs & DMA_ATTR_MMIO:
         return 0                           # uncached and never bounced
     phys = dma_to_phys(dev, addr)
     if not (attrs & DMA_ATTR_SKIP_CPU_SYNC):
-        dma_direct_sync_single_for_cpu(dev, addr, size, dir)
+        # dma_direct_sync_single_for_cpu(dev, addr, size, dir), with dma_to_phys() done once
+        if not dev.coherent:
+            arch_sync_dma_for_cpu(dev, phys, size, dir)
+        swiotlb_sync_single_for_cpu(dev, phys, size, dir)
     # swiotlb_tbl_unmap_single() looks the pool up itself: a no-op for non-bounce addresses
     swiotlb_tbl_unmap_single(dev, phys, size, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)
     return 0

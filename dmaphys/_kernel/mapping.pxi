@@ -100,8 +100,12 @@ cdef u64 c_dma_map_phys(Device dev, u64 phys, u64 size, int dir, unsigned long a
     else:
         addr = iommu_dma_map_phys(dev, phys, size, dir, attrs)
     # kmsan_handle_dma() (non-MMIO): not modelled
-    trace_dma_map_phys(dev, phys, addr, size, dir, attrs)
-    debug_dma_map_phys(dev, phys, size, dir, addr, attrs)
+    # (the hooks test the same flags; testing them here first skips the calls and their
+    # exception checks when tracing / dma-debug are off)
+    if dev.machine.trace.enabled:
+        trace_dma_map_phys(dev, phys, addr, size, dir, attrs)
+    if dev.machine.dma_debug.enabled:
+        debug_dma_map_phys(dev, phys, size, dir, addr, attrs)
     return addr
 
 
@@ -112,8 +116,10 @@ cdef int c_dma_unmap_phys(Device dev, u64 addr, u64 size, int dir, unsigned long
         dma_direct_unmap_phys(dev, addr, size, dir, attrs)
     else:
         iommu_dma_unmap_phys(dev, addr, size, dir, attrs)
-    trace_dma_unmap_phys(dev, addr, size, dir, attrs)
-    debug_dma_unmap_phys(dev, addr, size, dir)
+    if dev.machine.trace.enabled:
+        trace_dma_unmap_phys(dev, addr, size, dir, attrs)
+    if dev.machine.dma_debug.enabled:
+        debug_dma_unmap_phys(dev, addr, size, dir)
     return 0
 
 

@@ -155,6 +155,7 @@ cdef class IoTlbMem:
     cdef vector[io_tlb_area] areas
     # struct io_tlb_mem
     cdef readonly bint force_bounce
+    cdef bint pool_in_ram                       # [start, end) lies in one RAM region (regions are never removed)
     cdef readonly u64 total_used                # atomic_long_t total_used (CONFIG_DEBUG_FS)
     cdef u64 _used_hiwater                      # atomic_long_t used_hiwater
 
@@ -266,6 +267,7 @@ cdef int swiotlb_init_io_tlb_pool(IoTlbMem mem, u64 start, u64 nslabs, u32 narea
         mem.slots[i].alloc_size = 0
         mem.slots[i].pad_slots = 0
     mem.machine.mem.fill(start, 0, nslabs << IO_TLB_SHIFT)
+    mem.pool_in_ram = nslabs != 0 and mem.machine.mem.find_region(start, nslabs << IO_TLB_SHIFT) >= 0
     return 0
 
 
@@ -314,30 +316,24 @@ cdef IoTlbMem swiotlb_init(Machine m, u64 size, int nareas, bint force):
 # ---- include/linux/swiotlb.h predicates ---------------------------------------------------------
 cdef inline IoTlbMem swiotlb_find_pool(Device dev, u64 paddr):
     """swiotlb_find_pool() (non-dynamic): the default pool if paddr lies in it, else None."""
-    cdef object mem = dev.dma_io_tlb_mem
-    if mem is None:
-        return None
-    if paddr >= (<IoTlbMem>mem).start and paddr < (<IoTlbMem>mem).end:
-        return <IoTlbMem>mem
+    if dev.dma_io_tlb_mem is not None and dev.dma_io_tlb_mem.start <= paddr < dev.dma_io_tlb_mem.end:
+        return dev.dma_io_tlb_mem
     return None
 
 
-cdef bint is_swiotlb_buffer(Device dev, u64 paddr) noexcept:
+cdef inline bint is_swiotlb_buffer(Device dev, u64 paddr) noexcept:
     """is_swiotlb_buffer(): swiotlb_find_pool(dev, paddr) != NULL."""
-    cdef object mem = dev.dma_io_tlb_mem
-    return mem is not None and (<IoTlbMem>mem).start <= paddr < (<IoTlbMem>mem).end
+    return dev.dma_io_tlb_mem is not None and dev.dma_io_tlb_mem.start <= paddr < dev.dma_io_tlb_mem.end
 
 
-cdef bint is_swiotlb_active(Device dev) noexcept:
+cdef inline bint is_swiotlb_active(Device dev) noexcept:
     """is_swiotlb_active(): the device has an io_tlb_mem with slabs."""
-    cdef object mem = dev.dma_io_tlb_mem
-    return mem is not None and (<IoTlbMem>mem).nslabs != 0
+    return dev.dma_io_tlb_mem is not None and dev.dma_io_tlb_mem.nslabs != 0
 
 
-cdef bint is_swiotlb_force_bounce(Device dev) noexcept:
+cdef inline bint is_swiotlb_force_bounce(Device dev) noexcept:
     """is_swiotlb_force_bounce(): the device's own flag, or its io_tlb_mem's force_bounce."""
-    cdef object mem = dev.dma_io_tlb_mem
-    return dev.force_bounce or (mem is not None and (<IoTlbMem>mem).force_bounce)
+    return dev.force_bounce or (dev.dma_io_tlb_mem is not None and dev.dma_io_tlb_mem.force_bounce)
 
 
 cdef u64 swiotlb_max_mapping_size(Device dev) noexcept:
@@ -423,15 +419,25 @@ cdef void swiotlb_commit_slots(Device dev, IoTlbMem pool, u32 area_index, u32 sl
     cdef u32 nslots = <u32>nr_slots(alloc_size)
     cdef u32 i
     cdef u16 count = 0
+    cdef io_tlb_slot *slots = pool.slots.data()
+    cdef io_tlb_slot *sp
+    cdef io_tlb_slot *seg_start
+    cdef u64 sz = alloc_size - <u64>offset
     for i in range(slot_index, slot_index + nslots):
-        pool.slots[i].list = 0
-        pool.slots[i].alloc_size = alloc_size - (<u64>offset + (<u64>(i - slot_index) << IO_TLB_SHIFT))
-    # free slots just before the allocation now only reach up to it (within the segment)
-    i = slot_index - 1
-    while io_tlb_offset(i) != IO_TLB_SEGSIZE - 1 and pool.slots[i].list:
+        slots[i].list = 0
+        slots[i].alloc_size = sz
+        sz -= IO_TLB_SIZE
+    # free slots just before the allocation now only reach up to it (within the segment):
+    # i = slot_index - 1 down while io_tlb_offset(i) != IO_TLB_SEGSIZE - 1, i.e. down to the
+    # first slot of slot_index's segment
+    sp = slots + slot_index
+    seg_start = slots + (slot_index & ~(<u32>IO_TLB_SEGSIZE - 1))
+    while sp > seg_start:
+        sp -= 1
+        if not sp.list:
+            break
         count += 1
-        pool.slots[i].list = count
-        i -= 1
+        sp.list = count
     area.index = wrap_area_index(pool, index + nslots)
     area.used += nslots
     inc_used_and_hiwater(pool, nslots)
@@ -481,12 +487,40 @@ cdef int swiotlb_bounce(Device dev, u64 tlb_addr, u64 size, int dir, IoTlbMem me
     # a CPU memcpy: both ends must be memory the CPU can address
     if pm.find_region(orig_addr, size) < 0:
         raise PhysAddrError(orig_addr, size, "swiotlb_bounce(): original buffer is not RAM or MMIO")
-    if pm.find_region(tlb_addr, size) < 0:
+    if not (mem.pool_in_ram and mem.start <= tlb_addr < mem.end and size <= mem.end - tlb_addr) \
+            and pm.find_region(tlb_addr, size) < 0:
+        # (a range inside a pool that lies in one RAM region needs no region lookup)
         raise PhysAddrError(tlb_addr, size, "swiotlb_bounce(): bounce range leaves RAM")
     if dir == DMA_TO_DEVICE:
-        pm.copy(tlb_addr, orig_addr, size)
+        _swiotlb_copy(pm, tlb_addr, orig_addr, size)
     else:
-        pm.copy(orig_addr, tlb_addr, size)
+        _swiotlb_copy(pm, orig_addr, tlb_addr, size)
+    return 0
+
+
+cdef int _swiotlb_copy(PhysMem pm, u64 dst, u64 src, u64 n) except -1:
+    """PhysMem.copy(dst, src, n) with the same result (bytes, frames allocated, resident_frames),
+    copying frame to frame instead of through a bounce buffer."""
+    cdef u64 chunk
+    cdef u8 *ps
+    cdef u8 *pd
+    while n:
+        chunk = PAGE_SIZE - (src & (PAGE_SIZE - 1))
+        if chunk > PAGE_SIZE - (dst & (PAGE_SIZE - 1)):
+            chunk = PAGE_SIZE - (dst & (PAGE_SIZE - 1))
+        if chunk > n:
+            chunk = n
+        ps = pm.page_ptr(src >> PAGE_SHIFT)
+        if ps == NULL:
+            pd = pm.page_ptr(dst >> PAGE_SHIFT)
+            if pd != NULL:                              # zeros onto data; zeros onto zeros: nothing
+                memset(pd + (dst & (PAGE_SIZE - 1)), 0, chunk)
+        else:
+            pd = pm.page_ptr_alloc(dst >> PAGE_SHIFT)
+            memmove(pd + (dst & (PAGE_SIZE - 1)), ps + (src & (PAGE_SIZE - 1)), chunk)
+        src += chunk
+        dst += chunk
+        n -= chunk
     return 0
 
 
@@ -499,20 +533,18 @@ cdef u64 swiotlb_tbl_map_single(Device dev, u64 orig_addr, u64 mapping_size, u64
     not expose stale slot data). Raises only where the kernel BUGs (KernelBug) or the copy
     would touch no memory (PhysAddrError), both before any state changes.
     """
-    cdef object memobj = dev.dma_io_tlb_mem
-    cdef IoTlbMem mem
+    cdef IoTlbMem mem = dev.dma_io_tlb_mem
     cdef Machine m = dev.machine
     cdef u32 alloc_align_mask = <u32>alloc_align_mask_arg       # unsigned int parameter
     cdef u32 offset, area_index = 0, found_index = 0
     cdef u64 size, mask, tlb_addr, i, n
     cdef long long index
     cdef u16 pad_slots
-    if memobj is None or (<IoTlbMem>memobj).nslabs == 0:
+    if mem is None or mem.nslabs == 0:
         if __ratelimit(m, "swiotlb_tbl_map_single:nomem", "swiotlb_tbl_map_single"):
             m.kwarn(KernelWarning, f"{_swiotlb_dev_prefix(dev)}Can not allocate SWIOTLB buffer earlier and can't "
                                    f"now provide you with the DMA bounce buffer")
         return DMA_MAPPING_ERROR
-    mem = <IoTlbMem>memobj
 
     offset = swiotlb_align_offset(dev, alloc_align_mask, orig_addr)
     mask = <u64>(<u32>(alloc_align_mask + 1)) - 1                 # ALIGN(x, alloc_align_mask + 1)
@@ -568,6 +600,9 @@ cdef int swiotlb_release_slots(Device dev, u64 tlb_addr, IoTlbMem mem) except -1
     cdef u64 aindex
     cdef io_tlb_area *area
     cdef u16 count
+    cdef io_tlb_slot *slots
+    cdef io_tlb_slot *sp
+    cdef io_tlb_slot *seg_start
     index = <long long>((tlb_addr - offset - mem.start) >> IO_TLB_SHIFT)
     index -= mem.slots[index].pad_slots
     if index < 0:                               # (host safety: a corrupted pad_slots)
@@ -583,25 +618,30 @@ cdef int swiotlb_release_slots(Device dev, u64 tlb_addr, IoTlbMem mem) except -1
         raise KernelBug(f"swiotlb_release_slots(): {tlb_addr:#x} is not the start of a bounce buffer "
                         f"(its slots {index}+{nslots} run past the pool's {mem.nslabs})")
     area = &mem.areas[aindex]
+    slots = mem.slots.data()
     if index + nslots < ((index + 1 + IO_TLB_SEGSIZE - 1) & ~(<long long>IO_TLB_SEGSIZE - 1)):
-        count = mem.slots[index + nslots].list
+        count = slots[index + nslots].list
     else:
         count = 0
     # return the slots, merging with the free run after them
-    i = index + nslots - 1
-    while i >= index:
+    sp = slots + index + nslots
+    seg_start = slots + index
+    while sp > seg_start:
+        sp -= 1
         count += 1
-        mem.slots[i].list = count
-        mem.slots[i].orig_addr = INVALID_PHYS_ADDR
-        mem.slots[i].alloc_size = 0
-        mem.slots[i].pad_slots = 0
-        i -= 1
-    # and with the free run before them, up to the segment start
-    i = index - 1
-    while io_tlb_offset(<u64>i) != IO_TLB_SEGSIZE - 1 and mem.slots[i].list:
+        sp.list = count
+        sp.orig_addr = INVALID_PHYS_ADDR
+        sp.alloc_size = 0
+        sp.pad_slots = 0
+    # and with the free run before them, up to the segment start (i = index - 1 down while
+    # io_tlb_offset(i) != IO_TLB_SEGSIZE - 1, i.e. down to the first slot of index's segment)
+    seg_start = slots + (index & ~(<long long>IO_TLB_SEGSIZE - 1))
+    while sp > seg_start:
+        sp -= 1
+        if not sp.list:
+            break
         count += 1
-        mem.slots[i].list = count
-        i -= 1
+        sp.list = count
     area.used -= <u64>nslots
     dec_used(mem, <u32>nslots)
     return 0
@@ -615,17 +655,22 @@ cdef int __swiotlb_tbl_unmap_single(Device dev, u64 tlb_addr, u64 mapping_size, 
     return swiotlb_release_slots(dev, tlb_addr, pool)
 
 
-cdef int swiotlb_tbl_unmap_single(Device dev, u64 tlb_addr, u64 mapping_size, int dir,
-                                  unsigned long attrs) except -1:
+cdef inline int swiotlb_tbl_unmap_single(Device dev, u64 tlb_addr, u64 mapping_size, int dir,
+                                         unsigned long attrs) except -1:
     """swiotlb_tbl_unmap_single() (swiotlb.h): nothing unless tlb_addr is a bounce address."""
-    cdef IoTlbMem pool = swiotlb_find_pool(dev, tlb_addr)
-    if pool is None:
+    if not is_swiotlb_buffer(dev, tlb_addr):             # swiotlb_find_pool() == NULL
         return 0
-    return __swiotlb_tbl_unmap_single(dev, tlb_addr, mapping_size, dir, attrs, pool)
+    return __swiotlb_tbl_unmap_single(dev, tlb_addr, mapping_size, dir, attrs, dev.dma_io_tlb_mem)
 
 
 # ---- syncs: swiotlb_sync_single_for_device / _for_cpu ---------------------------------------------
-cdef int swiotlb_sync_single_for_device(Device dev, u64 tlb_addr, u64 size, int dir) except -1:
+cdef inline int swiotlb_sync_single_for_device(Device dev, u64 tlb_addr, u64 size, int dir) except -1:
+    if not is_swiotlb_buffer(dev, tlb_addr):             # swiotlb_find_pool() == NULL
+        return 0
+    return _swiotlb_sync_single_for_device(dev, tlb_addr, size, dir)
+
+
+cdef int _swiotlb_sync_single_for_device(Device dev, u64 tlb_addr, u64 size, int dir) except -1:
     """swiotlb_sync_single_for_device(): TO_DEVICE/BIDIRECTIONAL copy original → slot; FROM_DEVICE nothing."""
     cdef IoTlbMem pool = swiotlb_find_pool(dev, tlb_addr)
     if pool is None:
@@ -638,7 +683,13 @@ cdef int swiotlb_sync_single_for_device(Device dev, u64 tlb_addr, u64 size, int 
     return 0
 
 
-cdef int swiotlb_sync_single_for_cpu(Device dev, u64 tlb_addr, u64 size, int dir) except -1:
+cdef inline int swiotlb_sync_single_for_cpu(Device dev, u64 tlb_addr, u64 size, int dir) except -1:
+    if not is_swiotlb_buffer(dev, tlb_addr):             # swiotlb_find_pool() == NULL
+        return 0
+    return _swiotlb_sync_single_for_cpu(dev, tlb_addr, size, dir)
+
+
+cdef int _swiotlb_sync_single_for_cpu(Device dev, u64 tlb_addr, u64 size, int dir) except -1:
     """swiotlb_sync_single_for_cpu(): FROM_DEVICE/BIDIRECTIONAL copy slot → original; TO_DEVICE nothing."""
     cdef IoTlbMem pool = swiotlb_find_pool(dev, tlb_addr)
     if pool is None:
@@ -655,7 +706,8 @@ cdef int swiotlb_sync_single_for_cpu(Device dev, u64 tlb_addr, u64 size, int dir
 cdef u64 swiotlb_map(Device dev, u64 phys, u64 size, int dir, unsigned long attrs) except? 0xFFFFFFFFFFFFFFFF:
     """swiotlb_map(): bounce, check the slot is reachable, clean the cache; bus address or DMA_MAPPING_ERROR."""
     cdef u64 swiotlb_addr, dma_addr
-    trace_swiotlb_bounced(dev, phys_to_dma(dev, phys), size)
+    if dev.machine.trace.enabled:
+        trace_swiotlb_bounced(dev, phys_to_dma(dev, phys), size)
     swiotlb_addr = swiotlb_tbl_map_single(dev, phys, size, 0, dir, attrs)
     if swiotlb_addr == DMA_MAPPING_ERROR:
         return DMA_MAPPING_ERROR
