@@ -110,3 +110,18 @@ def test_virtual_clock_timers(impl):
     assert fired == [5]
     m.advance(100)
     assert fired == [5, 10] and m.clock_ns == 107
+
+
+def test_reference_memory_mirrors_the_core_beyond_the_physical_space():
+    """A store past MAX_PHYS_BITS raises like the core's page_ptr_alloc (found by the page-table
+    differential test following a corrupted PTE); zero fills and zero copies create no frames."""
+    from dmaphys.reference.memory import PhysMem
+    mem = PhysMem()
+    with pytest.raises(dma.PhysAddrError, match="beyond the physical address space"):
+        mem.write(0xFFFF_FFFF_F000, b"\x01")
+    assert mem.read(0xFFFF_FFFF_F000, 2) == b"\0\0"
+    mem.fill(0x1000, 0, 4096)
+    mem.copy(0x3000, 0x5000, 4096)
+    assert mem.resident_frames == 0
+    mem.fill(0x1000, 7, 1)
+    assert mem.resident_frames == 1

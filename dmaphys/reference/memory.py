@@ -70,24 +70,46 @@ class PhysMem:
             n -= chunk
         return bytes(out)
 
+    def _frame_alloc(self, pfn: int) -> bytearray:
+        """page_ptr_alloc(): the frame's storage, created zeroed on first use."""
+        if pfn >= 1 << (MAX_PHYS_BITS - PAGE_SHIFT):
+            raise PhysAddrError(pfn << PAGE_SHIFT, PAGE_SIZE, "beyond the physical address space")
+        f = self.frames.get(pfn)
+        if f is None:
+            f = self.frames[pfn] = bytearray(PAGE_SIZE)
+        return f
+
     def write(self, addr: int, data: bytes) -> None:
         pos = 0
         n = len(data)
         while pos < n:
             off = addr & (PAGE_SIZE - 1)
             chunk = min(PAGE_SIZE - off, n - pos)
-            f = self.frames.get(addr >> PAGE_SHIFT)
-            if f is None:
-                f = self.frames[addr >> PAGE_SHIFT] = bytearray(PAGE_SIZE)
+            f = self._frame_alloc(addr >> PAGE_SHIFT)
             f[off:off + chunk] = data[pos:pos + chunk]
             addr += chunk
             pos += chunk
 
     def fill(self, addr: int, val: int, n: int) -> None:
-        self.write(addr, bytes([val]) * n)
+        """Like the core: a zero fill never creates frames (absent frames read as zero)."""
+        while n:
+            off = addr & (PAGE_SIZE - 1)
+            chunk = min(PAGE_SIZE - off, n)
+            f = self.frames.get(addr >> PAGE_SHIFT) if val == 0 else self._frame_alloc(addr >> PAGE_SHIFT)
+            if f is not None:
+                f[off:off + chunk] = bytes([val]) * chunk
+            addr += chunk
+            n -= chunk
 
     def copy(self, dst: int, src: int, n: int) -> None:
-        self.write(dst, self.read(src, n))
+        """Like the core: zeros copied onto an absent frame leave it absent."""
+        while n:
+            chunk = min(PAGE_SIZE - (src & (PAGE_SIZE - 1)), PAGE_SIZE - (dst & (PAGE_SIZE - 1)), n)
+            if (src >> PAGE_SHIFT) in self.frames or (dst >> PAGE_SHIFT) in self.frames:
+                self.write(dst, self.read(src, chunk))
+            src += chunk
+            dst += chunk
+            n -= chunk
 
     def read64(self, addr: int) -> int:
         return int.from_bytes(self.read(addr, 8), "little")
