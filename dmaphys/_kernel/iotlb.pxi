@@ -90,6 +90,8 @@ cdef class Iotlb:
     cdef u64 tick
     cdef u64 rng
     cdef vector[iotlb_entry] ents              # set-assoc: sets * ways, set-major
+    cdef u64 nvalid[64]                        # set-assoc: valid entries per leaf size (lg2);
+                                               # lets find/inv_range skip sizes nothing caches
     cdef cppmap[iotlb_qkey, iotlb_entry] qmap  # qemu mode
 
     def __init__(self, entries=512, ways=8, policy="lru", seed=0, mode="set-assoc",
@@ -114,6 +116,7 @@ cdef class Iotlb:
         self.seed = _u64(seed, "seed")
         self.rng = self.seed
         self.owner = None
+        memset(self.nvalid, 0, sizeof(self.nvalid))
         if not self.qemu:
             self.ents.resize(e)
             memset(self.ents.data(), 0, e * sizeof(iotlb_entry))
@@ -133,6 +136,8 @@ cdef class Iotlb:
                 if it != self.qmap.end():
                     self.hits += 1
                     return &deref(it).second
+                continue
+            if self.nvalid[s] == 0:
                 continue
             base = (page % self.sets) * self.ways
             for w in range(self.ways):
@@ -188,7 +193,10 @@ cdef class Iotlb:
                         oldest = self.ents[base + w].stamp
                         victim = w
         e = &self.ents[base + victim]
+        if e.valid:
+            self.nvalid[e.shift] -= 1
         e[0] = ne
+        self.nvalid[shift] += 1
         return e
 
     cdef u64 inv_range(self, u32 domid, u64 iova, u64 size, const int *shifts, int nshifts) noexcept:
@@ -213,6 +221,8 @@ cdef class Iotlb:
         self.invalidations += 1
         for k in range(nshifts):
             s = shifts[k]
+            if self.nvalid[s] == 0:              # nothing cached at this size: no set to probe
+                continue
             p = iova >> s
             last_p = last >> s
             while True:
@@ -221,6 +231,7 @@ cdef class Iotlb:
                     e = &self.ents[base + w]
                     if e.valid and e.page == p and e.shift == s and e.domid == domid:
                         e.valid = False
+                        self.nvalid[s] -= 1
                         n += 1
                 if p == last_p:
                     break
@@ -248,6 +259,7 @@ cdef class Iotlb:
                 e = &self.ents[i]
                 if e.valid and e.domid == domid and _iotlb_overlaps(e, iova, last):
                     e.valid = False
+                    self.nvalid[e.shift] -= 1
                     n += 1
         self.invalidated += n
         return n
@@ -269,6 +281,7 @@ cdef class Iotlb:
             for i in range(self.entries):
                 if self.ents[i].valid and self.ents[i].domid == domid:
                     self.ents[i].valid = False
+                    self.nvalid[self.ents[i].shift] -= 1
                     n += 1
         self.invalidated += n
         return n
@@ -285,6 +298,7 @@ cdef class Iotlb:
                 if self.ents[i].valid:
                     self.ents[i].valid = False
                     n += 1
+            memset(self.nvalid, 0, sizeof(self.nvalid))
         self.invalidated += n
         return n
 
