@@ -630,15 +630,32 @@ cdef u64 iommu_dma_map_phys(Device dev, u64 phys, u64 size, int dir, unsigned lo
 cdef int iommu_dma_unmap_phys(Device dev, u64 dma_handle, u64 size, int dir, unsigned long attrs) except -1:
     """iommu_dma_unmap_phys(): CPU sync, unmap (strict or queued), copy back a bounce slot."""
     cdef u64 phys
+    cdef IommuDomain domain = <IommuDomain>dev.domain
+    cdef IoPgtable pt = domain.pgtable
     if attrs & DMA_ATTR_MMIO:
         return __iommu_dma_unmap(dev, dma_handle, size)
-    phys = iommu_iova_to_phys_c(<IommuDomain>dev.domain, dma_handle)
-    if phys == 0:
-        _warn_on(dev.machine, "iommu_dma_unmap_phys", f"WARN_ON(!phys) (dma_handle {dma_handle:#x})")
-        return 0
     if not (attrs & DMA_ATTR_SKIP_CPU_SYNC) and not dev.coherent:
+        phys = iommu_iova_to_phys_c(domain, dma_handle)
+        if phys == 0:
+            _warn_on(dev.machine, "iommu_dma_unmap_phys", f"WARN_ON(!phys) (dma_handle {dma_handle:#x})")
+            return 0
         arch_sync_dma_for_cpu(dev, phys, size, dir)
-    __iommu_dma_unmap(dev, dma_handle, size)
+        __iommu_dma_unmap(dev, dma_handle, size)
+    else:
+        # Nothing runs between the lookup and the unmap: let the unmap reuse the lookup's walk
+        # (IoPgtable.hint_arm; the hint never outlives this call).
+        if pt is not None:
+            pt.hint_arm = True
+        try:
+            phys = iommu_iova_to_phys_c(domain, dma_handle)
+            if phys == 0:
+                _warn_on(dev.machine, "iommu_dma_unmap_phys", f"WARN_ON(!phys) (dma_handle {dma_handle:#x})")
+                return 0
+            __iommu_dma_unmap(dev, dma_handle, size)
+        finally:
+            if pt is not None:
+                pt.hint_arm = False
+                pt.hint_ptep = NULL
     return _swiotlb_unmap_if_bounced(dev, phys, size, dir, attrs)
 
 
