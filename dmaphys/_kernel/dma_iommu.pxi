@@ -511,7 +511,7 @@ cdef u64 iommu_dma_alloc_iova(IommuDomain domain, u64 size, u64 dma_limit, Devic
     if dma_limit > domain.aperture_end:                # geometry.force_aperture
         dma_limit = domain.aperture_end
     # Try the 32-bit PCI space first; a failure moves the device to full-width IOVAs for good.
-    if dma_limit > 0xFFFFFFFF and _pci_32bit_get(cookie, dev):
+    if dma_limit > (<u64>0xFFFFFFFF) and _pci_32bit_get(cookie, dev):
         iova = iovad.alloc_iova_fast(iova_len, (<u64>0xFFFFFFFF) >> shift, False, cpu)
         if iova:
             return iova << shift
