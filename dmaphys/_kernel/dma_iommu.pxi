@@ -112,6 +112,8 @@ cdef class IommuDmaCookie:
     cdef bint fq_on                            # fq_domain != NULL
     cdef u64 fq_gen                            # bumped by iommu_dma_free_fq (timer_delete_sync)
     cdef dict pci_32bit                        # Device -> dev->iommu->pci_32bit_workaround
+    cdef void *pci32_dev                       # last device looked up in pci_32bit (a key of it,
+    cdef bint pci32_val                        # so alive: keys are never removed) and its value
 
     def __cinit__(self):
         self.msi_page_list = []
@@ -157,6 +159,25 @@ cdef class IommuDmaCookie:
     def __repr__(self):
         mode = "lazy" if self.fq_on else "strict"
         return f"<dmaphys.IommuDmaCookie granule={self.granule:#x} {mode}>"
+
+
+cdef inline bint _pci_32bit_get(IommuDmaCookie cookie, Device dev) except -1:
+    """cookie.pci_32bit.get(dev, False), with the last looked-up device cached."""
+    if <void *>dev == cookie.pci32_dev:
+        return cookie.pci32_val
+    v = cookie.pci_32bit.get(dev)
+    if v is None:
+        return False
+    cookie.pci32_dev = <void *>dev
+    cookie.pci32_val = bool(v)
+    return cookie.pci32_val
+
+
+cdef inline int _pci_32bit_set(IommuDmaCookie cookie, Device dev, bint val) except -1:
+    cookie.pci_32bit[dev] = val
+    cookie.pci32_dev = <void *>dev
+    cookie.pci32_val = val
+    return 0
 
 
 cdef inline IommuDmaCookie _cookie_of(Device dev):
@@ -430,7 +451,7 @@ cdef int iommu_dma_init_domain(IommuDomain domain, Device dev) except -1:
         domain.iova_cookie = cookie
     cookie = <IommuDmaCookie>domain.iova_cookie
     # iommu_setup_dma_ops(): PCI devices try 32-bit IOVAs first unless iommu.forcedac
-    cookie.pci_32bit[dev] = bool(dev.pci) and not bool(getattr(domain.iommu, "forcedac", False))
+    _pci_32bit_set(cookie, dev, bool(dev.pci) and not bool(getattr(domain.iommu, "forcedac", False)))
     if domain.pgsize_bitmap == 0:
         return -EINVAL
     order = __ffs64(domain.pgsize_bitmap)
@@ -490,11 +511,11 @@ cdef u64 iommu_dma_alloc_iova(IommuDomain domain, u64 size, u64 dma_limit, Devic
     if dma_limit > domain.aperture_end:                # geometry.force_aperture
         dma_limit = domain.aperture_end
     # Try the 32-bit PCI space first; a failure moves the device to full-width IOVAs for good.
-    if dma_limit > 0xFFFFFFFF and cookie.pci_32bit.get(dev, False):
+    if dma_limit > (<u64>0xFFFFFFFF) and _pci_32bit_get(cookie, dev):
         iova = iovad.alloc_iova_fast(iova_len, (<u64>0xFFFFFFFF) >> shift, False, cpu)
         if iova:
             return iova << shift
-        cookie.pci_32bit[dev] = False
+        _pci_32bit_set(cookie, dev, False)
         _log.info("%s: Using %d-bit DMA addresses", dev.name, fls64(dma_limit))
     iova = iovad.alloc_iova_fast(iova_len, dma_limit >> shift, True, cpu)
     return iova << shift
@@ -609,15 +630,32 @@ cdef u64 iommu_dma_map_phys(Device dev, u64 phys, u64 size, int dir, unsigned lo
 cdef int iommu_dma_unmap_phys(Device dev, u64 dma_handle, u64 size, int dir, unsigned long attrs) except -1:
     """iommu_dma_unmap_phys(): CPU sync, unmap (strict or queued), copy back a bounce slot."""
     cdef u64 phys
+    cdef IommuDomain domain = <IommuDomain>dev.domain
+    cdef IoPgtable pt = domain.pgtable
     if attrs & DMA_ATTR_MMIO:
         return __iommu_dma_unmap(dev, dma_handle, size)
-    phys = iommu_iova_to_phys_c(<IommuDomain>dev.domain, dma_handle)
-    if phys == 0:
-        _warn_on(dev.machine, "iommu_dma_unmap_phys", f"WARN_ON(!phys) (dma_handle {dma_handle:#x})")
-        return 0
     if not (attrs & DMA_ATTR_SKIP_CPU_SYNC) and not dev.coherent:
+        phys = iommu_iova_to_phys_c(domain, dma_handle)
+        if phys == 0:
+            _warn_on(dev.machine, "iommu_dma_unmap_phys", f"WARN_ON(!phys) (dma_handle {dma_handle:#x})")
+            return 0
         arch_sync_dma_for_cpu(dev, phys, size, dir)
-    __iommu_dma_unmap(dev, dma_handle, size)
+        __iommu_dma_unmap(dev, dma_handle, size)
+    else:
+        # Nothing runs between the lookup and the unmap: let the unmap reuse the lookup's walk
+        # (IoPgtable.hint_arm; the hint never outlives this call).
+        if pt is not None:
+            pt.hint_arm = True
+        try:
+            phys = iommu_iova_to_phys_c(domain, dma_handle)
+            if phys == 0:
+                _warn_on(dev.machine, "iommu_dma_unmap_phys", f"WARN_ON(!phys) (dma_handle {dma_handle:#x})")
+                return 0
+            __iommu_dma_unmap(dev, dma_handle, size)
+        finally:
+            if pt is not None:
+                pt.hint_arm = False
+                pt.hint_ptep = NULL
     return _swiotlb_unmap_if_bounced(dev, phys, size, dir, attrs)
 
 

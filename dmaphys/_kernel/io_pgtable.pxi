@@ -285,6 +285,13 @@ cdef class IoPgtable:
     # per-operation scratch (kernel: the map/unmap args structs)
     cdef u64 st_oa, st_attrs, st_mapped, st_unmapped
     cdef int st_leaf_L
+    # leaf-PTE hint: dma-iommu's unmap looks the handle up (c_iova_to_phys) and unmaps it right
+    # after with nothing in between; hint_arm asks the lookup to leave the host pointer of the
+    # smallest-page entry it read (hint_ptep, for IOVA page hint_page = iova >> shifts[0]), and
+    # the next unmap_pages takes it instead of walking again (always clearing it).
+    cdef bint hint_arm
+    cdef u64 *hint_ptep
+    cdef u64 hint_page
 
     def __init__(self, Machine machine not None, str fmt not None, ias=None, oas=None, *,
                  force_coherence=False, no_warn=False):
@@ -889,8 +896,11 @@ cdef class IoPgtable:
         self.leaf_writes += 1
         return 0
 
-    cdef inline u64 unmap_one_fast(self, u64 iova) noexcept nogil:
-        """unmap_pages(iova, granule, 1) of a present smallest-size leaf: granule, or 0 declined."""
+    cdef inline u64 unmap_one_fast(self, u64 iova, u64 *hint) noexcept nogil:
+        """unmap_pages(iova, granule, 1) of a present smallest-size leaf: granule, or 0 declined.
+
+        ``hint``: the host pointer of iova's leaf entry if the caller's walk just found it
+        (c_iova_to_phys with hint_arm), else NULL."""
         cdef u64 *ptep
         cdef u64 e, last = iova + self.granule - 1
         if (iova & (self.granule - 1)) or last < iova:
@@ -900,7 +910,10 @@ cdef class IoPgtable:
                 return 0
         elif not self.in_range(iova, last):
             return 0
-        ptep = self.walk_to_leaf_ptep(iova)
+        if hint != NULL and (iova >> self.shifts[0]) == self.hint_page:
+            ptep = hint                          # the same walk c_iova_to_phys just made
+        else:
+            ptep = self.walk_to_leaf_ptep(iova)
         if ptep == NULL:
             return 0
         e = ptep[0]
@@ -932,8 +945,10 @@ cdef class IoPgtable:
     cdef u64 unmap_pages(self, u64 iova, u64 pgsize, u64 pgcount) except? 0xFFFFFFFFFFFFFFFF:
         """io_pgtable_ops->unmap_pages: bytes unmapped (0 on refusal; arm: (size_t)-PT_ENOENT at a hole)."""
         cdef u64 n
+        cdef u64 *hint = self.hint_ptep
+        self.hint_ptep = NULL
         if pgcount == 1 and pgsize == self.granule and self.pgtable_root != 0:
-            n = self.unmap_one_fast(iova)
+            n = self.unmap_one_fast(iova, hint)
             if n:
                 return n
         self.check_live()
@@ -950,8 +965,13 @@ cdef class IoPgtable:
         cdef u64 table = self.pgtable_root, e, m
         cdef int L = self.top
         cdef u8 ***l1 = self.l1
+        cdef bint arm = self.hint_arm
+        self.hint_arm = False
+        self.hint_ptep = NULL
         if table == 0:
             return 0
+        if arm:
+            return self._iova_to_phys_hint(iova)
         if self.family == PT_FAM_ARM:
             while True:                          # arm_lpae_iova_to_phys()
                 e = _pt_rd(l1, table + ((iova >> self.shifts[L]) & self.imask[L]) * 8)
@@ -970,6 +990,43 @@ cdef class IoPgtable:
         while True:                              # pt_iommu_<fmt>_iova_to_phys(): __iova_to_phys
             e = _pt_rd(l1, table + ((iova >> self.shifts[L]) & self.imask[L]) * 8)
             if self.family == PT_FAM_X86:
+                if not (e & X86_P):
+                    return 0
+            elif e == 0:
+                return 0
+            if L == 0 or (L <= 2 and (e & VTDSS_PS)):
+                m = ((<u64>1) << self.shifts[L]) - 1
+                return (e & PT_OA_MASK & ~m) | (iova & m)
+            table = e & PT_OA_MASK
+            L -= 1
+
+    cdef u64 _iova_to_phys_hint(self, u64 iova) noexcept nogil:
+        """c_iova_to_phys() (pgtable_root != 0) that also leaves the smallest-page entry's host
+        pointer in hint_ptep when the walk reaches it (the same entries, in the same order)."""
+        cdef u64 table = self.pgtable_root, e, m
+        cdef int L = self.top
+        cdef u8 ***l1 = self.l1
+        cdef u64 *ptep
+        if self.family != PT_FAM_ARM and not self.in_range(iova, iova):
+            return <u64>(-ERANGE)
+        while True:
+            ptep = _pt_ptep(l1, table + ((iova >> self.shifts[L]) & self.imask[L]) * 8)
+            e = ptep[0] if ptep != NULL else 0   # _pt_rd(): a frame without storage reads 0
+            if L == 0:
+                self.hint_ptep = ptep
+                self.hint_page = iova >> self.shifts[0]
+            if self.family == PT_FAM_ARM:        # arm_lpae_iova_to_phys()
+                if L == 0:
+                    if (e & ARM_TYPE_MASK) != ARM_TYPE_PAGE:
+                        return 0
+                elif (e & ARM_TYPE_MASK) == ARM_TYPE_TABLE:
+                    table = self.arm_to_paddr(e)
+                    L -= 1
+                    continue
+                elif (e & ARM_TYPE_MASK) != ARM_TYPE_BLOCK:
+                    return 0
+                return self.arm_to_paddr(e) | (iova & (((<u64>1) << self.shifts[L]) - 1))
+            if self.family == PT_FAM_X86:        # pt_iommu_<fmt>_iova_to_phys(): __iova_to_phys
                 if not (e & X86_P):
                     return 0
             elif e == 0:

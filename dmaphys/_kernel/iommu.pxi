@@ -405,7 +405,11 @@ cdef int iommu_map_nosync_c(IommuDomain d, u64 iova, u64 paddr, u64 size, int pr
         _log.error("unaligned: iova 0x%x pa 0x%x size 0x%x min_pagesz 0x%x", iova, paddr, size, min_pagesz)
         return -EINVAL
     while size:
-        pgsize = iommu_pgsize(d.pgsize_bitmap, iova, paddr, size, &count)
+        if size == min_pagesz:                   # iommu_pgsize() -> (min_pagesz, 1)
+            pgsize = min_pagesz
+            count = 1
+        else:
+            pgsize = iommu_pgsize(d.pgsize_bitmap, iova, paddr, size, &count)
         if pgsize == 0:
             raise KernelBug(f"iommu_pgsize(): BUG_ON(!pgsizes) iova {iova:#x} paddr {paddr:#x} size {size:#x}")
         mapped = 0

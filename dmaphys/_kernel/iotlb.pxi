@@ -90,6 +90,9 @@ cdef class Iotlb:
     cdef u64 tick
     cdef u64 rng
     cdef vector[iotlb_entry] ents              # set-assoc: sets * ways, set-major
+    cdef u64 nvalid[64]                        # set-assoc: valid entries per leaf size (lg2);
+                                               # lets find/inv_range skip sizes nothing caches
+    cdef u64 nvalid_all                        # set-assoc: valid entries (sum of nvalid)
     cdef cppmap[iotlb_qkey, iotlb_entry] qmap  # qemu mode
 
     def __init__(self, entries=512, ways=8, policy="lru", seed=0, mode="set-assoc",
@@ -114,6 +117,8 @@ cdef class Iotlb:
         self.seed = _u64(seed, "seed")
         self.rng = self.seed
         self.owner = None
+        memset(self.nvalid, 0, sizeof(self.nvalid))
+        self.nvalid_all = 0
         if not self.qemu:
             self.ents.resize(e)
             memset(self.ents.data(), 0, e * sizeof(iotlb_entry))
@@ -133,6 +138,8 @@ cdef class Iotlb:
                 if it != self.qmap.end():
                     self.hits += 1
                     return &deref(it).second
+                continue
+            if self.nvalid[s] == 0:
                 continue
             base = (page % self.sets) * self.ways
             for w in range(self.ways):
@@ -188,7 +195,12 @@ cdef class Iotlb:
                         oldest = self.ents[base + w].stamp
                         victim = w
         e = &self.ents[base + victim]
+        if e.valid:
+            self.nvalid[e.shift] -= 1
+            self.nvalid_all -= 1
         e[0] = ne
+        self.nvalid[shift] += 1
+        self.nvalid_all += 1
         return e
 
     cdef u64 inv_range(self, u32 domid, u64 iova, u64 size, const int *shifts, int nshifts) noexcept:
@@ -199,8 +211,8 @@ cdef class Iotlb:
         cdef u64 last, n = 0, p, last_p, base, w
         cdef int k, s
         cdef iotlb_entry *e
-        if size == 0:
-            self.invalidations += 1
+        if size == 0 or (self.nvalid_all == 0 and not self.qemu):
+            self.invalidations += 1              # an empty set-assoc IOTLB: nothing to drop
             return 0
         last = iova + size - 1
         if last < iova:
@@ -213,6 +225,8 @@ cdef class Iotlb:
         self.invalidations += 1
         for k in range(nshifts):
             s = shifts[k]
+            if self.nvalid[s] == 0:              # nothing cached at this size: no set to probe
+                continue
             p = iova >> s
             last_p = last >> s
             while True:
@@ -221,6 +235,8 @@ cdef class Iotlb:
                     e = &self.ents[base + w]
                     if e.valid and e.page == p and e.shift == s and e.domid == domid:
                         e.valid = False
+                        self.nvalid[s] -= 1
+                        self.nvalid_all -= 1
                         n += 1
                 if p == last_p:
                     break
@@ -248,6 +264,8 @@ cdef class Iotlb:
                 e = &self.ents[i]
                 if e.valid and e.domid == domid and _iotlb_overlaps(e, iova, last):
                     e.valid = False
+                    self.nvalid[e.shift] -= 1
+                    self.nvalid_all -= 1
                     n += 1
         self.invalidated += n
         return n
@@ -257,6 +275,8 @@ cdef class Iotlb:
         cdef u64 n = 0, i
         cdef cppmap[iotlb_qkey, iotlb_entry].iterator it
         self.invalidations += 1
+        if self.nvalid_all == 0 and not self.qemu:
+            return 0
         if self.qemu:
             it = self.qmap.begin()
             while it != self.qmap.end():
@@ -269,6 +289,8 @@ cdef class Iotlb:
             for i in range(self.entries):
                 if self.ents[i].valid and self.ents[i].domid == domid:
                     self.ents[i].valid = False
+                    self.nvalid[self.ents[i].shift] -= 1
+                    self.nvalid_all -= 1
                     n += 1
         self.invalidated += n
         return n
@@ -285,6 +307,8 @@ cdef class Iotlb:
                 if self.ents[i].valid:
                     self.ents[i].valid = False
                     n += 1
+            memset(self.nvalid, 0, sizeof(self.nvalid))
+            self.nvalid_all = 0
         self.invalidated += n
         return n
 
