@@ -70,16 +70,8 @@ def machine(impl, path, live, dma_debug):
     elif path == "swiotlb":
         dev = m.add_device("bench", dma_mask=(1 << 32) - 1)
     else:
-        try:
-            iommu = m.add_iommu(strict=(path != "iommu-lazy"))
-        except NotImplementedError as e:
-            raise NotOnBranch("IOMMU") from e
-        try:
-            dev = m.add_device("bench", iommu=iommu)
-        except (NotImplementedError, AttributeError) as e:       # the skeleton's dma-iommu hooks
-            if path != "iova2phys":
-                raise NotOnBranch("dma-iommu") from e
-            return m, iommu                                     # iova2phys on an unmanaged domain
+        iommu = m.add_iommu(strict=(path != "iommu-lazy"))
+        dev = m.add_device("bench", iommu=iommu)
     return m, dev
 
 

@@ -98,11 +98,8 @@ trace_dma_free = _hook(_trace, "trace_dma_free")
 
 
 def _iommu(name: str):
-    """The dma-iommu backend function (dma_iommu.py), looked up when a dma-iommu device needs it."""
-    fn = getattr(_dma_iommu, name, None)
-    if fn is None:
-        raise NotImplementedError(f"dma-iommu is not built yet ({name})")
-    return fn
+    """The dma-iommu backend function of dma_iommu.py (looked up late: the modules import each other)."""
+    return getattr(_dma_iommu, name)
 
 
 # ---- argument validation ---------------------------------------------------------------------------
