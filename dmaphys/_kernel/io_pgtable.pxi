@@ -1277,20 +1277,22 @@ cdef class IoPgtable:
                 f"root={self.pgtable_root:#x} table_pages={self.table_pages}>")
 
 
-cdef int pgtable_map(IoPgtable pt, u64 iova, u64 paddr, u64 size, int prot) except? -9999:
-    """iommu_map_nosync()'s loop over iommu_pgsize(): 0 or -errno, unwinding a partial map."""
-    cdef u64 min_pagesz = (<u64>1) << __ffs64(pt.pgsize_bitmap)
-    cdef u64 orig_iova = iova, orig_size = size, pgsize, count, mapped
+cdef int iommu_map_pages_loop(IoPgtable pt, u64 pgsize_bitmap, u64 iova, u64 paddr, u64 size,
+                              int prot, u64 *done) except? -9999:
+    """The loop of __iommu_map(): split the range with iommu_pgsize() and map_pages() each run.
+
+    0 or the first -errno; *done = bytes mapped. Callers check alignment first and unwind
+    their own way (pgtable_map directly, iommu_map_nosync through iommu_unmap + IOTLB sync).
+    """
+    cdef u64 min_pagesz = (<u64>1) << __ffs64(pgsize_bitmap)
+    cdef u64 orig_size = size, pgsize, count, mapped
     cdef int ret = 0
-    if (iova | paddr | size) & (min_pagesz - 1):
-        return -EINVAL                           # pr_err("unaligned: ...")
-    if size == min_pagesz:
-        # iommu_pgsize() of one smallest page is (min_pagesz, 1); a failed single-page
-        # map_pages has mapped nothing, so the unwind (an unmap of 0 bytes) is a no-op
-        mapped = 0
-        return pt.map_pages(iova, paddr, min_pagesz, 1, prot, &mapped)
     while size:
-        pgsize = iommu_pgsize(pt.pgsize_bitmap, iova, paddr, size, &count)
+        if size == min_pagesz:                   # iommu_pgsize() -> (min_pagesz, 1)
+            pgsize = min_pagesz
+            count = 1
+        else:
+            pgsize = iommu_pgsize(pgsize_bitmap, iova, paddr, size, &count)
         if pgsize == 0:
             raise KernelBug(f"iommu_pgsize(): BUG_ON(!pgsizes) iova {iova:#x} paddr {paddr:#x} size {size:#x}")
         mapped = 0
@@ -1302,8 +1304,23 @@ cdef int pgtable_map(IoPgtable pt, u64 iova, u64 paddr, u64 size, int prot) exce
             raise KernelBug("map_pages() mapped nothing and reported success: iommu_map would spin")
         iova += mapped
         paddr += mapped
+    done[0] = orig_size - size
+    return ret
+
+
+cdef int pgtable_map(IoPgtable pt, u64 iova, u64 paddr, u64 size, int prot) except? -9999:
+    """iommu_map_nosync()'s loop over iommu_pgsize(): 0 or -errno, unwinding a partial map."""
+    cdef u64 min_pagesz = (<u64>1) << __ffs64(pt.pgsize_bitmap)
+    cdef u64 mapped = 0, done = 0
+    cdef int ret
+    if (iova | paddr | size) & (min_pagesz - 1):
+        return -EINVAL                           # pr_err("unaligned: ...")
+    if size == min_pagesz:
+        # a failed single-page map_pages has mapped nothing: there is nothing to unwind
+        return pt.map_pages(iova, paddr, min_pagesz, 1, prot, &mapped)
+    ret = iommu_map_pages_loop(pt, pt.pgsize_bitmap, iova, paddr, size, prot, &done)
     if ret:
-        pgtable_unmap(pt, orig_iova, orig_size - size)
+        pgtable_unmap(pt, iova, done)
     return ret
 
 

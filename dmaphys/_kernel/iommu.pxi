@@ -390,7 +390,7 @@ def _iommu_resv_regions(regions):
 cdef int iommu_map_nosync_c(IommuDomain d, u64 iova, u64 paddr, u64 size, int prot) except? -9999:
     """iommu_map_nosync(): 0 or -errno; a failure unmaps (with IOTLB sync) what was mapped."""
     cdef IoPgtable pt = d.pgtable
-    cdef u64 min_pagesz, orig_iova = iova, orig_size = size, pgsize, count, mapped
+    cdef u64 min_pagesz, done = 0
     cdef int ret = 0
     if not (d.ktype & __IOMMU_DOMAIN_PAGING):
         return -EINVAL
@@ -404,25 +404,9 @@ cdef int iommu_map_nosync_c(IommuDomain d, u64 iova, u64 paddr, u64 size, int pr
     if (iova | paddr | size) & (min_pagesz - 1):
         _log.error("unaligned: iova 0x%x pa 0x%x size 0x%x min_pagesz 0x%x", iova, paddr, size, min_pagesz)
         return -EINVAL
-    while size:
-        if size == min_pagesz:                   # iommu_pgsize() -> (min_pagesz, 1)
-            pgsize = min_pagesz
-            count = 1
-        else:
-            pgsize = iommu_pgsize(d.pgsize_bitmap, iova, paddr, size, &count)
-        if pgsize == 0:
-            raise KernelBug(f"iommu_pgsize(): BUG_ON(!pgsizes) iova {iova:#x} paddr {paddr:#x} size {size:#x}")
-        mapped = 0
-        ret = pt.map_pages(iova, paddr, pgsize, count, prot, &mapped)
-        size -= mapped
-        if ret:
-            break
-        if mapped == 0:
-            raise KernelBug("map_pages() mapped nothing and reported success: iommu_map would spin")
-        iova += mapped
-        paddr += mapped
+    ret = iommu_map_pages_loop(pt, d.pgsize_bitmap, iova, paddr, size, prot, &done)
     if ret:
-        iommu_unmap_c(d, orig_iova, orig_size - size)
+        iommu_unmap_c(d, iova, done)             # __iommu_map's rollback syncs the IOTLB
     return ret
 
 

@@ -852,15 +852,13 @@ class IoPgtable:
                 f"root={self.pgtable_root:#x} table_pages={self.table_pages}>")
 
 
-def pgtable_map(pt: IoPgtable, iova: int, paddr: int, size: int, prot: int) -> int:
-    """iommu_map_nosync()'s loop over iommu_pgsize(): 0 or -errno, unwinding a partial map."""
-    min_pagesz = 1 << _ffs(pt.pgsize_bitmap)
-    if (iova | paddr | size) & (min_pagesz - 1):
-        return -EINVAL                                    # pr_err("unaligned: ...")
-    orig_iova, orig_size = iova, size
+def iommu_map_pages_loop(pt: IoPgtable, pgsize_bitmap: int, iova: int, paddr: int, size: int,
+                         prot: int) -> tuple[int, int]:
+    """The loop of __iommu_map(): (0 or the first -errno, bytes mapped); callers unwind."""
+    orig_size = size
     ret = 0
     while size:
-        pgsize, count = iommu_pgsize(pt.pgsize_bitmap, iova, paddr, size)
+        pgsize, count = iommu_pgsize(pgsize_bitmap, iova, paddr, size)
         if not pgsize:
             raise KernelBug(f"iommu_pgsize(): BUG_ON(!pgsizes) iova {iova:#x} paddr {paddr:#x} "
                             f"size {size:#x}")
@@ -872,8 +870,17 @@ def pgtable_map(pt: IoPgtable, iova: int, paddr: int, size: int, prot: int) -> i
             raise KernelBug("map_pages() mapped nothing and reported success: iommu_map would spin")
         iova = (iova + mapped) & U64_MAX
         paddr = (paddr + mapped) & U64_MAX
+    return ret, orig_size - size
+
+
+def pgtable_map(pt: IoPgtable, iova: int, paddr: int, size: int, prot: int) -> int:
+    """iommu_map_nosync()'s loop over iommu_pgsize(): 0 or -errno, unwinding a partial map."""
+    min_pagesz = 1 << _ffs(pt.pgsize_bitmap)
+    if (iova | paddr | size) & (min_pagesz - 1):
+        return -EINVAL                                    # pr_err("unaligned: ...")
+    ret, done = iommu_map_pages_loop(pt, pt.pgsize_bitmap, iova, paddr, size, prot)
     if ret:
-        pgtable_unmap(pt, orig_iova, orig_size - size)
+        pgtable_unmap(pt, iova, done)
     return ret
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 
-from ..errors import DmaFault, IommuFault, KernelBug, KernelWarning
+from ..errors import DmaFault, IommuFault, KernelWarning
 from . import debug as _debug
 from ._util import U64_MAX, min_not_zero, u64
-from .io_pgtable import IOPGTABLE_FORMATS, IoPgtable, _describe, _ffs, iommu_pgsize, pgtable_unmap
+from .io_pgtable import IOPGTABLE_FORMATS, IoPgtable, _describe, _ffs, iommu_map_pages_loop, pgtable_unmap
 from .iotlb import Iotlb
 
 __all__ = ["Iommu", "IommuDomain", "iommu_map", "iommu_unmap", "iommu_unmap_fast",
@@ -318,23 +318,9 @@ def iommu_map_nosync(domain, iova: int, paddr: int, size: int, prot: int) -> int
     if (iova | paddr | size) & (min_pagesz - 1):
         _log.error("unaligned: iova 0x%x pa 0x%x size 0x%x min_pagesz 0x%x", iova, paddr, size, min_pagesz)
         return -EINVAL
-    orig_iova, orig_size = iova, size
-    ret = 0
-    while size:
-        pgsize, count = iommu_pgsize(d.pgsize_bitmap, iova, paddr, size)
-        if not pgsize:
-            raise KernelBug(f"iommu_pgsize(): BUG_ON(!pgsizes) iova {iova:#x} paddr {paddr:#x} "
-                            f"size {size:#x}")
-        ret, mapped = pt.map_pages(iova, paddr, pgsize, count, prot)
-        size -= mapped
-        if ret:
-            break
-        if not mapped:
-            raise KernelBug("map_pages() mapped nothing and reported success: iommu_map would spin")
-        iova = (iova + mapped) & U64_MAX
-        paddr = (paddr + mapped) & U64_MAX
+    ret, done = iommu_map_pages_loop(pt, d.pgsize_bitmap, iova, paddr, size, prot)
     if ret:
-        _unmap(d, orig_iova, orig_size - size)
+        _unmap(d, iova, done)                             # __iommu_map's rollback syncs the IOTLB
     return ret
 
 
