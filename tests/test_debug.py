@@ -226,7 +226,7 @@ def test_coherent_alloc_free_and_cpu_address_mismatch(env):
     # "0x%pa" prints the prefix twice, as in the kernel
     assert str(w[0].message) == (PFX + "device driver frees DMA memory with different CPU address "
                                  f"[device address=0x{h1:016x}] [size=8192 bytes] "
-                                 f"[cpu alloc address=0x0x{c1:016x}] [cpu free address=0x0x{c2:016x}]")
+                                 f"[cpu alloc address=0x{c1:016x}] [cpu free address=0x{c2:016x}]")
     assert env.kinds() == ["cpu_address_mismatch"] * 2 and len(env.dbg) == 0
     c3, h3 = dma.dma_alloc_coherent(env.dev, 8192)
     dma.dma_free_coherent(env.dev, 8192, c3, h3)

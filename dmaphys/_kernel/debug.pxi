@@ -582,7 +582,7 @@ cdef class DmaDebug:
             self.err_printk(dev, "cpu_address_mismatch",
                             f"device driver frees DMA memory with different CPU address "
                             f"[device address=0x{a:016x}] [size={ref.size} bytes] "
-                            f"[cpu alloc address=0x{e.paddr:#018x}] [cpu free address=0x{ref.paddr:#018x}]",
+                            f"[cpu alloc address=0x{e.paddr:016x}] [cpu free address=0x{ref.paddr:016x}]",
                             a, ref.size)
         e = &self.pool[idx]
         if ref.sg_call_ents and ref.type == dma_debug_sg and ref.sg_call_ents != e.sg_call_ents:
