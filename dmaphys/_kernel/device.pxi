@@ -36,12 +36,13 @@ cdef class Device:
     cdef public bint dma_uses_io_tlb
     cdef public IoTlbMem dma_io_tlb_mem        # IoTlbMem or None (typed: no refcounting on the hot path)
     cdef readonly bint pci
+    cdef readonly bint removed                 # Machine.remove_device() ran: every access faults
     cdef public bint untrusted                 # pdev->untrusted (external-facing port)
     # --- IOMMU (set by Iommu.attach_device) ---
-    cdef public object domain                  # IommuDomain or None
+    cdef readonly object domain                # IommuDomain or None
     cdef public bint dma_iommu                 # use_dma_iommu(dev)
     # --- P2PDMA (set by P2PTopology) ---
-    cdef public object p2p_node                # position in the PCI topology
+    cdef readonly object p2p_node              # position in the PCI topology
     # --- statistics ---
     cdef public u64 arch_sync_for_device       # arch_sync_dma_for_device() calls (non-coherent)
     cdef public u64 arch_sync_for_cpu          # arch_sync_dma_for_cpu() calls
@@ -49,7 +50,7 @@ cdef class Device:
     cdef public u64 dma_writes
     cdef public u64 faults
 
-    def __init__(self, Machine machine, str name, dma_mask, coherent, dma_range_map, bus_dma_limit,
+    def __cinit__(self, Machine machine not None, str name not None, dma_mask, coherent, dma_range_map, bus_dma_limit,
                  force_bounce, min_align_mask, pci, untrusted, max_segment_size, seg_boundary_mask,
                  coherent_dma_mask):
         cdef bus_dma_region r
@@ -189,6 +190,13 @@ cdef inline u64 dma_get_mask_c(Device dev) noexcept:
 
 
 # ---- the bus -----------------------------------------------------------------------------------
+cdef inline int _dev_live(Device dev) except -1:
+    """DMA-API entry points refuse a device Machine.remove_device() removed (ValueError)."""
+    if dev.removed:
+        raise ValueError(f"device {dev.name!r} was removed from its machine")
+    return 0
+
+
 cdef int device_access(Device dev, u64 addr, u8 *buf, u64 n, bint write) except -1:
     """One device-initiated access of n bytes at bus address addr.
 
@@ -199,6 +207,9 @@ cdef int device_access(Device dev, u64 addr, u8 *buf, u64 n, bint write) except 
     """
     cdef u64 last = addr + n - 1
     cdef u64 limit, phys
+    if dev.removed:                            # unbound and gone: blocked like IOMMU_DOMAIN_BLOCKED
+        dev.faults += 1
+        raise DmaFault(dev.name, addr, n, "write" if write else "read", "blocked (the device was removed)")
     if last < addr:
         dev.faults += 1
         raise DmaFault(dev.name, addr, n, "write" if write else "read", "address wraps")

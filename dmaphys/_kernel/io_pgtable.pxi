@@ -293,7 +293,7 @@ cdef class IoPgtable:
     cdef u64 *hint_ptep
     cdef u64 hint_page
 
-    def __init__(self, Machine machine not None, str fmt not None, ias=None, oas=None, *,
+    def __cinit__(self, Machine machine not None, str fmt not None, ias=None, oas=None, *,
                  force_coherence=False, no_warn=False):
         cdef u64 root
         if fmt not in _PT_FMT:

@@ -95,7 +95,7 @@ cdef class Iotlb:
     cdef u64 nvalid_all                        # set-assoc: valid entries (sum of nvalid)
     cdef cppmap[iotlb_qkey, iotlb_entry] qmap  # qemu mode
 
-    def __init__(self, entries=512, ways=8, policy="lru", seed=0, mode="set-assoc",
+    def __cinit__(self, entries=512, ways=8, policy="lru", seed=0, mode="set-assoc",
                  max_size=VTD_IOTLB_MAX_SIZE):
         if mode not in ("set-assoc", "qemu"):
             raise ValueError(f"IOTLB mode must be 'set-assoc' or 'qemu', not {mode!r}")

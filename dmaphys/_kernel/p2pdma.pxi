@@ -59,8 +59,8 @@ cdef class PciHostBridge:
     cdef int next_bus
     cdef int next_root_slot
 
-    def __init__(self):
-        raise TypeError("use Machine.add_host_bridge()")
+    def __cinit__(self, *args):
+        _internal_only(args, "use Machine.add_host_bridge()")
 
     cdef void _setup(self, P2PTopology topology, str name, int domain, bint allowlisted, bint req_same):
         self.topology = topology
@@ -105,8 +105,8 @@ cdef class PciSwitch:
     cdef int internal_bus
     cdef int next_dsp_slot
 
-    def __init__(self):
-        raise TypeError("use Machine.add_switch()")
+    def __cinit__(self, *args):
+        _internal_only(args, "use Machine.add_switch()")
 
     def __repr__(self):
         return f"<dmaphys.PciSwitch {self.name!r} usp={self.upstream_port.pci_name} acs_redirect={bool(self.acs_redirect)}>"
@@ -126,8 +126,8 @@ cdef class PciDev:
     cdef readonly PciP2Pdma p2pdma             # pdev->p2pdma (NULL until pcim_p2pdma_init)
     cdef u64 idx                               # map_types_idx() of this device as a client
 
-    def __init__(self):
-        raise TypeError("PciDev objects are made by the topology")
+    def __cinit__(self, *args):
+        _internal_only(args, "PciDev objects are made by the topology")
 
     @property
     def kind_name(self):
@@ -154,7 +154,7 @@ cdef class PciDev:
 
 cdef PciDev _new_pci_dev(int kind, PciDev upstream, PciHostBridge hb, int bus, int devfn, bint acs,
                          object device, object switch):
-    cdef PciDev n = PciDev.__new__(PciDev)
+    cdef PciDev n = PciDev.__new__(PciDev, _INTERNAL)
     n.kind = kind
     n.upstream = upstream
     n.host_bridge = hb
@@ -182,8 +182,8 @@ cdef class PciP2Pdma:
     cdef list _chunks                          # gen_pool chunks, newest first: [start, bus, size, avail, bits]
     cdef unordered_map[u64, int] _map_types
 
-    def __init__(self):
-        raise TypeError("made by Machine.add_p2pmem()")
+    def __cinit__(self, *args):
+        _internal_only(args, "made by Machine.add_p2pmem()")
 
     @property
     def size(self):
@@ -222,8 +222,8 @@ cdef class P2PdmaProvider:
     cdef readonly u64 bar_size
     cdef readonly PciP2Pdma p2pdma
 
-    def __init__(self):
-        raise TypeError("made by Machine.add_p2pmem()")
+    def __cinit__(self, *args):
+        _internal_only(args, "made by Machine.add_p2pmem()")
 
     @property
     def bus_start(self):
@@ -246,8 +246,8 @@ cdef class PciP2PdmaPagemap:
     cdef readonly u64 cpu_phys
     cdef readonly u64 size
 
-    def __init__(self):
-        raise TypeError("made by Machine.add_p2pmem()")
+    def __cinit__(self, *args):
+        _internal_only(args, "made by Machine.add_p2pmem()")
 
     @property
     def provider(self):
@@ -294,7 +294,7 @@ cdef class P2PTopology:
     cdef vector[p2p_range] _pgmaps             # CPU ranges of P2P pages (is_pci_p2pdma_page)
     cdef vector[p2p_range] _windows            # bus windows of the BARs, start = bus address
 
-    def __init__(self, Machine machine):
+    def __cinit__(self, Machine machine not None):
         self.machine = machine
         self.host_bridges = {}
         self.switches = {}
@@ -330,7 +330,7 @@ cdef class P2PTopology:
         cdef PciHostBridge hb
         if domain > 0xFFFF:
             raise ValueError("no free PCI domain number")
-        hb = PciHostBridge.__new__(PciHostBridge)
+        hb = PciHostBridge.__new__(PciHostBridge, _INTERNAL)
         hb._setup(self, name, domain, allowlisted, req_same)
         self.host_bridges[name] = hb
         return hb
@@ -422,7 +422,7 @@ cdef class P2PTopology:
         if hb.next_bus + 1 > 255:
             raise ValueError(f"host bridge {hb.name!r}: no free bus number")
         port = self._new_port(parent)
-        sw = PciSwitch.__new__(PciSwitch)
+        sw = PciSwitch.__new__(PciSwitch, _INTERNAL)
         sw.topology = self
         sw.name = name
         sw.parent = parent
@@ -616,7 +616,7 @@ cdef class P2PTopology:
             nbar = 0 if p2p is None else len(p2p.providers)
             pm.add_region(bar_start, bar_size, REGION_MMIO, f"{d.name} BAR{nbar}")
         if p2p is None:                        # pcim_p2pdma_init()
-            p2p = PciP2Pdma.__new__(PciP2Pdma)
+            p2p = PciP2Pdma.__new__(PciP2Pdma, _INTERNAL)
             p2p.pdev = node
             p2p.providers = []
             p2p.pagemaps = []
@@ -624,7 +624,7 @@ cdef class P2PTopology:
             p2p._chunks = []
             node.p2pdma = p2p
         if mem is None:
-            mem = P2PdmaProvider.__new__(P2PdmaProvider)
+            mem = P2PdmaProvider.__new__(P2PdmaProvider, _INTERNAL)
             mem.owner = d
             mem.bus_offset = off
             mem.bar = len(p2p.providers)
@@ -641,7 +641,7 @@ cdef class P2PTopology:
             self._windows.push_back(r)
         if not pages:
             return mem
-        pg = PciP2PdmaPagemap.__new__(PciP2PdmaPagemap)
+        pg = PciP2PdmaPagemap.__new__(PciP2PdmaPagemap, _INTERNAL)
         pg.mem = mem
         pg.cpu_phys = cpu
         pg.size = n
@@ -1089,6 +1089,8 @@ def pci_p2pmem_find_many(clients):
     if not cl:
         return None
     for c in cl:
+        if c is None:
+            raise TypeError("clients must be Devices, not None")
         if c.machine is not (<Device>cl[0]).machine:
             raise ValueError("clients belong to different machines")
     m = (<Device>cl[0]).machine

@@ -110,7 +110,7 @@ cdef class DmaTrace:
     cdef size_t _capacity
     cdef readonly u64 overrun                  # events overwritten (ftrace "overrun")
 
-    def __init__(self, Machine machine):
+    def __cinit__(self, Machine machine not None):
         self.machine = machine
         self.enabled = False
         self.comm = "dmaphys"
