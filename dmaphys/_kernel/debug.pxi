@@ -600,7 +600,7 @@ cdef class DmaDebug:
         return self.pool[idx].sg_mapped_ents if idx >= 0 else 0
 
     # ---- the leak report (dma_debug_device_change, BUS_NOTIFY_UNBOUND_DRIVER) ---------------
-    def device_removed(self, Device dev):
+    def device_removed(self, Device dev not None):
         """Driver unbind: report the device's live entries (they are not freed)."""
         cdef int b, idx, count = 0, last = -1
         cdef dma_debug_entry *e

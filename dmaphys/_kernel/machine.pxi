@@ -77,6 +77,8 @@ cdef class Machine:
     def advance(self, ns):
         """Advance the virtual clock by ``ns`` nanoseconds, firing due timers in deadline order."""
         cdef u64 target = self.clock_ns + _u64(ns, "ns")
+        if target < self.clock_ns:
+            raise ValueError(f"advancing the clock by {ns:#x} ns overflows its 64 bits")
         while self._timers and self._timers[0][0] <= target:
             deadline, _, cb = _heapq.heappop(self._timers)
             if deadline > self.clock_ns:
@@ -85,10 +87,11 @@ cdef class Machine:
         self.clock_ns = target
         self.flush_warnings()
 
-    def add_timer(self, u64 delay_ns, callback):
+    def add_timer(self, delay_ns, callback):
         """Arm a one-shot timer ``delay_ns`` from now (mod_timer/schedule_delayed_work stand-in)."""
+        cdef u64 d = _u64(delay_ns, "delay_ns")
         self._timer_seq += 1
-        _heapq.heappush(self._timers, (self.clock_ns + delay_ns, self._timer_seq, callback))
+        _heapq.heappush(self._timers, (self.clock_ns + d, self._timer_seq, callback))
 
     # ---- CPU access to physical memory ---------------------------------------------------
     def mem_write(self, phys, data):
@@ -188,7 +191,7 @@ cdef class Machine:
         self.flush_warnings()
         return dev
 
-    def remove_device(self, Device dev):
+    def remove_device(self, Device dev not None):
         """Unbind and remove a device (dma-debug reports its leaked mappings)."""
         if self.devices.get(dev.name) is not dev:
             raise ValueError(f"{dev.name!r} is not a device of this machine")

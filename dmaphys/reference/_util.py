@@ -14,6 +14,13 @@ def u64(v: object, what: str) -> int:
     return v
 
 
+def typed(v, cls, what: str):
+    """``v`` if it is a ``cls`` (None included: TypeError, as the core's ``T x not None`` arguments)."""
+    if not isinstance(v, cls):
+        raise TypeError(f"{what} must be a {cls.__name__}, not {type(v).__name__}")
+    return v
+
+
 def as_bytes(data: object) -> bytes:
     if isinstance(data, str):
         raise TypeError("data must be bytes-like, not str")

@@ -21,7 +21,7 @@ import collections
 import logging
 
 from ..errors import DmaDebugError, DmaDebugWarning
-from ._util import U64_MAX, u64
+from ._util import U64_MAX, typed, u64
 
 __all__ = ["DmaDebug", "DmaDebugRecord"]
 
@@ -443,6 +443,8 @@ class DmaDebug:
 
     # ---- leak report ----------------------------------------------------------------------
     def device_removed(self, dev) -> None:
+        from . import machine
+        typed(dev, machine.Device, "dev")
         if not self.enabled or not self.nr_live:
             return
         mine = [e for e in self._live() if e.dev is dev]

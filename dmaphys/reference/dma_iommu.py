@@ -23,7 +23,7 @@ from . import mapping as _mapping
 from . import p2pdma as _p2p
 from . import swiotlb as _swiotlb
 from . import trace as _trace
-from ._util import U64_MAX, min_not_zero, u64
+from ._util import U64_MAX, min_not_zero, typed, u64
 
 __all__ = ["IommuDmaCookie", "IovaFq", "DmaIovaState", "dma_iova_try_alloc", "dma_iova_free",
            "dma_iova_link", "dma_iova_sync", "dma_iova_unlink", "dma_iova_destroy", "dma_use_iova",
@@ -142,6 +142,7 @@ class IommuDmaCookie:
         return self.iovad.granule if self.iovad is not None else 0
 
     def pci_32bit_workaround(self, dev) -> bool:
+        typed(dev, _machine.Device, "dev")
         return bool(self.pci_32bit.get(dev, False))
 
     def flush_queues(self) -> list[IovaFq]:
@@ -832,9 +833,9 @@ def _set_raw(state: DmaIovaState, v: int) -> None:
 def _check_types(dev, state) -> None:
     if not isinstance(dev, _machine.Device):
         raise TypeError(f"dev must be a Device, not {type(dev).__name__}")
-    _machine.dev_live(dev)
     if not isinstance(state, DmaIovaState):
         raise TypeError(f"state must be a DmaIovaState, not {type(state).__name__}")
+    _machine.dev_live(dev)
 
 
 def _iova_attrs(attrs) -> int:

@@ -8,7 +8,7 @@ import warnings
 from typing import Any
 
 from ..errors import DmaFault, PhysAddrError
-from ._util import DMA_BIT_MASK, U64_MAX, as_bytes, min_not_zero, u64
+from ._util import DMA_BIT_MASK, U64_MAX, as_bytes, min_not_zero, typed, u64
 from .debug import DmaDebug
 from .iommu import Iommu, iommu_device_access
 from .memory import REGION_MMIO, REGION_RAM, PhysMem
@@ -72,6 +72,8 @@ class Machine:
 
     def advance(self, ns: int) -> None:
         target = self.clock_ns + u64(ns, "ns")
+        if target > U64_MAX:
+            raise ValueError(f"advancing the clock by {ns:#x} ns overflows its 64 bits")
         while self._timers and self._timers[0][0] <= target:
             deadline, _, cb = heapq.heappop(self._timers)
             if deadline > self.clock_ns:
@@ -81,6 +83,7 @@ class Machine:
         self.flush_warnings()
 
     def add_timer(self, delay_ns: int, callback) -> None:
+        delay_ns = u64(delay_ns, "delay_ns")
         self._timer_seq += 1
         heapq.heappush(self._timers, (self.clock_ns + delay_ns, self._timer_seq, callback))
 
@@ -156,6 +159,7 @@ class Machine:
         return dev
 
     def remove_device(self, dev) -> None:
+        typed(dev, Device, "dev")
         if self.devices.get(dev.name) is not dev:
             raise ValueError(f"{dev.name!r} is not a device of this machine")
         self.p2pdma.remove_device(dev)
