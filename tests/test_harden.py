@@ -3,6 +3,7 @@ no device access after removal, checked frees. Each test failed on main before t
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,3 +217,71 @@ def test_mem_read_checks_before_allocating(impl):
 
 def test_reference_has_the_same_new_types():
     assert set(reference.__all__) == set(dmaphys._core.__all__)
+
+
+# ---- the CLI validates before it starts, Ctrl-C reports, a closed pipe is quiet -----------------
+@pytest.mark.parametrize("argv", [
+    ["stress", "--duration", "nan"], ["stress", "--duration", "0"], ["stress", "--duration", "-1"],
+    ["stress", "--duration", "inf"], ["stress", "--ops", "10", "--duration", "1"], ["stress", "--seed", "-1"],
+    ["stress", "--plot", "/"], ["stress", "--plot", "/nonexistent-dir/x.png"],
+    ["bench", "--cpus", "0"], ["bench", "--iommu", "strict", "--fmt", "arm-lpae-s1-64k"],
+    ["info", "--cpus", "0"]])
+def test_cli_rejects_before_running(argv, capsys):
+    from dmaphys.cli import main
+
+    with pytest.raises(SystemExit) as ei:
+        main(argv)
+    assert ei.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+
+
+def _cli(args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "dmaphys", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_cli_ctrl_c_prints_the_report_so_far():
+    import signal
+    import time
+
+    p = _cli(["stress", "--ops", "100000000", "--no-progress"])
+    time.sleep(3)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-2000:]
+    assert "interrupted, the report so far" in out and "integrity errors:" in out
+    assert "Traceback" not in err
+
+
+def test_cli_closed_pipe_and_no_terminal_are_quiet():
+    r = subprocess.run(f"{sys.executable} -m dmaphys stress --ops 3000 | head -1", shell=True,
+                       capture_output=True, text=True, timeout=300)
+    assert r.stdout.startswith("dmaphys stress:") and r.stderr == ""     # no traceback, no progress bar
+
+
+def test_cli_plot_writes_the_named_file(tmp_path):
+    pytest.importorskip("matplotlib")
+    from dmaphys.cli import main
+
+    path = tmp_path / "occupancy"                      # no suffix: written as given, not occupancy.png
+    assert main(["stress", "--ops", "3000", "--no-progress", "--plot", str(path)]) == 0
+    assert path.stat().st_size > 10_000 and not (tmp_path / "occupancy.png").exists()
+
+
+def test_stress_iova_high_water_is_not_below_in_use():
+    from dmaphys import stress
+
+    for seed in (1, 2, 3):
+        r = stress.run(ops=7000, seed=seed, progress=False)
+        assert r["iova"]["high_water_pages"] >= r["iova"]["pages_in_use"]
+
+
+def test_source_tree_without_core_explains(tmp_path):
+    import shutil
+
+    shutil.copytree(Path(dmaphys.__file__).parent, tmp_path / "dmaphys",
+                    ignore=shutil.ignore_patterns("*.so", "*.cpp", "__pycache__"))
+    r = subprocess.run([sys.executable, "-m", "dmaphys", "info"], capture_output=True, text=True,
+                       cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=120)
+    assert r.returncode != 0 and "not built" in r.stderr and "circular" not in r.stderr
