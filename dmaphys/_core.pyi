@@ -62,6 +62,7 @@ class DmaDebug:
     def entries(self, dev: Device | None = ...) -> list[dict[str, Any]]: ...
     error_count: int
     errors: list[Any]
+    errors_dropped: int
     def get_state(self) -> dict[str, Any]: ...
     machine: Machine
     min_free_entries: int
@@ -325,6 +326,7 @@ class Machine:
     def remove_device(self, dev: Device) -> None: ...
     swiotlb: IoTlbMem | None
     trace: DmaTrace
+    warnings_dropped: int
     warnings_log: list[Any]
 
 class P2PTopology:

@@ -1,6 +1,7 @@
 """Hardening (issue 9): no crash on any Python input, no state left behind by a failed call,
 no device access after removal, checked frees. Each test failed on main before the fix."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -285,3 +286,34 @@ def test_source_tree_without_core_explains(tmp_path):
     r = subprocess.run([sys.executable, "-m", "dmaphys", "info"], capture_output=True, text=True,
                        cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=120)
     assert r.returncode != 0 and "not built" in r.stderr and "circular" not in r.stderr
+
+
+# ---- bounded logs, one print per report ----------------------------------------------------------
+def test_logs_keep_the_first_records_and_count_the_rest(impl, monkeypatch):
+    import warnings
+
+    limit = 10000
+    m = impl.Machine(ram=[(0, 1 << 30)], swiotlb=0)
+    d = m.add_device("d")
+    m.dma_debug.all_errors = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(limit + 5):
+            impl.dma_unmap_phys(d, 0x1000, 4096, DMA_TO_DEVICE)      # never mapped: a report each
+    assert len(m.dma_debug.errors) == limit and m.dma_debug.errors_dropped == 5
+    assert m.dma_debug.error_count == limit + 5                    # the kernel's counter keeps counting
+    assert len(m.warnings_log) == limit and m.warnings_dropped == 5
+
+
+def test_a_report_prints_once_at_the_callers_line(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text("import dmaphys as dma\nm = dma.Machine(ram=[(0, 1 << 30)], swiotlb=0)\n"
+                      "d = m.add_device('d')\n"
+                      "dma.dma_unmap_phys(d, 0x1000, 4096, dma.DMA_TO_DEVICE)\n")
+    for backend in ("0", "1"):
+        env = dict(os.environ, DMAPHYS_PUREPYTHON=backend)
+        r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.count("device driver tries to free DMA memory it has not allocated") == 1, r.stderr
+        assert f"{script}:4: DmaDebugWarning" in r.stderr, r.stderr

@@ -15,6 +15,9 @@ import warnings as _warnings
 _log = _logging.getLogger("dmaphys")
 
 DEFAULT_RAM = [(0, 3 << 30), (4 << 30, 13 << 30)]
+# m.warnings_log and m.dma_debug.errors keep the first this many records and count the rest
+# (warnings_dropped, errors_dropped): a long run that warns per call stays in bounded memory
+LOG_RECORDS_MAX = 10000
 
 
 cdef class Machine:
@@ -238,10 +241,14 @@ cdef class Machine:
             q = self._warn_queue
             self._warn_queue = []
             for category, text in q:
-                self.warnings_log.append((category.__name__, text))
-                _log.warning("%s", text)
+                if len(self.warnings_log) < LOG_RECORDS_MAX:
+                    self.warnings_log.append((category.__name__, text))
+                else:
+                    self.warnings_dropped += 1
+                _log.debug("%s", text)                  # printed once: as the warning below
             for category, text in q:
-                _warnings.warn(text, category, stacklevel=3)
+                # compiled entry points push no Python frame: level 1 is the caller's line
+                _warnings.warn(text, category, stacklevel=1)
         if self.dma_debug._pending:
             self.dma_debug.raise_pending()              # DmaDebugError when raise_errors is set
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 U64_MAX = (1 << 64) - 1
 
 
+# m.warnings_log and m.dma_debug.errors keep the first this many records and count the rest
+LOG_RECORDS_MAX = 10000
+
+
 def u64(v: object, what: str) -> int:
     if isinstance(v, bool) or not hasattr(v, "__index__"):
         raise TypeError(f"{what} must be an int, not {type(v).__name__}")

@@ -8,7 +8,7 @@ import warnings
 from typing import Any
 
 from ..errors import DmaFault, PhysAddrError
-from ._util import DMA_BIT_MASK, U64_MAX, as_bytes, min_not_zero, typed, u64
+from ._util import DMA_BIT_MASK, LOG_RECORDS_MAX, U64_MAX, as_bytes, min_not_zero, typed, u64
 from .debug import DmaDebug
 from .iommu import Iommu, iommu_device_access
 from .memory import REGION_MMIO, REGION_RAM, PhysMem
@@ -39,6 +39,7 @@ class Machine:
         self.devices: dict[str, Device] = {}
         self.iommus: list[Any] = []
         self.warnings_log: list[tuple[str, str]] = []
+        self.warnings_dropped = 0
         self.ratelimit_states: dict[str, Any] = {}    # call site -> RatelimitState (swiotlb.py)
         self._warn_queue: list[tuple[type, str]] = []
         self._warned_once: set = set()
@@ -195,8 +196,11 @@ class Machine:
         if self._warn_queue:
             q, self._warn_queue = self._warn_queue, []
             for category, text in q:
-                self.warnings_log.append((category.__name__, text))
-                _log.warning("%s", text)
+                if len(self.warnings_log) < LOG_RECORDS_MAX:
+                    self.warnings_log.append((category.__name__, text))
+                else:
+                    self.warnings_dropped += 1
+                _log.debug("%s", text)                  # printed once: as the warning below
             for category, text in q:
                 warnings.warn(text, category, stacklevel=3)
         if self.dma_debug._pending:
