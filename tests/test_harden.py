@@ -317,3 +317,87 @@ def test_a_report_prints_once_at_the_callers_line(tmp_path):
         assert r.returncode == 0, r.stderr
         assert r.stderr.count("device driver tries to free DMA memory it has not allocated") == 1, r.stderr
         assert f"{script}:4: DmaDebugWarning" in r.stderr, r.stderr
+
+
+# ---- two-step IOVA API misuse: the kernel's behaviour plus a report, never a map of unallocated IOVA ----
+def _two_step(impl):
+    m = impl.Machine()
+    iommu = m.add_iommu(fmt="x86-64")
+    return m, m.add_device("a", iommu=iommu), m.add_device("b", iommu=iommu), m.alloc_pages(4)
+
+
+def _ranges(dev):
+    """The IOVA allocator's ranges and the page table (without its statistics)."""
+    pt = {k: v for k, v in dev.domain.pgtable.get_state().items() if k not in ("walk_reads", "leaf_writes")}
+    return dev.domain.iova_cookie.iovad.get_state()["ranges"], pt
+
+
+@pytest.mark.parametrize("case", ["unfilled", "other_device", "past_the_end", "freed"])
+def test_iova_link_refuses_unallocated_space(impl, case):
+    import warnings
+
+    m, a, b, buf = _two_step(impl)
+    state = impl.DmaIovaState()
+    if case != "unfilled":
+        assert impl.dma_iova_try_alloc(a, state, buf, 2 * 4096)
+    if case == "freed":
+        impl.dma_iova_free(a, state)
+    dev, offset = (b, 0) if case == "other_device" else (a, 2 * 4096 if case == "past_the_end" else 0)
+    before = (_ranges(a), _ranges(b))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        assert impl.dma_iova_link(dev, state, buf, offset, 4096, DMA_TO_DEVICE, 0) == -dmaphys.EINVAL
+        assert impl.dma_iova_sync(dev, state, offset, 4096) == -dmaphys.EINVAL
+    assert (_ranges(a), _ranges(b)) == before                        # nothing mapped
+    assert [r.kind for r in m.dma_debug.errors].count("iova_state") == 2
+    assert any("refused" in str(x.message) for x in w)
+
+
+def test_iova_double_free_and_destroy_are_reported_not_done(impl):
+    import warnings
+
+    m, a, _, buf = _two_step(impl)
+    state = impl.DmaIovaState()
+    assert impl.dma_iova_try_alloc(a, state, buf, 4096)
+    impl.dma_iova_free(a, state)
+    after_first = _ranges(a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        impl.dma_iova_free(a, state)                                  # the kernel frees it twice
+        impl.dma_iova_destroy(a, state, 0, DMA_TO_DEVICE, 0)
+    assert _ranges(a) == after_first
+    assert [r.kind for r in m.dma_debug.errors] == ["iova_state", "iova_state"]
+    s1, s2 = impl.DmaIovaState(), impl.DmaIovaState()
+    assert impl.dma_iova_try_alloc(a, s1, buf, 4096) and impl.dma_iova_try_alloc(a, s2, buf, 4096)
+    assert s1.addr != s2.addr                                        # no shared IOVA afterwards
+
+
+def test_iova_to_phys_on_a_freed_domain_raises(impl):
+    m = impl.Machine(ram=[(0, 1 << 30)], swiotlb=0)
+    dom = m.add_iommu(fmt="x86-64").domain_alloc()
+    assert impl.iommu_map(dom, 0x10000, 0x20000, 4096, dmaphys.IOMMU_READ) == 0
+    impl.iommu_unmap(dom, 0x10000, 4096)
+    impl.iommu_domain_free(dom)
+    with pytest.raises(ValueError, match="freed"):
+        impl.iommu_iova_to_phys(dom, 0x10000)
+    with pytest.raises(ValueError, match="freed"):
+        impl.iommu_iova_to_phys_batch(dom, np.array([0x10000], dtype=np.uint64))
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_unmap_size_zero_is_the_same_in_both_modes(impl, strict):
+    import warnings
+
+    m = impl.Machine()
+    d = m.add_device("d", iommu=m.add_iommu(fmt="x86-64", strict=strict))
+    buf = m.alloc_pages(1)
+    addr = impl.dma_map_phys(d, buf, 4096, DMA_TO_DEVICE)
+    impl.dma_mapping_error(d, addr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        impl.dma_unmap_phys(d, addr, 0, DMA_TO_DEVICE)               # no exception in either mode
+        m.advance(10**9)                                           # the flush queue has nothing bad
+    assert [r.kind for r in m.dma_debug.errors] == ["size_mismatch"]
+    assert impl.iommu_iova_to_phys(d.domain, addr) == buf            # unmapped nothing (leaked)
+    again = impl.dma_map_phys(d, buf, 4096, DMA_TO_DEVICE)
+    assert again != addr and not impl.dma_mapping_error(d, again)   # the IOVA was not handed out twice

@@ -518,8 +518,12 @@ def iommu_iotlb_sync(domain, iova, size) -> None:
 
 
 def iommu_iova_to_phys(domain, iova) -> int:
-    """iommu_iova_to_phys(domain, iova): the physical address, 0 when unmapped."""
-    return _iova_to_phys(_domain_arg(domain), u64(iova, "iova"))
+    """iommu_iova_to_phys(domain, iova): the physical address, 0 when unmapped (see the core's docstring)."""
+    d = _domain_arg(domain)
+    a = u64(iova, "iova")
+    if d.freed:
+        raise ValueError(f"IOMMU domain {d.id} was freed")
+    return _iova_to_phys(d, a)
 
 
 def iommu_domain_free(domain) -> None:
