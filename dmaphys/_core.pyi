@@ -19,6 +19,7 @@ class Device:
     arch_sync_for_cpu: int
     arch_sync_for_device: int
     bus_dma_limit: int
+    capsule: Any
     coherent: bool
     coherent_dma_mask: int
     dma_io_tlb_mem: IoTlbMem

@@ -48,6 +48,8 @@ cdef class Device:
     cdef public u64 dma_reads
     cdef public u64 dma_writes
     cdef public u64 faults
+    # --- the C ABI (capi.pxi) ---
+    cdef bint removed                          # set by Machine.remove_device: capsules refuse it
 
     def __init__(self, Machine machine, str name, dma_mask, coherent, dma_range_map, bus_dma_limit,
                  force_bounce, min_align_mask, pci, untrusted, max_segment_size, seg_boundary_mask,
@@ -112,6 +114,11 @@ cdef class Device:
         return {"arch_sync_for_device": self.arch_sync_for_device,
                 "arch_sync_for_cpu": self.arch_sync_for_cpu,
                 "dma_reads": self.dma_reads, "dma_writes": self.dma_writes, "faults": self.faults}
+
+    @property
+    def capsule(self):
+        """A new "dmaphys.device" capsule for the C ABI (include/dmaphys.h); it keeps the device alive."""
+        return _device_capsule(self)
 
     def __repr__(self):
         return f"<dmaphys.Device {self.name!r} mask={self._dma_mask:#x} coherent={bool(self.coherent)}>"

@@ -202,6 +202,7 @@ cdef class Machine:
         if dev.domain is not None:
             dev.domain.iommu.detach_device(dev)
         del self.devices[dev.name]
+        dev.removed = True                              # the C ABI refuses its capsules from now on
         self.flush_warnings()
 
     # ---- PCI topology and P2P memory (drivers/pci/p2pdma.c; see P2PTopology) ---------------

@@ -263,6 +263,12 @@ class Device:
                 "arch_sync_for_cpu": self.arch_sync_for_cpu,
                 "dma_reads": self.dma_reads, "dma_writes": self.dma_writes, "faults": self.faults}
 
+    @property
+    def capsule(self):
+        """The core's "dmaphys.device" capsule for the C ABI; the reference has no C ABI."""
+        raise TypeError("dev.capsule (the C ABI, include/dmaphys.h) needs the compiled core, "
+                        "not dmaphys.reference")
+
     def __repr__(self) -> str:
         return f"<dmaphys.reference.Device {self.name!r} mask={self._dma_mask:#x} coherent={self.coherent}>"
 
