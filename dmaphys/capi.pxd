@@ -78,7 +78,8 @@ cdef extern from "dmaphys.h" nogil:
         uint64_t addr_mask
         int32_t perm
 
-    ctypedef void (*dmaphys_notifier_fn)(void *opaque, PyObject *domain, uint64_t iova, uint64_t size) noexcept nogil
+    ctypedef void (*dmaphys_notifier_fn)(void *opaque, uint32_t domain_id, uint64_t iova,
+                                         uint64_t size) noexcept nogil
 
     ctypedef struct dmaphys_api:
         uint32_t abi_version
@@ -123,7 +124,9 @@ cdef extern from "dmaphys.h" nogil:
                          dmaphys_error *err) noexcept nogil
         int (*register_notifier)(PyObject *dev, dmaphys_notifier_fn fn, void *opaque,
                                  dmaphys_error *err) noexcept nogil
-        int (*unregister_notifier)(PyObject *dev, int id, dmaphys_error *err) noexcept nogil
+        int (*unregister_notifier)(PyObject *dev, dmaphys_notifier_fn fn, void *opaque,
+                                   dmaphys_error *err) noexcept nogil
+        int (*domain_id)(PyObject *dev, uint32_t *id, dmaphys_error *err) noexcept nogil
         PyObject *(*raise_error)(const dmaphys_error *err) noexcept nogil
         int (*device_check)(PyObject *dev, dmaphys_error *err) noexcept nogil
 

@@ -64,7 +64,8 @@ ENTRIES = [
     ("iova_to_phys", U64, [P, U64, PE]),
     ("translate", INT, [P, U64, INT, C.POINTER(TlbEntry), PE]),
     ("register_notifier", INT, [P, P, P, PE]),
-    ("unregister_notifier", INT, [P, INT, PE]),
+    ("unregister_notifier", INT, [P, P, P, PE]),
+    ("domain_id", INT, [P, C.POINTER(C.c_uint32), PE]),
     ("raise_error", P, [PE]),          # (called through PYFUNCTYPE below: it sets an exception)
     ("device_check", INT, [P, PE]),
 ]

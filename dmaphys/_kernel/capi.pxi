@@ -7,7 +7,7 @@
 #   - validates its device capsule (NULL, not a capsule, another capsule name, a removed
 #     device) and its pointers / sizes before touching state;
 #   - calls the same cdef functions the def entry points call (mapping.pxi c_dma_*,
-#     dma_iommu.pxi _dma_iova_*, device.pxi device_access) and flushes queued warnings
+#     dma_iommu.pxi c_dma_iova_*, device.pxi device_access) and flushes queued warnings
 #     afterwards like a def entry point;
 #   - turns every Python exception into a dmaphys_error record and a DMAPHYS_E_* return
 #     value, and clears it: nothing leaves a Python exception set.
@@ -204,7 +204,10 @@ cdef int _capi_unmap(PyObject *cap, u64 addr, u64 size, int dir, unsigned long a
     if dev is None:
         return code
     try:
-        c_dma_unmap_phys(dev, addr, size, dir, attrs | (DMA_ATTR_MMIO if resource else 0))
+        if resource:
+            c_dma_unmap_resource(dev, addr, size, dir, attrs)
+        else:
+            c_dma_unmap_phys(dev, addr, size, dir, attrs)
     except BaseException as e:
         _capi_flush_quiet(dev.machine)
         return _capi_exc(err, e)
@@ -401,7 +404,7 @@ cdef enum:
 
 cdef int _capi_iova(PyObject *cap, dmaphys_iova_state *state, u64 phys, u64 offset, u64 size,
                     int dir, unsigned long attrs, dmaphys_error *err, int op) noexcept:
-    """The def dma_iova_* entry points of dma_iommu.pxi on a C-owned struct dma_iova_state."""
+    """The c_dma_iova_* entry points of dma_iommu.pxi on a C-owned struct dma_iova_state."""
     cdef int code = 0, ret = 0
     cdef Device dev = _capi_device(cap, err, &code)
     cdef DmaIovaState st
@@ -414,25 +417,17 @@ cdef int _capi_iova(PyObject *cap, dmaphys_iova_state *state, u64 phys, u64 offs
     st._size = state.size
     try:
         if op == _CAPI_IOVA_TRY_ALLOC:
-            ret = 1 if _dma_iova_try_alloc(dev, st, phys, size) else 0
+            ret = 1 if c_dma_iova_try_alloc(dev, st, phys, size) else 0
         elif op == _CAPI_IOVA_LINK:
-            _iova_check(dev, dir, "dma_iova_link", True)
-            ret = _dma_iova_link(dev, st, phys, offset, size, dir, attrs)
+            ret = c_dma_iova_link(dev, st, phys, offset, size, dir, attrs)
         elif op == _CAPI_IOVA_SYNC:
-            _iova_check(dev, 0, "dma_iova_sync", False)
-            ret = _dma_iova_sync(dev, st, offset, size)
+            ret = c_dma_iova_sync(dev, st, offset, size)
         elif op == _CAPI_IOVA_UNLINK:
-            _iova_check(dev, dir, "dma_iova_unlink", True)
-            __iommu_dma_iova_unlink(dev, st, offset, size, dir, attrs, False)
+            c_dma_iova_unlink(dev, st, offset, size, dir, attrs)
         elif op == _CAPI_IOVA_DESTROY:
-            _iova_check(dev, dir, "dma_iova_destroy", True)
-            if size:
-                __iommu_dma_iova_unlink(dev, st, 0, size, dir, attrs, True)
-            else:
-                _dma_iova_free(dev, st)
+            c_dma_iova_destroy(dev, st, size, dir, attrs)
         else:
-            _iova_check(dev, 0, "dma_iova_free", False)
-            _dma_iova_free(dev, st)
+            c_dma_iova_free(dev, st)
     except BaseException as e:
         state.addr = st.addr
         state.size = st._size
@@ -541,9 +536,29 @@ cdef int capi_register_notifier(PyObject *dev, dmaphys_notifier_fn fn, void *opa
         return _capi_fail(err, DMAPHYS_E_NOTSUPP, DMAPHYS_ERR_NOTSUPP, "notifiers are not available yet")
 
 
-cdef int capi_unregister_notifier(PyObject *dev, int id, dmaphys_error *err) noexcept nogil:
+cdef int capi_unregister_notifier(PyObject *dev, dmaphys_notifier_fn fn, void *opaque,
+                                  dmaphys_error *err) noexcept nogil:
     with gil:
         return _capi_fail(err, DMAPHYS_E_NOTSUPP, DMAPHYS_ERR_NOTSUPP, "notifiers are not available yet")
+
+
+cdef int _capi_domain_id(PyObject *cap, u32 *id, dmaphys_error *err) noexcept:
+    cdef int code = 0
+    cdef Device dev = _capi_device(cap, err, &code)
+    if dev is None:
+        return code
+    if id == NULL:
+        return _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG, "id is NULL")
+    if dev.domain is None:
+        return _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG,
+                          f"device {dev.name!r} is not behind an IOMMU (no domain)")
+    id[0] = (<IommuDomain>dev.domain).id
+    return 0
+
+
+cdef int capi_domain_id(PyObject *dev, u32 *id, dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_domain_id(dev, id, err)
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -625,6 +640,7 @@ _capi_table.iova_to_phys = capi_iova_to_phys
 _capi_table.translate = capi_translate
 _capi_table.register_notifier = capi_register_notifier
 _capi_table.unregister_notifier = capi_unregister_notifier
+_capi_table.domain_id = capi_domain_id
 _capi_table.raise_error = capi_raise_error
 _capi_table.device_check = capi_device_check
 

@@ -157,9 +157,14 @@ typedef struct dmaphys_iotlb_entry {
     int32_t _pad;
 } dmaphys_iotlb_entry;
 
-/* An IOTLB invalidation notifier: called (with the GIL held) for every invalidated IOVA range
- * of the domain, with `domain` a borrowed reference to the IommuDomain object. */
-typedef void (*dmaphys_notifier_fn)(void *opaque, PyObject *domain, uint64_t iova, uint64_t size);
+/* An IOTLB invalidation notifier: fn(opaque, domain_id, iova, size) after every invalidation the
+ * IOMMU driver issues for [iova, iova + size) of domain `domain_id` (size UINT64_MAX: from iova
+ * to the end; domain_id 0: every domain). Strict unmaps report their range; a lazy (flush
+ * queue) domain reports (id, 0, UINT64_MAX) when the queue flushes - until then its stale
+ * IOTLB entries still translate, as on hardware. Called with the GIL held, from inside the
+ * invalidating dmaphys call: it must not call back into dmaphys (drop your cached
+ * translations and return). */
+typedef void (*dmaphys_notifier_fn)(void *opaque, uint32_t domain_id, uint64_t iova, uint64_t size);
 
 /* ---- the table --------------------------------------------------------------------------- */
 typedef struct dmaphys_api {
@@ -216,9 +221,10 @@ typedef struct dmaphys_api {
     int (*translate)(PyObject *dev, dmaphys_dma_addr_t addr, int write, dmaphys_iotlb_entry *entry,
                      dmaphys_error *err);
 
-    /* IOTLB invalidation notifiers of the device's IOMMU domain */
+    /* IOTLB invalidation notifiers of the IOMMU the device sits behind */
     int (*register_notifier)(PyObject *dev, dmaphys_notifier_fn fn, void *opaque, dmaphys_error *err);
-    int (*unregister_notifier)(PyObject *dev, int id, dmaphys_error *err);
+    int (*unregister_notifier)(PyObject *dev, dmaphys_notifier_fn fn, void *opaque, dmaphys_error *err);
+    int (*domain_id)(PyObject *dev, uint32_t *id, dmaphys_error *err);   /* the device's domain id */
 
     /* helpers */
     PyObject *(*raise_error)(const dmaphys_error *err);   /* sets a Python exception, returns NULL */

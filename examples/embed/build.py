@@ -32,9 +32,12 @@ def build(name: str, outdir: str | os.PathLike, opt: str = "-O0", quiet: bool = 
     outdir.mkdir(parents=True, exist_ok=True)
     src = outdir / SOURCES[name]
     shutil.copy(HERE / SOURCES[name], src)
+    cython = src.suffix == ".pyx"
+    # dmaphys's .pxd faces use C++ containers: a module that cimports them is compiled as C++
+    flags = [opt] + (["-std=c++17", "-Wno-unused-function"] if cython else ["-Wall"])
     ext = Extension(name, [str(src)], include_dirs=[dmaphys.get_include()],
-                    extra_compile_args=[opt, "-Wall"])
-    if src.suffix == ".pyx":
+                    language="c++" if cython else "c", extra_compile_args=flags)
+    if cython:
         from Cython.Build import cythonize
         # the .pxd files are found next to the dmaphys package that is imported
         ext = cythonize([ext], compiler_directives={"language_level": 3}, quiet=True,

@@ -219,12 +219,32 @@ static PyObject *bench_read(PyObject *self, PyObject *args)
     return PyFloat_FromDouble((now_ns() - t0) / (double)iters);
 }
 
+/* bench_translate(dev, addr, iters) -> ns per translate through the table (None: not provided) */
+static PyObject *bench_translate(PyObject *self, PyObject *args)
+{
+    PyObject *dev;
+    unsigned long long addr;
+    long iters;
+    dmaphys_iotlb_entry e;
+    dmaphys_error err;
+    if (!PyArg_ParseTuple(args, "OKl", &dev, &addr, &iters))
+        return NULL;
+    if (!DMAPHYS_API_HAS(api, translate) || api->translate(dev, addr, 0, &e, &err) == DMAPHYS_E_NOTSUPP)
+        Py_RETURN_NONE;
+    double t0 = now_ns();
+    for (long i = 0; i < iters; i++)
+        if (api->translate(dev, addr, 0, &e, &err) != 0)
+            return api->raise_error(&err);
+    return PyFloat_FromDouble((now_ns() - t0) / (double)iters);
+}
+
 static PyMethodDef methods[] = {
     {"ring_run", ring_run, METH_VARARGS, "ring_run(dev_capsule, ring, n, cpl) -> (completed, fault)"},
     {"raw_read", raw_read, METH_VARARGS, "raw_read(dev_capsule, addr, n, nullbuf=False) -> (rc, bytes, fault)"},
     {"raw_map", raw_map, METH_VARARGS, "raw_map(dev_capsule, phys, size, dir) -> (addr, mapping_error, fault)"},
     {"raw_unmap", raw_unmap, METH_VARARGS, "raw_unmap(dev_capsule, addr, size, dir) -> (rc, fault)"},
     {"bench_read", bench_read, METH_VARARGS, "bench_read(dev_capsule, addr, size, iters) -> ns/op"},
+    {"bench_translate", bench_translate, METH_VARARGS, "bench_translate(dev_capsule, addr, iters) -> ns/op"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,16 +1,20 @@
-# dmaring_cy: the dmaring descriptor-ring DMA engine of dmaring.c, written in Cython.
+# distutils: language = c++
+# dmaring_cy: the dmaring descriptor-ring DMA engine of dmaring.c, written in Cython against
+# dmaphys's Cython C API: `cimport dmaphys` gives the cdef classes (Device, ...) with their C
+# fields and the cdef entry points (device_access, c_dma_map_phys, ...), called directly - no
+# capsule, no table. Faults arrive as the Python exceptions the core raises (DmaFault /
+# IommuFault); the engine catches them and reports the same fault dict as the C version.
 #
-# Same device model, same Python interface (ring_run, bench_read); it reaches dmaphys through
-# `cimport` of dmaphys/capi.pxd (the Cython face of include/dmaphys.h) and the table in the
-# "dmaphys._core._C_API" capsule. Build: examples/embed/build.py (cythonize with the installed
-# dmaphys on the include path, include_dirs=[dmaphys.get_include()]).
+# Build: examples/embed/build.py (cythonize with the directory above the imported dmaphys
+# package on the include path; dmaphys/__init__.pxd re-exports dmaphys/_core.pxd).
 
-from cpython.ref cimport PyObject
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 
-from dmaphys.capi cimport (DMAPHYS_ERR_BADARG, DMAPHYS_ERR_NODEV, DMAPHYS_ERR_NONE, dmaphys_api,
-                           dmaphys_error, dmaphys_import)
+cimport dmaphys
+from dmaphys cimport Device, device_access
+
+from dmaphys import DmaFault, IommuFault
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -20,15 +24,15 @@ cdef extern from "<time.h>" nogil:
     int clock_gettime(int clk, timespec *ts)
     enum: CLOCK_MONOTONIC
 
+TAKES_DEVICE = True                    # ring_run takes the Device itself (the C version: dev.capsule)
+abi_version = 1
+
 cdef enum:
     DESC_SIZE = 32
     CPL_SIZE = 16
     DESC_VALID = 1
     CPL_OK = 1
     CPL_FAULT = 2
-
-cdef const dmaphys_api *api = dmaphys_import()
-abi_version = api.abi_version
 
 
 cdef packed struct ring_desc:          # little endian on the wire; x86-64 hosts only here
@@ -45,91 +49,80 @@ cdef packed struct ring_cpl:
     uint32_t bytes
 
 
-cdef int write_cpl(PyObject *dev, uint64_t cpl, uint64_t cookie, uint32_t status, uint32_t nbytes,
-                   dmaphys_error *err) noexcept nogil:
+cdef int write_cpl(Device dev, uint64_t cpl, uint64_t cookie, uint32_t status, uint32_t nbytes) except -1:
     cdef ring_cpl c
     c.cookie = cookie
     c.status = status
     c.bytes = nbytes
-    return api.dma_write(dev, cpl, &c, CPL_SIZE, err)
+    return device_access(dev, cpl, <dmaphys.u8 *>&c, CPL_SIZE, True)
 
 
-cdef long ring_process(PyObject *dev, uint64_t ring, long n, uint64_t cpl, dmaphys_error *err) noexcept nogil:
-    """The device model: see dmaring.c (the ABI entries take the GIL themselves)."""
+cdef object fault_dict(object e):
+    return {"kind": 4 if isinstance(e, IommuFault) else 3, "type": type(e).__name__, "addr": e.addr,
+            "size": e.size, "access": e.access, "reason": e.reason, "device": e.device}
+
+
+def ring_run(Device dev not None, uint64_t ring, long n, uint64_t cpl):
+    """ring_run(dev, ring, n, cpl) -> (completed, fault dict or None); see dmaring.c."""
     cdef ring_desc d
-    cdef dmaphys_error cerr
     cdef unsigned char *buf = NULL
     cdef unsigned char *nb
     cdef size_t bufsize = 0
     cdef unsigned char x
     cdef uint32_t k
     cdef long i = 0
-    err.kind = DMAPHYS_ERR_NONE
-    while i < n:
-        if api.dma_read(dev, ring + <uint64_t>i * DESC_SIZE, &d, DESC_SIZE, err) != 0:
-            break
-        if not (d.flags & DESC_VALID):
-            break
-        if d.len > bufsize:
-            nb = <unsigned char *>realloc(buf, d.len)
-            if nb == NULL:
+    fault = None
+    try:
+        while i < n:
+            try:
+                device_access(dev, ring + <uint64_t>i * DESC_SIZE, <dmaphys.u8 *>&d, DESC_SIZE, False)
+            except DmaFault as e:                          # the ring itself faulted
+                fault = fault_dict(e)
                 break
-            buf = nb
-            bufsize = d.len
-        if api.dma_read(dev, d.src, buf, d.len, err) == 0:
-            x = <unsigned char>(d.flags >> 8)
-            if x:
-                for k in range(d.len):
-                    buf[k] ^= x
-            api.dma_write(dev, d.dst, buf, d.len, err)
-        if err.kind != DMAPHYS_ERR_NONE:
-            write_cpl(dev, cpl + <uint64_t>i * CPL_SIZE, d.cookie, CPL_FAULT, 0, &cerr)
-            break
-        if write_cpl(dev, cpl + <uint64_t>i * CPL_SIZE, d.cookie, CPL_OK, d.len, err) != 0:
-            break
-        i += 1
-    free(buf)
-    return i
+            if not (d.flags & DESC_VALID):
+                break
+            if d.len > bufsize:
+                nb = <unsigned char *>realloc(buf, d.len)
+                if nb == NULL:
+                    raise MemoryError()
+                buf = nb
+                bufsize = d.len
+            try:
+                if d.len:
+                    device_access(dev, d.src, buf, d.len, False)
+                    x = <unsigned char>(d.flags >> 8)
+                    if x:
+                        for k in range(d.len):
+                            buf[k] ^= x
+                    device_access(dev, d.dst, buf, d.len, True)
+            except DmaFault as e:
+                fault = fault_dict(e)
+                try:
+                    write_cpl(dev, cpl + <uint64_t>i * CPL_SIZE, d.cookie, CPL_FAULT, 0)
+                except DmaFault:
+                    pass
+                break
+            try:
+                write_cpl(dev, cpl + <uint64_t>i * CPL_SIZE, d.cookie, CPL_OK, d.len)
+            except DmaFault as e:
+                fault = fault_dict(e)
+                break
+            i += 1
+    finally:
+        free(buf)
+        dev.machine.flush_warnings()   # what a def entry point does before returning
+    return i, fault
 
 
-cdef int reraise(dmaphys_error *e) except -1:
-    """The record as a Python exception (raise_error sets it; except -1 propagates it)."""
-    api.raise_error(e)
-    return -1
-
-
-cdef object fault_dict(dmaphys_error *e):
-    if e.kind == DMAPHYS_ERR_NONE:
-        return None
-    return {"kind": e.kind, "type": e.type.decode(), "addr": e.addr, "size": e.size,
-            "access": "write" if e.access else "read", "reason": e.reason.decode(),
-            "device": e.device.decode()}
-
-
-def ring_run(dev, uint64_t ring, long n, uint64_t cpl):
-    """ring_run(dev_capsule, ring, n, cpl) -> (completed, fault dict or None)."""
-    cdef dmaphys_error err
-    cdef long done
-    cdef PyObject *d = <PyObject *>dev
-    with nogil:                        # the engine runs without the GIL; dmaphys takes it per access
-        done = ring_process(d, ring, n, cpl, &err)
-    if err.kind == DMAPHYS_ERR_BADARG or err.kind == DMAPHYS_ERR_NODEV:
-        reraise(&err)
-    return done, fault_dict(&err)
-
-
-def bench_read(dev, uint64_t addr, uint64_t size, long iters):
-    """bench_read(dev_capsule, addr, size, iters) -> ns per dma_read through the table."""
+def bench_read(Device dev not None, uint64_t addr, uint64_t size, long iters):
+    """bench_read(dev, addr, size, iters) -> ns per device_access() called from Cython."""
     cdef unsigned char buf[4096]
-    cdef dmaphys_error err
     cdef timespec t0, t1
     cdef long i
-    cdef PyObject *d = <PyObject *>dev
     if size > 4096:
         raise ValueError("size > 4096")
     clock_gettime(CLOCK_MONOTONIC, &t0)
     for i in range(iters):
-        if api.dma_read(d, addr, buf, size, &err) != 0:
-            reraise(&err)
+        device_access(dev, addr, buf, size, False)
     clock_gettime(CLOCK_MONOTONIC, &t1)
     return ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / iters

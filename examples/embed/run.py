@@ -71,7 +71,9 @@ def run_ring(engine, m, dev, lengths, xor=0, fault_at=None):
                     DESC.pack(src, dst, length, DESC_VALID | (xor << 8), 0xC0DE0000 + i))
     m.mem_write(ring_phys + n * DESC.size, DESC.pack(0, 0, 0, 0, 0))   # end of ring
 
-    completed, fault = engine.ring_run(dev.capsule, ring, n + 1, cpl)
+    # the C engine takes the C ABI's device capsule; the Cython one (cimport dmaphys) the Device
+    handle = dev if getattr(engine, "TAKES_DEVICE", False) else dev.capsule
+    completed, fault = engine.ring_run(handle, ring, n + 1, cpl)
 
     expect = n if fault_at is None else fault_at
     assert completed == expect, (completed, fault)
