@@ -22,7 +22,7 @@ PARAM_TYPES = {
     "client_dev": "Device", "m": "Machine", "machine": "Machine",
     "state": "DmaIovaState", "sg": "ScatterList", "sgt": "ScatterList", "sgl": "ScatterList",
     "domain": "IommuDomain", "iommu": "Iommu", "st": "PciP2PdmaMapState",
-    "data": "Buffer", "name": "str", "fmt": "str", "entries": "Iterable[tuple[int, int]]",
+    "data": "Buffer", "buffer": "Buffer", "name": "str", "fmt": "str", "entries": "Iterable[tuple[int, int]]",
     "phys": "int", "sizes": "ArrayLike | int", "dma_addrs": "ArrayLike", "iovas": "ArrayLike",
     "addrs": "ArrayLike", "callback": "Callable[[], object]",
     # P2PDMA (p2pdma.pxi)
@@ -42,7 +42,7 @@ FUNC_PARAM_TYPES = {
 }
 BOOL_PARAMS = {"coherent", "force_bounce", "pci", "untrusted", "strict", "flush_rcache", "size_aligned",
                "enabled", "verbose", "p2p_allowlisted", "acs_redirect", "swiotlb_force", "dma_debug",
-               "pages", "publish", "req_same_host_bridge"}
+               "pages", "publish", "req_same_host_bridge", "allocatable"}
 BATCH_FUNCS = {"dma_map_phys_batch", "dma_mapping_error_batch", "iova_to_phys_batch", "dma_read_batch",
                "iommu_iova_to_phys_batch"}
 
@@ -56,6 +56,7 @@ RETURNS = {
     "get_state": "dict[str, Any]", "dump": "list[str]", "to_ftrace": "list[str]",
     "to_numpy": "np.ndarray", "ranges": "list[tuple[int, int]]",
     "regions_list": "list[tuple[int, int, str, str]]",
+    "ext_ram_list": "list[tuple[int, int, str, bool]]",
     "find_iova": "tuple[int, int] | None", "reserve_iova": "tuple[int, int] | None",
     "pci_p2pmem_find": "Device | None", "pci_p2pmem_find_many": "Device | None",
     "pci_p2pmem_alloc_sgl": "ScatterList | None", "pgmap_of": "PciP2PdmaPagemap | None",
@@ -63,7 +64,8 @@ RETURNS = {
 }
 NONE_PREFIXES = ("dma_unmap_", "dma_sync_", "dma_iova_unlink", "dma_iova_destroy", "dma_iova_free",
                  "dma_free_", "swiotlb_sync_", "swiotlb_tbl_unmap", "mem_write", "dma_write", "free_",
-                 "advance", "add_timer", "add_mmio", "remove_device", "flush_warnings", "clear",
+                 "advance", "add_timer", "add_mmio", "add_ram", "remove_ram", "remove_device",
+                 "flush_warnings", "clear",
                  "put_iova_domain", "detach_device", "attach_device", "reset_", "pci_free_p2pmem",
                  "pci_p2pmem_publish", "pci_p2pmem_free_sgl", "check_parent")
 

@@ -7,6 +7,7 @@
 # a test turns into an exception never interrupts a half-done operation.
 
 import heapq as _heapq
+from dmaphys._embed import ram_buffer_nbytes as _ram_buffer_nbytes, check_ram_removable as _check_ram_removable
 import logging as _logging
 import warnings as _warnings
 
@@ -155,6 +156,30 @@ cdef class Machine:
     def add_mmio(self, base, size, name):
         """Add a non-RAM region (a BAR); CPU and device accesses hit its own store."""
         self.mem.add_region(_u64(base, "base"), _u64(size, "size"), REGION_MMIO, str(name))
+
+    # ---- embedder-owned RAM ------------------------------------------------------------------
+    def add_ram(self, base, buffer, *, name=None, allocatable=False):
+        """Back RAM at ``base`` with the embedder's writable buffer (bytearray, numpy array,
+        mmap, memoryview of a simulator's memory), zero copy both ways.
+
+        ``base`` and ``len(buffer)`` (in bytes) must be page aligned; the range must not
+        overlap a region. The buffer's export is held until ``remove_ram(base)`` or the
+        machine's end, so the embedder cannot resize or release it meanwhile (BufferError in
+        the embedder's code). ``allocatable=True`` gives its pages to the page allocator
+        (alloc_pages, page tables, coherent buffers may then land there); by default they are
+        the embedder's alone.
+        """
+        cdef u64 b = _u64(base, "base")
+        _ram_buffer_nbytes(buffer, b)
+        self.mem.add_ext_ram(b, buffer, f"Embedder RAM {b:#x}" if name is None else str(name),
+                             bool(allocatable))
+
+    def remove_ram(self, base):
+        """Remove embedder RAM added at ``base`` and release its buffer. BufferError while
+        anything uses it (an allocation, an IOMMU mapping, a swiotlb bounce, a dma-debug entry)."""
+        cdef u64 b = _u64(base, "base")
+        _check_ram_removable(self, b)
+        self.mem.remove_ext_ram(b)
 
     def max_phys_ram(self):
         """End (exclusive) of the highest RAM range (max_pfn << PAGE_SHIFT)."""

@@ -7,6 +7,7 @@ import logging
 import warnings
 from typing import Any
 
+from .._embed import check_ram_removable, ram_buffer_nbytes
 from ..errors import DmaFault, PhysAddrError
 from ._util import DMA_BIT_MASK, U64_MAX, as_bytes, min_not_zero, u64
 from .debug import DmaDebug
@@ -121,6 +122,18 @@ class Machine:
 
     def add_mmio(self, base, size, name) -> None:
         self.mem.add_region(u64(base, "base"), u64(size, "size"), REGION_MMIO, str(name))
+
+    def add_ram(self, base, buffer, *, name=None, allocatable=False) -> None:
+        """Mirrors machine.pxi Machine.add_ram (embedder-owned RAM, zero copy)."""
+        b = u64(base, "base")
+        ram_buffer_nbytes(buffer, b)
+        self.mem.add_ext_ram(b, buffer, f"Embedder RAM {b:#x}" if name is None else str(name),
+                             bool(allocatable))
+
+    def remove_ram(self, base) -> None:
+        b = u64(base, "base")
+        check_ram_removable(self, b)
+        self.mem.remove_ext_ram(b)
 
     def max_phys_ram(self) -> int:
         return max((s + z for s, z, k, _ in self.mem.regions_list() if k == "ram"), default=0)
