@@ -44,6 +44,7 @@ class Device:
     pci: bool
     seg_boundary_mask: int
     stats: dict[str, Any]
+    def translate(self, dma_addr: int, write: bool = ...) -> IOMMUTLBEntry: ...
     untrusted: bool
 
 class DmaDebug:
@@ -94,6 +95,14 @@ class DmaTrace:
     pid: int
     def to_ftrace(self) -> list[str]: ...
     def to_numpy(self) -> np.ndarray: ...
+
+class IOMMUTLBEntry:
+    """IOMMUTLBEntry(iova, translated_addr, addr_mask, perm)"""
+    def __init__(self, iova: int, translated_addr: int, addr_mask: int, perm: int) -> None: ...
+    addr_mask: int
+    iova: int
+    perm: int
+    translated_addr: int
 
 class IoPgtable:
     """One IOMMU page table in simulated RAM: ``IoPgtable(machine, fmt, ias=None, oas=None)``."""

@@ -505,26 +505,79 @@ cdef int _iommu_fault(Iommu mmu, IommuDomain d, Device dev, u64 iova, u64 size, 
     return 0
 
 
+cdef enum:                                      # iommu_translate_one() results
+    XLATE_OK = 0
+    XLATE_BLOCKED = 1                           # no page table (blocked domain)
+    XLATE_NOT_PRESENT = 2
+    XLATE_ADDRESS_SIZE = 3                      # beyond the table's input address width
+    XLATE_DENIED = 4                            # present, but not with the access's permission
+
+_XLATE_REASONS = (None, "blocked", "not-present", "address-size")
+
+
+cdef inline str _xlate_reason(int r, bint write):
+    if r == XLATE_DENIED:
+        return "write-denied" if write else "read-denied"
+    return _XLATE_REASONS[r]
+
+
+cdef inline int iommu_translate_one(Device dev, IommuDomain d, Iotlb tlb, IoPgtable pt, u32 sid, u64 a,
+                                    int need, u64 *phys, int *prot, int *shift) except -1:
+    """Translate one request address the way the hardware does: the IOTLB, else a page-table
+    walk whose result fills the IOTLB. Returns XLATE_OK with phys/prot/shift (the leaf size)
+    set, or an XLATE_* fault code. An IOTLB hit is used even when the page table has changed
+    since (the lazy unmap window): that is detected by comparing with the live table and
+    reported as a stale hit (counters + debug_dma_stale_iotlb)."""
+    cdef u64 mask, saved, leaf = 0, cur_phys = 0, cur_leaf = 0
+    cdef int cur_prot = 0, ok
+    cdef iotlb_entry *e
+    if pt is None:
+        return XLATE_BLOCKED
+    e = tlb.find(d.id, sid, a, d.leaf_shifts, d.nshifts) if tlb is not None else NULL
+    if e != NULL:
+        shift[0] = e.shift
+        mask = ((<u64>1) << e.shift) - 1
+        phys[0] = e.phys | (a & mask)
+        prot[0] = e.prot
+        if e.gen != pt.leaf_writes:
+            # the table changed since this entry was filled: is it still what the table says?
+            saved = pt.walk_reads
+            ok = pt.lookup(a, &cur_phys, &cur_prot, &cur_leaf)
+            pt.walk_reads = saved               # an oracle check, not a hardware walk
+            if ok != 0 or cur_phys != phys[0] or cur_prot != prot[0] or cur_leaf != mask + 1:
+                tlb.stale_hits += 1
+                d.stale_hits += 1
+                debug_dma_stale_iotlb(dev, a, phys[0], U64_MAX if ok != 0 else cur_phys)
+            else:
+                e.gen = pt.leaf_writes
+    elif pt.lookup(a, phys, prot, &leaf) != 0:
+        return XLATE_NOT_PRESENT if pt.in_range(a, a) else XLATE_ADDRESS_SIZE
+    else:
+        shift[0] = __ffs64(leaf)
+        if tlb is not None:
+            tlb.fill(d.id, sid, a, shift[0], phys[0], prot[0], pt.leaf_writes)
+    if not (prot[0] & need):
+        return XLATE_DENIED
+    return XLATE_OK
+
+
 cdef int iommu_device_access(Device dev, u64 iova, u8 *buf, u64 n, bint write) except -1:
     """A device's DMA of n bytes at IOVA iova through its domain.
 
-    Split into requests that never cross a 4 KiB boundary; each is translated (IOTLB hit, or a
-    page-table walk whose result fills the IOTLB), permission-checked and sent to memory with
-    bus_access_phys. An IOTLB hit is used even when the page table has changed since (the lazy
-    unmap window): that is detected by comparing with the live table and reported as a stale
-    hit (counters + debug_dma_stale_iotlb). Faults: see Iommu(fault_mode=...); in record mode a
-    faulting read request returns 0xff bytes (PCIe Unsupported Request) and a write is dropped.
-    Requests before a fault have reached memory, as on hardware.
+    Split into requests that never cross a 4 KiB boundary; each is translated
+    (iommu_translate_one: IOTLB hit, or a page-table walk whose result fills the IOTLB),
+    permission-checked and sent to memory with bus_access_phys. Faults: see
+    Iommu(fault_mode=...); in record mode a faulting read request returns 0xff bytes (PCIe
+    Unsupported Request) and a write is dropped. Requests before a fault have reached memory,
+    as on hardware.
     """
     cdef IommuDomain d = <IommuDomain>dev.domain
     cdef Iommu mmu = d.iommu
     cdef Iotlb tlb = mmu.iotlb
     cdef IoPgtable pt = d.pgtable
-    cdef u64 done = 0, a, chunk, phys = 0, leaf = 0, cur_phys = 0, cur_leaf = 0, saved, limit, mask
-    cdef int prot = 0, cur_prot = 0, need = IOMMU_WRITE if write else IOMMU_READ, ok
+    cdef u64 done = 0, a, chunk, phys = 0, limit
+    cdef int prot = 0, shift = 0, need = IOMMU_WRITE if write else IOMMU_READ, r
     cdef u32 sid = 0
-    cdef iotlb_entry *e
-    cdef str reason
     limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
     if iova + n - 1 > limit:
         dev.faults += 1
@@ -537,40 +590,117 @@ cdef int iommu_device_access(Device dev, u64 iova, u8 *buf, u64 n, bint write) e
         chunk = PAGE_SIZE - (a & (PAGE_SIZE - 1))
         if chunk > n - done:
             chunk = n - done
-        reason = None
-        if pt is None:
-            reason = "blocked"
-        else:
-            e = tlb.find(d.id, sid, a, d.leaf_shifts, d.nshifts) if tlb is not None else NULL
-            if e != NULL:
-                mask = ((<u64>1) << e.shift) - 1
-                phys = e.phys | (a & mask)
-                prot = e.prot
-                if e.gen != pt.leaf_writes:
-                    # the table changed since this entry was filled: is it still what the table says?
-                    saved = pt.walk_reads
-                    ok = pt.lookup(a, &cur_phys, &cur_prot, &cur_leaf)
-                    pt.walk_reads = saved               # an oracle check, not a hardware walk
-                    if ok != 0 or cur_phys != phys or cur_prot != prot or cur_leaf != mask + 1:
-                        tlb.stale_hits += 1
-                        d.stale_hits += 1
-                        debug_dma_stale_iotlb(dev, a, phys, U64_MAX if ok != 0 else cur_phys)
-                    else:
-                        e.gen = pt.leaf_writes
-            elif pt.lookup(a, &phys, &prot, &leaf) != 0:
-                reason = "not-present" if pt.in_range(a, a) else "address-size"
-            elif tlb is not None:
-                tlb.fill(d.id, sid, a, __ffs64(leaf), phys, prot, pt.leaf_writes)
-            if reason is None and not (prot & need):
-                reason = "write-denied" if write else "read-denied"
-        if reason is not None:
-            _iommu_fault(mmu, d, dev, a, chunk, write, reason)
+        r = iommu_translate_one(dev, d, tlb, pt, sid, a, need, &phys, &prot, &shift)
+        if r != XLATE_OK:
+            _iommu_fault(mmu, d, dev, a, chunk, write, _xlate_reason(r, write))
             if not write:
                 memset(buf + done, 0xff, chunk)
         else:
             bus_access_phys(dev, phys, buf + done, chunk, write)
         done += chunk
     return 0
+
+
+# ---- QEMU-style translation for embedders (dev.translate) ---------------------------------------
+cdef struct iommu_tlb_entry:                    # QEMU's IOMMUTLBEntry (include/exec/memory.h)
+    u64 iova                                    # first address of the translated page
+    u64 translated_addr                         # physical address of that page
+    u64 addr_mask                               # page size - 1 (the leaf's size: 4 KiB, 2 MiB, ...)
+    int perm                                    # IOMMU_NONE / IOMMU_RO / IOMMU_WO / IOMMU_RW
+
+
+cdef int device_translate(Device dev, u64 addr, bint write, iommu_tlb_entry *out) except -1:
+    """C entry point of dev.translate(): the translation of the page holding bus address addr,
+    found the way a device request for addr is (p2p routing, IOTLB, page-table walk that
+    fills the IOTLB; dma-direct: the bus-to-phys translation). 0 with *out filled; where a
+    device access would fault it faults the same way (IommuFault recorded in iommu.faults, with
+    size 1; DmaFault for dma-direct and beyond-the-mask addresses); in fault_mode="record" the
+    IOMMU fault is only recorded and *out gets perm IOMMU_NONE (translated_addr 0). Needs the
+    GIL (it may raise, log or report a stale IOTLB hit)."""
+    cdef IommuDomain d
+    cdef Iommu mmu
+    cdef u64 phys = 0, limit, mask
+    cdef int prot = 0, shift = 0, r
+    cdef u32 sid = 0
+    out.iova = addr & ~(<u64>PAGE_SIZE - 1)
+    out.addr_mask = PAGE_SIZE - 1
+    out.translated_addr = 0
+    out.perm = IOMMU_NONE
+    if dev.domain is not None and dev.domain.translates:
+        phys = p2p_bus_to_phys(dev, addr, 1)   # a switch routes peer requests before the IOMMU
+        if phys == U64_MAX:
+            d = <IommuDomain>dev.domain
+            mmu = d.iommu
+            limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
+            if addr > limit:
+                dev.faults += 1
+                raise DmaFault(dev.name, addr, 1, "write" if write else "read",
+                               f"beyond the device's addressing limit {limit:#x}")
+            if mmu.iotlb is not None and mmu.iotlb.qemu:
+                sid = mmu.sid_of(dev)
+            r = iommu_translate_one(dev, d, mmu.iotlb, d.pgtable, sid, addr,
+                                    IOMMU_WRITE if write else IOMMU_READ, &phys, &prot, &shift)
+            if r != XLATE_OK:
+                _iommu_fault(mmu, d, dev, addr, 1, write, _xlate_reason(r, write))
+                return 0
+            mask = ((<u64>1) << shift) - 1
+            out.iova = addr & ~mask
+            out.translated_addr = phys & ~mask
+            out.addr_mask = mask
+            out.perm = prot & IOMMU_RW
+            return 0
+    else:
+        phys = direct_bus_to_phys(dev, addr, 1, write)
+    bus_check_phys(dev, phys, 1, write)
+    out.translated_addr = phys - (addr & (PAGE_SIZE - 1))
+    out.perm = IOMMU_RW
+    return 0
+
+
+cdef class IOMMUTLBEntry:
+    """IOMMUTLBEntry(iova, translated_addr, addr_mask, perm)
+
+    QEMU's IOMMUTLBEntry, as dev.translate() returns it: ``iova`` (page start),
+    ``translated_addr`` (its physical address), ``addr_mask`` (page size - 1: the real leaf
+    size, e.g. 0x1fffff for a 2 MiB page, as QEMU's vtd_iommu_translate reports it) and
+    ``perm`` (IOMMU_NONE / IOMMU_RO / IOMMU_WO / IOMMU_RW)."""
+    cdef readonly object iova
+    cdef readonly object translated_addr
+    cdef readonly object addr_mask
+    cdef readonly int perm
+
+    def __init__(self, iova, translated_addr, addr_mask, perm):
+        self.iova = _u64(iova, "iova")
+        self.translated_addr = _u64(translated_addr, "translated_addr")
+        self.addr_mask = _u64(addr_mask, "addr_mask")
+        self.perm = <int>_u64(perm, "perm")
+
+    def __eq__(self, other):
+        if not isinstance(other, IOMMUTLBEntry):
+            return NotImplemented
+        return self._key() == (<IOMMUTLBEntry>other)._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def _key(self):
+        return (self.iova, self.translated_addr, self.addr_mask, self.perm)
+
+    def __repr__(self):
+        return (f"IOMMUTLBEntry(iova={self.iova:#x}, translated_addr={self.translated_addr:#x}, "
+                f"addr_mask={self.addr_mask:#x}, perm={_IOMMU_PERM_NAMES[self.perm]})")
+
+
+_IOMMU_PERM_NAMES = ("IOMMU_NONE", "IOMMU_RO", "IOMMU_WO", "IOMMU_RW")
+
+
+cdef IOMMUTLBEntry _tlb_entry_obj(iommu_tlb_entry *e):
+    cdef IOMMUTLBEntry o = IOMMUTLBEntry.__new__(IOMMUTLBEntry)
+    o.iova = e.iova
+    o.translated_addr = e.translated_addr
+    o.addr_mask = e.addr_mask
+    o.perm = e.perm
+    return o
 
 
 # ---- module-level kernel API ---------------------------------------------------------------------
@@ -680,4 +810,4 @@ def iommu_detach_device(domain, Device dev not None):
 
 __all__ += ["Iommu", "IommuDomain", "iommu_map", "iommu_unmap", "iommu_unmap_fast",
             "iommu_iotlb_sync", "iommu_iova_to_phys", "iommu_domain_free",
-            "iommu_attach_device", "iommu_detach_device", "IOMMU_DOMAIN_TYPES"]
+            "iommu_attach_device", "iommu_detach_device", "IOMMU_DOMAIN_TYPES", "IOMMUTLBEntry"]

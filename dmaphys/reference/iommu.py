@@ -17,7 +17,7 @@ from .iotlb import Iotlb
 
 __all__ = ["Iommu", "IommuDomain", "iommu_map", "iommu_unmap", "iommu_unmap_fast",
            "iommu_iotlb_sync", "iommu_iova_to_phys", "iommu_domain_free",
-           "iommu_attach_device", "iommu_detach_device", "IOMMU_DOMAIN_TYPES"]
+           "iommu_attach_device", "iommu_detach_device", "IOMMU_DOMAIN_TYPES", "IOMMUTLBEntry"]
 
 _log = logging.getLogger("dmaphys")
 
@@ -409,6 +409,39 @@ def _fault(mmu, d, dev, iova: int, size: int, write: bool, reason: str) -> None:
         raise IommuFault(dev.name, iova, size, access, reason)
 
 
+def _translate_one(dev, d, tlb, pt, sid: int, a: int, need: int):
+    """Mirrors iommu.pxi iommu_translate_one(): (reason or None, phys, prot, shift)."""
+    if pt is None:
+        return "blocked", 0, 0, 0
+    e = tlb.find(d.id, sid, a, d.leaf_shifts) if tlb is not None else None
+    if e is not None:
+        mask = (1 << e.shift) - 1
+        phys, prot, shift = e.phys | (a & mask), e.prot, e.shift
+        if e.gen != pt.leaf_writes:
+            saved = pt.walk_reads
+            cur = pt.lookup(a)
+            pt.walk_reads = saved
+            if cur is None or cur != (phys, prot, mask + 1):
+                tlb.stale_hits += 1
+                d.stale_hits += 1
+                hook = getattr(_debug, "debug_dma_stale_iotlb", None)
+                if hook is not None:
+                    hook(dev, a, phys, U64_MAX if cur is None else cur[0])
+            else:
+                e.gen = pt.leaf_writes
+    else:
+        w = pt.lookup(a)
+        if w is None:
+            return ("not-present" if pt._in_range(a, a) else "address-size"), 0, 0, 0
+        phys, prot, leaf = w
+        shift = _ffs(leaf)
+        if tlb is not None:
+            tlb.fill(d.id, sid, a, shift, phys, prot, pt.leaf_writes)
+    if not prot & need:
+        return ("write-denied" if need == IOMMU_WRITE else "read-denied"), phys, prot, shift
+    return None, phys, prot, shift
+
+
 def iommu_device_access(dev, iova: int, n: int, write: bool, data: bytes | None):
     """Mirrors iommu.pxi iommu_device_access(); returns the bytes read (reads) or None."""
     from .machine import bus_access_phys, dma_get_mask  # machine imports this module
@@ -429,37 +462,7 @@ def iommu_device_access(dev, iova: int, n: int, write: bool, data: bytes | None)
     while done < n:
         a = iova + done
         chunk = min(PAGE_SIZE - (a & (PAGE_SIZE - 1)), n - done)
-        reason = None
-        phys = prot = 0
-        if pt is None:
-            reason = "blocked"
-        else:
-            e = tlb.find(d.id, sid, a, d.leaf_shifts) if tlb is not None else None
-            if e is not None:
-                mask = (1 << e.shift) - 1
-                phys, prot = e.phys | (a & mask), e.prot
-                if e.gen != pt.leaf_writes:
-                    saved = pt.walk_reads
-                    cur = pt.lookup(a)
-                    pt.walk_reads = saved
-                    if cur is None or cur != (phys, prot, mask + 1):
-                        tlb.stale_hits += 1
-                        d.stale_hits += 1
-                        hook = getattr(_debug, "debug_dma_stale_iotlb", None)
-                        if hook is not None:
-                            hook(dev, a, phys, U64_MAX if cur is None else cur[0])
-                    else:
-                        e.gen = pt.leaf_writes
-            else:
-                w = pt.lookup(a)
-                if w is None:
-                    reason = "not-present" if pt._in_range(a, a) else "address-size"
-                else:
-                    phys, prot, leaf = w
-                    if tlb is not None:
-                        tlb.fill(d.id, sid, a, _ffs(leaf), phys, prot, pt.leaf_writes)
-            if reason is None and not prot & need:
-                reason = "write-denied" if write else "read-denied"
+        reason, phys, _prot, _shift = _translate_one(dev, d, tlb, pt, sid, a, need)
         if reason is not None:
             _fault(mmu, d, dev, a, chunk, write, reason)
             if not write:
@@ -470,6 +473,68 @@ def iommu_device_access(dev, iova: int, n: int, write: bool, data: bytes | None)
             out += bus_access_phys(dev, phys, chunk, False, None)
         done += chunk
     return None if write else bytes(out)
+
+
+# ---- QEMU-style translation for embedders (dev.translate) ---------------------------------------
+IOMMU_NONE, IOMMU_RW = 0, 3
+_IOMMU_PERM_NAMES = ("IOMMU_NONE", "IOMMU_RO", "IOMMU_WO", "IOMMU_RW")
+
+
+class IOMMUTLBEntry:
+    """Reference twin of dmaphys._core.IOMMUTLBEntry (QEMU's IOMMUTLBEntry)."""
+
+    __slots__ = ("iova", "translated_addr", "addr_mask", "perm")
+
+    def __init__(self, iova, translated_addr, addr_mask, perm) -> None:
+        self.iova = u64(iova, "iova")
+        self.translated_addr = u64(translated_addr, "translated_addr")
+        self.addr_mask = u64(addr_mask, "addr_mask")
+        self.perm = u64(perm, "perm")
+
+    def _key(self):
+        return (self.iova, self.translated_addr, self.addr_mask, self.perm)
+
+    def __eq__(self, other):
+        if not isinstance(other, IOMMUTLBEntry):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"IOMMUTLBEntry(iova={self.iova:#x}, translated_addr={self.translated_addr:#x}, "
+                f"addr_mask={self.addr_mask:#x}, perm={_IOMMU_PERM_NAMES[self.perm]})")
+
+
+def device_translate(dev, addr: int, write: bool) -> IOMMUTLBEntry:
+    """Mirrors iommu.pxi device_translate()."""
+    from .machine import bus_check_phys, direct_bus_to_phys, dma_get_mask
+    from .p2pdma import p2p_bus_to_phys
+
+    page = addr & ~(PAGE_SIZE - 1)
+    if dev.domain is not None and dev.domain.translates:
+        phys = p2p_bus_to_phys(dev, addr, 1)
+        if phys == U64_MAX:
+            d = dev.domain
+            mmu = d.iommu
+            limit = min_not_zero(dma_get_mask(dev), dev.bus_dma_limit)
+            if addr > limit:
+                dev.faults += 1
+                raise DmaFault(dev.name, addr, 1, "write" if write else "read",
+                               f"beyond the device's addressing limit {limit:#x}")
+            sid = mmu.sid_of(dev) if mmu.iotlb is not None and mmu.iotlb.qemu else 0
+            reason, phys, prot, shift = _translate_one(dev, d, mmu.iotlb, d.pgtable, sid, addr,
+                                                       IOMMU_WRITE if write else IOMMU_READ)
+            if reason is not None:
+                _fault(mmu, d, dev, addr, 1, write, reason)
+                return IOMMUTLBEntry(page, 0, PAGE_SIZE - 1, IOMMU_NONE)
+            mask = (1 << shift) - 1
+            return IOMMUTLBEntry(addr & ~mask, phys & ~mask, mask, prot & IOMMU_RW)
+    else:
+        phys = direct_bus_to_phys(dev, addr, 1, write)
+    bus_check_phys(dev, phys, 1, write)
+    return IOMMUTLBEntry(page, (phys - (addr & (PAGE_SIZE - 1))) & U64_MAX, PAGE_SIZE - 1, IOMMU_RW)
 
 
 # ---- module-level kernel API ---------------------------------------------------------------------

@@ -11,7 +11,7 @@ from .._embed import check_ram_removable, ram_buffer_nbytes
 from ..errors import DmaFault, PhysAddrError
 from ._util import DMA_BIT_MASK, U64_MAX, as_bytes, min_not_zero, u64
 from .debug import DmaDebug
-from .iommu import Iommu, iommu_device_access
+from .iommu import Iommu, device_translate, iommu_device_access
 from .memory import REGION_MMIO, REGION_RAM, PhysMem
 from .p2pdma import P2PTopology, p2p_bus_to_phys
 from .swiotlb import swiotlb_init
@@ -291,6 +291,14 @@ class Device:
         self.dma_reads += 1
         return out
 
+    def translate(self, dma_addr, write=False):
+        """Mirrors device.pxi Device.translate (QEMU-style IOMMUTLBEntry of the page)."""
+        a = u64(dma_addr, "dma_addr")
+        try:
+            return device_translate(self, a, bool(write))
+        finally:
+            self.machine.flush_warnings()
+
     def dma_write(self, dma_addr, data) -> None:
         a = u64(dma_addr, "dma_addr")
         b = as_bytes(data)
@@ -347,6 +355,13 @@ def device_access(dev, addr: int, n: int, write: bool, data: bytes | None):
         if phys != U64_MAX:
             return bus_access_phys(dev, phys, n, write, data)
         return iommu_device_access(dev, addr, n, write, data)
+    return bus_access_phys(dev, direct_bus_to_phys(dev, addr, n, write), n, write, data)
+
+
+def direct_bus_to_phys(dev, addr: int, n: int, write: bool) -> int:
+    """Mirrors device.pxi direct_bus_to_phys()."""
+    last = addr + n - 1
+    access = "write" if write else "read"
     limit = min_not_zero(dma_get_mask(dev), dev.bus_dma_limit)
     if last > limit:
         dev.faults += 1
@@ -357,15 +372,19 @@ def device_access(dev, addr: int, n: int, write: bool, data: bytes | None):
         if phys == U64_MAX or (n > 1 and dma_to_phys(dev, last) != phys + n - 1):
             dev.faults += 1
             raise DmaFault(dev.name, addr, n, access, "no dma_range_map region translates this bus address")
-    return bus_access_phys(dev, phys, n, write, data)
+    return phys
+
+
+def bus_check_phys(dev, phys: int, n: int, write: bool) -> None:
+    if dev.machine.mem.find_region(phys, n) < 0:
+        dev.faults += 1
+        raise DmaFault(dev.name, phys, n, "write" if write else "read",
+                       f"no RAM or MMIO at physical address {phys:#x}")
 
 
 def bus_access_phys(dev, phys: int, n: int, write: bool, data: bytes | None):
     mem = dev.machine.mem
-    if mem.find_region(phys, n) < 0:
-        dev.faults += 1
-        raise DmaFault(dev.name, phys, n, "write" if write else "read",
-                       f"no RAM or MMIO at physical address {phys:#x}")
+    bus_check_phys(dev, phys, n, write)
     if write:
         mem.write(phys, data)
         dev.machine.dma_debug.device_wrote(dev, phys, n)
