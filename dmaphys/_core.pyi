@@ -182,9 +182,11 @@ class Iommu:
     machine: Machine
     name: str
     oas: Any | None
+    def register_notifier(self, callback: Callable[[IommuDomain | None, int, int], object]) -> None: ...
     reserved_regions: list[Any]
     shadow_on_flush: bool
     strict: bool
+    def unregister_notifier(self, callback: Callable[[IommuDomain | None, int, int], object]) -> None: ...
 
 class IommuDmaCookie:
     """struct iommu_dma_cookie of a DMA / DMA-FQ domain (``domain.iova_cookie``)."""

@@ -37,6 +37,8 @@ FUNC_PARAM_TYPES = {
     "pci_p2pdma_bus_addr_map": {"provider": "P2PdmaProvider | PciP2PdmaPagemap | PciP2PdmaMapState",
                                 "phys": "int"},
     "pgmap_of": {"phys": "int"},
+    "register_notifier": {"callback": "Callable[[IommuDomain | None, int, int], object]"},
+    "unregister_notifier": {"callback": "Callable[[IommuDomain | None, int, int], object]"},
     "pci_p2pdma_distance": {"provider": "Device | P2PdmaProvider | PciP2PdmaPagemap"},
     "pci_p2pdma_distance_many": {"provider": "Device | P2PdmaProvider | PciP2PdmaPagemap"},
 }
@@ -65,6 +67,7 @@ RETURNS = {
 NONE_PREFIXES = ("dma_unmap_", "dma_sync_", "dma_iova_unlink", "dma_iova_destroy", "dma_iova_free",
                  "dma_free_", "swiotlb_sync_", "swiotlb_tbl_unmap", "mem_write", "dma_write", "free_",
                  "advance", "add_timer", "add_mmio", "add_ram", "remove_ram", "remove_device",
+                 "register_notifier", "unregister_notifier",
                  "flush_warnings", "clear",
                  "put_iova_domain", "detach_device", "attach_device", "reset_", "pci_free_p2pmem",
                  "pci_p2pmem_publish", "pci_p2pmem_free_sgl", "check_parent")

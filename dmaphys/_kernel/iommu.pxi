@@ -36,6 +36,40 @@ _VTD_FAULT = {"blocked": (0x02, "Present bit in context entry is clear"),
               "read": (0x06, "PTE Read access is not set")}
 
 
+# ---- invalidation notifiers (QEMU's IOMMU notifiers, for embedders' translation caches) ------------
+# Python: iommu.register_notifier(callback) -> callback(domain, iova, size). C: the hook below.
+# Called after every IOTLB invalidation the IOMMU driver issues, whether or not an IOTLB is
+# modelled: iommu_iotlb_sync of a gather (strict unmap, iommu_unmap, dma_iova_unlink/destroy:
+# the gathered range), iommu_flush_iotlb_all (the flush queue's flush in lazy mode: iova 0,
+# size U64_MAX = the whole domain), a caching-mode map (the mapped range), a device leaving a
+# domain (detach, domain switch: the old domain, 0, U64_MAX), a domain freed (0, U64_MAX), and
+# the IOTLB's own invalidate_range/invalidate_domain/invalidate_all commands (the last with
+# domain None / domain id 0: every domain).
+ctypedef void (*iommu_notifier_fn)(void *opaque, u32 domain_id, u64 iova, u64 size) noexcept nogil
+
+cdef struct iommu_c_notifier:
+    iommu_notifier_fn fn                        # called with the GIL held, inside the invalidating call
+    void *opaque                                # the registrant's context, passed back unchanged
+
+
+cdef int iommu_notify(Iommu mmu, IommuDomain d, u64 iova, u64 size) except -1:
+    """Tell the registered notifiers that [iova, iova + size) of domain d (None: every domain)
+    was invalidated; size U64_MAX means everything from iova on. C hooks first, then Python
+    callbacks in registration order. A callback that raises does not stop the others nor the
+    operation: the first exception is raised when the entry point returns (Machine.defer_exception)."""
+    cdef size_t i
+    cdef u32 domid = d.id if d is not None else 0
+    for i in range(mmu.c_notifiers.size()):
+        mmu.c_notifiers[i].fn(mmu.c_notifiers[i].opaque, domid, iova, size)
+    if mmu.notifiers:
+        for cb in list(mmu.notifiers):          # a callback may unregister itself
+            try:
+                cb(d, iova, size)
+            except Exception as exc:
+                mmu.machine.defer_exception(exc)
+    return 0
+
+
 cdef class IommuDomain:
     """struct iommu_domain: made by ``Iommu.domain_alloc()`` (unmanaged) or by device attach.
 
@@ -158,6 +192,9 @@ cdef class Iommu:
     cdef u32 next_sid
     cdef dict sids                             # Device -> requester id
     cdef dict default_domains                  # Device -> default domain while an unmanaged one is attached
+    cdef list notifiers                        # Python invalidation callbacks: callback(domain, iova, size)
+    cdef vector[iommu_c_notifier] c_notifiers  # C invalidation hooks (register_c_notifier)
+    cdef bint has_notifiers                    # either of the two is non-empty (call-site test)
 
     def __init__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
                  fault_mode="raise", shadow_on_flush=False, forcedac=False, caching_mode=False,
@@ -205,6 +242,7 @@ cdef class Iommu:
         self.name = f"iommu{len(machine.iommus)}" if name is None else str(name)
         self.sids = {}
         self.default_domains = {}
+        self.notifiers = []
         self.next_domid = 0
         self.next_sid = 0
         self.identity_domain = _domain_new(self, "identity", False)
@@ -226,6 +264,50 @@ cdef class Iommu:
         """Forget the recorded faults (the fault log registers after software read them)."""
         self.faults = []
 
+    # ---- invalidation notifiers ------------------------------------------------------------
+    def register_notifier(self, callback):
+        """Call ``callback(domain, iova, size)`` on every IOTLB invalidation (see iommu_notify:
+        strict unmaps give their range, the lazy flush queue's flush gives (domain, 0, 2**64-1),
+        a global invalidation gives domain None). Exceptions it raises are re-raised when the
+        invalidating call returns, after the call (and every other callback) completed."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        self.notifiers.append(callback)
+        self.has_notifiers = True
+
+    def unregister_notifier(self, callback):
+        """Remove a callback given to register_notifier (ValueError if it is not registered)."""
+        for i, cb in enumerate(self.notifiers):
+            if cb is callback or cb == callback:
+                del self.notifiers[i]
+                self.has_notifiers = bool(self.notifiers) or not self.c_notifiers.empty()
+                return
+        raise ValueError("callback is not registered")
+
+    cdef int register_c_notifier(self, iommu_notifier_fn fn, void *opaque) except -1:
+        """C hook: fn(opaque, domain_id, iova, size) on every invalidation iommu_notify reports
+        (domain_id 0: every domain; size U64_MAX: to the end of the address space). Called with
+        the GIL held, from inside the invalidating call: it must not call into dmaphys.
+        0, or -EINVAL for a NULL fn. The same (fn, opaque) may be registered more than once."""
+        cdef iommu_c_notifier n
+        if fn == NULL:
+            return -EINVAL
+        n.fn = fn
+        n.opaque = opaque
+        self.c_notifiers.push_back(n)
+        self.has_notifiers = True
+        return 0
+
+    cdef int unregister_c_notifier(self, iommu_notifier_fn fn, void *opaque) noexcept:
+        """Remove one registration of (fn, opaque): 0, or -ENOENT when there is none."""
+        cdef size_t i
+        for i in range(self.c_notifiers.size()):
+            if self.c_notifiers[i].fn == fn and self.c_notifiers[i].opaque == opaque:
+                self.c_notifiers.erase(self.c_notifiers.begin() + i)
+                self.has_notifiers = bool(self.notifiers) or not self.c_notifiers.empty()
+                return 0
+        return -ENOENT
+
     # ---- domains ---------------------------------------------------------------------------
     def domain_alloc(self):
         """iommu_paging_domain_alloc(): a new UNMANAGED paging domain (empty page table)."""
@@ -240,6 +322,8 @@ cdef class Iommu:
             iommu_put_dma_cookie(d)
         if self.iotlb is not None:
             self.iotlb.inv_domain(d.id)
+        if self.has_notifiers:
+            iommu_notify(self, d, 0, U64_MAX)
         if d.pgtable is not None:
             d.pgtable.free_tables()
         d.freed = True
@@ -327,6 +411,8 @@ cdef class Iommu:
         self.sids.pop(dev, None)
         if d.translates and self.iotlb is not None:
             self.iotlb.inv_domain(d.id)                   # domain_context_clear_one()
+        if self.has_notifiers:
+            iommu_notify(self, d, 0, U64_MAX)             # the device left d
         if d.is_default and not d.devices:
             self._free_domain(d)
         self.machine.flush_warnings()
@@ -337,6 +423,8 @@ cdef class Iommu:
         dev.domain = new
         if old.translates and self.iotlb is not None:
             self.iotlb.inv_domain(old.id)
+        if self.has_notifiers:
+            iommu_notify(self, old, 0, U64_MAX)           # the device left old
         return 0
 
     def device_domain(self, Device dev not None):
@@ -413,8 +501,11 @@ cdef int iommu_map_nosync_c(IommuDomain d, u64 iova, u64 paddr, u64 size, int pr
 cdef int iommu_sync_map_c(IommuDomain d, u64 iova, u64 size) except? -9999:
     """iommu_sync_map(): the driver's iotlb_sync_map. Only a caching-mode (virtual) VT-d
     flushes on map (non-present entries may be cached there); real hardware needs nothing."""
-    if d.iommu.caching_mode and d.iommu.iotlb is not None and size:
-        d.iommu.iotlb.inv_range(d.id, iova, size, d.leaf_shifts, d.nshifts)
+    if d.iommu.caching_mode and size:
+        if d.iommu.iotlb is not None:
+            d.iommu.iotlb.inv_range(d.id, iova, size, d.leaf_shifts, d.nshifts)
+        if d.iommu.has_notifiers:
+            iommu_notify(d.iommu, d, iova, size)
     return 0
 
 
@@ -461,6 +552,8 @@ cdef int iommu_iotlb_sync_range(IommuDomain d, u64 iova, u64 size) except -1:
     d.iotlb_syncs += 1
     if size and d.iommu.iotlb is not None:
         d.iommu.iotlb.inv_range(d.id, iova, size, d.leaf_shifts, d.nshifts)
+    if size and d.iommu.has_notifiers:
+        iommu_notify(d.iommu, d, iova, size)
     if d.pgtable is not None:
         d.pgtable.release_pending()
     return 0
@@ -471,6 +564,8 @@ cdef int iommu_flush_iotlb_all(IommuDomain d) except -1:
     d.iotlb_flushes += 1
     if d.iommu.iotlb is not None:
         d.iommu.iotlb.inv_domain(d.id)
+    if d.iommu.has_notifiers:
+        iommu_notify(d.iommu, d, 0, U64_MAX)
     if d.pgtable is not None:
         d.pgtable.release_pending()
     return 0
@@ -703,6 +798,49 @@ cdef IOMMUTLBEntry _tlb_entry_obj(iommu_tlb_entry *e):
     return o
 
 
+# ---- a C-level notifier for tests (and a pattern for C ABI users) -----------------------------------
+cdef struct _notify_rec:
+    u32 domain_id
+    u64 iova
+    u64 size
+
+cdef void _probe_notifier(void *opaque, u32 domain_id, u64 iova, u64 size) noexcept nogil:
+    cdef _notify_rec r
+    r.domain_id = domain_id
+    r.iova = iova
+    r.size = size
+    (<vector[_notify_rec] *>opaque).push_back(r)
+
+
+cdef class _CNotifierProbe:
+    """Registers _probe_notifier with the IOMMU (opaque = its own record vector) and unregisters
+    itself when dropped, so the IOMMU never holds a dangling opaque pointer."""
+    cdef Iommu mmu
+    cdef vector[_notify_rec] recs
+    cdef bint registered
+    cdef readonly int last_ret
+
+    def records(self):
+        return [(r.domain_id, r.iova, r.size) for r in self.recs]
+
+    def unregister(self):
+        self.last_ret = self.mmu.unregister_c_notifier(_probe_notifier, &self.recs)
+        self.registered = False
+
+    def __dealloc__(self):
+        if self.registered and self.mmu is not None:
+            self.mmu.unregister_c_notifier(_probe_notifier, &self.recs)
+
+
+def _c_notifier_probe(Iommu iommu not None):
+    """Test hook: a C-level notifier recording (domain_id, iova, size) (see register_c_notifier)."""
+    cdef _CNotifierProbe p = _CNotifierProbe.__new__(_CNotifierProbe)
+    p.mmu = iommu
+    p.last_ret = iommu.register_c_notifier(_probe_notifier, &p.recs)
+    p.registered = p.last_ret == 0
+    return p
+
+
 # ---- module-level kernel API ---------------------------------------------------------------------
 cdef IommuDomain _domain_arg(object domain):
     if not isinstance(domain, IommuDomain):
@@ -744,7 +882,10 @@ def iommu_unmap_fast(domain, iova, size):
 def iommu_iotlb_sync(domain, iova, size):
     """iommu_iotlb_sync() of a gather covering [iova, iova + size)."""
     cdef IommuDomain d = _domain_arg(domain)
-    iommu_iotlb_sync_range(d, _u64(iova, "iova"), _u64(size, "size"))
+    try:
+        iommu_iotlb_sync_range(d, _u64(iova, "iova"), _u64(size, "size"))
+    finally:
+        d.iommu.machine.flush_warnings()
 
 
 def iommu_iova_to_phys(domain, iova):
@@ -789,8 +930,11 @@ def iommu_attach_device(domain, Device dev not None):
     if cur is d:
         return 0
     (<Iommu>mmu).default_domains[dev] = cur
-    (<Iommu>mmu)._switch(dev, cur, d)
     dev.dma_iommu = False
+    try:
+        (<Iommu>mmu)._switch(dev, cur, d)
+    finally:
+        (<Iommu>mmu).machine.flush_warnings()
     return 0
 
 
@@ -804,8 +948,11 @@ def iommu_detach_device(domain, Device dev not None):
         mmu.machine.flush_warnings()
         return
     dflt = mmu.default_domains.pop(dev)
-    mmu._switch(dev, d, dflt)
     dev.dma_iommu = bool(dflt.ktype & __IOMMU_DOMAIN_DMA_API) and dflt.iova_cookie is not None
+    try:
+        mmu._switch(dev, d, dflt)
+    finally:
+        mmu.machine.flush_warnings()
 
 
 __all__ += ["Iommu", "IommuDomain", "iommu_map", "iommu_unmap", "iommu_unmap_fast",

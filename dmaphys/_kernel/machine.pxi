@@ -38,6 +38,7 @@ cdef class Machine:
     cdef readonly dict ratelimit_states                # call site -> RatelimitState (dev_warn_ratelimited)
     cdef list _warn_queue
     cdef set _warned_once
+    cdef object _deferred_exc                          # first exception of an embedder callback, raised at flush
     cdef list _timers                                  # heap of (deadline_ns, seq, callback)
     cdef u64 _timer_seq
 
@@ -270,6 +271,19 @@ cdef class Machine:
                 _warnings.warn(text, category, stacklevel=3)
         if self.dma_debug._pending:
             self.dma_debug.raise_pending()              # DmaDebugError when raise_errors is set
+        if self._deferred_exc is not None:
+            exc = self._deferred_exc
+            self._deferred_exc = None
+            raise exc
+
+    cdef int defer_exception(self, object exc) except -1:
+        """An embedder callback (IOMMU notifier) raised inside an operation: keep the first
+        exception for flush_warnings() to raise once the entry point has finished; log others."""
+        if self._deferred_exc is None:
+            self._deferred_exc = exc
+        else:
+            _log.error("another embedder callback raised as well: %r", exc)
+        return 0
 
     def __repr__(self):
         return (f"<dmaphys.Machine cpus={self.cpus} ram={self.mem.ram_bytes >> 20} MiB "

@@ -36,6 +36,16 @@ _VTD_FAULT = {"blocked": (0x02, "Present bit in context entry is clear"),
               "read": (0x06, "PTE Read access is not set")}
 
 
+def iommu_notify(mmu, d, iova: int, size: int) -> None:
+    """Mirrors iommu.pxi iommu_notify() (no C hooks here): callbacks in order; an exception is
+    deferred to the entry point's flush_warnings()."""
+    for cb in list(mmu.notifiers):
+        try:
+            cb(d, iova, size)
+        except Exception as exc:
+            mmu.machine.defer_exception(exc)
+
+
 def _dma_iommu():
     from . import dma_iommu  # imports this module: resolved at call time
     return dma_iommu
@@ -162,6 +172,7 @@ class Iommu:
         self.name = f"iommu{len(machine.iommus)}" if name is None else str(name)
         self._sids: dict = {}
         self._default_domains: dict = {}
+        self.notifiers: list = []
         self._next_domid = 0
         self._next_sid = 0
         self.identity_domain = IommuDomain(self, "identity", False, _TOKEN)
@@ -181,6 +192,19 @@ class Iommu:
     def clear_faults(self) -> None:
         self.faults = []
 
+    def register_notifier(self, callback) -> None:
+        """Mirrors iommu.pxi Iommu.register_notifier: callback(domain, iova, size) per invalidation."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        self.notifiers.append(callback)
+
+    def unregister_notifier(self, callback) -> None:
+        for i, cb in enumerate(self.notifiers):
+            if cb is callback or cb == callback:
+                del self.notifiers[i]
+                return
+        raise ValueError("callback is not registered")
+
     def domain_alloc(self):
         d = IommuDomain(self, "unmanaged", False, _TOKEN)
         self.domains.append(d)
@@ -195,6 +219,8 @@ class Iommu:
             d.iova_cookie = None
         if self.iotlb is not None:
             self.iotlb.inv_domain(d.id)
+        if self.notifiers:
+            iommu_notify(self, d, 0, U64_MAX)
         if d.pgtable is not None:
             d.pgtable.free_tables()
         d.freed = True
@@ -270,6 +296,8 @@ class Iommu:
         self._sids.pop(dev, None)
         if d.translates and self.iotlb is not None:
             self.iotlb.inv_domain(d.id)
+        if self.notifiers:
+            iommu_notify(self, d, 0, U64_MAX)
         if d.is_default and not d.devices:
             self._free_domain(d)
         self.machine.flush_warnings()
@@ -280,6 +308,8 @@ class Iommu:
         dev.domain = new
         if old.translates and self.iotlb is not None:
             self.iotlb.inv_domain(old.id)
+        if self.notifiers:
+            iommu_notify(self, old, 0, U64_MAX)
 
     def device_domain(self, dev):
         d = dev.domain
@@ -326,8 +356,11 @@ def iommu_map_nosync(domain, iova: int, paddr: int, size: int, prot: int) -> int
 
 def iommu_sync_map(domain, iova: int, size: int) -> int:
     """iommu_sync_map(): only a caching-mode (virtual) VT-d invalidates on map."""
-    if domain.iommu.caching_mode and domain.iommu.iotlb is not None and size:
-        domain.iommu.iotlb.inv_range(domain.id, iova, size, domain.leaf_shifts)
+    if domain.iommu.caching_mode and size:
+        if domain.iommu.iotlb is not None:
+            domain.iommu.iotlb.inv_range(domain.id, iova, size, domain.leaf_shifts)
+        if domain.iommu.notifiers:
+            iommu_notify(domain.iommu, domain, iova, size)
     return 0
 
 
@@ -368,6 +401,8 @@ def iommu_iotlb_sync_range(domain, iova: int, size: int) -> int:
     domain.iotlb_syncs += 1
     if size and domain.iommu.iotlb is not None:
         domain.iommu.iotlb.inv_range(domain.id, iova, size, domain.leaf_shifts)
+    if size and domain.iommu.notifiers:
+        iommu_notify(domain.iommu, domain, iova, size)
     if domain.pgtable is not None:
         domain.pgtable.release_pending()
     return 0
@@ -378,6 +413,8 @@ def iommu_flush_iotlb_all(domain) -> int:
     domain.iotlb_flushes += 1
     if domain.iommu.iotlb is not None:
         domain.iommu.iotlb.inv_domain(domain.id)
+    if domain.iommu.notifiers:
+        iommu_notify(domain.iommu, domain, 0, U64_MAX)
     if domain.pgtable is not None:
         domain.pgtable.release_pending()
     return 0
@@ -576,7 +613,11 @@ def iommu_unmap_fast(domain, iova, size) -> int:
 
 def iommu_iotlb_sync(domain, iova, size) -> None:
     """iommu_iotlb_sync() of a gather covering [iova, iova + size)."""
-    iommu_iotlb_sync_range(_domain_arg(domain), u64(iova, "iova"), u64(size, "size"))
+    d = _domain_arg(domain)
+    try:
+        iommu_iotlb_sync_range(d, u64(iova, "iova"), u64(size, "size"))
+    finally:
+        d.iommu.machine.flush_warnings()
 
 
 def iommu_iova_to_phys(domain, iova) -> int:
@@ -614,8 +655,11 @@ def iommu_attach_device(domain, dev) -> int:
     if cur is d:
         return 0
     mmu._default_domains[dev] = cur
-    mmu._switch(dev, cur, d)
     dev.dma_iommu = False
+    try:
+        mmu._switch(dev, cur, d)
+    finally:
+        mmu.machine.flush_warnings()
     return 0
 
 
@@ -627,8 +671,11 @@ def iommu_detach_device(domain, dev) -> None:
         mmu.machine.flush_warnings()
         return
     dflt = mmu._default_domains.pop(dev)
-    mmu._switch(dev, d, dflt)
     dev.dma_iommu = bool(dflt.type_value & _DMA_API) and dflt.iova_cookie is not None
+    try:
+        mmu._switch(dev, d, dflt)
+    finally:
+        mmu.machine.flush_warnings()
 
 
 # names dma_iommu.py calls (the C-level functions of the core)

@@ -42,6 +42,7 @@ class Machine:
         self.warnings_log: list[tuple[str, str]] = []
         self.ratelimit_states: dict[str, Any] = {}    # call site -> RatelimitState (swiotlb.py)
         self._warn_queue: list[tuple[type, str]] = []
+        self._deferred_exc: BaseException | None = None
         self._warned_once: set = set()
         self._timers: list = []
         self._timer_seq = 0
@@ -205,6 +206,16 @@ class Machine:
                 warnings.warn(text, category, stacklevel=3)
         if self.dma_debug._pending:
             self.dma_debug.raise_pending()
+        if self._deferred_exc is not None:
+            exc, self._deferred_exc = self._deferred_exc, None
+            raise exc
+
+    def defer_exception(self, exc) -> None:
+        """Mirrors machine.pxi Machine.defer_exception (an embedder callback raised)."""
+        if self._deferred_exc is None:
+            self._deferred_exc = exc
+        else:
+            _log.error("another embedder callback raised as well: %r", exc)
 
     def __repr__(self) -> str:
         return (f"<dmaphys.reference.Machine cpus={self.cpus} ram={self.mem.ram_bytes >> 20} MiB "
