@@ -231,3 +231,26 @@ def test_c_notifier_hook():
     assert probe.last_ret == -dma.ENOENT
     iommu.iotlb.invalidate_all()
     assert len(probe.records()) == 2
+
+
+@pytest.mark.parametrize("iotlb", [False, "qemu"])
+def test_notified_without_a_set_assoc_iotlb(impl, iotlb):
+    """No modelled IOTLB (or QEMU's): the invalidations are still issued and notified, and
+    translate() walks (qemu mode: tagged with the requester id)."""
+    m = impl.Machine(ram=[(0, 1 << 30)], swiotlb=0, dma_debug=False)
+    iommu = m.add_iommu(fmt="vtd-ss", strict=False, iotlb=iotlb)
+    nic = m.add_device("nic", iommu=iommu)
+    cache = EmbedderCache(iommu)
+    buf = m.alloc_pages(1)
+    iova = dmap(impl, nic, buf, PAGE, dma.DMA_FROM_DEVICE)
+    assert cache.translate(nic, iova + 8, write=True).translated_addr == buf
+    impl.dma_unmap_phys(nic, iova, PAGE, dma.DMA_FROM_DEVICE, 0)
+    if iotlb is False:
+        with pytest.raises(IommuFault):                # no IOTLB: the walk sees the unmap at once
+            nic.translate(iova)
+    else:
+        assert nic.translate(iova, write=True).translated_addr == buf   # the stale window
+        assert iommu.iotlb.stale_hits == 1
+    assert cache.log == [] and len(cache.entries) == 1
+    m.advance(10_000_000)
+    assert cache.log == [(nic.domain.id, 0, ALL)] and cache.entries == {}
