@@ -62,8 +62,8 @@ cdef class IommuDomain:
     IOMMU's format; identity and blocked domains are the IOMMU's static singletons.
     """
 
-    def __init__(self, *args, **kwargs):
-        raise TypeError("IommuDomain objects come from Iommu.domain_alloc() or device attach")
+    def __cinit__(self, *args):
+        _internal_only(args, "IommuDomain objects come from Iommu.domain_alloc() or device attach")
 
     @property
     def pgtable_root(self):
@@ -91,7 +91,7 @@ cdef class IommuDomain:
 
 cdef IommuDomain _domain_new(Iommu mmu, str type, bint is_default):
     """iommu_paging_domain_alloc() / the static identity and blocked domains."""
-    cdef IommuDomain d = IommuDomain.__new__(IommuDomain)
+    cdef IommuDomain d = IommuDomain.__new__(IommuDomain, _INTERNAL)
     cdef u64 bm
     d.iommu = mmu
     d.type = type
@@ -136,7 +136,7 @@ cdef class Iommu:
     ``name``.
     """
 
-    def __init__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
+    def __cinit__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
                  fault_mode="raise", shadow_on_flush=False, forcedac=False, caching_mode=False,
                  reserved_regions=None, ias=None, oas=None, name=None):
         cdef Iotlb tlb
@@ -847,6 +847,7 @@ def iommu_attach_device(domain, Device dev not None):
     0, -ENODEV (not behind an IOMMU), -EINVAL (other IOMMU, or a multi-device group), -EBUSY
     (already attached to a non-default domain). While attached, the device does not use the
     DMA API (dev.dma_iommu is cleared: the driver owns DMA, as with VFIO)."""
+    _dev_live(dev)
     cdef IommuDomain d = _domain_arg(domain)
     cdef IommuDomain cur
     if d.freed:
@@ -874,6 +875,7 @@ def iommu_attach_device(domain, Device dev not None):
 
 def iommu_detach_device(domain, Device dev not None):
     """iommu_detach_device(): back to the default domain (WARN if dev is not in ``domain``)."""
+    _dev_live(dev)
     cdef IommuDomain d = _domain_arg(domain)
     cdef Iommu mmu = d.iommu
     cdef IommuDomain dflt

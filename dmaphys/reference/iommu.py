@@ -638,7 +638,15 @@ def iommu_domain_free(domain) -> None:
     d.iommu.machine.flush_warnings()
 
 
+def _machine_dev_arg(dev) -> None:
+    from . import machine
+    if not isinstance(dev, machine.Device):
+        raise TypeError(f"dev must be a Device, not {type(dev).__name__}")
+    machine.dev_live(dev)
+
+
 def iommu_attach_device(domain, dev) -> int:
+    _machine_dev_arg(dev)
     d = _domain_arg(domain)
     if d.freed:
         raise ValueError(f"IOMMU domain {d.id} was freed")
@@ -664,6 +672,7 @@ def iommu_attach_device(domain, dev) -> int:
 
 
 def iommu_detach_device(domain, dev) -> None:
+    _machine_dev_arg(dev)
     d = _domain_arg(domain)
     mmu = d.iommu
     if dev.domain is not d or dev not in mmu._default_domains:
