@@ -153,7 +153,7 @@ class IoTlbMem:
 
 class Iommu:
     """An IOMMU: ``m.add_iommu(fmt="vtd-ss", strict=True, iotlb=None, **kwargs)``."""
-    def __init__(self, machine: Machine, fmt: str = ..., strict: bool = ..., iotlb: str = ..., fault_mode: str = ..., *, shadow_on_flush: str = ..., forcedac: str = ..., caching_mode: str = ..., reserved_regions: str = ..., ias: str = ..., oas: str = ..., name: str = ...) -> None: ...
+    def __init__(self, machine: Machine, fmt: str = ..., strict: bool = ..., iotlb: str = ..., fault_mode: str = ..., *, shadow_on_flush: str = ..., forcedac: str = ..., caching_mode: str = ..., reserved_regions: str = ..., ias: str = ..., oas: str = ..., name: str = ..., fq_size: str = ..., fq_timeout: str = ...) -> None: ...
     def attach_device(self, dev: Device, domain: IommuDomain, domain_type: int) -> None: ...
     blocked_domain: IommuDomain
     caching_mode: bool
@@ -166,6 +166,8 @@ class Iommu:
     faults: list[Any]
     fmt: str
     forcedac: bool
+    fq_size: Any | None
+    fq_timeout: Any | None
     def get_state(self) -> dict[str, Any]: ...
     ias: Any | None
     identity_domain: IommuDomain
