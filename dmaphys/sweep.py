@@ -687,8 +687,8 @@ def plot_rows(rows: list[dict], outdir: str, metrics=PLOT_METRICS) -> list[str]:
         for k, (key, g) in enumerate(sorted(groups.items())):
             xs = [xv for xv in xs_all if xv in g]
             mean = [sum(g[xv]) / len(g[xv]) for xv in xs]
-            lo = [m - min(g[xv]) for m, xv in zip(mean, xs, strict=True)]
-            hi = [max(g[xv]) - m for m, xv in zip(mean, xs, strict=True)]
+            lo = [max(0.0, m - min(g[xv])) for m, xv in zip(mean, xs, strict=True)]
+            hi = [max(0.0, max(g[xv]) - m) for m, xv in zip(mean, xs, strict=True)]
             pos = [float(xv) for xv in xs] if numeric_x else [xs_all.index(xv) for xv in xs]
             label = ", ".join(f"{a}={v}" for a, v in zip(others, key, strict=True)) or None
             # equal series stay visible: each its own marker, line style and size
@@ -706,8 +706,13 @@ def plot_rows(rows: list[dict], outdir: str, metrics=PLOT_METRICS) -> list[str]:
             ax.set_xticklabels(xs_all)
         ax.set_xlabel(LABELS.get(x, x) if x else "")
         ax.set_ylabel(LABELS.get(metric, metric))
-        top = max((_num(r.get(metric)) or 0.0 for r in ok), default=0.0)
-        ax.set_ylim(0, top * 1.12 if top > 0 else 1.0)
+        vals = [_num(r.get(metric)) or 0.0 for r in ok]
+        top = max(vals, default=0.0)
+        if vals and min(vals) > 0 and top / min(vals) >= 50:
+            ax.set_yscale("log")                  # e.g. strict vs lazy invalidations: 250x apart
+            ax.set_ylabel(LABELS.get(metric, metric) + " (log scale)")
+        else:
+            ax.set_ylim(0, top * 1.12 if top > 0 else 1.0)
         ax.grid(True, alpha=0.3)
         if others:
             ax.legend(fontsize=8)
