@@ -164,7 +164,7 @@ class IoTlbMem:
 
 class Iommu:
     """An IOMMU: ``m.add_iommu(fmt="vtd-ss", strict=True, iotlb=None, **kwargs)``."""
-    def __init__(self, machine: Machine, fmt: str = ..., strict: bool = ..., iotlb: Iotlb | dict[str, Any] | str | bool | None = ..., *, fault_mode: str = ..., shadow_on_flush: bool = ..., forcedac: bool = ..., caching_mode: bool = ..., reserved_regions: Iterable[tuple[int, int, str | int]] | None = ..., ias: int | None = ..., oas: int | None = ..., name: str | None = ...) -> None: ...
+    def __init__(self, machine: Machine, fmt: str = ..., strict: bool = ..., iotlb: Iotlb | dict[str, Any] | str | bool | None = ..., *, fault_mode: str = ..., shadow_on_flush: bool = ..., forcedac: bool = ..., caching_mode: bool = ..., reserved_regions: Iterable[tuple[int, int, str | int]] | None = ..., ias: int | None = ..., oas: int | None = ..., name: str | None = ..., fq_size: Any = ..., fq_timeout: Any = ...) -> None: ...
     def attach_device(self, dev: Device, domain: IommuDomain, domain_type: int) -> None: ...
     blocked_domain: IommuDomain
     caching_mode: bool
@@ -177,6 +177,8 @@ class Iommu:
     faults: list[Any]
     fmt: str
     forcedac: bool
+    fq_size: Any | None
+    fq_timeout: Any | None
     def get_state(self) -> dict[str, Any]: ...
     ias: Any | None
     identity_domain: IommuDomain
