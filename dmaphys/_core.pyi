@@ -21,6 +21,7 @@ class Device:
     arch_sync_for_cpu: int
     arch_sync_for_device: int
     bus_dma_limit: int
+    capsule: Any
     coherent: bool
     coherent_dma_mask: int
     dma_io_tlb_mem: IoTlbMem | None
@@ -47,6 +48,7 @@ class Device:
     removed: bool
     seg_boundary_mask: int
     stats: dict[str, Any]
+    def translate(self, dma_addr: int, write: bool = ...) -> IOMMUTLBEntry: ...
     untrusted: bool
 
 class DmaDebug:
@@ -98,6 +100,14 @@ class DmaTrace:
     pid: int
     def to_ftrace(self) -> list[str]: ...
     def to_numpy(self) -> np.ndarray: ...
+
+class IOMMUTLBEntry:
+    """IOMMUTLBEntry(iova, translated_addr, addr_mask, perm)"""
+    def __init__(self, iova: int, translated_addr: int, addr_mask: int, perm: int) -> None: ...
+    addr_mask: int
+    iova: int
+    perm: int
+    translated_addr: int
 
 class IoPgtable:
     """One IOMMU page table in simulated RAM: ``IoPgtable(machine, fmt, ias=None, oas=None)``."""
@@ -157,7 +167,7 @@ class IoTlbMem:
 
 class Iommu:
     """An IOMMU: ``m.add_iommu(fmt="vtd-ss", strict=True, iotlb=None, **kwargs)``."""
-    def __init__(self, machine: Machine, fmt: str = ..., strict: bool = ..., iotlb: Iotlb | dict[str, Any] | str | bool | None = ..., *, fault_mode: str = ..., shadow_on_flush: bool = ..., forcedac: bool = ..., caching_mode: bool = ..., reserved_regions: Iterable[tuple[int, int, str | int]] | None = ..., ias: int | None = ..., oas: int | None = ..., name: str | None = ...) -> None: ...
+    def __init__(self, machine: Machine, fmt: str = ..., strict: bool = ..., iotlb: Iotlb | dict[str, Any] | str | bool | None = ..., *, fault_mode: str = ..., shadow_on_flush: bool = ..., forcedac: bool = ..., caching_mode: bool = ..., reserved_regions: Iterable[tuple[int, int, str | int]] | None = ..., ias: int | None = ..., oas: int | None = ..., name: str | None = ..., fq_size: Any = ..., fq_timeout: Any = ...) -> None: ...
     def attach_device(self, dev: Device, domain: IommuDomain, domain_type: int) -> None: ...
     blocked_domain: IommuDomain
     caching_mode: bool
@@ -170,6 +180,8 @@ class Iommu:
     faults: list[Any]
     fmt: str
     forcedac: bool
+    fq_size: Any | None
+    fq_timeout: Any | None
     def get_state(self) -> dict[str, Any]: ...
     ias: Any | None
     identity_domain: IommuDomain
@@ -177,9 +189,11 @@ class Iommu:
     machine: Machine
     name: str
     oas: Any | None
+    def register_notifier(self, callback: Callable[[IommuDomain | None, int, int], object]) -> None: ...
     reserved_regions: list[Any]
     shadow_on_flush: bool
     strict: bool
+    def unregister_notifier(self, callback: Callable[[IommuDomain | None, int, int], object]) -> None: ...
 
 class IommuDmaCookie:
     """struct iommu_dma_cookie of a DMA / DMA-FQ domain (``domain.iova_cookie``)."""
@@ -304,6 +318,7 @@ class Machine:
     def add_iommu(self, fmt: str = ..., strict: bool = ..., iotlb: int | None = ..., **kwargs: Any) -> Any: ...
     def add_mmio(self, base: int, size: int, name: str) -> None: ...
     def add_p2pmem(self, provider: Device, cpu_phys: int, size: int, bus_addr: int | None = ..., *, pages: bool = ...) -> Any: ...
+    def add_ram(self, base: int, buffer: Buffer, *, name: str | None = ..., allocatable: bool = ...) -> None: ...
     def add_switch(self, name: str, parent: PciHostBridge | PciSwitch | Device | str | None = ..., acs_redirect: bool = ...) -> Any: ...
     def add_timer(self, delay_ns: int, callback: Callable[[], object]) -> None: ...
     def advance(self, ns: int) -> None: ...
@@ -324,6 +339,7 @@ class Machine:
     ratelimit_states: dict[str, Any]
     regions: list[Any]
     def remove_device(self, dev: Device) -> None: ...
+    def remove_ram(self, base: int) -> None: ...
     swiotlb: IoTlbMem | None
     trace: DmaTrace
     warnings_dropped: int
@@ -436,6 +452,7 @@ class PhysMem:
     """Sparse physical memory of a simulated machine (RAM + MMIO stores) and its page allocator."""
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
     allocated_pages: int
+    def ext_ram_list(self) -> list[tuple[int, int, str, bool]]: ...
     def free_extents_list(self) -> None: ...
     ram_bytes: int
     region_names: list[Any]

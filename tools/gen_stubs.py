@@ -22,7 +22,7 @@ PARAM_TYPES = {
     "client_dev": "Device", "m": "Machine", "machine": "Machine",
     "state": "DmaIovaState", "sg": "ScatterList", "sgt": "ScatterList", "sgl": "ScatterList",
     "domain": "IommuDomain", "iommu": "Iommu", "st": "PciP2PdmaMapState",
-    "data": "Buffer", "name": "str", "fmt": "str", "entries": "Iterable[tuple[int, int]]",
+    "data": "Buffer", "buffer": "Buffer", "name": "str", "fmt": "str", "entries": "Iterable[tuple[int, int]]",
     "phys": "int", "sizes": "ArrayLike | int", "dma_addrs": "ArrayLike", "iovas": "ArrayLike",
     "addrs": "ArrayLike", "callback": "Callable[[], object]",
     # P2PDMA (p2pdma.pxi)
@@ -38,6 +38,8 @@ FUNC_PARAM_TYPES = {
                                 "phys": "int"},
     "pgmap_of": {"phys": "int"},
     "sg_dma_is_bus_address": {"sg": "ScatterlistEntry"}, "sg_dma_is_swiotlb": {"sg": "ScatterlistEntry"},
+    "register_notifier": {"callback": "Callable[[IommuDomain | None, int, int], object]"},
+    "unregister_notifier": {"callback": "Callable[[IommuDomain | None, int, int], object]"},
     "pci_p2pdma_distance": {"provider": "Device | P2PdmaProvider | PciP2PdmaPagemap"},
     "pci_p2pdma_distance_many": {"provider": "Device | P2PdmaProvider | PciP2PdmaPagemap"},
 }
@@ -57,7 +59,7 @@ INIT_PARAM_TYPES = {
 }
 BOOL_PARAMS = {"coherent", "force_bounce", "pci", "untrusted", "strict", "flush_rcache", "size_aligned",
                "enabled", "verbose", "p2p_allowlisted", "acs_redirect", "swiotlb_force", "dma_debug",
-               "pages", "publish", "req_same_host_bridge"}
+               "pages", "publish", "req_same_host_bridge", "allocatable", "write"}
 BATCH_FUNCS = {"dma_map_phys_batch", "dma_mapping_error_batch", "iova_to_phys_batch", "dma_read_batch",
                "iommu_iova_to_phys_batch"}
 
@@ -71,6 +73,7 @@ RETURNS = {
     "get_state": "dict[str, Any]", "dump": "list[str]", "to_ftrace": "list[str]",
     "to_numpy": "np.ndarray", "ranges": "list[tuple[int, int]]",
     "regions_list": "list[tuple[int, int, str, str]]",
+    "ext_ram_list": "list[tuple[int, int, str, bool]]", "Device.translate": "IOMMUTLBEntry",
     "find_iova": "tuple[int, int] | None", "reserve_iova": "tuple[int, int] | None",
     "pci_p2pmem_find": "Device | None", "pci_p2pmem_find_many": "Device | None",
     "pci_p2pmem_alloc_sgl": "ScatterList | None", "pgmap_of": "PciP2PdmaPagemap | None",
@@ -78,6 +81,7 @@ RETURNS = {
     "pci_p2pdma_map_type": "PciP2PdmaMapType", "dma_segments": "list[tuple[int, int]]",
     "entries": "list[dict[str, Any]]", "ops_map_pages": "tuple[int, int]",
     "entries_list": "list[tuple[int, int, int, int]]",
+    "ScatterList.__getitem__": "ScatterlistEntry", "ScatterList.__iter__": "Iterator[ScatterlistEntry]",
 }
 # attributes whose sample value does not show the whole type (None in other states)
 ATTR_TYPES = {
@@ -87,14 +91,11 @@ ATTR_TYPES = {
     ("IommuDomain", "pgtable"): "IoPgtable | None", ("IommuDomain", "iova_cookie"): "IommuDmaCookie | None",
     ("IommuDmaCookie", "iovad"): "IovaDomain | None",
 }
-# per-class method returns where the name alone does not tell
-METHOD_RETURNS = {
-    ("ScatterList", "__getitem__"): "ScatterlistEntry",
-    ("ScatterList", "__iter__"): "Iterator[ScatterlistEntry]",
-}
 NONE_PREFIXES = ("dma_unmap_", "dma_sync_", "dma_iova_unlink", "dma_iova_destroy", "dma_iova_free",
                  "dma_free_", "swiotlb_sync_", "swiotlb_tbl_unmap", "mem_write", "dma_write", "free_",
-                 "advance", "add_timer", "add_mmio", "remove_device", "flush_warnings", "clear",
+                 "advance", "add_timer", "add_mmio", "add_ram", "remove_ram", "remove_device",
+                 "register_notifier", "unregister_notifier",
+                 "flush_warnings", "clear",
                  "put_iova_domain", "detach_device", "attach_device", "reset_", "pci_free_p2pmem",
                  "pci_p2pmem_publish", "pci_p2pmem_free_sgl", "check_parent")
 
@@ -111,7 +112,9 @@ def param_type(name: str, default) -> str:
     return "int"
 
 
-def return_type(name: str) -> str:
+def return_type(name: str, owner: str = "") -> str:
+    if f"{owner}.{name}" in RETURNS:                # a method whose name means something else elsewhere
+        return RETURNS[f"{owner}.{name}"]
     if name in RETURNS:
         return RETURNS[name]
     if name.startswith(NONE_PREFIXES):          # before the batch rule: dma_unmap_phys_batch, dma_write_batch
@@ -121,7 +124,7 @@ def return_type(name: str) -> str:
     return "Any" if name.startswith(("add_", "domain_alloc", "iommu_domain_alloc")) else "int"
 
 
-def fmt_sig(name: str, fn, method: bool, cls_name: str = "") -> str:
+def fmt_sig(name: str, fn, method: bool, owner: str = "") -> str:
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -149,8 +152,7 @@ def fmt_sig(name: str, fn, method: bool, cls_name: str = "") -> str:
             if p.default is None and "None" not in t:
                 t = f"{t} | None"
             parts.append(f"{p.name}: {t} = ...")
-    ret = METHOD_RETURNS.get((cls_name, name)) or return_type(name)
-    return f"def {name}({', '.join(parts)}) -> {ret}: ..."
+    return f"def {name}({', '.join(parts)}) -> {return_type(name, owner)}: ..."
 
 
 def sample_instances(core) -> dict:
@@ -168,7 +170,8 @@ def sample_instances(core) -> dict:
            "DmaTrace": m.trace, "PhysMem": m.mem, "ScatterList": sgl, "ScatterlistEntry": sgl[0],
            "DmaIovaState": core.DmaIovaState(), "PciP2PdmaMapState": core.PciP2PdmaMapState(),
            "P2PTopology": m.p2pdma, "IommuDmaCookie": dev.domain.iova_cookie,
-           "PciHostBridge": hb, "PciSwitch": sw, "P2PdmaProvider": pg}
+           "PciHostBridge": hb, "PciSwitch": sw, "P2PdmaProvider": pg,
+           "IOMMUTLBEntry": core.IOMMUTLBEntry(0x1000, 0x1000, 0xFFF, 3)}
     cookie = dev.domain.iova_cookie
     for attr in ("iovad",):
         if hasattr(cookie, attr):
@@ -274,7 +277,7 @@ def class_stub(cls, inst) -> list[str]:
                     t = "Any"
             lines.append(f"    {attr}: {t}")
         elif callable(val) and not isinstance(val, (staticmethod, classmethod)):
-            lines.append("    " + fmt_sig(attr, val, method=True, cls_name=cls.__name__))
+            lines.append("    " + fmt_sig(attr, val, method=True, owner=cls.__name__))
     return lines
 
 
@@ -321,7 +324,7 @@ def generate_init() -> str:
     for mod, names in modules:
         for name in sorted(names):
             out.append(f"from {mod} import {name} as {name}")
-    out += ["", "BACKEND: str", "__all__: list[str]", ""]
+    out += ["", "BACKEND: str", "__all__: list[str]", "", "def get_include() -> str: ...", ""]
     return "\n".join(out)
 
 

@@ -24,7 +24,7 @@ cdef class Device:
     cdef public bint dma_uses_io_tlb           # dev->dma_uses_io_tlb
     cdef public IoTlbMem dma_io_tlb_mem        # IoTlbMem or None (typed: no refcounting on the hot path)
     cdef readonly bint pci                     # dev_is_pci(dev)
-    cdef readonly bint removed                 # (simulator) Machine.remove_device() ran: every access faults
+    cdef readonly bint removed                 # (simulator) Machine.remove_device() ran: every access faults, C ABI capsules refuse it
     cdef public bint untrusted                 # pdev->untrusted (external-facing port)
     # --- IOMMU (set by Iommu.attach_device) ---
     cdef readonly object domain                # IommuDomain or None

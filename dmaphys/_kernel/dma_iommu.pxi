@@ -303,6 +303,11 @@ cdef int iommu_dma_init_options(IommuDmaCookie cookie, object iommu) except -1:
         cookie.qt = IOMMU_DMA_OPTS_PER_CPU_QUEUE
         cookie.fq_size = IOVA_DEFAULT_FQ_SIZE
         cookie.fq_timeout = IOVA_DEFAULT_FQ_TIMEOUT
+    # simulator knobs (Iommu(fq_size=, fq_timeout=)): not in the kernel, which fixes these
+    if iommu.fq_size is not None:
+        cookie.fq_size = iommu.fq_size
+    if iommu.fq_timeout is not None:
+        cookie.fq_timeout = iommu.fq_timeout
     return 0
 
 

@@ -9,6 +9,7 @@
 # Declarations (C types, cdef class fields, cdef signatures) live in the C face, machine.pxd.
 
 import heapq as _heapq
+from dmaphys._embed import ram_buffer_nbytes as _ram_buffer_nbytes, check_ram_removable as _check_ram_removable
 import logging as _logging
 import warnings as _warnings
 
@@ -157,6 +158,30 @@ cdef class Machine:
         """Add a non-RAM region (a BAR); CPU and device accesses hit its own store."""
         self.mem.add_region(_u64(base, "base"), _u64(size, "size"), REGION_MMIO, str(name))
 
+    # ---- embedder-owned RAM ------------------------------------------------------------------
+    def add_ram(self, base, buffer, *, name=None, allocatable=False):
+        """Back RAM at ``base`` with the embedder's writable buffer (bytearray, numpy array,
+        mmap, memoryview of a simulator's memory), zero copy both ways.
+
+        ``base`` and ``len(buffer)`` (in bytes) must be page aligned; the range must not
+        overlap a region. The buffer's export is held until ``remove_ram(base)`` or the
+        machine's end, so the embedder cannot resize or release it meanwhile (BufferError in
+        the embedder's code). ``allocatable=True`` gives its pages to the page allocator
+        (alloc_pages, page tables, coherent buffers may then land there); by default they are
+        the embedder's alone.
+        """
+        cdef u64 b = _u64(base, "base")
+        _ram_buffer_nbytes(buffer, b)
+        self.mem.add_ext_ram(b, buffer, f"Embedder RAM {b:#x}" if name is None else str(name),
+                             bool(allocatable))
+
+    def remove_ram(self, base):
+        """Remove embedder RAM added at ``base`` and release its buffer. BufferError while
+        anything uses it (an allocation, an IOMMU mapping, a swiotlb bounce, a dma-debug entry)."""
+        cdef u64 b = _u64(base, "base")
+        _check_ram_removable(self, b)
+        self.mem.remove_ext_ram(b)
+
     def max_phys_ram(self):
         """End (exclusive) of the highest RAM range (max_pfn << PAGE_SHIFT)."""
         end = 0
@@ -203,7 +228,7 @@ cdef class Machine:
         if dev.domain is not None:
             dev.domain.iommu.detach_device(dev)
         del self.devices[dev.name]
-        dev.removed = True                              # faults from now on, like a blocked domain
+        dev.removed = True              # faults like a blocked domain; the C ABI refuses its capsules
         self.flush_warnings()
 
     # ---- PCI topology and P2P memory (drivers/pci/p2pdma.c; see P2PTopology) ---------------
@@ -251,6 +276,19 @@ cdef class Machine:
                 _warnings.warn(text, category, stacklevel=1)
         if self.dma_debug._pending:
             self.dma_debug.raise_pending()              # DmaDebugError when raise_errors is set
+        if self._deferred_exc is not None:
+            exc = self._deferred_exc
+            self._deferred_exc = None
+            raise exc
+
+    cdef int defer_exception(self, object exc) except -1:
+        """An embedder callback (IOMMU notifier) raised inside an operation: keep the first
+        exception for flush_warnings() to raise once the entry point has finished; log others."""
+        if self._deferred_exc is None:
+            self._deferred_exc = exc
+        else:
+            _log.error("another embedder callback raised as well: %r", exc)
+        return 0
 
     def __repr__(self):
         return (f"<dmaphys.Machine cpus={self.cpus} ram={self.mem.ram_bytes >> 20} MiB "

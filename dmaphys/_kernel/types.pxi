@@ -15,7 +15,6 @@ cdef inline bint valid_dma_direction(int dir) noexcept nogil:
 
 cdef inline u64 DMA_BIT_MASK_c(int n) noexcept nogil:
     return U64_MAX if n >= 64 else ((<u64>1) << n) - 1
-
 cdef inline u64 min_not_zero(u64 a, u64 b) noexcept nogil:
     if a == 0:
         return b
@@ -61,6 +60,7 @@ def _c_constants():
         "IOMMU_RESV_DIRECT": IOMMU_RESV_DIRECT, "IOMMU_RESV_DIRECT_RELAXABLE": IOMMU_RESV_DIRECT_RELAXABLE,
         "IOMMU_RESV_RESERVED": IOMMU_RESV_RESERVED, "IOMMU_RESV_MSI": IOMMU_RESV_MSI,
         "IOMMU_RESV_SW_MSI": IOMMU_RESV_SW_MSI,
+        "IOMMU_NONE": IOMMU_NONE, "IOMMU_RO": IOMMU_RO, "IOMMU_WO": IOMMU_WO, "IOMMU_RW": IOMMU_RW,
     }
 
 

@@ -279,6 +279,11 @@ def iommu_dma_init_options(cookie: IommuDmaCookie, iommu) -> None:
     else:
         cookie.qt, cookie.fq_size = "per-cpu", IOVA_DEFAULT_FQ_SIZE
         cookie.fq_timeout = IOVA_DEFAULT_FQ_TIMEOUT
+    # simulator knobs (Iommu(fq_size=, fq_timeout=)): not in the kernel, which fixes these
+    if getattr(iommu, "fq_size", None) is not None:
+        cookie.fq_size = iommu.fq_size
+    if getattr(iommu, "fq_timeout", None) is not None:
+        cookie.fq_timeout = iommu.fq_timeout
 
 
 def _resv_type(type_name) -> str:

@@ -7,10 +7,11 @@ import logging
 import warnings
 from typing import Any
 
+from .._embed import check_ram_removable, ram_buffer_nbytes
 from ..errors import DmaFault, PhysAddrError
 from ._util import DMA_BIT_MASK, LOG_RECORDS_MAX, U64_MAX, as_bytes, min_not_zero, typed, u64
 from .debug import DmaDebug
-from .iommu import Iommu, iommu_device_access
+from .iommu import Iommu, device_translate, iommu_device_access
 from .memory import REGION_MMIO, REGION_RAM, PhysMem
 from .p2pdma import P2PTopology, p2p_bus_to_phys
 from .swiotlb import swiotlb_init
@@ -42,6 +43,7 @@ class Machine:
         self.warnings_dropped = 0
         self.ratelimit_states: dict[str, Any] = {}    # call site -> RatelimitState (swiotlb.py)
         self._warn_queue: list[tuple[type, str]] = []
+        self._deferred_exc: BaseException | None = None
         self._warned_once: set = set()
         self._timers: list = []
         self._user_pages: dict[int, int] = {}       # phys -> npages handed out by alloc_pages()
@@ -130,6 +132,18 @@ class Machine:
     def add_mmio(self, base, size, name) -> None:
         self.mem.add_region(u64(base, "base"), u64(size, "size"), REGION_MMIO, str(name))
 
+    def add_ram(self, base, buffer, *, name=None, allocatable=False) -> None:
+        """Mirrors machine.pxi Machine.add_ram (embedder-owned RAM, zero copy)."""
+        b = u64(base, "base")
+        ram_buffer_nbytes(buffer, b)
+        self.mem.add_ext_ram(b, buffer, f"Embedder RAM {b:#x}" if name is None else str(name),
+                             bool(allocatable))
+
+    def remove_ram(self, base) -> None:
+        b = u64(base, "base")
+        check_ram_removable(self, b)
+        self.mem.remove_ext_ram(b)
+
     def max_phys_ram(self) -> int:
         return max((s + z for s, z, k, _ in self.mem.regions_list() if k == "ram"), default=0)
 
@@ -205,6 +219,16 @@ class Machine:
                 warnings.warn(text, category, stacklevel=3)
         if self.dma_debug._pending:
             self.dma_debug.raise_pending()
+        if self._deferred_exc is not None:
+            exc, self._deferred_exc = self._deferred_exc, None
+            raise exc
+
+    def defer_exception(self, exc) -> None:
+        """Mirrors machine.pxi Machine.defer_exception (an embedder callback raised)."""
+        if self._deferred_exc is None:
+            self._deferred_exc = exc
+        else:
+            _log.error("another embedder callback raised as well: %r", exc)
 
     def __repr__(self) -> str:
         return (f"<dmaphys.reference.Machine cpus={self.cpus} ram={self.mem.ram_bytes >> 20} MiB "
@@ -277,6 +301,12 @@ class Device:
                 "arch_sync_for_cpu": self.arch_sync_for_cpu,
                 "dma_reads": self.dma_reads, "dma_writes": self.dma_writes, "faults": self.faults}
 
+    @property
+    def capsule(self):
+        """The core's "dmaphys.device" capsule for the C ABI; the reference has no C ABI."""
+        raise TypeError("dev.capsule (the C ABI, include/dmaphys.h) needs the compiled core, "
+                        "not dmaphys.reference")
+
     def __repr__(self) -> str:
         return f"<dmaphys.reference.Device {self.name!r} mask={self._dma_mask:#x} coherent={self.coherent}>"
 
@@ -291,6 +321,14 @@ class Device:
                 self.machine.flush_warnings()
         self.dma_reads += 1
         return out
+
+    def translate(self, dma_addr, write=False):
+        """Mirrors device.pxi Device.translate (QEMU-style IOMMUTLBEntry of the page)."""
+        a = u64(dma_addr, "dma_addr")
+        try:
+            return device_translate(self, a, bool(write))
+        finally:
+            self.machine.flush_warnings()
 
     def dma_write(self, dma_addr, data) -> None:
         a = u64(dma_addr, "dma_addr")
@@ -357,6 +395,13 @@ def device_access(dev, addr: int, n: int, write: bool, data: bytes | None):
         if phys != U64_MAX:
             return bus_access_phys(dev, phys, n, write, data)
         return iommu_device_access(dev, addr, n, write, data)
+    return bus_access_phys(dev, direct_bus_to_phys(dev, addr, n, write), n, write, data)
+
+
+def direct_bus_to_phys(dev, addr: int, n: int, write: bool) -> int:
+    """Mirrors device.pxi direct_bus_to_phys()."""
+    last = addr + n - 1
+    access = "write" if write else "read"
     limit = min_not_zero(dma_get_mask(dev), dev.bus_dma_limit)
     if last > limit:
         dev.faults += 1
@@ -367,15 +412,19 @@ def device_access(dev, addr: int, n: int, write: bool, data: bytes | None):
         if phys == U64_MAX or (n > 1 and dma_to_phys(dev, last) != phys + n - 1):
             dev.faults += 1
             raise DmaFault(dev.name, addr, n, access, "no dma_range_map region translates this bus address")
-    return bus_access_phys(dev, phys, n, write, data)
+    return phys
+
+
+def bus_check_phys(dev, phys: int, n: int, write: bool) -> None:
+    if dev.machine.mem.find_region(phys, n) < 0:
+        dev.faults += 1
+        raise DmaFault(dev.name, phys, n, "write" if write else "read",
+                       f"no RAM or MMIO at physical address {phys:#x}")
 
 
 def bus_access_phys(dev, phys: int, n: int, write: bool, data: bytes | None):
     mem = dev.machine.mem
-    if mem.find_region(phys, n) < 0:
-        dev.faults += 1
-        raise DmaFault(dev.name, phys, n, "write" if write else "read",
-                       f"no RAM or MMIO at physical address {phys:#x}")
+    bus_check_phys(dev, phys, n, write)
     if write:
         mem.write(phys, data)
         dev.machine.dma_debug.device_wrote(dev, phys, n)
