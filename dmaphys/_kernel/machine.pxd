@@ -15,9 +15,12 @@ cdef class Machine:
     cdef readonly dict ratelimit_states                # call site -> RatelimitState (dev_warn_ratelimited)
     cdef list _warn_queue                      # (simulator) warnings queued by kwarn()
     cdef set _warned_once                      # (simulator) WARN_ONCE keys already fired
+    cdef object _deferred_exc                  # (simulator) first exception of an embedder callback, raised at flush
     cdef list _timers                                  # heap of (deadline_ns, seq, callback)
     cdef u64 _timer_seq                        # (simulator) timer tie-break sequence
+    cdef dict _user_pages                      # (simulator) phys -> npages handed out by alloc_pages()
     cdef void kwarn(self, object category, str text, object once_key=*)
+    cdef int defer_exception(self, object exc) except -1
 
 cdef enum:
     IO_TLB_DEFAULT_SIZE_C = 64 << 20
