@@ -276,14 +276,9 @@ cdef ScatterList _capi_sg_in(dmaphys_scatterlist *sg, int nents, dmaphys_error *
             code[0] = _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG,
                                  f"sg[{i}]: length must be 1..2^32-1 and the entry must not wrap")
             return None
-    sl = ScatterList.__new__(ScatterList)
-    sl.sg.resize(nents)
+    sl = ScatterList([(sg[i].page_phys + sg[i].offset, sg[i].length) for i in range(nents)])
     for i in range(nents):
         s = &sl.sg[i]
-        phys = sg[i].page_phys + sg[i].offset
-        s.page_phys = phys & ~(<u64>PAGE_SIZE - 1)
-        s.offset = phys & (PAGE_SIZE - 1)
-        s.length = sg[i].length
         s.dma_address = sg[i].dma_address
         s.dma_length = sg[i].dma_length
         s.dma_flags = sg[i].dma_flags
