@@ -838,8 +838,16 @@ def iommu_iotlb_sync(domain, iova, size):
 
 
 def iommu_iova_to_phys(domain, iova):
-    """iommu_iova_to_phys(domain, iova): the physical address, 0 when unmapped."""
-    return iommu_iova_to_phys_c(_domain_arg(domain), _u64(iova, "iova"))
+    """iommu_iova_to_phys(domain, iova) -> int: the physical address, 0 when unmapped.
+
+    Raises TypeError for a non-domain or non-int, ValueError for an IOVA beyond 64 bits and for a
+    domain iommu_domain_free() freed (as iommu_map/iommu_unmap do: 0 would read as an address).
+    """
+    cdef IommuDomain d = _domain_arg(domain)
+    cdef u64 a = _u64(iova, "iova")
+    if d.freed:
+        raise ValueError(f"IOMMU domain {d.id} was freed")
+    return iommu_iova_to_phys_c(d, a)
 
 
 def iommu_domain_free(domain):
