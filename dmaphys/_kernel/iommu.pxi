@@ -708,9 +708,9 @@ cdef class IOMMUTLBEntry:
     ``translated_addr`` (its physical address), ``addr_mask`` (page size - 1: the real leaf
     size, e.g. 0x1fffff for a 2 MiB page, as QEMU's vtd_iommu_translate reports it) and
     ``perm`` (IOMMU_NONE / IOMMU_RO / IOMMU_WO / IOMMU_RW)."""
-    cdef readonly object iova
-    cdef readonly object translated_addr
-    cdef readonly object addr_mask
+    cdef readonly u64 iova                      # C fields: no Python ints made until read
+    cdef readonly u64 translated_addr
+    cdef readonly u64 addr_mask
     cdef readonly int perm
 
     def __init__(self, iova, translated_addr, addr_mask, perm):
