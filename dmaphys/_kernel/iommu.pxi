@@ -531,6 +531,7 @@ cdef IommuDomain _domain_arg(object domain):
 def iommu_map(domain, iova, paddr, size, prot):
     """iommu_map(domain, iova, paddr, size, prot): 0 or -errno."""
     cdef IommuDomain d = _domain_arg(domain)
+    machine_guard(d.iommu.machine)
     cdef u64 a = _u64(iova, "iova"), p = _u64(paddr, "paddr"), s = _u64(size, "size")
     cdef u64 pr = _u64(prot, "prot")
     try:
@@ -542,6 +543,7 @@ def iommu_map(domain, iova, paddr, size, prot):
 def iommu_unmap(domain, iova, size):
     """iommu_unmap(domain, iova, size): bytes unmapped; the IOTLB is synced for the range."""
     cdef IommuDomain d = _domain_arg(domain)
+    machine_guard(d.iommu.machine)
     cdef u64 a = _u64(iova, "iova"), s = _u64(size, "size")
     try:
         return iommu_unmap_c(d, a, s)
@@ -552,6 +554,7 @@ def iommu_unmap(domain, iova, size):
 def iommu_unmap_fast(domain, iova, size):
     """iommu_unmap_fast(): bytes unmapped, the IOTLB is NOT invalidated (caller syncs or flushes)."""
     cdef IommuDomain d = _domain_arg(domain)
+    machine_guard(d.iommu.machine)
     cdef u64 a = _u64(iova, "iova"), s = _u64(size, "size")
     try:
         return iommu_unmap_fast_c(d, a, s)
@@ -567,7 +570,9 @@ def iommu_iotlb_sync(domain, iova, size):
 
 def iommu_iova_to_phys(domain, iova):
     """iommu_iova_to_phys(domain, iova): the physical address, 0 when unmapped."""
-    return iommu_iova_to_phys_c(_domain_arg(domain), _u64(iova, "iova"))
+    cdef IommuDomain d = _domain_arg(domain)
+    machine_guard(d.iommu.machine)
+    return iommu_iova_to_phys_c(d, _u64(iova, "iova"))
 
 
 def iommu_domain_free(domain):

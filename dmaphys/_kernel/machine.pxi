@@ -8,6 +8,9 @@
 #
 # Declarations (C types, cdef class fields, cdef signatures) live in the C face, machine.pxd.
 
+from cpython.pythread cimport (PyThread_allocate_lock, PyThread_free_lock, PyThread_acquire_lock,
+                               PyThread_release_lock, PyThread_get_thread_ident, WAIT_LOCK, NOWAIT_LOCK)
+
 import heapq as _heapq
 import logging as _logging
 import warnings as _warnings
@@ -25,6 +28,16 @@ cdef class Machine:
     gives the pool size in bytes; 0/False/None disables it. ``swiotlb_nareas`` overrides the
     area count (default: ``cpus``, rounded as swiotlb_adjust_nareas does).
     """
+
+    def __cinit__(self):
+        self._lock = PyThread_allocate_lock()
+        if self._lock == NULL:
+            raise MemoryError()
+        self._busy_thread = 0
+
+    def __dealloc__(self):
+        if self._lock != NULL:
+            PyThread_free_lock(self._lock)
 
     def __init__(self, ram=None, cpus=4, swiotlb="auto", swiotlb_nareas=None,
                  swiotlb_force=False, dma_debug=True):
@@ -75,6 +88,7 @@ cdef class Machine:
 
     def advance(self, ns):
         """Advance the virtual clock by ``ns`` nanoseconds, firing due timers in deadline order."""
+        machine_guard(self)
         cdef u64 target = self.clock_ns + _u64(ns, "ns")
         while self._timers and self._timers[0][0] <= target:
             deadline, _, cb = _heapq.heappop(self._timers)
@@ -92,6 +106,7 @@ cdef class Machine:
     # ---- CPU access to physical memory ---------------------------------------------------
     def mem_write(self, phys, data):
         """CPU stores ``data`` (bytes-like or numpy) at ``phys``; RAM or MMIO only."""
+        machine_guard(self)
         cdef const u8[::1] view = _as_bytes_view(data)
         cdef u64 p = _u64(phys, "phys")
         cdef u64 n = view.shape[0]
@@ -104,6 +119,7 @@ cdef class Machine:
 
     def mem_read(self, phys, n):
         """CPU loads ``n`` bytes at ``phys`` (never-written RAM reads as zeros)."""
+        machine_guard(self)
         cdef u64 p = _u64(phys, "phys")
         cdef u64 cnt = _u64(n, "n")
         cdef bytearray out = bytearray(cnt)
@@ -122,6 +138,7 @@ cdef class Machine:
         Top-down like memblock. Returns the physical address; raises MemoryError when no
         suitably placed free run exists.
         """
+        machine_guard(self)
         cdef u64 n = _u64(npages, "npages")
         cdef u64 lim = U64_MAX if limit is None else _u64(limit, "limit")
         cdef u64 al = _u64(align, "align")
@@ -135,6 +152,7 @@ cdef class Machine:
 
     def free_pages(self, phys, npages):
         """Free pages from alloc_pages (the exact run). Their contents are discarded."""
+        machine_guard(self)
         if self.mem.free_pages_c(_u64(phys, "phys"), _u64(npages, "npages")) < 0:
             raise ValueError(f"free_pages({phys:#x}, {npages}): not an allocation of that size")
 
@@ -254,3 +272,41 @@ cdef const u8[::1] _as_bytes_view(object data):
     if not mv.c_contiguous:
         raise ValueError("data must be C-contiguous")
     return mv.cast("B")
+
+
+# ---- Threads ------------------------------------------------------------------------------------
+# A machine is one kernel: its state is not safe for two host threads at once. Per-call entry
+# points hold the GIL from start to end (they never release it), so they are serialised by the
+# GIL. Batch calls release the GIL for their loops (batch.pxi); for their whole call they own
+# the machine: machine_enter() takes Machine._lock (waiting for it without the GIL when another
+# thread's batch holds it) and records the owner in _busy_thread; machine_exit() gives it back.
+# Per-call entry points run machine_guard() first, which waits (without the GIL) while
+# another thread owns the machine. So two threads on one machine are serialised, never
+# interleaved inside an operation; two threads on two machines run in parallel.
+cdef int machine_enter(Machine m) except -1:
+    cdef unsigned long me = PyThread_get_thread_ident()
+    cdef int got
+    if m._busy_thread == me:
+        raise RuntimeError("dmaphys: a batch call on this machine was entered again from inside "
+                           "a batch call of the same thread (a callback?)")
+    if not PyThread_acquire_lock(m._lock, NOWAIT_LOCK):
+        with nogil:
+            got = PyThread_acquire_lock(m._lock, WAIT_LOCK)
+    m._busy_thread = me
+    return 0
+
+
+cdef void machine_exit(Machine m) noexcept:
+    m._busy_thread = 0
+    PyThread_release_lock(m._lock)
+
+
+cdef int machine_wait(Machine m) except -1:
+    """Wait until no other thread owns m (its owner may be running a batch without the GIL)."""
+    cdef unsigned long me = PyThread_get_thread_ident()
+    cdef int got
+    while m._busy_thread != 0 and m._busy_thread != me:
+        with nogil:
+            got = PyThread_acquire_lock(m._lock, WAIT_LOCK)
+            PyThread_release_lock(m._lock)
+    return 0
