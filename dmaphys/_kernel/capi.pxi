@@ -410,6 +410,7 @@ cdef int _capi_iova(PyObject *cap, dmaphys_iova_state *state, u64 phys, u64 offs
     st = DmaIovaState.__new__(DmaIovaState)
     st.addr = state.addr
     st._size = state.size
+    _iova_state_adopt(dev, st)                 # the C struct has no owner: only range checks apply
     try:
         if op == _CAPI_IOVA_TRY_ALLOC:
             ret = 1 if c_dma_iova_try_alloc(dev, st, phys, size) else 0

@@ -1169,6 +1169,16 @@ cdef int _iova_state_ok(Device dev, DmaIovaState state, u64 offset, u64 size, st
     return 0
 
 
+cdef void _iova_state_adopt(Device dev, DmaIovaState state) noexcept:
+    """A state rebuilt from a C-owned struct dma_iova_state (the C ABI), which has no room for the
+    simulator's owner fields: a non-empty one is taken as allocated for ``dev`` as it stands, so
+    only the range check of _iova_state_ok() applies to it."""
+    if state._size & ~DMA_IOVA_USE_SWIOTLB:
+        state._owner = dev
+        state._addr0 = state.addr
+        state._size0 = state._size & ~DMA_IOVA_USE_SWIOTLB
+
+
 cdef bint _dma_iova_try_alloc(Device dev, DmaIovaState state, u64 phys, u64 size) except? True:
     cdef IommuDmaCookie cookie
     cdef u64 granule, iova_off, addr
