@@ -1,4 +1,5 @@
-"""The ``dmaphys`` command: ``--version``, ``info``, ``stress`` (the main job) and ``bench``."""
+"""The ``dmaphys`` command: ``--version``, ``info``, ``stress`` (the main job), ``bench``, ``sweep``
+and ``plot``."""
 
 from __future__ import annotations
 
@@ -160,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--json", action="store_true", help="print the results as JSON")
     be.add_argument("--backend", choices=("core", "reference"), default="core")
     be.set_defaults(func=cmd_bench)
+
+    from . import sweep  # `sweep` and `plot` live there (Dask imported lazily)
+    sweep.add_parsers(sub)
     return p
 
 

@@ -42,6 +42,20 @@ FUNC_PARAM_TYPES = {
     "pci_p2pdma_distance": {"provider": "Device | P2PdmaProvider | PciP2PdmaPagemap"},
     "pci_p2pdma_distance_many": {"provider": "Device | P2PdmaProvider | PciP2PdmaPagemap"},
 }
+# constructor parameters whose type the name and default do not tell
+INIT_PARAM_TYPES = {
+    ("Machine", "ram"): "Iterable[tuple[int, int]] | None",
+    ("Machine", "swiotlb"): "int | str | bool | None",
+    ("Machine", "swiotlb_nareas"): "int | None",
+    ("Iommu", "iotlb"): "Iotlb | dict[str, Any] | str | bool | None",
+    ("Iommu", "reserved_regions"): "Iterable[tuple[int, int, str | int]] | None",
+    ("Iommu", "ias"): "int | None", ("Iommu", "oas"): "int | None", ("Iommu", "name"): "str | None",
+    ("IoPgtable", "ias"): "int | None", ("IoPgtable", "oas"): "int | None",
+    ("Iotlb", "entries"): "int",
+    ("Device", "dma_mask"): "int | None", ("Device", "coherent_dma_mask"): "int | None",
+    ("Device", "dma_range_map"): "Iterable[tuple[int, int, int]] | None",
+    ("IovaDomain", "ncpus"): "int | None", ("IovaDomain", "machine"): "Machine | None",
+}
 BOOL_PARAMS = {"coherent", "force_bounce", "pci", "untrusted", "strict", "flush_rcache", "size_aligned",
                "enabled", "verbose", "p2p_allowlisted", "acs_redirect", "swiotlb_force", "dma_debug",
                "pages", "publish", "req_same_host_bridge", "allocatable", "write"}
@@ -168,29 +182,63 @@ def type_name(v) -> str:
     return "Any"
 
 
+KERNEL_DIR = Path(__file__).resolve().parent.parent / "dmaphys" / "_kernel"
+
+
+def cinit_args(cls_name: str) -> str | None:
+    """The parameters of ``def __cinit__(self, ...)`` in the class body of the .pxi sources.
+
+    Classes initialised in __cinit__ (so ``T.__new__(T)`` is never half-made) have no
+    embedded __init__ signature; their constructor signature is the __cinit__ one.
+    """
+    for path in sorted(KERNEL_DIR.glob("*.pxi")):
+        src = path.read_text()
+        m = re.search(rf"^cdef class {cls_name}\b.*?:\n(.*?)(?=^\S)", src, re.M | re.S)
+        if not m:
+            continue
+        c = re.search(r"def __cinit__\(self,?(.*?)\):", m.group(1), re.S)
+        if c is None:
+            return None
+        args = " ".join(c.group(1).split())
+        return None if args.startswith("*args") else re.sub(r"\s+not None", "", args)
+    return None
+
+
 def init_stub(cls) -> str:
     doc = (cls.__doc__ or "").strip().splitlines()
     m = re.match(rf"{cls.__name__}\((.*)\)$", doc[0].strip()) if doc else None
-    if not m or m.group(1) in ("*args, **kwargs", ""):
+    args = m.group(1) if m else cinit_args(cls.__name__)
+    if not args or args in ("*args, **kwargs", ""):
         return "    def __init__(self, *args: Any, **kwargs: Any) -> None: ..."
     parts = ["self"]
-    for raw in m.group(1).split(","):
+    for raw in args.split(","):
         raw = raw.strip()
         if raw in ("*", "/") or raw.startswith("*"):
             parts.append(raw if raw in ("*", "/") else f"{raw}: Any")
             continue
         name, has_default, default = raw.partition("=")
-        if default.strip().lstrip("-").isdigit():
-            default = int(default)
+        default = default.strip()
         bits = name.split()
         pname = bits[-1]
         ctype = bits[0] if len(bits) == 2 else None
         if ctype in ("Py_ssize_t", "int", "long", "u64", "bint"):
             ctype = "bool" if ctype == "bint" else "int"
-        if ctype and (ctype[0].isupper() or ctype in ("int", "bool", "str")):
+        if (cls.__name__, pname) in INIT_PARAM_TYPES:
+            t = INIT_PARAM_TYPES[cls.__name__, pname]
+        elif ctype and (ctype[0].isupper() or ctype in ("int", "bool", "str")):
             t = ctype
-        else:
-            t = param_type(pname, default if has_default else inspect.Parameter.empty)
+        elif pname in PARAM_TYPES or pname in BOOL_PARAMS:
+            t = param_type(pname, inspect.Parameter.empty)
+        elif default in ("True", "False"):
+            t = "bool"
+        elif default and default[0] in "\"'":
+            t = "str"
+        elif default == "None":
+            t = "Any"
+        else:                                    # digits or a constant's name
+            t = "int"
+        if default == "None" and "None" not in t and t != "Any":
+            t = f"{t} | None"
         parts.append(f"{pname}: {t}" + (" = ..." if has_default else ""))
     return f"    def __init__({', '.join(parts)}) -> None: ..."
 

@@ -57,7 +57,7 @@ cdef class DmaDebug:
     DmaDebugError when ``raise_errors`` is set.
     """
 
-    def __cinit__(self):
+    def __cinit__(self, Machine machine not None, enabled=True):
         self.bucket_head = <int *>malloc(HASH_SIZE * sizeof(int))
         self.bucket_tail = <int *>malloc(HASH_SIZE * sizeof(int))
         if self.bucket_head == NULL or self.bucket_tail == NULL:
@@ -65,8 +65,6 @@ cdef class DmaDebug:
         memset(self.bucket_head, 0xff, HASH_SIZE * sizeof(int))
         memset(self.bucket_tail, 0xff, HASH_SIZE * sizeof(int))
         self.free_head = -1
-
-    def __init__(self, Machine machine, enabled):
         self.machine = machine
         self.enabled = bool(enabled)
         self.raise_errors = False

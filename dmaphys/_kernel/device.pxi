@@ -17,7 +17,7 @@ cdef class Device:
     is_swiotlb_force_bounce() for this device.
     """
 
-    def __init__(self, Machine machine, str name, dma_mask, coherent, dma_range_map, bus_dma_limit,
+    def __cinit__(self, Machine machine not None, str name not None, dma_mask, coherent, dma_range_map, bus_dma_limit,
                  force_bounce, min_align_mask, pci, untrusted, max_segment_size, seg_boundary_mask,
                  coherent_dma_mask):
         cdef bus_dma_region r
@@ -178,6 +178,13 @@ cdef inline u64 dma_get_mask_c(Device dev) noexcept:
 
 
 # ---- the bus -----------------------------------------------------------------------------------
+cdef inline int _dev_live(Device dev) except -1:
+    """DMA-API entry points refuse a device Machine.remove_device() removed (ValueError)."""
+    if dev.removed:
+        raise ValueError(f"device {dev.name!r} was removed from its machine")
+    return 0
+
+
 cdef int device_access(Device dev, u64 addr, u8 *buf, u64 n, bint write) except -1:
     """One device-initiated access of n bytes at bus address addr.
 
@@ -188,6 +195,9 @@ cdef int device_access(Device dev, u64 addr, u8 *buf, u64 n, bint write) except 
     """
     cdef u64 last = addr + n - 1
     cdef u64 phys
+    if dev.removed:                            # unbound and gone: blocked like IOMMU_DOMAIN_BLOCKED
+        dev.faults += 1
+        raise DmaFault(dev.name, addr, n, "write" if write else "read", "blocked (the device was removed)")
     if last < addr:
         dev.faults += 1
         raise DmaFault(dev.name, addr, n, "write" if write else "read", "address wraps")

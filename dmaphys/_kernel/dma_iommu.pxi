@@ -30,6 +30,9 @@ cdef inline u64 _iova_align(u64 granule, u64 size) noexcept nogil:
 cdef class IovaFq:
     """struct iova_fq: one flush-queue ring of ``fq_size`` entries (``fq_size - 1`` usable)."""
 
+    def __cinit__(self, *args):
+        _internal_only(args, "IovaFq objects are made by the DMA domain's flush queue")
+
     def __len__(self):
         return (self.tail - self.head) & self.mod_mask
 
@@ -49,7 +52,7 @@ cdef class IovaFq:
 
 cdef IovaFq iommu_dma_init_one_fq(u64 fq_size):
     """iommu_dma_init_one_fq(): an empty ring (head == tail == 0, mod_mask = fq_size - 1)."""
-    cdef IovaFq fq = IovaFq.__new__(IovaFq)
+    cdef IovaFq fq = IovaFq.__new__(IovaFq, _INTERNAL)
     fq.entries.resize(fq_size)
     fq.head = 0
     fq.tail = 0
@@ -59,6 +62,9 @@ cdef IovaFq iommu_dma_init_one_fq(u64 fq_size):
 
 cdef class _FqTimer:
     """The fq_timer callback bound to one incarnation of a cookie's flush queue."""
+
+    def __cinit__(self, *args):
+        _internal_only(args, "made by queue_iova()")
 
     def __call__(self):
         if self.cookie.fq_gen == self.gen and self.cookie.fq_on:
@@ -75,7 +81,8 @@ cdef class IommuDmaCookie:
     unmaps), else None.
     """
 
-    def __cinit__(self):
+    def __cinit__(self, *args):
+        _internal_only(args, "IommuDmaCookie objects come from iommu_dma_init_domain() (device attach)")
         self.msi_page_list = []
         self.percpu_fq = []
         self.pci_32bit = {}
@@ -227,7 +234,7 @@ cdef int queue_iova(IommuDmaCookie cookie, u64 pfn, u64 pages, vector[u64]& free
     if not cookie.fq_timer_on:                            # armed once, never pushed back
         cookie.fq_timer_on = True
         cookie.fq_timer_cpu = cpu
-        t = _FqTimer.__new__(_FqTimer)
+        t = _FqTimer.__new__(_FqTimer, _INTERNAL)
         t.cookie = cookie
         t.gen = cookie.fq_gen
         cookie.machine.add_timer(cookie.fq_timeout * 1000000, t)
@@ -296,6 +303,11 @@ cdef int iommu_dma_init_options(IommuDmaCookie cookie, object iommu) except -1:
         cookie.qt = IOMMU_DMA_OPTS_PER_CPU_QUEUE
         cookie.fq_size = IOVA_DEFAULT_FQ_SIZE
         cookie.fq_timeout = IOVA_DEFAULT_FQ_TIMEOUT
+    # simulator knobs (Iommu(fq_size=, fq_timeout=)): not in the kernel, which fixes these
+    if iommu.fq_size is not None:
+        cookie.fq_size = iommu.fq_size
+    if iommu.fq_timeout is not None:
+        cookie.fq_timeout = iommu.fq_timeout
     return 0
 
 
@@ -405,7 +417,7 @@ cdef int iommu_dma_init_domain(IommuDomain domain, Device dev) except -1:
     cdef u64 order, base_pfn, lo, hi
     cdef size_t i
     if domain.iova_cookie is None:                     # iommu_get_dma_cookie()
-        cookie = IommuDmaCookie.__new__(IommuDmaCookie)
+        cookie = IommuDmaCookie.__new__(IommuDmaCookie, _INTERNAL)
         cookie.domain = domain
         cookie.machine = m
         domain.iova_cookie = cookie
@@ -754,7 +766,11 @@ cdef int iommu_dma_map_sg_swiotlb(Device dev, ScatterList sg, int nents, int dir
     sg.sg[0].dma_flags |= SG_DMA_SWIOTLB                  # sg_dma_mark_swiotlb(sg)
     for i in range(nents):
         s = &sg.sg[i]
-        s.dma_address = iommu_dma_map_phys(dev, s.page_phys + s.offset, s.length, dir, attrs)
+        try:
+            s.dma_address = iommu_dma_map_phys(dev, s.page_phys + s.offset, s.length, dir, attrs)
+        except BaseException:
+            iommu_dma_unmap_sg_swiotlb(dev, sg, i, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)   # leave no trace
+            raise
         if s.dma_address == DMA_MAPPING_ERROR:
             iommu_dma_unmap_sg_swiotlb(dev, sg, i, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)
             return -EIO
@@ -948,7 +964,7 @@ cdef class DmaIovaState:
     Bit 63 of ``__size`` is DMA_IOVA_USE_SWIOTLB; ``size`` is dma_iova_size(state).
     """
 
-    def __init__(self, addr=0, size=0):
+    def __cinit__(self, addr=0, size=0):
         self.addr = _u64(addr, "addr")
         self._size = _u64(size, "__size")
 
@@ -1220,6 +1236,7 @@ def dma_iova_try_alloc(Device dev not None, DmaIovaState state not None, phys, s
     allocated (state.addr keeps phys's offset in the granule), false if the regular DMA API
     should be used (dma-direct or identity devices, size 0, allocation failure).
     """
+    _dev_live(dev)
     cdef u64 p = _arg_u64(phys, "phys")
     cdef u64 sz = _arg_u64(size, "size")
     try:
@@ -1233,6 +1250,7 @@ def dma_iova_free(Device dev not None, DmaIovaState state not None):
 
     Every linked range must have been unlinked first.
     """
+    _dev_live(dev)
     try:
         c_dma_iova_free(dev, state)
     finally:
@@ -1246,6 +1264,7 @@ def dma_iova_link(Device dev not None, DmaIovaState state not None, phys, offset
     -EIO: a mid-granule phys at offset > 0; -EPERM: MMIO that would need bouncing; -ENOMEM:
     no bounce slot; iommu_map errors otherwise.
     """
+    _dev_live(dev)
     cdef u64 p = _arg_u64(phys, "phys")
     cdef u64 off = _arg_u64(offset, "offset")
     cdef u64 sz = _arg_u64(size, "size")
@@ -1259,6 +1278,7 @@ def dma_iova_link(Device dev not None, DmaIovaState state not None, phys, offset
 
 def dma_iova_sync(Device dev not None, DmaIovaState state not None, offset, size):
     """dma_iova_sync(dev, state, offset, size) -> 0 or -errno: one IOTLB sync for the linked range."""
+    _dev_live(dev)
     cdef u64 off = _arg_u64(offset, "offset")
     cdef u64 sz = _arg_u64(size, "size")
     try:
@@ -1272,6 +1292,7 @@ def dma_iova_unlink(Device dev not None, DmaIovaState state not None, offset, si
 
     The IOVA space stays allocated in the state.
     """
+    _dev_live(dev)
     cdef u64 off = _arg_u64(offset, "offset")
     cdef u64 sz = _arg_u64(size, "size")
     cdef unsigned long a = _arg_attrs(attrs)
@@ -1287,6 +1308,7 @@ def dma_iova_destroy(Device dev not None, DmaIovaState state not None, mapped_le
 
     Lazy domains queue the IOVA on the flush queue; mapped_len == 0 is dma_iova_free().
     """
+    _dev_live(dev)
     cdef u64 ml = _arg_u64(mapped_len, "mapped_len")
     cdef unsigned long a = _arg_attrs(attrs)
     cdef int d = _arg_dir(dir)

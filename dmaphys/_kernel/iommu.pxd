@@ -39,7 +39,7 @@ cdef class IommuDomain:
     cdef readonly u64 pgsize_bitmap            # domain->pgsize_bitmap
     cdef readonly u64 aperture_start           # domain->geometry.aperture_start
     cdef readonly u64 aperture_end             # domain->geometry.aperture_end
-    cdef public object iova_cookie             # IommuDmaCookie (dma_iommu.pxi) for DMA domains
+    cdef readonly object iova_cookie           # IommuDmaCookie (dma_iommu.pxi) for DMA domains
     cdef readonly list devices                 # the group's attached devices
     cdef readonly u32 id                       # domain id (VT-d DID / SMMU ASID) tagging IOTLB entries
     cdef readonly bint is_default              # a group's default domain (freed with its last device)
@@ -69,6 +69,8 @@ cdef class Iommu:
     cdef readonly object ias                   # input address size (bits)
     cdef readonly object oas                   # output address size (bits)
     cdef readonly str name                     # iommu->dev name
+    cdef readonly object fq_size               # (simulator) None or a flush-queue size override
+    cdef readonly object fq_timeout            # (simulator) None or a flush-queue timeout override (ms)
     cdef readonly IommuDomain identity_domain  # ops->identity_domain (static)
     cdef readonly IommuDomain blocked_domain   # ops->blocked_domain (static)
     cdef u32 next_domid                        # (simulator) next domain id

@@ -53,6 +53,16 @@ cdef int iommu_notify(Iommu mmu, IommuDomain d, u64 iova, u64 size) except -1:
                 mmu.machine.defer_exception(exc)
     return 0
 
+def _check_fq_options(fq_size, fq_timeout):
+    """Validate the flush-queue overrides of Iommu (ValueError/TypeError)."""
+    for v, what in ((fq_size, "fq_size"), (fq_timeout, "fq_timeout")):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+            raise TypeError(f"{what} must be None or an int, not {v!r}")
+    if fq_size is not None and (fq_size < 2 or fq_size > (1 << 20) or fq_size & (fq_size - 1)):
+        raise ValueError(f"fq_size must be a power of two in 2..{1 << 20}, not {fq_size}")
+    if fq_timeout is not None and not 1 <= fq_timeout <= 3_600_000:
+        raise ValueError(f"fq_timeout must be in 1..3600000 ms, not {fq_timeout}")
+
 
 cdef class IommuDomain:
     """struct iommu_domain: made by ``Iommu.domain_alloc()`` (unmanaged) or by device attach.
@@ -62,8 +72,8 @@ cdef class IommuDomain:
     IOMMU's format; identity and blocked domains are the IOMMU's static singletons.
     """
 
-    def __init__(self, *args, **kwargs):
-        raise TypeError("IommuDomain objects come from Iommu.domain_alloc() or device attach")
+    def __cinit__(self, *args):
+        _internal_only(args, "IommuDomain objects come from Iommu.domain_alloc() or device attach")
 
     @property
     def pgtable_root(self):
@@ -91,7 +101,7 @@ cdef class IommuDomain:
 
 cdef IommuDomain _domain_new(Iommu mmu, str type, bint is_default):
     """iommu_paging_domain_alloc() / the static identity and blocked domains."""
-    cdef IommuDomain d = IommuDomain.__new__(IommuDomain)
+    cdef IommuDomain d = IommuDomain.__new__(IommuDomain, _INTERNAL)
     cdef u64 bm
     d.iommu = mmu
     d.type = type
@@ -133,13 +143,16 @@ cdef class Iommu:
     ``caching_mode`` (VT-d CM=1, a virtual IOMMU: maps are followed by an IOTLB invalidation),
     ``reserved_regions`` ([(start, length, type)] replacing the format's defaults; type is a
     name of enum iommu_resv_type such as "msi", "sw_msi", "direct", "reserved", or its value),
-    ``name``.
+    ``name``, ``fq_size`` / ``fq_timeout`` (a simulator knob for parameter studies: the DMA-FQ
+    flush queues' entries, a power of two >= 2, and timeout in ms >= 1, instead of the kernel's
+    fixed iommu_dma_options values; None = the kernel's).
     """
 
-    def __init__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
+    def __cinit__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
                  fault_mode="raise", shadow_on_flush=False, forcedac=False, caching_mode=False,
-                 reserved_regions=None, ias=None, oas=None, name=None):
+                 reserved_regions=None, ias=None, oas=None, name=None, fq_size=None, fq_timeout=None):
         cdef Iotlb tlb
+        _check_fq_options(fq_size, fq_timeout)
         if not isinstance(fmt, str):
             raise TypeError(f"fmt must be a str, not {type(fmt).__name__}")
         if fmt not in IOPGTABLE_FORMATS:
@@ -180,6 +193,8 @@ cdef class Iommu:
         self.caching_mode = bool(caching_mode)
         self.reserved_regions = regions
         self.name = f"iommu{len(machine.iommus)}" if name is None else str(name)
+        self.fq_size = fq_size
+        self.fq_timeout = fq_timeout
         self.sids = {}
         self.default_domains = {}
         self.notifiers = []
@@ -847,6 +862,7 @@ def iommu_attach_device(domain, Device dev not None):
     0, -ENODEV (not behind an IOMMU), -EINVAL (other IOMMU, or a multi-device group), -EBUSY
     (already attached to a non-default domain). While attached, the device does not use the
     DMA API (dev.dma_iommu is cleared: the driver owns DMA, as with VFIO)."""
+    _dev_live(dev)
     cdef IommuDomain d = _domain_arg(domain)
     cdef IommuDomain cur
     if d.freed:
@@ -874,6 +890,7 @@ def iommu_attach_device(domain, Device dev not None):
 
 def iommu_detach_device(domain, Device dev not None):
     """iommu_detach_device(): back to the default domain (WARN if dev is not in ``domain``)."""
+    _dev_live(dev)
     cdef IommuDomain d = _domain_arg(domain)
     cdef Iommu mmu = d.iommu
     cdef IommuDomain dflt

@@ -53,7 +53,7 @@ cdef class Iotlb:
     """
                                                # lets find/inv_range skip sizes nothing caches
 
-    def __init__(self, entries=512, ways=8, policy="lru", seed=0, mode="set-assoc",
+    def __cinit__(self, entries=512, ways=8, policy="lru", seed=0, mode="set-assoc",
                  max_size=VTD_IOTLB_MAX_SIZE):
         if mode not in ("set-assoc", "qemu"):
             raise ValueError(f"IOTLB mode must be 'set-assoc' or 'qemu', not {mode!r}")

@@ -18,6 +18,7 @@ cdef class Machine:
     cdef object _deferred_exc                  # (simulator) first exception of an embedder callback, raised at flush
     cdef list _timers                                  # heap of (deadline_ns, seq, callback)
     cdef u64 _timer_seq                        # (simulator) timer tie-break sequence
+    cdef dict _user_pages                      # (simulator) phys -> npages handed out by alloc_pages()
     cdef void kwarn(self, object category, str text, object once_key=*)
     cdef int defer_exception(self, object exc) except -1
 

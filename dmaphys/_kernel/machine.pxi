@@ -27,7 +27,7 @@ cdef class Machine:
     area count (default: ``cpus``, rounded as swiotlb_adjust_nareas does).
     """
 
-    def __init__(self, ram=None, cpus=4, swiotlb="auto", swiotlb_nareas=None,
+    def __cinit__(self, ram=None, cpus=4, swiotlb="auto", swiotlb_nareas=None,
                  swiotlb_force=False, dma_debug=True):
         cdef u64 size
         if ram is None:
@@ -46,6 +46,7 @@ cdef class Machine:
         self._warned_once = set()
         self._timers = []
         self._timer_seq = 0
+        self._user_pages = {}
         for i, r in enumerate(ram):
             base, rsize = r
             self.mem.add_region(_u64(base, "RAM base"), _u64(rsize, "RAM size"), REGION_RAM, f"System RAM {i}")
@@ -107,11 +108,12 @@ cdef class Machine:
         """CPU loads ``n`` bytes at ``phys`` (never-written RAM reads as zeros)."""
         cdef u64 p = _u64(phys, "phys")
         cdef u64 cnt = _u64(n, "n")
-        cdef bytearray out = bytearray(cnt)
+        cdef bytearray out
         if cnt == 0:
-            return bytes(out)
-        if self.mem.find_region(p, cnt) < 0:
+            return b""
+        if self.mem.find_region(p, cnt) < 0:           # checked before the buffer is allocated
             raise PhysAddrError(p, cnt)
+        out = bytearray(cnt)
         self.dma_debug.cpu_access(p, cnt, False)
         self.flush_warnings()
         self.mem.read(p, <u8 *><char *>out, cnt)
@@ -132,12 +134,19 @@ cdef class Machine:
         phys = self.mem.alloc_pages_c(n, lim, al)
         if phys == U64_MAX:
             raise MemoryError(f"no {n} free pages below {lim:#x}")
+        self._user_pages[phys] = n
         return phys
 
     def free_pages(self, phys, npages):
-        """Free pages from alloc_pages (the exact run). Their contents are discarded."""
-        if self.mem.free_pages_c(_u64(phys, "phys"), _u64(npages, "npages")) < 0:
-            raise ValueError(f"free_pages({phys:#x}, {npages}): not an allocation of that size")
+        """Free a run alloc_pages() returned (the exact run). Their contents are discarded.
+
+        Raises ValueError for anything else -- pages the machine allocated for itself (page
+        tables, swiotlb, coherent buffers) included -- and leaves all state unchanged.
+        """
+        cdef u64 p = _u64(phys, "phys"), n = _u64(npages, "npages")
+        if self._user_pages.get(p) != n or self.mem.free_pages_c(p, n) < 0:
+            raise ValueError(f"free_pages({p:#x}, {n}): not a run alloc_pages() handed out")
+        del self._user_pages[p]
 
     def add_mmio(self, base, size, name):
         """Add a non-RAM region (a BAR); CPU and device accesses hit its own store."""
@@ -213,7 +222,7 @@ cdef class Machine:
         if dev.domain is not None:
             dev.domain.iommu.detach_device(dev)
         del self.devices[dev.name]
-        dev.removed = True                              # the C ABI refuses its capsules from now on
+        dev.removed = True              # faults like a blocked domain; the C ABI refuses its capsules
         self.flush_warnings()
 
     # ---- PCI topology and P2P memory (drivers/pci/p2pdma.c; see P2PTopology) ---------------

@@ -62,3 +62,16 @@ def _c_constants():
         "IOMMU_RESV_SW_MSI": IOMMU_RESV_SW_MSI,
         "IOMMU_NONE": IOMMU_NONE, "IOMMU_RO": IOMMU_RO, "IOMMU_WO": IOMMU_WO, "IOMMU_RW": IOMMU_RW,
     }
+
+
+# ---- objects only the core makes -------------------------------------------------------------
+# Types whose fields the core fills after creation (domains, cookies, PCI nodes, pagemaps) take
+# this token in __cinit__: ``T.__new__(T)`` from Python raises TypeError instead of handing out
+# an object whose None/zero fields would crash the first call that uses it.
+cdef object _INTERNAL = object()
+
+
+cdef inline int _internal_only(tuple args, str how) except -1:
+    if len(args) != 1 or args[0] is not _INTERNAL:
+        raise TypeError(how)
+    return 0

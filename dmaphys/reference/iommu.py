@@ -126,12 +126,24 @@ def _resv_regions(regions):
     return out
 
 
+def _check_fq_options(fq_size, fq_timeout) -> None:
+    """Validate the flush-queue overrides of Iommu (ValueError/TypeError)."""
+    for v, what in ((fq_size, "fq_size"), (fq_timeout, "fq_timeout")):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+            raise TypeError(f"{what} must be None or an int, not {v!r}")
+    if fq_size is not None and (fq_size < 2 or fq_size > (1 << 20) or fq_size & (fq_size - 1)):
+        raise ValueError(f"fq_size must be a power of two in 2..{1 << 20}, not {fq_size}")
+    if fq_timeout is not None and not 1 <= fq_timeout <= 3_600_000:
+        raise ValueError(f"fq_timeout must be in 1..3600000 ms, not {fq_timeout}")
+
+
 class Iommu:
     """Reference twin of dmaphys._core.Iommu (see its docstring for the options)."""
 
     def __init__(self, machine, fmt="vtd-ss", strict=True, iotlb=None, *, fault_mode="raise",
                  shadow_on_flush=False, forcedac=False, caching_mode=False, reserved_regions=None,
-                 ias=None, oas=None, name=None):
+                 ias=None, oas=None, name=None, fq_size=None, fq_timeout=None):
+        _check_fq_options(fq_size, fq_timeout)
         if not isinstance(fmt, str):
             raise TypeError(f"fmt must be a str, not {type(fmt).__name__}")
         if fmt not in IOPGTABLE_FORMATS:
@@ -170,6 +182,8 @@ class Iommu:
         self.caching_mode = bool(caching_mode)
         self.reserved_regions = regions
         self.name = f"iommu{len(machine.iommus)}" if name is None else str(name)
+        self.fq_size = fq_size
+        self.fq_timeout = fq_timeout
         self._sids: dict = {}
         self._default_domains: dict = {}
         self.notifiers: list = []
@@ -638,7 +652,15 @@ def iommu_domain_free(domain) -> None:
     d.iommu.machine.flush_warnings()
 
 
+def _machine_dev_arg(dev) -> None:
+    from . import machine
+    if not isinstance(dev, machine.Device):
+        raise TypeError(f"dev must be a Device, not {type(dev).__name__}")
+    machine.dev_live(dev)
+
+
 def iommu_attach_device(domain, dev) -> int:
+    _machine_dev_arg(dev)
     d = _domain_arg(domain)
     if d.freed:
         raise ValueError(f"IOMMU domain {d.id} was freed")
@@ -664,6 +686,7 @@ def iommu_attach_device(domain, dev) -> int:
 
 
 def iommu_detach_device(domain, dev) -> None:
+    _machine_dev_arg(dev)
     d = _domain_arg(domain)
     mmu = d.iommu
     if dev.domain is not d or dev not in mmu._default_domains:

@@ -45,6 +45,7 @@ class Machine:
         self._deferred_exc: BaseException | None = None
         self._warned_once: set = set()
         self._timers: list = []
+        self._user_pages: dict[int, int] = {}       # phys -> npages handed out by alloc_pages()
         self._timer_seq = 0
         for i, (base, size) in enumerate(ram):
             self.mem.add_region(u64(base, "RAM base"), u64(size, "RAM size"), REGION_RAM, f"System RAM {i}")
@@ -115,11 +116,14 @@ class Machine:
         phys = self.mem.alloc_pages(n, lim, al)
         if phys == U64_MAX:
             raise MemoryError(f"no {n} free pages below {lim:#x}")
+        self._user_pages[phys] = n
         return phys
 
     def free_pages(self, phys, npages) -> None:
-        if self.mem.free_pages(u64(phys, "phys"), u64(npages, "npages")) < 0:
-            raise ValueError(f"free_pages({phys:#x}, {npages}): not an allocation of that size")
+        p, n = u64(phys, "phys"), u64(npages, "npages")
+        if self._user_pages.get(p) != n or self.mem.free_pages(p, n) < 0:
+            raise ValueError(f"free_pages({p:#x}, {n}): not a run alloc_pages() handed out")
+        del self._user_pages[p]
 
     def add_mmio(self, base, size, name) -> None:
         self.mem.add_region(u64(base, "base"), u64(size, "size"), REGION_MMIO, str(name))
@@ -173,6 +177,7 @@ class Machine:
         if dev.domain is not None:
             dev.domain.iommu.detach_device(dev)
         del self.devices[dev.name]
+        dev.removed = True                        # faults from now on, like a blocked domain
         self.flush_warnings()
 
     def add_host_bridge(self, name, p2p_allowlisted=False, *, req_same_host_bridge=False):
@@ -244,6 +249,7 @@ class Device:
         self.seg_boundary_mask = u64(seg_boundary_mask, "seg_boundary_mask")
         self.pci = bool(pci)
         self.untrusted = bool(untrusted)
+        self.removed = False                      # Machine.remove_device() ran: every access faults
         if self.untrusted and not self.pci:
             raise ValueError("only PCI devices can be untrusted (pdev->untrusted)")
         self.range_map: list[tuple[int, int, int]] = []
@@ -360,10 +366,19 @@ def dma_get_mask(dev) -> int:
     return DMA_BIT_MASK(32)
 
 
+def dev_live(dev) -> None:
+    """DMA-API entry points refuse a device Machine.remove_device() removed (ValueError)."""
+    if dev.removed:
+        raise ValueError(f"device {dev.name!r} was removed from its machine")
+
+
 def device_access(dev, addr: int, n: int, write: bool, data: bytes | None):
     """Mirrors device.pxi device_access(); returns the bytes read (reads) or None."""
     last = addr + n - 1
     access = "write" if write else "read"
+    if dev.removed:                              # unbound and gone: blocked like IOMMU_DOMAIN_BLOCKED
+        dev.faults += 1
+        raise DmaFault(dev.name, addr, n, access, "blocked (the device was removed)")
     if last > U64_MAX:
         dev.faults += 1
         raise DmaFault(dev.name, addr, n, access, "address wraps")
