@@ -6,7 +6,9 @@ The spec: kind "stress", the NIC workload, 16 points (iotlb_capacity x iommu x s
 operations per point (default 60,000: about a second per point on the -O2 core). Each worker
 count runs the whole sweep through ``sweep.run_sweep`` (worker processes, one thread each) and
 prints the wall time from the call to the last row on disk, the part spent starting the
-cluster, the rest (the points), and the speed-up of the points against 1 worker; the worker
+cluster, the rest (the points), the speed-up of the points against 1 worker, the workers'
+busy time (compute time of the points, from Dask's task stream: it grows when other processes
+take the CPU) and the overlap, busy / points time (how many points ran at once); the worker
 counts take turns ``--repeat`` times and each keeps its best run. The rows must be identical
 for every worker count and run (checked). Timings are of a shared machine: noisy.
 """
@@ -48,16 +50,18 @@ def main() -> None:
                 if rows_seen is not None:
                     assert rows == rows_seen, "rows differ between runs"
                 rows_seen = rows
-                run = (wall, timings["cluster_start_s"], timings["points_s"])
+                run = (wall, timings["cluster_start_s"], timings["points_s"], timings.get("busy_s", 0.0))
                 if n not in results or run[2] < results[n][2]:
                     results[n] = run
     base = results[min(results)][2]
     print(f"16-point sweep, {ops:,} ops per point, LocalCluster on {os.cpu_count()} CPUs, "
           f"best of {1 if args.quick else args.repeat} (load average {os.getloadavg()[0]:.1f}: "
           f"a shared machine is noisy)")
-    print(f"{'workers':>8}{'wall s':>9}{'cluster start s':>17}{'points s':>10}{'speed-up':>10}")
-    for n, (wall, start, pts) in results.items():
-        print(f"{n:>8}{wall:>9.2f}{start:>17.2f}{pts:>10.2f}{base / pts:>9.2f}x")
+    print(f"{'workers':>8}{'wall s':>9}{'cluster start s':>17}{'points s':>10}{'speed-up':>10}"
+          f"{'busy s':>9}{'overlap':>9}")
+    for n, (wall, start, pts, busy) in results.items():
+        print(f"{n:>8}{wall:>9.2f}{start:>17.2f}{pts:>10.2f}{base / pts:>9.2f}x"
+              f"{busy:>9.2f}{busy / pts:>8.2f}x")
 
 
 if __name__ == "__main__":

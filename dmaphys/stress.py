@@ -432,6 +432,7 @@ def run(ops: int = DEFAULT_OPS, seed: int = 0, scenarios=SCENARIOS, duration: fl
     clock = time.perf_counter_ns
     sample_every = max(ops // 200, 1000)
     next_sample = 0
+    interrupted = False
     try:
         while True:
             if deadline is not None:
@@ -458,11 +459,16 @@ def run(ops: int = DEFAULT_OPS, seed: int = 0, scenarios=SCENARIOS, duration: fl
             if total >= next_sample:
                 w.occupancy.append((total, iova_pages_in_use(w.m), swiotlb_used(w.m)))
                 next_sample = total + sample_every
+    except KeyboardInterrupt:                      # Ctrl-C: stop and report what ran so far
+        interrupted = True
     finally:
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - start
-    return build_report(w, total, elapsed, seed)
+    w.occupancy.append((total, iova_pages_in_use(w.m), swiotlb_used(w.m)))     # the end state too
+    report = build_report(w, total, elapsed, seed)
+    report["interrupted"] = interrupted
+    return report
 
 
 # ---- report ---------------------------------------------------------------------------------
@@ -521,8 +527,9 @@ def build_report(w: Workload, total_ops: int, elapsed: float, seed: int) -> dict
 
 
 def format_report(r: dict) -> str:
+    stop = " -- interrupted, the report so far" if r.get("interrupted") else ""
     lines = [f"dmaphys stress: seed {r['seed']}, {r['operations']:,} operations in {r['seconds']:.2f} s "
-             f"({r['ops_per_s']:,} ops/s)", "",
+             f"({r['ops_per_s']:,} ops/s){stop}", "",
              f"{'path':<10}{'ops':>12}{'ops/s':>12}{'rounds':>10}{'MiB moved':>11}{'map fails':>11}"
              f"{'p50 ns':>10}{'p99 ns':>10}"]
     for name, p in r["paths"].items():
@@ -559,22 +566,30 @@ def plot_report(r: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    lats = [np.array(lat, dtype=np.float64) / 1000.0 for lat in r["latencies"].values() if lat]
+    lo = max(min((a.min() for a in lats), default=0.1), 0.01)
+    hi = max(max((a.max() for a in lats), default=1.0), lo * 10)
+    bins = np.geomspace(lo, hi, 60)                  # latencies span decades: log-spaced bins, log axes
     for name, lat in r["latencies"].items():
         if lat:
-            ax1.hist(np.array(lat) / 1000.0, bins=60, histtype="step", label=name, log=True)
-    ax1.set_xlabel("round latency (µs)")
-    ax1.set_ylabel("rounds")
+            ax1.hist(np.array(lat) / 1000.0, bins=bins, histtype="step", label=name, log=True)
+    ax1.set_xscale("log")
+    ax1.set_xlabel("round latency (µs, log)")
+    ax1.set_ylabel("rounds (log)")
     ax1.set_title("latency per path")
     ax1.legend()
     occ = np.array(r["occupancy"] or [(0, 0, 0)], dtype=np.float64)
-    ax2.plot(occ[:, 0], occ[:, 1], label="IOVA pages in use")
-    ax2.plot(occ[:, 0], occ[:, 2], label="swiotlb slots in use")
+    ax2.plot(occ[:, 0], occ[:, 1], color="tab:blue", label="IOVA pages in use")
     ax2.set_xlabel("operations")
+    ax2.set_ylabel("IOVA pages in use", color="tab:blue")
+    ax3 = ax2.twinx()                                # slots and pages differ by orders of magnitude
+    ax3.plot(occ[:, 0], occ[:, 2], color="tab:orange", label="swiotlb slots in use")
+    ax3.set_ylabel("swiotlb slots in use", color="tab:orange")
     ax2.set_title("occupancy over time")
-    ax2.legend()
+    ax2.legend(handles=ax2.get_lines() + ax3.get_lines(), loc="upper left")
     fig.suptitle(f"dmaphys stress, seed {r['seed']}: {r['operations']:,} ops")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")            # exactly ``path`` (no ".png" appended)
     plt.close(fig)
 
 

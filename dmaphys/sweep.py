@@ -556,9 +556,11 @@ def run_sweep(spec: Spec, out: str, *, scheduler: str | None = None, workers: in
               timings: dict | None = None) -> list[dict]:
     """Run every point not already done; returns the rows (string cells) sorted by point.
 
-    ``timings`` (a dict) receives ``cluster_start_s`` (connecting / starting the LocalCluster)
-    and ``points_s`` (from the first submit to the last row streamed to disk).
+    ``timings`` (a dict) receives ``cluster_start_s`` (connecting / starting the LocalCluster),
+    ``points_s`` (from the first submit to the last row streamed to disk) and ``busy_s`` (the
+    workers' compute time of the points, from Dask's task stream).
     """
+    import contextlib
     import time
     import uuid
 
@@ -594,20 +596,29 @@ def run_sweep(spec: Spec, out: str, *, scheduler: str | None = None, workers: in
         sink = RowSink(out, spec.columns, existing)
         if client is not None:
             tag = uuid.uuid4().hex[:12]
-            futures = {client.submit(run_point, i, spec.kind, points[i], backend, pure=False,
-                                     key=f"dmaphys-point-{i}-{tag}"): i for i in todo}
-            with _progress_bar(len(todo), progress) as bar:
-                for fut in as_completed(futures):
-                    i = futures[fut]
-                    try:
-                        row = fut.result()
-                    except Exception as e:                   # noqa: BLE001 - a lost point
-                        row = {"point": i, "kind": spec.kind, **points[i],
-                               "status": f"lost: {type(e).__name__}: {' '.join(str(e).split())[:160]}"}
-                    sink.add(row)
-                    bar.update(1)
-                    fut.release()
-            t2 = time.perf_counter()
+            stream = contextlib.nullcontext()
+            if timings is not None:
+                from dask.distributed import get_task_stream
+                stream = get_task_stream(client)
+            with stream as ts:
+                futures = {client.submit(run_point, i, spec.kind, points[i], backend, pure=False,
+                                         key=f"dmaphys-point-{i}-{tag}"): i for i in todo}
+                with _progress_bar(len(todo), progress) as bar:
+                    for fut in as_completed(futures):
+                        i = futures[fut]
+                        try:
+                            row = fut.result()
+                        except Exception as e:                   # noqa: BLE001 - a lost point
+                            why = " ".join(str(e).split())[:160]
+                            row = {"point": i, "kind": spec.kind, **points[i],
+                                   "status": f"lost: {type(e).__name__}: {why}"}
+                        sink.add(row)
+                        bar.update(1)
+                        fut.release()
+                t2 = time.perf_counter()
+            if ts is not None:
+                timings["busy_s"] = sum(ss["stop"] - ss["start"] for t in ts.data
+                                        for ss in t.get("startstops", ()) if ss.get("action") == "compute")
     finally:
         if client is not None:
             client.close()

@@ -16,7 +16,7 @@ from dmaphys import stress, sweep
 
 pytest.importorskip("dask.distributed")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(dmaphys.__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(dmaphys.__file__)))   # where dmaphys is imported from
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
        "PYTHONWARNINGS": "ignore"}
 
@@ -310,3 +310,18 @@ def test_killed_worker_loses_no_point_and_resume(tmp_path, cluster):
     (tmp_path / "other.toml").write_text("[base]\nops = 4000\n[axes]\nseed = [1, 2, 3, 4, 5, 6, 7, 8, 9]\n")
     bad = _sweep("other.toml", "--out", "r.csv", "--resume", "--scheduler", addr, cwd=tmp_path)
     assert bad.returncode == 2 and "different spec" in bad.stderr
+
+
+def test_example_specs_parse():
+    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    assert len(sweep.load_spec(os.path.join(examples, "sweep_nic_iotlb.toml"))) == 30
+    spec = sweep.load_spec(os.path.join(examples, "sweep_dmabuf.toml"))
+    assert spec.kind == "dmabuf" and len(spec) == 20
+
+
+def test_plot_refuses_other_files(tmp_path, capsys):
+    from dmaphys import cli
+
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    assert cli.main(["plot", str(tmp_path / "x.csv"), str(tmp_path / "p")]) == 2
+    assert "no sweep rows" in capsys.readouterr().err

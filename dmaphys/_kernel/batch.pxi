@@ -274,9 +274,11 @@ cdef object _iommu_iova_to_phys_batch(IommuDomain d, object iovas):
     cdef IoPgtable pt
     if n == 0:
         return out
+    if d.freed:                                  # as iommu_iova_to_phys() at the first element
+        raise ValueError(f"IOMMU domain {d.id} was freed")
     if d.ktype == IOMMU_DOMAIN_IDENTITY:
         o[:] = a
-    elif d.pgtable is None or d.freed:
+    elif d.pgtable is None:
         o[:] = 0
     else:
         pt = d.pgtable                           # domain->ops->iova_to_phys
@@ -290,7 +292,7 @@ def iommu_iova_to_phys_batch(domain, iovas):
     """iommu_iova_to_phys_batch(domain, iovas) -> ndarray[uint64]
 
     Same as ``domain.iova_to_phys_batch(iovas)``: ``iommu_iova_to_phys(domain, iovas[i])`` for
-    each i (identity domains return the IOVA, blocked and freed ones 0, paging domains walk the
+    each i (identity domains return the IOVA, blocked ones 0, freed ones raise ValueError, paging domains walk the
     page table: 0 when unmapped, -ERANGE as u64 beyond a generic_pt table). A software walk:
     no IOTLB, no statistics, no warnings.
 

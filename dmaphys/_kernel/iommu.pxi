@@ -708,9 +708,9 @@ cdef class IOMMUTLBEntry:
     ``translated_addr`` (its physical address), ``addr_mask`` (page size - 1: the real leaf
     size, e.g. 0x1fffff for a 2 MiB page, as QEMU's vtd_iommu_translate reports it) and
     ``perm`` (IOMMU_NONE / IOMMU_RO / IOMMU_WO / IOMMU_RW)."""
-    cdef readonly object iova
-    cdef readonly object translated_addr
-    cdef readonly object addr_mask
+    cdef readonly u64 iova                      # C fields: no Python ints made until read
+    cdef readonly u64 translated_addr
+    cdef readonly u64 addr_mask
     cdef readonly int perm
 
     def __init__(self, iova, translated_addr, addr_mask, perm):
@@ -838,8 +838,16 @@ def iommu_iotlb_sync(domain, iova, size):
 
 
 def iommu_iova_to_phys(domain, iova):
-    """iommu_iova_to_phys(domain, iova): the physical address, 0 when unmapped."""
-    return iommu_iova_to_phys_c(_domain_arg(domain), _u64(iova, "iova"))
+    """iommu_iova_to_phys(domain, iova) -> int: the physical address, 0 when unmapped.
+
+    Raises TypeError for a non-domain or non-int, ValueError for an IOVA beyond 64 bits and for a
+    domain iommu_domain_free() freed (as iommu_map/iommu_unmap do: 0 would read as an address).
+    """
+    cdef IommuDomain d = _domain_arg(domain)
+    cdef u64 a = _u64(iova, "iova")
+    if d.freed:
+        raise ValueError(f"IOMMU domain {d.id} was freed")
+    return iommu_iova_to_phys_c(d, a)
 
 
 def iommu_domain_free(domain):
