@@ -34,9 +34,11 @@ from .constants import EOVERFLOW as EOVERFLOW
 from .constants import ERANGE as ERANGE
 from .constants import EREMOTEIO as EREMOTEIO
 from .constants import INVALID_PHYS_ADDR as INVALID_PHYS_ADDR
+from .constants import IOMMUAccessFlags as IOMMUAccessFlags
 from .constants import IOMMU_CACHE as IOMMU_CACHE
 from .constants import IOMMU_MMIO as IOMMU_MMIO
 from .constants import IOMMU_NOEXEC as IOMMU_NOEXEC
+from .constants import IOMMU_NONE as IOMMU_NONE
 from .constants import IOMMU_PRIV as IOMMU_PRIV
 from .constants import IOMMU_READ as IOMMU_READ
 from .constants import IOMMU_RESV_DIRECT as IOMMU_RESV_DIRECT
@@ -44,6 +46,9 @@ from .constants import IOMMU_RESV_DIRECT_RELAXABLE as IOMMU_RESV_DIRECT_RELAXABL
 from .constants import IOMMU_RESV_MSI as IOMMU_RESV_MSI
 from .constants import IOMMU_RESV_RESERVED as IOMMU_RESV_RESERVED
 from .constants import IOMMU_RESV_SW_MSI as IOMMU_RESV_SW_MSI
+from .constants import IOMMU_RO as IOMMU_RO
+from .constants import IOMMU_RW as IOMMU_RW
+from .constants import IOMMU_WO as IOMMU_WO
 from .constants import IOMMU_WRITE as IOMMU_WRITE
 from .constants import IOVA_DEFAULT_FQ_SIZE as IOVA_DEFAULT_FQ_SIZE
 from .constants import IOVA_DEFAULT_FQ_TIMEOUT as IOVA_DEFAULT_FQ_TIMEOUT
@@ -87,6 +92,7 @@ from ._core import DmaDebug as DmaDebug
 from ._core import DmaDebugRecord as DmaDebugRecord
 from ._core import DmaIovaState as DmaIovaState
 from ._core import DmaTrace as DmaTrace
+from ._core import IOMMUTLBEntry as IOMMUTLBEntry
 from ._core import IOMMU_DOMAIN_TYPES as IOMMU_DOMAIN_TYPES
 from ._core import IOPGTABLE_FORMATS as IOPGTABLE_FORMATS
 from ._core import IoPgtable as IoPgtable

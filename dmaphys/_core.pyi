@@ -339,12 +339,8 @@ class Machine:
     ratelimit_states: dict[str, Any]
     regions: list[Any]
     def remove_device(self, dev: Device) -> None: ...
-<<<<<<< HEAD
     def remove_ram(self, base: int) -> None: ...
-    swiotlb: IoTlbMem
-=======
     swiotlb: IoTlbMem | None
->>>>>>> harden
     trace: DmaTrace
     warnings_dropped: int
     warnings_log: list[Any]
