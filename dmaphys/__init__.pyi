@@ -214,3 +214,5 @@ from ._core import swiotlb_tbl_unmap_single as swiotlb_tbl_unmap_single
 
 BACKEND: str
 __all__: list[str]
+
+def get_include() -> str: ...
