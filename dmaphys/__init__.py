@@ -28,4 +28,6 @@ else:
 
 globals().update({_n: getattr(_impl, _n) for _n in _impl.__all__})
 
-__all__ = sorted(set(_const_all) | set(_err_all) | set(_impl.__all__) | {"BACKEND", "__version__"})
+from .trace_replay import replay  # noqa: E402,F401 (dmaphys.replay(trace, machine=...): backend-generic)
+
+__all__ = sorted(set(_const_all) | set(_err_all) | set(_impl.__all__) | {"BACKEND", "__version__", "replay"})

@@ -1,4 +1,4 @@
-"""The ``dmaphys`` command: ``--version``, ``info``, ``stress`` (the main job) and ``bench``."""
+"""The ``dmaphys`` command: ``--version``, ``info``, ``stress`` (the main job), ``bench`` and ``replay``."""
 
 from __future__ import annotations
 
@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--json", action="store_true", help="print the results as JSON")
     be.add_argument("--backend", choices=("core", "reference"), default="core")
     be.set_defaults(func=cmd_bench)
+
+    from .trace_replay import build_parser_args as _replay_args
+    _replay_args(sub)
     return p
 
 

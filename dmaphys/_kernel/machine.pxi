@@ -156,6 +156,11 @@ cdef class Machine:
         """Add a non-RAM region (a BAR); CPU and device accesses hit its own store."""
         self.mem.add_region(_u64(base, "base"), _u64(size, "size"), REGION_MMIO, str(name))
 
+    def add_ram(self, base, size, name):
+        """Add a RAM range after construction (page aligned, overlapping nothing); its pages join
+        the page allocator. Used by the trace replay to cover the addresses a trace touches."""
+        self.mem.add_region(_u64(base, "base"), _u64(size, "size"), REGION_RAM, str(name))
+
     def max_phys_ram(self):
         """End (exclusive) of the highest RAM range (max_pfn << PAGE_SHIFT)."""
         end = 0

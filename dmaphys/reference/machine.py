@@ -122,6 +122,9 @@ class Machine:
     def add_mmio(self, base, size, name) -> None:
         self.mem.add_region(u64(base, "base"), u64(size, "size"), REGION_MMIO, str(name))
 
+    def add_ram(self, base, size, name) -> None:
+        self.mem.add_region(u64(base, "base"), u64(size, "size"), REGION_RAM, str(name))
+
     def max_phys_ram(self) -> int:
         return max((s + z for s, z, k, _ in self.mem.regions_list() if k == "ram"), default=0)
 
