@@ -317,9 +317,10 @@ def test_cli_json_report(tmp_path, capsys):
     assert rep["devices"]["0000:03:00.0"]["maps"] == 3 and rep["devices"]["0000:03:00.0"]["unmaps"] == 2
     assert {f["kind"] for f in rep["findings"]} == {"leak", "size_mismatch", "not_allocated"}
     assert rep["address_agreement"] == 0.0                       # IOVAs, not the traced dma-direct addresses
-    assert main(["replay", str(f)]) == 1
+    assert main(["replay", str(f), "--plot", str(tmp_path / "occ.png")]) == 1
     out = capsys.readouterr().out
     assert "line 4: [size_mismatch]" in out and "address agreement" in out
+    assert (tmp_path / "occ.png").stat().st_size > 0
 
 
 def test_load_spec_json(tmp_path):

@@ -14,53 +14,6 @@ from libc.string cimport memchr, memcmp, strlen
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeASCII
 
-cdef extern from *:
-    """
-    static const char *const dmaphys_tp_names[] = {
-        "dma_map_phys", "dma_map_page", "dma_unmap_phys", "dma_unmap_page", "dma_map_resource",
-        "dma_unmap_resource", "dma_sync_single_for_cpu", "dma_sync_single_for_device",
-        "swiotlb_bounced", "dma_alloc", "dma_free", "dma_alloc_pages", "dma_free_pages",
-        "dma_alloc_sgt", "dma_alloc_sgt_err", "dma_free_sgt", "dma_map_sg", "dma_map_sg_err",
-        "dma_unmap_sg", "dma_sync_sg_for_cpu", "dma_sync_sg_for_device"};
-    static const int dmaphys_tp_ids[] = {0, 0, 1, 1, 12, 13, 7, 8, 11, 2, 3, 14, 15, 16, 17, 18, 4, 5, 6, 9, 10};
-    static const int dmaphys_tp_lens[] = {12, 12, 14, 14, 16, 18, 23, 26, 15, 9, 8, 15, 14, 13, 17, 12, 10, 14, 12, 19, 22};
-    #define DMAPHYS_TP_NNAMES 21
-    #define DMAPHYS_TP_NFAST 9
-    static const char *const dmaphys_tp_dirs[] = {"BIDIRECTIONAL", "TO_DEVICE", "FROM_DEVICE", "NONE"};
-    static const int dmaphys_tp_dir_lens[] = {13, 9, 11, 4};
-    static const char *const dmaphys_tp_attrs[] = {"WEAK_ORDERING", "WRITE_COMBINE", "NO_KERNEL_MAPPING",
-        "SKIP_CPU_SYNC", "FORCE_CONTIGUOUS", "ALLOC_SINGLE_PAGES", "NO_WARN", "PRIVILEGED", "MMIO",
-        "CACHELINES_OVERLAP", "REQUIRE_COHERENT", "CC_SHARED", "ALLOC_CC_SHARED"};
-    static const int dmaphys_tp_attr_bits[] = {1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14};
-    #define DMAPHYS_TP_NATTRS 13
-    #define DMAPHYS_TP_NDEVCACHE 8
-    """
-    const char *const *tp_names "dmaphys_tp_names"
-    const int *tp_ids "dmaphys_tp_ids"
-    const int *tp_lens "dmaphys_tp_lens"
-    const char *const *tp_dirs "dmaphys_tp_dirs"
-    const int *tp_dir_lens "dmaphys_tp_dir_lens"
-    const char *const *tp_attrs "dmaphys_tp_attrs"
-    const int *tp_attr_bits "dmaphys_tp_attr_bits"
-    const int TP_NATTRS "DMAPHYS_TP_NATTRS"
-    const int TP_NDEVCACHE "DMAPHYS_TP_NDEVCACHE"
-    const int TP_NNAMES "DMAPHYS_TP_NNAMES"
-    const int TP_NFAST "DMAPHYS_TP_NFAST"
-
-cdef enum:
-    TP_EV_MAP = 0
-    TP_EV_UNMAP = 1
-    TP_EV_SYNC_CPU = 7
-    TP_EV_SYNC_DEV = 8
-    TP_EV_BOUNCED = 11
-    TP_EV_MAP_RES = 12
-    TP_EV_UNMAP_RES = 13
-
-cdef struct tp_cur:                            # a cursor over one line
-    const char *p
-    const char *end
-
-
 cdef inline bint tp_lit(tp_cur *c, const char *s, Py_ssize_t n) noexcept:
     """Consume the literal s[0:n]."""
     if c.end - c.p < n or memcmp(c.p, s, n) != 0:
@@ -122,21 +75,6 @@ cdef class TraceParser:
     ``cpus`` (from the header, 0 = not given), ``lost_events``, ``counts`` (per event name).
     ``bare_unit_ns``: the unit of a timestamp printed without a point (1000: trace-cmd's µs; 1
     for trace-cmd -t ns)."""
-    cdef public long long bare_unit_ns
-    cdef public long long lineno
-    cdef public long long skipped
-    cdef public long long headers
-    cdef public long long unrecognised
-    cdef public long long cpus
-    cdef public long long lost_events
-    cdef dict _slow_counts                     # events counted by the slow path
-    cdef long long _fast_counts[32]
-    cdef bytes _tail
-    cdef object _line_body
-    cdef object _binary_error
-    cdef list _count_keys                      # str of each name in tp_names
-    cdef list _devs                            # recent device names: [(bytes, str)], newest first
-
     def __init__(self, bare_unit_ns=1000):
         from dmaphys._trace_text import line_body, TraceBinaryError
         if bare_unit_ns not in (1, 1000):
@@ -399,6 +337,158 @@ cdef class TraceParser:
         self._fast_counts[idx] += 1
         out.append((self.lineno, ev, ts, <long long>cpu, dev, a, b, size, d, attrs, None))
         return True
+
+
+# ---- the replay's hot loop (dmaphys/trace_replay.py: Replayer._replay_py) ----------------------
+# The same steps as the Python loop for the frequent records (dma_map_phys / dma_unmap_phys /
+# dma_sync_single_* of a known device, swiotlb_bounced), calling the c_* entry points directly;
+# it stops at the first record it would need the Python loop for (and the Python loop takes that
+# one), so both backends update the same state in the same order.
+
+cdef inline int _tp_flush(Machine m) except -1:
+    if m._warn_queue or m.dma_debug._pending:
+        m.flush_warnings()
+    return 0
+
+
+def _trace_replay_fast(r, list recs, Py_ssize_t i):
+    """Replay recs[i:] while they are simple; return the index of the first record not replayed."""
+    cdef Machine m = r.m
+    cdef Device dev
+    cdef Py_ssize_t n = len(recs)
+    cdef tuple rec
+    cdef int ev, d, ncpus = m.cpus
+    cdef long long cpu, cur_cpu = m._cpu
+    cdef u64 ts, last_ts = r.last_ts, clock = m.clock_ns
+    cdef u64 traced, phys, size, rr
+    cdef unsigned long attrs
+    cdef long long events = r.events, next_sample = r.next_sample
+    cdef u64 ram_lo, ram_hi, sw_lo = r.sw_lo, sw_hi = r.sw_hi
+    cdef bint touch = r.touch, failed
+    cdef dict devs = r.devs
+    cdef dict live
+    cdef list dbg_errors = m.dma_debug.errors
+    cdef list wlog = m.warnings_log
+    cdef list e
+    ram_lo, ram_hi = r.ram_cache
+    try:
+        while i < n:
+            rec = <tuple>recs[i]
+            ev = rec[1]
+            if ev < 0 or ev > TP_EV_BOUNCED or (ev > TP_EV_UNMAP and ev < TP_EV_SYNC_CPU) \
+                    or ev == 9 or ev == 10:
+                break
+            ts = rec[2]
+            cpu = rec[3]
+            if ts < last_ts or cpu >= ncpus:
+                break
+            st = devs.get(rec[4])
+            if st is None:
+                break
+            line = rec[0]
+            live = <dict>st.live
+            if ev == TP_EV_MAP:
+                phys = rec[6]
+                size = rec[7]
+                attrs = rec[9]
+                if attrs & DMA_ATTR_MMIO_C or not (ram_lo <= phys and phys + size <= ram_hi):
+                    break
+                traced = rec[5]
+                if traced == U64_MAX:
+                    break
+            elif ev == TP_EV_UNMAP:
+                traced = rec[5]
+                if traced not in live or traced in <dict>st.dup or (touch and st.iommu):
+                    break
+            elif ev != TP_EV_BOUNCED:
+                traced = rec[5]
+                if traced not in live:
+                    break
+            # the common part of every record
+            if ts > clock:
+                m.advance(ts - clock)
+                clock = ts
+            last_ts = ts
+            if cpu != cur_cpu:
+                m._cpu = <int>cpu
+                cur_cpu = cpu
+            events += 1
+            dev = <Device>st.dev
+            d = rec[8]
+            try:
+                if ev == TP_EV_MAP:
+                    attrs &= SIM_ATTRS_C
+                    _check_span(phys, size, "phys")
+                    try:
+                        rr = c_dma_map_phys(dev, phys, size, d, attrs)
+                    finally:
+                        _tp_flush(m)
+                    try:
+                        failed = c_dma_mapping_error(dev, rr) != 0
+                    finally:
+                        _tp_flush(m)
+                    if failed:
+                        st.replay_map_failures += 1
+                    st.maps += 1
+                    st.bytes += size
+                    st.compared += 1
+                    if rr == traced:
+                        st.agree += 1
+                    if st.iommu:
+                        p = st.paths["iommu"]
+                    elif sw_lo <= rr < sw_hi:
+                        p = st.paths["swiotlb"]
+                        st.replay_bounces += 1
+                    else:
+                        p = st.paths["direct"]
+                    p[0] += 1
+                    p[1] += size
+                    old = live.get(traced)
+                    if old is not None:
+                        (<dict>st.dup).setdefault(traced, []).append(old)
+                    live[traced] = [rr, size, line, d, False]
+                    st.starts = None
+                elif ev == TP_EV_UNMAP:
+                    e = <list>live.pop(traced)
+                    st.starts = None
+                    st.unmaps += 1
+                    fr = <dict>st.freed
+                    fr[traced] = e[0]
+                    if len(fr) > 1048576:
+                        del fr[next(iter(fr))]
+                    if <u64>e[0] != U64_MAX:
+                        try:
+                            c_dma_unmap_phys(dev, <u64>e[0], <u64>rec[7], d, (<unsigned long>rec[9]) & SIM_ATTRS_C)
+                        finally:
+                            _tp_flush(m)
+                elif ev == TP_EV_BOUNCED:
+                    st.traced_bounces += 1
+                    events -= 1
+                else:
+                    e = <list>live[traced]
+                    st.syncs += 1
+                    if <u64>e[0] != U64_MAX:
+                        try:
+                            if ev == TP_EV_SYNC_CPU:
+                                c_dma_sync_single_for_cpu(dev, <u64>e[0], <u64>rec[7], d)
+                            else:
+                                c_dma_sync_single_for_device(dev, <u64>e[0], <u64>rec[7], d)
+                        finally:
+                            _tp_flush(m)
+            except Exception as exc:
+                r._replay_error(line, exc)
+            if dbg_errors or wlog:
+                r._harvest(line)
+            i += 1
+            if events >= next_sample:
+                r.events = events
+                r._sample()
+                next_sample = events + r.sample_every
+    finally:
+        r.events = events
+        r.last_ts = last_ts
+        r.next_sample = next_sample
+    return i
 
 
 __all__ += ["TraceParser"]
