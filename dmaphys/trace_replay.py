@@ -347,7 +347,7 @@ class Replayer:
         if mmio:
             self.m.add_mmio(lo, hi - lo, f"replay MMIO {lo:#x}")
         else:
-            self.m.add_ram(lo, hi - lo, f"replay RAM {lo:#x}")
+            self.m.add_ram_range(lo, hi - lo, f"replay RAM {lo:#x}")
         lst.append((lo, hi))
         lst.sort()
         return True
