@@ -198,6 +198,11 @@ cdef class Machine:
         _check_ram_removable(self, b)
         self.mem.remove_ext_ram(b)
 
+    def add_ram_range(self, base, size, name):
+        """Add simulated (sparse) RAM after construction: page aligned, overlapping nothing; its
+        pages join the page allocator. The trace replay covers the addresses a trace touches."""
+        self.mem.add_region(_u64(base, "base"), _u64(size, "size"), REGION_RAM, str(name))
+
     def max_phys_ram(self):
         """End (exclusive) of the highest RAM range (max_pfn << PAGE_SHIFT)."""
         end = 0
