@@ -731,6 +731,7 @@ cdef class IoPgtable:
     cdef u64 arm_unmap(self, u64 iova, u64 size, u64 pgcount, int L, u64 table) except? 0xFFFFFFFFFFFFFFFF:
         """__arm_lpae_unmap()."""
         cdef u64 i0, e, num, i, j, child
+        cdef int num_entries
         if L < 0:
             self.warn("WARNING: __arm_lpae_unmap(): WARN_ON(lvl == ARM_LPAE_MAX_LEVELS)")
             return 0
@@ -741,9 +742,10 @@ cdef class IoPgtable:
                 self.warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova {iova:#x} at level {3 - L}")
             return <u64>(-PT_ENOENT)
         if size == (<u64>1) << self.shift(L):
-            num = self.arm_max_entries(i0)
-            if pgcount < num:
-                num = pgcount
+            num_entries = <int>pgcount             # min_t(int, pgcount, max_entries)
+            if num_entries > <int>self.arm_max_entries(i0):
+                num_entries = <int>self.arm_max_entries(i0)
+            num = <u64>num_entries if num_entries > 0 else 0
             i = 0
             while i < num:
                 e = _pt_rd(self.l1, table + 8 * (i0 + i))
@@ -772,10 +774,18 @@ cdef class IoPgtable:
                      u64 table) except? -9999:
         """__arm_lpae_map() + arm_lpae_init_pte()."""
         cdef u64 i0 = self.index(iova, L), num, i, e, child, typ
+        cdef int num_entries
         if size == (<u64>1) << self.shift(L):
-            num = self.arm_max_entries(i0)
-            if pgcount < num:
-                num = pgcount
+            # num_entries = min_t(int, pgcount, max_entries): pgcount is truncated to int first
+            # (a pgcount of 2^32 + 1 maps one entry; 2^31..2^32-1 are negative and map none,
+            # and *mapped then grows by the sign-extended product, as the kernel's does)
+            num_entries = <int>pgcount
+            if num_entries > <int>self.arm_max_entries(i0):
+                num_entries = <int>self.arm_max_entries(i0)
+            if num_entries <= 0:
+                self.st_mapped += <u64>(<long long>num_entries) * size
+                return 0
+            num = <u64>num_entries
             for i in range(num):
                 e = _pt_rd(self.l1, table + 8 * (i0 + i))
                 if self.etype(e, L) == PT_OA:

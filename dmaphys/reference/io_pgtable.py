@@ -110,6 +110,12 @@ def _describe(name, ias=None, oas=None):
 IOPGTABLE_FORMATS = {name: _describe(name) for name in _FMT}
 
 
+def _int32(x):
+    """The C conversion of an integer to int (two's complement, low 32 bits)."""
+    x &= 0xFFFFFFFF
+    return x - (1 << 32) if x & 0x80000000 else x
+
+
 def _ffs(x):
     return (x & -x).bit_length() - 1
 
@@ -557,7 +563,7 @@ class IoPgtable:
                 self._warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova {iova:#x} at level {3 - L}")
             return -ENOENT & U64_MAX
         if size == 1 << self._shift(L):
-            num = min(pgcount, self._arm_max_entries(i0))
+            num = max(0, min(_int32(pgcount), self._arm_max_entries(i0)))   # min_t(int, ...)
             i = 0
             while i < num:
                 e = self._rd(table, i0 + i)
@@ -587,7 +593,12 @@ class IoPgtable:
         i0 = self._index(iova, L)
         block = 1 << self._shift(L)
         if size == block:
-            num = min(pgcount, self._arm_max_entries(i0))
+            # num_entries = min_t(int, pgcount, max_entries): pgcount truncated to int first;
+            # <= 0 maps nothing and *mapped grows by the sign-extended product
+            num = min(_int32(pgcount), self._arm_max_entries(i0))
+            if num <= 0:
+                st["mapped"] = (st["mapped"] + num * size) & U64_MAX
+                return 0
             for i in range(num):
                 e = self._rd(table, i0 + i)
                 if self._etype(e, L) == OA:
