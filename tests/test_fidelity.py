@@ -4,7 +4,9 @@ Every case runs on both backends (the ``impl`` fixture). The kernel versions fol
 at each test; docs/kernel-notes-errata.md records the ones that correct the shared notes.
 """
 
+import pytest
 
+import dmaphys as dma
 
 R, W = 1, 2
 SZ_1G = 1 << 30
@@ -36,3 +38,17 @@ def test_arm_unmap_pages_truncates_pgcount_to_int(impl):
     assert pt.ops_unmap_pages(0, SZ_1G, (1 << 32) + 2) == 2 * SZ_1G
     assert pt.ops_unmap_pages(2 * SZ_1G, SZ_1G, 1 << 32) == 0          # the int 0
     assert pt.iova_to_phys(2 * SZ_1G) == 2 * SZ_1G
+
+
+# ---- 2. io-pgtable-arm: __arm_lpae_unmap() at an empty PTE returns 0 (Dec 2025 fix) --------
+def test_arm_unmap_of_a_hole_returns_zero(impl):
+    m = machine(impl)
+    mmu = m.add_iommu(fmt="arm-lpae-s1-4k")
+    d = mmu.domain_alloc()
+    assert impl.iommu_map(d, 0x10000, 0x200000, 0x1000, R | W) == 0
+    with pytest.warns(dma.KernelWarning, match="no IOPTE"):
+        assert impl.iommu_unmap(d, 0x20000, 0x1000) == 0
+    # mapped page, then a hole: __iommu_unmap() stops there (v6.18 went on and BUG()ed)
+    with pytest.warns(dma.KernelWarning, match="no IOPTE"):
+        assert impl.iommu_unmap(d, 0x10000, 0x3000) == 0x1000
+    assert impl.iommu_iova_to_phys(d, 0x10000) == 0

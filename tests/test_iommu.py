@@ -329,7 +329,7 @@ def _run_ops(impl, fmt, tlb, ops):
     for op in ops:
         try:
             out.append(_op(impl, mm, dev, d, g, op))
-        except dmaphys.KernelBug as e:            # e.g. __iommu_unmap over an arm hole (-ENOENT)
+        except dmaphys.KernelBug as e:            # where the kernel BUG()s
             out.append(("KernelBug", str(e)))
     st_ = mm.get_state()
     return (out, st_, [impl.iommu_iova_to_phys(d, i * g) for i in range(20)], m.mem_read(PHYS, 40 * g),

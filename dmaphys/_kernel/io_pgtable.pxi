@@ -16,7 +16,6 @@ cimport cython
 from collections import namedtuple as _namedtuple
 
 cdef enum:                                      # errnos types.pxi does not have (yet)
-    PT_ENOENT = 2
     PT_ENXIO = 6
     PT_EOVERFLOW = 75
 
@@ -740,7 +739,9 @@ cdef class IoPgtable:
         if e == 0:
             if not self.no_warn:
                 self.warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova {iova:#x} at level {3 - L}")
-            return <u64>(-PT_ENOENT)
+            # v6.18 returned -ENOENT from this size_t function and __iommu_unmap() went on with
+            # it; the December 2025 fix (sent to stable, so in 6.18.y) returns 0
+            return 0
         if size == (<u64>1) << self.shift(L):
             num_entries = <int>pgcount             # min_t(int, pgcount, max_entries)
             if num_entries > <int>self.arm_max_entries(i0):
@@ -840,7 +841,7 @@ cdef class IoPgtable:
         return ret
 
     cdef u64 arm_unmap_pages(self, u64 iova, u64 pgsize, u64 pgcount) except? 0xFFFFFFFFFFFFFFFF:
-        """arm_lpae_unmap_pages(): bytes; 0 on refusal; (size_t)-PT_ENOENT on a hole (after a WARN)."""
+        """arm_lpae_unmap_pages(): bytes; 0 on refusal or at a hole (after a WARN)."""
         if pgsize == 0 or (pgsize & self.pgsize_bitmap) != pgsize or pgcount == 0:
             self.warn(f"WARNING: arm_lpae_unmap_pages(): bad pgsize {pgsize:#x} / pgcount {pgcount}")
             return 0
@@ -953,7 +954,7 @@ cdef class IoPgtable:
         return self.gpt_map_pages(iova, paddr, pgsize, pgcount, prot, mapped)
 
     cdef u64 unmap_pages(self, u64 iova, u64 pgsize, u64 pgcount) except? 0xFFFFFFFFFFFFFFFF:
-        """io_pgtable_ops->unmap_pages: bytes unmapped (0 on refusal; arm: (size_t)-PT_ENOENT at a hole)."""
+        """io_pgtable_ops->unmap_pages: bytes unmapped (0 on refusal or at a hole)."""
         cdef u64 n
         cdef u64 *hint = self.hint_ptep
         self.hint_ptep = NULL

@@ -17,7 +17,7 @@ __all__ = ["IoPgtable", "IoPgtableFormat", "IommuResvRegion", "IOPGTABLE_FORMATS
 # include/linux/iommu.h
 IOMMU_READ, IOMMU_WRITE, IOMMU_CACHE, IOMMU_NOEXEC, IOMMU_MMIO, IOMMU_PRIV = 1, 2, 4, 8, 16, 32
 IOMMU_RESV_MSI, IOMMU_RESV_SW_MSI = 3, 4              # enum iommu_resv_type
-ENOENT, ENXIO, ENOMEM, EEXIST, EINVAL, ERANGE, EOVERFLOW, EADDRINUSE = 2, 6, 12, 17, 22, 34, 75, 98
+ENXIO, ENOMEM, EEXIST, EINVAL, ERANGE, EOVERFLOW, EADDRINUSE = 6, 12, 17, 22, 34, 75, 98
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -561,7 +561,7 @@ class IoPgtable:
         if not e:
             if not self.no_warn:
                 self._warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova {iova:#x} at level {3 - L}")
-            return -ENOENT & U64_MAX
+            return 0                                      # the Dec 2025 fix (6.18.y); was -ENOENT
         if size == 1 << self._shift(L):
             num = max(0, min(_int32(pgcount), self._arm_max_entries(i0)))   # min_t(int, ...)
             i = 0
@@ -652,7 +652,7 @@ class IoPgtable:
         return ret, st["mapped"]
 
     def _arm_unmap_pages(self, iova, pgsize, pgcount):
-        """arm_lpae_unmap_pages(): bytes unmapped; 0 on refusal; (size_t)-ENOENT on a hole."""
+        """arm_lpae_unmap_pages(): bytes unmapped; 0 on refusal or at a hole (after a WARN)."""
         if not pgsize or pgsize & self.pgsize_bitmap != pgsize or not pgcount:
             self._warn(f"WARNING: arm_lpae_unmap_pages(): bad pgsize {pgsize:#x} / pgcount {pgcount}")
             return 0
