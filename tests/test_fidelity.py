@@ -52,3 +52,43 @@ def test_arm_unmap_of_a_hole_returns_zero(impl):
     with pytest.warns(dma.KernelWarning, match="no IOPTE"):
         assert impl.iommu_unmap(d, 0x10000, 0x3000) == 0x1000
     assert impl.iommu_iova_to_phys(d, 0x10000) == 0
+
+
+# ---- 3. which ias/oas the kernel accepts ----------------------------------------------------
+@pytest.mark.parametrize("fmt", ["arm-lpae-s1-4k", "arm-lpae-s1-16k", "arm-lpae-s1-64k"])
+def test_arm_oas_needs_a_tcr_ips_encoding(impl, fmt):
+    # v6.18 arm_64_lpae_alloc_pgtable_s1(): 32, 36, 40, 42, 44, 48, 52 after the clamp
+    m = machine(impl)
+    for oas in (39, 41, 31, 20):
+        with pytest.raises(ValueError, match="TCR.IPS"):
+            impl.IoPgtable(m, fmt, oas=oas)
+    for oas in (32, 36, 40, 42, 44, 48):
+        assert impl.IoPgtable(m, fmt, oas=oas).oas == oas
+    if fmt.endswith("64k"):
+        with pytest.raises(ValueError, match="TCR.IPS"):
+            impl.IoPgtable(m, fmt, oas=50)
+        assert impl.IoPgtable(m, fmt, oas=60).oas == 52          # clamped to 52
+    else:
+        assert impl.IoPgtable(m, fmt, oas=50).oas == 48          # clamped to 48 first
+
+
+def test_arm_ias_small_and_clamped(impl):
+    m = machine(impl)
+    pt = impl.IoPgtable(m, "arm-lpae-s1-4k", ias=24, oas=32)     # va_bits 12 -> 2 levels
+    assert (pt.ias, pt.levels) == (24, 2)
+    assert pt.map(0xFFF000, 0x1000, 0x1000, R) == 0 and pt.iova_to_phys(0xFFF123) == 0x1123
+    assert impl.IoPgtable(m, "arm-lpae-s1-16k", ias=52).ias == 48
+    mmu = m.add_iommu(fmt="arm-lpae-s1-4k", ias=30)
+    assert mmu.domain_alloc().pgtable.levels == 2
+
+
+def test_generic_pt_small_oas_and_vtdss_ias(impl):
+    # pt_iommu_init(): any oas up to 52; vtdss with the driver's top_level holds any smaller VA
+    m = machine(impl)
+    pt = impl.IoPgtable(m, "vtd-ss", oas=30)
+    assert pt.pgsize_bitmap == 0x201000                        # 1G hidden: >= 2^max_oasz
+    assert impl.IoPgtable(m, "x86-64", oas=31).pgsize_bitmap == 0x40201000
+    assert impl.IoPgtable(m, "vtd-ss", ias=29).levels == 3
+    pt = impl.IoPgtable(m, "vtd-ss", ias=30)
+    assert pt.aperture_end == (1 << 30) - 1
+    assert pt.map(1 << 30, 0, 0x1000, R) == -34                # -ERANGE beyond the VA size

@@ -89,16 +89,48 @@ _VTD_RESV = (IommuResvRegion(0xFEE00000, 0x100000, 0, PT_IOMMU_RESV_MSI),)
 # arm_smmu_get_resv_regions(): MSI_IOVA_BASE + MSI_IOVA_LENGTH, IOMMU_RESV_SW_MSI
 _ARM_RESV = (IommuResvRegion(0x8000000, 0x100000, IOMMU_WRITE | IOMMU_NOEXEC | IOMMU_MMIO, PT_IOMMU_RESV_SW_MSI),)
 
-# name -> (family, granule, default ias, (ias min, max), default oas, (oas min, max), kernel)
+# name -> (family, granule, default ias, (ias min, max), default oas, (oas min, max), kernel).
+# generic_pt (iommu_pt.h pt_iommu_init(), torvalds @152c862c; vtdss.h @cc4adab1 where the driver
+# passes top_level): any oas up to pt_max_oa_lg2() = 52 (below 13 the domain would have no page
+# size, which dmaphys refuses); vtd-ss takes any VA size its top level holds. io-pgtable-arm's
+# limits are computed in _pt_sizes() (the ranges here are unused).
 _PT_FMT = {
-    "vtd-ss": (PT_FAM_VTDSS, 1 << 12, 48, (31, 48), 52, (32, 52), "generic_pt vtdss"),
-    "vtd-ss-5level": (PT_FAM_VTDSS, 1 << 12, 57, (49, 57), 52, (32, 52), "generic_pt vtdss"),
-    "x86-64": (PT_FAM_X86, 1 << 12, 48, (40, 48), 52, (32, 52), "generic_pt x86_64 (SIGN_EXTEND)"),
-    "x86-64-5level": (PT_FAM_X86, 1 << 12, 57, (49, 57), 52, (32, 52), "generic_pt x86_64 (SIGN_EXTEND)"),
-    "arm-lpae-s1-4k": (PT_FAM_ARM, 1 << 12, 48, (32, 48), 48, (32, 48), "io-pgtable-arm ARM_64_LPAE_S1"),
-    "arm-lpae-s1-16k": (PT_FAM_ARM, 1 << 14, 48, (32, 48), 48, (32, 48), "io-pgtable-arm ARM_64_LPAE_S1"),
-    "arm-lpae-s1-64k": (PT_FAM_ARM, 1 << 16, 48, (32, 52), 48, (32, 52), "io-pgtable-arm ARM_64_LPAE_S1"),
+    "vtd-ss": (PT_FAM_VTDSS, 1 << 12, 48, (13, 48), 52, (13, 52), "generic_pt vtdss"),
+    "vtd-ss-5level": (PT_FAM_VTDSS, 1 << 12, 57, (49, 57), 52, (13, 52), "generic_pt vtdss"),
+    "x86-64": (PT_FAM_X86, 1 << 12, 48, (40, 48), 52, (13, 52), "generic_pt x86_64 (SIGN_EXTEND)"),
+    "x86-64-5level": (PT_FAM_X86, 1 << 12, 57, (49, 57), 52, (13, 52), "generic_pt x86_64 (SIGN_EXTEND)"),
+    "arm-lpae-s1-4k": (PT_FAM_ARM, 1 << 12, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
+    "arm-lpae-s1-16k": (PT_FAM_ARM, 1 << 14, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
+    "arm-lpae-s1-64k": (PT_FAM_ARM, 1 << 16, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
 }
+
+# ARM_LPAE_TCR_PS_*_BIT: the output sizes TCR.IPS (stage 1) / VTCR.PS (stage 2) can encode
+_ARM_TCR_PS = (32, 36, 40, 42, 44, 48, 52)
+
+
+def _pt_sizes(str name, ias, oas):
+    """The (ias, oas) a table of format ``name`` ends up with, adjusted as the kernel's init
+    adjusts them; ValueError where the kernel refuses the configuration."""
+    fam, gran, dias, irange, doas, orange, _ = _PT_FMT[name]
+    ias = dias if ias is None else ias
+    oas = doas if oas is None else oas
+    if fam == PT_FAM_ARM:
+        # arm_lpae_restrict_pgsizes() (v6.18): both clamped to 48 bits (52 for the 64K granule)
+        pg_shift = gran.bit_length() - 1
+        max_bits = 52 if pg_shift == 16 else 48
+        ias = min(ias, max_bits)
+        oas = min(oas, max_bits)
+        if ias <= pg_shift:
+            raise ValueError(f"{name}: ias {ias} leaves no level to translate (ias must exceed {pg_shift})")
+        # arm_64_lpae_alloc_pgtable_s1(): oas must have a TCR.IPS encoding
+        if oas not in _ARM_TCR_PS:
+            raise ValueError(f"{name}: oas {oas} has no TCR.IPS encoding ({', '.join(map(str, _ARM_TCR_PS))})")
+        return ias, oas
+    if not irange[0] <= ias <= irange[1]:
+        raise ValueError(f"{name}: ias {ias} outside {irange[0]}..{irange[1]}")
+    if not orange[0] <= oas <= orange[1]:
+        raise ValueError(f"{name}: oas {oas} outside {orange[0]}..{orange[1]}")
+    return ias, oas
 
 
 def _pt_geometry(int fam, u64 granule, int ias, int oas):
@@ -130,9 +162,8 @@ def _pt_geometry(int fam, u64 granule, int ias, int oas):
 
 
 def _pt_describe(name, ias=None, oas=None):
-    fam, gran, dias, _, doas, _, kernel = _PT_FMT[name]
-    ias = dias if ias is None else ias
-    oas = doas if oas is None else oas
+    fam, gran, _, _, _, _, kernel = _PT_FMT[name]
+    ias, oas = _pt_sizes(name, ias, oas)
     _, _, levels, _, bitmap = _pt_geometry(fam, gran, ias, oas)
     sign = fam == PT_FAM_X86
     ap_end = (1 << (ias - 1)) - 1 if sign else (1 << ias) - 1
@@ -297,13 +328,9 @@ cdef class IoPgtable:
         cdef u64 root
         if fmt not in _PT_FMT:
             raise ValueError(f"unknown page-table format {fmt!r}; known: {', '.join(_PT_FMT)}")
-        fam, gran, dias, (imin, imax), doas, (omin, omax), _ = _PT_FMT[fmt]
-        vias = dias if ias is None else _u64(ias, "ias")
-        voas = doas if oas is None else _u64(oas, "oas")
-        if not imin <= vias <= imax:
-            raise ValueError(f"{fmt}: ias {vias} outside {imin}..{imax}")
-        if not omin <= voas <= omax:
-            raise ValueError(f"{fmt}: oas {voas} outside {omin}..{omax}")
+        fam, gran, _, _, _, _, _ = _PT_FMT[fmt]
+        vias, voas = _pt_sizes(fmt, None if ias is None else _u64(ias, "ias"),
+                               None if oas is None else _u64(oas, "oas"))
         if force_coherence and fam != PT_FAM_VTDSS:
             raise ValueError("force_coherence is a vtd-ss feature")
         self.machine = machine

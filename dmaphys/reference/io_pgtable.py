@@ -58,16 +58,43 @@ _VTD_RESV = (IommuResvRegion(0xFEE00000, 0x100000, 0, IOMMU_RESV_MSI),)
 _ARM_RESV = (IommuResvRegion(0x8000000, 0x100000, IOMMU_WRITE | IOMMU_NOEXEC | IOMMU_MMIO,
                              IOMMU_RESV_SW_MSI),)
 
-# name -> (family, granule, default ias, (ias min, ias max), default oas, (oas min, oas max), kernel)
+# name -> (family, granule, default ias, (ias min, ias max), default oas, (oas min, oas max), kernel).
+# generic_pt (iommu_pt.h pt_iommu_init(), torvalds @152c862c; vtdss.h @cc4adab1): any oas up to 52
+# (below 13 the domain has no page size: refused); vtd-ss takes any VA size its top level holds.
+# io-pgtable-arm's limits are computed in _sizes().
 _FMT = {
-    "vtd-ss": (FAM_VTDSS, 1 << 12, 48, (31, 48), 52, (32, 52), "generic_pt vtdss"),
-    "vtd-ss-5level": (FAM_VTDSS, 1 << 12, 57, (49, 57), 52, (32, 52), "generic_pt vtdss"),
-    "x86-64": (FAM_X86, 1 << 12, 48, (40, 48), 52, (32, 52), "generic_pt x86_64 (SIGN_EXTEND)"),
-    "x86-64-5level": (FAM_X86, 1 << 12, 57, (49, 57), 52, (32, 52), "generic_pt x86_64 (SIGN_EXTEND)"),
-    "arm-lpae-s1-4k": (FAM_ARM, 1 << 12, 48, (32, 48), 48, (32, 48), "io-pgtable-arm ARM_64_LPAE_S1"),
-    "arm-lpae-s1-16k": (FAM_ARM, 1 << 14, 48, (32, 48), 48, (32, 48), "io-pgtable-arm ARM_64_LPAE_S1"),
-    "arm-lpae-s1-64k": (FAM_ARM, 1 << 16, 48, (32, 52), 48, (32, 52), "io-pgtable-arm ARM_64_LPAE_S1"),
+    "vtd-ss": (FAM_VTDSS, 1 << 12, 48, (13, 48), 52, (13, 52), "generic_pt vtdss"),
+    "vtd-ss-5level": (FAM_VTDSS, 1 << 12, 57, (49, 57), 52, (13, 52), "generic_pt vtdss"),
+    "x86-64": (FAM_X86, 1 << 12, 48, (40, 48), 52, (13, 52), "generic_pt x86_64 (SIGN_EXTEND)"),
+    "x86-64-5level": (FAM_X86, 1 << 12, 57, (49, 57), 52, (13, 52), "generic_pt x86_64 (SIGN_EXTEND)"),
+    "arm-lpae-s1-4k": (FAM_ARM, 1 << 12, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
+    "arm-lpae-s1-16k": (FAM_ARM, 1 << 14, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
+    "arm-lpae-s1-64k": (FAM_ARM, 1 << 16, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
 }
+
+ARM_TCR_PS = (32, 36, 40, 42, 44, 48, 52)                  # ARM_LPAE_TCR_PS_*_BIT
+
+
+def _sizes(name, ias, oas):
+    """(ias, oas) as the kernel's init adjusts them; ValueError where it refuses them."""
+    fam, gran, dias, irange, doas, orange, _ = _FMT[name]
+    ias = dias if ias is None else ias
+    oas = doas if oas is None else oas
+    if fam == FAM_ARM:
+        # arm_lpae_restrict_pgsizes() (v6.18): clamped to 48 bits (52 for the 64K granule)
+        pg_shift = gran.bit_length() - 1
+        max_bits = 52 if pg_shift == 16 else 48
+        ias, oas = min(ias, max_bits), min(oas, max_bits)
+        if ias <= pg_shift:
+            raise ValueError(f"{name}: ias {ias} leaves no level to translate (ias must exceed {pg_shift})")
+        if oas not in ARM_TCR_PS:                           # arm_64_lpae_alloc_pgtable_s1()
+            raise ValueError(f"{name}: oas {oas} has no TCR.IPS encoding ({', '.join(map(str, ARM_TCR_PS))})")
+        return ias, oas
+    if not irange[0] <= ias <= irange[1]:
+        raise ValueError(f"{name}: ias {ias} outside {irange[0]}..{irange[1]}")
+    if not orange[0] <= oas <= orange[1]:
+        raise ValueError(f"{name}: oas {oas} outside {orange[0]}..{orange[1]}")
+    return ias, oas
 
 
 def _geometry(fam, granule, ias, oas):
@@ -95,9 +122,8 @@ def _geometry(fam, granule, ias, oas):
 
 
 def _describe(name, ias=None, oas=None):
-    fam, gran, dias, _, doas, _, kernel = _FMT[name]
-    ias = dias if ias is None else ias
-    oas = doas if oas is None else oas
+    fam, gran, _, _, _, _, kernel = _FMT[name]
+    ias, oas = _sizes(name, ias, oas)
     _, _, levels, _, bitmap = _geometry(fam, gran, ias, oas)
     sign = fam == FAM_X86
     ap_end = (1 << (ias - 1)) - 1 if sign else (1 << ias) - 1
@@ -165,13 +191,9 @@ class IoPgtable:
             raise TypeError(f"fmt must be a str, not {type(fmt).__name__}")
         if fmt not in _FMT:
             raise ValueError(f"unknown page-table format {fmt!r}; known: {', '.join(_FMT)}")
-        fam, gran, dias, (imin, imax), doas, (omin, omax), _ = _FMT[fmt]
-        ias = dias if ias is None else u64(ias, "ias")
-        oas = doas if oas is None else u64(oas, "oas")
-        if not imin <= ias <= imax:
-            raise ValueError(f"{fmt}: ias {ias} outside {imin}..{imax}")
-        if not omin <= oas <= omax:
-            raise ValueError(f"{fmt}: oas {oas} outside {omin}..{omax}")
+        fam, gran, _, _, _, _, _ = _FMT[fmt]
+        ias, oas = _sizes(fmt, None if ias is None else u64(ias, "ias"),
+                          None if oas is None else u64(oas, "oas"))
         if force_coherence and fam != FAM_VTDSS:
             raise ValueError("force_coherence is a vtd-ss feature")
         self.machine = machine
