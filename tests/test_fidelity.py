@@ -92,3 +92,30 @@ def test_generic_pt_small_oas_and_vtdss_ias(impl):
     pt = impl.IoPgtable(m, "vtd-ss", ias=30)
     assert pt.aperture_end == (1 << 30) - 1
     assert pt.map(1 << 30, 0, 0x1000, R) == -34                # -ERANGE beyond the VA size
+
+
+# ---- 4. generic_pt x86-64: a non-canonical IOVA passes pt_check_range() and aliases -------
+def test_x86_non_canonical_iova_aliases_the_lower_half(impl):
+    # iommu_pt.h (torvalds @152c862c) pt_check_range(): prefix all-ones when any bit from ias-1
+    # up is set; 0xfffff000c0000000 in a 44-bit table has bit 43 clear -> indexes 0xc0000000
+    pt = impl.IoPgtable(machine(impl), "x86-64", ias=44)
+    alias = 0xFFFFF000C0000000
+    with pytest.warns(dma.KernelWarning, match="not canonical.*aliases 0xc0000000 \\(a kernel bug\\)"):
+        assert pt.map(alias, 0x5000, 0x1000, R | W) == 0
+    assert pt.iova_to_phys(0xC0000123) == 0x5123                    # the lower-half entry
+    assert pt.get_state()["mappings"] == {0xC0000000: (0x5000, 0x1000, R | W)}
+    assert pt.iova_to_phys(alias + 0x10) == 0x5010                  # warned once per machine
+    assert pt.translate(alias) is None                              # the hardware faults it
+    assert pt.walk(alias)["fault"] == "address size"
+    assert pt.unmap(alias, 0x1000) == 0x1000
+    assert pt.iova_to_phys(0xC0000000) == 0
+    assert pt.map(0x0000F000C0000000 | (1 << 43), 0, 0x1000, R) == -34     # still -ERANGE
+
+
+def test_x86_alias_through_the_iommu_api(impl):
+    m = machine(impl)
+    d = m.add_iommu(fmt="x86-64", ias=44).domain_alloc()
+    with pytest.warns(dma.KernelWarning, match="not canonical"):
+        assert impl.iommu_map(d, 0xFFFFF000C0000000, 0x5000, 0x1000, R) == 0
+    assert impl.iommu_iova_to_phys(d, 0xFFFFF000C0000000) == 0x5000
+    assert impl.iommu_iova_to_phys(d, 0xC0000000) == 0x5000

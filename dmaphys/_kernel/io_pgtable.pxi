@@ -381,11 +381,32 @@ cdef class IoPgtable:
         return hi | (i << self.shift(L))
 
     cdef inline bint in_range(self, u64 va, u64 last) noexcept nogil:
-        """pt_check_range() / the input-size check: both ends inside the table's VA space."""
+        """pt_check_range() / the input-size check: both ends inside the table's VA space.
+
+        With PT_FEAT_SIGN_EXTEND the kernel (iommu_pt.h/pt_iter.h, torvalds @152c862c) picks the
+        all-ones prefix when *any* bit of va from ias-1 up is set, not only the sign bit: a va
+        whose high bits are ones but whose bit ias-1 is clear passes and indexes the lower half
+        (it aliases va mod 2^(ias-1)). dmaphys follows it; canonical() is the hardware's check."""
+        cdef u64 hi = 0
+        if self.sign_extend and (va >> (self.ias - 1)) != 0:
+            hi = U64_MAX >> self.ias
+        return (va >> self.ias) == hi and (last >> self.ias) == hi
+
+    cdef inline bint canonical(self, u64 va, u64 last) noexcept nogil:
+        """The hardware's input-address check: both ends in the table's VA space, sign-extended
+        from bit ias-1 where the format sign-extends."""
         cdef u64 hi = 0
         if self.sign_extend and (va >> (self.ias - 1)) & 1:
             hi = U64_MAX >> self.ias
         return (va >> self.ias) == hi and (last >> self.ias) == hi
+
+    cdef int warn_alias(self, u64 va) except -1:
+        """dmaphys's own warning where the kernel's pt_check_range() lets a non-canonical va alias."""
+        if self.sign_extend and self.in_range(va, va) and not self.canonical(va, va):
+            self.warn(f"dmaphys: generic_pt {self.fmt}: IOVA {va:#x} is not canonical for a {self.ias}-bit "
+                      f"table; the kernel's pt_check_range() accepts it and it aliases "
+                      f"{va & ((<u64>1 << (self.ias - 1)) - 1):#x} (a kernel bug)", "generic_pt:sign-alias")
+        return 0
 
     cdef inline int level_name(self, int L) noexcept nogil:
         return 3 - L if self.family == PT_FAM_ARM else L
@@ -677,6 +698,7 @@ cdef class IoPgtable:
             return -PT_ENXIO
         if not self.in_range(iova, last):
             return -ERANGE
+        self.warn_alias(iova)
         self.st_oa = paddr
         self.st_attrs = self.gpt_prot(prot)
         self.st_leaf_L = (lg2 - 12) // 9
@@ -729,6 +751,7 @@ cdef class IoPgtable:
         cdef u64 length = pgsize * pgcount
         if length == 0 or iova + length - 1 < iova or not self.in_range(iova, iova + length - 1):
             return 0
+        self.warn_alias(iova)
         self.st_unmapped = 0
         self.freelist.clear()
         self.gpt_unmap_level(self.top, self.pgtable_root, iova, iova + length - 1)
@@ -922,7 +945,7 @@ cdef class IoPgtable:
         if self.family == PT_FAM_ARM:
             if iova >> self.ias:                 # arm_lpae_map_pages() range check
                 return 1
-        elif not self.in_range(iova, last):
+        elif not self.canonical(iova, last):      # an alias takes the general path (it warns)
             return 1
         ptep = self.walk_to_leaf_ptep(iova)
         if ptep == NULL or ptep[0] != 0:
@@ -946,7 +969,7 @@ cdef class IoPgtable:
         if self.family == PT_FAM_ARM:
             if iova >> self.ias:
                 return 0
-        elif not self.in_range(iova, last):
+        elif not self.canonical(iova, last):      # an alias takes the general path (it warns)
             return 0
         if hint != NULL and (iova >> self.shifts[0]) == self.hint_page:
             ptep = hint                          # the same walk c_iova_to_phys just made
@@ -1079,7 +1102,7 @@ cdef class IoPgtable:
         """The hardware walk: 0 and the translation, IOMMU_* permissions and leaf size, or -1."""
         cdef u64 table = self.pgtable_root, e, size
         cdef int L, t, acc = IOMMU_READ | IOMMU_WRITE
-        if table == 0 or not self.in_range(iova, iova):
+        if table == 0 or not self.canonical(iova, iova):
             return -1
         L = self.top
         while L >= 0:
@@ -1166,7 +1189,11 @@ cdef class IoPgtable:
 
     def iova_to_phys(self, iova):
         """io_pgtable_ops->iova_to_phys: the physical address, 0 when unmapped."""
-        return self.c_iova_to_phys(_u64(iova, "iova"))
+        cdef u64 a = _u64(iova, "iova")
+        if self.pgtable_root:
+            self.warn_alias(a)
+            self.machine.flush_warnings()
+        return self.c_iova_to_phys(a)
 
     def translate(self, iova):
         """The hardware walk (lookup): (phys, prot, leaf_size) or None on a translation fault."""
@@ -1195,7 +1222,7 @@ cdef class IoPgtable:
         if self.pgtable_root == 0:
             out["fault"] = "freed"
             return out
-        if not self.in_range(va, va):
+        if not self.canonical(va, va):
             out["fault"] = "address size"
             return out
         table = self.pgtable_root

@@ -558,7 +558,7 @@ cdef int iommu_device_access(Device dev, u64 iova, u8 *buf, u64 n, bint write) e
                     else:
                         e.gen = pt.leaf_writes
             elif pt.lookup(a, &phys, &prot, &leaf) != 0:
-                reason = "not-present" if pt.in_range(a, a) else "address-size"
+                reason = "not-present" if pt.canonical(a, a) else "address-size"
             elif tlb is not None:
                 tlb.fill(d.id, sid, a, __ffs64(leaf), phys, prot, pt.leaf_writes)
             if reason is None and not (prot & need):
@@ -619,7 +619,12 @@ def iommu_iotlb_sync(domain, iova, size):
 
 def iommu_iova_to_phys(domain, iova):
     """iommu_iova_to_phys(domain, iova): the physical address, 0 when unmapped."""
-    return iommu_iova_to_phys_c(_domain_arg(domain), _u64(iova, "iova"))
+    cdef IommuDomain d = _domain_arg(domain)
+    cdef u64 a = _u64(iova, "iova")
+    if d.pgtable is not None and not d.freed and d.ktype != IOMMU_DOMAIN_IDENTITY:
+        d.pgtable.warn_alias(a)
+        d.pgtable.machine.flush_warnings()
+    return iommu_iova_to_phys_c(d, a)
 
 
 def iommu_domain_free(domain):

@@ -247,12 +247,28 @@ class IoPgtable:
         return (va & ~((1 << span) - 1) & U64_MAX) | (i << self._shift(L))
 
     def _in_range(self, va, last):
-        """pt_check_range() (generic_pt) / the TTBR0 input-size check: both ends in the table."""
+        """pt_check_range() (generic_pt) / the TTBR0 input-size check: both ends in the table.
+
+        Sign-extending formats: the kernel takes the all-ones prefix when any bit from ias-1 up
+        is set (not only the sign bit), so a non-canonical va aliases the lower half."""
         if self.sign_extend:
-            prefix = U64_MAX if (va >> (self.ias - 1)) & 1 else 0
+            prefix = U64_MAX if va >> (self.ias - 1) else 0
             hi = prefix >> self.ias
             return va >> self.ias == hi and last >> self.ias == hi
         return va >> self.ias == 0 and last >> self.ias == 0
+
+    def _canonical(self, va, last):
+        """The hardware's input-address check (sign-extended from bit ias-1 where the format is)."""
+        if self.sign_extend:
+            hi = (U64_MAX if (va >> (self.ias - 1)) & 1 else 0) >> self.ias
+            return va >> self.ias == hi and last >> self.ias == hi
+        return va >> self.ias == 0 and last >> self.ias == 0
+
+    def _warn_alias(self, va):
+        if self.sign_extend and self._in_range(va, va) and not self._canonical(va, va):
+            self._warn(f"dmaphys: generic_pt {self.fmt}: IOVA {va:#x} is not canonical for a {self.ias}-bit "
+                       f"table; the kernel's pt_check_range() accepts it and it aliases "
+                       f"{va & ((1 << (self.ias - 1)) - 1):#x} (a kernel bug)", "generic_pt:sign-alias")
 
     def _level_name(self, L):
         return 3 - L if self.family == FAM_ARM else L
@@ -481,6 +497,7 @@ class IoPgtable:
             return -ENXIO, 0
         if not self._in_range(iova, last):
             return -ERANGE, 0
+        self._warn_alias(iova)
         st = {"oa": paddr, "attrs": self._gpt_prot(prot), "leaf_L": (lg2 - 12) // 9, "freelist": []}
         ret = self._gpt_map_level(self.top, self.pgtable_root, iova, last, st)
         # tables replaced by leaves go through the gather; map_pages syncs the IOTLB, then frees
@@ -531,6 +548,7 @@ class IoPgtable:
         length = (pgsize * pgcount) & U64_MAX
         if length == 0 or iova + length - 1 > U64_MAX or not self._in_range(iova, iova + length - 1):
             return 0
+        self._warn_alias(iova)
         st = {"unmapped": 0, "freelist": []}
         self._gpt_unmap_level(self.top, self.pgtable_root, iova, iova + length - 1, st)
         for t in st["freelist"]:
@@ -721,7 +739,7 @@ class IoPgtable:
 
     def lookup(self, iova):
         """The hardware walk: (phys, IOMMU_* prot, leaf size) or None (translation fault)."""
-        if self.pgtable_root == 0 or not self._in_range(iova, iova):
+        if self.pgtable_root == 0 or not self._canonical(iova, iova):
             return None
         table = self.pgtable_root
         acc = IOMMU_READ | IOMMU_WRITE
@@ -794,7 +812,11 @@ class IoPgtable:
 
     def iova_to_phys(self, iova):
         """io_pgtable_ops->iova_to_phys: the physical address, 0 when unmapped."""
-        return self.c_iova_to_phys(u64(iova, "iova"))
+        iova = u64(iova, "iova")
+        if self.pgtable_root:
+            self._warn_alias(iova)
+            self.machine.flush_warnings()
+        return self.c_iova_to_phys(iova)
 
     def iommu_pgsize(self, iova, paddr, size):
         """iommu_pgsize() with this table's bitmap: (pgsize, count)."""
@@ -818,7 +840,7 @@ class IoPgtable:
         if self.pgtable_root == 0:
             out["fault"] = "freed"
             return out
-        if not self._in_range(iova, iova):
+        if not self._canonical(iova, iova):
             out["fault"] = "address size"
             return out
         table = self.pgtable_root

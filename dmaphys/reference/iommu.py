@@ -453,7 +453,7 @@ def iommu_device_access(dev, iova: int, n: int, write: bool, data: bytes | None)
             else:
                 w = pt.lookup(a)
                 if w is None:
-                    reason = "not-present" if pt._in_range(a, a) else "address-size"
+                    reason = "not-present" if pt._canonical(a, a) else "address-size"
                 else:
                     phys, prot, leaf = w
                     if tlb is not None:
@@ -516,7 +516,12 @@ def iommu_iotlb_sync(domain, iova, size) -> None:
 
 def iommu_iova_to_phys(domain, iova) -> int:
     """iommu_iova_to_phys(domain, iova): the physical address, 0 when unmapped."""
-    return _iova_to_phys(_domain_arg(domain), u64(iova, "iova"))
+    d = _domain_arg(domain)
+    iova = u64(iova, "iova")
+    if d.pgtable is not None and not d.freed and d.type_value != _PT:
+        d.pgtable._warn_alias(iova)
+        d.pgtable.machine.flush_warnings()
+    return _iova_to_phys(d, iova)
 
 
 def iommu_domain_free(domain) -> None:
