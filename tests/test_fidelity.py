@@ -119,3 +119,13 @@ def test_x86_alias_through_the_iommu_api(impl):
         assert impl.iommu_map(d, 0xFFFFF000C0000000, 0x5000, 0x1000, R) == 0
     assert impl.iommu_iova_to_phys(d, 0xFFFFF000C0000000) == 0x5000
     assert impl.iommu_iova_to_phys(d, 0xC0000000) == 0x5000
+
+
+# ---- 5. swiotlb_max_mapping_size(): roundup() of an int wraps before dividing ------------------
+@pytest.mark.parametrize("mask,size", [(0x7FFFF802, 2147743744), (0x7FFFFFFF, 2147743744),
+                                       (0x7FFFF801, 2147745792), (0x7FFFF800, (262144 - 0x7FFFF800) % 2**64),
+                                       (0xFFF, 258048)])
+def test_swiotlb_max_mapping_size_int_wrap(impl, mask, size):
+    # kernel/dma/swiotlb.c v6.18: int min_align = roundup(min_align_mask, IO_TLB_SIZE)
+    m = machine(impl)
+    assert impl.swiotlb_max_mapping_size(m.add_device("d", min_align_mask=mask)) == size

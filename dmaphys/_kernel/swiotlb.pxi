@@ -339,10 +339,12 @@ cdef inline bint is_swiotlb_force_bounce(Device dev) noexcept:
 cdef u64 swiotlb_max_mapping_size(Device dev) noexcept:
     """swiotlb_max_mapping_size(): one segment minus the min_align_mask slots it may skip."""
     cdef int min_align_mask = <int>_swiotlb_min_align_mask(dev)     # the kernel's int local
-    cdef int min_align = 0
+    cdef int min_align = 0, q
     if min_align_mask:
-        # roundup(min_align_mask, IO_TLB_SIZE) in int arithmetic (the kernel wraps, -fno-strict-overflow)
-        min_align = <int>(((<long long>min_align_mask + IO_TLB_SIZE - 1) // IO_TLB_SIZE) * IO_TLB_SIZE)
+        # roundup(min_align_mask, IO_TLB_SIZE) in int arithmetic: the sum wraps before the
+        # division (-fno-strict-overflow), which truncates toward zero (v6.18)
+        q = <int>(<unsigned int>min_align_mask + <unsigned int>(IO_TLB_SIZE - 1))
+        min_align = <int>((q // <int>IO_TLB_SIZE) * <int>IO_TLB_SIZE)
     return <u64>IO_TLB_SIZE * IO_TLB_SEGSIZE - <u64>(<long long>min_align)
 
 

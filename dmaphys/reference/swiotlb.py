@@ -308,7 +308,7 @@ def c_swiotlb_max_mapping_size(dev) -> int:
     min_align_mask = _to_int32(dma_get_min_align_mask(dev))       # the kernel's int local
     min_align = 0
     if min_align_mask:
-        q = min_align_mask + IO_TLB_SIZE - 1
+        q = _to_int32(min_align_mask + IO_TLB_SIZE - 1)             # the int sum wraps first
         q = abs(q) // IO_TLB_SIZE * (1 if q >= 0 else -1)          # C division truncates
         min_align = _to_int32(q * IO_TLB_SIZE)
     return (IO_TLB_SIZE * IO_TLB_SEGSIZE - min_align) & U64_MAX
