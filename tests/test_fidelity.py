@@ -129,3 +129,17 @@ def test_swiotlb_max_mapping_size_int_wrap(impl, mask, size):
     # kernel/dma/swiotlb.c v6.18: int min_align = roundup(min_align_mask, IO_TLB_SIZE)
     m = machine(impl)
     assert impl.swiotlb_max_mapping_size(m.add_device("d", min_align_mask=mask)) == size
+
+
+# ---- 6. alloc_iova() with limit_pfn below start_pfn (or all ones) -------------------------------
+@pytest.mark.parametrize("limit", [0xF, (1 << 64) - 1])
+def test_alloc_iova_impossible_limit_fails_and_sets_max32(impl, limit):
+    # drivers/iommu/iova.c: __alloc_and_insert_iova_range(limit_pfn + 1) finds no room, sets
+    # max32_alloc_size = size and returns -ENOMEM (alloc_iova() NULL); later 32-bit allocations
+    # of that size or more fail fast
+    d = impl.IovaDomain(4096, 0x10)
+    assert d.alloc_iova(2, limit) == 0
+    assert d.max32_alloc_size == 2
+    assert d.find_iova(0xFFFFF) is None
+    assert d.alloc_iova(2, 0xFFFFF) == 0                       # iova32_full: no walk
+    assert d.alloc_iova(1, 0xFFFFF) == 0xFFFFF                 # smaller still searches
