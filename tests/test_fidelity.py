@@ -143,3 +143,28 @@ def test_alloc_iova_impossible_limit_fails_and_sets_max32(impl, limit):
     assert d.find_iova(0xFFFFF) is None
     assert d.alloc_iova(2, 0xFFFFF) == 0                       # iova32_full: no walk
     assert d.alloc_iova(1, 0xFFFFF) == 0xFFFFF                 # smaller still searches
+
+
+# ---- 7. no room below 4 GiB for the default bounce pool: boot without swiotlb -----------------
+def test_machine_without_low_room_boots_and_bounces_fail(impl):
+    # kernel/dma/swiotlb.c v6.18 swiotlb_init_remap(): every halving fails -> return, with
+    # io_tlb_default_mem empty; swiotlb_tbl_map_single() then refuses with its message
+    with pytest.warns(dma.KernelWarning, match="swiotlb_memblock_alloc: Failed to allocate"):
+        m = impl.Machine(ram=[(0, 512 << 10), (4 << 30, 1 << 30)], swiotlb_force=True, dma_debug=False)
+    assert m.swiotlb.nslabs == 0 and m.swiotlb.force_bounce
+    dev = m.add_device("d", dma_mask=(1 << 32) - 1)
+    assert not impl.is_swiotlb_active(dev)
+    buf = m.alloc_pages(1, None)
+    with pytest.warns(dma.KernelWarning, match="^d: Can not allocate SWIOTLB buffer earlier and can't now "
+                                               "provide you with the DMA bounce buffer$"):
+        assert impl.dma_map_phys(dev, buf, 4096, 1, 0) == dma.DMA_MAPPING_ERROR
+
+
+def test_machine_without_low_room_direct_overflow(impl):
+    with pytest.warns(dma.KernelWarning, match="Failed to allocate"):
+        m = impl.Machine(ram=[(0, 512 << 10), (4 << 30, 1 << 30)], dma_debug=False)   # "auto" pool
+    assert m.swiotlb.nslabs == 0 and not m.swiotlb.force_bounce
+    dev = m.add_device("d", dma_mask=(1 << 32) - 1)
+    buf = m.alloc_pages(1, None)                                 # above 4 GiB: would bounce
+    with pytest.warns(dma.KernelWarning, match="overflow"):
+        assert impl.dma_map_phys(dev, buf, 4096, 1, 0) == dma.DMA_MAPPING_ERROR

@@ -277,7 +277,8 @@ cdef IoTlbMem swiotlb_init(Machine m, u64 size, int nareas, bint force):
     nslabs = ALIGN(size >> IO_TLB_SHIFT, IO_TLB_SEGSIZE); nareas 0 means num_possible_cpus()
     (m.cpus); swiotlb_adjust_nareas() then round_up_default_nslabs(); the memory comes from
     RAM below 4 GiB (memblock_alloc_low), retrying at half the size down to IO_TLB_MIN_SLABS.
-    Raises MemoryError when even that fails (the kernel would run without swiotlb).
+    When even that fails the kernel returns from swiotlb_init_remap() with io_tlb_default_mem
+    empty (nslabs 0, force_bounce already set) and boots: maps that need a bounce buffer then fail.
     """
     cdef IoTlbMem mem
     cdef u64 nslabs, default_nslabs, nbytes, start
@@ -298,8 +299,10 @@ cdef IoTlbMem swiotlb_init(Machine m, u64 size, int nareas, bint force):
         m.kwarn(KernelWarning, f"software IO TLB: swiotlb_memblock_alloc: Failed to allocate "
                                f"{nbytes} bytes tlb structure")
         if nslabs <= IO_TLB_MIN_SLABS:
-            raise MemoryError(f"swiotlb: no {default_nslabs << IO_TLB_SHIFT}-byte bounce pool (nor one "
-                              f"down to {IO_TLB_MIN_SLABS << IO_TLB_SHIFT} bytes) fits in free RAM below 4 GiB")
+            mem = IoTlbMem.__new__(IoTlbMem)     # no pool: the empty io_tlb_default_mem
+            mem.machine = m
+            mem.force_bounce = force
+            return mem
         nslabs = ((nslabs >> 1) + IO_TLB_SEGSIZE - 1) & ~(<u64>IO_TLB_SEGSIZE - 1)
         n = limit_nareas(n, nslabs)
     if default_nslabs != nslabs:

@@ -262,8 +262,11 @@ def swiotlb_init(machine, size: int, nareas: int, force: bool) -> IoTlbMem:
         machine.kwarn(KernelWarning, f"software IO TLB: swiotlb_memblock_alloc: Failed to allocate "
                                      f"{nbytes} bytes tlb structure")
         if nslabs <= IO_TLB_MIN_SLABS:
-            raise MemoryError(f"swiotlb: no {default_nslabs << IO_TLB_SHIFT}-byte bounce pool (nor one down "
-                              f"to {IO_TLB_MIN_SLABS << IO_TLB_SHIFT} bytes) fits in free RAM below 4 GiB")
+            # swiotlb_init_remap() returns: io_tlb_default_mem stays empty and the machine boots
+            mem = IoTlbMem()
+            mem.machine = machine
+            mem.force_bounce = bool(force)
+            return mem
         nslabs = ((nslabs >> 1) + IO_TLB_SEGSIZE - 1) & ~(IO_TLB_SEGSIZE - 1)
         n = limit_nareas(n, nslabs)
     if default_nslabs != nslabs:
