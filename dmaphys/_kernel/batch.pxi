@@ -25,6 +25,8 @@
 # may touch Python-owned state (dma-debug records, trace events, the warning queue, exceptions,
 # the IOVA rcache timers). The loops themselves are pure C (no Python API per element; see
 # DMAPHYS_ANNOTATE=1). The iova_to_phys batch walks page tables only and releases it.
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, batch.pxd.
 
 import numpy as _np
 

@@ -3,11 +3,8 @@
 # dma_io_tlb_mem, dma_skip_sync, dma_iommu), include/linux/dma-direct.h (phys_to_dma /
 # dma_to_phys through the bus_dma_region list) and the device's side of the bus:
 # dma_read/dma_write reach RAM, MMIO or a peer BAR the way hardware would, or fault.
-
-cdef struct bus_dma_region:                    # include/linux/dma-direct.h
-    u64 cpu_start
-    u64 dma_start
-    u64 size
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, device.pxd.
 
 
 cdef class Device:
@@ -19,35 +16,6 @@ cdef class Device:
     ``dma_uses_io_tlb``; ``coherent`` is dev_is_dma_coherent(); ``force_bounce`` is
     is_swiotlb_force_bounce() for this device.
     """
-    cdef readonly Machine machine
-    cdef readonly str name
-    # --- struct device ---
-    cdef bint has_dma_mask                     # dev->dma_mask != NULL
-    cdef u64 _dma_mask
-    cdef public u64 coherent_dma_mask
-    cdef public u64 bus_dma_limit
-    cdef vector[bus_dma_region] range_map      # dev->dma_range_map (empty = none)
-    cdef readonly bint coherent                # dev_is_dma_coherent()
-    cdef public bint force_bounce              # is_swiotlb_force_bounce(dev)
-    cdef public u64 min_align_mask             # dma_get_min_align_mask()
-    cdef public u64 max_segment_size           # dma_get_max_seg_size()
-    cdef public u64 seg_boundary_mask          # dma_get_seg_boundary()
-    cdef public bint dma_skip_sync
-    cdef public bint dma_uses_io_tlb
-    cdef public IoTlbMem dma_io_tlb_mem        # IoTlbMem or None (typed: no refcounting on the hot path)
-    cdef readonly bint pci
-    cdef public bint untrusted                 # pdev->untrusted (external-facing port)
-    # --- IOMMU (set by Iommu.attach_device) ---
-    cdef public object domain                  # IommuDomain or None
-    cdef public bint dma_iommu                 # use_dma_iommu(dev)
-    # --- P2PDMA (set by P2PTopology) ---
-    cdef public object p2p_node                # position in the PCI topology
-    # --- statistics ---
-    cdef public u64 arch_sync_for_device       # arch_sync_dma_for_device() calls (non-coherent)
-    cdef public u64 arch_sync_for_cpu          # arch_sync_dma_for_cpu() calls
-    cdef public u64 dma_reads
-    cdef public u64 dma_writes
-    cdef public u64 faults
 
     def __init__(self, Machine machine, str name, dma_mask, coherent, dma_range_map, bus_dma_limit,
                  force_bounce, min_align_mask, pci, untrusted, max_segment_size, seg_boundary_mask,

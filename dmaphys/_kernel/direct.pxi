@@ -8,16 +8,8 @@
 # arch_dma_map_*_direct powerpc bypass, CMA / dma_alloc_from_dev_coherent pools, remapped
 # uncached coherent buffers, and dma_kmalloc_needs_bounce(): it is false because
 # CONFIG_DMA_BOUNCE_UNALIGNED_KMALLOC is off (x86), and the simulator has no kmalloc objects.
-
-cdef enum:
-    # x86's ZONE_DMA: zone_dma_limit = DMA_BIT_MASK(24) (CONFIG_ZONE_DMA=y)
-    ZONE_DMA_BITS = 24
-
-# dma_direct_map_phys() is a static inline of direct.h: mapping.c and direct.c each get their
-# own copy, so its dev_WARN_ONCE fires once per copy. The caller says which copy runs.
-cdef enum:
-    DIRECT_H_IN_MAPPING_C = 0
-    DIRECT_H_IN_DIRECT_C = 1
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, direct.pxd.
 
 
 cdef inline u64 zone_dma_limit_c() noexcept nogil:

@@ -8,20 +8,9 @@
 # entries (domain_context_clear_one's domain-selective flush). The hardware side -- the
 # requests a device puts on the bus -- is iommu_device_access: one translation per request
 # that never crosses a 4 KiB boundary (PCIe), IOTLB first, then a page-table walk.
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, iommu.pxd.
 
-cdef enum:                                      # include/linux/iommu.h domain type bits
-    __IOMMU_DOMAIN_PAGING = 1 << 0
-    __IOMMU_DOMAIN_DMA_API = 1 << 1
-    __IOMMU_DOMAIN_PT = 1 << 2
-    __IOMMU_DOMAIN_DMA_FQ = 1 << 3
-    IOMMU_DOMAIN_BLOCKED = 0
-    IOMMU_DOMAIN_IDENTITY = __IOMMU_DOMAIN_PT
-    IOMMU_DOMAIN_UNMANAGED = __IOMMU_DOMAIN_PAGING
-    IOMMU_DOMAIN_DMA = __IOMMU_DOMAIN_PAGING | __IOMMU_DOMAIN_DMA_API
-    IOMMU_DOMAIN_DMA_FQ = __IOMMU_DOMAIN_PAGING | __IOMMU_DOMAIN_DMA_API | __IOMMU_DOMAIN_DMA_FQ
-
-cdef enum:
-    IOMMU_ENODEV = 19
 
 IOMMU_DOMAIN_TYPES = {"blocked": IOMMU_DOMAIN_BLOCKED, "identity": IOMMU_DOMAIN_IDENTITY,
                       "unmanaged": IOMMU_DOMAIN_UNMANAGED, "dma": IOMMU_DOMAIN_DMA,
@@ -43,26 +32,6 @@ cdef class IommuDomain:
     kernel's IOMMU_DOMAIN_* number. Paging domains own an IoPgtable (``pgtable``) of their
     IOMMU's format; identity and blocked domains are the IOMMU's static singletons.
     """
-    cdef readonly Iommu iommu
-    cdef readonly str type                     # "dma", "dma-fq", "identity", "blocked", "unmanaged"
-    cdef readonly IoPgtable pgtable            # None for identity / blocked
-    cdef readonly bint translates              # device accesses go through iommu_device_access
-    cdef readonly u64 pgsize_bitmap
-    cdef readonly u64 aperture_start
-    cdef readonly u64 aperture_end
-    cdef public object iova_cookie             # IommuDmaCookie (dma_iommu.pxi) for DMA domains
-    cdef readonly list devices
-    cdef readonly u32 id                       # domain id (VT-d DID / SMMU ASID) tagging IOTLB entries
-    cdef readonly bint is_default              # a group's default domain (freed with its last device)
-    cdef readonly bint freed
-    cdef int ktype
-    cdef int leaf_shifts[8]                    # leaf sizes (lg2) of pgsize_bitmap, ascending
-    cdef int nshifts
-    # counters
-    cdef readonly u64 stale_hits               # device requests served by a stale IOTLB entry
-    cdef readonly u64 faults                   # translation faults in this domain
-    cdef readonly u64 iotlb_syncs              # iommu_iotlb_sync_range calls (strict unmaps)
-    cdef readonly u64 iotlb_flushes            # iommu_flush_iotlb_all calls (flush queue)
 
     def __init__(self, *args, **kwargs):
         raise TypeError("IommuDomain objects come from Iommu.domain_alloc() or device attach")
@@ -137,27 +106,6 @@ cdef class Iommu:
     name of enum iommu_resv_type such as "msi", "sw_msi", "direct", "reserved", or its value),
     ``name``.
     """
-    cdef readonly Machine machine
-    cdef readonly str fmt
-    cdef readonly bint strict
-    cdef readonly Iotlb iotlb                  # None: no translation caching
-    cdef readonly list faults                  # fault records (dicts)
-    cdef str _fault_mode
-    cdef bint record_faults
-    cdef readonly list domains                 # live domains (static ones first)
-    cdef readonly list reserved_regions        # [(start, length, type_name)]
-    cdef readonly bint shadow_on_flush
-    cdef readonly bint forcedac
-    cdef readonly bint caching_mode
-    cdef readonly object ias
-    cdef readonly object oas
-    cdef readonly str name
-    cdef readonly IommuDomain identity_domain
-    cdef readonly IommuDomain blocked_domain
-    cdef u32 next_domid
-    cdef u32 next_sid
-    cdef dict sids                             # Device -> requester id
-    cdef dict default_domains                  # Device -> default domain while an unmanaged one is attached
 
     def __init__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
                  fault_mode="raise", shadow_on_flush=False, forcedac=False, caching_mode=False,

@@ -19,27 +19,9 @@
 # working sets while staying cheap to simulate, and 8-way LRU is the common set-associative
 # design of CPU second-level TLBs. Everything is configurable; nothing here is a claim about
 # a particular chip. Negative entries (faults) are never cached, as on VT-d with CM=0.
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, iotlb.pxd.
 
-cdef struct iotlb_entry:
-    u64 page                                   # iova >> shift (the leaf's page number)
-    u64 phys                                   # output address of the leaf (size-aligned)
-    u64 stamp                                  # LRU: last use; FIFO: fill time
-    u64 gen                                    # page-table generation when filled/verified
-    u32 domid
-    u32 sid                                    # requester id (qemu mode); 0 in set-assoc mode
-    int shift                                  # leaf size lg2
-    int prot                                   # IOMMU_READ | IOMMU_WRITE
-    bint valid
-
-ctypedef pair[u64, u64] iotlb_qkey
-
-cdef enum:
-    IOTLB_LRU = 0
-    IOTLB_FIFO = 1
-    IOTLB_RANDOM = 2
-
-cdef enum:
-    VTD_IOTLB_MAX_SIZE = 1024                  # hw/i386/intel_iommu_internal.h
 
 _IOTLB_POLICIES = {"lru": IOTLB_LRU, "fifo": IOTLB_FIFO, "random": IOTLB_RANDOM}
 
@@ -69,31 +51,7 @@ cdef class Iotlb:
     commands), ``invalidated`` (entries they dropped), ``stale_hits`` (hits whose translation
     the live page table no longer has), ``cap_resets`` (qemu mode: whole-table resets).
     """
-    cdef readonly str mode
-    cdef readonly str policy
-    cdef readonly u64 entries
-    cdef readonly u64 ways
-    cdef readonly u64 sets
-    cdef readonly u64 seed
-    cdef readonly u64 max_size
-    cdef readonly u64 hits
-    cdef readonly u64 misses
-    cdef readonly u64 fills
-    cdef readonly u64 evictions
-    cdef readonly u64 invalidations
-    cdef readonly u64 invalidated
-    cdef readonly u64 stale_hits
-    cdef readonly u64 cap_resets
-    cdef readonly object owner                 # the Iommu using it (one IOTLB per IOMMU)
-    cdef bint qemu
-    cdef int pol
-    cdef u64 tick
-    cdef u64 rng
-    cdef vector[iotlb_entry] ents              # set-assoc: sets * ways, set-major
-    cdef u64 nvalid[64]                        # set-assoc: valid entries per leaf size (lg2);
                                                # lets find/inv_range skip sizes nothing caches
-    cdef u64 nvalid_all                        # set-assoc: valid entries (sum of nvalid)
-    cdef cppmap[iotlb_qkey, iotlb_entry] qmap  # qemu mode
 
     def __init__(self, entries=512, ways=8, policy="lru", seed=0, mode="set-assoc",
                  max_size=VTD_IOTLB_MAX_SIZE):

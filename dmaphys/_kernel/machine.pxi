@@ -5,6 +5,8 @@
 # Kernel WARNs and dev_warns are queued by the core with Machine.kwarn() and emitted as
 # Python warnings by Machine.flush_warnings() when the entry point returns, so a warning that
 # a test turns into an exception never interrupts a half-done operation.
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, machine.pxd.
 
 import heapq as _heapq
 import logging as _logging
@@ -23,22 +25,6 @@ cdef class Machine:
     gives the pool size in bytes; 0/False/None disables it. ``swiotlb_nareas`` overrides the
     area count (default: ``cpus``, rounded as swiotlb_adjust_nareas does).
     """
-    cdef readonly PhysMem mem
-    cdef readonly int cpus
-    cdef int _cpu
-    cdef readonly u64 clock_ns
-    cdef readonly IoTlbMem swiotlb                     # None when disabled (io_tlb_default_mem)
-    cdef readonly dict devices                         # name -> Device
-    cdef readonly list iommus
-    cdef readonly DmaDebug dma_debug                   # DmaDebug (kernel/dma/debug.c)
-    cdef readonly DmaTrace trace                       # DmaTrace (include/trace/events/dma.h)
-    cdef readonly P2PTopology p2pdma                   # P2P topology (drivers/pci/p2pdma.c)
-    cdef readonly list warnings_log                    # every kernel warning emitted: (category, text)
-    cdef readonly dict ratelimit_states                # call site -> RatelimitState (dev_warn_ratelimited)
-    cdef list _warn_queue
-    cdef set _warned_once
-    cdef list _timers                                  # heap of (deadline_ns, seq, callback)
-    cdef u64 _timer_seq
 
     def __init__(self, ram=None, cpus=4, swiotlb="auto", swiotlb_nareas=None,
                  swiotlb_force=False, dma_debug=True):
@@ -249,10 +235,6 @@ cdef class Machine:
     def __repr__(self):
         return (f"<dmaphys.Machine cpus={self.cpus} ram={self.mem.ram_bytes >> 20} MiB "
                 f"devices={len(self.devices)} iommus={len(self.iommus)}>")
-
-
-cdef enum:
-    IO_TLB_DEFAULT_SIZE_C = 64 << 20
 
 
 cdef inline u64 _u64(object v, str what) except? 0xFFFFFFFFFFFFFFFF:

@@ -11,6 +11,8 @@
 # CONFIG_DMA_API_DEBUG is modelled as ``dev.machine.dma_debug.enabled``: it turns on the
 # debug-only checks of dma_map_page_attrs / dma_map_resource and makes dma_dev_need_sync()
 # true (so syncs always reach the out-of-line __dma_sync_* functions and their BUG_ON).
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, mapping.pxd.
 
 # ---- argument validation (Python tier) -----------------------------------------------------------
 cdef inline u64 _arg_u64(object v, str what) except? 0xFFFFFFFFFFFFFFFF:
@@ -160,6 +162,11 @@ cdef u64 c_dma_map_resource(Device dev, u64 phys_addr, u64 size, int dir,
                           "WARN_ON_ONCE(pfn_valid(PHYS_PFN(phys_addr)))", "mapping.c:dma_map_resource:pfn_valid")
         return DMA_MAPPING_ERROR
     return c_dma_map_phys(dev, phys_addr, size, dir, attrs | DMA_ATTR_MMIO)
+
+
+cdef int c_dma_unmap_resource(Device dev, u64 addr, u64 size, int dir, unsigned long attrs) except -1:
+    """dma_unmap_resource() = dma_unmap_phys(... | DMA_ATTR_MMIO)."""
+    return c_dma_unmap_phys(dev, addr, size, dir, attrs | DMA_ATTR_MMIO)
 
 
 cdef int c_dma_mapping_error(Device dev, u64 dma_addr) except? -9999:
@@ -545,7 +552,7 @@ def dma_unmap_resource(Device dev not None, addr, size, dir, attrs=0):
     cdef int d = _arg_dir(dir)
     cdef unsigned long a = _arg_attrs(attrs)
     try:
-        c_dma_unmap_phys(dev, ad, s, d, a | DMA_ATTR_MMIO)
+        c_dma_unmap_resource(dev, ad, s, d, a)
     finally:
         dev.machine.flush_warnings()
 

@@ -5,22 +5,8 @@
 # Storage is allocated per 4 KiB frame on first write: a never-written byte reads as 0.
 # Frames are found through a two-level table indexed by pfn (like a sparse mem_map), so a
 # lookup is two array loads. Physical addresses are limited to MAX_PHYS_BITS.
-
-cdef enum:
-    MAX_PHYS_BITS = 48
-    PFN_L2_SHIFT = 18                                  # 2^18 frames (1 GiB) per second-level table
-    PFN_L2_SIZE = 1 << 18
-    PFN_L1_SIZE = 1 << (48 - 12 - 18)
-
-cdef enum:
-    REGION_RAM = 1
-    REGION_MMIO = 2
-
-cdef struct phys_region:
-    u64 start
-    u64 end                                            # exclusive
-    int kind                                           # REGION_RAM / REGION_MMIO
-    int index                                          # position in PhysMem.region_names
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, memory.pxd.
 
 
 cdef class PhysMem:
@@ -33,15 +19,6 @@ cdef class PhysMem:
       read / write / copy / fill / read64 / write64 on physical addresses (caller validated)
       alloc_pages(npages, limit, align) -> phys or U64_MAX; free_pages(phys, npages) -> 0/-1
     """
-    cdef u8 ***l1                                      # l1[pfn >> 18][pfn & (2^18-1)] -> frame
-    cdef vector[phys_region] regions                   # sorted by start, non-overlapping
-    cdef readonly list region_names
-    cdef readonly u64 resident_frames                  # frames holding storage
-    cdef readonly u64 ram_bytes
-    # page allocator (memblock/buddy stand-in): free extents [start_pfn, end_pfn) and allocations
-    cdef cppmap[u64, u64] free_extents                 # start_pfn -> end_pfn
-    cdef cppmap[u64, u64] allocated                    # start_pfn -> npages
-    cdef readonly u64 allocated_pages
 
     def __cinit__(self):
         self.l1 = <u8 ***>calloc(PFN_L1_SIZE, sizeof(u8 **))

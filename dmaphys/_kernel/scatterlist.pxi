@@ -1,18 +1,8 @@
 # Models include/linux/scatterlist.h and lib/scatterlist.c: struct scatterlist entries
 # (page, offset, length, dma_address, dma_length, dma_flags) and struct sg_table
 # (sgl, nents, orig_nents). dma.ScatterList is both the list and its sg_table.
-
-cdef enum:
-    SG_DMA_BUS_ADDRESS = 1 << 0                # sg_dma_mark_bus_address()
-    SG_DMA_SWIOTLB = 1 << 1                    # sg_dma_mark_swiotlb()
-
-cdef struct scatterlist:
-    u64 page_phys                              # page_to_phys(sg_page(sg))
-    u64 offset
-    u64 length
-    u64 dma_address
-    u64 dma_length
-    u32 dma_flags
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, scatterlist.pxd.
 
 
 cdef class ScatterList:
@@ -21,9 +11,6 @@ cdef class ScatterList:
     ``ScatterList([(phys, length), ...])``; entry i is ``sgl[i]`` with ``phys``, ``page_phys``,
     ``offset``, ``length``, ``dma_address``, ``dma_length`` as the kernel fills them.
     """
-    cdef vector[scatterlist] sg
-    cdef public int nents                      # sg_table.nents (set by dma_map_sgtable)
-    cdef readonly int orig_nents
 
     def __init__(self, entries):
         cdef scatterlist s
@@ -70,8 +57,6 @@ cdef class ScatterList:
 
 cdef class ScatterlistEntry:
     """One struct scatterlist (a view into its ScatterList)."""
-    cdef readonly ScatterList table
-    cdef readonly Py_ssize_t index
 
     def __init__(self, ScatterList table, Py_ssize_t index):
         self.table = table
