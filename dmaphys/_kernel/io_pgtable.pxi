@@ -1,8 +1,9 @@
-# Models IOMMU radix page tables in hardware formats: drivers/iommu/generic_pt (VT-d second
-# stage "vtd-ss"/"vtd-ss-5level" = fmt/vtdss.h, x86-64 / VT-d first stage "x86-64"/"x86-64-5level"
-# = fmt/x86_64.h with PT_FEAT_SIGN_EXTEND, the algorithms of iommu_pt.h) and
-# drivers/iommu/io-pgtable-arm.c (ARM_64_LPAE_S1 with 4K/16K/64K granules), plus the
-# iommu_map()/iommu_unmap() page-size splitting of drivers/iommu/iommu.c (iommu_pgsize).
+# The common page-table object of drivers/iommu/io-pgtable.c + generic_pt's pt_iommu: IoPgtable
+# holds a table in simulated RAM and dispatches io_pgtable_ops (map_pages, unmap_pages,
+# iova_to_phys) to its format's code, split the way the kernel splits it: generic_pt.pxi
+# (drivers/iommu/generic_pt: vtd-ss, x86-64) and io_pgtable_arm.pxi (io-pgtable-arm.c). Also the
+# iommu_map()/iommu_unmap() page-size splitting of drivers/iommu/iommu.c (iommu_pgsize) and the
+# single-granule fast paths of the DMA API.
 #
 # The tables live in simulated RAM (machine.mem), one naturally aligned allocation per table,
 # entries little-endian in the real bit layout: a walker reading memory from pgtable_root sees
@@ -372,438 +373,32 @@ cdef class IoPgtable:
 
     # ---- entry encoding / decoding -------------------------------------------------------
     cdef inline int etype(self, u64 e, int L) noexcept nogil:
-        """pt_load_entry_raw() (vtdss/x86_64) / iopte_leaf() + iopte_table() (arm)."""
-        cdef u64 t
-        if self.family == PT_FAM_VTDSS:
-            if e == 0:
-                return PT_EMPTY
-            return PT_OA if (L == 0 or (L <= 2 and (e & VTDSS_PS))) else PT_TABLE
-        if self.family == PT_FAM_X86:
-            if not (e & X86_P):
-                return PT_EMPTY
-            return PT_OA if (L == 0 or (L <= 2 and (e & X86_PS))) else PT_TABLE
-        if e == 0:
-            return PT_EMPTY
-        t = e & ARM_TYPE_MASK
-        if L == 0:
-            return PT_OA if t == ARM_TYPE_PAGE else PT_INVALID
-        if t == ARM_TYPE_BLOCK:
-            return PT_OA
-        return PT_TABLE if t == ARM_TYPE_TABLE else PT_INVALID
-
-    cdef inline u64 arm_to_paddr(self, u64 e) noexcept nogil:
-        """iopte_to_paddr(): 64K granule packs PA bits 51:48 into PTE bits 15:12."""
-        cdef u64 p = e & ARM_ADDR_MASK
-        if self.granule < 65536:
-            return p
-        return (p | (p << 36)) & (ARM_ADDR_MASK << 4)
+        """The entry type at level L: the format's decoder (generic_pt.pxi / io_pgtable_arm.pxi)."""
+        if self.family == PT_FAM_ARM:
+            return arm_etype(e, L)
+        return gpt_etype(self.family, e, L)
 
     cdef inline u64 table_pa(self, u64 e) noexcept nogil:
         if self.family == PT_FAM_ARM:
-            return self.arm_to_paddr(e)
+            return arm_to_paddr(self.granule, e)
         return e & PT_OA_MASK
-
-    cdef inline u64 gpt_prot(self, int prot) noexcept nogil:
-        """vtdss_pt_iommu_set_prot() / x86_64_pt_iommu_set_prot()."""
-        cdef u64 bits = 0
-        if self.family == PT_FAM_VTDSS:
-            if prot & IOMMU_READ:
-                bits |= VTDSS_R
-            if prot & IOMMU_WRITE:
-                bits |= VTDSS_W
-            if self.force_coherence:
-                bits |= VTDSS_SNP
-            return bits
-        bits = X86_U | X86_A
-        if prot & IOMMU_WRITE:
-            bits |= X86_RW | X86_D
-        return bits
-
-    cdef inline u64 gpt_leaf(self, u64 oa, int L, u64 bits) noexcept nogil:
-        """vtdss_pt_install_leaf_entry() / x86_64_pt_install_leaf_entry()."""
-        cdef u64 e = (oa & PT_OA_MASK) | bits
-        if L:
-            e |= VTDSS_PS                        # == X86_PS (bit 7)
-        if self.family == PT_FAM_X86:
-            e |= X86_P
-        return e
-
-    cdef inline u64 gpt_table(self, u64 pa) noexcept nogil:
-        """vtdss_pt_install_table() / x86_64_pt_install_table()."""
-        if self.family == PT_FAM_VTDSS:
-            return VTDSS_R | VTDSS_W | (pa & PT_OA_MASK)
-        return X86_P | X86_RW | X86_U | X86_A | (pa & PT_OA_MASK)
-
-    cdef inline u64 arm_prot(self, int prot) noexcept nogil:
-        """arm_lpae_prot_to_pte() for ARM_64_LPAE_S1 without quirks."""
-        cdef u64 pte = ARM_NG
-        if not (prot & IOMMU_WRITE) and (prot & IOMMU_READ):
-            pte |= ARM_AP_RDONLY
-        if not (prot & IOMMU_PRIV):
-            pte |= ARM_AP_UNPRIV
-        if prot & IOMMU_MMIO:
-            pte |= ARM_ATTR_IDX_DEV << ARM_ATTRINDX_SHIFT
-        elif prot & IOMMU_CACHE:
-            pte |= ARM_ATTR_IDX_CACHE << ARM_ATTRINDX_SHIFT
-        pte |= ARM_SH_IS if (prot & IOMMU_CACHE) else ARM_SH_OS
-        if prot & IOMMU_NOEXEC:
-            pte |= ARM_XN
-        return pte | ARM_AF
-
-    cdef inline u64 arm_paddr_to_iopte(self, u64 pa) noexcept nogil:
-        return (pa | (pa >> 36)) & ARM_ADDR_MASK
 
     cdef inline u64 leaf_oa(self, u64 e) noexcept nogil:
         if self.family == PT_FAM_ARM:
-            return self.arm_to_paddr(e)
+            return arm_to_paddr(self.granule, e)
         return e & PT_OA_MASK
 
     cdef inline int decode_prot(self, u64 e, int acc) noexcept nogil:
         """IOMMU_* permissions a device gets through leaf e (acc: what the tables above allow)."""
-        cdef int p = 0, idx
-        if self.family == PT_FAM_VTDSS:
-            if e & VTDSS_R:
-                p |= IOMMU_READ
-            if e & VTDSS_W:
-                p |= IOMMU_WRITE
-            p &= acc
-            if e & VTDSS_SNP:
-                p |= IOMMU_CACHE
-            return p
-        if self.family == PT_FAM_X86:
-            p = IOMMU_READ
-            if e & X86_RW:
-                p |= IOMMU_WRITE
-            p &= acc
-            if e & X86_XD:
-                p |= IOMMU_NOEXEC
-            return p
-        p = IOMMU_READ
-        if not (e & ARM_AP_RDONLY):
-            p |= IOMMU_WRITE
-        if not (e & ARM_AP_UNPRIV):
-            p |= IOMMU_PRIV
-        if e & ARM_XN:
-            p |= IOMMU_NOEXEC
-        idx = (e >> ARM_ATTRINDX_SHIFT) & 7
-        if idx == ARM_ATTR_IDX_CACHE:
-            p |= IOMMU_CACHE
-        elif idx == ARM_ATTR_IDX_DEV:
-            p |= IOMMU_MMIO
-        return p
+        if self.family == PT_FAM_ARM:
+            return arm_decode_prot(e)
+        return gpt_decode_prot(self.family, e, acc)
 
     cdef inline int table_acc(self, u64 e) noexcept nogil:
-        cdef int p = 0
-        if self.family == PT_FAM_VTDSS:
-            if e & VTDSS_R:
-                p |= IOMMU_READ
-            if e & VTDSS_W:
-                p |= IOMMU_WRITE
-            return p
-        if self.family == PT_FAM_X86:
-            return IOMMU_READ | (IOMMU_WRITE if (e & X86_RW) else 0)
-        return IOMMU_READ | IOMMU_WRITE
-
-    # ==== generic_pt: drivers/iommu/generic_pt/iommu_pt.h =================================
-    cdef int gpt_collect(self, u64 table, int L) except? -9999:
-        """__collect_tables() with check_mapped: queue a subtree's tables, or -EADDRINUSE."""
-        cdef u64 i, e, child
-        cdef int t, r
-        for i in range((<u64>1) << self.idx_bits(L)):
-            e = _pt_rd(self.l1, table + 8 * i)
-            t = self.etype(e, L)
-            if t == PT_TABLE:
-                child = self.table_pa(e)
-                self.freelist.push_back(child)
-                r = self.gpt_collect(child, L - 1)
-                if r:
-                    return r
-            elif t == PT_OA:
-                return -EADDRINUSE
-        return 0
-
-    cdef int gpt_clear_contig(self, u64 table, u64 i, int L) except? -9999:
-        """clear_contig(): a leaf may only replace an empty table subtree (freed via the gather)."""
-        cdef u64 e = _pt_rd(self.l1, table + 8 * i)
-        cdef int t = self.etype(e, L), r
-        cdef size_t mark
-        cdef u64 child
-        if t == PT_TABLE:
-            child = self.table_pa(e)
-            mark = self.freelist.size()
-            r = self.gpt_collect(child, L - 1)
-            if r:
-                self.freelist.resize(mark)
-                return r
-            _pt_wr(self.mem, table + 8 * i, 0)
-            self.freelist.push_back(child)
-            return 0
-        if t != PT_EMPTY:
-            return -EADDRINUSE
-        return 0
-
-    cdef int gpt_map_level(self, int L, u64 table, u64 va, u64 last) except? -9999:
-        """__map_range() above the leaf level, __map_range_leaf() at it."""
-        cdef u64 isz = (<u64>1) << self.shift(L)
-        cdef u64 i = self.index(va, L), first = i
-        cdef u64 end = self.index(last, L) + 1
-        cdef u64 e, child, item, item_last
-        cdef int t, r
-        if L == self.st_leaf_L:
-            while True:
-                if self.etype(_pt_rd(self.l1, table + 8 * i), L) != PT_EMPTY:
-                    r = self.gpt_clear_contig(table, i, L)
-                    if r:
-                        return r
-                _pt_wr(self.mem, table + 8 * i, self.gpt_leaf(self.st_oa, L, self.st_attrs))
-                self.leaf_writes += 1
-                self.st_oa += isz
-                i += 1
-                if i >= end:
-                    return 0
-        while True:
-            e = _pt_rd(self.l1, table + 8 * i)
-            t = self.etype(e, L)
-            if t != PT_TABLE:
-                if t != PT_EMPTY:
-                    return -EADDRINUSE
-                child = self.alloc_table(L - 1)          # pt_iommu_new_table()
-                if child == U64_MAX:
-                    return -ENOMEM
-                _pt_wr(self.mem, table + 8 * i, self.gpt_table(child))
-            else:
-                child = self.table_pa(e)
-            item_last = self.item_start(va, L, i) + isz - 1
-            item = va if i == first else self.item_start(va, L, i)
-            r = self.gpt_map_level(L - 1, child, item, last if last < item_last else item_last)
-            if r:
-                return r
-            i += 1
-            if i >= end:
-                return 0
-
-    cdef int gpt_map_pages(self, u64 iova, u64 paddr, u64 pgsize, u64 pgcount, int prot,
-                           u64 *mapped) except? -9999:
-        """pt_iommu_<fmt>_map_pages()."""
-        cdef u64 length, last
-        cdef int lg2, ret
-        if not (prot & (IOMMU_READ | IOMMU_WRITE)):
-            self.warn("WARNING: generic_pt map_pages(): WARN_ON(!(prot & (IOMMU_READ | IOMMU_WRITE)))")
-            return -EINVAL
-        if self.oas < 64 and (paddr >> self.oas):
-            return -ERANGE
-        length = pgsize * pgcount
-        if length == 0:
-            return -EINVAL
-        last = iova + length - 1
-        if last < iova:
-            return -PT_EOVERFLOW
-        lg2 = pt_compute_best_pgsize(self.pgsize_bitmap, iova, last, paddr)
-        if lg2 == 0:
-            return -PT_ENXIO
-        if not self.in_range(iova, last):
-            return -ERANGE
-        self.warn_alias(iova)
-        self.st_oa = paddr
-        self.st_attrs = self.gpt_prot(prot)
-        self.st_leaf_L = (lg2 - 12) // 9
-        self.freelist.clear()
-        ret = self.gpt_map_level(self.top, self.pgtable_root, iova, last)
-        # tables replaced by leaves went to the gather: map_pages syncs the IOTLB, then frees
-        self.release_freelist()
-        mapped[0] += self.st_oa - paddr
-        return ret
-
-    cdef int gpt_unmap_level(self, int L, u64 table, u64 va, u64 last) except? -9999:
-        """__unmap_range(): clear leaves, free tables the range fully covers, stop at a hole."""
-        cdef u64 isz = (<u64>1) << self.shift(L)
-        cdef u64 i = self.index(va, L), first = i
-        cdef u64 end = self.index(last, L) + 1
-        cdef u64 e = _pt_rd(self.l1, table + 8 * i), num_oas = 0, item, item_last, child
-        cdef int t = self.etype(e, L), ret = 0
-        cdef bint fully
-        if t == PT_OA and (va & (isz - 1)):
-            return -EINVAL                       # starts inside a large leaf
-        while True:
-            if t != PT_OA:
-                if t != PT_TABLE:
-                    ret = -EINVAL
-                    break
-                item_last = self.item_start(va, L, i) + isz - 1
-                item = va if i == first else self.item_start(va, L, i)
-                fully = (item & (isz - 1)) == 0 and last >= item_last
-                child = self.table_pa(e)
-                ret = self.gpt_unmap_level(L - 1, child, item, last if last < item_last else item_last)
-                if ret:
-                    break
-                if fully:
-                    self.freelist.push_back(child)
-                    _pt_wr(self.mem, table + 8 * i, 0)
-            else:
-                _pt_wr(self.mem, table + 8 * i, 0)
-                self.leaf_writes += 1
-                num_oas += 1
-            i += 1
-            if i >= end:
-                break
-            e = _pt_rd(self.l1, table + 8 * i)
-            t = self.etype(e, L)
-        self.st_unmapped += num_oas * isz
-        return ret
-
-    cdef u64 gpt_unmap_pages(self, u64 iova, u64 pgsize, u64 pgcount) except? 0xFFFFFFFFFFFFFFFF:
-        """pt_iommu_<fmt>_unmap_pages(): bytes unmapped (a large leaf goes whole)."""
-        cdef u64 length = pgsize * pgcount
-        if length == 0 or iova + length - 1 < iova or not self.in_range(iova, iova + length - 1):
-            return 0
-        self.warn_alias(iova)
-        self.st_unmapped = 0
-        self.freelist.clear()
-        self.gpt_unmap_level(self.top, self.pgtable_root, iova, iova + length - 1)
-        self.release_freelist()
-        return self.st_unmapped
-
-    # ==== io-pgtable-arm.c ================================================================
-    cdef inline u64 arm_max_entries(self, u64 i) noexcept nogil:
-        cdef u64 per = self.granule >> 3
-        return per - (i & (per - 1))
-
-    cdef int arm_free_pgtable(self, u64 table, int L) except -1:
-        """__arm_lpae_free_pgtable(): the subtree below table, then table."""
-        cdef u64 i, e, child
-        if L > 0:
-            for i in range((<u64>1) << self.idx_bits(L)):
-                e = _pt_rd(self.l1, table + 8 * i)
-                if e == 0 or self.etype(e, L) == PT_OA:
-                    continue
-                child = self.arm_to_paddr(e)
-                if self.owns(child):
-                    self.arm_free_pgtable(child, L - 1)
-        self.release_table(table)
-        return 0
-
-    cdef u64 arm_unmap(self, u64 iova, u64 size, u64 pgcount, int L, u64 table) except? 0xFFFFFFFFFFFFFFFF:
-        """__arm_lpae_unmap()."""
-        cdef u64 i0, e, num, i, j, child
-        cdef int num_entries
-        if L < 0:
-            self.warn("WARNING: __arm_lpae_unmap(): WARN_ON(lvl == ARM_LPAE_MAX_LEVELS)")
-            return 0
-        i0 = self.index(iova, L)
-        e = _pt_rd(self.l1, table + 8 * i0)
-        if e == 0:
-            if not self.no_warn:
-                self.warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova {iova:#x} at level {3 - L}")
-            # v6.18 returned -ENOENT from this size_t function and __iommu_unmap() went on with
-            # it; the December 2025 fix (sent to stable, so in 6.18.y) returns 0
-            return 0
-        if size == (<u64>1) << self.shift(L):
-            num_entries = <int>pgcount             # min_t(int, pgcount, max_entries)
-            if num_entries > <int>self.arm_max_entries(i0):
-                num_entries = <int>self.arm_max_entries(i0)
-            num = <u64>num_entries if num_entries > 0 else 0
-            i = 0
-            while i < num:
-                e = _pt_rd(self.l1, table + 8 * (i0 + i))
-                if e == 0:
-                    if not self.no_warn:
-                        self.warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova "
-                                  f"{iova + i * size:#x} at level {3 - L}")
-                    break
-                if self.etype(e, L) != PT_OA:
-                    _pt_wr(self.mem, table + 8 * (i0 + i), 0)
-                    child = self.arm_to_paddr(e)
-                    if self.owns(child):
-                        self.arm_free_pgtable(child, L - 1)
-                else:
-                    self.leaf_writes += 1
-                i += 1
-            for j in range(i):
-                _pt_wr(self.mem, table + 8 * (i0 + j), 0)
-            return i * size
-        if self.etype(e, L) == PT_OA:
-            self.warn("Unmap of a partial large IOPTE is not allowed", "io-pgtable-arm:partial-unmap")
-            return 0
-        return self.arm_unmap(iova, size, pgcount, L - 1, self.arm_to_paddr(e))
-
-    cdef int arm_map(self, u64 iova, u64 paddr, u64 size, u64 pgcount, u64 prot, int L,
-                     u64 table) except? -9999:
-        """__arm_lpae_map() + arm_lpae_init_pte()."""
-        cdef u64 i0 = self.index(iova, L), num, i, e, child, typ
-        cdef int num_entries
-        if size == (<u64>1) << self.shift(L):
-            # num_entries = min_t(int, pgcount, max_entries): pgcount is truncated to int first
-            # (a pgcount of 2^32 + 1 maps one entry; 2^31..2^32-1 are negative and map none,
-            # and *mapped then grows by the sign-extended product, as the kernel's does)
-            num_entries = <int>pgcount
-            if num_entries > <int>self.arm_max_entries(i0):
-                num_entries = <int>self.arm_max_entries(i0)
-            if num_entries <= 0:
-                self.st_mapped += <u64>(<long long>num_entries) * size
-                return 0
-            num = <u64>num_entries
-            for i in range(num):
-                e = _pt_rd(self.l1, table + 8 * (i0 + i))
-                if self.etype(e, L) == PT_OA:
-                    if not self.no_warn:
-                        self.warn(f"WARNING: arm_lpae_init_pte(): iova {iova + i * size:#x} is already "
-                                  "mapped (an unmap is required first)")
-                    return -EEXIST
-                if (e & ARM_TYPE_MASK) == ARM_TYPE_TABLE:
-                    # a block replaces a table: __arm_lpae_unmap() of the table frees it whole
-                    if self.arm_unmap(iova + i * size, size, 1, L, table) != size:
-                        self.warn("WARNING: arm_lpae_init_pte(): WARN_ON(1)")
-                        return -EINVAL
-            typ = ARM_TYPE_PAGE if L == 0 else ARM_TYPE_BLOCK
-            for i in range(num):
-                _pt_wr(self.mem, table + 8 * (i0 + i), prot | typ | self.arm_paddr_to_iopte(paddr + i * size))
-            self.leaf_writes += num
-            self.st_mapped += num * size
-            return 0
-        if L == 0:
-            self.warn("WARNING: __arm_lpae_map(): WARN_ON(lvl >= ARM_LPAE_MAX_LEVELS - 1)")
-            return -EINVAL
-        e = _pt_rd(self.l1, table + 8 * i0)
-        if e == 0:
-            child = self.alloc_table(L - 1)
-            if child == U64_MAX:
-                return -ENOMEM
-            _pt_wr(self.mem, table + 8 * i0, self.arm_paddr_to_iopte(child) | ARM_TYPE_TABLE)
-        elif self.etype(e, L) == PT_OA:
-            if not self.no_warn:
-                self.warn(f"WARNING: __arm_lpae_map(): iova {iova:#x} is inside a mapped block "
-                          "(an unmap is required first)")
-            return -EEXIST
-        else:
-            child = self.arm_to_paddr(e)
-        return self.arm_map(iova, paddr, size, pgcount, prot, L - 1, child)
-
-    cdef int arm_map_pages(self, u64 iova, u64 paddr, u64 pgsize, u64 pgcount, int prot,
-                           u64 *mapped) except? -9999:
-        """arm_lpae_map_pages()."""
-        cdef int ret
-        if pgsize == 0 or (pgsize & self.pgsize_bitmap) != pgsize:
-            self.warn(f"WARNING: arm_lpae_map_pages(): pgsize {pgsize:#x} not in the pgsize_bitmap")
-            return -EINVAL
-        if (iova >> self.ias) or (paddr >> self.oas):
-            self.warn(f"WARNING: arm_lpae_map_pages(): iova {iova:#x} / paddr {paddr:#x} out of range")
-            return -ERANGE
-        if not (prot & (IOMMU_READ | IOMMU_WRITE)):
-            return -EINVAL
-        self.st_mapped = 0
-        ret = self.arm_map(iova, paddr, pgsize, pgcount, self.arm_prot(prot), self.top, self.pgtable_root)
-        mapped[0] += self.st_mapped
-        return ret
-
-    cdef u64 arm_unmap_pages(self, u64 iova, u64 pgsize, u64 pgcount) except? 0xFFFFFFFFFFFFFFFF:
-        """arm_lpae_unmap_pages(): bytes; 0 on refusal or at a hole (after a WARN)."""
-        if pgsize == 0 or (pgsize & self.pgsize_bitmap) != pgsize or pgcount == 0:
-            self.warn(f"WARNING: arm_lpae_unmap_pages(): bad pgsize {pgsize:#x} / pgcount {pgcount}")
-            return 0
-        if iova >> self.ias:
-            self.warn(f"WARNING: arm_lpae_unmap_pages(): iova {iova:#x} beyond the input size")
-            return 0
-        return self.arm_unmap(iova, pgsize, pgcount, self.top, self.pgtable_root)
+        """IOMMU_READ/WRITE a table entry lets through."""
+        if self.family == PT_FAM_ARM:
+            return IOMMU_READ | IOMMU_WRITE
+        return gpt_table_acc(self.family, e)
 
     # ==== single-granule fast paths ========================================================
     # One smallest-size page with every table of the walk present: the common case of the
@@ -827,7 +422,7 @@ cdef class IoPgtable:
             if self.family == PT_FAM_ARM:
                 if (e & ARM_TYPE_MASK) != ARM_TYPE_TABLE:
                     return NULL
-                table = self.arm_to_paddr(e)
+                table = arm_to_paddr(self.granule, e)
             else:
                 if self.family == PT_FAM_X86:
                     if not (e & X86_P):
@@ -856,9 +451,9 @@ cdef class IoPgtable:
         if ptep == NULL or ptep[0] != 0:
             return 1
         if self.family == PT_FAM_ARM:            # arm_lpae_init_pte()
-            ptep[0] = self.arm_prot(prot) | ARM_TYPE_PAGE | self.arm_paddr_to_iopte(paddr)
+            ptep[0] = arm_prot(prot) | ARM_TYPE_PAGE | arm_paddr_to_iopte(paddr)
         else:                                    # __map_range_leaf() at level 0
-            ptep[0] = self.gpt_leaf(paddr, 0, self.gpt_prot(prot))
+            ptep[0] = gpt_leaf(self.family, paddr, 0, gpt_prot(self.family, self.force_coherence, prot))
         self.leaf_writes += 1
         return 0
 
@@ -905,8 +500,8 @@ cdef class IoPgtable:
                 return 0
         self.check_live()
         if self.family == PT_FAM_ARM:
-            return self.arm_map_pages(iova, paddr, pgsize, pgcount, prot, mapped)
-        return self.gpt_map_pages(iova, paddr, pgsize, pgcount, prot, mapped)
+            return arm_map_pages(self, iova, paddr, pgsize, pgcount, prot, mapped)
+        return gpt_map_pages(self, iova, paddr, pgsize, pgcount, prot, mapped)
 
     cdef u64 unmap_pages(self, u64 iova, u64 pgsize, u64 pgcount) except? 0xFFFFFFFFFFFFFFFF:
         """io_pgtable_ops->unmap_pages: bytes unmapped (0 on refusal or at a hole)."""
@@ -919,8 +514,8 @@ cdef class IoPgtable:
                 return n
         self.check_live()
         if self.family == PT_FAM_ARM:
-            return self.arm_unmap_pages(iova, pgsize, pgcount)
-        return self.gpt_unmap_pages(iova, pgsize, pgcount)
+            return arm_unmap_pages(self, iova, pgsize, pgcount)
+        return gpt_unmap_pages(self, iova, pgsize, pgcount)
 
     cdef u64 c_iova_to_phys(self, u64 iova) noexcept nogil:
         """io_pgtable_ops->iova_to_phys: 0 when unmapped.
@@ -945,12 +540,12 @@ cdef class IoPgtable:
                     if (e & ARM_TYPE_MASK) != ARM_TYPE_PAGE:
                         return 0
                 elif (e & ARM_TYPE_MASK) == ARM_TYPE_TABLE:
-                    table = self.arm_to_paddr(e)
+                    table = arm_to_paddr(self.granule, e)
                     L -= 1
                     continue
                 elif (e & ARM_TYPE_MASK) != ARM_TYPE_BLOCK:
                     return 0
-                return self.arm_to_paddr(e) | (iova & (((<u64>1) << self.shifts[L]) - 1))
+                return arm_to_paddr(self.granule, e) | (iova & (((<u64>1) << self.shifts[L]) - 1))
         if not self.in_range(iova, iova):
             return <u64>(-ERANGE)
         while True:                              # pt_iommu_<fmt>_iova_to_phys(): __iova_to_phys
@@ -986,12 +581,12 @@ cdef class IoPgtable:
                     if (e & ARM_TYPE_MASK) != ARM_TYPE_PAGE:
                         return 0
                 elif (e & ARM_TYPE_MASK) == ARM_TYPE_TABLE:
-                    table = self.arm_to_paddr(e)
+                    table = arm_to_paddr(self.granule, e)
                     L -= 1
                     continue
                 elif (e & ARM_TYPE_MASK) != ARM_TYPE_BLOCK:
                     return 0
-                return self.arm_to_paddr(e) | (iova & (((<u64>1) << self.shifts[L]) - 1))
+                return arm_to_paddr(self.granule, e) | (iova & (((<u64>1) << self.shifts[L]) - 1))
             if self.family == PT_FAM_X86:        # pt_iommu_<fmt>_iova_to_phys(): __iova_to_phys
                 if not (e & X86_P):
                     return 0

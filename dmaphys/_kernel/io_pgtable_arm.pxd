@@ -1,0 +1,24 @@
+# The C face of _kernel/io_pgtable_arm.pxi: io-pgtable-arm.c PTE bits (ARM_LPAE_PTE_*).
+
+cdef extern from *:
+    """
+    #define DMAPHYS_ARM_ADDR_MASK  0x0000FFFFFFFFF000ULL   /* GENMASK_ULL(47, 12) */
+    #define DMAPHYS_ARM_XN         (3ULL << 53)
+    """
+    const u64 ARM_ADDR_MASK "DMAPHYS_ARM_ADDR_MASK"
+    const u64 ARM_XN "DMAPHYS_ARM_XN"
+
+cdef enum:
+    ARM_TYPE_MASK = 3
+    ARM_TYPE_BLOCK = 1
+    ARM_TYPE_TABLE = 3
+    ARM_TYPE_PAGE = 3
+    ARM_AP_UNPRIV = 1 << 6
+    ARM_AP_RDONLY = 1 << 7
+    ARM_ATTRINDX_SHIFT = 2
+    ARM_ATTR_IDX_CACHE = 1
+    ARM_ATTR_IDX_DEV = 2
+    ARM_SH_OS = 2 << 8
+    ARM_SH_IS = 3 << 8
+    ARM_AF = 1 << 10
+    ARM_NG = 1 << 11
