@@ -6,6 +6,7 @@ cdef enum:                                      # errnos types.pxi does not have
     PT_EOVERFLOW = 75
 
 cdef enum:                                      # enum iommu_resv_type (include/linux/iommu.h)
+    PT_IOMMU_RESV_RESERVED = 2
     PT_IOMMU_RESV_MSI = 3
     PT_IOMMU_RESV_SW_MSI = 4
 
@@ -13,6 +14,7 @@ cdef enum:
     PT_FAM_VTDSS = 0
     PT_FAM_X86 = 1
     PT_FAM_ARM = 2
+    PT_FAM_AMDV1 = 3
 
 cdef enum:
     PT_EMPTY = 0
@@ -34,7 +36,7 @@ cdef class IoPgtable:
     cdef public bint defer_free                # collect freed table pages instead of freeing
     cdef vector[u64] pending_free              # table pages waiting for an IOTLB flush
     # geometry
-    cdef readonly int family                   # 0 vtdss, 1 x86_64, 2 arm-lpae
+    cdef readonly int family                   # 0 vtdss, 1 x86_64, 2 arm-lpae, 3 amdv1
     cdef readonly int levels                   # number of levels (pt_common max_vasz_lg2 / ARM data->levels)
     cdef readonly u64 granule                  # smallest page size (ARM_LPAE_GRANULE)
     cdef readonly bint sign_extend             # PT_FEAT_SIGN_EXTEND
@@ -55,6 +57,7 @@ cdef class IoPgtable:
     # per-operation scratch (kernel: the map/unmap args structs)
     cdef u64 st_oa, st_attrs, st_mapped, st_unmapped # unmap args: unmapped
     cdef int st_leaf_L                         # map args: leaf level
+    cdef int st_leaf_lg2                       # map args: leaf_pgsize_lg2
     # leaf-PTE hint: dma-iommu's unmap looks the handle up (c_iova_to_phys) and unmaps it right
     # after with nothing in between; hint_arm asks the lookup to leave the host pointer of the
     # smallest-page entry it read (hint_ptep, for IOVA page hint_page = iova >> shifts[0]), and
@@ -68,6 +71,7 @@ cdef class IoPgtable:
     cdef inline u64 item_start(self, u64 va, int L, u64 i) noexcept nogil
     cdef inline bint in_range(self, u64 va, u64 last) noexcept nogil
     cdef inline bint canonical(self, u64 va, u64 last) noexcept nogil
+    cdef inline u64 leaf_size(self, u64 e, int L) noexcept nogil
     cdef int warn_alias(self, u64 va) except -1
     cdef inline int level_name(self, int L) noexcept nogil
     cdef u64 alloc_table(self, int L) except? 0

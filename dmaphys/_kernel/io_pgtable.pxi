@@ -35,6 +35,15 @@ _VTD_RESV = (IommuResvRegion(0xFEE00000, 0x100000, 0, PT_IOMMU_RESV_MSI),)
 # arm_smmu_get_resv_regions(): MSI_IOVA_BASE + MSI_IOVA_LENGTH, IOMMU_RESV_SW_MSI
 _ARM_RESV = (IommuResvRegion(0x8000000, 0x100000, IOMMU_WRITE | IOMMU_NOEXEC | IOMMU_MMIO, PT_IOMMU_RESV_SW_MSI),)
 
+# amd_iommu_get_resv_regions(): the MSI window and the HyperTransport range
+_AMD_RESV = (IommuResvRegion(0xFEE00000, 0x100000, IOMMU_WRITE, PT_IOMMU_RESV_MSI),
+             IommuResvRegion(0xFD00000000, 0x300000000, 0, PT_IOMMU_RESV_RESERVED))
+
+
+def _pt_resv(int fam):
+    return _ARM_RESV if fam == PT_FAM_ARM else _AMD_RESV if fam == PT_FAM_AMDV1 else _VTD_RESV
+
+
 # name -> (family, granule, default ias, (ias min, max), default oas, (oas min, max), kernel).
 # generic_pt (iommu_pt.h pt_iommu_init(), torvalds @152c862c; vtdss.h @cc4adab1 where the driver
 # passes top_level): any oas up to pt_max_oa_lg2() = 52 (below 13 the domain would have no page
@@ -48,6 +57,8 @@ _PT_FMT = {
     "arm-lpae-s1-4k": (PT_FAM_ARM, 1 << 12, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
     "arm-lpae-s1-16k": (PT_FAM_ARM, 1 << 14, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
     "arm-lpae-s1-64k": (PT_FAM_ARM, 1 << 16, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
+    # the AMD driver's v1 domain (amd/iommu.c): starting_level 2, PT_FEAT_DYNAMIC_TOP, up to 6 levels
+    "amdv1": (PT_FAM_AMDV1, 1 << 12, 48, (32, 64), 52, (13, 52), "generic_pt amdv1 (DYNAMIC_TOP)"),
 }
 
 # ARM_LPAE_TCR_PS_*_BIT: the output sizes TCR.IPS (stage 1) / VTCR.PS (stage 2) can encode
@@ -81,8 +92,24 @@ def _pt_sizes(str name, ias, oas):
 
 def _pt_geometry(int fam, u64 granule, int ias, int oas):
     """(pg_shift, bits_per_level, levels, top_bits, pgsize_bitmap) of a configuration."""
-    cdef int pg_shift = __ffs64(granule), bpl, levels, top, va_bits
+    cdef int pg_shift = __ffs64(granule), bpl, levels, top, va_bits, L, isz
     cdef u64 bitmap
+    if fam == PT_FAM_AMDV1:
+        # amdv1pt_iommu_fmt_init(): starting_level 2 (3 levels; the top grows while mapping);
+        # get_info() with DYNAMIC_TOP: every level whose items are below the VA size, each
+        # amdv1pt_possible_sizes() (every power of two of the level but 512G; none at level 5),
+        # hiding sizes >= 2^max_oasz
+        bitmap = 0
+        for L in range(AMDV1_MAX_TOP + 1):
+            isz = 12 + 9 * L
+            if isz >= ias:
+                break
+            if L < AMDV1_MAX_TOP:
+                bitmap |= (U64_MAX >> (63 - min(51, isz + 8))) & ~((<u64>1 << isz) - 1)
+        bitmap &= ~(<u64>1 << 39)
+        if oas < 64:
+            bitmap &= (<u64>1 << oas) - 1
+        return 12, 9, 3, 9, bitmap
     if fam != PT_FAM_ARM:
         # vtdss_pt_iommu_fmt_init() / x86_64_pt_iommu_fmt_init(): top level from the VA size
         if fam == PT_FAM_VTDSS:
@@ -115,7 +142,7 @@ def _pt_describe(name, ias=None, oas=None):
     ap_end = (1 << (ias - 1)) - 1 if sign else (1 << ias) - 1
     return IoPgtableFormat(
         name, kernel, "generic_pt" if fam != PT_FAM_ARM else "io-pgtable-arm", gran, bitmap, ias, oas,
-        levels, sign, 0, ap_end, _ARM_RESV if fam == PT_FAM_ARM else _VTD_RESV,
+        levels, sign, 0, ap_end, _pt_resv(fam),
         EEXIST if fam == PT_FAM_ARM else EADDRINUSE, "refuse" if fam == PT_FAM_ARM else "whole-leaf")
 
 
@@ -237,8 +264,8 @@ cdef class IoPgtable:
         fam, gran, _, _, _, _, _ = _PT_FMT[fmt]
         vias, voas = _pt_sizes(fmt, None if ias is None else _u64(ias, "ias"),
                                None if oas is None else _u64(oas, "oas"))
-        if force_coherence and fam != PT_FAM_VTDSS:
-            raise ValueError("force_coherence is a vtd-ss feature")
+        if force_coherence and fam != PT_FAM_VTDSS and fam != PT_FAM_AMDV1:
+            raise ValueError("force_coherence is a vtd-ss / amdv1 feature")
         self.machine = machine
         self.mem = machine.mem
         self.fmt = fmt
@@ -253,10 +280,14 @@ cdef class IoPgtable:
         for L in range(self.levels):
             self.shifts[L] = self.pg_shift + self.bpl * L
             self.imask[L] = ((<u64>1) << (self.top_bits if L == self.top else self.bpl)) - 1
+        if fam == PT_FAM_AMDV1:                  # every level the top may grow to: 512 items, 128 at 5
+            for L in range(AMDV1_MAX_TOP + 1):
+                self.shifts[L] = 12 + 9 * L
+                self.imask[L] = 127 if L == AMDV1_MAX_TOP else 511
         self.sign_extend = fam == PT_FAM_X86
         self.aperture_start = 0
-        self.aperture_end = ((<u64>1 << (self.ias - 1)) - 1) if self.sign_extend else ((<u64>1 << self.ias) - 1)
-        self.reserved_regions = _ARM_RESV if fam == PT_FAM_ARM else _VTD_RESV
+        self.aperture_end = (1 << (vias - 1)) - 1 if self.sign_extend else (1 << vias) - 1
+        self.reserved_regions = _pt_resv(fam)
         self.force_coherence = bool(force_coherence)
         self.no_warn = bool(no_warn)
         self.gran_pages = gran >> PAGE_SHIFT if gran >= PAGE_SIZE else 1
@@ -276,6 +307,8 @@ cdef class IoPgtable:
         return self.shifts[L]
 
     cdef inline int idx_bits(self, int L) noexcept nogil:
+        if self.family == PT_FAM_AMDV1:          # every amdv1 table has 512 items (128 at level 5)
+            return 7 if L == AMDV1_MAX_TOP else 9
         return self.top_bits if L == self.top else self.bpl
 
     cdef inline u64 index(self, u64 va, int L) noexcept nogil:
@@ -294,6 +327,8 @@ cdef class IoPgtable:
         whose high bits are ones but whose bit ias-1 is clear passes and indexes the lower half
         (it aliases va mod 2^(ias-1)). dmaphys follows it; canonical() is the hardware's check."""
         cdef u64 hi = 0
+        if self.family == PT_FAM_AMDV1:
+            return amdv1_range_ok(self.ias, self.top, va, last)
         if self.sign_extend and (va >> (self.ias - 1)) != 0:
             hi = U64_MAX >> self.ias
         return (va >> self.ias) == hi and (last >> self.ias) == hi
@@ -302,9 +337,17 @@ cdef class IoPgtable:
         """The hardware's input-address check: both ends in the table's VA space, sign-extended
         from bit ias-1 where the format sign-extends."""
         cdef u64 hi = 0
+        if self.family == PT_FAM_AMDV1:          # the DTE mode's levels: upper bits must be 0
+            return amdv1_range_ok(self.ias, self.top, va, last)
         if self.sign_extend and (va >> (self.ias - 1)) & 1:
             hi = U64_MAX >> self.ias
         return (va >> self.ias) == hi and (last >> self.ias) == hi
+
+    cdef inline u64 leaf_size(self, u64 e, int L) noexcept nogil:
+        """Bytes a leaf entry at level L maps (amdv1: a contiguous leaf encodes a larger size)."""
+        if self.family == PT_FAM_AMDV1:
+            return (<u64>1) << amdv1_leaf_lg2(e, L)
+        return (<u64>1) << self.shifts[L]
 
     cdef int warn_alias(self, u64 va) except -1:
         """dmaphys's own warning where the kernel's pt_check_range() lets a non-canonical va alias."""
@@ -439,6 +482,8 @@ cdef class IoPgtable:
         0 done, 1 declined (nothing touched)."""
         cdef u64 *ptep
         cdef u64 last = iova + self.granule - 1
+        if self.family == PT_FAM_AMDV1:          # amdv1 always takes the general path
+            return 1
         if ((iova | paddr) & (self.granule - 1) or not (prot & (IOMMU_READ | IOMMU_WRITE))
                 or (paddr >> self.oas) or last < iova):
             return 1
@@ -464,7 +509,7 @@ cdef class IoPgtable:
         (c_iova_to_phys with hint_arm), else NULL."""
         cdef u64 *ptep
         cdef u64 e, last = iova + self.granule - 1
-        if (iova & (self.granule - 1)) or last < iova:
+        if (iova & (self.granule - 1)) or last < iova or self.family == PT_FAM_AMDV1:
             return 0
         if self.family == PT_FAM_ARM:
             if iova >> self.ias:
@@ -531,6 +576,8 @@ cdef class IoPgtable:
         self.hint_ptep = NULL
         if table == 0:
             return 0
+        if self.family == PT_FAM_AMDV1:
+            return gpt_iova_to_phys(self, iova)
         if arm:
             return self._iova_to_phys_hint(iova)
         if self.family == PT_FAM_ARM:
@@ -610,7 +657,7 @@ cdef class IoPgtable:
             self.walk_reads += 1
             t = self.etype(e, L)
             if t == PT_OA:
-                size = (<u64>1) << self.shift(L)
+                size = self.leaf_size(e, L)
                 phys[0] = (self.leaf_oa(e) & ~(size - 1)) | (iova & (size - 1))
                 prot[0] = self.decode_prot(e, acc)
                 leaf_size[0] = size
@@ -735,7 +782,7 @@ cdef class IoPgtable:
                                   "pte_addr": table + 8 * i, "pte": e,
                                   "type": ("empty", "table", "leaf", "invalid")[t]})
             if t == PT_OA:
-                size = (<u64>1) << self.shift(L)
+                size = self.leaf_size(e, L)
                 out["phys"] = (self.leaf_oa(e) & ~(size - 1)) | (va & (size - 1))
                 out["leaf_size"] = size
                 out["prot"] = self.decode_prot(e, acc)
@@ -750,14 +797,17 @@ cdef class IoPgtable:
         return out
 
     cdef int collect_leaves(self, u64 table, int L, u64 base, int acc, dict out) except -1:
-        cdef u64 i, e, va, size, child
+        cdef u64 i = 0, n = (<u64>1) << self.idx_bits(L), e, va, size, child, step
         cdef int t
-        for i in range((<u64>1) << self.idx_bits(L)):
+        while i < n:
             e = _pt_rd(self.l1, table + 8 * i)
             t = self.etype(e, L)
             va = base | (i << self.shift(L))
+            step = 1
             if t == PT_OA:
-                size = (<u64>1) << self.shift(L)
+                size = self.leaf_size(e, L)
+                if size > ((<u64>1) << self.shift(L)):       # one contiguous leaf, reported once
+                    step = size >> self.shift(L)
                 if self.sign_extend and (va >> (self.ias - 1)) & 1:
                     va |= ~((<u64>1 << self.ias) - 1)
                 out[va] = (self.leaf_oa(e) & ~(size - 1), size, self.decode_prot(e, acc))
@@ -765,6 +815,7 @@ cdef class IoPgtable:
                 child = self.table_pa(e)
                 if self.owns(child):
                     self.collect_leaves(child, L - 1, va, acc & self.table_acc(e), out)
+            i += step
         return 0
 
     def get_state(self):

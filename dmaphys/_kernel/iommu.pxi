@@ -80,7 +80,7 @@ cdef IommuDomain _domain_new(Iommu mmu, str type, bint is_default):
         d.aperture_end = d.pgtable.aperture_end
         d.translates = True
         bm = d.pgsize_bitmap
-        while bm and d.nshifts < 8:
+        while bm and d.nshifts < 64:
             d.leaf_shifts[d.nshifts] = __ffs64(bm)
             d.nshifts += 1
             bm &= bm - 1

@@ -17,14 +17,14 @@ __all__ = ["IoPgtable", "IoPgtableFormat", "IommuResvRegion", "IOPGTABLE_FORMATS
 
 # include/linux/iommu.h
 IOMMU_READ, IOMMU_WRITE, IOMMU_CACHE, IOMMU_NOEXEC, IOMMU_MMIO, IOMMU_PRIV = 1, 2, 4, 8, 16, 32
-IOMMU_RESV_MSI, IOMMU_RESV_SW_MSI = 3, 4              # enum iommu_resv_type
+IOMMU_RESV_RESERVED, IOMMU_RESV_MSI, IOMMU_RESV_SW_MSI = 2, 3, 4       # enum iommu_resv_type
 ENXIO, ENOMEM, EEXIST, EINVAL, ERANGE, EOVERFLOW, EADDRINUSE = 6, 12, 17, 22, 34, 75, 98
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 
 
-FAM_VTDSS, FAM_X86, FAM_ARM = 0, 1, 2
+FAM_VTDSS, FAM_X86, FAM_ARM, FAM_AMDV1 = 0, 1, 2, 3
 EMPTY, TABLE, OA, INVALID = 0, 1, 2, 3
 
 IommuResvRegion = namedtuple("IommuResvRegion", "start length prot type")
@@ -57,7 +57,16 @@ _FMT = {
     "arm-lpae-s1-4k": (FAM_ARM, 1 << 12, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
     "arm-lpae-s1-16k": (FAM_ARM, 1 << 14, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
     "arm-lpae-s1-64k": (FAM_ARM, 1 << 16, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
+    # the AMD driver's v1 domain: starting_level 2, PT_FEAT_DYNAMIC_TOP, up to 6 levels
+    "amdv1": (FAM_AMDV1, 1 << 12, 48, (32, 64), 52, (13, 52), "generic_pt amdv1 (DYNAMIC_TOP)"),
 }
+# amd_iommu_get_resv_regions(): the MSI window and the HyperTransport range
+_AMD_RESV = (IommuResvRegion(0xFEE00000, 0x100000, IOMMU_WRITE, IOMMU_RESV_MSI),
+             IommuResvRegion(0xFD00000000, 0x300000000, 0, IOMMU_RESV_RESERVED))
+
+
+def _resv(fam):
+    return _ARM_RESV if fam == FAM_ARM else _AMD_RESV if fam == FAM_AMDV1 else _VTD_RESV
 
 ARM_TCR_PS = (32, 36, 40, 42, 44, 48, 52)                  # ARM_LPAE_TCR_PS_*_BIT
 
@@ -87,6 +96,18 @@ def _sizes(name, ias, oas):
 def _geometry(fam, granule, ias, oas):
     """(pg_shift, bits_per_level, levels, top_bits, pgsize_bitmap) of a configuration."""
     pg_shift = granule.bit_length() - 1
+    if fam == FAM_AMDV1:
+        # amdv1 get_info() with DYNAMIC_TOP: levels whose items are below the VA size, every power
+        # of two of each (amdv1pt_possible_sizes(); none at level 5) but 512G, below 2^max_oasz
+        bitmap = 0
+        for L in range(6):
+            isz = 12 + 9 * L
+            if isz >= ias:
+                break
+            if L < 5:
+                bitmap |= ((1 << (min(51, isz + 8) + 1)) - 1) & ~((1 << isz) - 1)
+        bitmap &= ~(1 << 39) & ((1 << oas) - 1)
+        return 12, 9, 3, 9, bitmap
     if fam != FAM_ARM:
         # vtdss_pt_iommu_fmt_init / x86_64_pt_iommu_fmt_init: top level from the VA size
         if fam == FAM_VTDSS:
@@ -116,7 +137,7 @@ def _describe(name, ias=None, oas=None):
     ap_end = (1 << (ias - 1)) - 1 if sign else (1 << ias) - 1
     return IoPgtableFormat(
         name, kernel, "generic_pt" if fam != FAM_ARM else "io-pgtable-arm", gran, bitmap, ias, oas,
-        levels, sign, 0, ap_end, _ARM_RESV if fam == FAM_ARM else _VTD_RESV,
+        levels, sign, 0, ap_end, _resv(fam),
         EEXIST if fam == FAM_ARM else EADDRINUSE, "refuse" if fam == FAM_ARM else "whole-leaf")
 
 
@@ -181,8 +202,8 @@ class IoPgtable:
         fam, gran, _, _, _, _, _ = _FMT[fmt]
         ias, oas = _sizes(fmt, None if ias is None else u64(ias, "ias"),
                           None if oas is None else u64(oas, "oas"))
-        if force_coherence and fam != FAM_VTDSS:
-            raise ValueError("force_coherence is a vtd-ss feature")
+        if force_coherence and fam not in (FAM_VTDSS, FAM_AMDV1):
+            raise ValueError("force_coherence is a vtd-ss / amdv1 feature")
         self.machine = machine
         self.mem = machine.mem
         self.fmt = fmt
@@ -195,7 +216,7 @@ class IoPgtable:
         self.sign_extend = fam == FAM_X86
         self.aperture_start = 0
         self.aperture_end = (1 << (ias - 1)) - 1 if self.sign_extend else (1 << ias) - 1
-        self.reserved_regions = _ARM_RESV if fam == FAM_ARM else _VTD_RESV
+        self.reserved_regions = _resv(fam)
         self.force_coherence = bool(force_coherence)
         self.no_warn = bool(no_warn)
         self.leaf_writes = 0
@@ -224,6 +245,8 @@ class IoPgtable:
         return self.pg_shift + self.bpl * L
 
     def _idx_bits(self, L):
+        if self.family == FAM_AMDV1:                      # 512 items per table, 128 at level 5
+            return 7 if L == 5 else 9
         return self.top_bits if L == self.top else self.bpl
 
     def _index(self, va, L):
@@ -238,6 +261,8 @@ class IoPgtable:
 
         Sign-extending formats: the kernel takes the all-ones prefix when any bit from ias-1 up
         is set (not only the sign bit), so a non-canonical va aliases the lower half."""
+        if self.family == FAM_AMDV1:
+            return _gpt.amdv1_range_ok(self.ias, self.top, va, last)
         if self.sign_extend:
             prefix = U64_MAX if va >> (self.ias - 1) else 0
             hi = prefix >> self.ias
@@ -246,6 +271,8 @@ class IoPgtable:
 
     def _canonical(self, va, last):
         """The hardware's input-address check (sign-extended from bit ias-1 where the format is)."""
+        if self.family == FAM_AMDV1:
+            return _gpt.amdv1_range_ok(self.ias, self.top, va, last)
         if self.sign_extend:
             hi = (U64_MAX if (va >> (self.ias - 1)) & 1 else 0) >> self.ias
             return va >> self.ias == hi and last >> self.ias == hi
@@ -315,6 +342,12 @@ class IoPgtable:
     def _leaf_oa(self, e):
         return self._table_pa(e)
 
+    def _leaf_size(self, e, L):
+        """Bytes a leaf at level L maps (amdv1: a contiguous leaf encodes a larger size)."""
+        if self.family == FAM_AMDV1:
+            return 1 << _gpt.amdv1_leaf_lg2(e, L)
+        return 1 << self._shift(L)
+
     def _decode_prot(self, e, acc):
         """IOMMU_* permissions a device gets from leaf ``e`` (``acc``: R/W allowed by the tables)."""
         if self.family == FAM_ARM:
@@ -363,7 +396,7 @@ class IoPgtable:
             self.walk_reads += 1
             t = self._etype(e, L)
             if t == OA:
-                size = 1 << self._shift(L)
+                size = self._leaf_size(e, L)
                 return (self._leaf_oa(e) & ~(size - 1)) | (iova & (size - 1)), self._decode_prot(e, acc), size
             if t != TABLE:
                 return None
@@ -468,7 +501,7 @@ class IoPgtable:
                                   "pte_addr": table + 8 * i, "pte": e,
                                   "type": ("empty", "table", "leaf", "invalid")[t]})
             if t == OA:
-                size = 1 << self._shift(L)
+                size = self._leaf_size(e, L)
                 out["phys"] = (self._leaf_oa(e) & ~(size - 1)) | (iova & (size - 1))
                 out["leaf_size"] = size
                 out["prot"] = self._decode_prot(e, acc)
@@ -483,12 +516,15 @@ class IoPgtable:
 
     def _leaves(self, table, L, base, acc, out):
         data = self.mem.read(table, 8 << self._idx_bits(L))
-        for i in range(1 << self._idx_bits(L)):
+        i, n = 0, 1 << self._idx_bits(L)
+        while i < n:
             e = int.from_bytes(data[8 * i:8 * i + 8], "little")
             t = self._etype(e, L)
             va = base | (i << self._shift(L))
+            step = 1
             if t == OA:
-                size = 1 << self._shift(L)
+                size = self._leaf_size(e, L)
+                step = max(1, size >> self._shift(L))            # a contiguous leaf: reported once
                 if self.sign_extend and va >> (self.ias - 1) & 1:
                     va |= U64_MAX & ~((1 << self.ias) - 1)
                 out[va] = ((self._leaf_oa(e) & ~(size - 1)), size, self._decode_prot(e, acc))
@@ -496,6 +532,7 @@ class IoPgtable:
                 child = self._table_pa(e)
                 if child in self._tables:
                     self._leaves(child, L - 1, va, acc & self._table_acc(e), out)
+            i += step
 
     def get_state(self):
         """Snapshot: {leaf iova: (phys, size, prot)}, tables, pending frees and counters."""

@@ -65,7 +65,7 @@ class IommuDomain:
             self.aperture_end = self.pgtable.aperture_end
             self.translates = True
             bm, self.leaf_shifts = self.pgsize_bitmap, []
-            while bm and len(self.leaf_shifts) < 8:
+            while bm and len(self.leaf_shifts) < 64:
                 self.leaf_shifts.append(_ffs(bm))
                 bm &= bm - 1
         else:
