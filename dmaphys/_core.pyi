@@ -100,6 +100,7 @@ class IoPgtable:
     def __init__(self, machine: Machine, fmt: str, ias: str = ..., oas: str = ..., force_coherence: str = ..., *, no_warn: str = ...) -> None: ...
     aperture_end: int
     aperture_start: int
+    arm_s2: bool
     defer_free: bool
     descriptor: Any
     family: int

@@ -25,7 +25,8 @@ U64 = (1 << 64) - 1
 SZ_4K, SZ_2M, SZ_1G = 1 << 12, 1 << 21, 1 << 30
 
 FORMATS = ["vtd-ss", "vtd-ss-5level", "x86-64", "x86-64-5level",
-           "arm-lpae-s1-4k", "arm-lpae-s1-16k", "arm-lpae-s1-64k", "amdv1"]
+           "arm-lpae-s1-4k", "arm-lpae-s1-16k", "arm-lpae-s1-64k",
+           "arm-lpae-s2-4k", "arm-lpae-s2-16k", "arm-lpae-s2-64k", "amdv1"]
 GPT = [f for f in FORMATS if not f.startswith("arm")]
 ARM = [f for f in FORMATS if f.startswith("arm")]
 
@@ -82,8 +83,8 @@ def hw_walk(m, pt, iova):
             nxt = e & 0x0000FFFFFFFFF000
             if gran == 1 << 16:
                 nxt = (nxt & ~0xF000) | ((e >> 12 & 0xF) << 48)
-            if leaf:
-                writable = not e >> 7 & 1         # AP[2]: read-only
+            if leaf:                               # stage 1 AP[2] read-only / stage 2 HAP[1] write
+                writable = bool(e >> 7 & 1) if "-s2-" in fmt else not e >> 7 & 1
         if leaf:
             return (nxt & ~(size - 1)) | (iova & (size - 1)), writable, size
         table = nxt
@@ -97,7 +98,7 @@ def test_format_descriptors(impl):
     bm = {k: v.pgsize_bitmap for k, v in f.items()}
     assert bm["vtd-ss"] == bm["x86-64"] == bm["arm-lpae-s1-4k"] == 0x40201000
     assert bm["arm-lpae-s1-16k"] == 0x2004000 and bm["arm-lpae-s1-64k"] == 0x20010000
-    assert [f[k].levels for k in FORMATS] == [4, 5, 4, 5, 4, 4, 3, 3]
+    assert [f[k].levels for k in FORMATS] == [4, 5, 4, 5, 4, 4, 3, 4, 3, 3, 3]   # s2-16k concatenates
     assert f["x86-64"].aperture_end == (1 << 47) - 1 and f["x86-64"].sign_extend
     assert f["vtd-ss"].aperture_end == (1 << 48) - 1 and f["vtd-ss-5level"].aperture_end == (1 << 57) - 1
     assert f["vtd-ss"].reserved_regions == ((0xFEE00000, 0x100000, 0, 3),)          # IOMMU_RESV_MSI

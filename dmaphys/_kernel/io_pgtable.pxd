@@ -44,6 +44,7 @@ cdef class IoPgtable:
     cdef readonly u64 aperture_end             # domain->geometry.aperture_end
     cdef readonly tuple reserved_regions       # the format's reserved IOVA ranges
     cdef readonly bint force_coherence         # PT_FEAT_DMA_INCOHERENT cleared (enforce_cache_coherency)
+    cdef readonly bint arm_s2                  # io_pgtable_fmt ARM_64_LPAE_S2 (stage 2)
     cdef readonly bint no_warn                 # (simulator) silence WARNs
     cdef int top, pg_shift, bpl, top_bits      # IOVA bits resolved by the top level
     cdef u64 gran_pages, top_pages             # pages of the top-level table

@@ -57,6 +57,9 @@ _PT_FMT = {
     "arm-lpae-s1-4k": (PT_FAM_ARM, 1 << 12, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
     "arm-lpae-s1-16k": (PT_FAM_ARM, 1 << 14, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
     "arm-lpae-s1-64k": (PT_FAM_ARM, 1 << 16, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
+    "arm-lpae-s2-4k": (PT_FAM_ARM, 1 << 12, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S2"),
+    "arm-lpae-s2-16k": (PT_FAM_ARM, 1 << 14, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S2"),
+    "arm-lpae-s2-64k": (PT_FAM_ARM, 1 << 16, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S2"),
     # the AMD driver's v1 domain (amd/iommu.c): starting_level 2, PT_FEAT_DYNAMIC_TOP, up to 6 levels
     "amdv1": (PT_FAM_AMDV1, 1 << 12, 48, (32, 64), 52, (13, 52), "generic_pt amdv1 (DYNAMIC_TOP)"),
 }
@@ -90,7 +93,7 @@ def _pt_sizes(str name, ias, oas):
     return ias, oas
 
 
-def _pt_geometry(int fam, u64 granule, int ias, int oas):
+def _pt_geometry(int fam, u64 granule, int ias, int oas, bint s2=False):
     """(pg_shift, bits_per_level, levels, top_bits, pgsize_bitmap) of a configuration."""
     cdef int pg_shift = __ffs64(granule), bpl, levels, top, va_bits, L, isz
     cdef u64 bitmap
@@ -131,13 +134,19 @@ def _pt_geometry(int fam, u64 granule, int ias, int oas):
             bitmap = (<u64>1 << 14) | (<u64>1 << 25)
         else:
             bitmap = (<u64>1 << 16) | (<u64>1 << 29) | ((<u64>1 << 42) if oas > 48 else 0)
+        if s2 and arm_lpae_concat_mandatory(pg_shift, 4 - levels, oas):
+            # arm_64_lpae_alloc_pgtable_s2(): start one level lower with concatenated tables
+            if (<u64>1) << (ias - (pg_shift + bpl * (levels - 1))) > ARM_LPAE_S2_MAX_CONCAT_PAGES:
+                raise ValueError(f"stage 2: the {1 << (ias - (pg_shift + bpl * (levels - 1)))}-entry "
+                                 f"start table would need more than 16 concatenated tables")
+            levels -= 1
     return pg_shift, bpl, levels, ias - (pg_shift + bpl * (levels - 1)), bitmap
 
 
 def _pt_describe(name, ias=None, oas=None):
     fam, gran, _, _, _, _, kernel = _PT_FMT[name]
     ias, oas = _pt_sizes(name, ias, oas)
-    _, _, levels, _, bitmap = _pt_geometry(fam, gran, ias, oas)
+    _, _, levels, _, bitmap = _pt_geometry(fam, gran, ias, oas, "-s2-" in name)
     sign = fam == PT_FAM_X86
     ap_end = (1 << (ias - 1)) - 1 if sign else (1 << ias) - 1
     return IoPgtableFormat(
@@ -274,7 +283,8 @@ cdef class IoPgtable:
         self.ias = vias
         self.oas = voas
         self.pg_shift, self.bpl, self.levels, self.top_bits, self.pgsize_bitmap = _pt_geometry(
-            fam, gran, vias, voas)
+            fam, gran, vias, voas, "-s2-" in fmt)
+        self.arm_s2 = "-s2-" in fmt
         self.top = self.levels - 1
         self.l1 = self.mem.l1
         for L in range(self.levels):
@@ -434,7 +444,7 @@ cdef class IoPgtable:
     cdef inline int decode_prot(self, u64 e, int acc) noexcept nogil:
         """IOMMU_* permissions a device gets through leaf e (acc: what the tables above allow)."""
         if self.family == PT_FAM_ARM:
-            return arm_decode_prot(e)
+            return arm_decode_prot(self.arm_s2, e)
         return gpt_decode_prot(self.family, e, acc)
 
     cdef inline int table_acc(self, u64 e) noexcept nogil:
@@ -496,7 +506,7 @@ cdef class IoPgtable:
         if ptep == NULL or ptep[0] != 0:
             return 1
         if self.family == PT_FAM_ARM:            # arm_lpae_init_pte()
-            ptep[0] = arm_prot(prot) | ARM_TYPE_PAGE | arm_paddr_to_iopte(paddr)
+            ptep[0] = arm_prot(self.arm_s2, prot) | ARM_TYPE_PAGE | arm_paddr_to_iopte(paddr)
         else:                                    # __map_range_leaf() at level 0
             ptep[0] = gpt_leaf(self.family, paddr, 0, gpt_prot(self.family, self.force_coherence, prot))
         self.leaf_writes += 1

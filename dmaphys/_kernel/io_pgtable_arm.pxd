@@ -22,3 +22,9 @@ cdef enum:
     ARM_SH_IS = 3 << 8
     ARM_AF = 1 << 10
     ARM_NG = 1 << 11
+    ARM_HAP_READ = 1 << 6                       # stage 2: ARM_LPAE_PTE_HAP_READ
+    ARM_HAP_WRITE = 2 << 6                      # ARM_LPAE_PTE_HAP_WRITE
+    ARM_MEMATTR_OIWB = 0xF << 2                 # ARM_LPAE_PTE_MEMATTR_OIWB
+    ARM_MEMATTR_NC = 0x5 << 2                   # ARM_LPAE_PTE_MEMATTR_NC
+    ARM_MEMATTR_DEV = 0x1 << 2                  # ARM_LPAE_PTE_MEMATTR_DEV
+    ARM_LPAE_S2_MAX_CONCAT_PAGES = 16

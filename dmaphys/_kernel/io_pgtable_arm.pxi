@@ -1,4 +1,5 @@
-# drivers/iommu/io-pgtable-arm.c: ARM_64_LPAE_S1 with 4K/16K/64K granules (v6.18 plus the
+# drivers/iommu/io-pgtable-arm.c: ARM_64_LPAE_S1 and ARM_64_LPAE_S2 (stage 2: HAP/MEMATTR
+# attributes, concatenated start tables) with 4K/16K/64K granules (v6.18 plus the
 # December 2025 unmap fix) on an IoPgtable (io_pgtable.pxi): PTE encoding, __arm_lpae_map,
 # __arm_lpae_unmap, arm_lpae_map_pages / unmap_pages.
 #
@@ -19,9 +20,26 @@ cdef inline int arm_etype(u64 e, int L) noexcept nogil:
     return PT_TABLE if t == ARM_TYPE_TABLE else PT_INVALID
 
 
-cdef inline int arm_decode_prot(u64 e) noexcept nogil:
-    """IOMMU_* permissions a stage-1 leaf grants (AP, XN, AttrIndx)."""
+cdef inline bint arm_lpae_concat_mandatory(int pg_shift, int start_level, int oas) noexcept nogil:
+    """arm_lpae_concat_mandatory() (Arm DDI0487 R_DXBSH, R_SRKBC): 16K starting at level 0, or at
+    level 1 with a 40-bit PA; 4K starting at level 0 with a 40- or 42-bit PA."""
+    if pg_shift == 14 and (start_level == 0 or (start_level == 1 and oas == 40)):
+        return True
+    return pg_shift == 12 and start_level == 0 and (oas == 40 or oas == 42)
+
+
+cdef inline int arm_decode_prot(bint s2, u64 e) noexcept nogil:
+    """IOMMU_* permissions a leaf grants: stage 1 AP, XN, AttrIndx; stage 2 HAP, XN, MemAttr."""
     cdef int p = IOMMU_READ, idx
+    if s2:
+        p = (IOMMU_READ if e & ARM_HAP_READ else 0) | (IOMMU_WRITE if e & ARM_HAP_WRITE else 0)
+        if e & ARM_XN:
+            p |= IOMMU_NOEXEC
+        if (e & (0xF << 2)) == ARM_MEMATTR_OIWB:
+            p |= IOMMU_CACHE
+        elif (e & (0xF << 2)) == ARM_MEMATTR_DEV:
+            p |= IOMMU_MMIO
+        return p
     if not (e & ARM_AP_RDONLY):
         p |= IOMMU_WRITE
     if not (e & ARM_AP_UNPRIV):
@@ -45,9 +63,25 @@ cdef inline u64 arm_to_paddr(u64 granule, u64 e) noexcept nogil:
     return (p | (p << 36)) & (ARM_ADDR_MASK << 4)
 
 
-cdef inline u64 arm_prot(int prot) noexcept nogil:
-    """arm_lpae_prot_to_pte() for ARM_64_LPAE_S1 without quirks."""
+cdef inline u64 arm_prot(bint s2, int prot) noexcept nogil:
+    """arm_lpae_prot_to_pte() for ARM_64_LPAE_S1 / ARM_64_LPAE_S2 without quirks."""
     cdef u64 pte = ARM_NG
+    if s2:
+        pte = 0                              # ARM_LPAE_PTE_HAP_FAULT
+        if prot & IOMMU_READ:
+            pte |= ARM_HAP_READ
+        if prot & IOMMU_WRITE:
+            pte |= ARM_HAP_WRITE
+        if prot & IOMMU_MMIO:
+            pte |= ARM_MEMATTR_DEV
+        elif prot & IOMMU_CACHE:
+            pte |= ARM_MEMATTR_OIWB
+        else:
+            pte |= ARM_MEMATTR_NC
+        pte |= ARM_SH_IS if (prot & IOMMU_CACHE) else ARM_SH_OS
+        if prot & IOMMU_NOEXEC:
+            pte |= ARM_XN
+        return pte | ARM_AF
     if not (prot & IOMMU_WRITE) and (prot & IOMMU_READ):
         pte |= ARM_AP_RDONLY
     if not (prot & IOMMU_PRIV):
@@ -197,7 +231,7 @@ cdef int arm_map_pages(IoPgtable pt, u64 iova, u64 paddr, u64 pgsize, u64 pgcoun
     if not (prot & (IOMMU_READ | IOMMU_WRITE)):
         return -EINVAL
     pt.st_mapped = 0
-    ret = arm_map(pt, iova, paddr, pgsize, pgcount, arm_prot(prot), pt.top, pt.pgtable_root)
+    ret = arm_map(pt, iova, paddr, pgsize, pgcount, arm_prot(pt.arm_s2, prot), pt.top, pt.pgtable_root)
     mapped[0] += pt.st_mapped
     return ret
 

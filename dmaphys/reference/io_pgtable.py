@@ -57,6 +57,9 @@ _FMT = {
     "arm-lpae-s1-4k": (FAM_ARM, 1 << 12, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
     "arm-lpae-s1-16k": (FAM_ARM, 1 << 14, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
     "arm-lpae-s1-64k": (FAM_ARM, 1 << 16, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
+    "arm-lpae-s2-4k": (FAM_ARM, 1 << 12, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S2"),
+    "arm-lpae-s2-16k": (FAM_ARM, 1 << 14, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S2"),
+    "arm-lpae-s2-64k": (FAM_ARM, 1 << 16, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S2"),
     # the AMD driver's v1 domain: starting_level 2, PT_FEAT_DYNAMIC_TOP, up to 6 levels
     "amdv1": (FAM_AMDV1, 1 << 12, 48, (32, 64), 52, (13, 52), "generic_pt amdv1 (DYNAMIC_TOP)"),
 }
@@ -93,7 +96,7 @@ def _sizes(name, ias, oas):
     return ias, oas
 
 
-def _geometry(fam, granule, ias, oas):
+def _geometry(fam, granule, ias, oas, s2=False):
     """(pg_shift, bits_per_level, levels, top_bits, pgsize_bitmap) of a configuration."""
     pg_shift = granule.bit_length() - 1
     if fam == FAM_AMDV1:
@@ -125,6 +128,13 @@ def _geometry(fam, granule, ias, oas):
         levels = -(-va_bits // bpl)
         bitmap = {12: (1 << 12) | (1 << 21) | (1 << 30), 14: (1 << 14) | (1 << 25),
                   16: (1 << 16) | (1 << 29) | ((1 << 42) if oas > 48 else 0)}[pg_shift]
+        if s2 and _arm.arm_lpae_concat_mandatory(pg_shift, 4 - levels, oas):
+            # arm_64_lpae_alloc_pgtable_s2(): one level lower, concatenated start tables
+            entries = 1 << (ias - (pg_shift + bpl * (levels - 1)))
+            if entries > _arm.ARM_LPAE_S2_MAX_CONCAT_PAGES:
+                raise ValueError(f"stage 2: the {entries}-entry start table would need more than 16 "
+                                 f"concatenated tables")
+            levels -= 1
     top_bits = ias - (pg_shift + bpl * (levels - 1))
     return pg_shift, bpl, levels, top_bits, bitmap
 
@@ -132,7 +142,7 @@ def _geometry(fam, granule, ias, oas):
 def _describe(name, ias=None, oas=None):
     fam, gran, _, _, _, _, kernel = _FMT[name]
     ias, oas = _sizes(name, ias, oas)
-    _, _, levels, _, bitmap = _geometry(fam, gran, ias, oas)
+    _, _, levels, _, bitmap = _geometry(fam, gran, ias, oas, "-s2-" in name)
     sign = fam == FAM_X86
     ap_end = (1 << (ias - 1)) - 1 if sign else (1 << ias) - 1
     return IoPgtableFormat(
@@ -141,7 +151,6 @@ def _describe(name, ias=None, oas=None):
         EEXIST if fam == FAM_ARM else EADDRINUSE, "refuse" if fam == FAM_ARM else "whole-leaf")
 
 
-IOPGTABLE_FORMATS = {name: _describe(name) for name in _FMT}
 
 
 def _int32(x):
@@ -210,7 +219,8 @@ class IoPgtable:
         self.family = fam
         self.granule = gran
         self.ias, self.oas = ias, oas
-        geo = _geometry(fam, gran, ias, oas)
+        geo = _geometry(fam, gran, ias, oas, "-s2-" in fmt)
+        self.arm_s2 = "-s2-" in fmt
         self.pg_shift, self.bpl, self.levels, self.top_bits, self.pgsize_bitmap = geo
         self.top = self.levels - 1
         self.sign_extend = fam == FAM_X86
@@ -351,7 +361,7 @@ class IoPgtable:
     def _decode_prot(self, e, acc):
         """IOMMU_* permissions a device gets from leaf ``e`` (``acc``: R/W allowed by the tables)."""
         if self.family == FAM_ARM:
-            return _arm.arm_decode_prot(e)
+            return _arm.arm_decode_prot(self.arm_s2, e)
         return _gpt.gpt_decode_prot(self.family, e, acc)
 
     def _table_acc(self, e):
@@ -612,3 +622,5 @@ def pgtable_unmap(pt: IoPgtable, iova: int, size: int) -> int:
 # the formats' code (they import this module's constants, so they come last)
 from . import generic_pt as _gpt  # noqa: E402
 from . import io_pgtable_arm as _arm  # noqa: E402
+
+IOPGTABLE_FORMATS = {name: _describe(name) for name in _FMT}

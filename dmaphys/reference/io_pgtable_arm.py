@@ -30,6 +30,17 @@ ARM_ATTRINDX_SHIFT = 2
 ARM_ATTR_IDX_CACHE, ARM_ATTR_IDX_DEV = 1, 2
 ARM_SH_OS, ARM_SH_IS = 2 << 8, 3 << 8
 ARM_AF, ARM_NG = 1 << 10, 1 << 11
+# stage 2
+ARM_HAP_READ, ARM_HAP_WRITE = 1 << 6, 2 << 6
+ARM_MEMATTR_OIWB, ARM_MEMATTR_NC, ARM_MEMATTR_DEV = 0xF << 2, 0x5 << 2, 0x1 << 2
+ARM_LPAE_S2_MAX_CONCAT_PAGES = 16
+
+
+def arm_lpae_concat_mandatory(pg_shift, start_level, oas):
+    """Arm DDI0487 R_DXBSH / R_SRKBC: when a stage-2 table must start one level lower, concatenated."""
+    if pg_shift == 14 and (start_level == 0 or (start_level == 1 and oas == 40)):
+        return True
+    return pg_shift == 12 and start_level == 0 and oas in (40, 42)
 ARM_XN = 3 << 53
 
 
@@ -43,7 +54,12 @@ def arm_etype(e, L):
     return OA if t == ARM_TYPE_BLOCK else TABLE if t == ARM_TYPE_TABLE else INVALID
 
 
-def arm_decode_prot(e):
+def arm_decode_prot(s2, e):
+    if s2:
+        p = (IOMMU_READ if e & ARM_HAP_READ else 0) | (IOMMU_WRITE if e & ARM_HAP_WRITE else 0)
+        p |= IOMMU_NOEXEC if e & ARM_XN else 0
+        attr = e & (0xF << 2)
+        return p | (IOMMU_CACHE if attr == ARM_MEMATTR_OIWB else IOMMU_MMIO if attr == ARM_MEMATTR_DEV else 0)
     p = IOMMU_READ | (0 if e & ARM_AP_RDONLY else IOMMU_WRITE)
     p |= 0 if e & ARM_AP_UNPRIV else IOMMU_PRIV
     p |= IOMMU_NOEXEC if e & ARM_XN else 0
@@ -65,6 +81,14 @@ def arm_to_paddr(pt, e):
 
 def arm_prot(pt, prot):
     """arm_lpae_prot_to_pte() for ARM_64_LPAE_S1 (no quirks)."""
+    if pt.arm_s2:                                     # stage 2: HAP and MemAttr
+        pte = (ARM_HAP_READ if prot & IOMMU_READ else 0) | (ARM_HAP_WRITE if prot & IOMMU_WRITE else 0)
+        if prot & IOMMU_MMIO:
+            pte |= ARM_MEMATTR_DEV
+        else:
+            pte |= ARM_MEMATTR_OIWB if prot & IOMMU_CACHE else ARM_MEMATTR_NC
+        pte |= ARM_SH_IS if prot & IOMMU_CACHE else ARM_SH_OS
+        return pte | (ARM_XN if prot & IOMMU_NOEXEC else 0) | ARM_AF
     pte = ARM_NG
     if not prot & IOMMU_WRITE and prot & IOMMU_READ:
         pte |= ARM_AP_RDONLY
