@@ -324,6 +324,7 @@ def generate_init() -> str:
     for mod, names in modules:
         for name in sorted(names):
             out.append(f"from {mod} import {name} as {name}")
+    out.append("from .trace_replay import replay as replay")
     out += ["", "BACKEND: str", "__all__: list[str]", "", "def get_include() -> str: ...", ""]
     return "\n".join(out)
 

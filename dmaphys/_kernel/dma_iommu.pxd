@@ -46,8 +46,8 @@ cdef class IommuDmaCookie:
     cdef bint fq_on                            # fq_domain != NULL
     cdef u64 fq_gen                            # bumped by iommu_dma_free_fq (timer_delete_sync)
     cdef dict pci_32bit                        # Device -> dev->iommu->pci_32bit_workaround
-    cdef void *pci32_dev                       # last device looked up in pci_32bit (a key of it,
-    cdef bint pci32_val                        # so alive: keys are never removed) and its value
+    cdef void *pci32_dev                       # (simulator) last device looked up in pci_32bit and
+    cdef bint pci32_val                        # its value (False: no entry); every write refreshes it
 
 cdef class DmaIovaState:
     cdef public u64 addr                       # struct dma_iova_state.addr
