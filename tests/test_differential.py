@@ -233,7 +233,8 @@ PT_PROTS = st.sampled_from([1, 2, 3, 3 | 4, 1 | 8])
 
 class PgtableCoreVsReference(RuleBasedStateMachine):
     """iommu_map / iommu_unmap / iommu_iova_to_phys streams on one domain of a random format
-    (generic_pt vtd-ss, x86-64, amdv1 with its growing top and contiguous leaves; io-pgtable-arm):
+    (generic_pt vtd-ss, x86-64, amdv1 with its growing top and contiguous leaves, riscv Sv39/48/57;
+    io-pgtable-arm):
     same return values, warnings, leaf maps, table pages and page-table bytes."""
 
     def __init__(self):

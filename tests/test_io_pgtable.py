@@ -26,7 +26,8 @@ SZ_4K, SZ_2M, SZ_1G = 1 << 12, 1 << 21, 1 << 30
 
 FORMATS = ["vtd-ss", "vtd-ss-5level", "x86-64", "x86-64-5level",
            "arm-lpae-s1-4k", "arm-lpae-s1-16k", "arm-lpae-s1-64k",
-           "arm-lpae-s2-4k", "arm-lpae-s2-16k", "arm-lpae-s2-64k", "amdv1"]
+           "arm-lpae-s2-4k", "arm-lpae-s2-16k", "arm-lpae-s2-64k", "amdv1",
+           "riscv-sv39", "riscv-sv48", "riscv-sv57"]
 GPT = [f for f in FORMATS if not f.startswith("arm")]
 ARM = [f for f in FORMATS if f.startswith("arm")]
 
@@ -46,7 +47,7 @@ def hw_walk(m, pt, iova):
     pg_shift = gran.bit_length() - 1
     bpl = pg_shift - 3
     levels = pt.levels
-    if fmt.startswith("x86"):
+    if fmt.startswith(("x86", "riscv")):
         canon = iova >> (ias - 1)
         if canon not in (0, (1 << (65 - ias)) - 1):
             return None
@@ -56,6 +57,8 @@ def hw_walk(m, pt, iova):
     writable = True
     if fmt == "amdv1":
         return amd_hw_walk(m, pt, iova)
+    if fmt.startswith("riscv"):
+        return riscv_hw_walk(m, pt, iova)
     for depth in range(levels):
         L = levels - 1 - depth                     # items of 2^(pg_shift + bpl*L) bytes
         shift = pg_shift + bpl * L
@@ -91,6 +94,27 @@ def hw_walk(m, pt, iova):
     return None
 
 
+def riscv_hw_walk(m, pt, iova):
+    """RISC-V privileged spec 12.3.2 (virtual address translation) for Sv39/48/57: V bit 0, a
+    leaf when any of R/W/X (bits 1..3) is set, PPN in bits 53:10; a misaligned superpage faults."""
+    table = pt.pgtable_root
+    for L in range(pt.levels - 1, -1, -1):
+        shift = 12 + 9 * L
+        e = int.from_bytes(m.mem_read(table + 8 * ((iova >> shift) & 511), 8), "little")
+        if not e & 1 or (e & 6) == 4:              # invalid, or W without R (reserved)
+            return None
+        nxt = ((e >> 10) & ((1 << 44) - 1)) << 12
+        if e & 0xE:
+            size = 1 << shift
+            if nxt & (size - 1):
+                return None
+            return nxt | (iova & (size - 1)), bool(e & 4), size
+        if L == 0:
+            return None
+        table = nxt
+    return None
+
+
 # ---- descriptors -----------------------------------------------------------------------------
 def test_format_descriptors(impl):
     f = impl.IOPGTABLE_FORMATS
@@ -98,7 +122,8 @@ def test_format_descriptors(impl):
     bm = {k: v.pgsize_bitmap for k, v in f.items()}
     assert bm["vtd-ss"] == bm["x86-64"] == bm["arm-lpae-s1-4k"] == 0x40201000
     assert bm["arm-lpae-s1-16k"] == 0x2004000 and bm["arm-lpae-s1-64k"] == 0x20010000
-    assert [f[k].levels for k in FORMATS] == [4, 5, 4, 5, 4, 4, 3, 4, 3, 3, 3]   # s2-16k concatenates
+    # s2-16k concatenates
+    assert [f[k].levels for k in FORMATS] == [4, 5, 4, 5, 4, 4, 3, 4, 3, 3, 3, 3, 4, 5]
     assert f["x86-64"].aperture_end == (1 << 47) - 1 and f["x86-64"].sign_extend
     assert f["vtd-ss"].aperture_end == (1 << 48) - 1 and f["vtd-ss-5level"].aperture_end == (1 << 57) - 1
     assert f["vtd-ss"].reserved_regions == ((0xFEE00000, 0x100000, 0, 3),)          # IOMMU_RESV_MSI
@@ -360,13 +385,13 @@ def test_out_of_range(impl, fmt):
             assert pt.map(0, 1 << pt.oas, g, R) == -ERANGE
         assert pt.iova_to_phys(top + 5) == 0
     else:
-        bad = 1 << (pt.ias - 1) if fmt.startswith("x86") else top       # non-canonical / beyond
+        bad = 1 << (pt.ias - 1) if pt.descriptor.sign_extend else top  # non-canonical / beyond
         assert pt.map(bad, 0, g, R) == -ERANGE
         assert pt.iova_to_phys(bad) == (-ERANGE) & U64                 # generic_pt returns its errno
     assert pt.translate(top) is None
     # the last largest page of the input range (arm selftest step 4)
     big = max(s for s in sizes(pt.pgsize_bitmap) if s <= SZ_1G)
-    last = (top >> 1 if fmt.startswith("x86") else top) - big
+    last = (top >> 1 if pt.descriptor.sign_extend and not fmt.startswith("arm") else top) - big
     assert pt.map(last, 0, big, R | W) == 0 and pt.unmap(last, big) == big
 
 

@@ -1,4 +1,5 @@
-# The C face of _kernel/generic_pt.pxi: generic_pt format bits (fmt/vtdss.h, fmt/x86_64.h).
+# The C face of _kernel/generic_pt.pxi: generic_pt format bits (fmt/vtdss.h, fmt/x86_64.h,
+# fmt/amdv1.h, fmt/riscv.h).
 
 cdef extern from *:
     """
@@ -7,12 +8,14 @@ cdef extern from *:
     #define DMAPHYS_AMDV1_FC       (1ULL << 60)
     #define DMAPHYS_AMDV1_IR       (1ULL << 61)
     #define DMAPHYS_AMDV1_IW       (1ULL << 62)
+    #define DMAPHYS_RISCV_PPN_MASK 0x003FFFFFFFFFFC00ULL   /* RISCVPT_PPN64 = GENMASK_ULL(53, 10) */
     """
     const u64 PT_OA_MASK "DMAPHYS_PT_OA_MASK"
     const u64 X86_XD "DMAPHYS_X86_XD"
     const u64 AMDV1_FC "DMAPHYS_AMDV1_FC"      # AMDV1PT_FMT_FC (force coherent)
     const u64 AMDV1_IR "DMAPHYS_AMDV1_IR"      # AMDV1PT_FMT_IR
     const u64 AMDV1_IW "DMAPHYS_AMDV1_IW"      # AMDV1PT_FMT_IW
+    const u64 RISCV_PPN_MASK "DMAPHYS_RISCV_PPN_MASK"  # RISCVPT_PPN64
 
 cdef enum:
     VTDSS_R = 1 << 0                            # VTDSS_FMT_R
@@ -30,3 +33,12 @@ cdef enum:
     AMDV1_NL_SHIFT = 9                          # AMDV1PT_FMT_NEXT_LEVEL = GENMASK(11, 9)
     AMDV1_NL_SIZE = 7                           # AMDV1PT_FMT_NL_SIZE: a contiguous leaf
     AMDV1_MAX_TOP = 5                           # PT_MAX_TOP_LEVEL (6 levels, VA bits 63:57 at the top)
+    RISCV_V = 1 << 0                            # RISCVPT_V
+    RISCV_R = 1 << 1                            # RISCVPT_R
+    RISCV_W = 1 << 2                            # RISCVPT_W
+    RISCV_X = 1 << 3                            # RISCVPT_X
+    RISCV_U = 1 << 4                            # RISCVPT_U
+    RISCV_G = 1 << 5                            # RISCVPT_G
+    RISCV_A = 1 << 6                            # RISCVPT_A
+    RISCV_D = 1 << 7                            # RISCVPT_D
+    RISCV_PPN_SHIFT = 10                        # the PPN field starts at bit 10 (4 KiB units)

@@ -1,8 +1,18 @@
 # drivers/iommu/generic_pt: the formats (fmt/vtdss.h "vtd-ss"/"vtd-ss-5level", fmt/x86_64.h
-# "x86-64"/"x86-64-5level" with PT_FEAT_SIGN_EXTEND, fmt/amdv1.h "amdv1" with PT_FEAT_DYNAMIC_TOP)
+# "x86-64"/"x86-64-5level" with PT_FEAT_SIGN_EXTEND, fmt/amdv1.h "amdv1" with PT_FEAT_DYNAMIC_TOP,
+# fmt/riscv.h "riscv-sv39"/"riscv-sv48"/"riscv-sv57", 64-bit, sign extended, no Svnapot/Svpbmt)
 # and the algorithms of iommu_pt.h (__map_range, __map_range_leaf, clear_contig, increase_top,
 # __unmap_range, __collect_tables, __iova_to_phys) on an IoPgtable (io_pgtable.pxi).
-# Followed: iommu_pt.h torvalds @152c862c, vtdss.h @cc4adab1, x86_64.h @e2692c4e, amdv1.h @0eaed89c.
+# Followed: iommu_pt.h torvalds @152c862c, vtdss.h @cc4adab1, x86_64.h @e2692c4e, amdv1.h @0eaed89c,
+# riscv.h @637315cb (Linux v6.19 era).
+#
+# riscv (RISC-V privileged spec Sv39/Sv48/Sv57, as fmt/riscv.h encodes it): V bit 0, R 1, W 2, X 3,
+# U 4, G 5, A 6, D 7, PPN bits 53:10 (4 KiB units, so the OA is PPN << 12). A valid entry with any
+# of R/W/X is a leaf at every level (the top included); at level 0 every valid entry is a leaf;
+# otherwise it points at the next table. Table entries carry V only. The top level is 2/3/4 for
+# a 39/48/57-bit VA; the VA is sign extended from its top bit (PT_FEAT_SIGN_EXTEND). The
+# Svnapot 64K contiguous leaf (PT_FEAT_RISCV_SVNAPOT_64K) and Svpbmt are optional features the
+# default configuration leaves off (the kernel's kunit config 1); dmaphys does not model them.
 #
 # amdv1 (AMD IOMMU spec 2.2.3): PR bit 0, NextLevel bits 11:9 (0: a leaf of the level's item size,
 # 7: a "contiguous" leaf whose size is encoded by the run of ones at the bottom of the address
@@ -16,6 +26,10 @@
 cdef inline int gpt_etype(int fam, u64 e, int L) noexcept nogil:
     """pt_load_entry_raw(): vtdss has no present bit (R|W tell), x86_64 has P; PS marks a leaf above level 0."""
     cdef u64 nl
+    if fam == PT_FAM_RISCV:                  # riscvpt_load_entry_raw()
+        if not (e & RISCV_V):
+            return PT_EMPTY
+        return PT_OA if (L == 0 or (e & (RISCV_R | RISCV_W | RISCV_X))) else PT_TABLE
     if fam == PT_FAM_AMDV1:                  # amdv1pt_load_entry_raw()
         if not (e & AMDV1_PR):
             return PT_EMPTY
@@ -33,6 +47,15 @@ cdef inline int gpt_etype(int fam, u64 e, int L) noexcept nogil:
 cdef inline int gpt_decode_prot(int fam, u64 e, int acc) noexcept nogil:
     """IOMMU_* permissions a device gets through leaf e (acc: what the tables above allow)."""
     cdef int p = 0
+    if fam == PT_FAM_RISCV:                  # R/W/X of the leaf (tables carry no permissions)
+        if e & RISCV_R:
+            p |= IOMMU_READ
+        if e & RISCV_W:
+            p |= IOMMU_WRITE
+        p &= acc
+        if not (e & RISCV_X):
+            p |= IOMMU_NOEXEC
+        return p
     if fam == PT_FAM_AMDV1:                  # IR/IW are ANDed down the walk; FC forces coherency
         if e & AMDV1_IR:
             p |= IOMMU_READ
@@ -63,6 +86,8 @@ cdef inline int gpt_decode_prot(int fam, u64 e, int acc) noexcept nogil:
 cdef inline int gpt_table_acc(int fam, u64 e) noexcept nogil:
     """IOMMU_READ/WRITE a table entry lets through (the kernel's tables grant both)."""
     cdef int p = 0
+    if fam == PT_FAM_RISCV:
+        return IOMMU_READ | IOMMU_WRITE
     if fam == PT_FAM_AMDV1:
         if e & AMDV1_IR:
             p |= IOMMU_READ
@@ -82,6 +107,15 @@ cdef inline int gpt_table_acc(int fam, u64 e) noexcept nogil:
 cdef inline u64 gpt_prot(int fam, bint force_coherence, int prot) noexcept nogil:
     """vtdss_pt_iommu_set_prot() / x86_64_pt_iommu_set_prot()."""
     cdef u64 bits = 0
+    if fam == PT_FAM_RISCV:                  # riscvpt_iommu_set_prot() without Svpbmt
+        bits = RISCV_A | RISCV_U
+        if prot & IOMMU_WRITE:
+            bits |= RISCV_W | RISCV_R | RISCV_D
+        if prot & IOMMU_READ:
+            bits |= RISCV_R
+        if not (prot & IOMMU_NOEXEC):
+            bits |= RISCV_X
+        return bits
     if fam == PT_FAM_AMDV1:                  # amdv1pt_iommu_set_prot()
         if force_coherence:
             bits |= AMDV1_FC
@@ -106,7 +140,10 @@ cdef inline u64 gpt_prot(int fam, bint force_coherence, int prot) noexcept nogil
 
 cdef inline u64 gpt_leaf(int fam, u64 oa, int L, u64 bits) noexcept nogil:
     """vtdss_pt_install_leaf_entry() / x86_64_pt_install_leaf_entry()."""
-    cdef u64 e = (oa & PT_OA_MASK) | bits
+    cdef u64 e
+    if fam == PT_FAM_RISCV:                  # riscvpt_install_leaf_entry(): V | PPN | attributes
+        return RISCV_V | ((oa >> 2) & RISCV_PPN_MASK) | bits
+    e = (oa & PT_OA_MASK) | bits
     if L:
         e |= VTDSS_PS                        # == X86_PS (bit 7)
     if fam == PT_FAM_X86:
@@ -116,6 +153,8 @@ cdef inline u64 gpt_leaf(int fam, u64 oa, int L, u64 bits) noexcept nogil:
 
 cdef inline u64 gpt_table(int fam, u64 pa, int L) noexcept nogil:
     """vtdss/x86_64/amdv1pt_install_table() for an entry at level L."""
+    if fam == PT_FAM_RISCV:                  # riscvpt_install_table(): V | PPN
+        return RISCV_V | ((pa >> 2) & RISCV_PPN_MASK)
     if fam == PT_FAM_AMDV1:                  # NextLevel = the entry's level; IR|IW always
         return AMDV1_PR | ((<u64>L) << AMDV1_NL_SHIFT) | (pa & PT_OA_MASK) | AMDV1_IR | AMDV1_IW
     if fam == PT_FAM_VTDSS:
@@ -192,8 +231,8 @@ cdef u64 gpt_iova_to_phys(IoPgtable pt, u64 iova) noexcept nogil:
             return 0
         if t == PT_OA:
             size = pt.leaf_size(e, L)
-            return (e & PT_OA_MASK & ~(size - 1)) | (iova & (size - 1))
-        table = e & PT_OA_MASK
+            return (pt.leaf_oa(e) & ~(size - 1)) | (iova & (size - 1))
+        table = pt.table_pa(e)
         L -= 1
 
 

@@ -15,6 +15,7 @@ cdef enum:
     PT_FAM_X86 = 1
     PT_FAM_ARM = 2
     PT_FAM_AMDV1 = 3
+    PT_FAM_RISCV = 4
 
 cdef enum:
     PT_EMPTY = 0
@@ -36,7 +37,7 @@ cdef class IoPgtable:
     cdef public bint defer_free                # collect freed table pages instead of freeing
     cdef vector[u64] pending_free              # table pages waiting for an IOTLB flush
     # geometry
-    cdef readonly int family                   # 0 vtdss, 1 x86_64, 2 arm-lpae, 3 amdv1
+    cdef readonly int family                   # 0 vtdss, 1 x86_64, 2 arm-lpae, 3 amdv1, 4 riscv
     cdef readonly int levels                   # number of levels (pt_common max_vasz_lg2 / ARM data->levels)
     cdef readonly u64 granule                  # smallest page size (ARM_LPAE_GRANULE)
     cdef readonly bint sign_extend             # PT_FEAT_SIGN_EXTEND

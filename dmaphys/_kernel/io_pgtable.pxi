@@ -41,6 +41,8 @@ _AMD_RESV = (IommuResvRegion(0xFEE00000, 0x100000, IOMMU_WRITE, PT_IOMMU_RESV_MS
 
 
 def _pt_resv(int fam):
+    if fam == PT_FAM_RISCV:                  # riscv_iommu_ops has no get_resv_regions
+        return ()
     return _ARM_RESV if fam == PT_FAM_ARM else _AMD_RESV if fam == PT_FAM_AMDV1 else _VTD_RESV
 
 
@@ -62,6 +64,10 @@ _PT_FMT = {
     "arm-lpae-s2-64k": (PT_FAM_ARM, 1 << 16, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S2"),
     # the AMD driver's v1 domain (amd/iommu.c): starting_level 2, PT_FEAT_DYNAMIC_TOP, up to 6 levels
     "amdv1": (PT_FAM_AMDV1, 1 << 12, 48, (32, 64), 52, (13, 52), "generic_pt amdv1 (DYNAMIC_TOP)"),
+    # fmt/riscv.h (riscvpt_iommu_fmt_init(): hw_max_vasz_lg2 39/48/57 only, oas up to 56)
+    "riscv-sv39": (PT_FAM_RISCV, 1 << 12, 39, (39, 39), 56, (13, 56), "generic_pt riscv_64 Sv39 (SIGN_EXTEND)"),
+    "riscv-sv48": (PT_FAM_RISCV, 1 << 12, 48, (48, 48), 56, (13, 56), "generic_pt riscv_64 Sv48 (SIGN_EXTEND)"),
+    "riscv-sv57": (PT_FAM_RISCV, 1 << 12, 57, (57, 57), 56, (13, 56), "generic_pt riscv_64 Sv57 (SIGN_EXTEND)"),
 }
 
 # ARM_LPAE_TCR_PS_*_BIT: the output sizes TCR.IPS (stage 1) / VTCR.PS (stage 2) can encode
@@ -113,6 +119,15 @@ def _pt_geometry(int fam, u64 granule, int ias, int oas, bint s2=False):
         if oas < 64:
             bitmap &= (<u64>1 << oas) - 1
         return 12, 9, 3, 9, bitmap
+    if fam == PT_FAM_RISCV:
+        # riscvpt_iommu_fmt_init(): top level 2/3/4; riscvpt_can_have_leaf() at every level, so
+        # get_info() offers every level's item size up to the top, hiding sizes >= 2^max_oasz
+        top = (ias - 12) // 9 - 1
+        bitmap = 0
+        for L in range(top + 1):
+            if 12 + 9 * L < oas:
+                bitmap |= <u64>1 << (12 + 9 * L)
+        return 12, 9, top + 1, 9, bitmap
     if fam != PT_FAM_ARM:
         # vtdss_pt_iommu_fmt_init() / x86_64_pt_iommu_fmt_init(): top level from the VA size
         if fam == PT_FAM_VTDSS:
@@ -147,7 +162,7 @@ def _pt_describe(name, ias=None, oas=None):
     fam, gran, _, _, _, _, kernel = _PT_FMT[name]
     ias, oas = _pt_sizes(name, ias, oas)
     _, _, levels, _, bitmap = _pt_geometry(fam, gran, ias, oas, "-s2-" in name)
-    sign = fam == PT_FAM_X86
+    sign = fam == PT_FAM_X86 or fam == PT_FAM_RISCV
     ap_end = (1 << (ias - 1)) - 1 if sign else (1 << ias) - 1
     return IoPgtableFormat(
         name, kernel, "generic_pt" if fam != PT_FAM_ARM else "io-pgtable-arm", gran, bitmap, ias, oas,
@@ -294,7 +309,7 @@ cdef class IoPgtable:
             for L in range(AMDV1_MAX_TOP + 1):
                 self.shifts[L] = 12 + 9 * L
                 self.imask[L] = 127 if L == AMDV1_MAX_TOP else 511
-        self.sign_extend = fam == PT_FAM_X86
+        self.sign_extend = fam == PT_FAM_X86 or fam == PT_FAM_RISCV
         self.aperture_start = 0
         self.aperture_end = (1 << (vias - 1)) - 1 if self.sign_extend else (1 << vias) - 1
         self.reserved_regions = _pt_resv(fam)
@@ -434,11 +449,15 @@ cdef class IoPgtable:
     cdef inline u64 table_pa(self, u64 e) noexcept nogil:
         if self.family == PT_FAM_ARM:
             return arm_to_paddr(self.granule, e)
+        if self.family == PT_FAM_RISCV:          # riscvpt_table_pa(): PPN << 12
+            return (e & RISCV_PPN_MASK) << 2
         return e & PT_OA_MASK
 
     cdef inline u64 leaf_oa(self, u64 e) noexcept nogil:
         if self.family == PT_FAM_ARM:
             return arm_to_paddr(self.granule, e)
+        if self.family == PT_FAM_RISCV:          # riscvpt_entry_oa()
+            return (e & RISCV_PPN_MASK) << 2
         return e & PT_OA_MASK
 
     cdef inline int decode_prot(self, u64 e, int acc) noexcept nogil:
@@ -492,7 +511,7 @@ cdef class IoPgtable:
         0 done, 1 declined (nothing touched)."""
         cdef u64 *ptep
         cdef u64 last = iova + self.granule - 1
-        if self.family == PT_FAM_AMDV1:          # amdv1 always takes the general path
+        if self.family == PT_FAM_AMDV1 or self.family == PT_FAM_RISCV:   # always the general path
             return 1
         if ((iova | paddr) & (self.granule - 1) or not (prot & (IOMMU_READ | IOMMU_WRITE))
                 or (paddr >> self.oas) or last < iova):
@@ -519,7 +538,8 @@ cdef class IoPgtable:
         (c_iova_to_phys with hint_arm), else NULL."""
         cdef u64 *ptep
         cdef u64 e, last = iova + self.granule - 1
-        if (iova & (self.granule - 1)) or last < iova or self.family == PT_FAM_AMDV1:
+        if ((iova & (self.granule - 1)) or last < iova or self.family == PT_FAM_AMDV1
+                or self.family == PT_FAM_RISCV):
             return 0
         if self.family == PT_FAM_ARM:
             if iova >> self.ias:
@@ -586,7 +606,7 @@ cdef class IoPgtable:
         self.hint_ptep = NULL
         if table == 0:
             return 0
-        if self.family == PT_FAM_AMDV1:
+        if self.family == PT_FAM_AMDV1 or self.family == PT_FAM_RISCV:
             return gpt_iova_to_phys(self, iova)
         if arm:
             return self._iova_to_phys_hint(iova)

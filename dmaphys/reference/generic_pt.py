@@ -1,7 +1,8 @@
-"""Reference model of drivers/iommu/generic_pt: the vtdss, x86_64 and amdv1 formats and the
+"""Reference model of drivers/iommu/generic_pt: the vtdss, x86_64, amdv1 and riscv formats and the
 iommu_pt.h algorithms, on a reference IoPgtable (io_pgtable.py). Mirrors dmaphys/_kernel/generic_pt.pxi.
 
-Followed: iommu_pt.h torvalds @152c862c, vtdss.h @cc4adab1, x86_64.h @e2692c4e, amdv1.h @0eaed89c.
+Followed: iommu_pt.h torvalds @152c862c, vtdss.h @cc4adab1, x86_64.h @e2692c4e, amdv1.h @0eaed89c,
+riscv.h @637315cb (64-bit Sv39/Sv48/Sv57, sign extended, without the optional Svnapot/Svpbmt).
 """
 
 from ._util import U64_MAX
@@ -14,6 +15,7 @@ from .io_pgtable import (
     EOVERFLOW,
     ERANGE,
     FAM_AMDV1,
+    FAM_RISCV,
     FAM_VTDSS,
     FAM_X86,
     IOMMU_CACHE,
@@ -35,10 +37,23 @@ GPT_OA_MASK = ((1 << 52) - 1) & ~0xFFF                # GENMASK_ULL(51, 12)
 # fmt/amdv1.h
 AMDV1_PR, AMDV1_D, AMDV1_FC, AMDV1_IR, AMDV1_IW = 1 << 0, 1 << 6, 1 << 60, 1 << 61, 1 << 62
 AMDV1_NL_SHIFT, AMDV1_NL_SIZE, AMDV1_MAX_TOP = 9, 7, 5
+# fmt/riscv.h: V R W X U G A D in bits 0..7, PPN (4 KiB units) in bits 53:10
+RISCV_V, RISCV_R, RISCV_W, RISCV_X, RISCV_U, RISCV_G, RISCV_A, RISCV_D = (1 << b for b in range(8))
+RISCV_PPN_SHIFT = 10
+RISCV_PPN_MASK = ((1 << 54) - 1) & ~((1 << 10) - 1)   # GENMASK_ULL(53, 10)
+
+
+def riscv_oa(e):
+    """riscvpt_entry_oa() / riscvpt_table_pa(): PPN << 12."""
+    return ((e & RISCV_PPN_MASK) >> RISCV_PPN_SHIFT) << 12
 
 
 def gpt_etype(fam, e, L):
     """pt_load_entry_raw(): vtdss has no present bit, x86_64 has P; PS marks a leaf above level 0."""
+    if fam == FAM_RISCV:                                 # riscvpt_load_entry_raw()
+        if not e & RISCV_V:
+            return EMPTY
+        return OA if L == 0 or e & (RISCV_R | RISCV_W | RISCV_X) else TABLE
     if fam == FAM_AMDV1:                                 # amdv1pt_load_entry_raw()
         if not e & AMDV1_PR:
             return EMPTY
@@ -54,6 +69,9 @@ def gpt_etype(fam, e, L):
 
 
 def gpt_decode_prot(fam, e, acc):
+    if fam == FAM_RISCV:
+        p = (IOMMU_READ if e & RISCV_R else 0) | (IOMMU_WRITE if e & RISCV_W else 0)
+        return (p & acc) | (0 if e & RISCV_X else IOMMU_NOEXEC)
     if fam == FAM_AMDV1:
         p = (IOMMU_READ if e & AMDV1_IR else 0) | (IOMMU_WRITE if e & AMDV1_IW else 0)
         return (p & acc) | (IOMMU_CACHE if e & AMDV1_FC else 0)
@@ -65,6 +83,8 @@ def gpt_decode_prot(fam, e, acc):
 
 
 def gpt_table_acc(fam, e):
+    if fam == FAM_RISCV:                                 # table entries carry V and the PPN only
+        return IOMMU_READ | IOMMU_WRITE
     if fam == FAM_AMDV1:
         return (IOMMU_READ if e & AMDV1_IR else 0) | (IOMMU_WRITE if e & AMDV1_IW else 0)
     if fam == FAM_VTDSS:
@@ -73,7 +93,14 @@ def gpt_table_acc(fam, e):
 
 
 def gpt_prot(pt, prot):
-    """vtdss/x86_64/amdv1pt_iommu_set_prot(): descriptor bits."""
+    """vtdss/x86_64/amdv1/riscvpt_iommu_set_prot(): descriptor bits."""
+    if pt.family == FAM_RISCV:                           # without Svpbmt
+        bits = RISCV_A | RISCV_U
+        if prot & IOMMU_WRITE:
+            bits |= RISCV_W | RISCV_R | RISCV_D
+        if prot & IOMMU_READ:
+            bits |= RISCV_R
+        return bits | (0 if prot & IOMMU_NOEXEC else RISCV_X)
     if pt.family == FAM_AMDV1:
         return ((AMDV1_FC if pt.force_coherence else 0) | (AMDV1_IR if prot & IOMMU_READ else 0)
                 | (AMDV1_IW if prot & IOMMU_WRITE else 0))
@@ -84,13 +111,17 @@ def gpt_prot(pt, prot):
 
 
 def gpt_leaf(pt, oa, L, bits):
-    """vtdss/x86_64_pt_install_leaf_entry()."""
+    """vtdss/x86_64/riscvpt_install_leaf_entry()."""
+    if pt.family == FAM_RISCV:
+        return RISCV_V | (((oa >> 12) << RISCV_PPN_SHIFT) & RISCV_PPN_MASK) | bits
     e = (oa & GPT_OA_MASK) | bits | (VTDSS_PS if L else 0)
     return e | X86_P if pt.family == FAM_X86 else e
 
 
 def gpt_table(pt, pa, L):
-    """vtdss/x86_64/amdv1pt_install_table() for an entry at level L."""
+    """vtdss/x86_64/amdv1/riscvpt_install_table() for an entry at level L."""
+    if pt.family == FAM_RISCV:
+        return RISCV_V | (((pa >> 12) << RISCV_PPN_SHIFT) & RISCV_PPN_MASK)
     if pt.family == FAM_AMDV1:
         return AMDV1_PR | (L << AMDV1_NL_SHIFT) | (pa & GPT_OA_MASK) | AMDV1_IR | AMDV1_IW
     if pt.family == FAM_VTDSS:
@@ -320,6 +351,6 @@ def gpt_iova_to_phys(pt, iova):
             return 0
         if t == OA:
             size = pt._leaf_size(e, L)
-            return ((e & GPT_OA_MASK) & ~(size - 1)) | (iova & (size - 1))
+            return (pt._leaf_oa(e) & ~(size - 1)) | (iova & (size - 1))
         table = pt._table_pa(e)
     return 0

@@ -24,7 +24,7 @@ PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 
 
-FAM_VTDSS, FAM_X86, FAM_ARM, FAM_AMDV1 = 0, 1, 2, 3
+FAM_VTDSS, FAM_X86, FAM_ARM, FAM_AMDV1, FAM_RISCV = 0, 1, 2, 3, 4
 EMPTY, TABLE, OA, INVALID = 0, 1, 2, 3
 
 IommuResvRegion = namedtuple("IommuResvRegion", "start length prot type")
@@ -62,6 +62,10 @@ _FMT = {
     "arm-lpae-s2-64k": (FAM_ARM, 1 << 16, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S2"),
     # the AMD driver's v1 domain: starting_level 2, PT_FEAT_DYNAMIC_TOP, up to 6 levels
     "amdv1": (FAM_AMDV1, 1 << 12, 48, (32, 64), 52, (13, 52), "generic_pt amdv1 (DYNAMIC_TOP)"),
+    # fmt/riscv.h (riscvpt_iommu_fmt_init(): hw_max_vasz_lg2 39/48/57 only, oas up to 56)
+    "riscv-sv39": (FAM_RISCV, 1 << 12, 39, (39, 39), 56, (13, 56), "generic_pt riscv_64 Sv39 (SIGN_EXTEND)"),
+    "riscv-sv48": (FAM_RISCV, 1 << 12, 48, (48, 48), 56, (13, 56), "generic_pt riscv_64 Sv48 (SIGN_EXTEND)"),
+    "riscv-sv57": (FAM_RISCV, 1 << 12, 57, (57, 57), 56, (13, 56), "generic_pt riscv_64 Sv57 (SIGN_EXTEND)"),
 }
 # amd_iommu_get_resv_regions(): the MSI window and the HyperTransport range
 _AMD_RESV = (IommuResvRegion(0xFEE00000, 0x100000, IOMMU_WRITE, IOMMU_RESV_MSI),
@@ -69,6 +73,8 @@ _AMD_RESV = (IommuResvRegion(0xFEE00000, 0x100000, IOMMU_WRITE, IOMMU_RESV_MSI),
 
 
 def _resv(fam):
+    if fam == FAM_RISCV:                                   # riscv_iommu_ops has no get_resv_regions
+        return ()
     return _ARM_RESV if fam == FAM_ARM else _AMD_RESV if fam == FAM_AMDV1 else _VTD_RESV
 
 ARM_TCR_PS = (32, 36, 40, 42, 44, 48, 52)                  # ARM_LPAE_TCR_PS_*_BIT
@@ -111,6 +117,12 @@ def _geometry(fam, granule, ias, oas, s2=False):
                 bitmap |= ((1 << (min(51, isz + 8) + 1)) - 1) & ~((1 << isz) - 1)
         bitmap &= ~(1 << 39) & ((1 << oas) - 1)
         return 12, 9, 3, 9, bitmap
+    if fam == FAM_RISCV:
+        # riscvpt_iommu_fmt_init: top level 2/3/4; a leaf at every level up to the top, each
+        # item size offered below 2^max_oasz
+        top = (ias - 12) // 9 - 1
+        bitmap = sum(1 << (12 + 9 * L) for L in range(top + 1) if 12 + 9 * L < oas)
+        return 12, 9, top + 1, 9, bitmap
     if fam != FAM_ARM:
         # vtdss_pt_iommu_fmt_init / x86_64_pt_iommu_fmt_init: top level from the VA size
         if fam == FAM_VTDSS:
@@ -143,7 +155,7 @@ def _describe(name, ias=None, oas=None):
     fam, gran, _, _, _, _, kernel = _FMT[name]
     ias, oas = _sizes(name, ias, oas)
     _, _, levels, _, bitmap = _geometry(fam, gran, ias, oas, "-s2-" in name)
-    sign = fam == FAM_X86
+    sign = fam in (FAM_X86, FAM_RISCV)
     ap_end = (1 << (ias - 1)) - 1 if sign else (1 << ias) - 1
     return IoPgtableFormat(
         name, kernel, "generic_pt" if fam != FAM_ARM else "io-pgtable-arm", gran, bitmap, ias, oas,
@@ -223,7 +235,7 @@ class IoPgtable:
         self.arm_s2 = "-s2-" in fmt
         self.pg_shift, self.bpl, self.levels, self.top_bits, self.pgsize_bitmap = geo
         self.top = self.levels - 1
-        self.sign_extend = fam == FAM_X86
+        self.sign_extend = fam in (FAM_X86, FAM_RISCV)
         self.aperture_start = 0
         self.aperture_end = (1 << (ias - 1)) - 1 if self.sign_extend else (1 << ias) - 1
         self.reserved_regions = _resv(fam)
@@ -347,6 +359,8 @@ class IoPgtable:
     def _table_pa(self, e):
         if self.family == FAM_ARM:
             return _arm.arm_to_paddr(self, e)
+        if self.family == FAM_RISCV:
+            return _gpt.riscv_oa(e)
         return e & _gpt.GPT_OA_MASK
 
     def _leaf_oa(self, e):
