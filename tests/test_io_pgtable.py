@@ -96,7 +96,8 @@ def hw_walk(m, pt, iova):
 
 def riscv_hw_walk(m, pt, iova):
     """RISC-V privileged spec 12.3.2 (virtual address translation) for Sv39/48/57: V bit 0, a
-    leaf when any of R/W/X (bits 1..3) is set, PPN in bits 53:10; a misaligned superpage faults."""
+    leaf when any of R/W/X (bits 1..3) is set, PPN in bits 53:10; a misaligned superpage faults;
+    Svnapot (chapter 13): N (bit 63) at level 0 with ppn[3:0] = 0b1000 is a 64 KiB page."""
     table = pt.pgtable_root
     for L in range(pt.levels - 1, -1, -1):
         shift = 12 + 9 * L
@@ -106,6 +107,10 @@ def riscv_hw_walk(m, pt, iova):
         nxt = ((e >> 10) & ((1 << 44) - 1)) << 12
         if e & 0xE:
             size = 1 << shift
+            if e >> 63:
+                if L or (e >> 10) & 0xF != 0b1000:
+                    return None
+                size, nxt = 1 << 16, nxt & ~0xFFFF
             if nxt & (size - 1):
                 return None
             return nxt | (iova & (size - 1)), bool(e & 4), size
@@ -276,7 +281,8 @@ def test_table_freeing(impl, fmt):
     m = machine(impl)
     pt = impl.IoPgtable(m, fmt)
     g = pt.granule
-    block = g << 9 if fmt == "amdv1" else sizes(pt.pgsize_bitmap)[1]      # span of one last-level table
+    # span of one last-level table (amdv1 and riscv offer sizes between 4K and 2M)
+    block = g << 9 if fmt == "amdv1" or fmt.startswith("riscv") else sizes(pt.pgsize_bitmap)[1]
     base = 4 * block
     t0 = pt.table_pages
     assert pt.map(base, base, g, R | W) == 0
@@ -618,7 +624,7 @@ def test_differential_core_vs_reference(fmt, ops):
 def test_counters(impl, fmt):
     pt = impl.IoPgtable(machine(impl), fmt)
     g, blk = sizes(pt.pgsize_bitmap)[:2]
-    if fmt == "amdv1":
+    if fmt == "amdv1" or fmt.startswith("riscv"):
         blk = SZ_2M                                         # the level-1 item, not a contiguous size
     assert pt.map(blk, 0, blk + g, R) == 0                  # one block leaf + one granule leaf
     assert pt.leaf_writes == 2

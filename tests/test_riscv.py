@@ -3,8 +3,9 @@
 "riscv-sv39" / "riscv-sv48" / "riscv-sv57": the 64-bit format with top level 2 / 3 / 4
 (riscvpt_iommu_fmt_init() accepts only those VA sizes), sign extended, a leaf possible at every
 level (the top included), PPN in bits 53:10, V/R/W/X/U/G/A/D in bits 0..7, tables V | PPN only.
-The optional Svnapot 64K contiguous leaf and Svpbmt are features the default configuration (the
-kernel's kunit config 1) leaves off; dmaphys does not model them. Cases follow the kunit suites
+Svnapot 64K pages as the riscv IOMMU driver configures them (PT_FEAT_RISCV_SVNAPOT_64K): 16
+identical level-0 entries with N (bit 63) and PPN bit 3 set; Svpbmt is not modelled. Cases
+follow the kunit suites
 (kunit_generic_pt.h entry round trips, kunit_iommu_pt.h test_map_simple / test_map_table_to_oa);
 PTEs are decoded here by an independent walker (RISC-V privileged spec 12.3.2). The generic
 page-table tests of tests/test_io_pgtable.py and the page-table state machine of
@@ -20,6 +21,7 @@ R, W, C, NX = 1, 2, 4, 8
 ERANGE, EADDRINUSE = 34, 98
 U64 = (1 << 64) - 1
 V, PR, PW, PX, PU, PG, PA, PD = (1 << b for b in range(8))
+N, NAPOT_64K = 1 << 63, 1 << 13
 FMTS = {"riscv-sv39": 39, "riscv-sv48": 48, "riscv-sv57": 57}
 
 
@@ -54,8 +56,8 @@ def test_geometry(impl, fmt):
     pt = impl.IoPgtable(m, fmt)
     top = (ias - 12) // 9 - 1
     assert (pt.ias, pt.oas, pt.levels) == (ias, 56, top + 1)
-    # riscvpt_can_have_leaf(): every level's item size, up to and including the top
-    assert pt.pgsize_bitmap == sum(1 << (12 + 9 * L) for L in range(top + 1))
+    # riscvpt_can_have_leaf(): every level's item size, up to and including the top; Svnapot 64K
+    assert pt.pgsize_bitmap == sum(1 << (12 + 9 * L) for L in range(top + 1)) | (1 << 16)
     d = impl.IOPGTABLE_FORMATS[fmt]
     assert d.sign_extend and d.aperture_end == (1 << (ias - 1)) - 1 and d.reserved_regions == ()
     assert (d.family, d.map_exists_errno, d.partial_unmap) == ("generic_pt", EADDRINUSE, "whole-leaf")
@@ -64,7 +66,8 @@ def test_geometry(impl, fmt):
             impl.IoPgtable(m, fmt, ias=bad)
     with pytest.raises(ValueError):
         impl.IoPgtable(m, fmt, oas=57)          # PT_MAX_OUTPUT_ADDRESS_LG2 = 56
-    assert impl.IoPgtable(m, "riscv-sv48", oas=39).pgsize_bitmap == (1 << 12) | (1 << 21) | (1 << 30)
+    small = (1 << 12) | (1 << 16) | (1 << 21) | (1 << 30)
+    assert impl.IoPgtable(m, "riscv-sv48", oas=39).pgsize_bitmap == small
 
 
 def test_pte_bits(impl):
@@ -125,6 +128,27 @@ def test_sign_extension(impl, fmt):
     assert pt.map(1 << (ias - 1), 0, 0x1000, R) == -ERANGE        # non-canonical
     assert pt.map(0, 1 << 56, 0x1000, R) == -ERANGE                # beyond the 56-bit OA
     assert pt.unmap(upper, 0x1000) == 0x1000
+
+
+def test_svnapot_64k(impl):
+    """riscvpt_install_leaf_entry() with PT_FEAT_RISCV_SVNAPOT_64K: a 64K page is 16 copies of
+    V | PPN | N | PPN bit 3 at level 0; unmap takes it whole, or refuses from inside."""
+    m = machine(impl)
+    pt = impl.IoPgtable(m, "riscv-sv39")
+    assert pt.map(0x30000, 0x120000, 0x30000, R | W) == 0       # three 64K pages
+    e0 = V | PR | PW | PX | PA | PU | PD | N | NAPOT_64K | ppn(0x120000)
+    assert {walk(m, pt, 0x30000 + i * 0x1000)[-1] for i in range(16)} == {e0}
+    assert walk(m, pt, 0x40000)[-1] == e0 - ppn(0x120000) + ppn(0x130000)
+    st = pt.get_state()["mappings"]
+    assert st == {0x30000 + k * 0x10000: (0x120000 + k * 0x10000, 0x10000, R | W) for k in range(3)}
+    assert pt.translate(0x4ABCD) == (0x13ABCD, R | W, 0x10000) and pt.iova_to_phys(0x5FFFF) == 0x14FFFF
+    assert pt.map(0x60000, 0x128000, 0x10000, R) == 0            # misaligned PA: 16 4K pages
+    assert walk(m, pt, 0x61000)[-1] == V | PR | PX | PA | PU | ppn(0x129000)
+    assert pt.ops_unmap_pages(0x34000, 0x1000, 1) == 0            # starts inside: refused
+    assert pt.ops_unmap_pages(0x30000, 0x1000, 1) == 0x10000      # the whole 64K page
+    assert {walk(m, pt, 0x30000 + i * 0x1000)[-1] for i in range(16)} == {0}
+    assert pt.map(0x70000, 0, 0x1000, R) == 0
+    assert pt.map(0x70000, 0, 0x10000, R) == -EADDRINUSE          # clear_contig over a live page
 
 
 def test_large_leaf_over_tables(impl):

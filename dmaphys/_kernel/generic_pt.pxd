@@ -9,6 +9,7 @@ cdef extern from *:
     #define DMAPHYS_AMDV1_IR       (1ULL << 61)
     #define DMAPHYS_AMDV1_IW       (1ULL << 62)
     #define DMAPHYS_RISCV_PPN_MASK 0x003FFFFFFFFFFC00ULL   /* RISCVPT_PPN64 = GENMASK_ULL(53, 10) */
+    #define DMAPHYS_RISCV_N        (1ULL << 63)
     """
     const u64 PT_OA_MASK "DMAPHYS_PT_OA_MASK"
     const u64 X86_XD "DMAPHYS_X86_XD"
@@ -16,6 +17,7 @@ cdef extern from *:
     const u64 AMDV1_IR "DMAPHYS_AMDV1_IR"      # AMDV1PT_FMT_IR
     const u64 AMDV1_IW "DMAPHYS_AMDV1_IW"      # AMDV1PT_FMT_IW
     const u64 RISCV_PPN_MASK "DMAPHYS_RISCV_PPN_MASK"  # RISCVPT_PPN64
+    const u64 RISCV_N "DMAPHYS_RISCV_N"        # RISCVPT_N (Svnapot)
 
 cdef enum:
     VTDSS_R = 1 << 0                            # VTDSS_FMT_R
@@ -42,3 +44,4 @@ cdef enum:
     RISCV_A = 1 << 6                            # RISCVPT_A
     RISCV_D = 1 << 7                            # RISCVPT_D
     RISCV_PPN_SHIFT = 10                        # the PPN field starts at bit 10 (4 KiB units)
+    RISCV_NAPOT_64K = 1 << 13                   # RISCVPT_PPN64_64K_SZ: ppn[3:0] = 0b1000

@@ -1,6 +1,6 @@
 # drivers/iommu/generic_pt: the formats (fmt/vtdss.h "vtd-ss"/"vtd-ss-5level", fmt/x86_64.h
 # "x86-64"/"x86-64-5level" with PT_FEAT_SIGN_EXTEND, fmt/amdv1.h "amdv1" with PT_FEAT_DYNAMIC_TOP,
-# fmt/riscv.h "riscv-sv39"/"riscv-sv48"/"riscv-sv57", 64-bit, sign extended, no Svnapot/Svpbmt)
+# fmt/riscv.h "riscv-sv39"/"riscv-sv48"/"riscv-sv57", 64-bit, sign extended, Svnapot 64K)
 # and the algorithms of iommu_pt.h (__map_range, __map_range_leaf, clear_contig, increase_top,
 # __unmap_range, __collect_tables, __iova_to_phys) on an IoPgtable (io_pgtable.pxi).
 # Followed: iommu_pt.h torvalds @152c862c, vtdss.h @cc4adab1, x86_64.h @e2692c4e, amdv1.h @0eaed89c,
@@ -10,9 +10,10 @@
 # U 4, G 5, A 6, D 7, PPN bits 53:10 (4 KiB units, so the OA is PPN << 12). A valid entry with any
 # of R/W/X is a leaf at every level (the top included); at level 0 every valid entry is a leaf;
 # otherwise it points at the next table. Table entries carry V only. The top level is 2/3/4 for
-# a 39/48/57-bit VA; the VA is sign extended from its top bit (PT_FEAT_SIGN_EXTEND). The
-# Svnapot 64K contiguous leaf (PT_FEAT_RISCV_SVNAPOT_64K) and Svpbmt are optional features the
-# default configuration leaves off (the kernel's kunit config 1); dmaphys does not model them.
+# a 39/48/57-bit VA; the VA is sign extended from its top bit (PT_FEAT_SIGN_EXTEND). The riscv
+# IOMMU driver also asks for PT_FEAT_RISCV_SVNAPOT_64K (the IOMMU spec mandates Svnapot), and so
+# does dmaphys: a 64K page is 16 identical level-0 entries with N (bit 63) and PPN bit 3 (bit 13)
+# set, the PPN's low 4 bits otherwise zero. Svpbmt (PBMT bits 62:61) is not modelled.
 #
 # amdv1 (AMD IOMMU spec 2.2.3): PR bit 0, NextLevel bits 11:9 (0: a leaf of the level's item size,
 # 7: a "contiguous" leaf whose size is encoded by the run of ones at the bottom of the address
@@ -148,6 +149,15 @@ cdef inline u64 gpt_leaf(int fam, u64 oa, int L, u64 bits) noexcept nogil:
         e |= VTDSS_PS                        # == X86_PS (bit 7)
     if fam == PT_FAM_X86:
         e |= X86_P
+    return e
+
+
+cdef inline u64 riscv_leaf(u64 oa, int L, int lg2, u64 bits) noexcept nogil:
+    """riscvpt_install_leaf_entry(): V | PPN | attributes, plus N and the 64K size bit for a
+    Svnapot page (the caller writes it into all 16 items)."""
+    cdef u64 e = RISCV_V | ((oa >> 2) & RISCV_PPN_MASK) | bits
+    if L == 0 and lg2 != 12:
+        e |= RISCV_N | RISCV_NAPOT_64K
     return e
 
 
@@ -293,6 +303,8 @@ cdef int gpt_map_level(IoPgtable pt, int L, u64 table, u64 va, u64 last) except?
                     return r
             if pt.family == PT_FAM_AMDV1:
                 leaf = amdv1_leaf(pt.st_oa, L, pt.st_leaf_lg2, pt.st_attrs)
+            elif pt.family == PT_FAM_RISCV:
+                leaf = riscv_leaf(pt.st_oa, L, pt.st_leaf_lg2, pt.st_attrs)
             else:
                 leaf = gpt_leaf(pt.family, pt.st_oa, L, pt.st_attrs)
             for j in range(i, i + step):

@@ -121,9 +121,10 @@ def _pt_geometry(int fam, u64 granule, int ias, int oas, bint s2=False):
         return 12, 9, 3, 9, bitmap
     if fam == PT_FAM_RISCV:
         # riscvpt_iommu_fmt_init(): top level 2/3/4; riscvpt_can_have_leaf() at every level, so
-        # get_info() offers every level's item size up to the top, hiding sizes >= 2^max_oasz
+        # get_info() offers every level's item size up to the top, and the Svnapot 64K at level 0
+        # (riscvpt_contig_count_lg2()), hiding sizes >= 2^max_oasz
         top = (ias - 12) // 9 - 1
-        bitmap = 0
+        bitmap = (<u64>1 << 16) if oas > 16 else 0
         for L in range(top + 1):
             if 12 + 9 * L < oas:
                 bitmap |= <u64>1 << (12 + 9 * L)
@@ -372,6 +373,8 @@ cdef class IoPgtable:
         """Bytes a leaf entry at level L maps (amdv1: a contiguous leaf encodes a larger size)."""
         if self.family == PT_FAM_AMDV1:
             return (<u64>1) << amdv1_leaf_lg2(e, L)
+        if self.family == PT_FAM_RISCV and L == 0 and (e & RISCV_N):
+            return 1 << 16                       # riscvpt_entry_num_contig_lg2(): 16 items
         return (<u64>1) << self.shifts[L]
 
     cdef int warn_alias(self, u64 va) except -1:
@@ -456,8 +459,8 @@ cdef class IoPgtable:
     cdef inline u64 leaf_oa(self, u64 e) noexcept nogil:
         if self.family == PT_FAM_ARM:
             return arm_to_paddr(self.granule, e)
-        if self.family == PT_FAM_RISCV:          # riscvpt_entry_oa()
-            return (e & RISCV_PPN_MASK) << 2
+        if self.family == PT_FAM_RISCV:          # riscvpt_entry_oa(): a Svnapot PPN drops its low 4 bits
+            return ((e & RISCV_PPN_MASK) << 2) & (~(<u64>0xFFFF) if (e & RISCV_N) else U64_MAX)
         return e & PT_OA_MASK
 
     cdef inline int decode_prot(self, u64 e, int acc) noexcept nogil:

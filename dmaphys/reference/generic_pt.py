@@ -2,7 +2,7 @@
 iommu_pt.h algorithms, on a reference IoPgtable (io_pgtable.py). Mirrors dmaphys/_kernel/generic_pt.pxi.
 
 Followed: iommu_pt.h torvalds @152c862c, vtdss.h @cc4adab1, x86_64.h @e2692c4e, amdv1.h @0eaed89c,
-riscv.h @637315cb (64-bit Sv39/Sv48/Sv57, sign extended, without the optional Svnapot/Svpbmt).
+riscv.h @637315cb (64-bit Sv39/Sv48/Sv57, sign extended, Svnapot 64K pages; no Svpbmt).
 """
 
 from ._util import U64_MAX
@@ -41,11 +41,19 @@ AMDV1_NL_SHIFT, AMDV1_NL_SIZE, AMDV1_MAX_TOP = 9, 7, 5
 RISCV_V, RISCV_R, RISCV_W, RISCV_X, RISCV_U, RISCV_G, RISCV_A, RISCV_D = (1 << b for b in range(8))
 RISCV_PPN_SHIFT = 10
 RISCV_PPN_MASK = ((1 << 54) - 1) & ~((1 << 10) - 1)   # GENMASK_ULL(53, 10)
+RISCV_N, RISCV_NAPOT_64K = 1 << 63, 1 << 13            # Svnapot: N and ppn[3:0] = 0b1000
 
 
 def riscv_oa(e):
-    """riscvpt_entry_oa() / riscvpt_table_pa(): PPN << 12."""
-    return ((e & RISCV_PPN_MASK) >> RISCV_PPN_SHIFT) << 12
+    """riscvpt_entry_oa() / riscvpt_table_pa(): PPN << 12 (a Svnapot leaf drops ppn[3:0])."""
+    oa = ((e & RISCV_PPN_MASK) >> RISCV_PPN_SHIFT) << 12
+    return oa & ~0xFFFF if e & RISCV_N else oa
+
+
+def riscv_leaf(oa, L, lg2, bits):
+    """riscvpt_install_leaf_entry(): N and the 64K size bit for a Svnapot page (16 copies)."""
+    e = RISCV_V | (((oa >> 12) << RISCV_PPN_SHIFT) & RISCV_PPN_MASK) | bits
+    return e | RISCV_N | RISCV_NAPOT_64K if L == 0 and lg2 != 12 else e
 
 
 def gpt_etype(fam, e, L):
@@ -222,6 +230,8 @@ def gpt_map_level(pt, L, table, va, last, st):
                     return r
             if pt.family == FAM_AMDV1:
                 leaf = amdv1_leaf(st["oa"], L, st["leaf_lg2"], st["attrs"])
+            elif pt.family == FAM_RISCV:
+                leaf = riscv_leaf(st["oa"], L, st["leaf_lg2"], st["attrs"])
             else:
                 leaf = gpt_leaf(pt, st["oa"], L, st["attrs"])
             for j in range(i, i + step):

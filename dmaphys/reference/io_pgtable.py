@@ -119,9 +119,9 @@ def _geometry(fam, granule, ias, oas, s2=False):
         return 12, 9, 3, 9, bitmap
     if fam == FAM_RISCV:
         # riscvpt_iommu_fmt_init: top level 2/3/4; a leaf at every level up to the top, each
-        # item size offered below 2^max_oasz
+        # item size and the Svnapot 64K offered below 2^max_oasz
         top = (ias - 12) // 9 - 1
-        bitmap = sum(1 << (12 + 9 * L) for L in range(top + 1) if 12 + 9 * L < oas)
+        bitmap = sum(1 << b for b in [12 + 9 * L for L in range(top + 1)] + [16] if b < oas)
         return 12, 9, top + 1, 9, bitmap
     if fam != FAM_ARM:
         # vtdss_pt_iommu_fmt_init / x86_64_pt_iommu_fmt_init: top level from the VA size
@@ -370,6 +370,8 @@ class IoPgtable:
         """Bytes a leaf at level L maps (amdv1: a contiguous leaf encodes a larger size)."""
         if self.family == FAM_AMDV1:
             return 1 << _gpt.amdv1_leaf_lg2(e, L)
+        if self.family == FAM_RISCV and L == 0 and e & _gpt.RISCV_N:
+            return 1 << 16                                # a Svnapot page: 16 items
         return 1 << self._shift(L)
 
     def _decode_prot(self, e, acc):
