@@ -453,7 +453,18 @@ cdef int _iommu_fault(Iommu mmu, IommuDomain d, Device dev, u64 iova, u64 size, 
     return 0
 
 
-cdef int iommu_device_access(Device dev, u64 iova, u8 *buf, u64 n, bint write) except -1:
+cdef enum:                                      # translation fault reasons (_REASON_NAMES)
+    R_NONE = 0
+    R_BLOCKED = 1
+    R_NOT_PRESENT = 2
+    R_ADDRESS_SIZE = 3
+    R_WRITE_DENIED = 4
+    R_READ_DENIED = 5
+
+_REASON_NAMES = (None, "blocked", "not-present", "address-size", "write-denied", "read-denied")
+
+
+cdef int iommu_device_access(Device dev, u64 iova, u8 *buf, u64 n, bint write) except -1 nogil:
     """A device's DMA of n bytes at IOVA iova through its domain.
 
     Split into requests that never cross a 4 KiB boundary; each is translated (IOTLB hit, or a
@@ -463,31 +474,40 @@ cdef int iommu_device_access(Device dev, u64 iova, u8 *buf, u64 n, bint write) e
     hit (counters + debug_dma_stale_iotlb). Faults: see Iommu(fault_mode=...); in record mode a
     faulting read request returns 0xff bytes (PCIe Unsupported Request) and a write is dropped.
     Requests before a fault have reached memory, as on hardware.
+
+    Runs without the GIL: it takes it itself for a fault, a stale-hit report, the qemu-mode
+    requester id lookup and dma-debug's view of device writes.
     """
-    cdef IommuDomain d = <IommuDomain>dev.domain
-    cdef Iommu mmu = d.iommu
-    cdef Iotlb tlb = mmu.iotlb
-    cdef IoPgtable pt = d.pgtable
+    return _iommu_access_d(dev, <IommuDomain>dev.domain, iova, buf, n, write)
+
+
+cdef inline int _iommu_access_d(Device dev, IommuDomain d, u64 iova, u8 *buf, u64 n, bint write) except -1 nogil:
+    return _iommu_access(dev, d, d.iommu, d.iommu.iotlb, d.pgtable, iova, buf, n, write)
+
+
+cdef int _iommu_access(Device dev, IommuDomain d, Iommu mmu, Iotlb tlb, IoPgtable pt, u64 iova, u8 *buf,
+                       u64 n, bint write) except -1 nogil:
     cdef u64 done = 0, a, chunk, phys = 0, leaf = 0, cur_phys = 0, cur_leaf = 0, saved, limit, mask
-    cdef int prot = 0, cur_prot = 0, need = IOMMU_WRITE if write else IOMMU_READ, ok
+    cdef int prot = 0, cur_prot = 0, need = IOMMU_WRITE if write else IOMMU_READ, ok, reason
     cdef u32 sid = 0
     cdef iotlb_entry *e
-    cdef str reason
     limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
     if iova + n - 1 > limit:
-        dev.faults += 1
-        raise DmaFault(dev.name, iova, n, "write" if write else "read",
-                       f"beyond the device's addressing limit {limit:#x}")
+        with gil:
+            dev.faults += 1
+            raise DmaFault(dev.name, iova, n, "write" if write else "read",
+                           f"beyond the device's addressing limit {limit:#x}")
     if tlb is not None and tlb.qemu:
-        sid = mmu.sid_of(dev)
+        with gil:
+            sid = mmu.sid_of(dev)
     while done < n:
         a = iova + done
         chunk = PAGE_SIZE - (a & (PAGE_SIZE - 1))
         if chunk > n - done:
             chunk = n - done
-        reason = None
+        reason = R_NONE
         if pt is None:
-            reason = "blocked"
+            reason = R_BLOCKED
         else:
             e = tlb.find(d.id, sid, a, d.leaf_shifts, d.nshifts) if tlb is not None else NULL
             if e != NULL:
@@ -500,19 +520,21 @@ cdef int iommu_device_access(Device dev, u64 iova, u8 *buf, u64 n, bint write) e
                     ok = pt.lookup(a, &cur_phys, &cur_prot, &cur_leaf)
                     pt.walk_reads = saved               # an oracle check, not a hardware walk
                     if ok != 0 or cur_phys != phys or cur_prot != prot or cur_leaf != mask + 1:
-                        tlb.stale_hits += 1
-                        d.stale_hits += 1
-                        debug_dma_stale_iotlb(dev, a, phys, U64_MAX if ok != 0 else cur_phys)
+                        with gil:
+                            tlb.stale_hits += 1
+                            d.stale_hits += 1
+                            debug_dma_stale_iotlb(dev, a, phys, U64_MAX if ok != 0 else cur_phys)
                     else:
                         e.gen = pt.leaf_writes
             elif pt.lookup(a, &phys, &prot, &leaf) != 0:
-                reason = "not-present" if pt.in_range(a, a) else "address-size"
+                reason = R_NOT_PRESENT if pt.in_range(a, a) else R_ADDRESS_SIZE
             elif tlb is not None:
                 tlb.fill(d.id, sid, a, __ffs64(leaf), phys, prot, pt.leaf_writes)
-            if reason is None and not (prot & need):
-                reason = "write-denied" if write else "read-denied"
-        if reason is not None:
-            _iommu_fault(mmu, d, dev, a, chunk, write, reason)
+            if reason == R_NONE and not (prot & need):
+                reason = R_WRITE_DENIED if write else R_READ_DENIED
+        if reason != R_NONE:
+            with gil:
+                _iommu_fault(mmu, d, dev, a, chunk, write, _REASON_NAMES[reason])
             if not write:
                 memset(buf + done, 0xff, chunk)
         else:
