@@ -23,9 +23,30 @@ if _os.environ.get("DMAPHYS_PUREPYTHON", "0") not in ("", "0"):
     from . import reference as _impl
     BACKEND = "reference"
 else:
-    from . import _core as _impl
+    try:
+        from . import _core as _impl
+    except ImportError:
+        # e.g. `python -m dmaphys` in a source checkout that was never built: say what is missing
+        # (Python's own message suggests an import cycle, which misleads)
+        raise ImportError(
+            f"dmaphys: the compiled core dmaphys._core is not built in {_os.path.dirname(__file__)}. "
+            "Install the package (pip install .) and run it outside the source tree, build in place "
+            "(python setup.py build_ext --inplace), or set DMAPHYS_PUREPYTHON=1 for the pure-Python "
+            "reference model.") from None
     BACKEND = "core"
 
 globals().update({_n: getattr(_impl, _n) for _n in _impl.__all__})
 
-__all__ = sorted(set(_const_all) | set(_err_all) | set(_impl.__all__) | {"BACKEND", "__version__"})
+
+def get_include() -> str:
+    """The directory holding dmaphys.h, the C ABI header (like numpy.get_include()).
+
+    Build a C device model with ``-I`` this directory; see docs/EMBEDDING.md.
+    """
+    return _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "include")
+
+
+from .trace_replay import replay  # noqa: E402,F401 (dmaphys.replay(trace, machine=...): backend-generic)
+
+__all__ = sorted(set(_const_all) | set(_err_all) | set(_impl.__all__)
+                 | {"BACKEND", "__version__", "get_include", "replay"})

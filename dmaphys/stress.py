@@ -42,6 +42,12 @@ from .constants import (
 
 SCENARIOS = ("swiotlb", "direct", "nic", "nvme", "p2p")
 DEFAULT_OPS = 2_000_000
+IOMMU_MODES = ("off", "strict", "lazy")
+
+
+def pages_spanned(phys: int, size: int) -> int:
+    """The 4 KiB pages that a mapping of ``size`` bytes at ``phys`` covers (the "per page" unit)."""
+    return ((phys & (PAGE_SIZE - 1)) + size + PAGE_SIZE - 1) // PAGE_SIZE
 
 
 class IntegrityError(AssertionError):
@@ -58,6 +64,7 @@ class PathStats:
     bytes: int = 0
     seconds: float = 0.0
     map_failures: int = 0
+    pages: int = 0                          # 4 KiB pages of the successful mappings (pages_spanned)
     latencies: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -66,7 +73,7 @@ class PathStats:
             "ops": self.ops, "rounds": self.rounds, "bytes": self.bytes,
             "seconds": round(self.seconds, 4),
             "ops_per_s": round(self.ops / self.seconds) if self.seconds else 0,
-            "map_failures": self.map_failures,
+            "map_failures": self.map_failures, "pages_mapped": self.pages,
             "round_ns_p50": float(np.percentile(lat, 50)), "round_ns_p99": float(np.percentile(lat, 99)),
         }
 
@@ -74,12 +81,14 @@ class PathStats:
 class Workload:
     """State shared by the scenarios: the machine, the API module, the RNG and the checks."""
 
-    def __init__(self, dma, seed: int, scenarios, strict: bool = False):
+    def __init__(self, dma, seed: int, scenarios, strict: bool = False, map_size: int | None = None,
+                 **machine_opts):
         self.dma = dma
+        self.map_size = map_size
         self.rng = random.Random(seed)
         self.nprng = np.random.default_rng(seed)
         self.integrity_errors: list[str] = []
-        self.m = build_default_machine(dma, strict=strict)
+        self.m = build_default_machine(dma, strict=strict, **machine_opts)
         self.devs = self.m.devices
         self.stats = {name: PathStats(name) for name in scenarios}
         self.occupancy: list[tuple[int, int, int]] = []   # (ops, iova pages, swiotlb slots)
@@ -95,10 +104,28 @@ class Workload:
         return self.nprng.bytes(n)
 
 
-def build_default_machine(dma, strict: bool = False):
-    """The default machine described in the module docstring."""
-    m = dma.Machine(ram=[(0, 3 << 30), (4 << 30, 13 << 30)], cpus=4)
-    iommu = m.add_iommu(fmt="x86-64", strict=strict)
+def build_default_machine(dma, strict: bool = False, *, iommu_mode: str | None = None, fmt: str = "x86-64",
+                          iotlb_capacity: int = 512, iotlb_ways: int = 8, iotlb_policy: str = "lru",
+                          fq_size: int | None = None, fq_timeout: int | None = None,
+                          swiotlb_size: int | None = None):
+    """The default machine described in the module docstring.
+
+    The keywords vary it for parameter studies (``dmaphys sweep``): ``iommu_mode`` "off" (the
+    IOMMU devices on dma-direct), "strict" or "lazy" (default: lazy, or strict if ``strict``),
+    the page-table ``fmt``, the IOTLB's entries/ways/replacement policy, the flush queues'
+    size/timeout (None: the kernel's), and the swiotlb size in bytes (None: the default 64 MiB).
+    """
+    if iommu_mode is None:
+        iommu_mode = "strict" if strict else "lazy"
+    if iommu_mode not in IOMMU_MODES:
+        raise ValueError(f"iommu mode must be one of {', '.join(IOMMU_MODES)}, not {iommu_mode!r}")
+    m = dma.Machine(ram=[(0, 3 << 30), (4 << 30, 13 << 30)], cpus=4,
+                    **({} if swiotlb_size is None else {"swiotlb": swiotlb_size}))
+    iommu = None
+    if iommu_mode != "off":
+        iommu = m.add_iommu(fmt=fmt, strict=iommu_mode == "strict",
+                            iotlb={"entries": iotlb_capacity, "ways": iotlb_ways, "policy": iotlb_policy},
+                            fq_size=fq_size, fq_timeout=fq_timeout)
     m.add_device("legacy32", dma_mask=DMA_BIT_MASK(32))
     m.add_device("dma64", dma_mask=DMA_BIT_MASK(64), coherent=False)
     m.add_device("nvme0", dma_mask=DMA_BIT_MASK(64), iommu=iommu, min_align_mask=PAGE_SIZE - 1)
@@ -149,6 +176,7 @@ def scenario_swiotlb(w: Workload):
                 data = rx + data[part:]
             live.append((addr, buf, size, direction, data, slot))
             st.bytes += size
+            st.pages += pages_spanned(buf, size)
         while len(live) > 48 or (live and w.rng.random() < 0.5):
             addr, buf, size, direction, data, slot = live.popleft()
             if direction != DMA_TO_DEVICE and w.rng.random() < 0.5:
@@ -175,6 +203,7 @@ def scenario_direct(w: Workload):
         addr = dma.dma_map_single(dev, buf + off, size, DMA_BIDIRECTIONAL)
         if dma.dma_mapping_error(dev, addr) or addr != buf + off:
             w.integrity_errors.append(f"direct: dma addr {addr:#x} != phys {buf + off:#x}")
+        st.pages += pages_spanned(buf + off, size)
         w.expect("direct read", dev.dma_read(addr, size), data)
         rx = w.pattern(size)
         dev.dma_write(addr, rx)
@@ -186,10 +215,17 @@ def scenario_direct(w: Workload):
 
 
 def scenario_nic(w: Workload):
-    """RX/TX rings behind the IOMMU: a buffer mapped per packet, ring depth 256."""
+    """RX/TX rings behind the IOMMU: a buffer mapped per packet, ring depth 256.
+
+    With ``w.map_size`` set, every RX buffer and TX packet is a mapping of that many bytes
+    (RX packets fill their buffer); otherwise 2 KiB RX buffers and 60-1514-byte packets.
+    """
     dma, m, dev = w.dma, w.m, w.devs["nic0"]
     st = w.stats["nic"]
-    pages = [m.alloc_pages(1) for _ in range(512)]
+    fixed = w.map_size
+    rx_size = fixed or 2048
+    buf_pages = pages_spanned(0, fixed) if fixed else 1
+    pages = [m.alloc_pages(buf_pages) for _ in range(512)]
     rx_ring: deque = deque()
     tx_ring: deque = deque()
     slot = 0
@@ -197,26 +233,27 @@ def scenario_nic(w: Workload):
         # refill RX: map an empty buffer FROM_DEVICE
         page = pages[slot % 512]
         slot += 1
-        addr = dma.dma_map_single(dev, page, 2048, DMA_FROM_DEVICE)
+        addr = dma.dma_map_single(dev, page, rx_size, DMA_FROM_DEVICE)
         st.ops += 1
         if dma.dma_mapping_error(dev, addr):
             st.map_failures += 1
         else:
             rx_ring.append((addr, page))
+            st.pages += buf_pages
         # the NIC receives a packet into the oldest RX buffer
         if len(rx_ring) > 192:
             addr, page = rx_ring.popleft()
-            n = w.rng.randrange(60, 1515)
+            n = fixed or w.rng.randrange(60, 1515)
             pkt = w.pattern(n)
             dev.dma_write(addr, pkt)
-            dma.dma_unmap_single(dev, addr, 2048, DMA_FROM_DEVICE)
+            dma.dma_unmap_single(dev, addr, rx_size, DMA_FROM_DEVICE)
             w.expect("nic RX", m.mem_read(page, n), pkt)
             st.ops += 3
             st.bytes += n
         # transmit a packet
         page = pages[slot % 512]
         slot += 1
-        n = w.rng.randrange(60, 1515)
+        n = fixed or w.rng.randrange(60, 1515)
         pkt = w.pattern(n)
         m.mem_write(page, pkt)
         addr = dma.dma_map_single(dev, page, n, DMA_TO_DEVICE)
@@ -225,6 +262,7 @@ def scenario_nic(w: Workload):
             st.map_failures += 1
         else:
             tx_ring.append((addr, n, pkt))
+            st.pages += buf_pages
         if len(tx_ring) > 64:
             addr, n, pkt = tx_ring.popleft()
             # the NIC fetches the headers first, then the payload (two reads, one translation)
@@ -281,8 +319,36 @@ def scenario_nvme(w: Workload):
                 got = b"".join(m.mem_read(p, PAGE_SIZE) for p in chosen)
                 w.expect("nvme read", got, data)
             st.bytes += total
+            st.pages += mapped // PAGE_SIZE
         else:
-            st.map_failures += 1
+            # no IOVA space to link into (no IOMMU: dma-direct): the block layer's fallback,
+            # a dma_map_phys per segment (blk_dma_map_direct)
+            st.ops += 1
+            addrs = []
+            for p in chosen:
+                a = dma.dma_map_phys(dev, p, PAGE_SIZE, direction, 0)
+                st.ops += 1
+                if dma.dma_mapping_error(dev, a):
+                    st.map_failures += 1
+                    break
+                addrs.append(a)
+            if len(addrs) == npages:
+                for i, a in enumerate(addrs):
+                    chunk = data[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
+                    if write_req:
+                        w.expect("nvme write", dev.dma_read(a, PAGE_SIZE), chunk)
+                    else:
+                        dev.dma_write(a, chunk)
+                st.ops += npages
+            for a in addrs:
+                dma.dma_unmap_phys(dev, a, PAGE_SIZE, direction, 0)
+                st.ops += 1
+            if len(addrs) == npages:
+                if not write_req:
+                    got = b"".join(m.mem_read(p, PAGE_SIZE) for p in chosen)
+                    w.expect("nvme read", got, data)
+                st.bytes += total
+                st.pages += npages
         m.advance(2_000)
         yield
 
@@ -307,6 +373,7 @@ def scenario_p2p(w: Workload):
             bus = dma.pci_p2pdma_bus_addr_map(rdma_state, phys)
             rdma.dma_write(bus, data)
             st.ops += 3
+            st.pages += pages_spanned(phys, n)
         else:
             t = dma.pci_p2pdma_state(acc_state, acc, phys)
             if t != PCI_P2PDMA_MAP_THRU_HOST_BRIDGE:
@@ -317,6 +384,7 @@ def scenario_p2p(w: Workload):
                 st.map_failures += 1
                 yield
                 continue
+            st.pages += pages_spanned(phys, n)
             acc.dma_write(addr, data)
             dma.dma_unmap_phys(acc, addr, n, DMA_BIDIRECTIONAL, DMA_ATTR_MMIO)
             st.ops += 2
@@ -332,12 +400,24 @@ WEIGHTS = {"swiotlb": 2, "direct": 1, "nic": 4, "nvme": 2, "p2p": 1}
 
 
 def run(ops: int = DEFAULT_OPS, seed: int = 0, scenarios=SCENARIOS, duration: float | None = None,
-        dma=None, progress: bool = True, strict: bool = False) -> dict:
-    """Run the workload until ``ops`` operations (or ``duration`` seconds); returns the report dict."""
+        dma=None, progress: bool = True, strict: bool = False, *, iommu: str | None = None,
+        fmt: str = "x86-64", iotlb_capacity: int = 512, iotlb_ways: int = 8, iotlb_policy: str = "lru",
+        fq_size: int | None = None, fq_timeout: int | None = None, swiotlb_size: int | None = None,
+        map_size: int | None = None) -> dict:
+    """Run the workload until ``ops`` operations (or ``duration`` seconds); returns the report dict.
+
+    ``iommu`` ("off" | "strict" | "lazy"; default lazy, or strict with ``strict=True``) and the
+    keywords after it vary the default machine (see build_default_machine); ``map_size`` fixes
+    the size in bytes of every NIC mapping (default: 2 KiB RX buffers, 60-1514-byte packets).
+    """
     if dma is None:
         import dmaphys as dma
     scenarios = tuple(scenarios)
-    w = Workload(dma, seed, scenarios, strict=strict)
+    if map_size is not None and map_size <= 0:
+        raise ValueError(f"map_size must be positive, not {map_size}")
+    w = Workload(dma, seed, scenarios, strict=strict, map_size=map_size, iommu_mode=iommu, fmt=fmt,
+                 iotlb_capacity=iotlb_capacity, iotlb_ways=iotlb_ways, iotlb_policy=iotlb_policy,
+                 fq_size=fq_size, fq_timeout=fq_timeout, swiotlb_size=swiotlb_size)
     gens = {name: SCENARIO_FUNCS[name](w) for name in scenarios}
     names = list(scenarios)
     weights = [WEIGHTS[n] for n in names]
@@ -352,6 +432,7 @@ def run(ops: int = DEFAULT_OPS, seed: int = 0, scenarios=SCENARIOS, duration: fl
     clock = time.perf_counter_ns
     sample_every = max(ops // 200, 1000)
     next_sample = 0
+    interrupted = False
     try:
         while True:
             if deadline is not None:
@@ -378,11 +459,16 @@ def run(ops: int = DEFAULT_OPS, seed: int = 0, scenarios=SCENARIOS, duration: fl
             if total >= next_sample:
                 w.occupancy.append((total, iova_pages_in_use(w.m), swiotlb_used(w.m)))
                 next_sample = total + sample_every
+    except KeyboardInterrupt:                      # Ctrl-C: stop and report what ran so far
+        interrupted = True
     finally:
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - start
-    return build_report(w, total, elapsed, seed)
+    w.occupancy.append((total, iova_pages_in_use(w.m), swiotlb_used(w.m)))     # the end state too
+    report = build_report(w, total, elapsed, seed)
+    report["interrupted"] = interrupted
+    return report
 
 
 # ---- report ---------------------------------------------------------------------------------
@@ -409,14 +495,18 @@ def build_report(w: Workload, total_ops: int, elapsed: float, seed: int) -> dict
         iommus.append({
             "fmt": iommu.fmt, "strict": bool(iommu.strict),
             "iotlb": {"hits": tlb.hits, "misses": tlb.misses, "stale_hits": tlb.stale_hits,
-                      "invalidations": tlb.invalidations},
+                      "invalidations": tlb.invalidations, "entries": tlb.entries, "ways": tlb.ways,
+                      "policy": tlb.policy},
             "page_table_pages": sum(d.pgtable.table_pages for d in iommu.domains if d.pgtable is not None),
+            "iotlb_syncs": sum(d.iotlb_syncs for d in iommu.domains),
+            "iotlb_flushes": sum(d.iotlb_flushes for d in iommu.domains),
             "faults": len(iommu.faults),
         })
     occ = w.occupancy
     report = {
         "seed": seed,
         "operations": total_ops,
+        "pages_mapped": sum(st.pages for st in w.stats.values()),
         "seconds": round(elapsed, 3),
         "ops_per_s": round(total_ops / elapsed) if elapsed else 0,
         "paths": {name: st.as_dict() for name, st in w.stats.items()},
@@ -437,8 +527,9 @@ def build_report(w: Workload, total_ops: int, elapsed: float, seed: int) -> dict
 
 
 def format_report(r: dict) -> str:
+    stop = " -- interrupted, the report so far" if r.get("interrupted") else ""
     lines = [f"dmaphys stress: seed {r['seed']}, {r['operations']:,} operations in {r['seconds']:.2f} s "
-             f"({r['ops_per_s']:,} ops/s)", "",
+             f"({r['ops_per_s']:,} ops/s){stop}", "",
              f"{'path':<10}{'ops':>12}{'ops/s':>12}{'rounds':>10}{'MiB moved':>11}{'map fails':>11}"
              f"{'p50 ns':>10}{'p99 ns':>10}"]
     for name, p in r["paths"].items():
@@ -475,22 +566,30 @@ def plot_report(r: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    lats = [np.array(lat, dtype=np.float64) / 1000.0 for lat in r["latencies"].values() if lat]
+    lo = max(min((a.min() for a in lats), default=0.1), 0.01)
+    hi = max(max((a.max() for a in lats), default=1.0), lo * 10)
+    bins = np.geomspace(lo, hi, 60)                  # latencies span decades: log-spaced bins, log axes
     for name, lat in r["latencies"].items():
         if lat:
-            ax1.hist(np.array(lat) / 1000.0, bins=60, histtype="step", label=name, log=True)
-    ax1.set_xlabel("round latency (µs)")
-    ax1.set_ylabel("rounds")
+            ax1.hist(np.array(lat) / 1000.0, bins=bins, histtype="step", label=name, log=True)
+    ax1.set_xscale("log")
+    ax1.set_xlabel("round latency (µs, log)")
+    ax1.set_ylabel("rounds (log)")
     ax1.set_title("latency per path")
     ax1.legend()
     occ = np.array(r["occupancy"] or [(0, 0, 0)], dtype=np.float64)
-    ax2.plot(occ[:, 0], occ[:, 1], label="IOVA pages in use")
-    ax2.plot(occ[:, 0], occ[:, 2], label="swiotlb slots in use")
+    ax2.plot(occ[:, 0], occ[:, 1], color="tab:blue", label="IOVA pages in use")
     ax2.set_xlabel("operations")
+    ax2.set_ylabel("IOVA pages in use", color="tab:blue")
+    ax3 = ax2.twinx()                                # slots and pages differ by orders of magnitude
+    ax3.plot(occ[:, 0], occ[:, 2], color="tab:orange", label="swiotlb slots in use")
+    ax3.set_ylabel("swiotlb slots in use", color="tab:orange")
     ax2.set_title("occupancy over time")
-    ax2.legend()
+    ax2.legend(handles=ax2.get_lines() + ax3.get_lines(), loc="upper left")
     fig.suptitle(f"dmaphys stress, seed {r['seed']}: {r['operations']:,} ops")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")            # exactly ``path`` (no ".png" appended)
     plt.close(fig)
 
 

@@ -404,7 +404,7 @@ def test_fault_stops_the_batch_where_the_loop_would(impl):
     with pytest.raises(DmaFault) as ei:
         rig.dev.dma_read_batch([p, p, hole, p], 8)
     assert ei.value.batch_index == 2
-    assert ei.value.batch_done.tolist() == [list(range(8))] * 2
+    assert ei.value.batch_result.tolist() == [list(range(8))] * 2
     assert rig.dev.stats["dma_reads"] == 2 and rig.dev.stats["faults"] == 1
     with pytest.raises(DmaFault) as ei:
         rig.dev.dma_write_batch([p + 8, hole, p + 16], np.full((3, 8), 9, dtype=np.uint8))
@@ -483,6 +483,12 @@ def test_iova_to_phys_batch(impl, domain_type):
         domain = m.add_device("dev", iommu=iommu, domain_type=domain_type).domain
     probe = np.concatenate([iovas, iovas + np.uint64(123), iovas[:8] + np.uint64(1 << 30),
                             np.array([0, 1 << 47, 1 << 63, U64_MAX], dtype=np.uint64)])
+    if domain_type == "freed":                                 # raises like iommu_map / iommu_unmap
+        for call in (lambda: impl.iommu_iova_to_phys(domain, 0), lambda: domain.iova_to_phys_batch(probe),
+                     lambda: impl.iommu_iova_to_phys_batch(domain, probe)):
+            with pytest.raises(ValueError, match="freed"):
+                call()
+        return
     want = [impl.iommu_iova_to_phys(domain, int(x)) for x in probe]
     got = domain.iova_to_phys_batch(probe)
     assert got.dtype == np.uint64 and got.tolist() == want

@@ -18,7 +18,7 @@
 #      warned;
 #   3. an exception raised by element i (DmaFault, IommuFault, a KernelBug from deep inside)
 #      stops the batch there, exactly where the per-call loop would stop; elements before i are
-#      done and stay done. The exception gets ``batch_index`` (= i) and ``batch_done`` (the
+#      done and stay done. The exception gets ``batch_index`` (= i) and ``batch_result`` (the
 #      results of elements 0..i-1, None for functions returning nothing) attributes.
 #
 # Threads and the GIL: a batch call owns its machine for the whole call (machine_enter /
@@ -78,7 +78,7 @@ cdef inline int _batch_fail(object exc, Py_ssize_t i, object done) except -1:
     """Record where a batch stopped on the exception about to propagate."""
     try:
         exc.batch_index = int(i)
-        exc.batch_done = done
+        exc.batch_result = done
     except AttributeError:                       # exception types without a __dict__
         pass
     return 0
@@ -191,9 +191,10 @@ def dma_map_phys_batch(Device dev not None, phys, sizes, dir, attrs=0):
     ``dir`` (an invalid direction raises KernelBug, as dma_map_phys's BUG_ON would), ``attrs``,
     and a ``phys + size`` that wraps (ValueError). Kernel warnings are emitted once, after the
     last element. An exception from element i stops the batch there (``exc.batch_index``,
-    ``exc.batch_done``: the addresses of elements 0..i-1, which stay mapped).
+    ``exc.batch_result``: the addresses of elements 0..i-1, which stay mapped).
     Runs without the GIL while the elements take the C fast path (see the top of batch.pxi).
     """
+    _dev_live(dev)
     return _dma_map_phys_batch(dev, phys, sizes, dir, attrs)
 
 
@@ -206,6 +207,7 @@ def dma_mapping_error_batch(Device dev not None, dma_addrs):
     error" at unmap, exactly as for per-call mappings nobody checked). Runs without the GIL
     when dma-debug is off.
     """
+    _dev_live(dev)
     return _dma_mapping_error_batch(dev, dma_addrs)
 
 
@@ -215,6 +217,7 @@ def dma_unmap_phys_batch(Device dev not None, dma_addrs, sizes, dir, attrs=0):
     ``dma_unmap_phys(dev, dma_addrs[i], sizes[i], dir, attrs)`` for each i, in order (c_dma_unmap_phys
     in a C loop). Same validation, warning, exception and GIL rules as dma_map_phys_batch.
     """
+    _dev_live(dev)
     _dma_unmap_phys_batch(dev, dma_addrs, sizes, dir, attrs)
 
 
@@ -298,7 +301,7 @@ def dma_read_batch(Device dev not None, addrs, size):
     Same as ``dev.dma_read_batch(addrs, size)``: row i is what ``dev.dma_read(addrs[i], size)``
     returns, element by element in order through device_access() (IOMMU translation, IOTLB,
     P2P routing, faults and statistics exactly as per call). A DmaFault at element i stops the
-    batch there (``exc.batch_index``, ``exc.batch_done`` = the rows read). Runs without the GIL
+    batch there (``exc.batch_index``, ``exc.batch_result`` = the rows read). Runs without the GIL
     when dma-debug is off (device_access takes it for a fault).
     """
     return _dma_read_batch(dev, addrs, size)
@@ -326,9 +329,11 @@ cdef object _iommu_iova_to_phys_batch(IommuDomain d, object iovas):
     cdef IoPgtable pt
     if n == 0:
         return out
+    if d.freed:                                  # as iommu_iova_to_phys() at the first element
+        raise ValueError(f"IOMMU domain {d.id} was freed")
     if d.ktype == IOMMU_DOMAIN_IDENTITY:
         o[:] = a
-    elif d.pgtable is None or d.freed:
+    elif d.pgtable is None:
         o[:] = 0
     else:
         pt = d.pgtable                           # domain->ops->iova_to_phys
@@ -346,7 +351,7 @@ def iommu_iova_to_phys_batch(domain, iovas):
     """iommu_iova_to_phys_batch(domain, iovas) -> ndarray[uint64]
 
     Same as ``domain.iova_to_phys_batch(iovas)``: ``iommu_iova_to_phys(domain, iovas[i])`` for
-    each i (identity domains return the IOVA, blocked and freed ones 0, paging domains walk the
+    each i (identity domains return the IOVA, blocked ones 0, freed ones raise ValueError, paging domains walk the
     page table: 0 when unmapped, -ERANGE as u64 beyond a generic_pt table). A software walk:
     no IOTLB, no statistics, no warnings.
 

@@ -24,12 +24,13 @@ cdef class Device:
     cdef public bint dma_uses_io_tlb           # dev->dma_uses_io_tlb
     cdef public IoTlbMem dma_io_tlb_mem        # IoTlbMem or None (typed: no refcounting on the hot path)
     cdef readonly bint pci                     # dev_is_pci(dev)
+    cdef readonly bint removed                 # (simulator) Machine.remove_device() ran: every access faults, C ABI capsules refuse it
     cdef public bint untrusted                 # pdev->untrusted (external-facing port)
     # --- IOMMU (set by Iommu.attach_device) ---
-    cdef public object domain                  # IommuDomain or None
+    cdef readonly object domain                # IommuDomain or None
     cdef public bint dma_iommu                 # use_dma_iommu(dev)
     # --- P2PDMA (set by P2PTopology) ---
-    cdef public object p2p_node                # position in the PCI topology
+    cdef readonly object p2p_node              # position in the PCI topology
     # --- statistics ---
     cdef public u64 arch_sync_for_device       # arch_sync_dma_for_device() calls (non-coherent)
     cdef public u64 arch_sync_for_cpu          # arch_sync_dma_for_cpu() calls

@@ -6,6 +6,10 @@
 #
 # Declarations (C types, cdef class fields, cdef signatures) live in the C face, device.pxd.
 
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+
 
 cdef class Device:
     """A DMA master: ``m.add_device(name, dma_mask=..., coherent=..., ...)``.
@@ -17,7 +21,7 @@ cdef class Device:
     is_swiotlb_force_bounce() for this device.
     """
 
-    def __init__(self, Machine machine, str name, dma_mask, coherent, dma_range_map, bus_dma_limit,
+    def __cinit__(self, Machine machine not None, str name not None, dma_mask, coherent, dma_range_map, bus_dma_limit,
                  force_bounce, min_align_mask, pci, untrusted, max_segment_size, seg_boundary_mask,
                  coherent_dma_mask):
         cdef bus_dma_region r
@@ -81,6 +85,11 @@ cdef class Device:
                 "arch_sync_for_cpu": self.arch_sync_for_cpu,
                 "dma_reads": self.dma_reads, "dma_writes": self.dma_writes, "faults": self.faults}
 
+    @property
+    def capsule(self):
+        """A new "dmaphys.device" capsule for the C ABI (include/dmaphys.h); it keeps the device alive."""
+        return _device_capsule(self)
+
     def __repr__(self):
         return f"<dmaphys.Device {self.name!r} mask={self._dma_mask:#x} coherent={bool(self.coherent)}>"
 
@@ -90,14 +99,19 @@ cdef class Device:
         machine_guard(self.machine)
         cdef u64 a = _u64(dma_addr, "dma_addr")
         cdef u64 cnt = _u64(n, "n")
-        cdef bytearray out = bytearray(cnt)
+        cdef bytes out
+        if cnt > <u64>PY_SSIZE_T_MAX:
+            raise OverflowError(f"a read of {cnt:#x} bytes does not fit a Python bytes object")
+        # not zero-filled: host memory is committed only as the device reads, so a huge read
+        # that faults early costs what it read, not n bytes
+        out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>cnt)
         if cnt:
             try:
-                device_access(self, a, <u8 *><char *>out, cnt, False)
+                device_access(self, a, <u8 *>PyBytes_AS_STRING(out), cnt, False)
             finally:
                 self.machine.flush_warnings()
         self.dma_reads += 1
-        return bytes(out)
+        return out
 
     def dma_write(self, dma_addr, data):
         """The device stores ``data`` at bus address ``dma_addr``."""
@@ -110,6 +124,22 @@ cdef class Device:
             finally:
                 self.machine.flush_warnings()
         self.dma_writes += 1
+
+    def translate(self, dma_addr, write=False):
+        """The translation of the page holding bus address ``dma_addr``, as QEMU's
+        IOMMUTLBEntry (iova, translated_addr, addr_mask, perm), found the way a device read
+        (``write=True``: write) of that address is: IOTLB (hits and misses counted, a miss
+        fills it), page-table walk; dma-direct devices get the bus-to-phys translation (perm
+        IOMMU_RW). Faults where that access would fault (IommuFault, recorded in
+        ``iommu.faults``; in fault_mode="record" only recorded, and the entry has perm
+        IOMMU_NONE). ``addr_mask`` is the leaf's size - 1 (a 2 MiB page gives 0x1fffff)."""
+        cdef iommu_tlb_entry e
+        cdef u64 a = _u64(dma_addr, "dma_addr")
+        try:
+            device_translate(self, a, bool(write), &e)
+        finally:
+            self.machine.flush_warnings()
+        return _tlb_entry_obj(&e)
 
     # batch forms (batch.pxi): the same device_access() per element, in a C loop
     def dma_read_batch(self, addrs, size):
@@ -159,6 +189,20 @@ cdef inline u64 dma_get_mask_c(Device dev) noexcept nogil:
 
 
 # ---- the bus -----------------------------------------------------------------------------------
+cdef inline Device _as_device(object dev):
+    """``dev`` as a Device (None and other types: TypeError, as a ``Device dev not None`` argument)."""
+    if not isinstance(dev, Device):
+        raise TypeError(f"dev must be a Device, not {type(dev).__name__}")
+    return <Device>dev
+
+
+cdef inline int _dev_live(Device dev) except -1:
+    """DMA-API entry points refuse a device Machine.remove_device() removed (ValueError)."""
+    if dev.removed:
+        raise ValueError(f"device {dev.name!r} was removed from its machine")
+    return 0
+
+
 cdef int device_access(Device dev, u64 addr, u8 *buf, u64 n, bint write) except -1 nogil:
     """One device-initiated access of n bytes at bus address addr.
 
@@ -171,17 +215,40 @@ cdef int device_access(Device dev, u64 addr, u8 *buf, u64 n, bint write) except 
     routing walk when the machine has P2P windows, and dma-debug's view of device writes.
     """
     cdef u64 last = addr + n - 1
-    cdef u64 limit, phys
+    cdef u64 phys
+    if dev.removed:                            # unbound and gone: blocked like IOMMU_DOMAIN_BLOCKED
+        with gil:
+            dev.faults += 1
+            raise DmaFault(dev.name, addr, n, "write" if write else "read", "blocked (the device was removed)")
     if last < addr:
         with gil:
             dev.faults += 1
             raise DmaFault(dev.name, addr, n, "write" if write else "read", "address wraps")
     if dev.domain is not None and (<IommuDomain>dev.domain).translates:
-        phys = _p2p_route(dev, addr, n)    # a switch routes peer requests before the IOMMU
+        phys = _p2p_route(dev, addr, n)        # a switch routes peer requests before the IOMMU
         if phys != U64_MAX:
             return bus_access_phys(dev, phys, buf, n, write)
         return iommu_device_access(dev, addr, buf, n, write)
-    limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
+    return bus_access_phys(dev, direct_bus_to_phys(dev, addr, n, write), buf, n, write)
+
+
+cdef inline u64 _p2p_route(Device dev, u64 addr, u64 n) noexcept nogil:
+    """p2p_bus_to_phys(), with the GIL only when the machine has P2P bus windows at all."""
+    cdef u64 phys
+    if dev.machine.p2pdma._windows.empty() or dev.p2p_node is None:
+        return U64_MAX
+    with gil:
+        phys = p2p_bus_to_phys(dev, addr, n)
+    return phys
+
+
+cdef u64 direct_bus_to_phys(Device dev, u64 addr, u64 n, bint write) except? 0xFFFFFFFFFFFFFFFF nogil:
+    """Where an untranslated request of n bytes at bus address addr goes: it must be within
+    what the device can drive (mask, bus_dma_limit), may hit a peer BAR's bus window (P2P),
+    else goes through dma_range_map. DmaFault otherwise."""
+    cdef u64 last = addr + n - 1
+    cdef u64 limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
+    cdef u64 phys
     if last > limit:
         with gil:
             dev.faults += 1
@@ -195,30 +262,26 @@ cdef int device_access(Device dev, u64 addr, u8 *buf, u64 n, bint write) except 
                 dev.faults += 1
                 raise DmaFault(dev.name, addr, n, "write" if write else "read",
                                "no dma_range_map region translates this bus address")
-    return bus_access_phys(dev, phys, buf, n, write)
-
-
-cdef inline u64 _p2p_route(Device dev, u64 addr, u64 n) noexcept nogil:
-    """p2p_bus_to_phys(), with the GIL only when the machine has P2P bus windows at all."""
-    cdef u64 phys
-    if dev.machine.p2pdma._windows.empty() or dev.p2p_node is None:
-        return U64_MAX
-    with gil:
-        phys = p2p_bus_to_phys(dev, addr, n)
     return phys
 
 
-cdef int bus_access_phys(Device dev, u64 phys, u8 *buf, u64 n, bint write) except -1 nogil:
+cdef inline int bus_check_phys(Device dev, u64 phys, u64 n, bint write) except -1 nogil:
     """The access reaches the memory system at a CPU physical address: RAM or MMIO, else fault."""
     if dev.machine.mem.find_region(phys, n) < 0:
         with gil:
             dev.faults += 1
             raise DmaFault(dev.name, phys, n, "write" if write else "read",
                            f"no RAM or MMIO at physical address {phys:#x}")
+    return 0
+
+
+cdef int bus_access_phys(Device dev, u64 phys, u8 *buf, u64 n, bint write) except -1 nogil:
+    """The access reaches the memory system at a CPU physical address: RAM or MMIO, else fault."""
+    bus_check_phys(dev, phys, n, write)
     if write:
         dev.machine.mem.write(phys, buf, n)
         if dev.machine.dma_debug.enabled and not dev.machine.dma_debug.bounced.empty():
-            with gil:                      # (device_wrote() returns at once otherwise)
+            with gil:                          # (device_wrote() returns at once otherwise)
                 dev.machine.dma_debug.device_wrote(dev, phys, n)
     else:
         dev.machine.mem.read(phys, buf, n)

@@ -184,7 +184,13 @@ cdef int dma_direct_map_sg(Device dev, ScatterList sgl, int nents, int dir, unsi
         map_type = p2pdma_state_c(dev, phys, sg.length, &bus_addr)     # pci_p2pdma_state()
         sg = &sgl.sg[i]                                  # (the hook may run Python code)
         if map_type == PCI_P2PDMA_MAP_THRU_HOST_BRIDGE or map_type == PCI_P2PDMA_MAP_NONE:
-            sg.dma_address = dma_direct_map_phys(dev, phys, sg.length, dir, attrs, DIRECT_H_IN_DIRECT_C)
+            try:
+                sg.dma_address = dma_direct_map_phys(dev, phys, sg.length, dir, attrs, DIRECT_H_IN_DIRECT_C)
+            except BaseException:
+                # not the kernel (it cannot fail this way): a call that raises leaves no trace,
+                # so the entries mapped so far are unmapped as on the -EIO path
+                dma_direct_unmap_sg(dev, sgl, i, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)
+                raise
             if sg.dma_address == DMA_MAPPING_ERROR:
                 ret = -EIO
                 dma_direct_unmap_sg(dev, sgl, i, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)

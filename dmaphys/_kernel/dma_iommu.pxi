@@ -30,6 +30,9 @@ cdef inline u64 _iova_align(u64 granule, u64 size) noexcept nogil:
 cdef class IovaFq:
     """struct iova_fq: one flush-queue ring of ``fq_size`` entries (``fq_size - 1`` usable)."""
 
+    def __cinit__(self, *args):
+        _internal_only(args, "IovaFq objects are made by the DMA domain's flush queue")
+
     def __len__(self):
         return (self.tail - self.head) & self.mod_mask
 
@@ -49,7 +52,7 @@ cdef class IovaFq:
 
 cdef IovaFq iommu_dma_init_one_fq(u64 fq_size):
     """iommu_dma_init_one_fq(): an empty ring (head == tail == 0, mod_mask = fq_size - 1)."""
-    cdef IovaFq fq = IovaFq.__new__(IovaFq)
+    cdef IovaFq fq = IovaFq.__new__(IovaFq, _INTERNAL)
     fq.entries.resize(fq_size)
     fq.head = 0
     fq.tail = 0
@@ -59,6 +62,9 @@ cdef IovaFq iommu_dma_init_one_fq(u64 fq_size):
 
 cdef class _FqTimer:
     """The fq_timer callback bound to one incarnation of a cookie's flush queue."""
+
+    def __cinit__(self, *args):
+        _internal_only(args, "made by queue_iova()")
 
     def __call__(self):
         if self.cookie.fq_gen == self.gen and self.cookie.fq_on:
@@ -75,7 +81,8 @@ cdef class IommuDmaCookie:
     unmaps), else None.
     """
 
-    def __cinit__(self):
+    def __cinit__(self, *args):
+        _internal_only(args, "IommuDmaCookie objects come from iommu_dma_init_domain() (device attach)")
         self.msi_page_list = []
         self.percpu_fq = []
         self.pci_32bit = {}
@@ -227,7 +234,7 @@ cdef int queue_iova(IommuDmaCookie cookie, u64 pfn, u64 pages, vector[u64]& free
     if not cookie.fq_timer_on:                            # armed once, never pushed back
         cookie.fq_timer_on = True
         cookie.fq_timer_cpu = cpu
-        t = _FqTimer.__new__(_FqTimer)
+        t = _FqTimer.__new__(_FqTimer, _INTERNAL)
         t.cookie = cookie
         t.gen = cookie.fq_gen
         cookie.machine.add_timer(cookie.fq_timeout * 1000000, t)
@@ -301,6 +308,11 @@ cdef int iommu_dma_init_options(IommuDmaCookie cookie, object iommu) except -1:
         cookie.qt = IOMMU_DMA_OPTS_PER_CPU_QUEUE
         cookie.fq_size = IOVA_DEFAULT_FQ_SIZE
         cookie.fq_timeout = IOVA_DEFAULT_FQ_TIMEOUT
+    # simulator knobs (Iommu(fq_size=, fq_timeout=)): not in the kernel, which fixes these
+    if iommu.fq_size is not None:
+        cookie.fq_size = iommu.fq_size
+    if iommu.fq_timeout is not None:
+        cookie.fq_timeout = iommu.fq_timeout
     return 0
 
 
@@ -410,7 +422,7 @@ cdef int iommu_dma_init_domain(IommuDomain domain, Device dev) except -1:
     cdef u64 order, base_pfn, lo, hi
     cdef size_t i
     if domain.iova_cookie is None:                     # iommu_get_dma_cookie()
-        cookie = IommuDmaCookie.__new__(IommuDmaCookie)
+        cookie = IommuDmaCookie.__new__(IommuDmaCookie, _INTERNAL)
         cookie.domain = domain
         cookie.machine = m
         domain.iova_cookie = cookie
@@ -504,6 +516,12 @@ cdef int __iommu_dma_unmap(Device dev, u64 dma_addr, u64 size) except -1:
     cdef vector[u64] freelist
     dma_addr -= iova_off
     size = _iova_align(granule, size + iova_off)
+    if size == 0:
+        # Not the kernel: a zero-size unmap unmaps nothing, and the kernel would then hand
+        # free_iova_fast() a zero-size range (cached as one granule while the rbtree node and the
+        # PTEs stay: the next 1-granule allocation collides). The mapping stays (leaked), in strict
+        # and lazy mode alike; dma-debug reports the size mismatch.
+        return 0
     unmapped = iommu_unmap_fast_c(domain, dma_addr, size)
     if unmapped != size:
         _warn_on(dev.machine, "__iommu_dma_unmap", f"WARN_ON(unmapped != size) ({unmapped:#x} != {size:#x})")
@@ -781,7 +799,7 @@ cdef inline int iommu_dma_unmap_phys_fast(Device dev, u64 handle, u64 size, int 
 
 cdef inline int _iommu_unmap_fast_d(Device dev, IommuDomain d, u64 handle, u64 size, int dir,
                                     unsigned long attrs) except -1 nogil:
-    if not _iommu_fast_domain(d):
+    if not _iommu_fast_domain(d) or d.iommu.has_notifiers:     # notifiers are Python callbacks
         return 0
     return _iommu_unmap_fast_c(dev, d, <IommuDmaCookie>d.iova_cookie, handle, size, dir, attrs)
 
@@ -977,7 +995,11 @@ cdef int iommu_dma_map_sg_swiotlb(Device dev, ScatterList sg, int nents, int dir
     sg.sg[0].dma_flags |= SG_DMA_SWIOTLB                  # sg_dma_mark_swiotlb(sg)
     for i in range(nents):
         s = &sg.sg[i]
-        s.dma_address = iommu_dma_map_phys(dev, s.page_phys + s.offset, s.length, dir, attrs)
+        try:
+            s.dma_address = iommu_dma_map_phys(dev, s.page_phys + s.offset, s.length, dir, attrs)
+        except BaseException:
+            iommu_dma_unmap_sg_swiotlb(dev, sg, i, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)   # leave no trace
+            raise
         if s.dma_address == DMA_MAPPING_ERROR:
             iommu_dma_unmap_sg_swiotlb(dev, sg, i, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)
             return -EIO
@@ -1171,7 +1193,7 @@ cdef class DmaIovaState:
     Bit 63 of ``__size`` is DMA_IOVA_USE_SWIOTLB; ``size`` is dma_iova_size(state).
     """
 
-    def __init__(self, addr=0, size=0):
+    def __cinit__(self, addr=0, size=0):
         self.addr = _u64(addr, "addr")
         self._size = _u64(size, "__size")
 
@@ -1200,7 +1222,7 @@ cdef class DmaIovaState:
 
 cdef inline int _iova_flush(Machine m) except -1:
     # the entry points' flush_warnings(), skipped when nothing is queued (the common case)
-    if m._warn_queue or m.dma_debug._pending:
+    if m._warn_queue or m.dma_debug._pending or m._deferred_exc is not None:
         m.flush_warnings()
     return 0
 
@@ -1215,11 +1237,46 @@ cdef inline int _iova_check(Device dev, int dir, str func, bint check_dir) excep
     return 0
 
 
+cdef int _iova_state_ok(Device dev, DmaIovaState state, u64 offset, u64 size, str func) except -1:
+    """Not the kernel: 1 when ``state`` holds IOVA space dma_iova_try_alloc() allocated for ``dev``
+    and [offset, offset + size) lies in it; else a dma-debug report and 0 (the caller refuses).
+
+    The kernel trusts the state: an unfilled or freed one, another device's, or a range past the
+    allocation maps or frees IOVA space the allocator never handed out (silent corruption).
+    """
+    cdef str why
+    if state._owner is None:
+        why = "holds no IOVA space (never allocated by dma_iova_try_alloc(), or already freed)"
+    elif state._owner is not dev:
+        why = f"holds IOVA space allocated for {(<Device>state._owner).name}"
+    elif state.addr != state._addr0 or (state._size & ~DMA_IOVA_USE_SWIOTLB) != state._size0:
+        why = "was changed after dma_iova_try_alloc()"
+    elif offset > state._size0 or size > state._size0 - offset:
+        why = f"holds {state._size0:#x} bytes: [{offset:#x}, +{size:#x}) lies beyond them"
+    else:
+        return 1
+    if dev.machine.dma_debug.enabled:
+        dev.machine.dma_debug.report_extra(dev, "iova_state", f"{func}: DMA IOVA state [addr={state.addr:#x}] "
+                                           f"{why}; refused", state.addr, size)
+    return 0
+
+
+cdef void _iova_state_adopt(Device dev, DmaIovaState state) noexcept:
+    """A state rebuilt from a C-owned struct dma_iova_state (the C ABI), which has no room for the
+    simulator's owner fields: a non-empty one is taken as allocated for ``dev`` as it stands, so
+    only the range check of _iova_state_ok() applies to it."""
+    if state._size & ~DMA_IOVA_USE_SWIOTLB:
+        state._owner = dev
+        state._addr0 = state.addr
+        state._size0 = state._size & ~DMA_IOVA_USE_SWIOTLB
+
+
 cdef bint _dma_iova_try_alloc(Device dev, DmaIovaState state, u64 phys, u64 size) except? True:
     cdef IommuDmaCookie cookie
     cdef u64 granule, iova_off, addr
     state.addr = 0                                         # memset(state, 0, ...)
     state._size = 0
+    state._owner = None
     if not dev.dma_iommu:
         return False
     cookie = _cookie_of(dev)
@@ -1238,6 +1295,9 @@ cdef bint _dma_iova_try_alloc(Device dev, DmaIovaState state, u64 phys, u64 size
         return False
     state.addr = addr + iova_off
     state._size = size
+    state._owner = dev
+    state._addr0 = state.addr
+    state._size0 = size
     return True
 
 
@@ -1246,6 +1306,7 @@ cdef int _dma_iova_free(Device dev, DmaIovaState state) except -1:
     cdef u64 granule = cookie.iovad.granule
     cdef u64 pad = _iova_offset(granule, state.addr)
     cdef u64 size = state._size & ~DMA_IOVA_USE_SWIOTLB
+    state._owner = None                                    # freed: the state holds nothing now
     return iommu_dma_free_iova(cookie, state.addr - pad, _iova_align(granule, size + pad), NULL)
 
 
@@ -1404,6 +1465,8 @@ cdef bint c_dma_iova_try_alloc(Device dev, DmaIovaState state, u64 phys, u64 siz
 cdef int c_dma_iova_free(Device dev, DmaIovaState state) except -1:
     """dma_iova_free(): give the IOVA space back at once."""
     _iova_check(dev, 0, "dma_iova_free", False)
+    if not _iova_state_ok(dev, state, 0, 0, "dma_iova_free"):
+        return 0
     return _dma_iova_free(dev, state)
 
 
@@ -1411,12 +1474,16 @@ cdef int c_dma_iova_link(Device dev, DmaIovaState state, u64 phys, u64 offset, u
                          unsigned long attrs) except? -9999:
     """dma_iova_link(): 0 or -errno; no IOTLB sync."""
     _iova_check(dev, dir, "dma_iova_link", True)
+    if not _iova_state_ok(dev, state, offset, size, "dma_iova_link"):
+        return -EINVAL
     return _dma_iova_link(dev, state, phys, offset, size, dir, attrs)
 
 
 cdef int c_dma_iova_sync(Device dev, DmaIovaState state, u64 offset, u64 size) except? -9999:
     """dma_iova_sync(): 0 or -errno."""
     _iova_check(dev, 0, "dma_iova_sync", False)
+    if not _iova_state_ok(dev, state, offset, size, "dma_iova_sync"):
+        return -EINVAL
     return _dma_iova_sync(dev, state, offset, size)
 
 
@@ -1424,6 +1491,8 @@ cdef int c_dma_iova_unlink(Device dev, DmaIovaState state, u64 offset, u64 size,
                            unsigned long attrs) except -1:
     """dma_iova_unlink(): unmap and sync the IOTLB now; the IOVA space stays allocated."""
     _iova_check(dev, dir, "dma_iova_unlink", True)
+    if not _iova_state_ok(dev, state, offset, size, "dma_iova_unlink"):
+        return 0
     return __iommu_dma_iova_unlink(dev, state, offset, size, dir, attrs, False)
 
 
@@ -1431,7 +1500,10 @@ cdef int c_dma_iova_destroy(Device dev, DmaIovaState state, u64 mapped_len, int 
                             unsigned long attrs) except -1:
     """dma_iova_destroy(): unlink [0, mapped_len) and free the IOVA (lazy domains queue it)."""
     _iova_check(dev, dir, "dma_iova_destroy", True)
+    if not _iova_state_ok(dev, state, 0, mapped_len, "dma_iova_destroy"):
+        return 0
     if mapped_len:
+        state._owner = None                                # the unlink frees the IOVA space
         return __iommu_dma_iova_unlink(dev, state, 0, mapped_len, dir, attrs, True)
     return _dma_iova_free(dev, state)
 
@@ -1444,6 +1516,7 @@ def dma_iova_try_alloc(Device dev not None, DmaIovaState state not None, phys, s
     should be used (dma-direct or identity devices, size 0, allocation failure).
     """
     machine_guard(dev.machine)
+    _dev_live(dev)
     cdef u64 p = _arg_u64(phys, "phys")
     cdef u64 sz = _arg_u64(size, "size")
     try:
@@ -1458,6 +1531,7 @@ def dma_iova_free(Device dev not None, DmaIovaState state not None):
     Every linked range must have been unlinked first.
     """
     machine_guard(dev.machine)
+    _dev_live(dev)
     try:
         c_dma_iova_free(dev, state)
     finally:
@@ -1472,6 +1546,7 @@ def dma_iova_link(Device dev not None, DmaIovaState state not None, phys, offset
     no bounce slot; iommu_map errors otherwise.
     """
     machine_guard(dev.machine)
+    _dev_live(dev)
     cdef u64 p = _arg_u64(phys, "phys")
     cdef u64 off = _arg_u64(offset, "offset")
     cdef u64 sz = _arg_u64(size, "size")
@@ -1486,6 +1561,7 @@ def dma_iova_link(Device dev not None, DmaIovaState state not None, phys, offset
 def dma_iova_sync(Device dev not None, DmaIovaState state not None, offset, size):
     """dma_iova_sync(dev, state, offset, size) -> 0 or -errno: one IOTLB sync for the linked range."""
     machine_guard(dev.machine)
+    _dev_live(dev)
     cdef u64 off = _arg_u64(offset, "offset")
     cdef u64 sz = _arg_u64(size, "size")
     try:
@@ -1500,6 +1576,7 @@ def dma_iova_unlink(Device dev not None, DmaIovaState state not None, offset, si
     The IOVA space stays allocated in the state.
     """
     machine_guard(dev.machine)
+    _dev_live(dev)
     cdef u64 off = _arg_u64(offset, "offset")
     cdef u64 sz = _arg_u64(size, "size")
     cdef unsigned long a = _arg_attrs(attrs)
@@ -1516,6 +1593,7 @@ def dma_iova_destroy(Device dev not None, DmaIovaState state not None, mapped_le
     Lazy domains queue the IOVA on the flush queue; mapped_len == 0 is dma_iova_free().
     """
     machine_guard(dev.machine)
+    _dev_live(dev)
     cdef u64 ml = _arg_u64(mapped_len, "mapped_len")
     cdef unsigned long a = _arg_attrs(attrs)
     cdef int d = _arg_dir(dir)

@@ -197,7 +197,7 @@ cdef class IoPgtable:
     get_state, iommu_pgsize, formats().
     """
 
-    def __init__(self, Machine machine not None, str fmt not None, ias=None, oas=None, *,
+    def __cinit__(self, Machine machine not None, str fmt not None, ias=None, oas=None, *,
                  force_coherence=False, no_warn=False):
         cdef u64 root
         if fmt not in _PT_FMT:

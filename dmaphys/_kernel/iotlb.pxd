@@ -54,3 +54,4 @@ cdef class Iotlb:
     cdef u64 _scan_range(self, u32 domid, u64 iova, u64 last) noexcept nogil
     cdef u64 inv_domain(self, u32 domid) noexcept nogil
     cdef u64 inv_all(self) noexcept
+    cdef int _notify(self, object domain, u32 domid, bint all_domains, u64 iova, u64 size) except -1

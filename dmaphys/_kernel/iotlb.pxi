@@ -53,7 +53,7 @@ cdef class Iotlb:
     """
                                                # lets find/inv_range skip sizes nothing caches
 
-    def __init__(self, entries=512, ways=8, policy="lru", seed=0, mode="set-assoc",
+    def __cinit__(self, entries=512, ways=8, policy="lru", seed=0, mode="set-assoc",
                  max_size=VTD_IOTLB_MAX_SIZE):
         if mode not in ("set-assoc", "qemu"):
             raise ValueError(f"IOTLB mode must be 'set-assoc' or 'qemu', not {mode!r}")
@@ -271,31 +271,59 @@ cdef class Iotlb:
         return n
 
     # ---- Python API ------------------------------------------------------------------------
+    cdef int _notify(self, object domain, u32 domid, bint all_domains, u64 iova, u64 size) except -1:
+        """Report a command to the owning IOMMU's notifiers (iommu_notify), then flush warnings."""
+        cdef Iommu mmu
+        if self.owner is None:
+            return 0
+        mmu = <Iommu>self.owner
+        if mmu.has_notifiers:
+            if not all_domains and not isinstance(domain, IommuDomain):
+                domain = next((x for x in mmu.domains if (<IommuDomain>x).id == domid), None)
+                if domain is None:
+                    return 0                     # no such domain: nothing a notifier could hold
+            iommu_notify(mmu, domain, iova, size)
+        mmu.machine.flush_warnings()
+        return 0
+
     def invalidate_range(self, domain, iova, size):
         """Issue a page-selective invalidation for ``domain`` (IommuDomain or domain id)."""
         cdef IommuDomain d
-        cdef u64 a = _u64(iova, "iova"), s = _u64(size, "size"), last
+        cdef u64 a = _u64(iova, "iova"), s = _u64(size, "size"), last, n
+        cdef u32 domid
         if isinstance(domain, IommuDomain):
             d = <IommuDomain>domain
-            return self.inv_range(d.id, a, s, d.leaf_shifts, d.nshifts)
-        domid = <u32>_u64(domain, "domain id")
-        if s == 0:
-            self.invalidations += 1
-            return 0
-        last = a + s - 1
-        return self._scan_range(domid, a, last if last >= a else U64_MAX)
+            n = self.inv_range(d.id, a, s, d.leaf_shifts, d.nshifts)
+            domid = d.id
+        else:
+            domid = <u32>_u64(domain, "domain id")
+            if s == 0:
+                self.invalidations += 1
+                return 0
+            last = a + s - 1
+            n = self._scan_range(domid, a, last if last >= a else U64_MAX)
+        if s:
+            self._notify(domain, domid, False, a, s)
+        return n
 
     def invalidate_domain(self, domain):
         """Issue a domain-selective invalidation (IommuDomain or domain id)."""
-        return self.inv_domain(<u32>(domain.id if isinstance(domain, IommuDomain) else _u64(domain, "domain id")))
+        cdef u32 domid = <u32>(domain.id if isinstance(domain, IommuDomain) else _u64(domain, "domain id"))
+        cdef u64 n = self.inv_domain(domid)
+        self._notify(domain, domid, False, 0, U64_MAX)
+        return n
 
     def invalidate_all(self):
         """Issue a global invalidation."""
-        return self.inv_all()
+        cdef u64 n = self.inv_all()
+        self._notify(None, 0, True, 0, U64_MAX)
+        return n
 
     def probe(self, domain, iova, sid=0):
         """Peek: the cached (phys, size, prot) for iova, or None. Touches no counter or LRU state."""
-        cdef IommuDomain d = <IommuDomain?>domain
+        if not isinstance(domain, IommuDomain):
+            raise TypeError(f"domain must be an IommuDomain, not {type(domain).__name__}")
+        cdef IommuDomain d = <IommuDomain>domain
         cdef u64 a = _u64(iova, "iova"), page, base, w
         cdef int k, s
         cdef u32 sd = <u32>_u64(sid, "sid") if self.qemu else 0

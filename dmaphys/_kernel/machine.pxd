@@ -14,18 +14,22 @@ cdef class Machine:
     cdef readonly DmaDebug dma_debug                   # DmaDebug (kernel/dma/debug.c)
     cdef readonly DmaTrace trace                       # DmaTrace (include/trace/events/dma.h)
     cdef readonly P2PTopology p2pdma                   # P2P topology (drivers/pci/p2pdma.c)
-    cdef readonly list warnings_log                    # every kernel warning emitted: (category, text)
+    cdef readonly list warnings_log                    # the first LOG_RECORDS_MAX kernel warnings: (category, text)
+    cdef readonly u64 warnings_dropped                 # (simulator) warnings emitted past that, counted only
     cdef readonly dict ratelimit_states                # call site -> RatelimitState (dev_warn_ratelimited)
     cdef list _warn_queue                      # (simulator) warnings queued by kwarn()
     cdef set _warned_once                      # (simulator) WARN_ONCE keys already fired
+    cdef object _deferred_exc                  # (simulator) first exception of an embedder callback, raised at flush
     cdef list _timers                                  # heap of (deadline_ns, seq, callback)
     cdef u64 _timer_seq                        # (simulator) timer tie-break sequence
+    cdef dict _user_pages                      # (simulator) phys -> npages handed out by alloc_pages()
     # thread safety (see machine.pxi, "Threads"): a GIL-free batch loop holds _lock for the whole
     # call and sets _busy_thread; per-call entry points wait while another thread has it
     cdef PyThread_type_lock _lock                  # (simulator) the machine lock
     cdef unsigned long _busy_thread                # (simulator) thread running a GIL-free batch (0: none)
     cdef u64 _batch_fast                           # (simulator) batch elements done by the GIL-free fast paths
     cdef void kwarn(self, object category, str text, object once_key=*)
+    cdef int defer_exception(self, object exc) except -1
 
 cdef enum:
     IO_TLB_DEFAULT_SIZE_C = 64 << 20

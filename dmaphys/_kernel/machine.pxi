@@ -12,12 +12,16 @@ from cpython.pythread cimport (PyThread_allocate_lock, PyThread_free_lock, PyThr
                                PyThread_release_lock, PyThread_get_thread_ident, WAIT_LOCK, NOWAIT_LOCK)
 
 import heapq as _heapq
+from dmaphys._embed import ram_buffer_nbytes as _ram_buffer_nbytes, check_ram_removable as _check_ram_removable
 import logging as _logging
 import warnings as _warnings
 
 _log = _logging.getLogger("dmaphys")
 
 DEFAULT_RAM = [(0, 3 << 30), (4 << 30, 13 << 30)]
+# m.warnings_log and m.dma_debug.errors keep the first this many records and count the rest
+# (warnings_dropped, errors_dropped): a long run that warns per call stays in bounded memory
+LOG_RECORDS_MAX = 10000
 
 
 cdef class Machine:
@@ -29,18 +33,12 @@ cdef class Machine:
     area count (default: ``cpus``, rounded as swiotlb_adjust_nareas does).
     """
 
-    def __cinit__(self):
-        self._lock = PyThread_allocate_lock()
+    def __cinit__(self, ram=None, cpus=4, swiotlb="auto", swiotlb_nareas=None,
+                 swiotlb_force=False, dma_debug=True):
+        self._lock = PyThread_allocate_lock()     # the machine lock (see "Threads")
         if self._lock == NULL:
             raise MemoryError()
         self._busy_thread = 0
-
-    def __dealloc__(self):
-        if self._lock != NULL:
-            PyThread_free_lock(self._lock)
-
-    def __init__(self, ram=None, cpus=4, swiotlb="auto", swiotlb_nareas=None,
-                 swiotlb_force=False, dma_debug=True):
         cdef u64 size
         if ram is None:
             ram = DEFAULT_RAM
@@ -58,6 +56,7 @@ cdef class Machine:
         self._warned_once = set()
         self._timers = []
         self._timer_seq = 0
+        self._user_pages = {}
         for i, r in enumerate(ram):
             base, rsize = r
             self.mem.add_region(_u64(base, "RAM base"), _u64(rsize, "RAM size"), REGION_RAM, f"System RAM {i}")
@@ -73,6 +72,10 @@ cdef class Machine:
         self.swiotlb = swiotlb_init(self, size, 0 if swiotlb_nareas is None else swiotlb_nareas,
                                     bool(swiotlb_force)) if size else None
         self.flush_warnings()
+
+    def __dealloc__(self):
+        if self._lock != NULL:
+            PyThread_free_lock(self._lock)
 
     # ---- CPUs and time -------------------------------------------------------------------
     @property
@@ -90,6 +93,8 @@ cdef class Machine:
         """Advance the virtual clock by ``ns`` nanoseconds, firing due timers in deadline order."""
         machine_guard(self)
         cdef u64 target = self.clock_ns + _u64(ns, "ns")
+        if target < self.clock_ns:
+            raise ValueError(f"advancing the clock by {ns:#x} ns overflows its 64 bits")
         while self._timers and self._timers[0][0] <= target:
             deadline, _, cb = _heapq.heappop(self._timers)
             if deadline > self.clock_ns:
@@ -98,10 +103,11 @@ cdef class Machine:
         self.clock_ns = target
         self.flush_warnings()
 
-    def add_timer(self, u64 delay_ns, callback):
+    def add_timer(self, delay_ns, callback):
         """Arm a one-shot timer ``delay_ns`` from now (mod_timer/schedule_delayed_work stand-in)."""
+        cdef u64 d = _u64(delay_ns, "delay_ns")
         self._timer_seq += 1
-        _heapq.heappush(self._timers, (self.clock_ns + delay_ns, self._timer_seq, callback))
+        _heapq.heappush(self._timers, (self.clock_ns + d, self._timer_seq, callback))
 
     # ---- CPU access to physical memory ---------------------------------------------------
     def mem_write(self, phys, data):
@@ -122,11 +128,12 @@ cdef class Machine:
         machine_guard(self)
         cdef u64 p = _u64(phys, "phys")
         cdef u64 cnt = _u64(n, "n")
-        cdef bytearray out = bytearray(cnt)
+        cdef bytearray out
         if cnt == 0:
-            return bytes(out)
-        if self.mem.find_region(p, cnt) < 0:
+            return b""
+        if self.mem.find_region(p, cnt) < 0:           # checked before the buffer is allocated
             raise PhysAddrError(p, cnt)
+        out = bytearray(cnt)
         self.dma_debug.cpu_access(p, cnt, False)
         self.flush_warnings()
         self.mem.read(p, <u8 *><char *>out, cnt)
@@ -148,17 +155,53 @@ cdef class Machine:
         phys = self.mem.alloc_pages_c(n, lim, al)
         if phys == U64_MAX:
             raise MemoryError(f"no {n} free pages below {lim:#x}")
+        self._user_pages[phys] = n
         return phys
 
     def free_pages(self, phys, npages):
-        """Free pages from alloc_pages (the exact run). Their contents are discarded."""
+        """Free a run alloc_pages() returned (the exact run). Their contents are discarded.
+
+        Raises ValueError for anything else -- pages the machine allocated for itself (page
+        tables, swiotlb, coherent buffers) included -- and leaves all state unchanged.
+        """
         machine_guard(self)
-        if self.mem.free_pages_c(_u64(phys, "phys"), _u64(npages, "npages")) < 0:
-            raise ValueError(f"free_pages({phys:#x}, {npages}): not an allocation of that size")
+        cdef u64 p = _u64(phys, "phys"), n = _u64(npages, "npages")
+        if self._user_pages.get(p) != n or self.mem.free_pages_c(p, n) < 0:
+            raise ValueError(f"free_pages({p:#x}, {n}): not a run alloc_pages() handed out")
+        del self._user_pages[p]
 
     def add_mmio(self, base, size, name):
         """Add a non-RAM region (a BAR); CPU and device accesses hit its own store."""
         self.mem.add_region(_u64(base, "base"), _u64(size, "size"), REGION_MMIO, str(name))
+
+    # ---- embedder-owned RAM ------------------------------------------------------------------
+    def add_ram(self, base, buffer, *, name=None, allocatable=False):
+        """Back RAM at ``base`` with the embedder's writable buffer (bytearray, numpy array,
+        mmap, memoryview of a simulator's memory), zero copy both ways.
+
+        ``base`` and ``len(buffer)`` (in bytes) must be page aligned; the range must not
+        overlap a region. The buffer's export is held until ``remove_ram(base)`` or the
+        machine's end, so the embedder cannot resize or release it meanwhile (BufferError in
+        the embedder's code). ``allocatable=True`` gives its pages to the page allocator
+        (alloc_pages, page tables, coherent buffers may then land there); by default they are
+        the embedder's alone.
+        """
+        cdef u64 b = _u64(base, "base")
+        _ram_buffer_nbytes(buffer, b)
+        self.mem.add_ext_ram(b, buffer, f"Embedder RAM {b:#x}" if name is None else str(name),
+                             bool(allocatable))
+
+    def remove_ram(self, base):
+        """Remove embedder RAM added at ``base`` and release its buffer. BufferError while
+        anything uses it (an allocation, an IOMMU mapping, a swiotlb bounce, a dma-debug entry)."""
+        cdef u64 b = _u64(base, "base")
+        _check_ram_removable(self, b)
+        self.mem.remove_ext_ram(b)
+
+    def add_ram_range(self, base, size, name):
+        """Add simulated (sparse) RAM after construction: page aligned, overlapping nothing; its
+        pages join the page allocator. The trace replay covers the addresses a trace touches."""
+        self.mem.add_region(_u64(base, "base"), _u64(size, "size"), REGION_RAM, str(name))
 
     def max_phys_ram(self):
         """End (exclusive) of the highest RAM range (max_pfn << PAGE_SHIFT)."""
@@ -197,7 +240,7 @@ cdef class Machine:
         self.flush_warnings()
         return dev
 
-    def remove_device(self, Device dev):
+    def remove_device(self, Device dev not None):
         """Unbind and remove a device (dma-debug reports its leaked mappings)."""
         if self.devices.get(dev.name) is not dev:
             raise ValueError(f"{dev.name!r} is not a device of this machine")
@@ -206,6 +249,7 @@ cdef class Machine:
         if dev.domain is not None:
             dev.domain.iommu.detach_device(dev)
         del self.devices[dev.name]
+        dev.removed = True              # faults like a blocked domain; the C ABI refuses its capsules
         self.flush_warnings()
 
     # ---- PCI topology and P2P memory (drivers/pci/p2pdma.c; see P2PTopology) ---------------
@@ -243,12 +287,29 @@ cdef class Machine:
             q = self._warn_queue
             self._warn_queue = []
             for category, text in q:
-                self.warnings_log.append((category.__name__, text))
-                _log.warning("%s", text)
+                if len(self.warnings_log) < LOG_RECORDS_MAX:
+                    self.warnings_log.append((category.__name__, text))
+                else:
+                    self.warnings_dropped += 1
+                _log.debug("%s", text)                  # printed once: as the warning below
             for category, text in q:
-                _warnings.warn(text, category, stacklevel=3)
+                # compiled entry points push no Python frame: level 1 is the caller's line
+                _warnings.warn(text, category, stacklevel=1)
         if self.dma_debug._pending:
             self.dma_debug.raise_pending()              # DmaDebugError when raise_errors is set
+        if self._deferred_exc is not None:
+            exc = self._deferred_exc
+            self._deferred_exc = None
+            raise exc
+
+    cdef int defer_exception(self, object exc) except -1:
+        """An embedder callback (IOMMU notifier) raised inside an operation: keep the first
+        exception for flush_warnings() to raise once the entry point has finished; log others."""
+        if self._deferred_exc is None:
+            self._deferred_exc = exc
+        else:
+            _log.error("another embedder callback raised as well: %r", exc)
+        return 0
 
     def __repr__(self):
         return (f"<dmaphys.Machine cpus={self.cpus} ram={self.mem.ram_bytes >> 20} MiB "

@@ -17,6 +17,13 @@ cdef struct phys_region:
     int index                                          # position in PhysMem.region_names
 
 
+cdef struct ext_ram:                           # (simulator) embedder-owned RAM (Machine.add_ram)
+    u64 spfn                                   # first pfn
+    u64 epfn                                   # end pfn (exclusive)
+    u8 *base                                   # the buffer's first byte (the frame of spfn)
+    bint allocatable                           # its pages joined the page allocator
+
+
 cdef class PhysMem:
     cdef u8 ***l1                                      # l1[pfn >> 18][pfn & (2^18-1)] -> frame
     cdef vector[phys_region] regions                   # sorted by start, non-overlapping
@@ -27,7 +34,13 @@ cdef class PhysMem:
     cdef cppmap[u64, u64] free_extents                 # start_pfn -> end_pfn
     cdef cppmap[u64, u64] allocated                    # start_pfn -> npages
     cdef readonly u64 allocated_pages          # pages handed out by alloc_pages_c
-    cdef int add_region(self, u64 start, u64 size, int kind, str name) except -1
+    cdef vector[ext_ram] ext                   # (simulator) embedder-owned ranges, in the order added
+    cdef list backings                         # (simulator) RamBacking (held buffer export) per ext entry
+    cdef int check_region(self, u64 start, u64 size, str name) except -1
+    cdef int add_region(self, u64 start, u64 size, int kind, str name, bint allocatable=*) except -1
+    cdef int add_ext_ram(self, u64 start, object buffer, str name, bint allocatable) except -1
+    cdef int ext_index(self, u64 pfn) noexcept nogil
+    cdef int remove_ext_ram(self, u64 start) except -1
     cdef inline int find_region(self, u64 addr, u64 size) noexcept nogil
     cdef inline int region_kind(self, u64 addr, u64 size) noexcept nogil
     cdef inline bint pfn_valid(self, u64 pfn) noexcept nogil

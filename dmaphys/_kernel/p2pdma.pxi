@@ -43,8 +43,8 @@ cdef class PciHostBridge:
     this one host bridge). ``vendor``/``device`` are the IDs the whitelist check reports.
     """
 
-    def __init__(self):
-        raise TypeError("use Machine.add_host_bridge()")
+    def __cinit__(self, *args):
+        _internal_only(args, "use Machine.add_host_bridge()")
 
     cdef void _setup(self, P2PTopology topology, str name, int domain, bint allowlisted, bint req_same):
         self.topology = topology
@@ -80,8 +80,8 @@ cdef class PciSwitch:
     Request/Completion Redirect on all Downstream Ports: peer traffic is sent up to the host.
     """
 
-    def __init__(self):
-        raise TypeError("use Machine.add_switch()")
+    def __cinit__(self, *args):
+        _internal_only(args, "use Machine.add_switch()")
 
     def __repr__(self):
         return f"<dmaphys.PciSwitch {self.name!r} usp={self.upstream_port.pci_name} acs_redirect={bool(self.acs_redirect)}>"
@@ -90,8 +90,8 @@ cdef class PciSwitch:
 cdef class PciDev:
     """A struct pci_dev in the hierarchy: a Root Port, switch port or endpoint (``dev.p2p_node``)."""
 
-    def __init__(self):
-        raise TypeError("PciDev objects are made by the topology")
+    def __cinit__(self, *args):
+        _internal_only(args, "PciDev objects are made by the topology")
 
     @property
     def kind_name(self):
@@ -118,7 +118,7 @@ cdef class PciDev:
 
 cdef PciDev _new_pci_dev(int kind, PciDev upstream, PciHostBridge hb, int bus, int devfn, bint acs,
                          object device, object switch):
-    cdef PciDev n = PciDev.__new__(PciDev)
+    cdef PciDev n = PciDev.__new__(PciDev, _INTERNAL)
     n.kind = kind
     n.upstream = upstream
     n.host_bridge = hb
@@ -140,8 +140,8 @@ cdef class PciP2Pdma:
     that calc_map_type_and_dist() computed (any type, from any caller).
     """
 
-    def __init__(self):
-        raise TypeError("made by Machine.add_p2pmem()")
+    def __cinit__(self, *args):
+        _internal_only(args, "made by Machine.add_p2pmem()")
 
     @property
     def size(self):
@@ -174,8 +174,8 @@ cdef class P2PdmaProvider:
     u64 arithmetic gives it. ``bar_start``/``bar_size`` are the BAR's CPU physical range.
     """
 
-    def __init__(self):
-        raise TypeError("made by Machine.add_p2pmem()")
+    def __cinit__(self, *args):
+        _internal_only(args, "made by Machine.add_p2pmem()")
 
     @property
     def bus_start(self):
@@ -195,8 +195,8 @@ cdef class PciP2PdmaPagemap:
     PCI_P2PDMA_MAP_BUS_ADDR client puts on the bus for ``cpu_phys``.
     """
 
-    def __init__(self):
-        raise TypeError("made by Machine.add_p2pmem()")
+    def __cinit__(self, *args):
+        _internal_only(args, "made by Machine.add_p2pmem()")
 
     @property
     def provider(self):
@@ -224,7 +224,7 @@ cdef class P2PTopology:
     pci_p2pmem_find_many() (seed it for another deterministic choice).
     """
 
-    def __init__(self, Machine machine):
+    def __cinit__(self, Machine machine not None):
         self.machine = machine
         self.host_bridges = {}
         self.switches = {}
@@ -260,7 +260,7 @@ cdef class P2PTopology:
         cdef PciHostBridge hb
         if domain > 0xFFFF:
             raise ValueError("no free PCI domain number")
-        hb = PciHostBridge.__new__(PciHostBridge)
+        hb = PciHostBridge.__new__(PciHostBridge, _INTERNAL)
         hb._setup(self, name, domain, allowlisted, req_same)
         self.host_bridges[name] = hb
         return hb
@@ -352,7 +352,7 @@ cdef class P2PTopology:
         if hb.next_bus + 1 > 255:
             raise ValueError(f"host bridge {hb.name!r}: no free bus number")
         port = self._new_port(parent)
-        sw = PciSwitch.__new__(PciSwitch)
+        sw = PciSwitch.__new__(PciSwitch, _INTERNAL)
         sw.topology = self
         sw.name = name
         sw.parent = parent
@@ -386,7 +386,7 @@ cdef class P2PTopology:
 
     def add_device(self, dev, parent):
         """Place a new Device: PCI devices below a new port of ``parent``; non-PCI ones under a parent device."""
-        cdef Device d = <Device?>dev
+        cdef Device d = _as_device(dev)
         cdef PciDev port
         self.check_parent(parent, d.pci)
         if parent is not None:
@@ -405,7 +405,7 @@ cdef class P2PTopology:
 
     def parent_of(self, dev):
         """dev->parent: the upstream port of a PCI device, the parent Device of a non-PCI one."""
-        cdef Device d = <Device?>dev
+        cdef Device d = _as_device(dev)
         if d.p2p_node is not None:
             return (<PciDev>d.p2p_node).upstream
         return self._parents.get(d)
@@ -417,7 +417,7 @@ cdef class P2PTopology:
         cache goes with it. Entries other providers cached for it as a client stay, as in the
         kernel. Its port stays in the hierarchy (an empty slot; bus numbers are not reused).
         """
-        cdef Device d = <Device?>dev
+        cdef Device d = _as_device(dev)
         cdef PciDev node
         for child, parent in self._parents.items():
             if parent is d:
@@ -546,7 +546,7 @@ cdef class P2PTopology:
             nbar = 0 if p2p is None else len(p2p.providers)
             pm.add_region(bar_start, bar_size, REGION_MMIO, f"{d.name} BAR{nbar}")
         if p2p is None:                        # pcim_p2pdma_init()
-            p2p = PciP2Pdma.__new__(PciP2Pdma)
+            p2p = PciP2Pdma.__new__(PciP2Pdma, _INTERNAL)
             p2p.pdev = node
             p2p.providers = []
             p2p.pagemaps = []
@@ -554,7 +554,7 @@ cdef class P2PTopology:
             p2p._chunks = []
             node.p2pdma = p2p
         if mem is None:
-            mem = P2PdmaProvider.__new__(P2PdmaProvider)
+            mem = P2PdmaProvider.__new__(P2PdmaProvider, _INTERNAL)
             mem.owner = d
             mem.bus_offset = off
             mem.bar = len(p2p.providers)
@@ -571,7 +571,7 @@ cdef class P2PTopology:
             self._windows.push_back(r)
         if not pages:
             return mem
-        pg = PciP2PdmaPagemap.__new__(PciP2PdmaPagemap)
+        pg = PciP2PdmaPagemap.__new__(PciP2PdmaPagemap, _INTERNAL)
         pg.mem = mem
         pg.cpu_phys = cpu
         pg.size = n
@@ -809,7 +809,7 @@ def pci_p2pdma_map_type(provider, dev):
     (NOT_SUPPORTED when it has no P2P memory: pdev->p2pdma is NULL). The result is cached per
     (provider device, client) in the provider's PciP2Pdma.map_types.
     """
-    cdef Device client = <Device?>dev
+    cdef Device client = _as_device(dev)
     cdef int t
     if isinstance(provider, Device):
         if (<Device>provider).machine is not client.machine:
@@ -834,7 +834,7 @@ def pci_p2pdma_state(PciP2PdmaMapState state not None, dev, phys):
     For P2P memory the state is (re)computed only when the provider changes
     (__pci_p2pdma_update_state()), so a state must not be shared between devices.
     """
-    cdef Device d = <Device?>dev
+    cdef Device d = _as_device(dev)
     cdef u64 p = _u64(phys, "phys")
     cdef P2PTopology topo = d.machine.p2pdma
     cdef int i = topo.find_pgmap(p)
@@ -1016,6 +1016,8 @@ def pci_p2pmem_find_many(clients):
     if not cl:
         return None
     for c in cl:
+        if c is None:
+            raise TypeError("clients must be Devices, not None")
         if c.machine is not (<Device>cl[0]).machine:
             raise ValueError("clients belong to different machines")
     m = (<Device>cl[0]).machine

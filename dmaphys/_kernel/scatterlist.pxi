@@ -12,7 +12,7 @@ cdef class ScatterList:
     ``offset``, ``length``, ``dma_address``, ``dma_length`` as the kernel fills them.
     """
 
-    def __init__(self, entries):
+    def __cinit__(self, entries):
         cdef scatterlist s
         for item in entries:
             phys, length = item
@@ -58,7 +58,11 @@ cdef class ScatterList:
 cdef class ScatterlistEntry:
     """One struct scatterlist (a view into its ScatterList)."""
 
-    def __init__(self, ScatterList table, Py_ssize_t index):
+    def __cinit__(self, ScatterList table not None, Py_ssize_t index):
+        if index < 0:
+            index += <Py_ssize_t>table.sg.size()
+        if not 0 <= index < <Py_ssize_t>table.sg.size():
+            raise IndexError(f"scatterlist index {index} out of range (orig_nents {table.sg.size()})")
         self.table = table
         self.index = index
 
@@ -96,12 +100,12 @@ cdef class ScatterlistEntry:
                 f"dma={self.dma_address:#x}/{self.dma_length:#x}>")
 
 
-def sg_dma_is_bus_address(ScatterlistEntry sg):
+def sg_dma_is_bus_address(ScatterlistEntry sg not None):
     """sg_dma_is_bus_address(): the entry holds a PCI bus address (P2PDMA), not an IOVA/DMA address."""
     return bool(sg.table.sg[sg.index].dma_flags & SG_DMA_BUS_ADDRESS)
 
 
-def sg_dma_is_swiotlb(ScatterlistEntry sg):
+def sg_dma_is_swiotlb(ScatterlistEntry sg not None):
     """sg_dma_is_swiotlb(): dma-iommu mapped this list entry by entry through swiotlb."""
     return bool(sg.table.sg[sg.index].dma_flags & SG_DMA_SWIOTLB)
 

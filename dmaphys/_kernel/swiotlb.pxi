@@ -28,7 +28,7 @@ cdef u64 SWIOTLB_LOW_LIMIT = (<u64>1) << 32     # memblock_alloc_low(): below AR
 cdef class RatelimitState:
     """struct ratelimit_state of one DEFINE_RATELIMIT_STATE() call site (per machine)."""
 
-    def __init__(self, u64 interval=DEFAULT_RATELIMIT_INTERVAL, int burst=DEFAULT_RATELIMIT_BURST):
+    def __cinit__(self, u64 interval=DEFAULT_RATELIMIT_INTERVAL, int burst=DEFAULT_RATELIMIT_BURST):
         self.interval = interval
         self.burst = burst
 
@@ -714,6 +714,7 @@ def _def_swiotlb_tbl_map_single(Device dev not None, orig_addr, mapping_size, al
     Returns the bounce buffer's physical address, or DMA_MAPPING_ERROR (pool full: rate-limited
     SwiotlbFullWarning unless DMA_ATTR_NO_WARN; no pool: KernelWarning).
     """
+    _dev_live(dev)
     cdef u64 o = _u64(orig_addr, "orig_addr")
     cdef u64 sz = _u64(mapping_size, "mapping_size")
     cdef u64 am = _u64(alloc_align_mask, "alloc_align_mask")
@@ -735,6 +736,7 @@ def _def_swiotlb_tbl_unmap_single(Device dev not None, tlb_addr, mapping_size, d
     in the device's pool; else copy back (DMA_FROM_DEVICE/DMA_BIDIRECTIONAL without
     DMA_ATTR_SKIP_CPU_SYNC) and release the slots. Returns None.
     """
+    _dev_live(dev)
     cdef u64 t = _u64(tlb_addr, "tlb_addr")
     cdef u64 sz = _u64(mapping_size, "mapping_size")
     cdef int d = _swiotlb_dir_arg(dir)
@@ -750,6 +752,7 @@ def _def_swiotlb_sync_single_for_cpu(Device dev not None, tlb_addr, size, dir):
     Models include/linux/swiotlb.h:swiotlb_sync_single_for_cpu(): for a bounce address, copy
     slot → original for DMA_FROM_DEVICE/DMA_BIDIRECTIONAL; KernelBug for an invalid dir.
     """
+    _dev_live(dev)
     cdef u64 t = _u64(tlb_addr, "tlb_addr")
     cdef u64 sz = _u64(size, "size")
     cdef int d = _swiotlb_dir_arg(dir)
@@ -764,6 +767,7 @@ def _def_swiotlb_sync_single_for_device(Device dev not None, tlb_addr, size, dir
     Models include/linux/swiotlb.h:swiotlb_sync_single_for_device(): for a bounce address,
     copy original → slot for DMA_TO_DEVICE/DMA_BIDIRECTIONAL; KernelBug for an invalid dir.
     """
+    _dev_live(dev)
     cdef u64 t = _u64(tlb_addr, "tlb_addr")
     cdef u64 sz = _u64(size, "size")
     cdef int d = _swiotlb_dir_arg(dir)
@@ -778,6 +782,7 @@ def _def_swiotlb_map(Device dev not None, phys, size, dir, attrs):
     Models kernel/dma/swiotlb.c:swiotlb_map(), dma-direct's bounce path. Returns the bus
     address of the bounce buffer, or DMA_MAPPING_ERROR.
     """
+    _dev_live(dev)
     cdef u64 p = _u64(phys, "phys")
     cdef u64 sz = _u64(size, "size")
     cdef int d = _swiotlb_dir_arg(dir)
@@ -794,6 +799,7 @@ def _def_swiotlb_max_mapping_size(Device dev not None):
     Models kernel/dma/swiotlb.c:swiotlb_max_mapping_size(): 256 KiB minus the min_align_mask
     roundup.
     """
+    _dev_live(dev)
     return swiotlb_max_mapping_size(dev)
 
 
@@ -803,6 +809,7 @@ def _def_is_swiotlb_active(Device dev not None):
 
     Models kernel/dma/swiotlb.c:is_swiotlb_active(): the device has a pool with slabs.
     """
+    _dev_live(dev)
     return is_swiotlb_active(dev)
 
 
@@ -812,6 +819,7 @@ def _def_is_swiotlb_buffer(Device dev not None, paddr):
 
     Models include/linux/swiotlb.h:is_swiotlb_buffer(): ``paddr`` lies in the device's pool.
     """
+    _dev_live(dev)
     return is_swiotlb_buffer(dev, _u64(paddr, "paddr"))
 
 
@@ -821,6 +829,7 @@ def _def_is_swiotlb_force_bounce(Device dev not None):
 
     Models include/linux/swiotlb.h:is_swiotlb_force_bounce().
     """
+    _dev_live(dev)
     return is_swiotlb_force_bounce(dev)
 
 

@@ -69,7 +69,7 @@ cdef class DmaTrace:
     ``to_numpy()`` (structured array, one row per event).
     """
 
-    def __init__(self, Machine machine):
+    def __cinit__(self, Machine machine not None):
         self.machine = machine
         self.enabled = False
         self.comm = "dmaphys"

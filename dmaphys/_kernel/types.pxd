@@ -88,3 +88,9 @@ cdef enum:                                     # Linux errno values (returned ne
     EADDRINUSE = 98
     EOVERFLOW = 75
     EREMOTEIO = 121
+
+cdef enum:                                    # QEMU's IOMMUAccessFlags (include/exec/memory.h)
+    IOMMU_NONE = 0                            # for dev.translate() / IOMMUTLBEntry.perm
+    IOMMU_RO = 1
+    IOMMU_WO = 2
+    IOMMU_RW = 3

@@ -15,7 +15,6 @@ cdef inline bint valid_dma_direction(int dir) noexcept nogil:
 
 cdef inline u64 DMA_BIT_MASK_c(int n) noexcept nogil:
     return U64_MAX if n >= 64 else ((<u64>1) << n) - 1
-
 cdef inline u64 min_not_zero(u64 a, u64 b) noexcept nogil:
     if a == 0:
         return b
@@ -61,4 +60,18 @@ def _c_constants():
         "IOMMU_RESV_DIRECT": IOMMU_RESV_DIRECT, "IOMMU_RESV_DIRECT_RELAXABLE": IOMMU_RESV_DIRECT_RELAXABLE,
         "IOMMU_RESV_RESERVED": IOMMU_RESV_RESERVED, "IOMMU_RESV_MSI": IOMMU_RESV_MSI,
         "IOMMU_RESV_SW_MSI": IOMMU_RESV_SW_MSI,
+        "IOMMU_NONE": IOMMU_NONE, "IOMMU_RO": IOMMU_RO, "IOMMU_WO": IOMMU_WO, "IOMMU_RW": IOMMU_RW,
     }
+
+
+# ---- objects only the core makes -------------------------------------------------------------
+# Types whose fields the core fills after creation (domains, cookies, PCI nodes, pagemaps) take
+# this token in __cinit__: ``T.__new__(T)`` from Python raises TypeError instead of handing out
+# an object whose None/zero fields would crash the first call that uses it.
+cdef object _INTERNAL = object()
+
+
+cdef inline int _internal_only(tuple args, str how) except -1:
+    if len(args) != 1 or args[0] is not _INTERNAL:
+        raise TypeError(how)
+    return 0
