@@ -27,8 +27,9 @@
 # as the elements take the C fast paths (mapping.pxi: dma_map_phys_fast / dma_unmap_phys_fast:
 # dma-direct without bouncing, dma-iommu rcache hits and strict unmaps, no dma-debug or tracing);
 # an element the fast path declines (it changed nothing) runs the full per-call C function with
-# the GIL, and the loop goes back to running without it. dma_mapping_error_batch runs without
-# the GIL when dma-debug is off; the iova_to_phys batch walks page tables without it.
+# the GIL, and the loop goes back to running without it. dma_mapping_error_batch and the device
+# read / write batches run without the GIL when dma-debug is off (device_access takes it for a
+# fault, a stale-IOTLB report or P2P routing); the iova_to_phys batch walks page tables without it.
 #
 # Declarations (C types, cdef class fields, cdef signatures) live in the C face, batch.pxd.
 
@@ -232,6 +233,13 @@ cdef object _dma_read_batch(Device dev, object addrs, object size):
     cdef Machine m = dev.machine
     machine_enter(m)
     try:
+        if not m.dma_debug.enabled:              # nothing Python must see but faults: no GIL
+            with nogil:
+                while i < n:
+                    if sz:
+                        device_access(dev, a[i], &o[i, 0], sz, False)
+                    dev.dma_reads += 1
+                    i += 1
         while i < n:
             if sz:
                 device_access(dev, a[i], &o[i, 0], sz, False)
@@ -267,6 +275,13 @@ cdef object _dma_write_batch(Device dev, object addrs, object data):
     cdef Machine m = dev.machine
     machine_enter(m)
     try:
+        if not m.dma_debug.enabled:
+            with nogil:
+                while i < n:
+                    if sz:
+                        device_access(dev, a[i], <u8 *>&v[i, 0], sz, True)
+                    dev.dma_writes += 1
+                    i += 1
         while i < n:
             if sz:
                 device_access(dev, a[i], <u8 *>&v[i, 0], sz, True)
@@ -286,7 +301,8 @@ def dma_read_batch(Device dev not None, addrs, size):
     Same as ``dev.dma_read_batch(addrs, size)``: row i is what ``dev.dma_read(addrs[i], size)``
     returns, element by element in order through device_access() (IOMMU translation, IOTLB,
     P2P routing, faults and statistics exactly as per call). A DmaFault at element i stops the
-    batch there (``exc.batch_index``, ``exc.batch_result`` = the rows read). Holds the GIL.
+    batch there (``exc.batch_index``, ``exc.batch_result`` = the rows read). Runs without the GIL
+    when dma-debug is off (device_access takes it for a fault).
     """
     return _dma_read_batch(dev, addrs, size)
 
@@ -295,7 +311,8 @@ def dma_write_batch(Device dev not None, addrs, data):
     """dma_write_batch(dev, addrs, data): ``dev.dma_write(addrs[i], data[i])`` for each row i.
 
     Same as ``dev.dma_write_batch(addrs, data)``; ``data`` is a 2-D uint8 array with one row per
-    address. Faults stop the batch at the faulting element (``exc.batch_index``). Holds the GIL.
+    address. Faults stop the batch at the faulting element (``exc.batch_index``). Runs without
+    the GIL when dma-debug is off.
     """
     _dma_write_batch(dev, addrs, data)
 
