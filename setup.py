@@ -42,6 +42,7 @@ ext = Extension(
     "dmaphys._core",
     ["dmaphys/_core.pyx"],
     language="c++",
+    include_dirs=["dmaphys/include"],                 # dmaphys.h: the C ABI (capi.pxi)
     define_macros=macros,
     extra_compile_args=cflags,
 )

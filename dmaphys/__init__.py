@@ -28,4 +28,14 @@ else:
 
 globals().update({_n: getattr(_impl, _n) for _n in _impl.__all__})
 
-__all__ = sorted(set(_const_all) | set(_err_all) | set(_impl.__all__) | {"BACKEND", "__version__"})
+
+def get_include() -> str:
+    """The directory holding dmaphys.h, the C ABI header (like numpy.get_include()).
+
+    Build a C device model with ``-I`` this directory; see docs/EMBEDDING.md.
+    """
+    return _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "include")
+
+
+__all__ = sorted(set(_const_all) | set(_err_all) | set(_impl.__all__)
+                 | {"BACKEND", "__version__", "get_include"})

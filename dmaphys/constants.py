@@ -28,6 +28,7 @@ __all__ = [
     "ENOENT", "ERANGE", "EBUSY", "ENXIO", "EOVERFLOW",
     "IOMMU_RESV_DIRECT", "IOMMU_RESV_DIRECT_RELAXABLE", "IOMMU_RESV_RESERVED", "IOMMU_RESV_MSI",
     "IOMMU_RESV_SW_MSI",
+    "IOMMUAccessFlags", "IOMMU_NONE", "IOMMU_RO", "IOMMU_WO", "IOMMU_RW",
     "valid_dma_direction", "dma_direction_name",
 ]
 
@@ -135,6 +136,20 @@ IOMMU_CACHE = IommuProt.IOMMU_CACHE
 IOMMU_NOEXEC = IommuProt.IOMMU_NOEXEC
 IOMMU_MMIO = IommuProt.IOMMU_MMIO
 IOMMU_PRIV = IommuProt.IOMMU_PRIV
+
+class IOMMUAccessFlags(enum.IntFlag):
+    """QEMU's IOMMUAccessFlags (include/exec/memory.h): IOMMUTLBEntry.perm of dev.translate()."""
+
+    IOMMU_NONE = 0
+    IOMMU_RO = 1
+    IOMMU_WO = 2
+    IOMMU_RW = 3
+
+
+IOMMU_NONE = IOMMUAccessFlags.IOMMU_NONE
+IOMMU_RO = IOMMUAccessFlags.IOMMU_RO
+IOMMU_WO = IOMMUAccessFlags.IOMMU_WO
+IOMMU_RW = IOMMUAccessFlags.IOMMU_RW
 
 # enum iommu_resv_type (include/linux/iommu.h)
 IOMMU_RESV_DIRECT = 0

@@ -404,7 +404,7 @@ def test_fault_stops_the_batch_where_the_loop_would(impl):
     with pytest.raises(DmaFault) as ei:
         rig.dev.dma_read_batch([p, p, hole, p], 8)
     assert ei.value.batch_index == 2
-    assert ei.value.batch_done.tolist() == [list(range(8))] * 2
+    assert ei.value.batch_result.tolist() == [list(range(8))] * 2
     assert rig.dev.stats["dma_reads"] == 2 and rig.dev.stats["faults"] == 1
     with pytest.raises(DmaFault) as ei:
         rig.dev.dma_write_batch([p + 8, hole, p + 16], np.full((3, 8), 9, dtype=np.uint8))

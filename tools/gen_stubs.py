@@ -22,7 +22,7 @@ PARAM_TYPES = {
     "client_dev": "Device", "m": "Machine", "machine": "Machine",
     "state": "DmaIovaState", "sg": "ScatterList", "sgt": "ScatterList", "sgl": "ScatterList",
     "domain": "IommuDomain", "iommu": "Iommu", "st": "PciP2PdmaMapState",
-    "data": "Buffer", "name": "str", "fmt": "str", "entries": "Iterable[tuple[int, int]]",
+    "data": "Buffer", "buffer": "Buffer", "name": "str", "fmt": "str", "entries": "Iterable[tuple[int, int]]",
     "phys": "int", "sizes": "ArrayLike | int", "dma_addrs": "ArrayLike", "iovas": "ArrayLike",
     "addrs": "ArrayLike", "callback": "Callable[[], object]",
     # P2PDMA (p2pdma.pxi)
@@ -37,12 +37,28 @@ FUNC_PARAM_TYPES = {
     "pci_p2pdma_bus_addr_map": {"provider": "P2PdmaProvider | PciP2PdmaPagemap | PciP2PdmaMapState",
                                 "phys": "int"},
     "pgmap_of": {"phys": "int"},
+    "register_notifier": {"callback": "Callable[[IommuDomain | None, int, int], object]"},
+    "unregister_notifier": {"callback": "Callable[[IommuDomain | None, int, int], object]"},
     "pci_p2pdma_distance": {"provider": "Device | P2PdmaProvider | PciP2PdmaPagemap"},
     "pci_p2pdma_distance_many": {"provider": "Device | P2PdmaProvider | PciP2PdmaPagemap"},
 }
+# constructor parameters whose type the name and default do not tell
+INIT_PARAM_TYPES = {
+    ("Machine", "ram"): "Iterable[tuple[int, int]] | None",
+    ("Machine", "swiotlb"): "int | str | bool | None",
+    ("Machine", "swiotlb_nareas"): "int | None",
+    ("Iommu", "iotlb"): "Iotlb | dict[str, Any] | str | bool | None",
+    ("Iommu", "reserved_regions"): "Iterable[tuple[int, int, str | int]] | None",
+    ("Iommu", "ias"): "int | None", ("Iommu", "oas"): "int | None", ("Iommu", "name"): "str | None",
+    ("IoPgtable", "ias"): "int | None", ("IoPgtable", "oas"): "int | None",
+    ("Iotlb", "entries"): "int",
+    ("Device", "dma_mask"): "int | None", ("Device", "coherent_dma_mask"): "int | None",
+    ("Device", "dma_range_map"): "Iterable[tuple[int, int, int]] | None",
+    ("IovaDomain", "ncpus"): "int | None", ("IovaDomain", "machine"): "Machine | None",
+}
 BOOL_PARAMS = {"coherent", "force_bounce", "pci", "untrusted", "strict", "flush_rcache", "size_aligned",
                "enabled", "verbose", "p2p_allowlisted", "acs_redirect", "swiotlb_force", "dma_debug",
-               "pages", "publish", "req_same_host_bridge"}
+               "pages", "publish", "req_same_host_bridge", "allocatable", "write"}
 BATCH_FUNCS = {"dma_map_phys_batch", "dma_mapping_error_batch", "iova_to_phys_batch", "dma_read_batch",
                "iommu_iova_to_phys_batch"}
 
@@ -56,6 +72,7 @@ RETURNS = {
     "get_state": "dict[str, Any]", "dump": "list[str]", "to_ftrace": "list[str]",
     "to_numpy": "np.ndarray", "ranges": "list[tuple[int, int]]",
     "regions_list": "list[tuple[int, int, str, str]]",
+    "ext_ram_list": "list[tuple[int, int, str, bool]]", "Device.translate": "IOMMUTLBEntry",
     "find_iova": "tuple[int, int] | None", "reserve_iova": "tuple[int, int] | None",
     "pci_p2pmem_find": "Device | None", "pci_p2pmem_find_many": "Device | None",
     "pci_p2pmem_alloc_sgl": "ScatterList | None", "pgmap_of": "PciP2PdmaPagemap | None",
@@ -63,7 +80,9 @@ RETURNS = {
 }
 NONE_PREFIXES = ("dma_unmap_", "dma_sync_", "dma_iova_unlink", "dma_iova_destroy", "dma_iova_free",
                  "dma_free_", "swiotlb_sync_", "swiotlb_tbl_unmap", "mem_write", "dma_write", "free_",
-                 "advance", "add_timer", "add_mmio", "remove_device", "flush_warnings", "clear",
+                 "advance", "add_timer", "add_mmio", "add_ram", "remove_ram", "remove_device",
+                 "register_notifier", "unregister_notifier",
+                 "flush_warnings", "clear",
                  "put_iova_domain", "detach_device", "attach_device", "reset_", "pci_free_p2pmem",
                  "pci_p2pmem_publish", "pci_p2pmem_free_sgl", "check_parent")
 
@@ -80,7 +99,9 @@ def param_type(name: str, default) -> str:
     return "int"
 
 
-def return_type(name: str) -> str:
+def return_type(name: str, owner: str = "") -> str:
+    if f"{owner}.{name}" in RETURNS:                # a method whose name means something else elsewhere
+        return RETURNS[f"{owner}.{name}"]
     if name in RETURNS:
         return RETURNS[name]
     if name.startswith(NONE_PREFIXES):          # before the batch rule: dma_unmap_phys_batch, dma_write_batch
@@ -90,7 +111,7 @@ def return_type(name: str) -> str:
     return "Any" if name.startswith(("add_", "domain_alloc", "iommu_domain_alloc")) else "int"
 
 
-def fmt_sig(name: str, fn, method: bool) -> str:
+def fmt_sig(name: str, fn, method: bool, owner: str = "") -> str:
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -118,7 +139,7 @@ def fmt_sig(name: str, fn, method: bool) -> str:
             if p.default is None and "None" not in t:
                 t = f"{t} | None"
             parts.append(f"{p.name}: {t} = ...")
-    return f"def {name}({', '.join(parts)}) -> {return_type(name)}: ..."
+    return f"def {name}({', '.join(parts)}) -> {return_type(name, owner)}: ..."
 
 
 def sample_instances(core) -> dict:
@@ -136,7 +157,8 @@ def sample_instances(core) -> dict:
            "DmaTrace": m.trace, "PhysMem": m.mem, "ScatterList": sgl, "ScatterlistEntry": sgl[0],
            "DmaIovaState": core.DmaIovaState(), "PciP2PdmaMapState": core.PciP2PdmaMapState(),
            "P2PTopology": m.p2pdma, "IommuDmaCookie": dev.domain.iova_cookie,
-           "PciHostBridge": hb, "PciSwitch": sw, "P2PdmaProvider": pg}
+           "PciHostBridge": hb, "PciSwitch": sw, "P2PdmaProvider": pg,
+           "IOMMUTLBEntry": core.IOMMUTLBEntry(0x1000, 0x1000, 0xFFF, 3)}
     cookie = dev.domain.iova_cookie
     for attr in ("iovad",):
         if hasattr(cookie, attr):
@@ -160,29 +182,63 @@ def type_name(v) -> str:
     return "Any"
 
 
+KERNEL_DIR = Path(__file__).resolve().parent.parent / "dmaphys" / "_kernel"
+
+
+def cinit_args(cls_name: str) -> str | None:
+    """The parameters of ``def __cinit__(self, ...)`` in the class body of the .pxi sources.
+
+    Classes initialised in __cinit__ (so ``T.__new__(T)`` is never half-made) have no
+    embedded __init__ signature; their constructor signature is the __cinit__ one.
+    """
+    for path in sorted(KERNEL_DIR.glob("*.pxi")):
+        src = path.read_text()
+        m = re.search(rf"^cdef class {cls_name}\b.*?:\n(.*?)(?=^\S)", src, re.M | re.S)
+        if not m:
+            continue
+        c = re.search(r"def __cinit__\(self,?(.*?)\):", m.group(1), re.S)
+        if c is None:
+            return None
+        args = " ".join(c.group(1).split())
+        return None if args.startswith("*args") else re.sub(r"\s+not None", "", args)
+    return None
+
+
 def init_stub(cls) -> str:
     doc = (cls.__doc__ or "").strip().splitlines()
     m = re.match(rf"{cls.__name__}\((.*)\)$", doc[0].strip()) if doc else None
-    if not m or m.group(1) in ("*args, **kwargs", ""):
+    args = m.group(1) if m else cinit_args(cls.__name__)
+    if not args or args in ("*args, **kwargs", ""):
         return "    def __init__(self, *args: Any, **kwargs: Any) -> None: ..."
     parts = ["self"]
-    for raw in m.group(1).split(","):
+    for raw in args.split(","):
         raw = raw.strip()
         if raw in ("*", "/") or raw.startswith("*"):
             parts.append(raw if raw in ("*", "/") else f"{raw}: Any")
             continue
         name, has_default, default = raw.partition("=")
-        if default.strip().lstrip("-").isdigit():
-            default = int(default)
+        default = default.strip()
         bits = name.split()
         pname = bits[-1]
         ctype = bits[0] if len(bits) == 2 else None
         if ctype in ("Py_ssize_t", "int", "long", "u64", "bint"):
             ctype = "bool" if ctype == "bint" else "int"
-        if ctype and (ctype[0].isupper() or ctype in ("int", "bool", "str")):
+        if (cls.__name__, pname) in INIT_PARAM_TYPES:
+            t = INIT_PARAM_TYPES[cls.__name__, pname]
+        elif ctype and (ctype[0].isupper() or ctype in ("int", "bool", "str")):
             t = ctype
-        else:
-            t = param_type(pname, default if has_default else inspect.Parameter.empty)
+        elif pname in PARAM_TYPES or pname in BOOL_PARAMS:
+            t = param_type(pname, inspect.Parameter.empty)
+        elif default in ("True", "False"):
+            t = "bool"
+        elif default and default[0] in "\"'":
+            t = "str"
+        elif default == "None":
+            t = "Any"
+        else:                                    # digits or a constant's name
+            t = "int"
+        if default == "None" and "None" not in t and t != "Any":
+            t = f"{t} | None"
         parts.append(f"{pname}: {t}" + (" = ..." if has_default else ""))
     return f"    def __init__({', '.join(parts)}) -> None: ..."
 
@@ -208,7 +264,7 @@ def class_stub(cls, inst) -> list[str]:
                     t = "Any"
             lines.append(f"    {attr}: {t}")
         elif callable(val) and not isinstance(val, (staticmethod, classmethod)):
-            lines.append("    " + fmt_sig(attr, val, method=True))
+            lines.append("    " + fmt_sig(attr, val, method=True, owner=cls.__name__))
     return lines
 
 

@@ -18,13 +18,15 @@
 #      warned;
 #   3. an exception raised by element i (DmaFault, IommuFault, a KernelBug from deep inside)
 #      stops the batch there, exactly where the per-call loop would stop; elements before i are
-#      done and stay done. The exception gets ``batch_index`` (= i) and ``batch_done`` (the
+#      done and stay done. The exception gets ``batch_index`` (= i) and ``batch_result`` (the
 #      results of elements 0..i-1, None for functions returning nothing) attributes.
 #
 # The GIL is held for the element loops of the mapping and device-access batches: every element
 # may touch Python-owned state (dma-debug records, trace events, the warning queue, exceptions,
 # the IOVA rcache timers). The loops themselves are pure C (no Python API per element; see
 # DMAPHYS_ANNOTATE=1). The iova_to_phys batch walks page tables only and releases it.
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, batch.pxd.
 
 import numpy as _np
 
@@ -71,7 +73,7 @@ cdef inline int _batch_fail(object exc, Py_ssize_t i, object done) except -1:
     """Record where a batch stopped on the exception about to propagate."""
     try:
         exc.batch_index = int(i)
-        exc.batch_done = done
+        exc.batch_result = done
     except AttributeError:                       # exception types without a __dict__
         pass
     return 0
@@ -156,9 +158,10 @@ def dma_map_phys_batch(Device dev not None, phys, sizes, dir, attrs=0):
     ``dir`` (an invalid direction raises KernelBug, as dma_map_phys's BUG_ON would), ``attrs``,
     and a ``phys + size`` that wraps (ValueError). Kernel warnings are emitted once, after the
     last element. An exception from element i stops the batch there (``exc.batch_index``,
-    ``exc.batch_done``: the addresses of elements 0..i-1, which stay mapped).
+    ``exc.batch_result``: the addresses of elements 0..i-1, which stay mapped).
     Holds the GIL: each element may create dma-debug records, trace events and warnings.
     """
+    _dev_live(dev)
     return _dma_map_phys_batch(dev, phys, sizes, dir, attrs)
 
 
@@ -170,6 +173,7 @@ def dma_mapping_error_batch(Device dev not None, dma_addrs):
     checked each address (without it dma-debug reports "device driver failed to check map
     error" at unmap, exactly as for per-call mappings nobody checked). Holds the GIL.
     """
+    _dev_live(dev)
     return _dma_mapping_error_batch(dev, dma_addrs)
 
 
@@ -180,6 +184,7 @@ def dma_unmap_phys_batch(Device dev not None, dma_addrs, sizes, dir, attrs=0):
     in a C loop). Same validation, warning and exception rules as dma_map_phys_batch.
     Holds the GIL.
     """
+    _dev_live(dev)
     _dma_unmap_phys_batch(dev, dma_addrs, sizes, dir, attrs)
 
 
@@ -243,7 +248,7 @@ def dma_read_batch(Device dev not None, addrs, size):
     Same as ``dev.dma_read_batch(addrs, size)``: row i is what ``dev.dma_read(addrs[i], size)``
     returns, element by element in order through device_access() (IOMMU translation, IOTLB,
     P2P routing, faults and statistics exactly as per call). A DmaFault at element i stops the
-    batch there (``exc.batch_index``, ``exc.batch_done`` = the rows read). Holds the GIL.
+    batch there (``exc.batch_index``, ``exc.batch_result`` = the rows read). Holds the GIL.
     """
     return _dma_read_batch(dev, addrs, size)
 

@@ -24,38 +24,15 @@
 # The driver string is the device name ("DMA-API: <dev> <dev>: ..."): simulated devices
 # have no separate driver object, so dev_driver_string() is taken to be the device name and
 # driver_filter matches device names.
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, debug.pxd.
 
-from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
-from libcpp.set cimport set as cppset
 import collections as _collections
 
 DmaDebugRecord = _collections.namedtuple("DmaDebugRecord", "kind device text address size")
 DmaDebugRecord.__doc__ = """One dma-debug report: ``kind`` (e.g. "size_mismatch"), ``device`` (name),
 ``text`` (the full printed message), ``address`` (the DMA address reported on), ``size``."""
 
-cdef enum:
-    HASH_SIZE = 16384                          # kernel/dma/debug.c
-    HASH_FN_SHIFT = 13
-    HASH_FN_MASK = HASH_SIZE - 1
-    PREALLOC_DMA_DEBUG_ENTRIES = 1 << 16
-    DMA_DEBUG_DYNAMIC_ENTRIES = 32             # PAGE_SIZE / sizeof(struct dma_debug_entry) (128 B on x86-64)
-    L1_CACHE_SHIFT = 6
-    CACHELINE_PER_PAGE_SHIFT = PAGE_SHIFT - L1_CACHE_SHIFT
-    RADIX_TREE_MAX_TAGS = 3
-    ACTIVE_CACHELINE_MAX_OVERLAP = (1 << RADIX_TREE_MAX_TAGS) - 1
-    NAME_MAX_LEN = 64
-
-cdef enum:                                     # entry types (v6.18 numbering)
-    dma_debug_single = 0
-    dma_debug_sg = 1
-    dma_debug_coherent = 2
-    dma_debug_noncoherent = 3
-    dma_debug_phy = 4
-
-cdef enum map_err_types:
-    MAP_ERR_CHECK_NOT_APPLICABLE = 0
-    MAP_ERR_NOT_CHECKED = 1
-    MAP_ERR_CHECKED = 2
 
 _TYPE2NAME = ("single", "scatter-gather", "coherent", "noncoherent", "phy")
 _DIR2NAME = ("DMA_BIDIRECTIONAL", "DMA_TO_DEVICE", "DMA_FROM_DEVICE", "DMA_NONE")
@@ -66,34 +43,6 @@ PAGE_OFFSET_X86_64 = 0xffff888000000000        # x86-64 direct-map base: what %p
 
 cdef inline str _dir2name(int d):
     return _DIR2NAME[d] if 0 <= d <= 3 else "DMA_NONE"
-
-
-cdef struct dma_debug_entry:                   # struct dma_debug_entry
-    PyObject *dev                              # the Device (a reference is held while live)
-    u64 dev_addr
-    u64 size
-    int type
-    int direction
-    int sg_call_ents
-    int sg_mapped_ents
-    u64 paddr
-    int map_err_type
-    unsigned long attrs
-    # bucket list (list_head) by pool index; -1 ends the list. next also chains the free list.
-    int next
-    int prev
-    int bucket
-    # beyond the kernel: bounce tracking
-    u64 tlb_addr                               # swiotlb slot address, U64_MAX when not bounced
-    u64 dirty_lo                               # device-written, unsynced part of the bounce
-    u64 dirty_hi                               #   (offsets into the mapping; lo == hi: clean)
-    bint reported                              # bounced read reported for this dirty episode
-
-
-cdef struct pending_bounce:                    # debug_dma_note_bounce() awaiting its map hook
-    PyObject *dev
-    u64 orig_phys
-    u64 tlb_addr
 
 
 cdef class DmaDebug:
@@ -107,30 +56,8 @@ cdef class DmaDebug:
     a DmaDebugWarning when the kernel would print (see num_errors / all_errors), and
     DmaDebugError when ``raise_errors`` is set.
     """
-    cdef readonly Machine machine
-    cdef public bint enabled
-    cdef public bint raise_errors
-    cdef readonly unsigned int error_count
-    cdef public unsigned int all_errors        # show_all_errors
-    cdef public unsigned int num_errors        # show_num_errors
-    cdef readonly unsigned int num_free_entries
-    cdef readonly unsigned int min_free_entries
-    cdef readonly unsigned int nr_total_entries
-    cdef unsigned int _nr_prealloc
-    cdef str _driver_name                      # current_driver_name ("" = filter off)
-    cdef readonly list errors                  # DmaDebugRecord, every reported error
-    cdef list _pending                         # records to raise at the end of the entry point
-    cdef vector[dma_debug_entry] pool
-    cdef int free_head
-    cdef readonly unsigned int nr_live         # live entries (len(m.dma_debug))
-    cdef int *bucket_head
-    cdef int *bucket_tail
-    cdef unordered_map[u64, int] cachelines    # dma_active_cacheline: cln -> overlap count
-    cdef cppmap[u64, int] bounced              # tlb_addr -> entry index (bounced entries)
-    cdef cppset[int] dirty                     # entries with device-written, unsynced bounce data
-    cdef vector[pending_bounce] pending_bounces
 
-    def __cinit__(self):
+    def __cinit__(self, Machine machine not None, enabled=True):
         self.bucket_head = <int *>malloc(HASH_SIZE * sizeof(int))
         self.bucket_tail = <int *>malloc(HASH_SIZE * sizeof(int))
         if self.bucket_head == NULL or self.bucket_tail == NULL:
@@ -138,8 +65,6 @@ cdef class DmaDebug:
         memset(self.bucket_head, 0xff, HASH_SIZE * sizeof(int))
         memset(self.bucket_tail, 0xff, HASH_SIZE * sizeof(int))
         self.free_head = -1
-
-    def __init__(self, Machine machine, enabled):
         self.machine = machine
         self.enabled = bool(enabled)
         self.raise_errors = False

@@ -3,11 +3,8 @@
 # dma_io_tlb_mem, dma_skip_sync, dma_iommu), include/linux/dma-direct.h (phys_to_dma /
 # dma_to_phys through the bus_dma_region list) and the device's side of the bus:
 # dma_read/dma_write reach RAM, MMIO or a peer BAR the way hardware would, or fault.
-
-cdef struct bus_dma_region:                    # include/linux/dma-direct.h
-    u64 cpu_start
-    u64 dma_start
-    u64 size
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, device.pxd.
 
 
 cdef class Device:
@@ -19,37 +16,8 @@ cdef class Device:
     ``dma_uses_io_tlb``; ``coherent`` is dev_is_dma_coherent(); ``force_bounce`` is
     is_swiotlb_force_bounce() for this device.
     """
-    cdef readonly Machine machine
-    cdef readonly str name
-    # --- struct device ---
-    cdef bint has_dma_mask                     # dev->dma_mask != NULL
-    cdef u64 _dma_mask
-    cdef public u64 coherent_dma_mask
-    cdef public u64 bus_dma_limit
-    cdef vector[bus_dma_region] range_map      # dev->dma_range_map (empty = none)
-    cdef readonly bint coherent                # dev_is_dma_coherent()
-    cdef public bint force_bounce              # is_swiotlb_force_bounce(dev)
-    cdef public u64 min_align_mask             # dma_get_min_align_mask()
-    cdef public u64 max_segment_size           # dma_get_max_seg_size()
-    cdef public u64 seg_boundary_mask          # dma_get_seg_boundary()
-    cdef public bint dma_skip_sync
-    cdef public bint dma_uses_io_tlb
-    cdef public IoTlbMem dma_io_tlb_mem        # IoTlbMem or None (typed: no refcounting on the hot path)
-    cdef readonly bint pci
-    cdef public bint untrusted                 # pdev->untrusted (external-facing port)
-    # --- IOMMU (set by Iommu.attach_device) ---
-    cdef public object domain                  # IommuDomain or None
-    cdef public bint dma_iommu                 # use_dma_iommu(dev)
-    # --- P2PDMA (set by P2PTopology) ---
-    cdef public object p2p_node                # position in the PCI topology
-    # --- statistics ---
-    cdef public u64 arch_sync_for_device       # arch_sync_dma_for_device() calls (non-coherent)
-    cdef public u64 arch_sync_for_cpu          # arch_sync_dma_for_cpu() calls
-    cdef public u64 dma_reads
-    cdef public u64 dma_writes
-    cdef public u64 faults
 
-    def __init__(self, Machine machine, str name, dma_mask, coherent, dma_range_map, bus_dma_limit,
+    def __cinit__(self, Machine machine not None, str name not None, dma_mask, coherent, dma_range_map, bus_dma_limit,
                  force_bounce, min_align_mask, pci, untrusted, max_segment_size, seg_boundary_mask,
                  coherent_dma_mask):
         cdef bus_dma_region r
@@ -113,6 +81,11 @@ cdef class Device:
                 "arch_sync_for_cpu": self.arch_sync_for_cpu,
                 "dma_reads": self.dma_reads, "dma_writes": self.dma_writes, "faults": self.faults}
 
+    @property
+    def capsule(self):
+        """A new "dmaphys.device" capsule for the C ABI (include/dmaphys.h); it keeps the device alive."""
+        return _device_capsule(self)
+
     def __repr__(self):
         return f"<dmaphys.Device {self.name!r} mask={self._dma_mask:#x} coherent={bool(self.coherent)}>"
 
@@ -140,6 +113,22 @@ cdef class Device:
             finally:
                 self.machine.flush_warnings()
         self.dma_writes += 1
+
+    def translate(self, dma_addr, write=False):
+        """The translation of the page holding bus address ``dma_addr``, as QEMU's
+        IOMMUTLBEntry (iova, translated_addr, addr_mask, perm), found the way a device read
+        (``write=True``: write) of that address is: IOTLB (hits and misses counted, a miss
+        fills it), page-table walk; dma-direct devices get the bus-to-phys translation (perm
+        IOMMU_RW). Faults where that access would fault (IommuFault, recorded in
+        ``iommu.faults``; in fault_mode="record" only recorded, and the entry has perm
+        IOMMU_NONE). ``addr_mask`` is the leaf's size - 1 (a 2 MiB page gives 0x1fffff)."""
+        cdef iommu_tlb_entry e
+        cdef u64 a = _u64(dma_addr, "dma_addr")
+        try:
+            device_translate(self, a, bool(write), &e)
+        finally:
+            self.machine.flush_warnings()
+        return _tlb_entry_obj(&e)
 
     # batch forms (batch.pxi): the same device_access() per element, in a C loop
     def dma_read_batch(self, addrs, size):
@@ -189,6 +178,13 @@ cdef inline u64 dma_get_mask_c(Device dev) noexcept:
 
 
 # ---- the bus -----------------------------------------------------------------------------------
+cdef inline int _dev_live(Device dev) except -1:
+    """DMA-API entry points refuse a device Machine.remove_device() removed (ValueError)."""
+    if dev.removed:
+        raise ValueError(f"device {dev.name!r} was removed from its machine")
+    return 0
+
+
 cdef int device_access(Device dev, u64 addr, u8 *buf, u64 n, bint write) except -1:
     """One device-initiated access of n bytes at bus address addr.
 
@@ -198,7 +194,10 @@ cdef int device_access(Device dev, u64 addr, u8 *buf, u64 n, bint write) except 
     through dma_range_map to RAM or MMIO. Anything else is a DmaFault.
     """
     cdef u64 last = addr + n - 1
-    cdef u64 limit, phys
+    cdef u64 phys
+    if dev.removed:                            # unbound and gone: blocked like IOMMU_DOMAIN_BLOCKED
+        dev.faults += 1
+        raise DmaFault(dev.name, addr, n, "write" if write else "read", "blocked (the device was removed)")
     if last < addr:
         dev.faults += 1
         raise DmaFault(dev.name, addr, n, "write" if write else "read", "address wraps")
@@ -207,7 +206,16 @@ cdef int device_access(Device dev, u64 addr, u8 *buf, u64 n, bint write) except 
         if phys != U64_MAX:
             return bus_access_phys(dev, phys, buf, n, write)
         return iommu_device_access(dev, addr, buf, n, write)
-    limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
+    return bus_access_phys(dev, direct_bus_to_phys(dev, addr, n, write), buf, n, write)
+
+
+cdef u64 direct_bus_to_phys(Device dev, u64 addr, u64 n, bint write) except? 0xFFFFFFFFFFFFFFFF:
+    """Where an untranslated request of n bytes at bus address addr goes: it must be within
+    what the device can drive (mask, bus_dma_limit), may hit a peer BAR's bus window (P2P),
+    else goes through dma_range_map. DmaFault otherwise."""
+    cdef u64 last = addr + n - 1
+    cdef u64 limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
+    cdef u64 phys
     if last > limit:
         dev.faults += 1
         raise DmaFault(dev.name, addr, n, "write" if write else "read",
@@ -219,15 +227,21 @@ cdef int device_access(Device dev, u64 addr, u8 *buf, u64 n, bint write) except 
             dev.faults += 1
             raise DmaFault(dev.name, addr, n, "write" if write else "read",
                            "no dma_range_map region translates this bus address")
-    return bus_access_phys(dev, phys, buf, n, write)
+    return phys
 
 
-cdef int bus_access_phys(Device dev, u64 phys, u8 *buf, u64 n, bint write) except -1:
+cdef inline int bus_check_phys(Device dev, u64 phys, u64 n, bint write) except -1:
     """The access reaches the memory system at a CPU physical address: RAM or MMIO, else fault."""
     if dev.machine.mem.find_region(phys, n) < 0:
         dev.faults += 1
         raise DmaFault(dev.name, phys, n, "write" if write else "read",
                        f"no RAM or MMIO at physical address {phys:#x}")
+    return 0
+
+
+cdef int bus_access_phys(Device dev, u64 phys, u8 *buf, u64 n, bint write) except -1:
+    """The access reaches the memory system at a CPU physical address: RAM or MMIO, else fault."""
+    bus_check_phys(dev, phys, n, write)
     if write:
         dev.machine.mem.write(phys, buf, n)
         dev.machine.dma_debug.device_wrote(dev, phys, n)

@@ -8,16 +8,8 @@
 # arch_dma_map_*_direct powerpc bypass, CMA / dma_alloc_from_dev_coherent pools, remapped
 # uncached coherent buffers, and dma_kmalloc_needs_bounce(): it is false because
 # CONFIG_DMA_BOUNCE_UNALIGNED_KMALLOC is off (x86), and the simulator has no kmalloc objects.
-
-cdef enum:
-    # x86's ZONE_DMA: zone_dma_limit = DMA_BIT_MASK(24) (CONFIG_ZONE_DMA=y)
-    ZONE_DMA_BITS = 24
-
-# dma_direct_map_phys() is a static inline of direct.h: mapping.c and direct.c each get their
-# own copy, so its dev_WARN_ONCE fires once per copy. The caller says which copy runs.
-cdef enum:
-    DIRECT_H_IN_MAPPING_C = 0
-    DIRECT_H_IN_DIRECT_C = 1
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, direct.pxd.
 
 
 cdef inline u64 zone_dma_limit_c() noexcept nogil:
@@ -161,7 +153,13 @@ cdef int dma_direct_map_sg(Device dev, ScatterList sgl, int nents, int dir, unsi
         map_type = p2pdma_state_c(dev, phys, sg.length, &bus_addr)     # pci_p2pdma_state()
         sg = &sgl.sg[i]                                  # (the hook may run Python code)
         if map_type == PCI_P2PDMA_MAP_THRU_HOST_BRIDGE or map_type == PCI_P2PDMA_MAP_NONE:
-            sg.dma_address = dma_direct_map_phys(dev, phys, sg.length, dir, attrs, DIRECT_H_IN_DIRECT_C)
+            try:
+                sg.dma_address = dma_direct_map_phys(dev, phys, sg.length, dir, attrs, DIRECT_H_IN_DIRECT_C)
+            except BaseException:
+                # not the kernel (it cannot fail this way): a call that raises leaves no trace,
+                # so the entries mapped so far are unmapped as on the -EIO path
+                dma_direct_unmap_sg(dev, sgl, i, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)
+                raise
             if sg.dma_address == DMA_MAPPING_ERROR:
                 ret = -EIO
                 dma_direct_unmap_sg(dev, sgl, i, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)

@@ -12,17 +12,9 @@
 # servers: CONFIG_DMA_BOUNCE_UNALIGNED_KMALLOC off or coherent devices); every domain has
 # geometry.force_aperture set and supports deferred flush; the flush-queue timer runs its
 # frees on the CPU that armed it.
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, dma_iommu.pxd.
 
-from cpython.object cimport PyObject_GenericSetAttr
-
-cdef enum:
-    IOVA_DEFAULT_FQ_SIZE = 256                 # entries per per-CPU flush queue
-    IOVA_SINGLE_FQ_SIZE = 32768                # entries of the single (shadow_on_flush) queue
-    IOVA_DEFAULT_FQ_TIMEOUT = 10               # ms
-    IOVA_SINGLE_FQ_TIMEOUT = 1000              # ms
-    IOMMU_DMA_OPTS_PER_CPU_QUEUE = 0           # enum iommu_dma_queue_type
-    IOMMU_DMA_OPTS_SINGLE_QUEUE = 1
-    DMA_IOMMU_EPERM = 1                        # EPERM (not in types.pxi's errno list)
 
 cdef u64 IOVA_RCACHE_RANGE = (<u64>PAGE_SIZE) << 5      # iova_rcache_range(): 128 KiB
 
@@ -35,20 +27,11 @@ cdef inline u64 _iova_align(u64 granule, u64 size) noexcept nogil:
     return (size + granule - 1) & ~(granule - 1)
 
 
-# ---- flush queue: struct iova_fq / iova_fq_entry --------------------------------------------------
-cdef struct iova_fq_entry:
-    u64 iova_pfn
-    u64 pages
-    u64 counter                                 # fq_flush_start_cnt when queued
-    vector[u64] freelist                        # page-table pages the unmap emptied (iommu_pages_list)
-
-
 cdef class IovaFq:
     """struct iova_fq: one flush-queue ring of ``fq_size`` entries (``fq_size - 1`` usable)."""
-    cdef vector[iova_fq_entry] entries
-    cdef readonly unsigned int head
-    cdef readonly unsigned int tail
-    cdef readonly unsigned int mod_mask
+
+    def __cinit__(self, *args):
+        _internal_only(args, "IovaFq objects are made by the DMA domain's flush queue")
 
     def __len__(self):
         return (self.tail - self.head) & self.mod_mask
@@ -69,7 +52,7 @@ cdef class IovaFq:
 
 cdef IovaFq iommu_dma_init_one_fq(u64 fq_size):
     """iommu_dma_init_one_fq(): an empty ring (head == tail == 0, mod_mask = fq_size - 1)."""
-    cdef IovaFq fq = IovaFq.__new__(IovaFq)
+    cdef IovaFq fq = IovaFq.__new__(IovaFq, _INTERNAL)
     fq.entries.resize(fq_size)
     fq.head = 0
     fq.tail = 0
@@ -79,8 +62,9 @@ cdef IovaFq iommu_dma_init_one_fq(u64 fq_size):
 
 cdef class _FqTimer:
     """The fq_timer callback bound to one incarnation of a cookie's flush queue."""
-    cdef IommuDmaCookie cookie
-    cdef u64 gen
+
+    def __cinit__(self, *args):
+        _internal_only(args, "made by queue_iova()")
 
     def __call__(self):
         if self.cookie.fq_gen == self.gen and self.cookie.fq_on:
@@ -96,26 +80,9 @@ cdef class IommuDmaCookie:
     flush-queue state; ``fq_domain`` is the domain while the flush queue is in use (lazy
     unmaps), else None.
     """
-    cdef readonly IommuDomain domain
-    cdef readonly Machine machine
-    cdef readonly IovaDomain iovad             # None until iommu_dma_init_domain()
-    cdef readonly list msi_page_list           # [(phys, iova)] struct iommu_dma_msi_page, newest first
-    cdef readonly int qt                       # options.qt
-    cdef readonly u64 fq_size                  # options.fq_size
-    cdef readonly u64 fq_timeout               # options.fq_timeout (ms)
-    cdef IovaFq single_fq
-    cdef list percpu_fq
-    cdef readonly u64 fq_flush_start_cnt
-    cdef readonly u64 fq_flush_finish_cnt
-    cdef readonly bint fq_timer_on
-    cdef int fq_timer_cpu                      # CPU whose timer base runs fq_timer
-    cdef bint fq_on                            # fq_domain != NULL
-    cdef u64 fq_gen                            # bumped by iommu_dma_free_fq (timer_delete_sync)
-    cdef dict pci_32bit                        # Device -> dev->iommu->pci_32bit_workaround
-    cdef void *pci32_dev                       # last device looked up in pci_32bit (a key of it,
-    cdef bint pci32_val                        # so alive: keys are never removed) and its value
 
-    def __cinit__(self):
+    def __cinit__(self, *args):
+        _internal_only(args, "IommuDmaCookie objects come from iommu_dma_init_domain() (device attach)")
         self.msi_page_list = []
         self.percpu_fq = []
         self.pci_32bit = {}
@@ -267,7 +234,7 @@ cdef int queue_iova(IommuDmaCookie cookie, u64 pfn, u64 pages, vector[u64]& free
     if not cookie.fq_timer_on:                            # armed once, never pushed back
         cookie.fq_timer_on = True
         cookie.fq_timer_cpu = cpu
-        t = _FqTimer.__new__(_FqTimer)
+        t = _FqTimer.__new__(_FqTimer, _INTERNAL)
         t.cookie = cookie
         t.gen = cookie.fq_gen
         cookie.machine.add_timer(cookie.fq_timeout * 1000000, t)
@@ -445,7 +412,7 @@ cdef int iommu_dma_init_domain(IommuDomain domain, Device dev) except -1:
     cdef u64 order, base_pfn, lo, hi
     cdef size_t i
     if domain.iova_cookie is None:                     # iommu_get_dma_cookie()
-        cookie = IommuDmaCookie.__new__(IommuDmaCookie)
+        cookie = IommuDmaCookie.__new__(IommuDmaCookie, _INTERNAL)
         cookie.domain = domain
         cookie.machine = m
         domain.iova_cookie = cookie
@@ -794,7 +761,11 @@ cdef int iommu_dma_map_sg_swiotlb(Device dev, ScatterList sg, int nents, int dir
     sg.sg[0].dma_flags |= SG_DMA_SWIOTLB                  # sg_dma_mark_swiotlb(sg)
     for i in range(nents):
         s = &sg.sg[i]
-        s.dma_address = iommu_dma_map_phys(dev, s.page_phys + s.offset, s.length, dir, attrs)
+        try:
+            s.dma_address = iommu_dma_map_phys(dev, s.page_phys + s.offset, s.length, dir, attrs)
+        except BaseException:
+            iommu_dma_unmap_sg_swiotlb(dev, sg, i, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)   # leave no trace
+            raise
         if s.dma_address == DMA_MAPPING_ERROR:
             iommu_dma_unmap_sg_swiotlb(dev, sg, i, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)
             return -EIO
@@ -987,10 +958,8 @@ cdef class DmaIovaState:
 
     Bit 63 of ``__size`` is DMA_IOVA_USE_SWIOTLB; ``size`` is dma_iova_size(state).
     """
-    cdef public u64 addr
-    cdef u64 _size
 
-    def __init__(self, addr=0, size=0):
+    def __cinit__(self, addr=0, size=0):
         self.addr = _u64(addr, "addr")
         self._size = _u64(size, "__size")
 
@@ -1213,6 +1182,48 @@ cdef int __iommu_dma_iova_unlink(Device dev, DmaIovaState state, u64 offset, u64
     return 0
 
 
+# ---- the C API of the two-step IOVA calls: kernel semantics, no argument conversion, no warning
+# flush (the caller flushes: Machine.flush_warnings()); the def entry points below wrap them.
+cdef bint c_dma_iova_try_alloc(Device dev, DmaIovaState state, u64 phys, u64 size) except? True:
+    """dma_iova_try_alloc(): true when IOVA space was allocated into state."""
+    return _dma_iova_try_alloc(dev, state, phys, size)
+
+
+cdef int c_dma_iova_free(Device dev, DmaIovaState state) except -1:
+    """dma_iova_free(): give the IOVA space back at once."""
+    _iova_check(dev, 0, "dma_iova_free", False)
+    return _dma_iova_free(dev, state)
+
+
+cdef int c_dma_iova_link(Device dev, DmaIovaState state, u64 phys, u64 offset, u64 size, int dir,
+                         unsigned long attrs) except? -9999:
+    """dma_iova_link(): 0 or -errno; no IOTLB sync."""
+    _iova_check(dev, dir, "dma_iova_link", True)
+    return _dma_iova_link(dev, state, phys, offset, size, dir, attrs)
+
+
+cdef int c_dma_iova_sync(Device dev, DmaIovaState state, u64 offset, u64 size) except? -9999:
+    """dma_iova_sync(): 0 or -errno."""
+    _iova_check(dev, 0, "dma_iova_sync", False)
+    return _dma_iova_sync(dev, state, offset, size)
+
+
+cdef int c_dma_iova_unlink(Device dev, DmaIovaState state, u64 offset, u64 size, int dir,
+                           unsigned long attrs) except -1:
+    """dma_iova_unlink(): unmap and sync the IOTLB now; the IOVA space stays allocated."""
+    _iova_check(dev, dir, "dma_iova_unlink", True)
+    return __iommu_dma_iova_unlink(dev, state, offset, size, dir, attrs, False)
+
+
+cdef int c_dma_iova_destroy(Device dev, DmaIovaState state, u64 mapped_len, int dir,
+                            unsigned long attrs) except -1:
+    """dma_iova_destroy(): unlink [0, mapped_len) and free the IOVA (lazy domains queue it)."""
+    _iova_check(dev, dir, "dma_iova_destroy", True)
+    if mapped_len:
+        return __iommu_dma_iova_unlink(dev, state, 0, mapped_len, dir, attrs, True)
+    return _dma_iova_free(dev, state)
+
+
 def dma_iova_try_alloc(Device dev not None, DmaIovaState state not None, phys, size):
     """dma_iova_try_alloc(dev, state, phys, size) -> bool.
 
@@ -1220,10 +1231,11 @@ def dma_iova_try_alloc(Device dev not None, DmaIovaState state not None, phys, s
     allocated (state.addr keeps phys's offset in the granule), false if the regular DMA API
     should be used (dma-direct or identity devices, size 0, allocation failure).
     """
+    _dev_live(dev)
     cdef u64 p = _arg_u64(phys, "phys")
     cdef u64 sz = _arg_u64(size, "size")
     try:
-        return _dma_iova_try_alloc(dev, state, p, sz)
+        return c_dma_iova_try_alloc(dev, state, p, sz)
     finally:
         _iova_flush(dev.machine)
 
@@ -1233,9 +1245,9 @@ def dma_iova_free(Device dev not None, DmaIovaState state not None):
 
     Every linked range must have been unlinked first.
     """
-    _iova_check(dev, 0, "dma_iova_free", False)
+    _dev_live(dev)
     try:
-        _dma_iova_free(dev, state)
+        c_dma_iova_free(dev, state)
     finally:
         _iova_flush(dev.machine)
 
@@ -1247,25 +1259,25 @@ def dma_iova_link(Device dev not None, DmaIovaState state not None, phys, offset
     -EIO: a mid-granule phys at offset > 0; -EPERM: MMIO that would need bouncing; -ENOMEM:
     no bounce slot; iommu_map errors otherwise.
     """
+    _dev_live(dev)
     cdef u64 p = _arg_u64(phys, "phys")
     cdef u64 off = _arg_u64(offset, "offset")
     cdef u64 sz = _arg_u64(size, "size")
     cdef unsigned long a = _arg_attrs(attrs)
     cdef int d = _arg_dir(dir)
-    _iova_check(dev, d, "dma_iova_link", True)
     try:
-        return _dma_iova_link(dev, state, p, off, sz, d, a)
+        return c_dma_iova_link(dev, state, p, off, sz, d, a)
     finally:
         _iova_flush(dev.machine)
 
 
 def dma_iova_sync(Device dev not None, DmaIovaState state not None, offset, size):
     """dma_iova_sync(dev, state, offset, size) -> 0 or -errno: one IOTLB sync for the linked range."""
+    _dev_live(dev)
     cdef u64 off = _arg_u64(offset, "offset")
     cdef u64 sz = _arg_u64(size, "size")
-    _iova_check(dev, 0, "dma_iova_sync", False)
     try:
-        return _dma_iova_sync(dev, state, off, sz)
+        return c_dma_iova_sync(dev, state, off, sz)
     finally:
         _iova_flush(dev.machine)
 
@@ -1275,13 +1287,13 @@ def dma_iova_unlink(Device dev not None, DmaIovaState state not None, offset, si
 
     The IOVA space stays allocated in the state.
     """
+    _dev_live(dev)
     cdef u64 off = _arg_u64(offset, "offset")
     cdef u64 sz = _arg_u64(size, "size")
     cdef unsigned long a = _arg_attrs(attrs)
     cdef int d = _arg_dir(dir)
-    _iova_check(dev, d, "dma_iova_unlink", True)
     try:
-        __iommu_dma_iova_unlink(dev, state, off, sz, d, a, False)
+        c_dma_iova_unlink(dev, state, off, sz, d, a)
     finally:
         _iova_flush(dev.machine)
 
@@ -1291,15 +1303,12 @@ def dma_iova_destroy(Device dev not None, DmaIovaState state not None, mapped_le
 
     Lazy domains queue the IOVA on the flush queue; mapped_len == 0 is dma_iova_free().
     """
+    _dev_live(dev)
     cdef u64 ml = _arg_u64(mapped_len, "mapped_len")
     cdef unsigned long a = _arg_attrs(attrs)
     cdef int d = _arg_dir(dir)
-    _iova_check(dev, d, "dma_iova_destroy", True)
     try:
-        if ml:
-            __iommu_dma_iova_unlink(dev, state, 0, ml, d, a, True)
-        else:
-            _dma_iova_free(dev, state)
+        c_dma_iova_destroy(dev, state, ml, d, a)
     finally:
         _iova_flush(dev.machine)
 

@@ -11,66 +11,10 @@
 #
 # Internal level numbering is generic_pt's: L = 0 is the table of smallest pages, the top table
 # is L = levels - 1 (io-pgtable-arm's lvl is 3 - L). Item size at L = 1 << (pg_shift + bpl * L).
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, io_pgtable.pxd.
 
-cimport cython
 from collections import namedtuple as _namedtuple
-
-cdef enum:                                      # errnos types.pxi does not have (yet)
-    PT_ENOENT = 2
-    PT_ENXIO = 6
-    PT_EOVERFLOW = 75
-
-cdef enum:                                      # enum iommu_resv_type (include/linux/iommu.h)
-    PT_IOMMU_RESV_MSI = 3
-    PT_IOMMU_RESV_SW_MSI = 4
-
-cdef enum:
-    PT_FAM_VTDSS = 0
-    PT_FAM_X86 = 1
-    PT_FAM_ARM = 2
-
-cdef enum:
-    PT_EMPTY = 0
-    PT_TABLE = 1
-    PT_OA = 2
-    PT_INVALID = 3
-
-cdef extern from *:
-    """
-    #define DMAPHYS_PT_OA_MASK     0x000FFFFFFFFFF000ULL   /* GENMASK_ULL(51, 12) */
-    #define DMAPHYS_ARM_ADDR_MASK  0x0000FFFFFFFFF000ULL   /* GENMASK_ULL(47, 12) */
-    #define DMAPHYS_ARM_XN         (3ULL << 53)
-    #define DMAPHYS_X86_XD         (1ULL << 63)
-    """
-    const u64 PT_OA_MASK "DMAPHYS_PT_OA_MASK"
-    const u64 ARM_ADDR_MASK "DMAPHYS_ARM_ADDR_MASK"
-    const u64 ARM_XN "DMAPHYS_ARM_XN"
-    const u64 X86_XD "DMAPHYS_X86_XD"
-
-cdef enum:
-    VTDSS_R = 1 << 0
-    VTDSS_W = 1 << 1
-    VTDSS_PS = 1 << 7
-    VTDSS_SNP = 1 << 11
-    X86_P = 1 << 0
-    X86_RW = 1 << 1
-    X86_U = 1 << 2
-    X86_A = 1 << 5
-    X86_D = 1 << 6
-    X86_PS = 1 << 7
-    ARM_TYPE_MASK = 3
-    ARM_TYPE_BLOCK = 1
-    ARM_TYPE_TABLE = 3
-    ARM_TYPE_PAGE = 3
-    ARM_AP_UNPRIV = 1 << 6
-    ARM_AP_RDONLY = 1 << 7
-    ARM_ATTRINDX_SHIFT = 2
-    ARM_ATTR_IDX_CACHE = 1
-    ARM_ATTR_IDX_DEV = 2
-    ARM_SH_OS = 2 << 8
-    ARM_SH_IS = 3 << 8
-    ARM_AF = 1 << 10
-    ARM_NG = 1 << 11
 
 
 IommuResvRegion = _namedtuple("IommuResvRegion", "start length prot type")
@@ -252,48 +196,8 @@ cdef class IoPgtable:
     Python API: map, unmap, ops_map_pages, ops_unmap_pages, iova_to_phys, translate, walk,
     get_state, iommu_pgsize, formats().
     """
-    cdef readonly Machine machine
-    cdef readonly str fmt
-    cdef readonly u64 pgsize_bitmap            # domain->pgsize_bitmap
-    cdef readonly int ias                      # input (IOVA) address bits
-    cdef readonly int oas                      # output address bits
-    cdef readonly u64 pgtable_root             # physical address of the top-level table (0: freed)
-    cdef readonly u64 leaf_writes              # leaf PTE stores (installs + clears)
-    cdef readonly u64 table_pages              # 4 KiB pages of tables allocated (live + pending)
-    cdef readonly u64 walk_reads               # PTE loads made by hardware walks (lookup)
-    cdef public bint defer_free                # collect freed table pages instead of freeing
-    cdef vector[u64] pending_free              # table pages waiting for an IOTLB flush
-    # geometry
-    cdef readonly int family                   # 0 vtdss, 1 x86_64, 2 arm-lpae
-    cdef readonly int levels
-    cdef readonly u64 granule
-    cdef readonly bint sign_extend
-    cdef readonly u64 aperture_start
-    cdef readonly u64 aperture_end
-    cdef readonly tuple reserved_regions
-    cdef readonly bint force_coherence
-    cdef readonly bint no_warn
-    cdef int top, pg_shift, bpl, top_bits
-    cdef u64 gran_pages, top_pages
-    cdef PhysMem mem
-    cdef u8 ***l1                              # mem.l1: the frame table the walks read
-    cdef int shifts[8]                         # item size lg2 per level
-    cdef u64 imask[8]                          # index mask per level
-    cdef cppmap[u64, int] tables               # live table phys -> L
-    cdef cppmap[u64, u64] npages               # allocated table phys (live + pending) -> pages
-    cdef vector[u64] freelist                  # the gather's freelist during one operation
-    # per-operation scratch (kernel: the map/unmap args structs)
-    cdef u64 st_oa, st_attrs, st_mapped, st_unmapped
-    cdef int st_leaf_L
-    # leaf-PTE hint: dma-iommu's unmap looks the handle up (c_iova_to_phys) and unmaps it right
-    # after with nothing in between; hint_arm asks the lookup to leave the host pointer of the
-    # smallest-page entry it read (hint_ptep, for IOVA page hint_page = iova >> shifts[0]), and
-    # the next unmap_pages takes it instead of walking again (always clearing it).
-    cdef bint hint_arm
-    cdef u64 *hint_ptep
-    cdef u64 hint_page
 
-    def __init__(self, Machine machine not None, str fmt not None, ias=None, oas=None, *,
+    def __cinit__(self, Machine machine not None, str fmt not None, ias=None, oas=None, *,
                  force_coherence=False, no_warn=False):
         cdef u64 root
         if fmt not in _PT_FMT:

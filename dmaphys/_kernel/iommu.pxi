@@ -8,20 +8,9 @@
 # entries (domain_context_clear_one's domain-selective flush). The hardware side -- the
 # requests a device puts on the bus -- is iommu_device_access: one translation per request
 # that never crosses a 4 KiB boundary (PCIe), IOTLB first, then a page-table walk.
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, iommu.pxd.
 
-cdef enum:                                      # include/linux/iommu.h domain type bits
-    __IOMMU_DOMAIN_PAGING = 1 << 0
-    __IOMMU_DOMAIN_DMA_API = 1 << 1
-    __IOMMU_DOMAIN_PT = 1 << 2
-    __IOMMU_DOMAIN_DMA_FQ = 1 << 3
-    IOMMU_DOMAIN_BLOCKED = 0
-    IOMMU_DOMAIN_IDENTITY = __IOMMU_DOMAIN_PT
-    IOMMU_DOMAIN_UNMANAGED = __IOMMU_DOMAIN_PAGING
-    IOMMU_DOMAIN_DMA = __IOMMU_DOMAIN_PAGING | __IOMMU_DOMAIN_DMA_API
-    IOMMU_DOMAIN_DMA_FQ = __IOMMU_DOMAIN_PAGING | __IOMMU_DOMAIN_DMA_API | __IOMMU_DOMAIN_DMA_FQ
-
-cdef enum:
-    IOMMU_ENODEV = 19
 
 IOMMU_DOMAIN_TYPES = {"blocked": IOMMU_DOMAIN_BLOCKED, "identity": IOMMU_DOMAIN_IDENTITY,
                       "unmanaged": IOMMU_DOMAIN_UNMANAGED, "dma": IOMMU_DOMAIN_DMA,
@@ -36,6 +25,35 @@ _VTD_FAULT = {"blocked": (0x02, "Present bit in context entry is clear"),
               "read": (0x06, "PTE Read access is not set")}
 
 
+# ---- invalidation notifiers (QEMU's IOMMU notifiers, for embedders' translation caches) ------------
+# Python: iommu.register_notifier(callback) -> callback(domain, iova, size). C: the hook below.
+# Called after every IOTLB invalidation the IOMMU driver issues, whether or not an IOTLB is
+# modelled: iommu_iotlb_sync of a gather (strict unmap, iommu_unmap, dma_iova_unlink/destroy:
+# the gathered range), iommu_flush_iotlb_all (the flush queue's flush in lazy mode: iova 0,
+# size U64_MAX = the whole domain), a caching-mode map (the mapped range), a device leaving a
+# domain (detach, domain switch: the old domain, 0, U64_MAX), a domain freed (0, U64_MAX), and
+# the IOTLB's own invalidate_range/invalidate_domain/invalidate_all commands (the last with
+# domain None / domain id 0: every domain).
+# (iommu_notifier_fn and struct iommu_c_notifier are declared in iommu.pxd.)
+
+cdef int iommu_notify(Iommu mmu, IommuDomain d, u64 iova, u64 size) except -1:
+    """Tell the registered notifiers that [iova, iova + size) of domain d (None: every domain)
+    was invalidated; size U64_MAX means everything from iova on. C hooks first, then Python
+    callbacks in registration order. A callback that raises does not stop the others nor the
+    operation: the first exception is raised when the entry point returns (Machine.defer_exception)."""
+    cdef size_t i
+    cdef u32 domid = d.id if d is not None else 0
+    for i in range(mmu.c_notifiers.size()):
+        mmu.c_notifiers[i].fn(mmu.c_notifiers[i].opaque, domid, iova, size)
+    if mmu.notifiers:
+        for cb in list(mmu.notifiers):          # a callback may unregister itself
+            try:
+                cb(d, iova, size)
+            except Exception as exc:
+                mmu.machine.defer_exception(exc)
+    return 0
+
+
 cdef class IommuDomain:
     """struct iommu_domain: made by ``Iommu.domain_alloc()`` (unmanaged) or by device attach.
 
@@ -43,29 +61,9 @@ cdef class IommuDomain:
     kernel's IOMMU_DOMAIN_* number. Paging domains own an IoPgtable (``pgtable``) of their
     IOMMU's format; identity and blocked domains are the IOMMU's static singletons.
     """
-    cdef readonly Iommu iommu
-    cdef readonly str type                     # "dma", "dma-fq", "identity", "blocked", "unmanaged"
-    cdef readonly IoPgtable pgtable            # None for identity / blocked
-    cdef readonly bint translates              # device accesses go through iommu_device_access
-    cdef readonly u64 pgsize_bitmap
-    cdef readonly u64 aperture_start
-    cdef readonly u64 aperture_end
-    cdef public object iova_cookie             # IommuDmaCookie (dma_iommu.pxi) for DMA domains
-    cdef readonly list devices
-    cdef readonly u32 id                       # domain id (VT-d DID / SMMU ASID) tagging IOTLB entries
-    cdef readonly bint is_default              # a group's default domain (freed with its last device)
-    cdef readonly bint freed
-    cdef int ktype
-    cdef int leaf_shifts[8]                    # leaf sizes (lg2) of pgsize_bitmap, ascending
-    cdef int nshifts
-    # counters
-    cdef readonly u64 stale_hits               # device requests served by a stale IOTLB entry
-    cdef readonly u64 faults                   # translation faults in this domain
-    cdef readonly u64 iotlb_syncs              # iommu_iotlb_sync_range calls (strict unmaps)
-    cdef readonly u64 iotlb_flushes            # iommu_flush_iotlb_all calls (flush queue)
 
-    def __init__(self, *args, **kwargs):
-        raise TypeError("IommuDomain objects come from Iommu.domain_alloc() or device attach")
+    def __cinit__(self, *args):
+        _internal_only(args, "IommuDomain objects come from Iommu.domain_alloc() or device attach")
 
     @property
     def pgtable_root(self):
@@ -93,7 +91,7 @@ cdef class IommuDomain:
 
 cdef IommuDomain _domain_new(Iommu mmu, str type, bint is_default):
     """iommu_paging_domain_alloc() / the static identity and blocked domains."""
-    cdef IommuDomain d = IommuDomain.__new__(IommuDomain)
+    cdef IommuDomain d = IommuDomain.__new__(IommuDomain, _INTERNAL)
     cdef u64 bm
     d.iommu = mmu
     d.type = type
@@ -137,29 +135,8 @@ cdef class Iommu:
     name of enum iommu_resv_type such as "msi", "sw_msi", "direct", "reserved", or its value),
     ``name``.
     """
-    cdef readonly Machine machine
-    cdef readonly str fmt
-    cdef readonly bint strict
-    cdef readonly Iotlb iotlb                  # None: no translation caching
-    cdef readonly list faults                  # fault records (dicts)
-    cdef str _fault_mode
-    cdef bint record_faults
-    cdef readonly list domains                 # live domains (static ones first)
-    cdef readonly list reserved_regions        # [(start, length, type_name)]
-    cdef readonly bint shadow_on_flush
-    cdef readonly bint forcedac
-    cdef readonly bint caching_mode
-    cdef readonly object ias
-    cdef readonly object oas
-    cdef readonly str name
-    cdef readonly IommuDomain identity_domain
-    cdef readonly IommuDomain blocked_domain
-    cdef u32 next_domid
-    cdef u32 next_sid
-    cdef dict sids                             # Device -> requester id
-    cdef dict default_domains                  # Device -> default domain while an unmanaged one is attached
 
-    def __init__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
+    def __cinit__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
                  fault_mode="raise", shadow_on_flush=False, forcedac=False, caching_mode=False,
                  reserved_regions=None, ias=None, oas=None, name=None):
         cdef Iotlb tlb
@@ -205,6 +182,7 @@ cdef class Iommu:
         self.name = f"iommu{len(machine.iommus)}" if name is None else str(name)
         self.sids = {}
         self.default_domains = {}
+        self.notifiers = []
         self.next_domid = 0
         self.next_sid = 0
         self.identity_domain = _domain_new(self, "identity", False)
@@ -226,6 +204,50 @@ cdef class Iommu:
         """Forget the recorded faults (the fault log registers after software read them)."""
         self.faults = []
 
+    # ---- invalidation notifiers ------------------------------------------------------------
+    def register_notifier(self, callback):
+        """Call ``callback(domain, iova, size)`` on every IOTLB invalidation (see iommu_notify:
+        strict unmaps give their range, the lazy flush queue's flush gives (domain, 0, 2**64-1),
+        a global invalidation gives domain None). Exceptions it raises are re-raised when the
+        invalidating call returns, after the call (and every other callback) completed."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        self.notifiers.append(callback)
+        self.has_notifiers = True
+
+    def unregister_notifier(self, callback):
+        """Remove a callback given to register_notifier (ValueError if it is not registered)."""
+        for i, cb in enumerate(self.notifiers):
+            if cb is callback or cb == callback:
+                del self.notifiers[i]
+                self.has_notifiers = bool(self.notifiers) or not self.c_notifiers.empty()
+                return
+        raise ValueError("callback is not registered")
+
+    cdef int register_c_notifier(self, iommu_notifier_fn fn, void *opaque) except -1:
+        """C hook: fn(opaque, domain_id, iova, size) on every invalidation iommu_notify reports
+        (domain_id 0: every domain; size U64_MAX: to the end of the address space). Called with
+        the GIL held, from inside the invalidating call: it must not call into dmaphys.
+        0, or -EINVAL for a NULL fn. The same (fn, opaque) may be registered more than once."""
+        cdef iommu_c_notifier n
+        if fn == NULL:
+            return -EINVAL
+        n.fn = fn
+        n.opaque = opaque
+        self.c_notifiers.push_back(n)
+        self.has_notifiers = True
+        return 0
+
+    cdef int unregister_c_notifier(self, iommu_notifier_fn fn, void *opaque) noexcept:
+        """Remove one registration of (fn, opaque): 0, or -ENOENT when there is none."""
+        cdef size_t i
+        for i in range(self.c_notifiers.size()):
+            if self.c_notifiers[i].fn == fn and self.c_notifiers[i].opaque == opaque:
+                self.c_notifiers.erase(self.c_notifiers.begin() + i)
+                self.has_notifiers = bool(self.notifiers) or not self.c_notifiers.empty()
+                return 0
+        return -ENOENT
+
     # ---- domains ---------------------------------------------------------------------------
     def domain_alloc(self):
         """iommu_paging_domain_alloc(): a new UNMANAGED paging domain (empty page table)."""
@@ -240,6 +262,8 @@ cdef class Iommu:
             iommu_put_dma_cookie(d)
         if self.iotlb is not None:
             self.iotlb.inv_domain(d.id)
+        if self.has_notifiers:
+            iommu_notify(self, d, 0, U64_MAX)
         if d.pgtable is not None:
             d.pgtable.free_tables()
         d.freed = True
@@ -327,6 +351,8 @@ cdef class Iommu:
         self.sids.pop(dev, None)
         if d.translates and self.iotlb is not None:
             self.iotlb.inv_domain(d.id)                   # domain_context_clear_one()
+        if self.has_notifiers:
+            iommu_notify(self, d, 0, U64_MAX)             # the device left d
         if d.is_default and not d.devices:
             self._free_domain(d)
         self.machine.flush_warnings()
@@ -337,6 +363,8 @@ cdef class Iommu:
         dev.domain = new
         if old.translates and self.iotlb is not None:
             self.iotlb.inv_domain(old.id)
+        if self.has_notifiers:
+            iommu_notify(self, old, 0, U64_MAX)           # the device left old
         return 0
 
     def device_domain(self, Device dev not None):
@@ -413,8 +441,11 @@ cdef int iommu_map_nosync_c(IommuDomain d, u64 iova, u64 paddr, u64 size, int pr
 cdef int iommu_sync_map_c(IommuDomain d, u64 iova, u64 size) except? -9999:
     """iommu_sync_map(): the driver's iotlb_sync_map. Only a caching-mode (virtual) VT-d
     flushes on map (non-present entries may be cached there); real hardware needs nothing."""
-    if d.iommu.caching_mode and d.iommu.iotlb is not None and size:
-        d.iommu.iotlb.inv_range(d.id, iova, size, d.leaf_shifts, d.nshifts)
+    if d.iommu.caching_mode and size:
+        if d.iommu.iotlb is not None:
+            d.iommu.iotlb.inv_range(d.id, iova, size, d.leaf_shifts, d.nshifts)
+        if d.iommu.has_notifiers:
+            iommu_notify(d.iommu, d, iova, size)
     return 0
 
 
@@ -461,6 +492,8 @@ cdef int iommu_iotlb_sync_range(IommuDomain d, u64 iova, u64 size) except -1:
     d.iotlb_syncs += 1
     if size and d.iommu.iotlb is not None:
         d.iommu.iotlb.inv_range(d.id, iova, size, d.leaf_shifts, d.nshifts)
+    if size and d.iommu.has_notifiers:
+        iommu_notify(d.iommu, d, iova, size)
     if d.pgtable is not None:
         d.pgtable.release_pending()
     return 0
@@ -471,6 +504,8 @@ cdef int iommu_flush_iotlb_all(IommuDomain d) except -1:
     d.iotlb_flushes += 1
     if d.iommu.iotlb is not None:
         d.iommu.iotlb.inv_domain(d.id)
+    if d.iommu.has_notifiers:
+        iommu_notify(d.iommu, d, 0, U64_MAX)
     if d.pgtable is not None:
         d.pgtable.release_pending()
     return 0
@@ -505,26 +540,79 @@ cdef int _iommu_fault(Iommu mmu, IommuDomain d, Device dev, u64 iova, u64 size, 
     return 0
 
 
+cdef enum:                                      # iommu_translate_one() results
+    XLATE_OK = 0
+    XLATE_BLOCKED = 1                           # no page table (blocked domain)
+    XLATE_NOT_PRESENT = 2
+    XLATE_ADDRESS_SIZE = 3                      # beyond the table's input address width
+    XLATE_DENIED = 4                            # present, but not with the access's permission
+
+_XLATE_REASONS = (None, "blocked", "not-present", "address-size")
+
+
+cdef inline str _xlate_reason(int r, bint write):
+    if r == XLATE_DENIED:
+        return "write-denied" if write else "read-denied"
+    return _XLATE_REASONS[r]
+
+
+cdef inline int iommu_translate_one(Device dev, IommuDomain d, Iotlb tlb, IoPgtable pt, u32 sid, u64 a,
+                                    int need, u64 *phys, int *prot, int *shift) except -1:
+    """Translate one request address the way the hardware does: the IOTLB, else a page-table
+    walk whose result fills the IOTLB. Returns XLATE_OK with phys/prot/shift (the leaf size)
+    set, or an XLATE_* fault code. An IOTLB hit is used even when the page table has changed
+    since (the lazy unmap window): that is detected by comparing with the live table and
+    reported as a stale hit (counters + debug_dma_stale_iotlb)."""
+    cdef u64 mask, saved, leaf = 0, cur_phys = 0, cur_leaf = 0
+    cdef int cur_prot = 0, ok
+    cdef iotlb_entry *e
+    if pt is None:
+        return XLATE_BLOCKED
+    e = tlb.find(d.id, sid, a, d.leaf_shifts, d.nshifts) if tlb is not None else NULL
+    if e != NULL:
+        shift[0] = e.shift
+        mask = ((<u64>1) << e.shift) - 1
+        phys[0] = e.phys | (a & mask)
+        prot[0] = e.prot
+        if e.gen != pt.leaf_writes:
+            # the table changed since this entry was filled: is it still what the table says?
+            saved = pt.walk_reads
+            ok = pt.lookup(a, &cur_phys, &cur_prot, &cur_leaf)
+            pt.walk_reads = saved               # an oracle check, not a hardware walk
+            if ok != 0 or cur_phys != phys[0] or cur_prot != prot[0] or cur_leaf != mask + 1:
+                tlb.stale_hits += 1
+                d.stale_hits += 1
+                debug_dma_stale_iotlb(dev, a, phys[0], U64_MAX if ok != 0 else cur_phys)
+            else:
+                e.gen = pt.leaf_writes
+    elif pt.lookup(a, phys, prot, &leaf) != 0:
+        return XLATE_NOT_PRESENT if pt.in_range(a, a) else XLATE_ADDRESS_SIZE
+    else:
+        shift[0] = __ffs64(leaf)
+        if tlb is not None:
+            tlb.fill(d.id, sid, a, shift[0], phys[0], prot[0], pt.leaf_writes)
+    if not (prot[0] & need):
+        return XLATE_DENIED
+    return XLATE_OK
+
+
 cdef int iommu_device_access(Device dev, u64 iova, u8 *buf, u64 n, bint write) except -1:
     """A device's DMA of n bytes at IOVA iova through its domain.
 
-    Split into requests that never cross a 4 KiB boundary; each is translated (IOTLB hit, or a
-    page-table walk whose result fills the IOTLB), permission-checked and sent to memory with
-    bus_access_phys. An IOTLB hit is used even when the page table has changed since (the lazy
-    unmap window): that is detected by comparing with the live table and reported as a stale
-    hit (counters + debug_dma_stale_iotlb). Faults: see Iommu(fault_mode=...); in record mode a
-    faulting read request returns 0xff bytes (PCIe Unsupported Request) and a write is dropped.
-    Requests before a fault have reached memory, as on hardware.
+    Split into requests that never cross a 4 KiB boundary; each is translated
+    (iommu_translate_one: IOTLB hit, or a page-table walk whose result fills the IOTLB),
+    permission-checked and sent to memory with bus_access_phys. Faults: see
+    Iommu(fault_mode=...); in record mode a faulting read request returns 0xff bytes (PCIe
+    Unsupported Request) and a write is dropped. Requests before a fault have reached memory,
+    as on hardware.
     """
     cdef IommuDomain d = <IommuDomain>dev.domain
     cdef Iommu mmu = d.iommu
     cdef Iotlb tlb = mmu.iotlb
     cdef IoPgtable pt = d.pgtable
-    cdef u64 done = 0, a, chunk, phys = 0, leaf = 0, cur_phys = 0, cur_leaf = 0, saved, limit, mask
-    cdef int prot = 0, cur_prot = 0, need = IOMMU_WRITE if write else IOMMU_READ, ok
+    cdef u64 done = 0, a, chunk, phys = 0, limit
+    cdef int prot = 0, shift = 0, need = IOMMU_WRITE if write else IOMMU_READ, r
     cdef u32 sid = 0
-    cdef iotlb_entry *e
-    cdef str reason
     limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
     if iova + n - 1 > limit:
         dev.faults += 1
@@ -537,40 +625,154 @@ cdef int iommu_device_access(Device dev, u64 iova, u8 *buf, u64 n, bint write) e
         chunk = PAGE_SIZE - (a & (PAGE_SIZE - 1))
         if chunk > n - done:
             chunk = n - done
-        reason = None
-        if pt is None:
-            reason = "blocked"
-        else:
-            e = tlb.find(d.id, sid, a, d.leaf_shifts, d.nshifts) if tlb is not None else NULL
-            if e != NULL:
-                mask = ((<u64>1) << e.shift) - 1
-                phys = e.phys | (a & mask)
-                prot = e.prot
-                if e.gen != pt.leaf_writes:
-                    # the table changed since this entry was filled: is it still what the table says?
-                    saved = pt.walk_reads
-                    ok = pt.lookup(a, &cur_phys, &cur_prot, &cur_leaf)
-                    pt.walk_reads = saved               # an oracle check, not a hardware walk
-                    if ok != 0 or cur_phys != phys or cur_prot != prot or cur_leaf != mask + 1:
-                        tlb.stale_hits += 1
-                        d.stale_hits += 1
-                        debug_dma_stale_iotlb(dev, a, phys, U64_MAX if ok != 0 else cur_phys)
-                    else:
-                        e.gen = pt.leaf_writes
-            elif pt.lookup(a, &phys, &prot, &leaf) != 0:
-                reason = "not-present" if pt.in_range(a, a) else "address-size"
-            elif tlb is not None:
-                tlb.fill(d.id, sid, a, __ffs64(leaf), phys, prot, pt.leaf_writes)
-            if reason is None and not (prot & need):
-                reason = "write-denied" if write else "read-denied"
-        if reason is not None:
-            _iommu_fault(mmu, d, dev, a, chunk, write, reason)
+        r = iommu_translate_one(dev, d, tlb, pt, sid, a, need, &phys, &prot, &shift)
+        if r != XLATE_OK:
+            _iommu_fault(mmu, d, dev, a, chunk, write, _xlate_reason(r, write))
             if not write:
                 memset(buf + done, 0xff, chunk)
         else:
             bus_access_phys(dev, phys, buf + done, chunk, write)
         done += chunk
     return 0
+
+
+# ---- QEMU-style translation for embedders (dev.translate) ---------------------------------------
+# struct iommu_tlb_entry (QEMU's IOMMUTLBEntry) is declared in iommu.pxd.
+cdef int device_translate(Device dev, u64 addr, bint write, iommu_tlb_entry *out) except -1:
+    """C entry point of dev.translate(): the translation of the page holding bus address addr,
+    found the way a device request for addr is (p2p routing, IOTLB, page-table walk that
+    fills the IOTLB; dma-direct: the bus-to-phys translation). 0 with *out filled; where a
+    device access would fault it faults the same way (IommuFault recorded in iommu.faults, with
+    size 1; DmaFault for dma-direct and beyond-the-mask addresses); in fault_mode="record" the
+    IOMMU fault is only recorded and *out gets perm IOMMU_NONE (translated_addr 0). Needs the
+    GIL (it may raise, log or report a stale IOTLB hit)."""
+    cdef IommuDomain d
+    cdef Iommu mmu
+    cdef u64 phys = 0, limit, mask
+    cdef int prot = 0, shift = 0, r
+    cdef u32 sid = 0
+    out.iova = addr & ~(<u64>PAGE_SIZE - 1)
+    out.addr_mask = PAGE_SIZE - 1
+    out.translated_addr = 0
+    out.perm = IOMMU_NONE
+    if dev.domain is not None and dev.domain.translates:
+        phys = p2p_bus_to_phys(dev, addr, 1)   # a switch routes peer requests before the IOMMU
+        if phys == U64_MAX:
+            d = <IommuDomain>dev.domain
+            mmu = d.iommu
+            limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
+            if addr > limit:
+                dev.faults += 1
+                raise DmaFault(dev.name, addr, 1, "write" if write else "read",
+                               f"beyond the device's addressing limit {limit:#x}")
+            if mmu.iotlb is not None and mmu.iotlb.qemu:
+                sid = mmu.sid_of(dev)
+            r = iommu_translate_one(dev, d, mmu.iotlb, d.pgtable, sid, addr,
+                                    IOMMU_WRITE if write else IOMMU_READ, &phys, &prot, &shift)
+            if r != XLATE_OK:
+                _iommu_fault(mmu, d, dev, addr, 1, write, _xlate_reason(r, write))
+                return 0
+            mask = ((<u64>1) << shift) - 1
+            out.iova = addr & ~mask
+            out.translated_addr = phys & ~mask
+            out.addr_mask = mask
+            out.perm = prot & IOMMU_RW
+            return 0
+    else:
+        phys = direct_bus_to_phys(dev, addr, 1, write)
+    bus_check_phys(dev, phys, 1, write)
+    out.translated_addr = phys - (addr & (PAGE_SIZE - 1))
+    out.perm = IOMMU_RW
+    return 0
+
+
+cdef class IOMMUTLBEntry:
+    """IOMMUTLBEntry(iova, translated_addr, addr_mask, perm)
+
+    QEMU's IOMMUTLBEntry, as dev.translate() returns it: ``iova`` (page start),
+    ``translated_addr`` (its physical address), ``addr_mask`` (page size - 1: the real leaf
+    size, e.g. 0x1fffff for a 2 MiB page, as QEMU's vtd_iommu_translate reports it) and
+    ``perm`` (IOMMU_NONE / IOMMU_RO / IOMMU_WO / IOMMU_RW)."""
+    cdef readonly object iova
+    cdef readonly object translated_addr
+    cdef readonly object addr_mask
+    cdef readonly int perm
+
+    def __init__(self, iova, translated_addr, addr_mask, perm):
+        self.iova = _u64(iova, "iova")
+        self.translated_addr = _u64(translated_addr, "translated_addr")
+        self.addr_mask = _u64(addr_mask, "addr_mask")
+        self.perm = <int>_u64(perm, "perm")
+
+    def __eq__(self, other):
+        if not isinstance(other, IOMMUTLBEntry):
+            return NotImplemented
+        return self._key() == (<IOMMUTLBEntry>other)._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def _key(self):
+        return (self.iova, self.translated_addr, self.addr_mask, self.perm)
+
+    def __repr__(self):
+        return (f"IOMMUTLBEntry(iova={self.iova:#x}, translated_addr={self.translated_addr:#x}, "
+                f"addr_mask={self.addr_mask:#x}, perm={_IOMMU_PERM_NAMES[self.perm]})")
+
+
+_IOMMU_PERM_NAMES = ("IOMMU_NONE", "IOMMU_RO", "IOMMU_WO", "IOMMU_RW")
+
+
+cdef IOMMUTLBEntry _tlb_entry_obj(iommu_tlb_entry *e):
+    cdef IOMMUTLBEntry o = IOMMUTLBEntry.__new__(IOMMUTLBEntry)
+    o.iova = e.iova
+    o.translated_addr = e.translated_addr
+    o.addr_mask = e.addr_mask
+    o.perm = e.perm
+    return o
+
+
+# ---- a C-level notifier for tests (and a pattern for C ABI users) -----------------------------------
+cdef struct _notify_rec:
+    u32 domain_id
+    u64 iova
+    u64 size
+
+cdef void _probe_notifier(void *opaque, u32 domain_id, u64 iova, u64 size) noexcept nogil:
+    cdef _notify_rec r
+    r.domain_id = domain_id
+    r.iova = iova
+    r.size = size
+    (<vector[_notify_rec] *>opaque).push_back(r)
+
+
+cdef class _CNotifierProbe:
+    """Registers _probe_notifier with the IOMMU (opaque = its own record vector) and unregisters
+    itself when dropped, so the IOMMU never holds a dangling opaque pointer."""
+    cdef Iommu mmu
+    cdef vector[_notify_rec] recs
+    cdef bint registered
+    cdef readonly int last_ret
+
+    def records(self):
+        return [(r.domain_id, r.iova, r.size) for r in self.recs]
+
+    def unregister(self):
+        self.last_ret = self.mmu.unregister_c_notifier(_probe_notifier, &self.recs)
+        self.registered = False
+
+    def __dealloc__(self):
+        if self.registered and self.mmu is not None:
+            self.mmu.unregister_c_notifier(_probe_notifier, &self.recs)
+
+
+def _c_notifier_probe(Iommu iommu not None):
+    """Test hook: a C-level notifier recording (domain_id, iova, size) (see register_c_notifier)."""
+    cdef _CNotifierProbe p = _CNotifierProbe.__new__(_CNotifierProbe)
+    p.mmu = iommu
+    p.last_ret = iommu.register_c_notifier(_probe_notifier, &p.recs)
+    p.registered = p.last_ret == 0
+    return p
 
 
 # ---- module-level kernel API ---------------------------------------------------------------------
@@ -614,7 +816,10 @@ def iommu_unmap_fast(domain, iova, size):
 def iommu_iotlb_sync(domain, iova, size):
     """iommu_iotlb_sync() of a gather covering [iova, iova + size)."""
     cdef IommuDomain d = _domain_arg(domain)
-    iommu_iotlb_sync_range(d, _u64(iova, "iova"), _u64(size, "size"))
+    try:
+        iommu_iotlb_sync_range(d, _u64(iova, "iova"), _u64(size, "size"))
+    finally:
+        d.iommu.machine.flush_warnings()
 
 
 def iommu_iova_to_phys(domain, iova):
@@ -642,6 +847,7 @@ def iommu_attach_device(domain, Device dev not None):
     0, -ENODEV (not behind an IOMMU), -EINVAL (other IOMMU, or a multi-device group), -EBUSY
     (already attached to a non-default domain). While attached, the device does not use the
     DMA API (dev.dma_iommu is cleared: the driver owns DMA, as with VFIO)."""
+    _dev_live(dev)
     cdef IommuDomain d = _domain_arg(domain)
     cdef IommuDomain cur
     if d.freed:
@@ -659,13 +865,17 @@ def iommu_attach_device(domain, Device dev not None):
     if cur is d:
         return 0
     (<Iommu>mmu).default_domains[dev] = cur
-    (<Iommu>mmu)._switch(dev, cur, d)
     dev.dma_iommu = False
+    try:
+        (<Iommu>mmu)._switch(dev, cur, d)
+    finally:
+        (<Iommu>mmu).machine.flush_warnings()
     return 0
 
 
 def iommu_detach_device(domain, Device dev not None):
     """iommu_detach_device(): back to the default domain (WARN if dev is not in ``domain``)."""
+    _dev_live(dev)
     cdef IommuDomain d = _domain_arg(domain)
     cdef Iommu mmu = d.iommu
     cdef IommuDomain dflt
@@ -674,10 +884,13 @@ def iommu_detach_device(domain, Device dev not None):
         mmu.machine.flush_warnings()
         return
     dflt = mmu.default_domains.pop(dev)
-    mmu._switch(dev, d, dflt)
     dev.dma_iommu = bool(dflt.ktype & __IOMMU_DOMAIN_DMA_API) and dflt.iova_cookie is not None
+    try:
+        mmu._switch(dev, d, dflt)
+    finally:
+        mmu.machine.flush_warnings()
 
 
 __all__ += ["Iommu", "IommuDomain", "iommu_map", "iommu_unmap", "iommu_unmap_fast",
             "iommu_iotlb_sync", "iommu_iova_to_phys", "iommu_domain_free",
-            "iommu_attach_device", "iommu_detach_device", "IOMMU_DOMAIN_TYPES"]
+            "iommu_attach_device", "iommu_detach_device", "IOMMU_DOMAIN_TYPES", "IOMMUTLBEntry"]

@@ -19,27 +19,9 @@
 # working sets while staying cheap to simulate, and 8-way LRU is the common set-associative
 # design of CPU second-level TLBs. Everything is configurable; nothing here is a claim about
 # a particular chip. Negative entries (faults) are never cached, as on VT-d with CM=0.
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, iotlb.pxd.
 
-cdef struct iotlb_entry:
-    u64 page                                   # iova >> shift (the leaf's page number)
-    u64 phys                                   # output address of the leaf (size-aligned)
-    u64 stamp                                  # LRU: last use; FIFO: fill time
-    u64 gen                                    # page-table generation when filled/verified
-    u32 domid
-    u32 sid                                    # requester id (qemu mode); 0 in set-assoc mode
-    int shift                                  # leaf size lg2
-    int prot                                   # IOMMU_READ | IOMMU_WRITE
-    bint valid
-
-ctypedef pair[u64, u64] iotlb_qkey
-
-cdef enum:
-    IOTLB_LRU = 0
-    IOTLB_FIFO = 1
-    IOTLB_RANDOM = 2
-
-cdef enum:
-    VTD_IOTLB_MAX_SIZE = 1024                  # hw/i386/intel_iommu_internal.h
 
 _IOTLB_POLICIES = {"lru": IOTLB_LRU, "fifo": IOTLB_FIFO, "random": IOTLB_RANDOM}
 
@@ -69,33 +51,9 @@ cdef class Iotlb:
     commands), ``invalidated`` (entries they dropped), ``stale_hits`` (hits whose translation
     the live page table no longer has), ``cap_resets`` (qemu mode: whole-table resets).
     """
-    cdef readonly str mode
-    cdef readonly str policy
-    cdef readonly u64 entries
-    cdef readonly u64 ways
-    cdef readonly u64 sets
-    cdef readonly u64 seed
-    cdef readonly u64 max_size
-    cdef readonly u64 hits
-    cdef readonly u64 misses
-    cdef readonly u64 fills
-    cdef readonly u64 evictions
-    cdef readonly u64 invalidations
-    cdef readonly u64 invalidated
-    cdef readonly u64 stale_hits
-    cdef readonly u64 cap_resets
-    cdef readonly object owner                 # the Iommu using it (one IOTLB per IOMMU)
-    cdef bint qemu
-    cdef int pol
-    cdef u64 tick
-    cdef u64 rng
-    cdef vector[iotlb_entry] ents              # set-assoc: sets * ways, set-major
-    cdef u64 nvalid[64]                        # set-assoc: valid entries per leaf size (lg2);
                                                # lets find/inv_range skip sizes nothing caches
-    cdef u64 nvalid_all                        # set-assoc: valid entries (sum of nvalid)
-    cdef cppmap[iotlb_qkey, iotlb_entry] qmap  # qemu mode
 
-    def __init__(self, entries=512, ways=8, policy="lru", seed=0, mode="set-assoc",
+    def __cinit__(self, entries=512, ways=8, policy="lru", seed=0, mode="set-assoc",
                  max_size=VTD_IOTLB_MAX_SIZE):
         if mode not in ("set-assoc", "qemu"):
             raise ValueError(f"IOTLB mode must be 'set-assoc' or 'qemu', not {mode!r}")
@@ -313,27 +271,53 @@ cdef class Iotlb:
         return n
 
     # ---- Python API ------------------------------------------------------------------------
+    cdef int _notify(self, object domain, u32 domid, bint all_domains, u64 iova, u64 size) except -1:
+        """Report a command to the owning IOMMU's notifiers (iommu_notify), then flush warnings."""
+        cdef Iommu mmu
+        if self.owner is None:
+            return 0
+        mmu = <Iommu>self.owner
+        if mmu.has_notifiers:
+            if not all_domains and not isinstance(domain, IommuDomain):
+                domain = next((x for x in mmu.domains if (<IommuDomain>x).id == domid), None)
+                if domain is None:
+                    return 0                     # no such domain: nothing a notifier could hold
+            iommu_notify(mmu, domain, iova, size)
+        mmu.machine.flush_warnings()
+        return 0
+
     def invalidate_range(self, domain, iova, size):
         """Issue a page-selective invalidation for ``domain`` (IommuDomain or domain id)."""
         cdef IommuDomain d
-        cdef u64 a = _u64(iova, "iova"), s = _u64(size, "size"), last
+        cdef u64 a = _u64(iova, "iova"), s = _u64(size, "size"), last, n
+        cdef u32 domid
         if isinstance(domain, IommuDomain):
             d = <IommuDomain>domain
-            return self.inv_range(d.id, a, s, d.leaf_shifts, d.nshifts)
-        domid = <u32>_u64(domain, "domain id")
-        if s == 0:
-            self.invalidations += 1
-            return 0
-        last = a + s - 1
-        return self._scan_range(domid, a, last if last >= a else U64_MAX)
+            n = self.inv_range(d.id, a, s, d.leaf_shifts, d.nshifts)
+            domid = d.id
+        else:
+            domid = <u32>_u64(domain, "domain id")
+            if s == 0:
+                self.invalidations += 1
+                return 0
+            last = a + s - 1
+            n = self._scan_range(domid, a, last if last >= a else U64_MAX)
+        if s:
+            self._notify(domain, domid, False, a, s)
+        return n
 
     def invalidate_domain(self, domain):
         """Issue a domain-selective invalidation (IommuDomain or domain id)."""
-        return self.inv_domain(<u32>(domain.id if isinstance(domain, IommuDomain) else _u64(domain, "domain id")))
+        cdef u32 domid = <u32>(domain.id if isinstance(domain, IommuDomain) else _u64(domain, "domain id"))
+        cdef u64 n = self.inv_domain(domid)
+        self._notify(domain, domid, False, 0, U64_MAX)
+        return n
 
     def invalidate_all(self):
         """Issue a global invalidation."""
-        return self.inv_all()
+        cdef u64 n = self.inv_all()
+        self._notify(None, 0, True, 0, U64_MAX)
+        return n
 
     def probe(self, domain, iova, sid=0):
         """Peek: the cached (phys, size, prot) for iova, or None. Touches no counter or LRU state."""

@@ -17,41 +17,15 @@
 # produce (limit below start_pfn, pfn_lo > pfn_hi, ...). WARNs are queued with
 # machine.kwarn(); without a machine they are queued on the domain and emitted with
 # warnings.warn when the Python-level call returns.
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, iova.pxd.
 
-cimport cython
 import functools as _functools
 import time as _time
 
-cdef enum:
-    IOVA_RANGE_CACHE_MAX_SIZE = 6      # log2 of the largest cached range size, in granules
-    IOVA_MAG_SIZE = 127                # pfns per magazine (struct iova_magazine is 1 KiB)
 
 cdef u64 IOVA_ANCHOR = 0xFFFFFFFFFFFFFFFF        # the anchor node's pfn_lo == pfn_hi
 cdef u64 IOVA_DEPOT_DELAY_NS = 100000000        # IOVA_DEPOT_DELAY = msecs_to_jiffies(100)
-
-cdef struct iova_magazine:                       # struct iova_magazine
-    u64 size
-    u64 pfns[IOVA_MAG_SIZE]
-
-cdef struct iova_cpu_rcache:                     # struct iova_cpu_rcache (lock not modelled)
-    iova_magazine *loaded
-    iova_magazine *prev
-
-ctypedef cppmap[u64, u64] iova_rbtree            # pfn_lo -> pfn_hi
-ctypedef cppmap[u64, u64].iterator iova_node     # struct iova * (a node of the tree)
-
-cdef extern from *:
-    """
-    #include <map>
-    /* insert [lo, hi] just before `hint` (amortised O(1), like iova_insert_rbtree from prev) */
-    static inline std::map<uint64_t, uint64_t>::iterator
-    dmaphys_iova_insert_hint(std::map<uint64_t, uint64_t> &tree,
-                             std::map<uint64_t, uint64_t>::iterator hint, uint64_t lo, uint64_t hi)
-    {
-        return tree.emplace_hint(hint, lo, hi);
-    }
-    """
-    iova_node iova_insert_hint "dmaphys_iova_insert_hint"(iova_rbtree &tree, iova_node hint, u64 lo, u64 hi) except +
 
 
 def iova_rcache_range():
@@ -97,23 +71,6 @@ cdef class IovaDomain:
     work runs on its virtual clock, per-CPU calls default to ``machine.cpu`` and WARNs go
     to its warnings queue.
     """
-    cdef iova_rbtree rbroot
-    cdef iova_node cached_node          # for searches whose limit lies above 4 GiB
-    cdef iova_node cached32_node        # for searches whose limit lies at/below 4 GiB
-    cdef readonly u64 granule
-    cdef readonly u64 start_pfn
-    cdef readonly u64 dma_32bit_pfn
-    cdef readonly u64 max32_alloc_size
-    cdef readonly int ncpus
-    cdef readonly Machine machine
-    cdef int shift
-    cdef iova_cpu_rcache *cpu_rcaches   # [IOVA_RANGE_CACHE_MAX_SIZE][ncpus]; NULL = no rcaches
-    cdef vector[vector[iova_magazine *]] depot     # per order; back() is the LIFO's head
-    cdef bint work_pending[IOVA_RANGE_CACHE_MAX_SIZE]
-    cdef u64 work_seq[IOVA_RANGE_CACHE_MAX_SIZE]   # identifies the armed timer of each work
-    cdef u64 work_gen                   # never reset, so a stale timer can't match after re-init
-    cdef bint dead                      # put_iova_domain() has run
-    cdef list _warn_queue               # WARNs raised without a machine
 
     def __cinit__(self):
         self.cpu_rcaches = NULL

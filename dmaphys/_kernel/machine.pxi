@@ -5,8 +5,11 @@
 # Kernel WARNs and dev_warns are queued by the core with Machine.kwarn() and emitted as
 # Python warnings by Machine.flush_warnings() when the entry point returns, so a warning that
 # a test turns into an exception never interrupts a half-done operation.
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, machine.pxd.
 
 import heapq as _heapq
+from dmaphys._embed import ram_buffer_nbytes as _ram_buffer_nbytes, check_ram_removable as _check_ram_removable
 import logging as _logging
 import warnings as _warnings
 
@@ -23,24 +26,8 @@ cdef class Machine:
     gives the pool size in bytes; 0/False/None disables it. ``swiotlb_nareas`` overrides the
     area count (default: ``cpus``, rounded as swiotlb_adjust_nareas does).
     """
-    cdef readonly PhysMem mem
-    cdef readonly int cpus
-    cdef int _cpu
-    cdef readonly u64 clock_ns
-    cdef readonly IoTlbMem swiotlb                     # None when disabled (io_tlb_default_mem)
-    cdef readonly dict devices                         # name -> Device
-    cdef readonly list iommus
-    cdef readonly DmaDebug dma_debug                   # DmaDebug (kernel/dma/debug.c)
-    cdef readonly DmaTrace trace                       # DmaTrace (include/trace/events/dma.h)
-    cdef readonly P2PTopology p2pdma                   # P2P topology (drivers/pci/p2pdma.c)
-    cdef readonly list warnings_log                    # every kernel warning emitted: (category, text)
-    cdef readonly dict ratelimit_states                # call site -> RatelimitState (dev_warn_ratelimited)
-    cdef list _warn_queue
-    cdef set _warned_once
-    cdef list _timers                                  # heap of (deadline_ns, seq, callback)
-    cdef u64 _timer_seq
 
-    def __init__(self, ram=None, cpus=4, swiotlb="auto", swiotlb_nareas=None,
+    def __cinit__(self, ram=None, cpus=4, swiotlb="auto", swiotlb_nareas=None,
                  swiotlb_force=False, dma_debug=True):
         cdef u64 size
         if ram is None:
@@ -59,6 +46,7 @@ cdef class Machine:
         self._warned_once = set()
         self._timers = []
         self._timer_seq = 0
+        self._user_pages = {}
         for i, r in enumerate(ram):
             base, rsize = r
             self.mem.add_region(_u64(base, "RAM base"), _u64(rsize, "RAM size"), REGION_RAM, f"System RAM {i}")
@@ -120,11 +108,12 @@ cdef class Machine:
         """CPU loads ``n`` bytes at ``phys`` (never-written RAM reads as zeros)."""
         cdef u64 p = _u64(phys, "phys")
         cdef u64 cnt = _u64(n, "n")
-        cdef bytearray out = bytearray(cnt)
+        cdef bytearray out
         if cnt == 0:
-            return bytes(out)
-        if self.mem.find_region(p, cnt) < 0:
+            return b""
+        if self.mem.find_region(p, cnt) < 0:           # checked before the buffer is allocated
             raise PhysAddrError(p, cnt)
+        out = bytearray(cnt)
         self.dma_debug.cpu_access(p, cnt, False)
         self.flush_warnings()
         self.mem.read(p, <u8 *><char *>out, cnt)
@@ -145,16 +134,47 @@ cdef class Machine:
         phys = self.mem.alloc_pages_c(n, lim, al)
         if phys == U64_MAX:
             raise MemoryError(f"no {n} free pages below {lim:#x}")
+        self._user_pages[phys] = n
         return phys
 
     def free_pages(self, phys, npages):
-        """Free pages from alloc_pages (the exact run). Their contents are discarded."""
-        if self.mem.free_pages_c(_u64(phys, "phys"), _u64(npages, "npages")) < 0:
-            raise ValueError(f"free_pages({phys:#x}, {npages}): not an allocation of that size")
+        """Free a run alloc_pages() returned (the exact run). Their contents are discarded.
+
+        Raises ValueError for anything else -- pages the machine allocated for itself (page
+        tables, swiotlb, coherent buffers) included -- and leaves all state unchanged.
+        """
+        cdef u64 p = _u64(phys, "phys"), n = _u64(npages, "npages")
+        if self._user_pages.get(p) != n or self.mem.free_pages_c(p, n) < 0:
+            raise ValueError(f"free_pages({p:#x}, {n}): not a run alloc_pages() handed out")
+        del self._user_pages[p]
 
     def add_mmio(self, base, size, name):
         """Add a non-RAM region (a BAR); CPU and device accesses hit its own store."""
         self.mem.add_region(_u64(base, "base"), _u64(size, "size"), REGION_MMIO, str(name))
+
+    # ---- embedder-owned RAM ------------------------------------------------------------------
+    def add_ram(self, base, buffer, *, name=None, allocatable=False):
+        """Back RAM at ``base`` with the embedder's writable buffer (bytearray, numpy array,
+        mmap, memoryview of a simulator's memory), zero copy both ways.
+
+        ``base`` and ``len(buffer)`` (in bytes) must be page aligned; the range must not
+        overlap a region. The buffer's export is held until ``remove_ram(base)`` or the
+        machine's end, so the embedder cannot resize or release it meanwhile (BufferError in
+        the embedder's code). ``allocatable=True`` gives its pages to the page allocator
+        (alloc_pages, page tables, coherent buffers may then land there); by default they are
+        the embedder's alone.
+        """
+        cdef u64 b = _u64(base, "base")
+        _ram_buffer_nbytes(buffer, b)
+        self.mem.add_ext_ram(b, buffer, f"Embedder RAM {b:#x}" if name is None else str(name),
+                             bool(allocatable))
+
+    def remove_ram(self, base):
+        """Remove embedder RAM added at ``base`` and release its buffer. BufferError while
+        anything uses it (an allocation, an IOMMU mapping, a swiotlb bounce, a dma-debug entry)."""
+        cdef u64 b = _u64(base, "base")
+        _check_ram_removable(self, b)
+        self.mem.remove_ext_ram(b)
 
     def max_phys_ram(self):
         """End (exclusive) of the highest RAM range (max_pfn << PAGE_SHIFT)."""
@@ -202,6 +222,7 @@ cdef class Machine:
         if dev.domain is not None:
             dev.domain.iommu.detach_device(dev)
         del self.devices[dev.name]
+        dev.removed = True              # faults like a blocked domain; the C ABI refuses its capsules
         self.flush_warnings()
 
     # ---- PCI topology and P2P memory (drivers/pci/p2pdma.c; see P2PTopology) ---------------
@@ -245,14 +266,23 @@ cdef class Machine:
                 _warnings.warn(text, category, stacklevel=3)
         if self.dma_debug._pending:
             self.dma_debug.raise_pending()              # DmaDebugError when raise_errors is set
+        if self._deferred_exc is not None:
+            exc = self._deferred_exc
+            self._deferred_exc = None
+            raise exc
+
+    cdef int defer_exception(self, object exc) except -1:
+        """An embedder callback (IOMMU notifier) raised inside an operation: keep the first
+        exception for flush_warnings() to raise once the entry point has finished; log others."""
+        if self._deferred_exc is None:
+            self._deferred_exc = exc
+        else:
+            _log.error("another embedder callback raised as well: %r", exc)
+        return 0
 
     def __repr__(self):
         return (f"<dmaphys.Machine cpus={self.cpus} ram={self.mem.ram_bytes >> 20} MiB "
                 f"devices={len(self.devices)} iommus={len(self.iommus)}>")
-
-
-cdef enum:
-    IO_TLB_DEFAULT_SIZE_C = 64 << 20
 
 
 cdef inline u64 _u64(object v, str what) except? 0xFFFFFFFFFFFFFFFF:

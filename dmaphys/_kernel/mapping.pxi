@@ -11,6 +11,8 @@
 # CONFIG_DMA_API_DEBUG is modelled as ``dev.machine.dma_debug.enabled``: it turns on the
 # debug-only checks of dma_map_page_attrs / dma_map_resource and makes dma_dev_need_sync()
 # true (so syncs always reach the out-of-line __dma_sync_* functions and their BUG_ON).
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, mapping.pxd.
 
 # ---- argument validation (Python tier) -----------------------------------------------------------
 cdef inline u64 _arg_u64(object v, str what) except? 0xFFFFFFFFFFFFFFFF:
@@ -160,6 +162,11 @@ cdef u64 c_dma_map_resource(Device dev, u64 phys_addr, u64 size, int dir,
                           "WARN_ON_ONCE(pfn_valid(PHYS_PFN(phys_addr)))", "mapping.c:dma_map_resource:pfn_valid")
         return DMA_MAPPING_ERROR
     return c_dma_map_phys(dev, phys_addr, size, dir, attrs | DMA_ATTR_MMIO)
+
+
+cdef int c_dma_unmap_resource(Device dev, u64 addr, u64 size, int dir, unsigned long attrs) except -1:
+    """dma_unmap_resource() = dma_unmap_phys(... | DMA_ATTR_MMIO)."""
+    return c_dma_unmap_phys(dev, addr, size, dir, attrs | DMA_ATTR_MMIO)
 
 
 cdef int c_dma_mapping_error(Device dev, u64 dma_addr) except? -9999:
@@ -406,6 +413,7 @@ def dma_map_phys(Device dev not None, phys, size, dir, attrs=0):
     ``phys`` for streaming DMA in direction ``dir``. Returns the bus address, or
     DMA_MAPPING_ERROR (check with dma_mapping_error()). An invalid ``dir`` raises KernelBug.
     """
+    _dev_live(dev)
     cdef u64 p = _arg_u64(phys, "phys")
     cdef u64 s = _arg_u64(size, "size")
     cdef int d = _arg_dir(dir)
@@ -422,6 +430,7 @@ def dma_unmap_phys(Device dev not None, addr, size, dir, attrs=0):
 
     Models kernel/dma/mapping.c:dma_unmap_phys(): undo dma_map_phys() (same size, dir, attrs).
     """
+    _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
     cdef u64 s = _arg_u64(size, "size")
     cdef int d = _arg_dir(dir)
@@ -438,6 +447,7 @@ def dma_map_page_attrs(Device dev not None, pfn, offset, size, dir, attrs=0):
     Models kernel/dma/mapping.c:dma_map_page_attrs(); the struct page is given by its page
     frame number. DMA_ATTR_MMIO returns DMA_MAPPING_ERROR (silently).
     """
+    _dev_live(dev)
     cdef u64 pf = _arg_u64(pfn, "pfn")
     cdef u64 off = _arg_u64(offset, "offset")
     cdef u64 s = _arg_u64(size, "size")
@@ -460,6 +470,7 @@ def dma_unmap_page_attrs(Device dev not None, addr, size, dir, attrs=0):
 
     Models kernel/dma/mapping.c:dma_unmap_page_attrs() (nothing at all with DMA_ATTR_MMIO).
     """
+    _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
     cdef u64 s = _arg_u64(size, "size")
     cdef int d = _arg_dir(dir)
@@ -476,6 +487,7 @@ def dma_map_single_attrs(Device dev not None, ptr, size, dir, attrs=0):
     Models include/linux/dma-mapping.h:dma_map_single_attrs(); the "CPU address" ``ptr`` is
     the buffer's physical address (a linear-map address in the kernel).
     """
+    _dev_live(dev)
     cdef u64 p = _arg_u64(ptr, "ptr")
     cdef u64 s = _arg_u64(size, "size")
     cdef int d = _arg_dir(dir)
@@ -491,6 +503,7 @@ def dma_map_single_attrs(Device dev not None, ptr, size, dir, attrs=0):
 
 def dma_unmap_single_attrs(Device dev not None, addr, size, dir, attrs=0):
     """dma_unmap_single_attrs(dev, addr, size, dir, attrs) = dma_unmap_page_attrs()."""
+    _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
     cdef u64 s = _arg_u64(size, "size")
     cdef int d = _arg_dir(dir)
@@ -503,21 +516,25 @@ def dma_unmap_single_attrs(Device dev not None, addr, size, dir, attrs=0):
 
 def dma_map_page(Device dev not None, pfn, offset, size, dir):
     """dma_map_page(dev, pfn, offset, size, dir) = dma_map_page_attrs(..., 0)."""
+    _dev_live(dev)
     return dma_map_page_attrs(dev, pfn, offset, size, dir, 0)
 
 
 def dma_unmap_page(Device dev not None, addr, size, dir):
     """dma_unmap_page(dev, addr, size, dir) = dma_unmap_page_attrs(..., 0)."""
+    _dev_live(dev)
     dma_unmap_page_attrs(dev, addr, size, dir, 0)
 
 
 def dma_map_single(Device dev not None, ptr, size, dir):
     """dma_map_single(dev, ptr, size, dir) = dma_map_single_attrs(..., 0)."""
+    _dev_live(dev)
     return dma_map_single_attrs(dev, ptr, size, dir, 0)
 
 
 def dma_unmap_single(Device dev not None, addr, size, dir):
     """dma_unmap_single(dev, addr, size, dir) = dma_unmap_single_attrs(..., 0)."""
+    _dev_live(dev)
     dma_unmap_single_attrs(dev, addr, size, dir, 0)
 
 
@@ -527,6 +544,7 @@ def dma_map_resource(Device dev not None, phys_addr, size, dir, attrs=0):
     Models kernel/dma/mapping.c:dma_map_resource(): dma_map_phys() with DMA_ATTR_MMIO. With
     dma-debug on, a RAM address is refused (WARN_ON_ONCE, DMA_MAPPING_ERROR).
     """
+    _dev_live(dev)
     cdef u64 p = _arg_u64(phys_addr, "phys_addr")
     cdef u64 s = _arg_u64(size, "size")
     cdef int d = _arg_dir(dir)
@@ -540,18 +558,20 @@ def dma_map_resource(Device dev not None, phys_addr, size, dir, attrs=0):
 
 def dma_unmap_resource(Device dev not None, addr, size, dir, attrs=0):
     """dma_unmap_resource(dev, addr, size, dir, attrs) = dma_unmap_phys(... | DMA_ATTR_MMIO)."""
+    _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
     cdef u64 s = _arg_u64(size, "size")
     cdef int d = _arg_dir(dir)
     cdef unsigned long a = _arg_attrs(attrs)
     try:
-        c_dma_unmap_phys(dev, ad, s, d, a | DMA_ATTR_MMIO)
+        c_dma_unmap_resource(dev, ad, s, d, a)
     finally:
         dev.machine.flush_warnings()
 
 
 def dma_mapping_error(Device dev not None, dma_addr):
     """dma_mapping_error(dev, dma_addr) -> int: -ENOMEM if dma_addr is DMA_MAPPING_ERROR, else 0."""
+    _dev_live(dev)
     cdef u64 ad = _arg_u64(dma_addr, "dma_addr")
     try:
         return c_dma_mapping_error(dev, ad)
@@ -565,6 +585,7 @@ def dma_map_sg_attrs(Device dev not None, ScatterList sg not None, nents, dir, a
     Models kernel/dma/mapping.c:dma_map_sg_attrs(): the number of DMA segments (dma-direct:
     ``nents``), 0 on any failure. Fills each entry's dma_address / dma_length.
     """
+    _dev_live(dev)
     cdef int n = _arg_nents(sg, nents, "nents")
     cdef int d = _arg_dir(dir)
     cdef unsigned long a = _arg_attrs(attrs)
@@ -578,6 +599,7 @@ def dma_map_sg_attrs(Device dev not None, ScatterList sg not None, nents, dir, a
 
 def dma_unmap_sg_attrs(Device dev not None, ScatterList sg not None, nents, dir, attrs=0):
     """dma_unmap_sg_attrs(dev, sg, nents, dir, attrs): nents is the count passed to dma_map_sg."""
+    _dev_live(dev)
     cdef int n = _arg_nents(sg, nents, "nents")
     cdef int d = _arg_dir(dir)
     cdef unsigned long a = _arg_attrs(attrs)
@@ -589,11 +611,13 @@ def dma_unmap_sg_attrs(Device dev not None, ScatterList sg not None, nents, dir,
 
 def dma_map_sg(Device dev not None, ScatterList sg not None, nents, dir):
     """dma_map_sg(dev, sg, nents, dir) = dma_map_sg_attrs(..., 0)."""
+    _dev_live(dev)
     return dma_map_sg_attrs(dev, sg, nents, dir, 0)
 
 
 def dma_unmap_sg(Device dev not None, ScatterList sg not None, nents, dir):
     """dma_unmap_sg(dev, sg, nents, dir) = dma_unmap_sg_attrs(..., 0)."""
+    _dev_live(dev)
     dma_unmap_sg_attrs(dev, sg, nents, dir, 0)
 
 
@@ -603,6 +627,7 @@ def dma_map_sgtable(Device dev not None, ScatterList sgt not None, dir, attrs=0)
     Models kernel/dma/mapping.c:dma_map_sgtable(): maps sgt.orig_nents entries; 0 with
     sgt.nents set, or -EINVAL / -ENOMEM / -EIO / -EREMOTEIO.
     """
+    _dev_live(dev)
     cdef int d = _arg_dir(dir)
     cdef unsigned long a = _arg_attrs(attrs)
     try:
@@ -613,6 +638,7 @@ def dma_map_sgtable(Device dev not None, ScatterList sgt not None, dir, attrs=0)
 
 def dma_unmap_sgtable(Device dev not None, ScatterList sgt not None, dir, attrs=0):
     """dma_unmap_sgtable(dev, sgt, dir, attrs) = dma_unmap_sg_attrs(dev, sgt, sgt.orig_nents, ...)."""
+    _dev_live(dev)
     cdef int d = _arg_dir(dir)
     cdef unsigned long a = _arg_attrs(attrs)
     try:
@@ -623,6 +649,7 @@ def dma_unmap_sgtable(Device dev not None, ScatterList sgt not None, dir, attrs=
 
 def dma_sync_single_for_cpu(Device dev not None, addr, size, dir):
     """dma_sync_single_for_cpu(dev, addr, size, dir): give the buffer to the CPU (bounce slot → memory)."""
+    _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
     cdef u64 s = _arg_u64(size, "size")
     cdef int d = _arg_dir(dir)
@@ -634,6 +661,7 @@ def dma_sync_single_for_cpu(Device dev not None, addr, size, dir):
 
 def dma_sync_single_for_device(Device dev not None, addr, size, dir):
     """dma_sync_single_for_device(dev, addr, size, dir): give the buffer back to the device."""
+    _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
     cdef u64 s = _arg_u64(size, "size")
     cdef int d = _arg_dir(dir)
@@ -645,6 +673,7 @@ def dma_sync_single_for_device(Device dev not None, addr, size, dir):
 
 def dma_sync_single_range_for_cpu(Device dev not None, addr, offset, size, dir):
     """dma_sync_single_range_for_cpu(dev, addr, offset, size, dir) = sync of (addr + offset, size)."""
+    _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
     cdef u64 off = _arg_u64(offset, "offset")
     cdef u64 s = _arg_u64(size, "size")
@@ -657,6 +686,7 @@ def dma_sync_single_range_for_cpu(Device dev not None, addr, offset, size, dir):
 
 def dma_sync_single_range_for_device(Device dev not None, addr, offset, size, dir):
     """dma_sync_single_range_for_device(dev, addr, offset, size, dir) = sync of (addr + offset, size)."""
+    _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
     cdef u64 off = _arg_u64(offset, "offset")
     cdef u64 s = _arg_u64(size, "size")
@@ -669,6 +699,7 @@ def dma_sync_single_range_for_device(Device dev not None, addr, offset, size, di
 
 def dma_sync_sg_for_cpu(Device dev not None, ScatterList sg not None, nelems, dir):
     """dma_sync_sg_for_cpu(dev, sg, nelems, dir): nelems is the count passed to dma_map_sg."""
+    _dev_live(dev)
     cdef int n = _arg_nents(sg, nelems, "nelems")
     cdef int d = _arg_dir(dir)
     try:
@@ -679,6 +710,7 @@ def dma_sync_sg_for_cpu(Device dev not None, ScatterList sg not None, nelems, di
 
 def dma_sync_sg_for_device(Device dev not None, ScatterList sg not None, nelems, dir):
     """dma_sync_sg_for_device(dev, sg, nelems, dir): nelems is the count passed to dma_map_sg."""
+    _dev_live(dev)
     cdef int n = _arg_nents(sg, nelems, "nelems")
     cdef int d = _arg_dir(dir)
     try:
@@ -689,6 +721,7 @@ def dma_sync_sg_for_device(Device dev not None, ScatterList sg not None, nelems,
 
 def dma_sync_sgtable_for_cpu(Device dev not None, ScatterList sgt not None, dir):
     """dma_sync_sgtable_for_cpu(dev, sgt, dir) = dma_sync_sg_for_cpu(dev, sgt, sgt.orig_nents, dir)."""
+    _dev_live(dev)
     cdef int d = _arg_dir(dir)
     try:
         c_dma_sync_sg_for_cpu(dev, sgt, sgt.orig_nents, d)
@@ -698,6 +731,7 @@ def dma_sync_sgtable_for_cpu(Device dev not None, ScatterList sgt not None, dir)
 
 def dma_sync_sgtable_for_device(Device dev not None, ScatterList sgt not None, dir):
     """dma_sync_sgtable_for_device(dev, sgt, dir) = dma_sync_sg_for_device(dev, sgt, sgt.orig_nents, dir)."""
+    _dev_live(dev)
     cdef int d = _arg_dir(dir)
     try:
         c_dma_sync_sg_for_device(dev, sgt, sgt.orig_nents, d)
@@ -707,16 +741,19 @@ def dma_sync_sgtable_for_device(Device dev not None, ScatterList sgt not None, d
 
 def dma_set_mask(Device dev not None, mask):
     """dma_set_mask(dev, mask) -> int: 0, or -EIO (no dev->dma_mask, or the mask is not supported)."""
+    _dev_live(dev)
     return c_dma_set_mask(dev, _arg_u64(mask, "mask"))
 
 
 def dma_set_coherent_mask(Device dev not None, mask):
     """dma_set_coherent_mask(dev, mask) -> int: 0 or -EIO."""
+    _dev_live(dev)
     return c_dma_set_coherent_mask(dev, _arg_u64(mask, "mask"))
 
 
 def dma_set_mask_and_coherent(Device dev not None, mask):
     """dma_set_mask_and_coherent(dev, mask) -> int: dma_set_mask(), then the coherent mask if that worked."""
+    _dev_live(dev)
     cdef u64 m = _arg_u64(mask, "mask")
     cdef int rc = c_dma_set_mask(dev, m)
     if rc == 0:
@@ -726,51 +763,61 @@ def dma_set_mask_and_coherent(Device dev not None, mask):
 
 def dma_get_mask(Device dev not None):
     """dma_get_mask(dev): *dev->dma_mask if set and non-zero, else DMA_BIT_MASK(32)."""
+    _dev_live(dev)
     return dma_get_mask_c(dev)
 
 
 def dma_supported(Device dev not None, mask):
     """dma_supported(dev, mask) -> bool (kernel/dma/mapping.c, static there)."""
+    _dev_live(dev)
     return c_dma_supported(dev, _arg_u64(mask, "mask"))
 
 
 def dma_get_required_mask(Device dev not None):
     """dma_get_required_mask(dev): the mask needed to reach all of RAM without bouncing."""
+    _dev_live(dev)
     return c_dma_get_required_mask(dev)
 
 
 def dma_max_mapping_size(Device dev not None):
     """dma_max_mapping_size(dev): the largest single mapping (swiotlb's limit when it may bounce)."""
+    _dev_live(dev)
     return c_dma_max_mapping_size(dev)
 
 
 def dma_opt_mapping_size(Device dev not None):
     """dma_opt_mapping_size(dev): the largest mapping size without a performance penalty."""
+    _dev_live(dev)
     return c_dma_opt_mapping_size(dev)
 
 
 def dma_need_sync(Device dev not None, dma_addr):
     """dma_need_sync(dev, dma_addr) -> bool: must the driver call the dma_sync_* functions?"""
+    _dev_live(dev)
     return c_dma_need_sync(dev, _arg_u64(dma_addr, "dma_addr"))
 
 
 def dma_need_unmap(Device dev not None):
     """dma_need_unmap(dev) -> bool: must the driver keep the DMA address to unmap it?"""
+    _dev_live(dev)
     return c_dma_need_unmap(dev)
 
 
 def dma_addressing_limited(Device dev not None):
     """dma_addressing_limited(dev) -> bool: can the device not reach all of RAM directly?"""
+    _dev_live(dev)
     return dma_addressing_limited_c(dev)
 
 
 def dma_get_max_seg_size(Device dev not None):
     """dma_get_max_seg_size(dev): dma_parms->max_segment_size, else SZ_64K."""
+    _dev_live(dev)
     return dev.max_segment_size if dev.max_segment_size else 65536
 
 
 def dma_get_seg_boundary(Device dev not None):
     """dma_get_seg_boundary(dev): dma_parms->segment_boundary_mask, else ULONG_MAX."""
+    _dev_live(dev)
     return dev.seg_boundary_mask if dev.seg_boundary_mask else U64_MAX
 
 
@@ -781,6 +828,7 @@ def dma_alloc_attrs(Device dev not None, size, attrs=0):
     reach through its coherent mask, bus limit and dma_range_map). ``cpu_addr`` is the
     buffer's physical address. None is the kernel's NULL. GFP flags are not modelled.
     """
+    _dev_live(dev)
     cdef u64 s = _arg_u64(size, "size")
     cdef unsigned long a = _arg_attrs(attrs)
     cdef u64 handle = DMA_MAPPING_ERROR
@@ -802,6 +850,7 @@ def dma_free_attrs(Device dev not None, size, cpu_addr, dma_handle, attrs=0):
     ``cpu_addr`` None is the kernel's NULL (only traced). Freeing something that is not a
     buffer of this size raises ValueError (the kernel would corrupt its page allocator).
     """
+    _dev_live(dev)
     cdef u64 s = _arg_u64(size, "size")
     cdef u64 phys = U64_MAX if cpu_addr is None else _arg_u64(cpu_addr, "cpu_addr")
     cdef u64 h = _arg_u64(dma_handle, "dma_handle")
@@ -821,11 +870,13 @@ def dma_free_attrs(Device dev not None, size, cpu_addr, dma_handle, attrs=0):
 
 def dma_alloc_coherent(Device dev not None, size):
     """dma_alloc_coherent(dev, size) -> (cpu_addr, dma_handle) or None = dma_alloc_attrs(dev, size, 0)."""
+    _dev_live(dev)
     return dma_alloc_attrs(dev, size, 0)
 
 
 def dma_free_coherent(Device dev not None, size, cpu_addr, dma_handle):
     """dma_free_coherent(dev, size, cpu_addr, dma_handle) = dma_free_attrs(..., 0)."""
+    _dev_live(dev)
     dma_free_attrs(dev, size, cpu_addr, dma_handle, 0)
 
 

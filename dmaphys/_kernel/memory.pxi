@@ -5,22 +5,31 @@
 # Storage is allocated per 4 KiB frame on first write: a never-written byte reads as 0.
 # Frames are found through a two-level table indexed by pfn (like a sparse mem_map), so a
 # lookup is two array loads. Physical addresses are limited to MAX_PHYS_BITS.
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, memory.pxd.
 
-cdef enum:
-    MAX_PHYS_BITS = 48
-    PFN_L2_SHIFT = 18                                  # 2^18 frames (1 GiB) per second-level table
-    PFN_L2_SIZE = 1 << 18
-    PFN_L1_SIZE = 1 << (48 - 12 - 18)
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 
-cdef enum:
-    REGION_RAM = 1
-    REGION_MMIO = 2
 
-cdef struct phys_region:
-    u64 start
-    u64 end                                            # exclusive
-    int kind                                           # REGION_RAM / REGION_MMIO
-    int index                                          # position in PhysMem.region_names
+cdef class RamBacking:
+    """Holds one buffer export (Py_buffer) of an embedder's RAM buffer for as long as dmaphys
+    uses the memory: while held, the exporter refuses to resize or release it (bytearray and
+    numpy resize, mmap.close() and memoryview.release() raise BufferError / ValueError)."""
+    cdef Py_buffer view
+    cdef bint held
+
+    cdef int acquire(self, object buffer) except -1:
+        PyObject_GetBuffer(buffer, &self.view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        self.held = True
+        return 0
+
+    cdef void release(self) noexcept:
+        if self.held:
+            self.held = False
+            PyBuffer_Release(&self.view)
+
+    def __dealloc__(self):
+        self.release()
 
 
 cdef class PhysMem:
@@ -33,26 +42,22 @@ cdef class PhysMem:
       read / write / copy / fill / read64 / write64 on physical addresses (caller validated)
       alloc_pages(npages, limit, align) -> phys or U64_MAX; free_pages(phys, npages) -> 0/-1
     """
-    cdef u8 ***l1                                      # l1[pfn >> 18][pfn & (2^18-1)] -> frame
-    cdef vector[phys_region] regions                   # sorted by start, non-overlapping
-    cdef readonly list region_names
-    cdef readonly u64 resident_frames                  # frames holding storage
-    cdef readonly u64 ram_bytes
-    # page allocator (memblock/buddy stand-in): free extents [start_pfn, end_pfn) and allocations
-    cdef cppmap[u64, u64] free_extents                 # start_pfn -> end_pfn
-    cdef cppmap[u64, u64] allocated                    # start_pfn -> npages
-    cdef readonly u64 allocated_pages
 
     def __cinit__(self):
         self.l1 = <u8 ***>calloc(PFN_L1_SIZE, sizeof(u8 **))
         if self.l1 == NULL:
             raise MemoryError()
         self.region_names = []
+        self.backings = []
 
     def __dealloc__(self):
         cdef size_t i, j
+        cdef u64 pfn
         if self.l1 == NULL:
             return
+        for i in range(self.ext.size()):               # embedder frames are not ours to free
+            for pfn in range(self.ext[i].spfn, self.ext[i].epfn):
+                self.l1[pfn >> PFN_L2_SHIFT][pfn & (PFN_L2_SIZE - 1)] = NULL
         for i in range(PFN_L1_SIZE):
             if self.l1[i] != NULL:
                 for j in range(PFN_L2_SIZE):
@@ -62,8 +67,9 @@ cdef class PhysMem:
         free(self.l1)
 
     # ---- regions -------------------------------------------------------------------------
-    cdef int add_region(self, u64 start, u64 size, int kind, str name) except -1:
-        cdef phys_region r
+    cdef int check_region(self, u64 start, u64 size, str name) except -1:
+        """ValueError unless [start, start+size) is page aligned, non-empty, in the physical
+        address space and overlaps no region."""
         cdef size_t i
         if size == 0 or start & (PAGE_SIZE - 1) or size & (PAGE_SIZE - 1):
             raise ValueError(f"{name}: region {start:#x}+{size:#x} must be page aligned and non-empty")
@@ -74,6 +80,13 @@ cdef class PhysMem:
             if start < self.regions[i].end and self.regions[i].start < start + size:
                 raise ValueError(f"{name}: region {start:#x}+{size:#x} overlaps "
                                  f"{self.region_names[self.regions[i].index]!r}")
+        return 0
+
+    cdef int add_region(self, u64 start, u64 size, int kind, str name, bint allocatable=True) except -1:
+        """Add a region; RAM joins the page allocator unless ``allocatable`` is false."""
+        cdef phys_region r
+        cdef size_t i
+        self.check_region(start, size, name)
         r.start = start
         r.end = start + size
         r.kind = kind
@@ -85,8 +98,104 @@ cdef class PhysMem:
         self.regions.insert(self.regions.begin() + i, r)
         if kind == REGION_RAM:
             self.ram_bytes += size
-            self.free_range(start >> PAGE_SHIFT, (start + size) >> PAGE_SHIFT)
+            if allocatable:
+                self.free_range(start >> PAGE_SHIFT, (start + size) >> PAGE_SHIFT)
         return 0
+
+    # ---- embedder-owned RAM (Machine.add_ram / remove_ram) ----------------------------------
+    cdef int add_ext_ram(self, u64 start, object buffer, str name, bint allocatable) except -1:
+        """Back [start, start + len(buffer)) with the buffer itself: each pfn's frame pointer
+        is the address of its 4 KiB in the buffer (zero copy both ways). Nothing changes when
+        this raises."""
+        cdef RamBacking bk = RamBacking.__new__(RamBacking)
+        cdef u64 size, spfn, epfn, pfn, i
+        cdef u8 **l2
+        cdef ext_ram x
+        bk.acquire(buffer)
+        size = <u64>bk.view.len
+        self.check_region(start, size, name)
+        spfn = start >> PAGE_SHIFT
+        epfn = (start + size) >> PAGE_SHIFT
+        for i in range(spfn >> PFN_L2_SHIFT, ((epfn - 1) >> PFN_L2_SHIFT) + 1):
+            if self.l1[i] == NULL:
+                l2 = <u8 **>calloc(PFN_L2_SIZE, sizeof(u8 *))
+                if l2 == NULL:
+                    raise MemoryError()
+                self.l1[i] = l2
+        self.add_region(start, size, REGION_RAM, name, allocatable)
+        x.spfn = spfn
+        x.epfn = epfn
+        x.base = <u8 *>bk.view.buf
+        x.allocatable = allocatable
+        self.ext.push_back(x)
+        self.backings.append(bk)
+        for pfn in range(spfn, epfn):
+            l2 = self.l1[pfn >> PFN_L2_SHIFT]
+            if l2[pfn & (PFN_L2_SIZE - 1)] != NULL:      # never: no region was there
+                free(l2[pfn & (PFN_L2_SIZE - 1)])
+                self.resident_frames -= 1
+            l2[pfn & (PFN_L2_SIZE - 1)] = x.base + ((pfn - spfn) << PAGE_SHIFT)
+        return 0
+
+    cdef int ext_index(self, u64 pfn) noexcept nogil:
+        """Index in ext of the embedder range holding pfn, or -1."""
+        cdef size_t i
+        for i in range(self.ext.size()):
+            if self.ext[i].spfn <= pfn < self.ext[i].epfn:
+                return <int>i
+        return -1
+
+    cdef int remove_ext_ram(self, u64 start) except -1:
+        """Forget the embedder range starting at ``start`` and release its buffer. The caller
+        has checked that nothing uses it (no allocation, mapping or bounce slot)."""
+        cdef int k = -1
+        cdef size_t i
+        cdef u64 spfn = start >> PAGE_SHIFT, epfn, pfn, s, e
+        cdef cppmap[u64, u64].iterator it
+        if start & (PAGE_SIZE - 1) == 0:
+            for i in range(self.ext.size()):
+                if self.ext[i].spfn == spfn:
+                    k = <int>i
+        if k < 0:
+            raise ValueError(f"no embedder RAM (Machine.add_ram) starts at {start:#x}")
+        epfn = self.ext[k].epfn
+        if self.ext[k].allocatable:
+            # the whole range is free: it lies in one (maximal) free extent; carve it out
+            it = self.free_extents.upper_bound(spfn)
+            if it == self.free_extents.begin():
+                raise RuntimeError("remove_ext_ram: the range is not free")
+            dec(it)
+            s = deref(it).first
+            e = deref(it).second
+            if not (s <= spfn and epfn <= e):
+                raise RuntimeError("remove_ext_ram: the range is not free")
+            self.free_extents.erase(it)
+            if s < spfn:
+                self.free_extents[s] = spfn
+            if epfn < e:
+                self.free_extents[epfn] = e
+        for pfn in range(spfn, epfn):
+            self.l1[pfn >> PFN_L2_SHIFT][pfn & (PFN_L2_SIZE - 1)] = NULL
+        for i in range(self.regions.size()):
+            if self.regions[i].start == start:
+                self.regions.erase(self.regions.begin() + i)
+                break
+        self.ram_bytes -= (epfn - spfn) << PAGE_SHIFT
+        self.ext.erase(self.ext.begin() + k)
+        bk = self.backings.pop(k)
+        (<RamBacking>bk).release()
+        return 0
+
+    def ext_ram_list(self):
+        """[(start, size, name, allocatable)] of the embedder-owned RAM ranges, in address order."""
+        cdef size_t i, j
+        out = []
+        for i in range(self.ext.size()):
+            for j in range(self.regions.size()):
+                if self.regions[j].start == self.ext[i].spfn << PAGE_SHIFT:
+                    out.append((self.regions[j].start, self.regions[j].end - self.regions[j].start,
+                                self.region_names[self.regions[j].index], bool(self.ext[i].allocatable)))
+        return sorted(out)
 
     cdef inline int find_region(self, u64 addr, u64 size) noexcept nogil:
         """Index of the region wholly containing [addr, addr+size), or -1."""
@@ -144,13 +253,17 @@ cdef class PhysMem:
         return p
 
     cdef void discard(self, u64 pfn, u64 npages) noexcept nogil:
-        """Drop the storage of frames (they read as zeros again)."""
+        """Drop the storage of frames (they read as zeros again). Embedder-owned frames are
+        zeroed instead (the embedder's buffer stays where it is)."""
         cdef u64 i
         cdef u8 **l2
         for i in range(pfn, pfn + npages):
             if (i >> PFN_L2_SHIFT) >= PFN_L1_SIZE:
                 return
             l2 = self.l1[i >> PFN_L2_SHIFT]
+            if not self.ext.empty() and self.ext_index(i) >= 0:
+                memset(l2[i & (PFN_L2_SIZE - 1)], 0, PAGE_SIZE)
+                continue
             if l2 != NULL and l2[i & (PFN_L2_SIZE - 1)] != NULL:
                 free(l2[i & (PFN_L2_SIZE - 1)])
                 l2[i & (PFN_L2_SIZE - 1)] = NULL

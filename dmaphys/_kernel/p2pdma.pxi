@@ -13,6 +13,8 @@
 # Each host bridge is its own PCI domain with root bus 0; bus numbers are handed out in
 # order of creation, so every node has a real-looking pci_name ("0000:03:00.0") and the map
 # cache is indexed like the kernel's map_types_idx().
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, p2pdma.pxd.
 
 import logging as _p2p_logging
 import random as _p2p_random
@@ -21,14 +23,6 @@ from dmaphys.constants import PciP2PdmaMapType as _PciP2PdmaMapType
 
 _p2p_log = _p2p_logging.getLogger("dmaphys")
 
-cdef enum:
-    PCI_STD_NUM_BARS = 6
-
-cdef enum:                                     # PciDev.kind
-    PCI_NODE_ROOT_PORT = 1
-    PCI_NODE_UPSTREAM_PORT = 2
-    PCI_NODE_DOWNSTREAM_PORT = 3
-    PCI_NODE_ENDPOINT = 4
 
 _PCI_NODE_KIND_NAMES = {PCI_NODE_ROOT_PORT: "root-port", PCI_NODE_UPSTREAM_PORT: "upstream-port",
                         PCI_NODE_DOWNSTREAM_PORT: "downstream-port", PCI_NODE_ENDPOINT: "endpoint"}
@@ -48,19 +42,9 @@ cdef class PciHostBridge:
     ``req_same_host_bridge``: its entry has REQ_SAME_HOST_BRIDGE (P2P only between devices below
     this one host bridge). ``vendor``/``device`` are the IDs the whitelist check reports.
     """
-    cdef readonly P2PTopology topology
-    cdef readonly str name
-    cdef readonly int domain                   # pci_domain_nr()
-    cdef readonly bint p2p_allowlisted
-    cdef readonly bint req_same_host_bridge
-    cdef readonly int vendor
-    cdef readonly int device
-    cdef readonly list children                # PciDev root ports
-    cdef int next_bus
-    cdef int next_root_slot
 
-    def __init__(self):
-        raise TypeError("use Machine.add_host_bridge()")
+    def __cinit__(self, *args):
+        _internal_only(args, "use Machine.add_host_bridge()")
 
     cdef void _setup(self, P2PTopology topology, str name, int domain, bint allowlisted, bint req_same):
         self.topology = topology
@@ -95,18 +79,9 @@ cdef class PciSwitch:
     parent switch); every child gets its own Downstream Port. ``acs_redirect`` sets ACS
     Request/Completion Redirect on all Downstream Ports: peer traffic is sent up to the host.
     """
-    cdef readonly P2PTopology topology
-    cdef readonly str name
-    cdef readonly object parent                # PciHostBridge or PciSwitch
-    cdef readonly bint acs_redirect
-    cdef readonly PciHostBridge host_bridge
-    cdef readonly PciDev upstream_port
-    cdef readonly list children                # PciDev downstream ports
-    cdef int internal_bus
-    cdef int next_dsp_slot
 
-    def __init__(self):
-        raise TypeError("use Machine.add_switch()")
+    def __cinit__(self, *args):
+        _internal_only(args, "use Machine.add_switch()")
 
     def __repr__(self):
         return f"<dmaphys.PciSwitch {self.name!r} usp={self.upstream_port.pci_name} acs_redirect={bool(self.acs_redirect)}>"
@@ -114,20 +89,9 @@ cdef class PciSwitch:
 
 cdef class PciDev:
     """A struct pci_dev in the hierarchy: a Root Port, switch port or endpoint (``dev.p2p_node``)."""
-    cdef readonly int kind
-    cdef readonly PciDev upstream              # pci_upstream_bridge(); None above a Root Port
-    cdef readonly PciHostBridge host_bridge    # pci_find_host_bridge()
-    cdef readonly int bus
-    cdef readonly int devfn
-    cdef readonly bint acs_redir               # pci_bridge_has_acs_redir()
-    cdef readonly object device                # the Device of an endpoint
-    cdef readonly object switch                # the PciSwitch a port belongs to
-    cdef readonly int secondary_bus            # bridges: the bus below them
-    cdef readonly PciP2Pdma p2pdma             # pdev->p2pdma (NULL until pcim_p2pdma_init)
-    cdef u64 idx                               # map_types_idx() of this device as a client
 
-    def __init__(self):
-        raise TypeError("PciDev objects are made by the topology")
+    def __cinit__(self, *args):
+        _internal_only(args, "PciDev objects are made by the topology")
 
     @property
     def kind_name(self):
@@ -154,7 +118,7 @@ cdef class PciDev:
 
 cdef PciDev _new_pci_dev(int kind, PciDev upstream, PciHostBridge hb, int bus, int devfn, bint acs,
                          object device, object switch):
-    cdef PciDev n = PciDev.__new__(PciDev)
+    cdef PciDev n = PciDev.__new__(PciDev, _INTERNAL)
     n.kind = kind
     n.upstream = upstream
     n.host_bridge = hb
@@ -175,15 +139,9 @@ cdef class PciP2Pdma:
     ``map_types`` is the xarray cache: client map_types_idx() -> the PCI_P2PDMA_MAP_* type
     that calc_map_type_and_dist() computed (any type, from any caller).
     """
-    cdef readonly PciDev pdev
-    cdef readonly list providers               # P2PdmaProvider per BAR (PCI_STD_NUM_BARS max)
-    cdef readonly list pagemaps                # PciP2PdmaPagemap, one per add_p2pmem
-    cdef public bint p2pmem_published          # pci_p2pmem_publish()
-    cdef list _chunks                          # gen_pool chunks, newest first: [start, bus, size, avail, bits]
-    cdef unordered_map[u64, int] _map_types
 
-    def __init__(self):
-        raise TypeError("made by Machine.add_p2pmem()")
+    def __cinit__(self, *args):
+        _internal_only(args, "made by Machine.add_p2pmem()")
 
     @property
     def size(self):
@@ -215,15 +173,9 @@ cdef class P2PdmaProvider:
     ``bus_offset`` = pci_bus_address(bar) - pci_resource_start(bar), modulo 2^64 as the kernel's
     u64 arithmetic gives it. ``bar_start``/``bar_size`` are the BAR's CPU physical range.
     """
-    cdef readonly object owner                 # the provider Device
-    cdef readonly u64 bus_offset
-    cdef readonly int bar
-    cdef readonly u64 bar_start
-    cdef readonly u64 bar_size
-    cdef readonly PciP2Pdma p2pdma
 
-    def __init__(self):
-        raise TypeError("made by Machine.add_p2pmem()")
+    def __cinit__(self, *args):
+        _internal_only(args, "made by Machine.add_p2pmem()")
 
     @property
     def bus_start(self):
@@ -242,12 +194,9 @@ cdef class PciP2PdmaPagemap:
     ``size`` the pagemap range (pgmap->range), ``bus_offset`` / ``bus_addr`` what a
     PCI_P2PDMA_MAP_BUS_ADDR client puts on the bus for ``cpu_phys``.
     """
-    cdef readonly P2PdmaProvider mem
-    cdef readonly u64 cpu_phys
-    cdef readonly u64 size
 
-    def __init__(self):
-        raise TypeError("made by Machine.add_p2pmem()")
+    def __cinit__(self, *args):
+        _internal_only(args, "made by Machine.add_p2pmem()")
 
     @property
     def provider(self):
@@ -267,14 +216,6 @@ cdef class PciP2PdmaPagemap:
                 f"bus_offset={self.mem.bus_offset:#x}>")
 
 
-cdef struct p2p_range:
-    u64 start
-    u64 size
-    u64 offset                                 # bus_offset (added to CPU addresses)
-    int domain
-    int index                                  # into P2PTopology._pgmaps / _bars
-
-
 cdef class P2PTopology:
     """The PCI hierarchy and P2PDMA providers of a Machine (``m.p2pdma``).
 
@@ -282,19 +223,8 @@ cdef class P2PTopology:
     every host-bridge path is allowed without consulting the whitelist. ``rng`` breaks ties in
     pci_p2pmem_find_many() (seed it for another deterministic choice).
     """
-    cdef readonly Machine machine
-    cdef readonly dict host_bridges            # name -> PciHostBridge
-    cdef readonly dict switches                # name -> PciSwitch
-    cdef readonly PciHostBridge default_host_bridge
-    cdef public bint cpu_supports_p2pdma
-    cdef public object rng                     # random.Random(0): get_random_u32_below() stand-in
-    cdef dict _parents                         # non-PCI Device -> its parent Device (dev->parent)
-    cdef list _bar_list                        # P2PdmaProvider per BAR, index = p2p_range.index
-    cdef list _pgmap_list                      # PciP2PdmaPagemap, index = p2p_range.index
-    cdef vector[p2p_range] _pgmaps             # CPU ranges of P2P pages (is_pci_p2pdma_page)
-    cdef vector[p2p_range] _windows            # bus windows of the BARs, start = bus address
 
-    def __init__(self, Machine machine):
+    def __cinit__(self, Machine machine not None):
         self.machine = machine
         self.host_bridges = {}
         self.switches = {}
@@ -330,7 +260,7 @@ cdef class P2PTopology:
         cdef PciHostBridge hb
         if domain > 0xFFFF:
             raise ValueError("no free PCI domain number")
-        hb = PciHostBridge.__new__(PciHostBridge)
+        hb = PciHostBridge.__new__(PciHostBridge, _INTERNAL)
         hb._setup(self, name, domain, allowlisted, req_same)
         self.host_bridges[name] = hb
         return hb
@@ -422,7 +352,7 @@ cdef class P2PTopology:
         if hb.next_bus + 1 > 255:
             raise ValueError(f"host bridge {hb.name!r}: no free bus number")
         port = self._new_port(parent)
-        sw = PciSwitch.__new__(PciSwitch)
+        sw = PciSwitch.__new__(PciSwitch, _INTERNAL)
         sw.topology = self
         sw.name = name
         sw.parent = parent
@@ -616,7 +546,7 @@ cdef class P2PTopology:
             nbar = 0 if p2p is None else len(p2p.providers)
             pm.add_region(bar_start, bar_size, REGION_MMIO, f"{d.name} BAR{nbar}")
         if p2p is None:                        # pcim_p2pdma_init()
-            p2p = PciP2Pdma.__new__(PciP2Pdma)
+            p2p = PciP2Pdma.__new__(PciP2Pdma, _INTERNAL)
             p2p.pdev = node
             p2p.providers = []
             p2p.pagemaps = []
@@ -624,7 +554,7 @@ cdef class P2PTopology:
             p2p._chunks = []
             node.p2pdma = p2p
         if mem is None:
-            mem = P2PdmaProvider.__new__(P2PdmaProvider)
+            mem = P2PdmaProvider.__new__(P2PdmaProvider, _INTERNAL)
             mem.owner = d
             mem.bus_offset = off
             mem.bar = len(p2p.providers)
@@ -641,7 +571,7 @@ cdef class P2PTopology:
             self._windows.push_back(r)
         if not pages:
             return mem
-        pg = PciP2PdmaPagemap.__new__(PciP2PdmaPagemap)
+        pg = PciP2PdmaPagemap.__new__(PciP2PdmaPagemap, _INTERNAL)
         pg.mem = mem
         pg.cpu_phys = cpu
         pg.size = n
@@ -846,9 +776,6 @@ cdef class PciP2PdmaMapState:
     pagemap of the last P2P address looked up, ``provider`` the provider Device, ``bus_off``
     the provider's bus_offset (the 2021-2024 field).
     """
-    cdef public object mem
-    cdef public int map
-    cdef public object pgmap
 
     def __init__(self):
         self.mem = None
@@ -1089,6 +1016,8 @@ def pci_p2pmem_find_many(clients):
     if not cl:
         return None
     for c in cl:
+        if c is None:
+            raise TypeError("clients must be Devices, not None")
         if c.machine is not (<Device>cl[0]).machine:
             raise ValueError("clients belong to different machines")
     m = (<Device>cl[0]).machine

@@ -1,18 +1,8 @@
 # Models include/linux/scatterlist.h and lib/scatterlist.c: struct scatterlist entries
 # (page, offset, length, dma_address, dma_length, dma_flags) and struct sg_table
 # (sgl, nents, orig_nents). dma.ScatterList is both the list and its sg_table.
-
-cdef enum:
-    SG_DMA_BUS_ADDRESS = 1 << 0                # sg_dma_mark_bus_address()
-    SG_DMA_SWIOTLB = 1 << 1                    # sg_dma_mark_swiotlb()
-
-cdef struct scatterlist:
-    u64 page_phys                              # page_to_phys(sg_page(sg))
-    u64 offset
-    u64 length
-    u64 dma_address
-    u64 dma_length
-    u32 dma_flags
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, scatterlist.pxd.
 
 
 cdef class ScatterList:
@@ -21,11 +11,8 @@ cdef class ScatterList:
     ``ScatterList([(phys, length), ...])``; entry i is ``sgl[i]`` with ``phys``, ``page_phys``,
     ``offset``, ``length``, ``dma_address``, ``dma_length`` as the kernel fills them.
     """
-    cdef vector[scatterlist] sg
-    cdef public int nents                      # sg_table.nents (set by dma_map_sgtable)
-    cdef readonly int orig_nents
 
-    def __init__(self, entries):
+    def __cinit__(self, entries):
         cdef scatterlist s
         for item in entries:
             phys, length = item
@@ -70,10 +57,12 @@ cdef class ScatterList:
 
 cdef class ScatterlistEntry:
     """One struct scatterlist (a view into its ScatterList)."""
-    cdef readonly ScatterList table
-    cdef readonly Py_ssize_t index
 
-    def __init__(self, ScatterList table, Py_ssize_t index):
+    def __cinit__(self, ScatterList table not None, Py_ssize_t index):
+        if index < 0:
+            index += <Py_ssize_t>table.sg.size()
+        if not 0 <= index < <Py_ssize_t>table.sg.size():
+            raise IndexError(f"scatterlist index {index} out of range (orig_nents {table.sg.size()})")
         self.table = table
         self.index = index
 
@@ -111,12 +100,12 @@ cdef class ScatterlistEntry:
                 f"dma={self.dma_address:#x}/{self.dma_length:#x}>")
 
 
-def sg_dma_is_bus_address(ScatterlistEntry sg):
+def sg_dma_is_bus_address(ScatterlistEntry sg not None):
     """sg_dma_is_bus_address(): the entry holds a PCI bus address (P2PDMA), not an IOVA/DMA address."""
     return bool(sg.table.sg[sg.index].dma_flags & SG_DMA_BUS_ADDRESS)
 
 
-def sg_dma_is_swiotlb(ScatterlistEntry sg):
+def sg_dma_is_swiotlb(ScatterlistEntry sg not None):
     """sg_dma_is_swiotlb(): dma-iommu mapped this list entry by entry through swiotlb."""
     return bool(sg.table.sg[sg.index].dma_flags & SG_DMA_SWIOTLB)
 

@@ -16,45 +16,19 @@
 # "<dev_name>: " (the simulated device has no separate driver name); pr_*() texts carry the
 # file's pr_fmt "software IO TLB: ". dev_warn_ratelimited() follows lib/ratelimit.c with the
 # default 10 messages per 5 s window on the machine's virtual clock (jiffies at HZ=1000).
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, swiotlb.pxd.
 
-cimport cython
-
-cdef enum:
-    IO_TLB_SHIFT = 11
-    IO_TLB_SIZE = 1 << 11
-    IO_TLB_SEGSIZE = 128
-    IO_TLB_MIN_SLABS = (1 << 20) >> 11
-    SWIOTLB_HZ = 1000                           # jiffies per second of the virtual clock
-    DEFAULT_RATELIMIT_INTERVAL = 5 * 1000       # 5 * HZ (include/linux/ratelimit_types.h)
-    DEFAULT_RATELIMIT_BURST = 10
 
 cdef u64 INVALID_PHYS_ADDR = U64_MAX            # (phys_addr_t)~0: a free slot's orig_addr
 cdef u64 SWIOTLB_LOW_LIMIT = (<u64>1) << 32     # memblock_alloc_low(): below ARCH_LOW_ADDRESS_LIMIT + 1
 
 
-cdef struct io_tlb_slot:                        # struct io_tlb_slot (kernel/dma/swiotlb.c)
-    u64 orig_addr                               # phys_addr_t this slot shadows, or INVALID_PHYS_ADDR
-    u64 alloc_size                              # size_t: bytes from here to the end of the allocation
-    u16 list                                    # free slots from here to the end of the segment (0: used)
-    u16 pad_slots                               # alignment padding slots before this (first real slot)
-
-
-cdef struct io_tlb_area:                        # struct io_tlb_area
-    u64 used                                    # unsigned long: slots in use in this area
-    u32 index                                   # unsigned int: where the next search starts (area-relative)
-
-
 # ---- lib/ratelimit.c: ___ratelimit() for dev_warn_ratelimited() call sites ------------------------
 cdef class RatelimitState:
     """struct ratelimit_state of one DEFINE_RATELIMIT_STATE() call site (per machine)."""
-    cdef readonly u64 interval                  # jiffies
-    cdef readonly int burst
-    cdef readonly bint initialized
-    cdef readonly u64 begin                     # jiffies
-    cdef readonly long n_left
-    cdef readonly long missed
 
-    def __init__(self, u64 interval=DEFAULT_RATELIMIT_INTERVAL, int burst=DEFAULT_RATELIMIT_BURST):
+    def __cinit__(self, u64 interval=DEFAULT_RATELIMIT_INTERVAL, int burst=DEFAULT_RATELIMIT_BURST):
         self.interval = interval
         self.burst = burst
 
@@ -144,20 +118,6 @@ cdef class IoTlbMem:
     ``area_nslabs``, ``force_bounce``, ``total_used``, ``used_hiwater`` (debugfs: write only 0).
     ``IoTlbMem()`` from Python is an empty io_tlb_mem (nslabs 0: is_swiotlb_active() is false).
     """
-    cdef readonly Machine machine
-    # struct io_tlb_pool (mem->defpool)
-    cdef readonly u64 start
-    cdef readonly u64 end
-    cdef readonly u64 nslabs                    # pool->nslabs == mem->nslabs (add_mem_pool)
-    cdef readonly u32 nareas
-    cdef readonly u32 area_nslabs
-    cdef vector[io_tlb_slot] slots
-    cdef vector[io_tlb_area] areas
-    # struct io_tlb_mem
-    cdef readonly bint force_bounce
-    cdef bint pool_in_ram                       # [start, end) lies in one RAM region (regions are never removed)
-    cdef readonly u64 total_used                # atomic_long_t total_used (CONFIG_DEBUG_FS)
-    cdef u64 _used_hiwater                      # atomic_long_t used_hiwater
 
     @property
     def used_hiwater(self):
@@ -754,6 +714,7 @@ def _def_swiotlb_tbl_map_single(Device dev not None, orig_addr, mapping_size, al
     Returns the bounce buffer's physical address, or DMA_MAPPING_ERROR (pool full: rate-limited
     SwiotlbFullWarning unless DMA_ATTR_NO_WARN; no pool: KernelWarning).
     """
+    _dev_live(dev)
     cdef u64 o = _u64(orig_addr, "orig_addr")
     cdef u64 sz = _u64(mapping_size, "mapping_size")
     cdef u64 am = _u64(alloc_align_mask, "alloc_align_mask")
@@ -775,6 +736,7 @@ def _def_swiotlb_tbl_unmap_single(Device dev not None, tlb_addr, mapping_size, d
     in the device's pool; else copy back (DMA_FROM_DEVICE/DMA_BIDIRECTIONAL without
     DMA_ATTR_SKIP_CPU_SYNC) and release the slots. Returns None.
     """
+    _dev_live(dev)
     cdef u64 t = _u64(tlb_addr, "tlb_addr")
     cdef u64 sz = _u64(mapping_size, "mapping_size")
     cdef int d = _swiotlb_dir_arg(dir)
@@ -790,6 +752,7 @@ def _def_swiotlb_sync_single_for_cpu(Device dev not None, tlb_addr, size, dir):
     Models include/linux/swiotlb.h:swiotlb_sync_single_for_cpu(): for a bounce address, copy
     slot → original for DMA_FROM_DEVICE/DMA_BIDIRECTIONAL; KernelBug for an invalid dir.
     """
+    _dev_live(dev)
     cdef u64 t = _u64(tlb_addr, "tlb_addr")
     cdef u64 sz = _u64(size, "size")
     cdef int d = _swiotlb_dir_arg(dir)
@@ -804,6 +767,7 @@ def _def_swiotlb_sync_single_for_device(Device dev not None, tlb_addr, size, dir
     Models include/linux/swiotlb.h:swiotlb_sync_single_for_device(): for a bounce address,
     copy original → slot for DMA_TO_DEVICE/DMA_BIDIRECTIONAL; KernelBug for an invalid dir.
     """
+    _dev_live(dev)
     cdef u64 t = _u64(tlb_addr, "tlb_addr")
     cdef u64 sz = _u64(size, "size")
     cdef int d = _swiotlb_dir_arg(dir)
@@ -818,6 +782,7 @@ def _def_swiotlb_map(Device dev not None, phys, size, dir, attrs):
     Models kernel/dma/swiotlb.c:swiotlb_map(), dma-direct's bounce path. Returns the bus
     address of the bounce buffer, or DMA_MAPPING_ERROR.
     """
+    _dev_live(dev)
     cdef u64 p = _u64(phys, "phys")
     cdef u64 sz = _u64(size, "size")
     cdef int d = _swiotlb_dir_arg(dir)
@@ -834,6 +799,7 @@ def _def_swiotlb_max_mapping_size(Device dev not None):
     Models kernel/dma/swiotlb.c:swiotlb_max_mapping_size(): 256 KiB minus the min_align_mask
     roundup.
     """
+    _dev_live(dev)
     return swiotlb_max_mapping_size(dev)
 
 
@@ -843,6 +809,7 @@ def _def_is_swiotlb_active(Device dev not None):
 
     Models kernel/dma/swiotlb.c:is_swiotlb_active(): the device has a pool with slabs.
     """
+    _dev_live(dev)
     return is_swiotlb_active(dev)
 
 
@@ -852,6 +819,7 @@ def _def_is_swiotlb_buffer(Device dev not None, paddr):
 
     Models include/linux/swiotlb.h:is_swiotlb_buffer(): ``paddr`` lies in the device's pool.
     """
+    _dev_live(dev)
     return is_swiotlb_buffer(dev, _u64(paddr, "paddr"))
 
 
@@ -861,6 +829,7 @@ def _def_is_swiotlb_force_bounce(Device dev not None):
 
     Models include/linux/swiotlb.h:is_swiotlb_force_bounce().
     """
+    _dev_live(dev)
     return is_swiotlb_force_bounce(dev)
 
 

@@ -7,29 +7,15 @@
 # to_ftrace() renders `trace-cmd report` lines (print_event(): "%16s-%-5d [%03d]", the
 # " %6.1000d:" timestamp, the event name padded to 20, then TP_printk with __print_symbolic,
 # __print_flags("|") and __print_array rules); to_numpy() gives one structured row per event.
+#
+# Declarations (C types, cdef class fields, cdef signatures) live in the C face, trace.pxd.
 
-from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 import collections as _collections
 
 TraceEvent = _collections.namedtuple("TraceEvent", "name system time_ns cpu device fields")
 TraceEvent.__doc__ = """One recorded tracepoint: ``name`` ("dma_map_phys"), ``system`` ("dma" or
 "swiotlb"), ``time_ns``, ``cpu``, ``device`` (name) and ``fields`` (the TP_STRUCT__entry fields)."""
 
-cdef enum:
-    EV_DMA_MAP_PHYS = 0
-    EV_DMA_UNMAP_PHYS = 1
-    EV_DMA_ALLOC = 2
-    EV_DMA_FREE = 3
-    EV_DMA_MAP_SG = 4
-    EV_DMA_MAP_SG_ERR = 5
-    EV_DMA_UNMAP_SG = 6
-    EV_DMA_SYNC_SINGLE_FOR_CPU = 7
-    EV_DMA_SYNC_SINGLE_FOR_DEVICE = 8
-    EV_DMA_SYNC_SG_FOR_CPU = 9
-    EV_DMA_SYNC_SG_FOR_DEVICE = 10
-    EV_SWIOTLB_BOUNCED = 11
-    TRACE_DEFAULT_CAPACITY = 1 << 16
-    GFP_KERNEL_FLAGS = 0xcc0                   # __GFP_RECLAIM | __GFP_IO | __GFP_FS
 
 TRACE_EVENT_NAMES = ("dma_map_phys", "dma_unmap_phys", "dma_alloc", "dma_free", "dma_map_sg",
                      "dma_map_sg_err", "dma_unmap_sg", "dma_sync_single_for_cpu",
@@ -73,24 +59,6 @@ def _trace_cmd_time(ns):
     return "%12d" % us
 
 
-cdef struct trace_entry:
-    u64 ts
-    int cpu
-    int id
-    PyObject *dev                              # Device (reference held)
-    PyObject *arrays                           # sg events: tuple of int tuples, else NULL
-    u64 dma_addr
-    u64 phys_addr
-    u64 size
-    int dir
-    unsigned long attrs
-    int nents
-    int ents
-    int err
-    u64 dma_mask                               # swiotlb_bounced
-    bint force                                 # swiotlb_bounced
-
-
 cdef class DmaTrace:
     """The dma:* (and swiotlb:swiotlb_bounced) tracepoints: ``m.trace`` (off by default).
 
@@ -100,17 +68,8 @@ cdef class DmaTrace:
     tuples), ``to_ftrace()`` (trace-cmd report lines, task ``comm``-``pid``) and
     ``to_numpy()`` (structured array, one row per event).
     """
-    cdef readonly Machine machine
-    cdef public bint enabled
-    cdef public str comm                       # task shown in to_ftrace() lines
-    cdef public int pid
-    cdef vector[trace_entry] buf
-    cdef size_t head                           # oldest event
-    cdef size_t count
-    cdef size_t _capacity
-    cdef readonly u64 overrun                  # events overwritten (ftrace "overrun")
 
-    def __init__(self, Machine machine):
+    def __cinit__(self, Machine machine not None):
         self.machine = machine
         self.enabled = False
         self.comm = "dmaphys"

@@ -3,7 +3,7 @@
 The semantics *are* the per-call reference API applied to each element in order: every batch
 function here validates the whole batch (the core's messages), then loops over the per-call
 function with the machine's warning flush deferred to the end of the batch, and records where
-it stopped on an exception (``exc.batch_index``, ``exc.batch_done``). See batch.pxi for the
+it stopped on an exception (``exc.batch_index``, ``exc.batch_result``). See batch.pxi for the
 contract.
 """
 
@@ -57,7 +57,7 @@ def _batch_sizes(sizes, n: int, what: str) -> list[int]:
 def _batch_fail(exc: BaseException, i: int, done) -> None:
     try:
         exc.batch_index = i  # type: ignore[attr-defined]
-        exc.batch_done = done  # type: ignore[attr-defined]
+        exc.batch_result = done  # type: ignore[attr-defined]
     except AttributeError:
         pass
 
@@ -135,8 +135,14 @@ def dma_unmap_phys_batch(dev, dma_addrs, sizes, dir, attrs=0) -> None:
 
 
 # ---- the device on its bus ------------------------------------------------------------------------
+def _device_arg(dev) -> None:
+    if not isinstance(dev, _mapping.Device):
+        raise TypeError(f"dev must be a Device, not {type(dev).__name__}")
+
+
 def dma_read_batch(dev, addrs, size) -> np.ndarray:
     """Reference of dmaphys.dma_read_batch: ``dev.dma_read(addrs[i], size)`` for each i."""
+    _device_arg(dev)
     a = _batch_u64_array(addrs, "addrs")
     sz = u64(size, "size")
     out = np.empty((a.shape[0], sz), dtype=np.uint8)
@@ -153,6 +159,7 @@ def dma_read_batch(dev, addrs, size) -> np.ndarray:
 
 def dma_write_batch(dev, addrs, data) -> None:
     """Reference of dmaphys.dma_write_batch: ``dev.dma_write(addrs[i], data[i])`` for each i."""
+    _device_arg(dev)
     a = _batch_u64_array(addrs, "addrs")
     if isinstance(data, (str, bytes, bytearray, memoryview)):
         raise TypeError(f"data must be a 2-D uint8 array (n x size), not {type(data).__name__}")

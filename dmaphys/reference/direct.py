@@ -137,7 +137,11 @@ def dma_direct_map_sg(dev, sgl, nents: int, dir: int, attrs: int) -> int:
         phys = sg.page_phys + sg.offset
         map_type, bus_addr = p2pdma_state(dev, phys, sg.length)
         if map_type in (PCI_P2PDMA_MAP_THRU_HOST_BRIDGE, PCI_P2PDMA_MAP_NONE):
-            sg.dma_address = dma_direct_map_phys(dev, phys, sg.length, dir, attrs, DIRECT_H_IN_DIRECT_C)
+            try:
+                sg.dma_address = dma_direct_map_phys(dev, phys, sg.length, dir, attrs, DIRECT_H_IN_DIRECT_C)
+            except BaseException:                         # a call that raises leaves no trace
+                dma_direct_unmap_sg(dev, sgl, i, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)
+                raise
             if sg.dma_address == DMA_MAPPING_ERROR:
                 dma_direct_unmap_sg(dev, sgl, i, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)
                 return -EIO

@@ -633,7 +633,11 @@ def iommu_dma_map_sg_swiotlb(dev, sg, nents: int, dir: int, attrs: int) -> int:
     sg.sg[0].dma_flags |= SG_DMA_SWIOTLB
     for i in range(nents):
         s = sg.sg[i]
-        s.dma_address = iommu_dma_map_phys(dev, s.phys, s.length, dir, attrs)
+        try:
+            s.dma_address = iommu_dma_map_phys(dev, s.phys, s.length, dir, attrs)
+        except BaseException:                             # a call that raises leaves no trace
+            iommu_dma_unmap_sg_swiotlb(dev, sg, i, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)
+            raise
         if s.dma_address == DMA_MAPPING_ERROR:
             iommu_dma_unmap_sg_swiotlb(dev, sg, i, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)
             return -EIO
@@ -828,6 +832,7 @@ def _set_raw(state: DmaIovaState, v: int) -> None:
 def _check_types(dev, state) -> None:
     if not isinstance(dev, _machine.Device):
         raise TypeError(f"dev must be a Device, not {type(dev).__name__}")
+    _machine.dev_live(dev)
     if not isinstance(state, DmaIovaState):
         raise TypeError(f"state must be a DmaIovaState, not {type(state).__name__}")
 

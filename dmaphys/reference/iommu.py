@@ -17,7 +17,7 @@ from .iotlb import Iotlb
 
 __all__ = ["Iommu", "IommuDomain", "iommu_map", "iommu_unmap", "iommu_unmap_fast",
            "iommu_iotlb_sync", "iommu_iova_to_phys", "iommu_domain_free",
-           "iommu_attach_device", "iommu_detach_device", "IOMMU_DOMAIN_TYPES"]
+           "iommu_attach_device", "iommu_detach_device", "IOMMU_DOMAIN_TYPES", "IOMMUTLBEntry"]
 
 _log = logging.getLogger("dmaphys")
 
@@ -34,6 +34,16 @@ _VTD_FAULT = {"blocked": (0x02, "Present bit in context entry is clear"),
               "address-size": (0x04, "Access beyond MGAW"),
               "write": (0x05, "PTE Write access is not set"),
               "read": (0x06, "PTE Read access is not set")}
+
+
+def iommu_notify(mmu, d, iova: int, size: int) -> None:
+    """Mirrors iommu.pxi iommu_notify() (no C hooks here): callbacks in order; an exception is
+    deferred to the entry point's flush_warnings()."""
+    for cb in list(mmu.notifiers):
+        try:
+            cb(d, iova, size)
+        except Exception as exc:
+            mmu.machine.defer_exception(exc)
 
 
 def _dma_iommu():
@@ -162,6 +172,7 @@ class Iommu:
         self.name = f"iommu{len(machine.iommus)}" if name is None else str(name)
         self._sids: dict = {}
         self._default_domains: dict = {}
+        self.notifiers: list = []
         self._next_domid = 0
         self._next_sid = 0
         self.identity_domain = IommuDomain(self, "identity", False, _TOKEN)
@@ -181,6 +192,19 @@ class Iommu:
     def clear_faults(self) -> None:
         self.faults = []
 
+    def register_notifier(self, callback) -> None:
+        """Mirrors iommu.pxi Iommu.register_notifier: callback(domain, iova, size) per invalidation."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        self.notifiers.append(callback)
+
+    def unregister_notifier(self, callback) -> None:
+        for i, cb in enumerate(self.notifiers):
+            if cb is callback or cb == callback:
+                del self.notifiers[i]
+                return
+        raise ValueError("callback is not registered")
+
     def domain_alloc(self):
         d = IommuDomain(self, "unmanaged", False, _TOKEN)
         self.domains.append(d)
@@ -195,6 +219,8 @@ class Iommu:
             d.iova_cookie = None
         if self.iotlb is not None:
             self.iotlb.inv_domain(d.id)
+        if self.notifiers:
+            iommu_notify(self, d, 0, U64_MAX)
         if d.pgtable is not None:
             d.pgtable.free_tables()
         d.freed = True
@@ -270,6 +296,8 @@ class Iommu:
         self._sids.pop(dev, None)
         if d.translates and self.iotlb is not None:
             self.iotlb.inv_domain(d.id)
+        if self.notifiers:
+            iommu_notify(self, d, 0, U64_MAX)
         if d.is_default and not d.devices:
             self._free_domain(d)
         self.machine.flush_warnings()
@@ -280,6 +308,8 @@ class Iommu:
         dev.domain = new
         if old.translates and self.iotlb is not None:
             self.iotlb.inv_domain(old.id)
+        if self.notifiers:
+            iommu_notify(self, old, 0, U64_MAX)
 
     def device_domain(self, dev):
         d = dev.domain
@@ -326,8 +356,11 @@ def iommu_map_nosync(domain, iova: int, paddr: int, size: int, prot: int) -> int
 
 def iommu_sync_map(domain, iova: int, size: int) -> int:
     """iommu_sync_map(): only a caching-mode (virtual) VT-d invalidates on map."""
-    if domain.iommu.caching_mode and domain.iommu.iotlb is not None and size:
-        domain.iommu.iotlb.inv_range(domain.id, iova, size, domain.leaf_shifts)
+    if domain.iommu.caching_mode and size:
+        if domain.iommu.iotlb is not None:
+            domain.iommu.iotlb.inv_range(domain.id, iova, size, domain.leaf_shifts)
+        if domain.iommu.notifiers:
+            iommu_notify(domain.iommu, domain, iova, size)
     return 0
 
 
@@ -368,6 +401,8 @@ def iommu_iotlb_sync_range(domain, iova: int, size: int) -> int:
     domain.iotlb_syncs += 1
     if size and domain.iommu.iotlb is not None:
         domain.iommu.iotlb.inv_range(domain.id, iova, size, domain.leaf_shifts)
+    if size and domain.iommu.notifiers:
+        iommu_notify(domain.iommu, domain, iova, size)
     if domain.pgtable is not None:
         domain.pgtable.release_pending()
     return 0
@@ -378,6 +413,8 @@ def iommu_flush_iotlb_all(domain) -> int:
     domain.iotlb_flushes += 1
     if domain.iommu.iotlb is not None:
         domain.iommu.iotlb.inv_domain(domain.id)
+    if domain.iommu.notifiers:
+        iommu_notify(domain.iommu, domain, 0, U64_MAX)
     if domain.pgtable is not None:
         domain.pgtable.release_pending()
     return 0
@@ -409,6 +446,39 @@ def _fault(mmu, d, dev, iova: int, size: int, write: bool, reason: str) -> None:
         raise IommuFault(dev.name, iova, size, access, reason)
 
 
+def _translate_one(dev, d, tlb, pt, sid: int, a: int, need: int):
+    """Mirrors iommu.pxi iommu_translate_one(): (reason or None, phys, prot, shift)."""
+    if pt is None:
+        return "blocked", 0, 0, 0
+    e = tlb.find(d.id, sid, a, d.leaf_shifts) if tlb is not None else None
+    if e is not None:
+        mask = (1 << e.shift) - 1
+        phys, prot, shift = e.phys | (a & mask), e.prot, e.shift
+        if e.gen != pt.leaf_writes:
+            saved = pt.walk_reads
+            cur = pt.lookup(a)
+            pt.walk_reads = saved
+            if cur is None or cur != (phys, prot, mask + 1):
+                tlb.stale_hits += 1
+                d.stale_hits += 1
+                hook = getattr(_debug, "debug_dma_stale_iotlb", None)
+                if hook is not None:
+                    hook(dev, a, phys, U64_MAX if cur is None else cur[0])
+            else:
+                e.gen = pt.leaf_writes
+    else:
+        w = pt.lookup(a)
+        if w is None:
+            return ("not-present" if pt._in_range(a, a) else "address-size"), 0, 0, 0
+        phys, prot, leaf = w
+        shift = _ffs(leaf)
+        if tlb is not None:
+            tlb.fill(d.id, sid, a, shift, phys, prot, pt.leaf_writes)
+    if not prot & need:
+        return ("write-denied" if need == IOMMU_WRITE else "read-denied"), phys, prot, shift
+    return None, phys, prot, shift
+
+
 def iommu_device_access(dev, iova: int, n: int, write: bool, data: bytes | None):
     """Mirrors iommu.pxi iommu_device_access(); returns the bytes read (reads) or None."""
     from .machine import bus_access_phys, dma_get_mask  # machine imports this module
@@ -429,37 +499,7 @@ def iommu_device_access(dev, iova: int, n: int, write: bool, data: bytes | None)
     while done < n:
         a = iova + done
         chunk = min(PAGE_SIZE - (a & (PAGE_SIZE - 1)), n - done)
-        reason = None
-        phys = prot = 0
-        if pt is None:
-            reason = "blocked"
-        else:
-            e = tlb.find(d.id, sid, a, d.leaf_shifts) if tlb is not None else None
-            if e is not None:
-                mask = (1 << e.shift) - 1
-                phys, prot = e.phys | (a & mask), e.prot
-                if e.gen != pt.leaf_writes:
-                    saved = pt.walk_reads
-                    cur = pt.lookup(a)
-                    pt.walk_reads = saved
-                    if cur is None or cur != (phys, prot, mask + 1):
-                        tlb.stale_hits += 1
-                        d.stale_hits += 1
-                        hook = getattr(_debug, "debug_dma_stale_iotlb", None)
-                        if hook is not None:
-                            hook(dev, a, phys, U64_MAX if cur is None else cur[0])
-                    else:
-                        e.gen = pt.leaf_writes
-            else:
-                w = pt.lookup(a)
-                if w is None:
-                    reason = "not-present" if pt._in_range(a, a) else "address-size"
-                else:
-                    phys, prot, leaf = w
-                    if tlb is not None:
-                        tlb.fill(d.id, sid, a, _ffs(leaf), phys, prot, pt.leaf_writes)
-            if reason is None and not prot & need:
-                reason = "write-denied" if write else "read-denied"
+        reason, phys, _prot, _shift = _translate_one(dev, d, tlb, pt, sid, a, need)
         if reason is not None:
             _fault(mmu, d, dev, a, chunk, write, reason)
             if not write:
@@ -470,6 +510,68 @@ def iommu_device_access(dev, iova: int, n: int, write: bool, data: bytes | None)
             out += bus_access_phys(dev, phys, chunk, False, None)
         done += chunk
     return None if write else bytes(out)
+
+
+# ---- QEMU-style translation for embedders (dev.translate) ---------------------------------------
+IOMMU_NONE, IOMMU_RW = 0, 3
+_IOMMU_PERM_NAMES = ("IOMMU_NONE", "IOMMU_RO", "IOMMU_WO", "IOMMU_RW")
+
+
+class IOMMUTLBEntry:
+    """Reference twin of dmaphys._core.IOMMUTLBEntry (QEMU's IOMMUTLBEntry)."""
+
+    __slots__ = ("iova", "translated_addr", "addr_mask", "perm")
+
+    def __init__(self, iova, translated_addr, addr_mask, perm) -> None:
+        self.iova = u64(iova, "iova")
+        self.translated_addr = u64(translated_addr, "translated_addr")
+        self.addr_mask = u64(addr_mask, "addr_mask")
+        self.perm = u64(perm, "perm")
+
+    def _key(self):
+        return (self.iova, self.translated_addr, self.addr_mask, self.perm)
+
+    def __eq__(self, other):
+        if not isinstance(other, IOMMUTLBEntry):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"IOMMUTLBEntry(iova={self.iova:#x}, translated_addr={self.translated_addr:#x}, "
+                f"addr_mask={self.addr_mask:#x}, perm={_IOMMU_PERM_NAMES[self.perm]})")
+
+
+def device_translate(dev, addr: int, write: bool) -> IOMMUTLBEntry:
+    """Mirrors iommu.pxi device_translate()."""
+    from .machine import bus_check_phys, direct_bus_to_phys, dma_get_mask
+    from .p2pdma import p2p_bus_to_phys
+
+    page = addr & ~(PAGE_SIZE - 1)
+    if dev.domain is not None and dev.domain.translates:
+        phys = p2p_bus_to_phys(dev, addr, 1)
+        if phys == U64_MAX:
+            d = dev.domain
+            mmu = d.iommu
+            limit = min_not_zero(dma_get_mask(dev), dev.bus_dma_limit)
+            if addr > limit:
+                dev.faults += 1
+                raise DmaFault(dev.name, addr, 1, "write" if write else "read",
+                               f"beyond the device's addressing limit {limit:#x}")
+            sid = mmu.sid_of(dev) if mmu.iotlb is not None and mmu.iotlb.qemu else 0
+            reason, phys, prot, shift = _translate_one(dev, d, mmu.iotlb, d.pgtable, sid, addr,
+                                                       IOMMU_WRITE if write else IOMMU_READ)
+            if reason is not None:
+                _fault(mmu, d, dev, addr, 1, write, reason)
+                return IOMMUTLBEntry(page, 0, PAGE_SIZE - 1, IOMMU_NONE)
+            mask = (1 << shift) - 1
+            return IOMMUTLBEntry(addr & ~mask, phys & ~mask, mask, prot & IOMMU_RW)
+    else:
+        phys = direct_bus_to_phys(dev, addr, 1, write)
+    bus_check_phys(dev, phys, 1, write)
+    return IOMMUTLBEntry(page, (phys - (addr & (PAGE_SIZE - 1))) & U64_MAX, PAGE_SIZE - 1, IOMMU_RW)
 
 
 # ---- module-level kernel API ---------------------------------------------------------------------
@@ -511,7 +613,11 @@ def iommu_unmap_fast(domain, iova, size) -> int:
 
 def iommu_iotlb_sync(domain, iova, size) -> None:
     """iommu_iotlb_sync() of a gather covering [iova, iova + size)."""
-    iommu_iotlb_sync_range(_domain_arg(domain), u64(iova, "iova"), u64(size, "size"))
+    d = _domain_arg(domain)
+    try:
+        iommu_iotlb_sync_range(d, u64(iova, "iova"), u64(size, "size"))
+    finally:
+        d.iommu.machine.flush_warnings()
 
 
 def iommu_iova_to_phys(domain, iova) -> int:
@@ -532,7 +638,15 @@ def iommu_domain_free(domain) -> None:
     d.iommu.machine.flush_warnings()
 
 
+def _machine_dev_arg(dev) -> None:
+    from . import machine
+    if not isinstance(dev, machine.Device):
+        raise TypeError(f"dev must be a Device, not {type(dev).__name__}")
+    machine.dev_live(dev)
+
+
 def iommu_attach_device(domain, dev) -> int:
+    _machine_dev_arg(dev)
     d = _domain_arg(domain)
     if d.freed:
         raise ValueError(f"IOMMU domain {d.id} was freed")
@@ -549,12 +663,16 @@ def iommu_attach_device(domain, dev) -> int:
     if cur is d:
         return 0
     mmu._default_domains[dev] = cur
-    mmu._switch(dev, cur, d)
     dev.dma_iommu = False
+    try:
+        mmu._switch(dev, cur, d)
+    finally:
+        mmu.machine.flush_warnings()
     return 0
 
 
 def iommu_detach_device(domain, dev) -> None:
+    _machine_dev_arg(dev)
     d = _domain_arg(domain)
     mmu = d.iommu
     if dev.domain is not d or dev not in mmu._default_domains:
@@ -562,8 +680,11 @@ def iommu_detach_device(domain, dev) -> None:
         mmu.machine.flush_warnings()
         return
     dflt = mmu._default_domains.pop(dev)
-    mmu._switch(dev, d, dflt)
     dev.dma_iommu = bool(dflt.type_value & _DMA_API) and dflt.iova_cookie is not None
+    try:
+        mmu._switch(dev, d, dflt)
+    finally:
+        mmu.machine.flush_warnings()
 
 
 # names dma_iommu.py calls (the C-level functions of the core)

@@ -178,21 +178,45 @@ class Iotlb:
         return [e for ways in self._sets for e in ways if e is not None]
 
     # ---- Python API ------------------------------------------------------------------------
+    def _notify(self, domain, domid: int, all_domains: bool, iova: int, size: int) -> None:
+        """Mirrors iotlb.pxi Iotlb._notify: the owning IOMMU's notifiers, then flush warnings."""
+        from .iommu import iommu_notify
+        mmu = self.owner
+        if mmu is None:
+            return
+        if mmu.notifiers:
+            if not all_domains and not hasattr(domain, "leaf_shifts"):
+                domain = next((x for x in mmu.domains if x.id == domid), None)
+                if domain is None:
+                    return
+            iommu_notify(mmu, domain, iova, size)
+        mmu.machine.flush_warnings()
+
     def invalidate_range(self, domain, iova, size):
         a, s = u64(iova, "iova"), u64(size, "size")
         if hasattr(domain, "leaf_shifts"):
-            return self.inv_range(domain.id, a, s, domain.leaf_shifts)
-        domid = u64(domain, "domain id")
-        if s == 0:
-            self.invalidations += 1
-            return 0
-        return self._scan_range(domid, a, min(a + s - 1, U64_MAX))
+            domid = domain.id
+            n = self.inv_range(domid, a, s, domain.leaf_shifts)
+        else:
+            domid = u64(domain, "domain id") & 0xFFFFFFFF
+            if s == 0:
+                self.invalidations += 1
+                return 0
+            n = self._scan_range(domid, a, min(a + s - 1, U64_MAX))
+        if s:
+            self._notify(domain, domid, False, a, s)
+        return n
 
     def invalidate_domain(self, domain):
-        return self.inv_domain(domain.id if hasattr(domain, "leaf_shifts") else u64(domain, "domain id"))
+        domid = domain.id if hasattr(domain, "leaf_shifts") else u64(domain, "domain id") & 0xFFFFFFFF
+        n = self.inv_domain(domid)
+        self._notify(domain, domid, False, 0, U64_MAX)
+        return n
 
     def invalidate_all(self):
-        return self.inv_all()
+        n = self.inv_all()
+        self._notify(None, 0, True, 0, U64_MAX)
+        return n
 
     def probe(self, domain, iova, sid=0):
         a = u64(iova, "iova")

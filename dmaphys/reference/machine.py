@@ -7,10 +7,11 @@ import logging
 import warnings
 from typing import Any
 
+from .._embed import check_ram_removable, ram_buffer_nbytes
 from ..errors import DmaFault, PhysAddrError
 from ._util import DMA_BIT_MASK, U64_MAX, as_bytes, min_not_zero, u64
 from .debug import DmaDebug
-from .iommu import Iommu, iommu_device_access
+from .iommu import Iommu, device_translate, iommu_device_access
 from .memory import REGION_MMIO, REGION_RAM, PhysMem
 from .p2pdma import P2PTopology, p2p_bus_to_phys
 from .swiotlb import swiotlb_init
@@ -41,8 +42,10 @@ class Machine:
         self.warnings_log: list[tuple[str, str]] = []
         self.ratelimit_states: dict[str, Any] = {}    # call site -> RatelimitState (swiotlb.py)
         self._warn_queue: list[tuple[type, str]] = []
+        self._deferred_exc: BaseException | None = None
         self._warned_once: set = set()
         self._timers: list = []
+        self._user_pages: dict[int, int] = {}       # phys -> npages handed out by alloc_pages()
         self._timer_seq = 0
         for i, (base, size) in enumerate(ram):
             self.mem.add_region(u64(base, "RAM base"), u64(size, "RAM size"), REGION_RAM, f"System RAM {i}")
@@ -113,14 +116,29 @@ class Machine:
         phys = self.mem.alloc_pages(n, lim, al)
         if phys == U64_MAX:
             raise MemoryError(f"no {n} free pages below {lim:#x}")
+        self._user_pages[phys] = n
         return phys
 
     def free_pages(self, phys, npages) -> None:
-        if self.mem.free_pages(u64(phys, "phys"), u64(npages, "npages")) < 0:
-            raise ValueError(f"free_pages({phys:#x}, {npages}): not an allocation of that size")
+        p, n = u64(phys, "phys"), u64(npages, "npages")
+        if self._user_pages.get(p) != n or self.mem.free_pages(p, n) < 0:
+            raise ValueError(f"free_pages({p:#x}, {n}): not a run alloc_pages() handed out")
+        del self._user_pages[p]
 
     def add_mmio(self, base, size, name) -> None:
         self.mem.add_region(u64(base, "base"), u64(size, "size"), REGION_MMIO, str(name))
+
+    def add_ram(self, base, buffer, *, name=None, allocatable=False) -> None:
+        """Mirrors machine.pxi Machine.add_ram (embedder-owned RAM, zero copy)."""
+        b = u64(base, "base")
+        ram_buffer_nbytes(buffer, b)
+        self.mem.add_ext_ram(b, buffer, f"Embedder RAM {b:#x}" if name is None else str(name),
+                             bool(allocatable))
+
+    def remove_ram(self, base) -> None:
+        b = u64(base, "base")
+        check_ram_removable(self, b)
+        self.mem.remove_ext_ram(b)
 
     def max_phys_ram(self) -> int:
         return max((s + z for s, z, k, _ in self.mem.regions_list() if k == "ram"), default=0)
@@ -159,6 +177,7 @@ class Machine:
         if dev.domain is not None:
             dev.domain.iommu.detach_device(dev)
         del self.devices[dev.name]
+        dev.removed = True                        # faults from now on, like a blocked domain
         self.flush_warnings()
 
     def add_host_bridge(self, name, p2p_allowlisted=False, *, req_same_host_bridge=False):
@@ -192,6 +211,16 @@ class Machine:
                 warnings.warn(text, category, stacklevel=3)
         if self.dma_debug._pending:
             self.dma_debug.raise_pending()
+        if self._deferred_exc is not None:
+            exc, self._deferred_exc = self._deferred_exc, None
+            raise exc
+
+    def defer_exception(self, exc) -> None:
+        """Mirrors machine.pxi Machine.defer_exception (an embedder callback raised)."""
+        if self._deferred_exc is None:
+            self._deferred_exc = exc
+        else:
+            _log.error("another embedder callback raised as well: %r", exc)
 
     def __repr__(self) -> str:
         return (f"<dmaphys.reference.Machine cpus={self.cpus} ram={self.mem.ram_bytes >> 20} MiB "
@@ -220,6 +249,7 @@ class Device:
         self.seg_boundary_mask = u64(seg_boundary_mask, "seg_boundary_mask")
         self.pci = bool(pci)
         self.untrusted = bool(untrusted)
+        self.removed = False                      # Machine.remove_device() ran: every access faults
         if self.untrusted and not self.pci:
             raise ValueError("only PCI devices can be untrusted (pdev->untrusted)")
         self.range_map: list[tuple[int, int, int]] = []
@@ -263,6 +293,12 @@ class Device:
                 "arch_sync_for_cpu": self.arch_sync_for_cpu,
                 "dma_reads": self.dma_reads, "dma_writes": self.dma_writes, "faults": self.faults}
 
+    @property
+    def capsule(self):
+        """The core's "dmaphys.device" capsule for the C ABI; the reference has no C ABI."""
+        raise TypeError("dev.capsule (the C ABI, include/dmaphys.h) needs the compiled core, "
+                        "not dmaphys.reference")
+
     def __repr__(self) -> str:
         return f"<dmaphys.reference.Device {self.name!r} mask={self._dma_mask:#x} coherent={self.coherent}>"
 
@@ -277,6 +313,14 @@ class Device:
                 self.machine.flush_warnings()
         self.dma_reads += 1
         return out
+
+    def translate(self, dma_addr, write=False):
+        """Mirrors device.pxi Device.translate (QEMU-style IOMMUTLBEntry of the page)."""
+        a = u64(dma_addr, "dma_addr")
+        try:
+            return device_translate(self, a, bool(write))
+        finally:
+            self.machine.flush_warnings()
 
     def dma_write(self, dma_addr, data) -> None:
         a = u64(dma_addr, "dma_addr")
@@ -322,10 +366,19 @@ def dma_get_mask(dev) -> int:
     return DMA_BIT_MASK(32)
 
 
+def dev_live(dev) -> None:
+    """DMA-API entry points refuse a device Machine.remove_device() removed (ValueError)."""
+    if dev.removed:
+        raise ValueError(f"device {dev.name!r} was removed from its machine")
+
+
 def device_access(dev, addr: int, n: int, write: bool, data: bytes | None):
     """Mirrors device.pxi device_access(); returns the bytes read (reads) or None."""
     last = addr + n - 1
     access = "write" if write else "read"
+    if dev.removed:                              # unbound and gone: blocked like IOMMU_DOMAIN_BLOCKED
+        dev.faults += 1
+        raise DmaFault(dev.name, addr, n, access, "blocked (the device was removed)")
     if last > U64_MAX:
         dev.faults += 1
         raise DmaFault(dev.name, addr, n, access, "address wraps")
@@ -334,6 +387,13 @@ def device_access(dev, addr: int, n: int, write: bool, data: bytes | None):
         if phys != U64_MAX:
             return bus_access_phys(dev, phys, n, write, data)
         return iommu_device_access(dev, addr, n, write, data)
+    return bus_access_phys(dev, direct_bus_to_phys(dev, addr, n, write), n, write, data)
+
+
+def direct_bus_to_phys(dev, addr: int, n: int, write: bool) -> int:
+    """Mirrors device.pxi direct_bus_to_phys()."""
+    last = addr + n - 1
+    access = "write" if write else "read"
     limit = min_not_zero(dma_get_mask(dev), dev.bus_dma_limit)
     if last > limit:
         dev.faults += 1
@@ -344,15 +404,19 @@ def device_access(dev, addr: int, n: int, write: bool, data: bytes | None):
         if phys == U64_MAX or (n > 1 and dma_to_phys(dev, last) != phys + n - 1):
             dev.faults += 1
             raise DmaFault(dev.name, addr, n, access, "no dma_range_map region translates this bus address")
-    return bus_access_phys(dev, phys, n, write, data)
+    return phys
+
+
+def bus_check_phys(dev, phys: int, n: int, write: bool) -> None:
+    if dev.machine.mem.find_region(phys, n) < 0:
+        dev.faults += 1
+        raise DmaFault(dev.name, phys, n, "write" if write else "read",
+                       f"no RAM or MMIO at physical address {phys:#x}")
 
 
 def bus_access_phys(dev, phys: int, n: int, write: bool, data: bytes | None):
     mem = dev.machine.mem
-    if mem.find_region(phys, n) < 0:
-        dev.faults += 1
-        raise DmaFault(dev.name, phys, n, "write" if write else "read",
-                       f"no RAM or MMIO at physical address {phys:#x}")
+    bus_check_phys(dev, phys, n, write)
     if write:
         mem.write(phys, data)
         dev.machine.dma_debug.device_wrote(dev, phys, n)

@@ -22,6 +22,7 @@ from ..constants import (
 from ..errors import KernelBug, KernelWarning
 from . import debug as _debug
 from . import dma_iommu as _dma_iommu
+from . import machine as _machine_mod
 from . import trace as _trace
 from ._util import DMA_BIT_MASK, U64_MAX, min_not_zero, u64
 from .direct import (
@@ -106,6 +107,7 @@ def _iommu(name: str):
 def _dev(dev) -> Device:
     if not isinstance(dev, Device):
         raise TypeError(f"dev must be a Device, not {type(dev).__name__}")
+    _machine_mod.dev_live(dev)
     return dev
 
 

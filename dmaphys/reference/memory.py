@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import pickle
 
 from ..errors import PhysAddrError
 
@@ -24,13 +25,15 @@ class PhysMem:
         self.free_extents: dict[int, int] = {}                # start_pfn -> end_pfn
         self.allocated: dict[int, int] = {}                   # start_pfn -> npages
         self.allocated_pages = 0
+        # embedder-owned RAM: (spfn, epfn, allocatable, export holder, byte view), added order
+        self.ext: list[tuple[int, int, bool, pickle.PickleBuffer, memoryview]] = []
 
     @property
     def resident_frames(self) -> int:
-        return len(self.frames)
+        return len(self.frames) - sum(e - s for s, e, *_ in self.ext)
 
     # regions
-    def add_region(self, start: int, size: int, kind: int, name: str) -> None:
+    def check_region(self, start: int, size: int, name: str) -> None:
         if size == 0 or start % PAGE_SIZE or size % PAGE_SIZE:
             raise ValueError(f"{name}: region {start:#x}+{size:#x} must be page aligned and non-empty")
         if start + size > (1 << MAX_PHYS_BITS):
@@ -39,10 +42,60 @@ class PhysMem:
         for s, e, _, n in self.regions:
             if start < e and s < start + size:
                 raise ValueError(f"{name}: region {start:#x}+{size:#x} overlaps {n!r}")
+
+    def add_region(self, start: int, size: int, kind: int, name: str, allocatable: bool = True) -> None:
+        self.check_region(start, size, name)
         bisect.insort(self.regions, (start, start + size, kind, name))
         if kind == REGION_RAM:
             self.ram_bytes += size
-            self._free_range(start >> PAGE_SHIFT, (start + size) >> PAGE_SHIFT)
+            if allocatable:
+                self._free_range(start >> PAGE_SHIFT, (start + size) >> PAGE_SHIFT)
+
+    # embedder-owned RAM (memory.pxi add_ext_ram / remove_ext_ram)
+    def add_ext_ram(self, start: int, buffer, name: str, allocatable: bool) -> None:
+        """Frames of [start, start+len) are 4 KiB memoryview slices of the buffer (zero copy).
+        A pickle.PickleBuffer holds a buffer export (PyObject_GetBuffer, like the core's
+        Py_buffer; a memoryview of a memoryview would not), so the embedder cannot resize or
+        release the buffer meanwhile."""
+        holder = pickle.PickleBuffer(buffer)
+        view = memoryview(buffer).cast("B")
+        size = view.nbytes
+        self.check_region(start, size, name)
+        self.add_region(start, size, REGION_RAM, name, allocatable)
+        spfn = start >> PAGE_SHIFT
+        self.ext.append((spfn, spfn + size // PAGE_SIZE, bool(allocatable), holder, view))
+        for i in range(size // PAGE_SIZE):
+            self.frames[spfn + i] = view[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
+
+    def _ext_of(self, pfn: int) -> bool:
+        return any(s <= pfn < e for s, e, *_ in self.ext)
+
+    def remove_ext_ram(self, start: int) -> None:
+        spfn = start >> PAGE_SHIFT
+        k = next((i for i, x in enumerate(self.ext) if x[0] == spfn and start % PAGE_SIZE == 0), None)
+        if k is None:
+            raise ValueError(f"no embedder RAM (Machine.add_ram) starts at {start:#x}")
+        spfn, epfn, allocatable, holder, view = self.ext.pop(k)
+        if allocatable:
+            s = max(x for x in self.free_extents if x <= spfn)
+            e = self.free_extents.pop(s)
+            if s < spfn:
+                self.free_extents[s] = spfn
+            if epfn < e:
+                self.free_extents[epfn] = e
+        for pfn in range(spfn, epfn):
+            self.frames.pop(pfn).release()
+        self.regions = [r for r in self.regions if r[0] != start]
+        self.ram_bytes -= (epfn - spfn) * PAGE_SIZE
+        view.release()
+        holder.release()
+
+    def ext_ram_list(self) -> list[tuple[int, int, str, bool]]:
+        out = []
+        for s, e, allocatable, *_ in self.ext:
+            name = next(r[3] for r in self.regions if r[0] == s << PAGE_SHIFT)
+            out.append((s << PAGE_SHIFT, (e - s) << PAGE_SHIFT, name, allocatable))
+        return sorted(out)
 
     def find_region(self, addr: int, size: int) -> int:
         last = addr + max(size, 1) - 1
@@ -119,7 +172,10 @@ class PhysMem:
 
     def discard(self, pfn: int, npages: int) -> None:
         for p in range(pfn, pfn + npages):
-            self.frames.pop(p, None)
+            if self.ext and self._ext_of(p):
+                self.frames[p][:] = bytes(PAGE_SIZE)      # the embedder's memory stays; zero it
+            else:
+                self.frames.pop(p, None)
 
     # page allocator: top-down first fit, like memory.pxi
     def _free_range(self, spfn: int, epfn: int) -> None:

@@ -66,9 +66,17 @@ class ScatterList:
         return f"<dmaphys.reference.ScatterList orig_nents={self.orig_nents} nents={self.nents}>"
 
 
+def _entry_arg(sg) -> ScatterlistEntry:
+    if not isinstance(sg, ScatterlistEntry):
+        raise TypeError(f"sg must be a ScatterlistEntry, not {type(sg).__name__}")
+    return sg
+
+
 def sg_dma_is_bus_address(sg: ScatterlistEntry) -> bool:
+    _entry_arg(sg)
     return bool(sg.dma_flags & SG_DMA_BUS_ADDRESS)
 
 
 def sg_dma_is_swiotlb(sg: ScatterlistEntry) -> bool:
+    _entry_arg(sg)
     return bool(sg.dma_flags & SG_DMA_SWIOTLB)

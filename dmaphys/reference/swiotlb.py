@@ -579,6 +579,7 @@ def c_swiotlb_map(dev, phys: int, size: int, dir: int, attrs: int) -> int:
 def _dev_arg(dev):
     if not isinstance(dev, _machine().Device):
         raise TypeError(f"dev must be a Device, not {type(dev).__name__}")
+    _machine().dev_live(dev)
     return dev
 
 

@@ -1,0 +1,3 @@
+# The C face of _kernel/batch.pxi: numpy batch entry points (def only: nothing to declare).
+
+

@@ -1,0 +1,648 @@
+# The C ABI for simulators written in C/C++ (dmaphys/include/dmaphys.h, docs/EMBEDDING.md).
+#
+# One named capsule, dmaphys._core._C_API ("dmaphys._core._C_API"), points to a static
+# dmaphys_api table: ABI version and struct size first, then function pointers that are
+# only ever appended. Each entry
+#   - takes the GIL itself (``with gil``), so it may be called from any thread;
+#   - validates its device capsule (NULL, not a capsule, another capsule name, a removed
+#     device) and its pointers / sizes before touching state;
+#   - calls the same cdef functions the def entry points call (mapping.pxi c_dma_*,
+#     dma_iommu.pxi c_dma_iova_*, device.pxi device_access) and flushes queued warnings
+#     afterwards like a def entry point;
+#   - turns every Python exception into a dmaphys_error record and a DMAPHYS_E_* return
+#     value, and clears it: nothing leaves a Python exception set.
+
+from cpython.pycapsule cimport (PyCapsule_New, PyCapsule_GetPointer, PyCapsule_CheckExact,
+                                PyCapsule_GetName, PyCapsule_Destructor,
+                                PyCapsule_GetContext, PyCapsule_SetContext)
+from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
+from cpython.exc cimport PyErr_SetObject, PyErr_SetString
+from dmaphys.capi cimport (dmaphys_api, dmaphys_error, dmaphys_scatterlist, dmaphys_iova_state,
+                           dmaphys_iotlb_entry, dmaphys_notifier_fn, DMAPHYS_ABI_VERSION,
+                           DMAPHYS_E_BADARG, DMAPHYS_E_NODEV, DMAPHYS_E_FAULT, DMAPHYS_E_BUG,
+                           DMAPHYS_E_PYTHON, DMAPHYS_E_NOTSUPP, DMAPHYS_ERR_NONE, DMAPHYS_ERR_BADARG,
+                           DMAPHYS_ERR_NODEV, DMAPHYS_ERR_DMA_FAULT, DMAPHYS_ERR_IOMMU_FAULT,
+                           DMAPHYS_ERR_PHYS, DMAPHYS_ERR_BUG, DMAPHYS_ERR_PYTHON, DMAPHYS_ERR_NOTSUPP)
+
+cdef extern from "<string.h>" nogil:
+    size_t strnlen(const char *s, size_t maxlen)
+
+import builtins as _builtins
+import dmaphys.errors as _errors_mod
+
+# One name pointer for every device capsule dmaphys makes: a capsule is accepted only when its
+# name is this very pointer, so a foreign capsule that happens to share the text is refused too.
+cdef const char *_capi_dev_name = "dmaphys.device"
+cdef const char *_capi_table_name = "dmaphys._core._C_API"
+
+
+cdef void _capi_dev_capsule_free(object cap) noexcept:
+    cdef void *p = PyCapsule_GetPointer(cap, _capi_dev_name)
+    if p != NULL:
+        Py_DECREF(<object>p)
+
+
+cdef object _device_capsule(Device dev):
+    """dev.capsule: a new capsule holding a reference to dev (released with the capsule).
+
+    The device is both the pointer and the context: _capi_device() reads the context, which
+    skips PyCapsule_GetPointer's name strcmp (the name pointer itself is compared instead).
+    """
+    cap = PyCapsule_New(<void *>dev, _capi_dev_name, <PyCapsule_Destructor>_capi_dev_capsule_free)
+    Py_INCREF(dev)
+    PyCapsule_SetContext(cap, <void *>dev)
+    return cap
+
+
+# ---- the error record ------------------------------------------------------------------------
+cdef void _capi_str(char *dst, size_t cap, object text) noexcept:
+    cdef bytes b
+    cdef size_t n
+    try:
+        b = str(text).encode("utf-8", "replace")
+    except BaseException:
+        b = b"<unprintable>"
+    n = len(b)
+    if n > cap - 1:
+        n = cap - 1
+    memcpy(dst, <const char *>b, n)
+    dst[n] = 0
+
+
+cdef void _capi_reset(dmaphys_error *err, int kind) noexcept:
+    err.kind = kind
+    err.access = 0
+    err.addr = 0
+    err.size = 0
+    err.completed = 0
+    err.result = 0
+    err.type[0] = 0
+    err.device[0] = 0
+    err.reason[0] = 0
+
+
+cdef int _capi_fail(dmaphys_error *err, int code, int kind, str reason) noexcept:
+    """An ABI-level failure found before any state was touched (no Python exception involved)."""
+    if err != NULL:
+        _capi_reset(err, kind)
+        _capi_str(err.reason, sizeof(err.reason), reason)
+    return code
+
+
+cdef int _capi_exc(dmaphys_error *err, object e) noexcept:
+    """Record the Python exception e (being handled; the caller's except clause clears it)."""
+    cdef int kind, code
+    if isinstance(e, IommuFault):
+        kind, code = DMAPHYS_ERR_IOMMU_FAULT, DMAPHYS_E_FAULT
+    elif isinstance(e, DmaFault):
+        kind, code = DMAPHYS_ERR_DMA_FAULT, DMAPHYS_E_FAULT
+    elif isinstance(e, PhysAddrError):
+        kind, code = DMAPHYS_ERR_PHYS, DMAPHYS_E_FAULT
+    elif isinstance(e, KernelBug):
+        kind, code = DMAPHYS_ERR_BUG, DMAPHYS_E_BUG
+    else:
+        kind, code = DMAPHYS_ERR_PYTHON, DMAPHYS_E_PYTHON
+    if err == NULL:
+        return code
+    _capi_reset(err, kind)
+    _capi_str(err.type, sizeof(err.type), type(e).__name__)
+    try:
+        if kind == DMAPHYS_ERR_DMA_FAULT or kind == DMAPHYS_ERR_IOMMU_FAULT:
+            err.addr = e.addr
+            err.size = e.size
+            err.access = 1 if e.access == "write" else 0
+            _capi_str(err.device, sizeof(err.device), e.device)
+            _capi_str(err.reason, sizeof(err.reason), e.reason)
+        elif kind == DMAPHYS_ERR_PHYS:
+            err.addr = e.phys
+            err.size = e.size
+            _capi_str(err.reason, sizeof(err.reason), e.reason)
+        else:
+            _capi_str(err.reason, sizeof(err.reason), e)
+    except BaseException:
+        _capi_str(err.reason, sizeof(err.reason), "<exception without the usual fields>")
+    return code
+
+
+cdef inline int _capi_flush(Machine m, dmaphys_error *err, u64 result) noexcept:
+    """flush_warnings() of a def entry point; 0, or a DMAPHYS_E_* code when it raised (recorded)."""
+    if not m._warn_queue and not m.dma_debug._pending:
+        return 0
+    return _capi_flush_slow(m, err, result)
+
+
+cdef int _capi_flush_slow(Machine m, dmaphys_error *err, u64 result) noexcept:
+    cdef int code
+    try:
+        m.flush_warnings()
+    except BaseException as e:
+        code = _capi_exc(err, e)
+        if err != NULL:
+            err.completed = 1
+            err.result = result
+        return code
+    return 0
+
+
+cdef void _capi_flush_quiet(Machine m) noexcept:
+    """After a failed operation: emit what it queued; a second exception from that is dropped."""
+    try:
+        if m._warn_queue or m.dma_debug._pending:
+            m.flush_warnings()
+    except BaseException:
+        pass
+
+
+cdef Device _capi_device(PyObject *cap, dmaphys_error *err, int *code):
+    """The live Device a "dmaphys.device" capsule holds, or None with *code / err set."""
+    cdef object o
+    cdef Device dev
+    if cap == NULL:
+        code[0] = _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG, "dev is NULL")
+        return None
+    o = <object>cap
+    if not PyCapsule_CheckExact(o) or PyCapsule_GetName(o) != _capi_dev_name:
+        code[0] = _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG,
+                             f"dev is a {type(o).__name__}, not a dmaphys.device capsule (dev.capsule)")
+        return None
+    dev = <Device>PyCapsule_GetContext(o)
+    if dev.removed:
+        code[0] = _capi_fail(err, DMAPHYS_E_NODEV, DMAPHYS_ERR_NODEV,
+                             f"device {dev.name!r} was removed from its machine")
+        return None
+    if err != NULL:
+        err.kind = DMAPHYS_ERR_NONE
+    return dev
+
+
+# ---- kernel/dma/mapping.c: single mappings ------------------------------------------------
+cdef u64 _capi_map(PyObject *cap, u64 phys, u64 size, int dir, unsigned long attrs,
+                   dmaphys_error *err, bint resource) noexcept:
+    cdef int code = 0
+    cdef u64 addr
+    cdef Device dev = _capi_device(cap, err, &code)
+    if dev is None:
+        return DMA_MAPPING_ERROR
+    try:
+        if resource:
+            addr = c_dma_map_resource(dev, phys, size, dir, attrs)
+        else:
+            addr = c_dma_map_phys(dev, phys, size, dir, attrs)
+    except BaseException as e:
+        _capi_flush_quiet(dev.machine)
+        _capi_exc(err, e)
+        return DMA_MAPPING_ERROR
+    if _capi_flush(dev.machine, err, addr):
+        return DMA_MAPPING_ERROR
+    return addr
+
+
+cdef int _capi_unmap(PyObject *cap, u64 addr, u64 size, int dir, unsigned long attrs,
+                     dmaphys_error *err, bint resource) noexcept:
+    cdef int code = 0
+    cdef Device dev = _capi_device(cap, err, &code)
+    if dev is None:
+        return code
+    try:
+        if resource:
+            c_dma_unmap_resource(dev, addr, size, dir, attrs)
+        else:
+            c_dma_unmap_phys(dev, addr, size, dir, attrs)
+    except BaseException as e:
+        _capi_flush_quiet(dev.machine)
+        return _capi_exc(err, e)
+    return _capi_flush(dev.machine, err, 0)
+
+
+cdef u64 capi_dma_map_phys(PyObject *dev, u64 phys, u64 size, int dir, unsigned long attrs,
+                           dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_map(dev, phys, size, dir, attrs, err, False)
+
+
+cdef int capi_dma_unmap_phys(PyObject *dev, u64 addr, u64 size, int dir, unsigned long attrs,
+                             dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_unmap(dev, addr, size, dir, attrs, err, False)
+
+
+cdef u64 capi_dma_map_resource(PyObject *dev, u64 phys_addr, u64 size, int dir, unsigned long attrs,
+                               dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_map(dev, phys_addr, size, dir, attrs, err, True)
+
+
+cdef int capi_dma_unmap_resource(PyObject *dev, u64 addr, u64 size, int dir, unsigned long attrs,
+                                 dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_unmap(dev, addr, size, dir, attrs, err, True)
+
+
+cdef int _capi_mapping_error(PyObject *cap, u64 dma_addr, dmaphys_error *err) noexcept:
+    cdef int code = 0, ret
+    cdef Device dev = _capi_device(cap, err, &code)
+    if dev is None:
+        return code
+    try:
+        ret = c_dma_mapping_error(dev, dma_addr)
+    except BaseException as e:
+        _capi_flush_quiet(dev.machine)
+        return _capi_exc(err, e)
+    code = _capi_flush(dev.machine, err, <u64>ret)
+    return code if code else ret
+
+
+cdef int capi_dma_mapping_error(PyObject *dev, u64 dma_addr, dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_mapping_error(dev, dma_addr, err)
+
+
+# ---- scatter-gather -----------------------------------------------------------------------
+cdef ScatterList _capi_sg_in(dmaphys_scatterlist *sg, int nents, dmaphys_error *err, int *code):
+    """A ScatterList copy of the caller's array (with the dma_* fields map_sg filled)."""
+    cdef ScatterList sl
+    cdef scatterlist *s
+    cdef u64 phys
+    cdef int i
+    if sg == NULL:
+        code[0] = _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG, "sg is NULL")
+        return None
+    if nents <= 0:
+        code[0] = _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG, f"nents {nents} must be > 0")
+        return None
+    for i in range(nents):
+        phys = sg[i].page_phys + sg[i].offset
+        if sg[i].length == 0 or phys < sg[i].page_phys or phys + sg[i].length - 1 < phys:
+            code[0] = _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG,
+                                 f"sg[{i}]: length must be 1..2^32-1 and the entry must not wrap")
+            return None
+    sl = ScatterList.__new__(ScatterList)
+    sl.sg.resize(nents)
+    for i in range(nents):
+        s = &sl.sg[i]
+        phys = sg[i].page_phys + sg[i].offset
+        s.page_phys = phys & ~(<u64>PAGE_SIZE - 1)
+        s.offset = phys & (PAGE_SIZE - 1)
+        s.length = sg[i].length
+        s.dma_address = sg[i].dma_address
+        s.dma_length = sg[i].dma_length
+        s.dma_flags = sg[i].dma_flags
+    sl.orig_nents = nents
+    sl.nents = nents
+    return sl
+
+
+cdef void _capi_sg_out(ScatterList sl, dmaphys_scatterlist *sg, int nents) noexcept:
+    cdef int i
+    for i in range(nents):
+        sg[i].dma_address = sl.sg[i].dma_address
+        sg[i].dma_length = <u32>sl.sg[i].dma_length
+        sg[i].dma_flags = sl.sg[i].dma_flags
+
+
+cdef enum:
+    _CAPI_SG_MAP = 0
+    _CAPI_SG_UNMAP = 1
+    _CAPI_SG_SYNC_CPU = 2
+    _CAPI_SG_SYNC_DEV = 3
+
+
+cdef int _capi_sg(PyObject *cap, dmaphys_scatterlist *sg, int nents, int dir, unsigned long attrs,
+                  dmaphys_error *err, int op) noexcept:
+    cdef int code = 0, ret = 0, i
+    cdef Device dev = _capi_device(cap, err, &code)
+    cdef ScatterList sl
+    if dev is None:
+        return code
+    sl = _capi_sg_in(sg, nents, err, &code)
+    if sl is None:
+        return code
+    try:
+        if op == _CAPI_SG_MAP:
+            for i in range(nents):                       # a fresh list: map_sg fills these
+                sl.sg[i].dma_address = 0
+                sl.sg[i].dma_length = 0
+                sl.sg[i].dma_flags = 0
+            ret = c_dma_map_sg_attrs(dev, sl, nents, dir, attrs)
+        elif op == _CAPI_SG_UNMAP:
+            c_dma_unmap_sg_attrs(dev, sl, nents, dir, attrs)
+        elif op == _CAPI_SG_SYNC_CPU:
+            c_dma_sync_sg_for_cpu(dev, sl, nents, dir)
+        else:
+            c_dma_sync_sg_for_device(dev, sl, nents, dir)
+    except BaseException as e:
+        _capi_flush_quiet(dev.machine)
+        return _capi_exc(err, e)
+    _capi_sg_out(sl, sg, nents)
+    code = _capi_flush(dev.machine, err, <u64>ret)
+    return code if code else ret
+
+
+cdef int capi_dma_map_sg_attrs(PyObject *dev, dmaphys_scatterlist *sg, int nents, int dir,
+                               unsigned long attrs, dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_sg(dev, sg, nents, dir, attrs, err, _CAPI_SG_MAP)
+
+
+cdef int capi_dma_unmap_sg_attrs(PyObject *dev, dmaphys_scatterlist *sg, int nents, int dir,
+                                 unsigned long attrs, dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_sg(dev, sg, nents, dir, attrs, err, _CAPI_SG_UNMAP)
+
+
+cdef int capi_dma_sync_sg_for_cpu(PyObject *dev, dmaphys_scatterlist *sg, int nelems, int dir,
+                                  dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_sg(dev, sg, nelems, dir, 0, err, _CAPI_SG_SYNC_CPU)
+
+
+cdef int capi_dma_sync_sg_for_device(PyObject *dev, dmaphys_scatterlist *sg, int nelems, int dir,
+                                     dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_sg(dev, sg, nelems, dir, 0, err, _CAPI_SG_SYNC_DEV)
+
+
+# ---- single syncs -------------------------------------------------------------------------
+cdef int _capi_sync_single(PyObject *cap, u64 addr, u64 size, int dir, dmaphys_error *err,
+                           bint for_cpu) noexcept:
+    cdef int code = 0
+    cdef Device dev = _capi_device(cap, err, &code)
+    if dev is None:
+        return code
+    try:
+        if for_cpu:
+            c_dma_sync_single_for_cpu(dev, addr, size, dir)
+        else:
+            c_dma_sync_single_for_device(dev, addr, size, dir)
+    except BaseException as e:
+        _capi_flush_quiet(dev.machine)
+        return _capi_exc(err, e)
+    return _capi_flush(dev.machine, err, 0)
+
+
+cdef int capi_dma_sync_single_for_cpu(PyObject *dev, u64 addr, u64 size, int dir,
+                                      dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_sync_single(dev, addr, size, dir, err, True)
+
+
+cdef int capi_dma_sync_single_for_device(PyObject *dev, u64 addr, u64 size, int dir,
+                                         dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_sync_single(dev, addr, size, dir, err, False)
+
+
+# ---- drivers/iommu/dma-iommu.c: the two-step IOVA API ----------------------------------------
+cdef enum:
+    _CAPI_IOVA_TRY_ALLOC = 0
+    _CAPI_IOVA_LINK = 1
+    _CAPI_IOVA_SYNC = 2
+    _CAPI_IOVA_UNLINK = 3
+    _CAPI_IOVA_DESTROY = 4
+    _CAPI_IOVA_FREE = 5
+
+
+cdef int _capi_iova(PyObject *cap, dmaphys_iova_state *state, u64 phys, u64 offset, u64 size,
+                    int dir, unsigned long attrs, dmaphys_error *err, int op) noexcept:
+    """The c_dma_iova_* entry points of dma_iommu.pxi on a C-owned struct dma_iova_state."""
+    cdef int code = 0, ret = 0
+    cdef Device dev = _capi_device(cap, err, &code)
+    cdef DmaIovaState st
+    if dev is None:
+        return code
+    if state == NULL:
+        return _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG, "state is NULL")
+    st = DmaIovaState.__new__(DmaIovaState)
+    st.addr = state.addr
+    st._size = state.size
+    try:
+        if op == _CAPI_IOVA_TRY_ALLOC:
+            ret = 1 if c_dma_iova_try_alloc(dev, st, phys, size) else 0
+        elif op == _CAPI_IOVA_LINK:
+            ret = c_dma_iova_link(dev, st, phys, offset, size, dir, attrs)
+        elif op == _CAPI_IOVA_SYNC:
+            ret = c_dma_iova_sync(dev, st, offset, size)
+        elif op == _CAPI_IOVA_UNLINK:
+            c_dma_iova_unlink(dev, st, offset, size, dir, attrs)
+        elif op == _CAPI_IOVA_DESTROY:
+            c_dma_iova_destroy(dev, st, size, dir, attrs)
+        else:
+            c_dma_iova_free(dev, st)
+    except BaseException as e:
+        state.addr = st.addr
+        state.size = st._size
+        _capi_flush_quiet(dev.machine)
+        return _capi_exc(err, e)
+    state.addr = st.addr
+    state.size = st._size
+    code = _capi_flush(dev.machine, err, <u64>ret)
+    return code if code else ret
+
+
+cdef int capi_dma_iova_try_alloc(PyObject *dev, dmaphys_iova_state *state, u64 phys, u64 size,
+                                 dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_iova(dev, state, phys, 0, size, 0, 0, err, _CAPI_IOVA_TRY_ALLOC)
+
+
+cdef int capi_dma_iova_link(PyObject *dev, dmaphys_iova_state *state, u64 phys, u64 offset, u64 size,
+                            int dir, unsigned long attrs, dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_iova(dev, state, phys, offset, size, dir, attrs, err, _CAPI_IOVA_LINK)
+
+
+cdef int capi_dma_iova_sync(PyObject *dev, dmaphys_iova_state *state, u64 offset, u64 size,
+                            dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_iova(dev, state, 0, offset, size, 0, 0, err, _CAPI_IOVA_SYNC)
+
+
+cdef int capi_dma_iova_unlink(PyObject *dev, dmaphys_iova_state *state, u64 offset, u64 size,
+                              int dir, unsigned long attrs, dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_iova(dev, state, 0, offset, size, dir, attrs, err, _CAPI_IOVA_UNLINK)
+
+
+cdef int capi_dma_iova_destroy(PyObject *dev, dmaphys_iova_state *state, u64 mapped_len, int dir,
+                               unsigned long attrs, dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_iova(dev, state, 0, 0, mapped_len, dir, attrs, err, _CAPI_IOVA_DESTROY)
+
+
+cdef int capi_dma_iova_free(PyObject *dev, dmaphys_iova_state *state, dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_iova(dev, state, 0, 0, 0, 0, 0, err, _CAPI_IOVA_FREE)
+
+
+# ---- the device on its bus ----------------------------------------------------------------
+cdef int _capi_access(PyObject *cap, u64 addr, u8 *buf, u64 n, bint write, dmaphys_error *err) noexcept:
+    """Device.dma_read / dma_write without the Python objects: device_access() into buf."""
+    cdef int code = 0
+    cdef Device dev = _capi_device(cap, err, &code)
+    if dev is None:
+        return code
+    if n:
+        if buf == NULL:
+            return _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG, "buf is NULL")
+        try:
+            device_access(dev, addr, buf, n, write)
+        except BaseException as e:
+            _capi_flush_quiet(dev.machine)
+            return _capi_exc(err, e)
+    if write:
+        dev.dma_writes += 1
+    else:
+        dev.dma_reads += 1
+    return _capi_flush(dev.machine, err, 0)
+
+
+cdef int capi_dma_read(PyObject *dev, u64 addr, void *buf, u64 n, dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_access(dev, addr, <u8 *>buf, n, False, err)
+
+
+cdef int capi_dma_write(PyObject *dev, u64 addr, const void *buf, u64 n, dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_access(dev, addr, <u8 *>buf, n, True, err)
+
+
+# ---- translations -------------------------------------------------------------------------
+cdef u64 _capi_iova_to_phys(PyObject *cap, u64 iova, dmaphys_error *err) noexcept:
+    cdef int code = 0
+    cdef u64 phys
+    cdef Device dev = _capi_device(cap, err, &code)
+    if dev is None:
+        return 0
+    if dev.domain is not None:
+        return iommu_iova_to_phys_c(<IommuDomain>dev.domain, iova)
+    phys = dma_to_phys(dev, iova)
+    return 0 if phys == U64_MAX else phys
+
+
+cdef u64 capi_iova_to_phys(PyObject *dev, u64 iova, dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_iova_to_phys(dev, iova, err)
+
+
+cdef int capi_translate(PyObject *dev, u64 addr, int write, dmaphys_iotlb_entry *entry,
+                        dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_fail(err, DMAPHYS_E_NOTSUPP, DMAPHYS_ERR_NOTSUPP, "translate is not available yet")
+
+
+cdef int capi_register_notifier(PyObject *dev, dmaphys_notifier_fn fn, void *opaque,
+                                dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_fail(err, DMAPHYS_E_NOTSUPP, DMAPHYS_ERR_NOTSUPP, "notifiers are not available yet")
+
+
+cdef int capi_unregister_notifier(PyObject *dev, dmaphys_notifier_fn fn, void *opaque,
+                                  dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_fail(err, DMAPHYS_E_NOTSUPP, DMAPHYS_ERR_NOTSUPP, "notifiers are not available yet")
+
+
+cdef int _capi_domain_id(PyObject *cap, u32 *id, dmaphys_error *err) noexcept:
+    cdef int code = 0
+    cdef Device dev = _capi_device(cap, err, &code)
+    if dev is None:
+        return code
+    if id == NULL:
+        return _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG, "id is NULL")
+    if dev.domain is None:
+        return _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG,
+                          f"device {dev.name!r} is not behind an IOMMU (no domain)")
+    id[0] = (<IommuDomain>dev.domain).id
+    return 0
+
+
+cdef int capi_domain_id(PyObject *dev, u32 *id, dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_domain_id(dev, id, err)
+
+
+# ---- helpers ------------------------------------------------------------------------------
+cdef object _capi_exception_of(const dmaphys_error *err):
+    cdef int kind = err.kind
+    cdef str reason = (<bytes>err.reason[:strnlen(err.reason, sizeof(err.reason))]).decode("utf-8", "replace")
+    cdef str tname = (<bytes>err.type[:strnlen(err.type, sizeof(err.type))]).decode("utf-8", "replace")
+    cdef str device = (<bytes>err.device[:strnlen(err.device, sizeof(err.device))]).decode("utf-8", "replace")
+    cdef str access = "write" if err.access else "read"
+    if kind == DMAPHYS_ERR_IOMMU_FAULT:
+        return IommuFault(device, err.addr, err.size, access, reason)
+    if kind == DMAPHYS_ERR_DMA_FAULT:
+        return DmaFault(device, err.addr, err.size, access, reason)
+    if kind == DMAPHYS_ERR_PHYS:
+        return PhysAddrError(err.addr, err.size, reason)
+    if kind == DMAPHYS_ERR_BUG:
+        return KernelBug(reason)
+    if kind == DMAPHYS_ERR_BADARG or kind == DMAPHYS_ERR_NODEV:
+        return ValueError(reason)
+    if kind == DMAPHYS_ERR_NOTSUPP:
+        return NotImplementedError(reason)
+    if kind == DMAPHYS_ERR_PYTHON:
+        cls = getattr(_errors_mod, tname, None) or getattr(_builtins, tname, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            try:
+                return cls(reason)
+            except BaseException:
+                pass
+        return RuntimeError(f"{tname}: {reason}")
+    return SystemError(f"dmaphys: raise_error() on a record without an error (kind {kind})")
+
+
+cdef PyObject *capi_raise_error(const dmaphys_error *err) noexcept nogil:
+    with gil:
+        if err == NULL:
+            PyErr_SetString(SystemError, "dmaphys: raise_error(NULL)")
+            return NULL
+        try:
+            e = _capi_exception_of(err)
+            PyErr_SetObject(type(e), e)
+        except BaseException as exc:
+            PyErr_SetObject(type(exc), exc)
+        return NULL
+
+
+cdef int capi_device_check(PyObject *dev, dmaphys_error *err) noexcept nogil:
+    cdef int code = 0
+    with gil:
+        if _capi_device(dev, err, &code) is None:
+            return code
+        return 0
+
+
+
+# ---- the table and its capsule --------------------------------------------------------------
+cdef dmaphys_api _capi_table
+_capi_table.abi_version = DMAPHYS_ABI_VERSION
+_capi_table.struct_size = sizeof(dmaphys_api)
+_capi_table.dma_map_phys = capi_dma_map_phys
+_capi_table.dma_unmap_phys = capi_dma_unmap_phys
+_capi_table.dma_map_resource = capi_dma_map_resource
+_capi_table.dma_unmap_resource = capi_dma_unmap_resource
+_capi_table.dma_mapping_error = capi_dma_mapping_error
+_capi_table.dma_map_sg_attrs = capi_dma_map_sg_attrs
+_capi_table.dma_unmap_sg_attrs = capi_dma_unmap_sg_attrs
+_capi_table.dma_sync_single_for_cpu = capi_dma_sync_single_for_cpu
+_capi_table.dma_sync_single_for_device = capi_dma_sync_single_for_device
+_capi_table.dma_sync_sg_for_cpu = capi_dma_sync_sg_for_cpu
+_capi_table.dma_sync_sg_for_device = capi_dma_sync_sg_for_device
+_capi_table.dma_iova_try_alloc = capi_dma_iova_try_alloc
+_capi_table.dma_iova_link = capi_dma_iova_link
+_capi_table.dma_iova_sync = capi_dma_iova_sync
+_capi_table.dma_iova_unlink = capi_dma_iova_unlink
+_capi_table.dma_iova_destroy = capi_dma_iova_destroy
+_capi_table.dma_iova_free = capi_dma_iova_free
+_capi_table.dma_read = capi_dma_read
+_capi_table.dma_write = capi_dma_write
+_capi_table.iova_to_phys = capi_iova_to_phys
+_capi_table.translate = capi_translate
+_capi_table.register_notifier = capi_register_notifier
+_capi_table.unregister_notifier = capi_unregister_notifier
+_capi_table.domain_id = capi_domain_id
+_capi_table.raise_error = capi_raise_error
+_capi_table.device_check = capi_device_check
+
+# PyCapsule_Import("dmaphys._core._C_API") finds this (not in __all__: a C-level export)
+_C_API = PyCapsule_New(<void *>&_capi_table, _capi_table_name, NULL)
