@@ -23,7 +23,16 @@ if _os.environ.get("DMAPHYS_PUREPYTHON", "0") not in ("", "0"):
     from . import reference as _impl
     BACKEND = "reference"
 else:
-    from . import _core as _impl
+    try:
+        from . import _core as _impl
+    except ImportError:
+        # e.g. `python -m dmaphys` in a source checkout that was never built: say what is missing
+        # (Python's own message suggests an import cycle, which misleads)
+        raise ImportError(
+            f"dmaphys: the compiled core dmaphys._core is not built in {_os.path.dirname(__file__)}. "
+            "Install the package (pip install .) and run it outside the source tree, build in place "
+            "(python setup.py build_ext --inplace), or set DMAPHYS_PUREPYTHON=1 for the pure-Python "
+            "reference model.") from None
     BACKEND = "core"
 
 globals().update({_n: getattr(_impl, _n) for _n in _impl.__all__})

@@ -1,8 +1,10 @@
-"""The ``dmaphys`` command: ``--version``, ``info``, ``stress`` (the main job) and ``bench``."""
+"""The ``dmaphys`` command: ``--version``, ``info``, ``stress`` (the main job), ``bench``, ``sweep``
+and ``plot``."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -51,6 +53,56 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _cpus(text: str) -> int:
+    v = _positive_int(text)
+    if v > 1024:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most 1024 CPUs")
+    return v
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text.replace("_", ""), 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= v < 1 << 64:
+        raise argparse.ArgumentTypeError(f"{text!r}: the seed is an integer in 0..2^64-1")
+    return v
+
+
+def _duration(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the duration must be a finite number of seconds > 0")
+    return v
+
+
+def _dma_api_formats() -> list[str]:
+    """Page-table formats a DMA-API device can use: granule <= PAGE_SIZE (init_iova_domain BUG_ONs)."""
+    from .reference.io_pgtable import IOPGTABLE_FORMATS
+
+    return [name for name, f in IOPGTABLE_FORMATS.items() if f.granule <= 4096]
+
+
+def _check_plot_path(path: str) -> str | None:
+    """Why ``--plot path`` cannot be written (checked before the run), or None."""
+    if os.path.isdir(path):
+        return f"--plot {path}: is a directory; give a file name such as {os.path.join(path, 'stress.png')}"
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        return f"--plot {path}: directory {parent} does not exist"
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        return f"--plot {path}: not writable"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "--plot needs matplotlib (pip install 'dmaphys[plot]')"
+    return None
+
+
 def _scenarios(text: str) -> tuple[str, ...]:
     from .stress import SCENARIOS
 
@@ -67,21 +119,27 @@ def _scenarios(text: str) -> tuple[str, ...]:
 def cmd_stress(args: argparse.Namespace) -> int:
     from . import stress
 
-    report = stress.run(ops=args.ops, seed=args.seed, scenarios=args.scenario, duration=args.duration,
-                        dma=_backend(args.backend), progress=not args.no_progress and not args.json,
-                        strict=args.strict)
+    if args.ops is not None and args.duration is not None:
+        args.parser.error("give --ops or --duration, not both")
+    if args.plot:
+        why = _check_plot_path(args.plot)
+        if why:
+            args.parser.error(why)
+    ops = stress.DEFAULT_OPS if args.ops is None else args.ops
+    # the progress bar only on a terminal: redraws into a file or pipe are noise
+    progress = not args.no_progress and not args.json and sys.stderr.isatty()
+    report = stress.run(ops=ops, seed=args.seed, scenarios=args.scenario, duration=args.duration,
+                        dma=_backend(args.backend), progress=progress, strict=args.strict)
     if args.json:
         print(stress.to_json(report))
     else:
         print(stress.format_report(report))
     if args.plot:
-        try:
-            stress.plot_report(report, args.plot)
-        except ImportError:
-            print("dmaphys stress: --plot needs matplotlib (pip install 'dmaphys[plot]')", file=sys.stderr)
-            return 2
+        stress.plot_report(report, args.plot)
         if not args.json:
             print(f"plot written to {args.plot}")
+    if report.get("interrupted"):
+        return 130                                     # the shell's code for SIGINT
     return 0 if report["integrity_errors"] == 0 else 1
 
 
@@ -94,6 +152,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if msg:
         print(msg, file=sys.stderr)
         return 1
+    if args.iommu != "off" and args.fmt not in _dma_api_formats():
+        args.parser.error(f"--fmt {args.fmt}: a DMA-API device needs a page-table format with a 4 KiB "
+                          f"granule (the IOVA allocator's granule must not exceed PAGE_SIZE); choose from "
+                          f"{', '.join(_dma_api_formats())}")
     dma = _backend(args.backend)
     m = dma.Machine(cpus=args.cpus)
     kwargs = {}
@@ -120,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"dmaphys {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     info = sub.add_parser("info", help="print the default simulated machine")
-    info.add_argument("--cpus", type=int, default=4)
+    info.add_argument("--cpus", type=_cpus, default=4)
     info.set_defaults(func=cmd_info)
 
     st = sub.add_parser("stress", help="the main job: a seeded mixed DMA workload, every byte checked",
@@ -128,10 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(lazy, two-step IOVA API, per-packet rings) and P2P on the default "
                                     "machine, checking every device read and write; exit 0 only when "
                                     "there are no integrity errors.")
-    st.add_argument("--seed", type=int, default=1, help="RNG seed (default 1); the run is deterministic")
-    st.add_argument("--ops", type=_positive_int, default=2_000_000,
+    st.add_argument("--seed", type=_seed, default=1, help="RNG seed (default 1); the run is deterministic")
+    st.add_argument("--ops", type=_positive_int, default=None,
                     help="operations to run (default 2,000,000)")
-    st.add_argument("--duration", type=float, default=None, help="run for this many seconds instead of --ops")
+    st.add_argument("--duration", type=_duration, default=None,
+                    help="run for this many seconds instead of --ops")
     st.add_argument("--scenario", type=_scenarios, default="all",
                     help="comma-separated subset of swiotlb,direct,nic,nvme,p2p (default all)")
     st.add_argument("--strict", action="store_true", help="IOMMU in strict mode (default lazy)")
@@ -139,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--plot", metavar="FILE.png", help="write latency histograms and occupancy plots")
     st.add_argument("--no-progress", action="store_true", help="no progress bar")
     st.add_argument("--backend", choices=("core", "reference"), default="core")
-    st.set_defaults(func=cmd_stress)
+    st.set_defaults(func=cmd_stress, parser=st)
 
     be = sub.add_parser("bench", help="a twin of the kernel's dma_map_benchmark",
                         description="The kernel's tools/testing/selftests/dma/dma_map_benchmark on a "
@@ -155,11 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="put the device behind an IOMMU (default off: dma-direct/swiotlb)")
     be.add_argument("--fmt", default="x86-64", help="IOMMU page-table format (default x86-64)")
     be.add_argument("--noncoherent", action="store_true", help="a non-coherent device")
-    be.add_argument("--cpus", type=int, default=4, help="simulated CPUs")
+    be.add_argument("--cpus", type=_cpus, default=4, help="simulated CPUs (1-1024)")
     be.add_argument("--loops", type=_positive_int, default=None, help="stop after this many iterations")
     be.add_argument("--json", action="store_true", help="print the results as JSON")
     be.add_argument("--backend", choices=("core", "reference"), default="core")
-    be.set_defaults(func=cmd_bench)
+    be.set_defaults(func=cmd_bench, parser=be)
+
+    from . import sweep  # `sweep` and `plot` live there (Dask imported lazily)
+    sweep.add_parsers(sub)
     return p
 
 
@@ -169,7 +235,18 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:                          # Ctrl-C outside a run's loop: no traceback
+        print("dmaphys: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:                            # `dmaphys ... | head`: the reader left
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())      # so the interpreter's final flush is quiet too
+        except (OSError, ValueError):
+            pass
+        return 0
 
 
 if __name__ == "__main__":

@@ -41,6 +41,20 @@ from .constants import (
 
 SCENARIOS = ("swiotlb", "direct", "nic", "nvme", "p2p")
 DEFAULT_OPS = 2_000_000
+IOMMU_MODES = ("off", "strict", "lazy")
+
+
+def pages_spanned(phys: int, size: int) -> int:
+    """The 4 KiB pages that a mapping of ``size`` bytes at ``phys`` covers (the "per page" unit)."""
+    return ((phys & (PAGE_SIZE - 1)) + size + PAGE_SIZE - 1) // PAGE_SIZE
+
+
+def pages_spanned_sum(phys, sizes) -> int:
+    """pages_spanned() summed over arrays of mappings."""
+    phys = np.asarray(phys, dtype=np.uint64)
+    sizes = np.asarray(sizes, dtype=np.uint64)
+    mask = np.uint64(PAGE_SIZE - 1)
+    return int((((phys & mask) + sizes + mask) // np.uint64(PAGE_SIZE)).sum())
 
 
 class IntegrityError(AssertionError):
@@ -57,6 +71,7 @@ class PathStats:
     bytes: int = 0
     seconds: float = 0.0
     map_failures: int = 0
+    pages: int = 0                          # 4 KiB pages of the successful mappings (pages_spanned)
     latencies: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -65,7 +80,7 @@ class PathStats:
             "ops": self.ops, "rounds": self.rounds, "bytes": self.bytes,
             "seconds": round(self.seconds, 4),
             "ops_per_s": round(self.ops / self.seconds) if self.seconds else 0,
-            "map_failures": self.map_failures,
+            "map_failures": self.map_failures, "pages_mapped": self.pages,
             "round_ns_p50": float(np.percentile(lat, 50)), "round_ns_p99": float(np.percentile(lat, 99)),
         }
 
@@ -74,7 +89,7 @@ class PathStats:
 # batch call per step, the way drivers refill rings; every step is the per-call API applied
 # element by element (batch.pxi). An operation is still one DMA API call or one device access
 # per element.
-RING = 32
+RING = 64
 PATTERN_POOL = 16 << 20          # random bytes the patterns are cut from (see Workload.pattern)
 
 
@@ -106,14 +121,16 @@ def interleave(a, b) -> np.ndarray:
 class Workload:
     """State shared by the scenarios: the machine, the API module, the RNGs and the checks."""
 
-    def __init__(self, dma, seed: int, scenarios, strict: bool = False):
+    def __init__(self, dma, seed: int, scenarios, strict: bool = False, map_size: int | None = None,
+                 **machine_opts):
         self.dma = dma
+        self.map_size = map_size
         self.rng = random.Random(seed)                 # picks the scenario of each round
         self.nprng = np.random.default_rng(seed)       # everything inside a round
         self.pool = np.frombuffer(self.nprng.bytes(PATTERN_POOL), dtype=np.uint8)   # read-only
         self.integrity_errors: list[str] = []
         self.checked_bytes = 0
-        self.m = build_default_machine(dma, strict=strict)
+        self.m = build_default_machine(dma, strict=strict, **machine_opts)
         self.devs = self.m.devices
         self.stats = {name: PathStats(name) for name in scenarios}
         self.occupancy: list[tuple[int, int, int]] = []   # (ops, iova pages, swiotlb slots)
@@ -148,10 +165,28 @@ class Workload:
         return self.pool[off:off + n]
 
 
-def build_default_machine(dma, strict: bool = False):
-    """The default machine described in the module docstring."""
-    m = dma.Machine(ram=[(0, 3 << 30), (4 << 30, 13 << 30)], cpus=4)
-    iommu = m.add_iommu(fmt="x86-64", strict=strict)
+def build_default_machine(dma, strict: bool = False, *, iommu_mode: str | None = None, fmt: str = "x86-64",
+                          iotlb_capacity: int = 512, iotlb_ways: int = 8, iotlb_policy: str = "lru",
+                          fq_size: int | None = None, fq_timeout: int | None = None,
+                          swiotlb_size: int | None = None):
+    """The default machine described in the module docstring.
+
+    The keywords vary it for parameter studies (``dmaphys sweep``): ``iommu_mode`` "off" (the
+    IOMMU devices on dma-direct), "strict" or "lazy" (default: lazy, or strict if ``strict``),
+    the page-table ``fmt``, the IOTLB's entries/ways/replacement policy, the flush queues'
+    size/timeout (None: the kernel's), and the swiotlb size in bytes (None: the default 64 MiB).
+    """
+    if iommu_mode is None:
+        iommu_mode = "strict" if strict else "lazy"
+    if iommu_mode not in IOMMU_MODES:
+        raise ValueError(f"iommu mode must be one of {', '.join(IOMMU_MODES)}, not {iommu_mode!r}")
+    m = dma.Machine(ram=[(0, 3 << 30), (4 << 30, 13 << 30)], cpus=4,
+                    **({} if swiotlb_size is None else {"swiotlb": swiotlb_size}))
+    iommu = None
+    if iommu_mode != "off":
+        iommu = m.add_iommu(fmt=fmt, strict=iommu_mode == "strict",
+                            iotlb={"entries": iotlb_capacity, "ways": iotlb_ways, "policy": iotlb_policy},
+                            fq_size=fq_size, fq_timeout=fq_timeout)
     m.add_device("legacy32", dma_mask=DMA_BIT_MASK(32))
     m.add_device("dma64", dma_mask=DMA_BIT_MASK(64), coherent=False)
     m.add_device("nvme0", dma_mask=DMA_BIT_MASK(64), iommu=iommu, min_align_mask=PAGE_SIZE - 1)
@@ -183,7 +218,7 @@ def _map(w: Workload, dev, phys, sizes, direction, attrs=0):
 def scenario_swiotlb(w: Workload):
     """A 32-bit device on dma-direct with buffers above 4 GiB: every mapping bounces.
 
-    128 buffer slots of 8 KiB. A round maps a ring of RING new buffers (random slots, sizes and
+    4 * RING buffer slots of 8 KiB. A round maps a ring of RING new buffers (random slots, sizes and
     offsets in the slot; one direction per ring, chosen at random); the device reads a
     TO_DEVICE/BIDIRECTIONAL ring and fills the first part of each buffer of a
     FROM_DEVICE/BIDIRECTIONAL one. Then the oldest rings retire (always when the next ring
@@ -192,7 +227,7 @@ def scenario_swiotlb(w: Workload):
     checked (the bytes after the device's part must come back unchanged)."""
     dma, m, dev, rng = w.dma, w.m, w.devs["legacy32"], w.nprng
     st = w.stats["swiotlb"]
-    nslots, slot_bytes, k = 128, 2 * PAGE_SIZE, RING
+    nslots, slot_bytes, k = 4 * RING, 2 * PAGE_SIZE, RING
     base = m.alloc_pages(nslots * slot_bytes // PAGE_SIZE)   # top-down: above 4 GiB
     free = np.ones(nslots, dtype=bool)
     rings: list = []                                          # (addr, phys, size, dir, slots, expected)
@@ -226,6 +261,7 @@ def scenario_swiotlb(w: Workload):
             st.ops += n
             expected = merge_heads(rx, part, data, size)
         st.bytes += int(size.sum())
+        st.pages += pages_spanned_sum(phys, size)
         rings.append((addr, phys, size, d, slots, expected))
         while rings and (int(free.sum()) < k or rng.random() < 0.5):
             addr, phys, size, d, slots, expected = rings.pop(0)
@@ -243,16 +279,16 @@ def scenario_swiotlb(w: Workload):
 def scenario_direct(w: Workload):
     """A 64-bit non-coherent device on dma-direct: no bounce, cache maintenance counted.
 
-    A round maps RING buffers in distinct 8 KiB slots of a 64-page area (no two share a cache
+    A round maps RING buffers in distinct 8 KiB slots of a 2 * RING-page area (no two share a cache
     line), checks dma address == phys, lets the device read them and write new contents,
     unmaps them and checks what the CPU sees."""
     dma, m, dev, rng = w.dma, w.m, w.devs["dma64"], w.nprng
     st = w.stats["direct"]
-    buf = m.alloc_pages(64)
+    buf = m.alloc_pages(2 * RING)
     slot_bytes, k = 2 * PAGE_SIZE, RING
     size_choices = np.array([64, 256, 4096])
     while True:
-        slots = rng.choice(32, k, replace=False)
+        slots = rng.choice(RING, k, replace=False)
         size = size_choices[rng.integers(0, 3, k)]
         off = slots * slot_bytes + rng.integers(0, slot_bytes - size + 1)
         phys = np.uint64(buf) + off.astype(np.uint64)
@@ -262,6 +298,7 @@ def scenario_direct(w: Workload):
         bad = ~ok | (addr != phys)
         for i in np.flatnonzero(bad):
             w.integrity_errors.append(f"direct: dma addr {int(addr[i]):#x} != phys {int(phys[i]):#x}")
+        st.pages += pages_spanned_sum(phys, size)
         w.check("direct read", dma.dma_read_ragged_batch(dev, addr, size), data, size)
         rx = w.pattern(size.sum())
         dma.dma_write_ragged_batch(dev, addr, size, rx)
@@ -279,10 +316,20 @@ def scenario_nic(w: Workload):
     the NIC receives a packet into each buffer of the oldest refill, the driver unmaps them and
     checks. TX: RING packets written by the CPU and mapped TO_DEVICE; while more than 64 are
     queued, the NIC fetches each packet of the oldest batch (headers, then payload: two reads)
-    and the driver unmaps them."""
+    and the driver unmaps them.
+
+    With ``w.map_size`` set, every RX buffer and TX packet is a mapping of that many bytes
+    (RX packets fill their buffer); otherwise 2 KiB RX buffers and 60-1514-byte packets.
+    """
     dma, m, dev, rng = w.dma, w.m, w.devs["nic0"], w.nprng
     st = w.stats["nic"]
-    pages = np.array([m.alloc_pages(1) for _ in range(512)], dtype=np.uint64)
+    fixed = w.map_size
+    rx_size = fixed or 2048
+    buf_pages = pages_spanned(0, fixed) if fixed else 1
+
+    def lengths(c):
+        return np.full(c, fixed, dtype=np.int64) if fixed else rng.integers(60, 1515, c)
+    pages = np.array([m.alloc_pages(buf_pages) for _ in range(512)], dtype=np.uint64)
     rx_rings: list = []                  # (addrs, pages)
     tx_rings: list = []                  # (addrs, lengths, packets)
     rx_posted = tx_queued = 0
@@ -292,11 +339,12 @@ def scenario_nic(w: Workload):
     while True:
         # refill RX: map empty buffers FROM_DEVICE (even slots)
         pg = pages[(slot + steps) % 512]
-        addr, ok = _map(w, dev, pg, 2048, DMA_FROM_DEVICE)
+        addr, ok = _map(w, dev, pg, rx_size, DMA_FROM_DEVICE)
         st.ops += k
         if not ok.all():
             st.map_failures += int(k - ok.sum())
             addr, pg = addr[ok], pg[ok]
+        st.pages += buf_pages * addr.shape[0]
         rx_rings.append((addr, pg))
         rx_posted += addr.shape[0]
         # the NIC receives a packet into each buffer of the oldest refills
@@ -304,17 +352,17 @@ def scenario_nic(w: Workload):
             a, pg = rx_rings.pop(0)
             rx_posted -= a.shape[0]
             c = a.shape[0]
-            n = rng.integers(60, 1515, c)
+            n = lengths(c)
             pkt = w.pattern(n.sum())
             dma.dma_write_ragged_batch(dev, a, n, pkt)
-            dma.dma_unmap_phys_batch(dev, a, 2048, DMA_FROM_DEVICE, 0)
+            dma.dma_unmap_phys_batch(dev, a, rx_size, DMA_FROM_DEVICE, 0)
             w.check("nic RX", dma.mem_read_batch(m, pg, n), pkt, n)
             st.ops += 3 * c
             st.bytes += int(n.sum())
         # transmit packets (odd slots)
         pg = pages[(slot + 1 + steps) % 512]
         slot += 2 * k
-        n = rng.integers(60, 1515, k)
+        n = lengths(k)
         pkt = w.pattern(n.sum())
         dma.mem_write_batch(m, pg, n, pkt)
         addr, ok = _map(w, dev, pg, n, DMA_TO_DEVICE)
@@ -323,6 +371,7 @@ def scenario_nic(w: Workload):
             st.map_failures += int(k - ok.sum())
             pkt = gather(pkt, (np.cumsum(n) - n)[ok], n[ok])
             addr, n = addr[ok], n[ok]
+        st.pages += buf_pages * addr.shape[0]
         tx_rings.append((addr, n, pkt))
         tx_queued += addr.shape[0]
         while tx_queued > 64:
@@ -352,7 +401,43 @@ def _nvme_unwind(w: Workload, dev, state, rets, direction) -> int:
     return int(bad[0]) * PAGE_SIZE
 
 
+def _nvme_direct(w: Workload, dev, phys, npages, first, write_req, fallback, data) -> None:
+    """The requests dma_iova_try_alloc() refused (no IOMMU: dma-direct): the block layer's
+    fallback, a dma_map_phys per segment (blk_dma_map_direct), the device's access per page,
+    a dma_unmap_phys per segment -- one batch call per step and direction."""
+    dma, m, st = w.dma, w.m, w.stats["nvme"]
+    for is_write, direction in ((True, DMA_TO_DEVICE), (False, DMA_FROM_DEVICE)):
+        req = fallback & (write_req == is_write)
+        if not req.any():
+            continue
+        pmask = np.repeat(req, npages)
+        p = phys[pmask]
+        want = gather(data, first[req] * PAGE_SIZE, npages[req] * PAGE_SIZE)
+        addr, ok = _map(w, dev, p, NVME_SIZES[:1].repeat(p.shape[0]), direction)
+        st.ops += p.shape[0]
+        starts = np.cumsum(npages[req]) - npages[req]
+        req_ok = np.minimum.reduceat(ok, starts) if ok.shape[0] else ok
+        st.map_failures += int((~req_ok).sum())
+        good = np.repeat(req_ok, npages[req])                 # the pages of whole mapped requests
+        if not req_ok.all():
+            want = want.reshape(-1, PAGE_SIZE)[good].reshape(-1)
+        if good.any():
+            if is_write:
+                w.check("nvme write", dma.dma_read_ragged_batch(dev, addr[good], PAGE_SIZE), want)
+            else:
+                dma.dma_write_ragged_batch(dev, addr[good], PAGE_SIZE, want)
+            st.ops += int(good.sum())
+        dma.dma_unmap_phys_batch(dev, addr[ok], PAGE_SIZE, direction, 0)
+        st.ops += int(ok.sum())
+        if good.any():
+            if not is_write:
+                w.check("nvme read", dma.mem_read_batch(m, p[good], PAGE_SIZE), want)
+            st.bytes += int(good.sum()) * PAGE_SIZE
+            st.pages += int(good.sum())
+
+
 NVME_OFFSETS = np.arange(32, dtype=np.uint64) * PAGE_SIZE
+NVME_SIZES = np.full(32, PAGE_SIZE, dtype=np.uint64)
 NVME_ACCEPT = np.array([float(np.prod(1 - np.arange(n) / 1024)) for n in range(33)])
 
 
@@ -370,6 +455,7 @@ def scenario_nvme(w: Workload):
     npool = 1024
     pages = np.array([m.alloc_pages(1) for _ in range(npool)], dtype=np.uint64)
     npages_choices = np.array([1, 2, 4, 8, 16, 32])
+    slot_states = [dma.DmaIovaState() for _ in range(RING)]
     while True:
         # request sizes: uniform over the choices, each kept with the probability that that
         # many random picks from the pool are distinct (the per-request workload redrew a
@@ -387,32 +473,37 @@ def scenario_nvme(w: Workload):
         data = w.pattern(total_pages * PAGE_SIZE)
         if wpages:
             dma.mem_write_batch(m, phys[:wpages], PAGE_SIZE, data[:wpages * PAGE_SIZE])
-        states: list = []
-        mapped = np.zeros(nreq, dtype=np.int64)
+        # one DmaIovaState per queue slot, reused request after request (drivers embed it in
+        # their request structure; dma_iova_try_alloc() reinitialises it)
+        states = slot_states[:nreq]
+        used = [False] * nreq
+        mapped = [0] * nreq
+        iova = [0] * nreq
         done = np.zeros(nreq, dtype=bool)
-        iova = np.zeros(nreq, dtype=np.uint64)
-        for r in range(nreq):
-            np_r, f = int(npages[r]), int(first[r])
+        fallback = np.zeros(nreq, dtype=bool)
+        phys_list = phys.tolist()
+        for r, (np_r, f) in enumerate(zip(npages.tolist(), first.tolist(), strict=True)):
             direction = DMA_TO_DEVICE if r < nwrite else DMA_FROM_DEVICE
-            state = dma.DmaIovaState()
-            states.append(state)
-            if not dma.dma_iova_try_alloc(dev, state, int(phys[f]), np_r * PAGE_SIZE):
-                st.map_failures += 1
-                states[-1] = None
+            state = states[r]
+            if not dma.dma_iova_try_alloc(dev, state, phys_list[f], np_r * PAGE_SIZE):
+                fallback[r] = True                        # no IOVA space (no IOMMU): see below
+                st.ops += 1
                 continue
-            rets = dma.dma_iova_link_batch(dev, state, phys[f:f + np_r], NVME_OFFSETS[:np_r], PAGE_SIZE,
-                                           direction, 0)
+            used[r] = True
+            rets = dma.dma_iova_link_batch(dev, state, phys[f:f + np_r], NVME_OFFSETS[:np_r],
+                                           NVME_SIZES[:np_r], direction, 0)
             st.ops += np_r
             mapped[r] = np_r * PAGE_SIZE
             if rets.any():
                 mapped[r] = _nvme_unwind(w, dev, state, rets, direction)
                 st.map_failures += 1
-            elif dma.dma_iova_sync(dev, state, 0, int(mapped[r])) == 0:
+            elif dma.dma_iova_sync(dev, state, 0, mapped[r]) == 0:
                 st.ops += 1
                 done[r] = True
                 iova[r] = state.addr
             else:
                 st.map_failures += 1
+        iova = np.array(iova, dtype=np.uint64)
         size = npages * PAGE_SIZE
         rd, wr = done & write_req, done & ~write_req
         if rd.any():                                        # the device executes the queue
@@ -424,12 +515,15 @@ def scenario_nvme(w: Workload):
             dma.dma_write_ragged_batch(dev, iova[wr], size[wr], gather(data, first[wr] * PAGE_SIZE, size[wr])
                                        if wr.sum() < nreq - nwrite else data[wpages * PAGE_SIZE:])
         st.ops += int(done.sum())
-        for r, state in enumerate(states):                  # completions
-            if state is not None:
-                dma.dma_iova_destroy(dev, state, int(mapped[r]), DMA_TO_DEVICE if r < nwrite
-                                     else DMA_FROM_DEVICE, 0)
+        for r, (state, u, ln) in enumerate(zip(states, used, mapped, strict=True)):    # completions
+            if u:
+                dma.dma_iova_destroy(dev, state, ln, DMA_TO_DEVICE if r < nwrite else DMA_FROM_DEVICE, 0)
                 st.ops += 2
-                st.bytes += int(size[r])
+        used = np.array(used, dtype=bool)
+        st.bytes += int(size[used].sum())
+        st.pages += int(np.asarray(mapped)[used].sum()) // PAGE_SIZE
+        if fallback.any():
+            _nvme_direct(w, dev, phys, npages, first, write_req, fallback, data)
         if wr.any():
             rp = np.repeat(wr, npages)
             want = data[wpages * PAGE_SIZE:] if wr.sum() == nreq - nwrite else \
@@ -475,6 +569,7 @@ def scenario_p2p(w: Workload):
             st.ops += 1 + p.shape[0]
             w.check("p2p BAR store", dma.mem_read_batch(m, p, sz), data, sz)
             st.bytes += int(sz.sum())
+            st.pages += pages_spanned_sum(p, sz)
         if not to_rdma.all():
             p, sz = phys[~to_rdma], n[~to_rdma]
             data = w.pattern(sz.sum())
@@ -493,6 +588,7 @@ def scenario_p2p(w: Workload):
                 st.ops += 2 * addr.shape[0]
                 w.check("p2p BAR store", dma.mem_read_batch(m, p, sz), data, sz)
                 st.bytes += int(sz.sum())
+                st.pages += pages_spanned_sum(p, sz)
         yield
 
 
@@ -502,12 +598,24 @@ WEIGHTS = {"swiotlb": 2, "direct": 1, "nic": 4, "nvme": 2, "p2p": 1}
 
 
 def run(ops: int = DEFAULT_OPS, seed: int = 0, scenarios=SCENARIOS, duration: float | None = None,
-        dma=None, progress: bool = True, strict: bool = False) -> dict:
-    """Run the workload until ``ops`` operations (or ``duration`` seconds); returns the report dict."""
+        dma=None, progress: bool = True, strict: bool = False, *, iommu: str | None = None,
+        fmt: str = "x86-64", iotlb_capacity: int = 512, iotlb_ways: int = 8, iotlb_policy: str = "lru",
+        fq_size: int | None = None, fq_timeout: int | None = None, swiotlb_size: int | None = None,
+        map_size: int | None = None) -> dict:
+    """Run the workload until ``ops`` operations (or ``duration`` seconds); returns the report dict.
+
+    ``iommu`` ("off" | "strict" | "lazy"; default lazy, or strict with ``strict=True``) and the
+    keywords after it vary the default machine (see build_default_machine); ``map_size`` fixes
+    the size in bytes of every NIC mapping (default: 2 KiB RX buffers, 60-1514-byte packets).
+    """
     if dma is None:
         import dmaphys as dma
     scenarios = tuple(scenarios)
-    w = Workload(dma, seed, scenarios, strict=strict)
+    if map_size is not None and map_size <= 0:
+        raise ValueError(f"map_size must be positive, not {map_size}")
+    w = Workload(dma, seed, scenarios, strict=strict, map_size=map_size, iommu_mode=iommu, fmt=fmt,
+                 iotlb_capacity=iotlb_capacity, iotlb_ways=iotlb_ways, iotlb_policy=iotlb_policy,
+                 fq_size=fq_size, fq_timeout=fq_timeout, swiotlb_size=swiotlb_size)
     gens = {name: SCENARIO_FUNCS[name](w) for name in scenarios}
     names = list(scenarios)
     weights = [WEIGHTS[n] for n in names]
@@ -522,6 +630,7 @@ def run(ops: int = DEFAULT_OPS, seed: int = 0, scenarios=SCENARIOS, duration: fl
     clock = time.perf_counter_ns
     sample_every = max(ops // 200, 1000)
     next_sample = 0
+    interrupted = False
     try:
         while True:
             if deadline is not None:
@@ -548,11 +657,16 @@ def run(ops: int = DEFAULT_OPS, seed: int = 0, scenarios=SCENARIOS, duration: fl
             if total >= next_sample:
                 w.occupancy.append((total, iova_pages_in_use(w.m), swiotlb_used(w.m)))
                 next_sample = total + sample_every
+    except KeyboardInterrupt:                      # Ctrl-C: stop and report what ran so far
+        interrupted = True
     finally:
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - start
-    return build_report(w, total, elapsed, seed)
+    w.occupancy.append((total, iova_pages_in_use(w.m), swiotlb_used(w.m)))     # the end state too
+    report = build_report(w, total, elapsed, seed)
+    report["interrupted"] = interrupted
+    return report
 
 
 # ---- report ---------------------------------------------------------------------------------
@@ -580,14 +694,18 @@ def build_report(w: Workload, total_ops: int, elapsed: float, seed: int) -> dict
         iommus.append({
             "fmt": iommu.fmt, "strict": bool(iommu.strict),
             "iotlb": {"hits": tlb.hits, "misses": tlb.misses, "stale_hits": tlb.stale_hits,
-                      "invalidations": tlb.invalidations},
+                      "invalidations": tlb.invalidations, "entries": tlb.entries, "ways": tlb.ways,
+                      "policy": tlb.policy},
             "page_table_pages": sum(d.pgtable.table_pages for d in iommu.domains if d.pgtable is not None),
+            "iotlb_syncs": sum(d.iotlb_syncs for d in iommu.domains),
+            "iotlb_flushes": sum(d.iotlb_flushes for d in iommu.domains),
             "faults": len(iommu.faults),
         })
     occ = w.occupancy
     report = {
         "seed": seed,
         "operations": total_ops,
+        "pages_mapped": sum(st.pages for st in w.stats.values()),
         "seconds": round(elapsed, 3),
         "ops_per_s": round(total_ops / elapsed) if elapsed else 0,
         "paths": {name: st.as_dict() for name, st in w.stats.items()},
@@ -609,8 +727,9 @@ def build_report(w: Workload, total_ops: int, elapsed: float, seed: int) -> dict
 
 
 def format_report(r: dict) -> str:
+    stop = " -- interrupted, the report so far" if r.get("interrupted") else ""
     lines = [f"dmaphys stress: seed {r['seed']}, {r['operations']:,} operations in {r['seconds']:.2f} s "
-             f"({r['ops_per_s']:,} ops/s)", "",
+             f"({r['ops_per_s']:,} ops/s){stop}", "",
              f"{'path':<10}{'ops':>12}{'ops/s':>12}{'rounds':>10}{'MiB moved':>11}{'map fails':>11}"
              f"{'p50 ns':>10}{'p99 ns':>10}"]
     for name, p in r["paths"].items():
@@ -648,22 +767,30 @@ def plot_report(r: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    lats = [np.array(lat, dtype=np.float64) / 1000.0 for lat in r["latencies"].values() if lat]
+    lo = max(min((a.min() for a in lats), default=0.1), 0.01)
+    hi = max(max((a.max() for a in lats), default=1.0), lo * 10)
+    bins = np.geomspace(lo, hi, 60)                  # latencies span decades: log-spaced bins, log axes
     for name, lat in r["latencies"].items():
         if lat:
-            ax1.hist(np.array(lat) / 1000.0, bins=60, histtype="step", label=name, log=True)
-    ax1.set_xlabel("round latency (µs)")
-    ax1.set_ylabel("rounds")
+            ax1.hist(np.array(lat) / 1000.0, bins=bins, histtype="step", label=name, log=True)
+    ax1.set_xscale("log")
+    ax1.set_xlabel("round latency (µs, log)")
+    ax1.set_ylabel("rounds (log)")
     ax1.set_title("latency per path")
     ax1.legend()
     occ = np.array(r["occupancy"] or [(0, 0, 0)], dtype=np.float64)
-    ax2.plot(occ[:, 0], occ[:, 1], label="IOVA pages in use")
-    ax2.plot(occ[:, 0], occ[:, 2], label="swiotlb slots in use")
+    ax2.plot(occ[:, 0], occ[:, 1], color="tab:blue", label="IOVA pages in use")
     ax2.set_xlabel("operations")
+    ax2.set_ylabel("IOVA pages in use", color="tab:blue")
+    ax3 = ax2.twinx()                                # slots and pages differ by orders of magnitude
+    ax3.plot(occ[:, 0], occ[:, 2], color="tab:orange", label="swiotlb slots in use")
+    ax3.set_ylabel("swiotlb slots in use", color="tab:orange")
     ax2.set_title("occupancy over time")
-    ax2.legend()
+    ax2.legend(handles=ax2.get_lines() + ax3.get_lines(), loc="upper left")
     fig.suptitle(f"dmaphys stress, seed {r['seed']}: {r['operations']:,} ops")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")            # exactly ``path`` (no ".png" appended)
     plt.close(fig)
 
 

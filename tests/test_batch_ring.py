@@ -280,3 +280,26 @@ def test_ring_batch_forms(impl):
     impl.dma_write_ragged_batch(dev, [a[0], a[0] + 10], [2, 0], bytearray(b"zz"))
     assert impl.dma_read_ragged_batch(dev, [a[0], a[0]], [0, 4]).tobytes() == b"zzc\0"
     assert dev.stats["dma_reads"] == 2 and dev.stats["dma_writes"] == 2
+
+
+def test_removed_device_like_per_call(impl):
+    """After Machine.remove_device(): the DMA-API batches refuse the device (ValueError, as the
+    per-call functions do), device accesses fault at their first element (DmaFault)."""
+    rig = Rig(impl)
+    rig.state = impl.DmaIovaState()
+    dev = rig.devs["iommu"]
+    assert impl.dma_iova_try_alloc(dev, rig.state, rig.buf, 4096)
+    a = impl.dma_map_phys_batch(dev, [rig.buf], 64, DMA_TO_DEVICE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rig.m.remove_device(dev)
+    for call in (lambda: impl.dma_sync_single_for_cpu_batch(dev, a, 64, DMA_TO_DEVICE),
+                 lambda: impl.dma_sync_single_for_device_batch(dev, a, 64, DMA_TO_DEVICE),
+                 lambda: impl.dma_iova_link_batch(dev, rig.state, [rig.buf], [0], 4096, DMA_TO_DEVICE)):
+        with pytest.raises(ValueError, match="was removed"):
+            call()
+    for call in (lambda: impl.dma_read_ragged_batch(dev, a, 8),
+                 lambda: impl.dma_write_ragged_batch(dev, a, 8, bytes(8))):
+        with pytest.raises(dmaphys.DmaFault) as ei:
+            call()
+        assert ei.value.batch_index == 0

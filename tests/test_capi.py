@@ -303,3 +303,88 @@ def test_python_exception_becomes_a_record():
     assert (ei.value.iova, ei.value.access, ei.value.reason) == (0x1000, "write", "not-present")
     with pytest.raises(SystemError):
         RAISE(None)
+
+
+NOTIFIER = C.CFUNCTYPE(None, C.c_void_p, C.c_uint32, C.c_uint64, C.c_uint64)
+
+
+def test_translate_matches_python():
+    (mc, dc), (mp, dp) = twin(True)
+    h = Dev(dc)
+    a = dma.dma_map_phys(dc, 0x7000 + 0x10, 8192, dma.DMA_TO_DEVICE, 0)
+    assert a == dma.dma_map_phys(dp, 0x7000 + 0x10, 8192, dma.DMA_TO_DEVICE, 0)
+    for addr in (a, a + 4096 + 5):
+        e = TlbEntry()
+        rc, err = call("translate", h.p, addr, 0, C.byref(e))
+        want = dp.translate(addr)
+        assert (rc, err.kind) == (0, ERR_NONE)
+        assert (e.iova, e.translated_addr, e.addr_mask, e.perm) == \
+            (want.iova, want.translated_addr, want.addr_mask, want.perm)
+    # a write through a read-only (TO_DEVICE) mapping faults like the device's write would
+    rc, err = call("translate", h.p, a, 1, C.byref(TlbEntry()))
+    with pytest.raises(dma.IommuFault):
+        dp.translate(a, write=True)
+    assert (rc, err.kind, err.reason, err.access) == (E_FAULT, ERR_IOMMU_FAULT, b"write-denied", 1)
+    assert mc.iommus[0].iotlb.stats == mp.iommus[0].iotlb.stats
+    assert call("translate", h.p, a, 0, None)[0] == E_BADARG
+    # dma-direct: the bus-to-phys translation, read/write
+    (_, dd), _ = twin(False)
+    e = TlbEntry()
+    assert call("translate", Dev(dd).p, 0x12345, 0, C.byref(e))[0] == 0
+    assert (e.iova, e.translated_addr, e.addr_mask, e.perm) == (0x12000, 0x12000, 0xFFF, 3)
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_notifier_keeps_an_embedder_cache_exact(strict):
+    """A C notifier drops an embedder's translation cache; a random map/unmap stream never
+    finds a cached entry that a device access (translate) would not give now. In lazy mode
+    the IOTLB itself keeps unmapped translations until the flush queue flushes, and so may
+    the cache: the notification comes with the flush."""
+    import random
+    (m, dev), _ = twin(True, strict=strict)
+    h = Dev(dev)
+    did = C.c_uint32()
+    assert call("domain_id", h.p, C.byref(did))[0] == 0
+    cache, notes = {}, []
+
+    def on_inval(opaque, domain_id, iova, size):
+        notes.append((domain_id, iova, size))
+        last = iova + size - 1 if size != (1 << 64) - 1 else (1 << 64) - 1
+        for page in [p for p in cache if domain_id in (0, did.value) and iova <= p <= last]:
+            del cache[page]
+
+    cb = NOTIFIER(on_inval)
+    assert call("register_notifier", h.p, cb, None)[0] == 0
+    rng = random.Random(7)
+    live = []
+    with warnings.catch_warnings():
+        # lazy mode: a device access through a stale IOTLB entry is what dma-debug reports
+        warnings.simplefilter("ignore", dma.DmaDebugWarning)
+        for step in range(300):
+            if live and (len(live) > 20 or rng.random() < 0.4):
+                a = live.pop(rng.randrange(len(live)))
+                dma.dma_unmap_phys(dev, a, 4096, dma.DMA_BIDIRECTIONAL, 0)
+            else:
+                a = dma.dma_map_phys(dev, rng.randrange(1, 1 << 17) << 12, 4096, dma.DMA_BIDIRECTIONAL, 0)
+                assert not dma.dma_mapping_error(dev, a)
+                live.append(a)
+            if live and rng.random() < 0.7:                       # the device caches a translation
+                a = rng.choice(live)
+                e = TlbEntry()
+                assert call("translate", h.p, a, 0, C.byref(e))[0] == 0
+                cache[e.iova] = e.translated_addr
+            if not strict and rng.random() < 0.05:
+                m.advance(20_000_000)                             # the flush queue's timeout
+            for page, phys in cache.items():                      # every cached entry is still served
+                e = TlbEntry()
+                rc, err = call("translate", h.p, page, 0, C.byref(e))
+                assert (rc, e.translated_addr) == (0, phys), (step, hex(page), err.reason)
+    assert notes and all(n[0] == did.value for n in notes)
+    if not strict:
+        assert any(n[1:] == (0, (1 << 64) - 1) for n in notes)    # flush-queue flushes
+    assert call("unregister_notifier", h.p, cb, None)[0] == 0
+    assert call("unregister_notifier", h.p, cb, None)[0] == -2     # -ENOENT
+    assert call("register_notifier", h.p, None, None)[0] == E_BADARG
+    (_, dd), _ = twin(False)
+    assert call("register_notifier", Dev(dd).p, cb, None)[0] == E_BADARG
+    assert call("domain_id", Dev(dd).p, C.byref(did))[0] == E_BADARG

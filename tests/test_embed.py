@@ -43,23 +43,23 @@ def test_shipped_files():
 
 @pytest.mark.parametrize("behind_iommu", [True, False], ids=["iommu", "direct"])
 def test_ring_engine(engine, behind_iommu):
-    m, dev = run.make_machine(behind_iommu)
+    m, dev, guest = run.make_machine(behind_iommu)
     assert engine.abi_version == 1
-    done, fault = run.run_ring(engine, m, dev, [64, 4096, 10000, 1, 300], xor=0x5A)
+    done, fault = run.run_ring(engine, m, dev, guest, [64, 4096, 10000, 1, 300], xor=0x5A)
     assert (done, fault) == (5, None)
-    done, fault = run.run_ring(engine, m, dev, [256, 512, 128], fault_at=1)
+    done, fault = run.run_ring(engine, m, dev, guest, [256, 512, 128], fault_at=1)
     if behind_iommu:
         assert (fault["type"], fault["reason"]) == ("IommuFault", "not-present")
         assert fault["addr"] == 0xDEAD0040 and fault["device"] == "dmaring0"
         assert m.iommus[0].faults[-1]["iova"] == 0xDEAD0040        # recorded like any device fault
     else:
-        assert fault["type"] == "DmaFault" and fault["addr"] == (1 << 30) + 0x40
+        assert fault["type"] == "DmaFault" and fault["addr"] == run.HOLE + 0x40
         assert "no RAM or MMIO" in fault["reason"]
     assert dev.faults == 1
 
 
 def test_ring_engine_bad_capsule(engine):
-    m, dev = run.make_machine(False)
+    m, dev, _ = run.make_machine(False)
     if getattr(engine, "TAKES_DEVICE", False):
         with pytest.raises(TypeError):
             engine.ring_run(dev.capsule, 0, 1, 0)

@@ -1,8 +1,10 @@
 """Hardening (issue 9): no crash on any Python input, no state left behind by a failed call,
 no device access after removal, checked frees. Each test failed on main before the fix."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,3 +218,186 @@ def test_mem_read_checks_before_allocating(impl):
 
 def test_reference_has_the_same_new_types():
     assert set(reference.__all__) == set(dmaphys._core.__all__)
+
+
+# ---- the CLI validates before it starts, Ctrl-C reports, a closed pipe is quiet -----------------
+@pytest.mark.parametrize("argv", [
+    ["stress", "--duration", "nan"], ["stress", "--duration", "0"], ["stress", "--duration", "-1"],
+    ["stress", "--duration", "inf"], ["stress", "--ops", "10", "--duration", "1"], ["stress", "--seed", "-1"],
+    ["stress", "--plot", "/"], ["stress", "--plot", "/nonexistent-dir/x.png"],
+    ["bench", "--cpus", "0"], ["bench", "--iommu", "strict", "--fmt", "arm-lpae-s1-64k"],
+    ["info", "--cpus", "0"]])
+def test_cli_rejects_before_running(argv, capsys):
+    from dmaphys.cli import main
+
+    with pytest.raises(SystemExit) as ei:
+        main(argv)
+    assert ei.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+
+
+def _cli(args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "dmaphys", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_cli_ctrl_c_prints_the_report_so_far():
+    import signal
+    import time
+
+    p = _cli(["stress", "--ops", "100000000", "--no-progress"])
+    time.sleep(3)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-2000:]
+    assert "interrupted, the report so far" in out and "integrity errors:" in out
+    assert "Traceback" not in err
+
+
+def test_cli_closed_pipe_and_no_terminal_are_quiet():
+    r = subprocess.run(f"{sys.executable} -m dmaphys stress --ops 3000 | head -1", shell=True,
+                       capture_output=True, text=True, timeout=300)
+    assert r.stdout.startswith("dmaphys stress:") and r.stderr == ""     # no traceback, no progress bar
+
+
+def test_cli_plot_writes_the_named_file(tmp_path):
+    pytest.importorskip("matplotlib")
+    from dmaphys.cli import main
+
+    path = tmp_path / "occupancy"                      # no suffix: written as given, not occupancy.png
+    assert main(["stress", "--ops", "3000", "--no-progress", "--plot", str(path)]) == 0
+    assert path.stat().st_size > 10_000 and not (tmp_path / "occupancy.png").exists()
+
+
+def test_stress_iova_high_water_is_not_below_in_use():
+    from dmaphys import stress
+
+    for seed in (1, 2, 3):
+        r = stress.run(ops=7000, seed=seed, progress=False)
+        assert r["iova"]["high_water_pages"] >= r["iova"]["pages_in_use"]
+
+
+def test_source_tree_without_core_explains(tmp_path):
+    import shutil
+
+    shutil.copytree(Path(dmaphys.__file__).parent, tmp_path / "dmaphys",
+                    ignore=shutil.ignore_patterns("*.so", "*.cpp", "__pycache__"))
+    r = subprocess.run([sys.executable, "-m", "dmaphys", "info"], capture_output=True, text=True,
+                       cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=120)
+    assert r.returncode != 0 and "not built" in r.stderr and "circular" not in r.stderr
+
+
+# ---- bounded logs, one print per report ----------------------------------------------------------
+def test_logs_keep_the_first_records_and_count_the_rest(impl, monkeypatch):
+    import warnings
+
+    limit = 10000
+    m = impl.Machine(ram=[(0, 1 << 30)], swiotlb=0)
+    d = m.add_device("d")
+    m.dma_debug.all_errors = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(limit + 5):
+            impl.dma_unmap_phys(d, 0x1000, 4096, DMA_TO_DEVICE)      # never mapped: a report each
+    assert len(m.dma_debug.errors) == limit and m.dma_debug.errors_dropped == 5
+    assert m.dma_debug.error_count == limit + 5                    # the kernel's counter keeps counting
+    assert len(m.warnings_log) == limit and m.warnings_dropped == 5
+
+
+def test_a_report_prints_once_at_the_callers_line(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text("import dmaphys as dma\nm = dma.Machine(ram=[(0, 1 << 30)], swiotlb=0)\n"
+                      "d = m.add_device('d')\n"
+                      "dma.dma_unmap_phys(d, 0x1000, 4096, dma.DMA_TO_DEVICE)\n")
+    for backend in ("0", "1"):
+        env = dict(os.environ, DMAPHYS_PUREPYTHON=backend)
+        r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.count("device driver tries to free DMA memory it has not allocated") == 1, r.stderr
+        assert f"{script}:4: DmaDebugWarning" in r.stderr, r.stderr
+
+
+# ---- two-step IOVA API misuse: the kernel's behaviour plus a report, never a map of unallocated IOVA ----
+def _two_step(impl):
+    m = impl.Machine()
+    iommu = m.add_iommu(fmt="x86-64")
+    return m, m.add_device("a", iommu=iommu), m.add_device("b", iommu=iommu), m.alloc_pages(4)
+
+
+def _ranges(dev):
+    """The IOVA allocator's ranges and the page table (without its statistics)."""
+    pt = {k: v for k, v in dev.domain.pgtable.get_state().items() if k not in ("walk_reads", "leaf_writes")}
+    return dev.domain.iova_cookie.iovad.get_state()["ranges"], pt
+
+
+@pytest.mark.parametrize("case", ["unfilled", "other_device", "past_the_end", "freed"])
+def test_iova_link_refuses_unallocated_space(impl, case):
+    import warnings
+
+    m, a, b, buf = _two_step(impl)
+    state = impl.DmaIovaState()
+    if case != "unfilled":
+        assert impl.dma_iova_try_alloc(a, state, buf, 2 * 4096)
+    if case == "freed":
+        impl.dma_iova_free(a, state)
+    dev, offset = (b, 0) if case == "other_device" else (a, 2 * 4096 if case == "past_the_end" else 0)
+    before = (_ranges(a), _ranges(b))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        assert impl.dma_iova_link(dev, state, buf, offset, 4096, DMA_TO_DEVICE, 0) == -dmaphys.EINVAL
+        assert impl.dma_iova_sync(dev, state, offset, 4096) == -dmaphys.EINVAL
+    assert (_ranges(a), _ranges(b)) == before                        # nothing mapped
+    assert [r.kind for r in m.dma_debug.errors].count("iova_state") == 2
+    assert any("refused" in str(x.message) for x in w)
+
+
+def test_iova_double_free_and_destroy_are_reported_not_done(impl):
+    import warnings
+
+    m, a, _, buf = _two_step(impl)
+    state = impl.DmaIovaState()
+    assert impl.dma_iova_try_alloc(a, state, buf, 4096)
+    impl.dma_iova_free(a, state)
+    after_first = _ranges(a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        impl.dma_iova_free(a, state)                                  # the kernel frees it twice
+        impl.dma_iova_destroy(a, state, 0, DMA_TO_DEVICE, 0)
+    assert _ranges(a) == after_first
+    assert [r.kind for r in m.dma_debug.errors] == ["iova_state", "iova_state"]
+    s1, s2 = impl.DmaIovaState(), impl.DmaIovaState()
+    assert impl.dma_iova_try_alloc(a, s1, buf, 4096) and impl.dma_iova_try_alloc(a, s2, buf, 4096)
+    assert s1.addr != s2.addr                                        # no shared IOVA afterwards
+
+
+def test_iova_to_phys_on_a_freed_domain_raises(impl):
+    m = impl.Machine(ram=[(0, 1 << 30)], swiotlb=0)
+    dom = m.add_iommu(fmt="x86-64").domain_alloc()
+    assert impl.iommu_map(dom, 0x10000, 0x20000, 4096, dmaphys.IOMMU_READ) == 0
+    impl.iommu_unmap(dom, 0x10000, 4096)
+    impl.iommu_domain_free(dom)
+    with pytest.raises(ValueError, match="freed"):
+        impl.iommu_iova_to_phys(dom, 0x10000)
+    with pytest.raises(ValueError, match="freed"):
+        impl.iommu_iova_to_phys_batch(dom, np.array([0x10000], dtype=np.uint64))
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_unmap_size_zero_is_the_same_in_both_modes(impl, strict):
+    import warnings
+
+    m = impl.Machine()
+    d = m.add_device("d", iommu=m.add_iommu(fmt="x86-64", strict=strict))
+    buf = m.alloc_pages(1)
+    addr = impl.dma_map_phys(d, buf, 4096, DMA_TO_DEVICE)
+    impl.dma_mapping_error(d, addr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        impl.dma_unmap_phys(d, addr, 0, DMA_TO_DEVICE)               # no exception in either mode
+        m.advance(10**9)                                           # the flush queue has nothing bad
+    assert [r.kind for r in m.dma_debug.errors] == ["size_mismatch"]
+    assert impl.iommu_iova_to_phys(d.domain, addr) == buf            # unmapped nothing (leaked)
+    again = impl.dma_map_phys(d, buf, 4096, DMA_TO_DEVICE)
+    assert again != addr and not impl.dma_mapping_error(d, again)   # the IOVA was not handed out twice

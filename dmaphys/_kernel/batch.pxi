@@ -274,9 +274,11 @@ cdef object _iommu_iova_to_phys_batch(IommuDomain d, object iovas):
     cdef IoPgtable pt
     if n == 0:
         return out
+    if d.freed:                                  # as iommu_iova_to_phys() at the first element
+        raise ValueError(f"IOMMU domain {d.id} was freed")
     if d.ktype == IOMMU_DOMAIN_IDENTITY:
         o[:] = a
-    elif d.pgtable is None or d.freed:
+    elif d.pgtable is None:
         o[:] = 0
     else:
         pt = d.pgtable                           # domain->ops->iova_to_phys
@@ -290,7 +292,7 @@ def iommu_iova_to_phys_batch(domain, iovas):
     """iommu_iova_to_phys_batch(domain, iovas) -> ndarray[uint64]
 
     Same as ``domain.iova_to_phys_batch(iovas)``: ``iommu_iova_to_phys(domain, iovas[i])`` for
-    each i (identity domains return the IOVA, blocked and freed ones 0, paging domains walk the
+    each i (identity domains return the IOVA, blocked ones 0, freed ones raise ValueError, paging domains walk the
     page table: 0 when unmapped, -ERANGE as u64 beyond a generic_pt table). A software walk:
     no IOTLB, no statistics, no warnings.
 
@@ -310,7 +312,7 @@ __all__ += ["dma_map_phys_batch", "dma_mapping_error_batch", "dma_unmap_phys_bat
 # ==== ring batches: variable sizes per element, CPU-side loads/stores, syncs, two-step links ======
 # Added for `dmaphys stress` (drivers refilling whole rings per call). Same contract as above:
 # the per-call API element by element in order, whole-batch validation first, warnings once at
-# the end, an exception at element i stops the batch (batch_index / batch_done). "Ragged" data
+# the end, an exception at element i stops the batch (batch_index / batch_result). "Ragged" data
 # is one flat 1-D uint8 array: element i's bytes at [off[i], off[i] + sizes[i]) with off the
 # running sum of sizes. All hold the GIL (dma-debug, trace events, warnings per element).
 
@@ -393,7 +395,7 @@ def dma_read_ragged_batch(Device dev not None, addrs, sizes):
 
     ``dev.dma_read(addrs[i], sizes[i])`` for each i, in order, the results back to back
     (element i at the running sum of sizes[:i]). ``sizes``: a scalar or a 1-D array. A DmaFault
-    at element i stops the batch (``exc.batch_index``; ``exc.batch_done`` = the bytes read).
+    at element i stops the batch (``exc.batch_index``; ``exc.batch_result`` = the bytes read).
     """
     return _dma_read_ragged_batch(dev, addrs, sizes)
 
@@ -462,7 +464,7 @@ def mem_read_batch(Machine machine not None, phys, sizes):
 
     ``machine.mem_read(phys[i], sizes[i])`` for each i (CPU loads, dma-debug's check of unsynced
     bounce data included), the results back to back. A PhysAddrError at element i stops the
-    batch there (``exc.batch_index``, ``exc.batch_done`` = the bytes read).
+    batch there (``exc.batch_index``, ``exc.batch_result`` = the bytes read).
     """
     return _mem_read_batch(machine, phys, sizes)
 
@@ -497,12 +499,14 @@ cdef object _dma_sync_single_batch(Device dev, object addrs, object sizes, objec
 def dma_sync_single_for_cpu_batch(Device dev not None, dma_addrs, sizes, dir):
     """dma_sync_single_for_cpu_batch(dev, dma_addrs, sizes, dir):
     ``dma_sync_single_for_cpu(dev, dma_addrs[i], sizes[i], dir)`` for each i, in order."""
+    _dev_live(dev)
     _dma_sync_single_batch(dev, dma_addrs, sizes, dir, True)
 
 
 def dma_sync_single_for_device_batch(Device dev not None, dma_addrs, sizes, dir):
     """dma_sync_single_for_device_batch(dev, dma_addrs, sizes, dir):
     ``dma_sync_single_for_device(dev, dma_addrs[i], sizes[i], dir)`` for each i, in order."""
+    _dev_live(dev)
     _dma_sync_single_batch(dev, dma_addrs, sizes, dir, False)
 
 
@@ -524,7 +528,7 @@ cdef object _dma_iova_link_batch(Device dev, DmaIovaState state, object phys, ob
     cdef int[::1] r = out
     try:
         while i < n:
-            r[i] = _dma_iova_link(dev, state, p[i], o[i], s[i * ss], d, at)
+            r[i] = c_dma_iova_link(dev, state, p[i], o[i], s[i * ss], d, at)
             i += 1
     except BaseException as e:
         _batch_fail(e, i, out[:i].copy())
@@ -543,6 +547,7 @@ def dma_iova_link_batch(Device dev not None, DmaIovaState state not None, phys, 
     calls would not; a driver unlinks what it linked). One dma_iova_sync() afterwards syncs
     the IOTLB for all of them.
     """
+    _dev_live(dev)
     return _dma_iova_link_batch(dev, state, phys, offsets, sizes, dir, attrs)
 
 

@@ -276,14 +276,9 @@ cdef ScatterList _capi_sg_in(dmaphys_scatterlist *sg, int nents, dmaphys_error *
             code[0] = _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG,
                                  f"sg[{i}]: length must be 1..2^32-1 and the entry must not wrap")
             return None
-    sl = ScatterList.__new__(ScatterList)
-    sl.sg.resize(nents)
+    sl = ScatterList([(sg[i].page_phys + sg[i].offset, sg[i].length) for i in range(nents)])
     for i in range(nents):
         s = &sl.sg[i]
-        phys = sg[i].page_phys + sg[i].offset
-        s.page_phys = phys & ~(<u64>PAGE_SIZE - 1)
-        s.offset = phys & (PAGE_SIZE - 1)
-        s.length = sg[i].length
         s.dma_address = sg[i].dma_address
         s.dma_length = sg[i].dma_length
         s.dma_flags = sg[i].dma_flags
@@ -524,22 +519,66 @@ cdef u64 capi_iova_to_phys(PyObject *dev, u64 iova, dmaphys_error *err) noexcept
         return _capi_iova_to_phys(dev, iova, err)
 
 
+cdef int _capi_translate(PyObject *cap, u64 addr, int write, dmaphys_iotlb_entry *entry,
+                         dmaphys_error *err) noexcept:
+    """dev.translate() (iommu.pxi device_translate) into a C-owned IOMMUTLBEntry."""
+    cdef int code = 0
+    cdef iommu_tlb_entry e
+    cdef Device dev = _capi_device(cap, err, &code)
+    if dev is None:
+        return code
+    if entry == NULL:
+        return _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG, "entry is NULL")
+    try:
+        device_translate(dev, addr, write != 0, &e)
+    except BaseException as exc:
+        _capi_flush_quiet(dev.machine)
+        return _capi_exc(err, exc)
+    entry.iova = e.iova
+    entry.translated_addr = e.translated_addr
+    entry.addr_mask = e.addr_mask
+    entry.perm = e.perm
+    return _capi_flush(dev.machine, err, 0)
+
+
 cdef int capi_translate(PyObject *dev, u64 addr, int write, dmaphys_iotlb_entry *entry,
                         dmaphys_error *err) noexcept nogil:
     with gil:
-        return _capi_fail(err, DMAPHYS_E_NOTSUPP, DMAPHYS_ERR_NOTSUPP, "translate is not available yet")
+        return _capi_translate(dev, addr, write, entry, err)
+
+
+cdef int _capi_notifier(PyObject *cap, dmaphys_notifier_fn fn, void *opaque, dmaphys_error *err,
+                        bint register) noexcept:
+    """Iommu.register_c_notifier / unregister_c_notifier of the IOMMU the device sits behind."""
+    cdef int code = 0
+    cdef Iommu mmu
+    cdef Device dev = _capi_device(cap, err, &code)
+    if dev is None:
+        return code
+    if fn == NULL:
+        return _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG, "fn is NULL")
+    if dev.domain is None:
+        return _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG,
+                          f"device {dev.name!r} is not behind an IOMMU (no domain)")
+    mmu = (<IommuDomain>dev.domain).iommu
+    try:
+        if register:
+            return mmu.register_c_notifier(<iommu_notifier_fn>fn, opaque)
+        return mmu.unregister_c_notifier(<iommu_notifier_fn>fn, opaque)
+    except BaseException as exc:
+        return _capi_exc(err, exc)
 
 
 cdef int capi_register_notifier(PyObject *dev, dmaphys_notifier_fn fn, void *opaque,
                                 dmaphys_error *err) noexcept nogil:
     with gil:
-        return _capi_fail(err, DMAPHYS_E_NOTSUPP, DMAPHYS_ERR_NOTSUPP, "notifiers are not available yet")
+        return _capi_notifier(dev, fn, opaque, err, True)
 
 
 cdef int capi_unregister_notifier(PyObject *dev, dmaphys_notifier_fn fn, void *opaque,
                                   dmaphys_error *err) noexcept nogil:
     with gil:
-        return _capi_fail(err, DMAPHYS_E_NOTSUPP, DMAPHYS_ERR_NOTSUPP, "notifiers are not available yet")
+        return _capi_notifier(dev, fn, opaque, err, False)
 
 
 cdef int _capi_domain_id(PyObject *cap, u32 *id, dmaphys_error *err) noexcept:

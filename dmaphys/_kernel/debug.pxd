@@ -66,7 +66,8 @@ cdef class DmaDebug:
     cdef readonly unsigned int nr_total_entries # nr_total_entries
     cdef unsigned int _nr_prealloc             # nr_prealloc_entries
     cdef str _driver_name                      # current_driver_name ("" = filter off)
-    cdef readonly list errors                  # DmaDebugRecord, every reported error
+    cdef readonly list errors                  # DmaDebugRecord: the first LOG_RECORDS_MAX reports
+    cdef readonly u64 errors_dropped           # (simulator) reports past that, counted only
     cdef list _pending                         # records to raise at the end of the entry point
     cdef vector[dma_debug_entry] pool          # the dma_entry_pool / free_entries storage
     cdef int free_head                         # free_entries list head (-1: empty)

@@ -149,7 +149,10 @@ cdef class DmaDebug:
         cdef str text = f"DMA-API: {dev.name} {dev.name}: {msg}"
         rec = DmaDebugRecord(kind, dev.name, text, addr, size)
         self.error_count += 1
-        self.errors.append(rec)
+        if len(self.errors) < LOG_RECORDS_MAX:
+            self.errors.append(rec)
+        else:
+            self.errors_dropped += 1
         if self._filter_passes(dev) and (self.all_errors or self.num_errors > 0):
             self.machine.kwarn(DmaDebugWarning, text)
         if not self.all_errors and self.num_errors > 0:
@@ -162,7 +165,10 @@ cdef class DmaDebug:
         error_count nor subject to num_errors (the kernel's counters stay the kernel's)."""
         cdef str text = f"DMA-API: {dev.name} {dev.name}: {msg}"
         rec = DmaDebugRecord(kind, dev.name, text, addr, size)
-        self.errors.append(rec)
+        if len(self.errors) < LOG_RECORDS_MAX:
+            self.errors.append(rec)
+        else:
+            self.errors_dropped += 1
         self.machine.kwarn(DmaDebugWarning, text)
         if self.raise_errors:
             self._pending.append(rec)
@@ -600,7 +606,7 @@ cdef class DmaDebug:
         return self.pool[idx].sg_mapped_ents if idx >= 0 else 0
 
     # ---- the leak report (dma_debug_device_change, BUS_NOTIFY_UNBOUND_DRIVER) ---------------
-    def device_removed(self, Device dev):
+    def device_removed(self, Device dev not None):
         """Driver unbind: report the device's live entries (they are not freed)."""
         cdef int b, idx, count = 0, last = -1
         cdef dma_debug_entry *e

@@ -6,6 +6,10 @@
 #
 # Declarations (C types, cdef class fields, cdef signatures) live in the C face, device.pxd.
 
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+
 
 cdef class Device:
     """A DMA master: ``m.add_device(name, dma_mask=..., coherent=..., ...)``.
@@ -94,14 +98,19 @@ cdef class Device:
         """What the device reads at bus address ``dma_addr`` (``n`` bytes)."""
         cdef u64 a = _u64(dma_addr, "dma_addr")
         cdef u64 cnt = _u64(n, "n")
-        cdef bytearray out = bytearray(cnt)
+        cdef bytes out
+        if cnt > <u64>PY_SSIZE_T_MAX:
+            raise OverflowError(f"a read of {cnt:#x} bytes does not fit a Python bytes object")
+        # not zero-filled: host memory is committed only as the device reads, so a huge read
+        # that faults early costs what it read, not n bytes
+        out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>cnt)
         if cnt:
             try:
-                device_access(self, a, <u8 *><char *>out, cnt, False)
+                device_access(self, a, <u8 *>PyBytes_AS_STRING(out), cnt, False)
             finally:
                 self.machine.flush_warnings()
         self.dma_reads += 1
-        return bytes(out)
+        return out
 
     def dma_write(self, dma_addr, data):
         """The device stores ``data`` at bus address ``dma_addr``."""
@@ -178,6 +187,13 @@ cdef inline u64 dma_get_mask_c(Device dev) noexcept:
 
 
 # ---- the bus -----------------------------------------------------------------------------------
+cdef inline Device _as_device(object dev):
+    """``dev`` as a Device (None and other types: TypeError, as a ``Device dev not None`` argument)."""
+    if not isinstance(dev, Device):
+        raise TypeError(f"dev must be a Device, not {type(dev).__name__}")
+    return <Device>dev
+
+
 cdef inline int _dev_live(Device dev) except -1:
     """DMA-API entry points refuse a device Machine.remove_device() removed (ValueError)."""
     if dev.removed:

@@ -52,6 +52,9 @@ cdef class IommuDmaCookie:
 cdef class DmaIovaState:
     cdef public u64 addr                       # struct dma_iova_state.addr
     cdef u64 _size                             # struct dma_iova_state.__size (bit 63: DMA_IOVA_USE_SWIOTLB)
+    cdef object _owner                         # (simulator) the Device dma_iova_try_alloc() allocated for, or None
+    cdef u64 _addr0                            # (simulator) addr and dma_iova_size() as allocated
+    cdef u64 _size0
 
 # the two-step IOVA API (include/linux/dma-mapping.h, v6.17+): kernel semantics, no warning flush
 cdef bint c_dma_iova_try_alloc(Device dev, DmaIovaState state, u64 phys, u64 size) except? True

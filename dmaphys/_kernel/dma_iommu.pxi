@@ -303,6 +303,11 @@ cdef int iommu_dma_init_options(IommuDmaCookie cookie, object iommu) except -1:
         cookie.qt = IOMMU_DMA_OPTS_PER_CPU_QUEUE
         cookie.fq_size = IOVA_DEFAULT_FQ_SIZE
         cookie.fq_timeout = IOVA_DEFAULT_FQ_TIMEOUT
+    # simulator knobs (Iommu(fq_size=, fq_timeout=)): not in the kernel, which fixes these
+    if iommu.fq_size is not None:
+        cookie.fq_size = iommu.fq_size
+    if iommu.fq_timeout is not None:
+        cookie.fq_timeout = iommu.fq_timeout
     return 0
 
 
@@ -506,6 +511,12 @@ cdef int __iommu_dma_unmap(Device dev, u64 dma_addr, u64 size) except -1:
     cdef vector[u64] freelist
     dma_addr -= iova_off
     size = _iova_align(granule, size + iova_off)
+    if size == 0:
+        # Not the kernel: a zero-size unmap unmaps nothing, and the kernel would then hand
+        # free_iova_fast() a zero-size range (cached as one granule while the rbtree node and the
+        # PTEs stay: the next 1-granule allocation collides). The mapping stays (leaked), in strict
+        # and lazy mode alike; dma-debug reports the size mismatch.
+        return 0
     unmapped = iommu_unmap_fast_c(domain, dma_addr, size)
     if unmapped != size:
         _warn_on(dev.machine, "__iommu_dma_unmap", f"WARN_ON(unmapped != size) ({unmapped:#x} != {size:#x})")
@@ -1003,11 +1014,36 @@ cdef inline int _iova_check(Device dev, int dir, str func, bint check_dir) excep
     return 0
 
 
+cdef int _iova_state_ok(Device dev, DmaIovaState state, u64 offset, u64 size, str func) except -1:
+    """Not the kernel: 1 when ``state`` holds IOVA space dma_iova_try_alloc() allocated for ``dev``
+    and [offset, offset + size) lies in it; else a dma-debug report and 0 (the caller refuses).
+
+    The kernel trusts the state: an unfilled or freed one, another device's, or a range past the
+    allocation maps or frees IOVA space the allocator never handed out (silent corruption).
+    """
+    cdef str why
+    if state._owner is None:
+        why = "holds no IOVA space (never allocated by dma_iova_try_alloc(), or already freed)"
+    elif state._owner is not dev:
+        why = f"holds IOVA space allocated for {(<Device>state._owner).name}"
+    elif state.addr != state._addr0 or (state._size & ~DMA_IOVA_USE_SWIOTLB) != state._size0:
+        why = "was changed after dma_iova_try_alloc()"
+    elif offset > state._size0 or size > state._size0 - offset:
+        why = f"holds {state._size0:#x} bytes: [{offset:#x}, +{size:#x}) lies beyond them"
+    else:
+        return 1
+    if dev.machine.dma_debug.enabled:
+        dev.machine.dma_debug.report_extra(dev, "iova_state", f"{func}: DMA IOVA state [addr={state.addr:#x}] "
+                                           f"{why}; refused", state.addr, size)
+    return 0
+
+
 cdef bint _dma_iova_try_alloc(Device dev, DmaIovaState state, u64 phys, u64 size) except? True:
     cdef IommuDmaCookie cookie
     cdef u64 granule, iova_off, addr
     state.addr = 0                                         # memset(state, 0, ...)
     state._size = 0
+    state._owner = None
     if not dev.dma_iommu:
         return False
     cookie = _cookie_of(dev)
@@ -1026,6 +1062,9 @@ cdef bint _dma_iova_try_alloc(Device dev, DmaIovaState state, u64 phys, u64 size
         return False
     state.addr = addr + iova_off
     state._size = size
+    state._owner = dev
+    state._addr0 = state.addr
+    state._size0 = size
     return True
 
 
@@ -1034,6 +1073,7 @@ cdef int _dma_iova_free(Device dev, DmaIovaState state) except -1:
     cdef u64 granule = cookie.iovad.granule
     cdef u64 pad = _iova_offset(granule, state.addr)
     cdef u64 size = state._size & ~DMA_IOVA_USE_SWIOTLB
+    state._owner = None                                    # freed: the state holds nothing now
     return iommu_dma_free_iova(cookie, state.addr - pad, _iova_align(granule, size + pad), NULL)
 
 
@@ -1192,6 +1232,8 @@ cdef bint c_dma_iova_try_alloc(Device dev, DmaIovaState state, u64 phys, u64 siz
 cdef int c_dma_iova_free(Device dev, DmaIovaState state) except -1:
     """dma_iova_free(): give the IOVA space back at once."""
     _iova_check(dev, 0, "dma_iova_free", False)
+    if not _iova_state_ok(dev, state, 0, 0, "dma_iova_free"):
+        return 0
     return _dma_iova_free(dev, state)
 
 
@@ -1199,12 +1241,16 @@ cdef int c_dma_iova_link(Device dev, DmaIovaState state, u64 phys, u64 offset, u
                          unsigned long attrs) except? -9999:
     """dma_iova_link(): 0 or -errno; no IOTLB sync."""
     _iova_check(dev, dir, "dma_iova_link", True)
+    if not _iova_state_ok(dev, state, offset, size, "dma_iova_link"):
+        return -EINVAL
     return _dma_iova_link(dev, state, phys, offset, size, dir, attrs)
 
 
 cdef int c_dma_iova_sync(Device dev, DmaIovaState state, u64 offset, u64 size) except? -9999:
     """dma_iova_sync(): 0 or -errno."""
     _iova_check(dev, 0, "dma_iova_sync", False)
+    if not _iova_state_ok(dev, state, offset, size, "dma_iova_sync"):
+        return -EINVAL
     return _dma_iova_sync(dev, state, offset, size)
 
 
@@ -1212,6 +1258,8 @@ cdef int c_dma_iova_unlink(Device dev, DmaIovaState state, u64 offset, u64 size,
                            unsigned long attrs) except -1:
     """dma_iova_unlink(): unmap and sync the IOTLB now; the IOVA space stays allocated."""
     _iova_check(dev, dir, "dma_iova_unlink", True)
+    if not _iova_state_ok(dev, state, offset, size, "dma_iova_unlink"):
+        return 0
     return __iommu_dma_iova_unlink(dev, state, offset, size, dir, attrs, False)
 
 
@@ -1219,7 +1267,10 @@ cdef int c_dma_iova_destroy(Device dev, DmaIovaState state, u64 mapped_len, int 
                             unsigned long attrs) except -1:
     """dma_iova_destroy(): unlink [0, mapped_len) and free the IOVA (lazy domains queue it)."""
     _iova_check(dev, dir, "dma_iova_destroy", True)
+    if not _iova_state_ok(dev, state, 0, mapped_len, "dma_iova_destroy"):
+        return 0
     if mapped_len:
+        state._owner = None                                # the unlink frees the IOVA space
         return __iommu_dma_iova_unlink(dev, state, 0, mapped_len, dir, attrs, True)
     return _dma_iova_free(dev, state)
 

@@ -69,6 +69,8 @@ cdef class Iommu:
     cdef readonly object ias                   # input address size (bits)
     cdef readonly object oas                   # output address size (bits)
     cdef readonly str name                     # iommu->dev name
+    cdef readonly object fq_size               # (simulator) None or a flush-queue size override
+    cdef readonly object fq_timeout            # (simulator) None or a flush-queue timeout override (ms)
     cdef readonly IommuDomain identity_domain  # ops->identity_domain (static)
     cdef readonly IommuDomain blocked_domain   # ops->blocked_domain (static)
     cdef u32 next_domid                        # (simulator) next domain id

@@ -53,6 +53,16 @@ cdef int iommu_notify(Iommu mmu, IommuDomain d, u64 iova, u64 size) except -1:
                 mmu.machine.defer_exception(exc)
     return 0
 
+def _check_fq_options(fq_size, fq_timeout):
+    """Validate the flush-queue overrides of Iommu (ValueError/TypeError)."""
+    for v, what in ((fq_size, "fq_size"), (fq_timeout, "fq_timeout")):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+            raise TypeError(f"{what} must be None or an int, not {v!r}")
+    if fq_size is not None and (fq_size < 2 or fq_size > (1 << 20) or fq_size & (fq_size - 1)):
+        raise ValueError(f"fq_size must be a power of two in 2..{1 << 20}, not {fq_size}")
+    if fq_timeout is not None and not 1 <= fq_timeout <= 3_600_000:
+        raise ValueError(f"fq_timeout must be in 1..3600000 ms, not {fq_timeout}")
+
 
 cdef class IommuDomain:
     """struct iommu_domain: made by ``Iommu.domain_alloc()`` (unmanaged) or by device attach.
@@ -133,13 +143,16 @@ cdef class Iommu:
     ``caching_mode`` (VT-d CM=1, a virtual IOMMU: maps are followed by an IOTLB invalidation),
     ``reserved_regions`` ([(start, length, type)] replacing the format's defaults; type is a
     name of enum iommu_resv_type such as "msi", "sw_msi", "direct", "reserved", or its value),
-    ``name``.
+    ``name``, ``fq_size`` / ``fq_timeout`` (a simulator knob for parameter studies: the DMA-FQ
+    flush queues' entries, a power of two >= 2, and timeout in ms >= 1, instead of the kernel's
+    fixed iommu_dma_options values; None = the kernel's).
     """
 
     def __cinit__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
                  fault_mode="raise", shadow_on_flush=False, forcedac=False, caching_mode=False,
-                 reserved_regions=None, ias=None, oas=None, name=None):
+                 reserved_regions=None, ias=None, oas=None, name=None, fq_size=None, fq_timeout=None):
         cdef Iotlb tlb
+        _check_fq_options(fq_size, fq_timeout)
         if not isinstance(fmt, str):
             raise TypeError(f"fmt must be a str, not {type(fmt).__name__}")
         if fmt not in IOPGTABLE_FORMATS:
@@ -180,6 +193,8 @@ cdef class Iommu:
         self.caching_mode = bool(caching_mode)
         self.reserved_regions = regions
         self.name = f"iommu{len(machine.iommus)}" if name is None else str(name)
+        self.fq_size = fq_size
+        self.fq_timeout = fq_timeout
         self.sids = {}
         self.default_domains = {}
         self.notifiers = []
@@ -693,9 +708,9 @@ cdef class IOMMUTLBEntry:
     ``translated_addr`` (its physical address), ``addr_mask`` (page size - 1: the real leaf
     size, e.g. 0x1fffff for a 2 MiB page, as QEMU's vtd_iommu_translate reports it) and
     ``perm`` (IOMMU_NONE / IOMMU_RO / IOMMU_WO / IOMMU_RW)."""
-    cdef readonly object iova
-    cdef readonly object translated_addr
-    cdef readonly object addr_mask
+    cdef readonly u64 iova                      # C fields: no Python ints made until read
+    cdef readonly u64 translated_addr
+    cdef readonly u64 addr_mask
     cdef readonly int perm
 
     def __init__(self, iova, translated_addr, addr_mask, perm):
@@ -823,8 +838,16 @@ def iommu_iotlb_sync(domain, iova, size):
 
 
 def iommu_iova_to_phys(domain, iova):
-    """iommu_iova_to_phys(domain, iova): the physical address, 0 when unmapped."""
-    return iommu_iova_to_phys_c(_domain_arg(domain), _u64(iova, "iova"))
+    """iommu_iova_to_phys(domain, iova) -> int: the physical address, 0 when unmapped.
+
+    Raises TypeError for a non-domain or non-int, ValueError for an IOVA beyond 64 bits and for a
+    domain iommu_domain_free() freed (as iommu_map/iommu_unmap do: 0 would read as an address).
+    """
+    cdef IommuDomain d = _domain_arg(domain)
+    cdef u64 a = _u64(iova, "iova")
+    if d.freed:
+        raise ValueError(f"IOMMU domain {d.id} was freed")
+    return iommu_iova_to_phys_c(d, a)
 
 
 def iommu_domain_free(domain):

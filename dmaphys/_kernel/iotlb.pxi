@@ -321,7 +321,9 @@ cdef class Iotlb:
 
     def probe(self, domain, iova, sid=0):
         """Peek: the cached (phys, size, prot) for iova, or None. Touches no counter or LRU state."""
-        cdef IommuDomain d = <IommuDomain?>domain
+        if not isinstance(domain, IommuDomain):
+            raise TypeError(f"domain must be an IommuDomain, not {type(domain).__name__}")
+        cdef IommuDomain d = <IommuDomain>domain
         cdef u64 a = _u64(iova, "iova"), page, base, w
         cdef int k, s
         cdef u32 sd = <u32>_u64(sid, "sid") if self.qemu else 0

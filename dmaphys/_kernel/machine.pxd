@@ -11,7 +11,8 @@ cdef class Machine:
     cdef readonly DmaDebug dma_debug                   # DmaDebug (kernel/dma/debug.c)
     cdef readonly DmaTrace trace                       # DmaTrace (include/trace/events/dma.h)
     cdef readonly P2PTopology p2pdma                   # P2P topology (drivers/pci/p2pdma.c)
-    cdef readonly list warnings_log                    # every kernel warning emitted: (category, text)
+    cdef readonly list warnings_log                    # the first LOG_RECORDS_MAX kernel warnings: (category, text)
+    cdef readonly u64 warnings_dropped                 # (simulator) warnings emitted past that, counted only
     cdef readonly dict ratelimit_states                # call site -> RatelimitState (dev_warn_ratelimited)
     cdef list _warn_queue                      # (simulator) warnings queued by kwarn()
     cdef set _warned_once                      # (simulator) WARN_ONCE keys already fired

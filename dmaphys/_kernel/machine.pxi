@@ -16,6 +16,9 @@ import warnings as _warnings
 _log = _logging.getLogger("dmaphys")
 
 DEFAULT_RAM = [(0, 3 << 30), (4 << 30, 13 << 30)]
+# m.warnings_log and m.dma_debug.errors keep the first this many records and count the rest
+# (warnings_dropped, errors_dropped): a long run that warns per call stays in bounded memory
+LOG_RECORDS_MAX = 10000
 
 
 cdef class Machine:
@@ -78,6 +81,8 @@ cdef class Machine:
     def advance(self, ns):
         """Advance the virtual clock by ``ns`` nanoseconds, firing due timers in deadline order."""
         cdef u64 target = self.clock_ns + _u64(ns, "ns")
+        if target < self.clock_ns:
+            raise ValueError(f"advancing the clock by {ns:#x} ns overflows its 64 bits")
         while self._timers and self._timers[0][0] <= target:
             deadline, _, cb = _heapq.heappop(self._timers)
             if deadline > self.clock_ns:
@@ -86,10 +91,11 @@ cdef class Machine:
         self.clock_ns = target
         self.flush_warnings()
 
-    def add_timer(self, u64 delay_ns, callback):
+    def add_timer(self, delay_ns, callback):
         """Arm a one-shot timer ``delay_ns`` from now (mod_timer/schedule_delayed_work stand-in)."""
+        cdef u64 d = _u64(delay_ns, "delay_ns")
         self._timer_seq += 1
-        _heapq.heappush(self._timers, (self.clock_ns + delay_ns, self._timer_seq, callback))
+        _heapq.heappush(self._timers, (self.clock_ns + d, self._timer_seq, callback))
 
     # ---- CPU access to physical memory ---------------------------------------------------
     def mem_write(self, phys, data):
@@ -213,7 +219,7 @@ cdef class Machine:
         self.flush_warnings()
         return dev
 
-    def remove_device(self, Device dev):
+    def remove_device(self, Device dev not None):
         """Unbind and remove a device (dma-debug reports its leaked mappings)."""
         if self.devices.get(dev.name) is not dev:
             raise ValueError(f"{dev.name!r} is not a device of this machine")
@@ -260,10 +266,14 @@ cdef class Machine:
             q = self._warn_queue
             self._warn_queue = []
             for category, text in q:
-                self.warnings_log.append((category.__name__, text))
-                _log.warning("%s", text)
+                if len(self.warnings_log) < LOG_RECORDS_MAX:
+                    self.warnings_log.append((category.__name__, text))
+                else:
+                    self.warnings_dropped += 1
+                _log.debug("%s", text)                  # printed once: as the warning below
             for category, text in q:
-                _warnings.warn(text, category, stacklevel=3)
+                # compiled entry points push no Python frame: level 1 is the caller's line
+                _warnings.warn(text, category, stacklevel=1)
         if self.dma_debug._pending:
             self.dma_debug.raise_pending()              # DmaDebugError when raise_errors is set
         if self._deferred_exc is not None:

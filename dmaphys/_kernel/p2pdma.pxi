@@ -386,7 +386,7 @@ cdef class P2PTopology:
 
     def add_device(self, dev, parent):
         """Place a new Device: PCI devices below a new port of ``parent``; non-PCI ones under a parent device."""
-        cdef Device d = <Device?>dev
+        cdef Device d = _as_device(dev)
         cdef PciDev port
         self.check_parent(parent, d.pci)
         if parent is not None:
@@ -405,7 +405,7 @@ cdef class P2PTopology:
 
     def parent_of(self, dev):
         """dev->parent: the upstream port of a PCI device, the parent Device of a non-PCI one."""
-        cdef Device d = <Device?>dev
+        cdef Device d = _as_device(dev)
         if d.p2p_node is not None:
             return (<PciDev>d.p2p_node).upstream
         return self._parents.get(d)
@@ -417,7 +417,7 @@ cdef class P2PTopology:
         cache goes with it. Entries other providers cached for it as a client stay, as in the
         kernel. Its port stays in the hierarchy (an empty slot; bus numbers are not reused).
         """
-        cdef Device d = <Device?>dev
+        cdef Device d = _as_device(dev)
         cdef PciDev node
         for child, parent in self._parents.items():
             if parent is d:
@@ -809,7 +809,7 @@ def pci_p2pdma_map_type(provider, dev):
     (NOT_SUPPORTED when it has no P2P memory: pdev->p2pdma is NULL). The result is cached per
     (provider device, client) in the provider's PciP2Pdma.map_types.
     """
-    cdef Device client = <Device?>dev
+    cdef Device client = _as_device(dev)
     cdef int t
     if isinstance(provider, Device):
         if (<Device>provider).machine is not client.machine:
@@ -834,7 +834,7 @@ def pci_p2pdma_state(PciP2PdmaMapState state not None, dev, phys):
     For P2P memory the state is (re)computed only when the provider changes
     (__pci_p2pdma_update_state()), so a state must not be shared between devices.
     """
-    cdef Device d = <Device?>dev
+    cdef Device d = _as_device(dev)
     cdef u64 p = _u64(phys, "phys")
     cdef P2PTopology topo = d.machine.p2pdma
     cdef int i = topo.find_pgmap(p)

@@ -5,12 +5,23 @@ from __future__ import annotations
 U64_MAX = (1 << 64) - 1
 
 
+# m.warnings_log and m.dma_debug.errors keep the first this many records and count the rest
+LOG_RECORDS_MAX = 10000
+
+
 def u64(v: object, what: str) -> int:
     if isinstance(v, bool) or not hasattr(v, "__index__"):
         raise TypeError(f"{what} must be an int, not {type(v).__name__}")
     v = v.__index__()  # type: ignore[attr-defined]
     if v < 0 or v > U64_MAX:
         raise ValueError(f"{what} {v:#x} is not a 64-bit unsigned value")
+    return v
+
+
+def typed(v, cls, what: str):
+    """``v`` if it is a ``cls`` (None included: TypeError, as the core's ``T x not None`` arguments)."""
+    if not isinstance(v, cls):
+        raise TypeError(f"{what} must be a {cls.__name__}, not {type(v).__name__}")
     return v
 
 

@@ -246,7 +246,7 @@ def _ragged_write(machine, n: int, s: list[int], data, write_one) -> None:
 
 def dma_read_ragged_batch(dev, addrs, sizes) -> np.ndarray:
     """Reference of dmaphys.dma_read_ragged_batch: ``dev.dma_read(addrs[i], sizes[i])`` back to back."""
-    dev = _mapping._dev(dev)
+    _device_arg(dev)
     a = _batch_u64_array(addrs, "addrs")
     s = _batch_sizes(sizes, a.shape[0], "size")
     return _ragged_read(dev.machine, a.shape[0], s, lambda i: dev.dma_read(int(a[i]), s[i]))
@@ -254,7 +254,7 @@ def dma_read_ragged_batch(dev, addrs, sizes) -> np.ndarray:
 
 def dma_write_ragged_batch(dev, addrs, sizes, data) -> None:
     """Reference of dmaphys.dma_write_ragged_batch: ``dev.dma_write(addrs[i], <sizes[i] bytes>)``."""
-    dev = _mapping._dev(dev)
+    _device_arg(dev)
     a = _batch_u64_array(addrs, "addrs")
     s = _batch_sizes(sizes, a.shape[0], "size")
     _ragged_write(dev.machine, a.shape[0], s, data, lambda i, b: dev.dma_write(int(a[i]), b))

@@ -21,7 +21,7 @@ import collections
 import logging
 
 from ..errors import DmaDebugError, DmaDebugWarning
-from ._util import U64_MAX, u64
+from ._util import LOG_RECORDS_MAX, U64_MAX, typed, u64
 
 __all__ = ["DmaDebug", "DmaDebugRecord"]
 
@@ -99,6 +99,7 @@ class DmaDebug:
         self.num_errors = 1
         self._driver_name = ""
         self.errors: list = []
+        self.errors_dropped = 0
         self._pending: list = []
         self.buckets: dict[int, list[Entry]] = collections.defaultdict(list)
         self.nr_live = 0
@@ -153,7 +154,10 @@ class DmaDebug:
         text = f"DMA-API: {dev.name} {dev.name}: {msg}"
         rec = DmaDebugRecord(kind, dev.name, text, addr, size)
         self.error_count += 1
-        self.errors.append(rec)
+        if len(self.errors) < LOG_RECORDS_MAX:
+            self.errors.append(rec)
+        else:
+            self.errors_dropped += 1
         passes = not self._driver_name or dev.name == self._driver_name
         if passes and (self.all_errors or self.num_errors > 0):
             self.machine.kwarn(DmaDebugWarning, text)
@@ -165,7 +169,10 @@ class DmaDebug:
     def report_extra(self, dev, kind: str, msg: str, addr: int, size: int) -> None:
         text = f"DMA-API: {dev.name} {dev.name}: {msg}"
         rec = DmaDebugRecord(kind, dev.name, text, addr, size)
-        self.errors.append(rec)
+        if len(self.errors) < LOG_RECORDS_MAX:
+            self.errors.append(rec)
+        else:
+            self.errors_dropped += 1
         self.machine.kwarn(DmaDebugWarning, text)
         if self.raise_errors:
             self._pending.append(rec)
@@ -443,6 +450,8 @@ class DmaDebug:
 
     # ---- leak report ----------------------------------------------------------------------
     def device_removed(self, dev) -> None:
+        from . import machine
+        typed(dev, machine.Device, "dev")
         if not self.enabled or not self.nr_live:
             return
         mine = [e for e in self._live() if e.dev is dev]

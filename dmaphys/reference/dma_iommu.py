@@ -23,7 +23,7 @@ from . import mapping as _mapping
 from . import p2pdma as _p2p
 from . import swiotlb as _swiotlb
 from . import trace as _trace
-from ._util import U64_MAX, min_not_zero, u64
+from ._util import U64_MAX, min_not_zero, typed, u64
 
 __all__ = ["IommuDmaCookie", "IovaFq", "DmaIovaState", "dma_iova_try_alloc", "dma_iova_free",
            "dma_iova_link", "dma_iova_sync", "dma_iova_unlink", "dma_iova_destroy", "dma_use_iova",
@@ -142,6 +142,7 @@ class IommuDmaCookie:
         return self.iovad.granule if self.iovad is not None else 0
 
     def pci_32bit_workaround(self, dev) -> bool:
+        typed(dev, _machine.Device, "dev")
         return bool(self.pci_32bit.get(dev, False))
 
     def flush_queues(self) -> list[IovaFq]:
@@ -278,6 +279,11 @@ def iommu_dma_init_options(cookie: IommuDmaCookie, iommu) -> None:
     else:
         cookie.qt, cookie.fq_size = "per-cpu", IOVA_DEFAULT_FQ_SIZE
         cookie.fq_timeout = IOVA_DEFAULT_FQ_TIMEOUT
+    # simulator knobs (Iommu(fq_size=, fq_timeout=)): not in the kernel, which fixes these
+    if getattr(iommu, "fq_size", None) is not None:
+        cookie.fq_size = iommu.fq_size
+    if getattr(iommu, "fq_timeout", None) is not None:
+        cookie.fq_timeout = iommu.fq_timeout
 
 
 def _resv_type(type_name) -> str:
@@ -434,6 +440,12 @@ def __iommu_dma_unmap(dev, dma_addr: int, size: int) -> None:
     iova_off = _iova_offset(granule, dma_addr)
     dma_addr -= iova_off
     size = _iova_align(granule, size + iova_off)
+    if size == 0:
+        # Not the kernel: a zero-size unmap unmaps nothing, and the kernel would then hand
+        # free_iova_fast() a zero-size range (cached as one granule while the rbtree node and the
+        # PTEs stay: the next 1-granule allocation collides). The mapping stays (leaked), in strict
+        # and lazy mode alike; dma-debug reports the size mismatch.
+        return
     unmapped = _iommu._unmap_fast(domain, dma_addr, size)
     if unmapped != size:
         _warn_on(dev.machine, "__iommu_dma_unmap", f"WARN_ON(unmapped != size) ({unmapped:#x} != {size:#x})")
@@ -803,6 +815,8 @@ class DmaIovaState:
     def __init__(self, addr=0, size=0) -> None:
         self.addr = u64(addr, "addr")
         self.__dict__["__size"] = u64(size, "__size")
+        # (simulator) the Device dma_iova_try_alloc() allocated for, and addr / size as allocated
+        self.__dict__.update(_owner=None, _addr0=0, _size0=0)
 
     @property
     def size(self) -> int:
@@ -832,9 +846,9 @@ def _set_raw(state: DmaIovaState, v: int) -> None:
 def _check_types(dev, state) -> None:
     if not isinstance(dev, _machine.Device):
         raise TypeError(f"dev must be a Device, not {type(dev).__name__}")
-    _machine.dev_live(dev)
     if not isinstance(state, DmaIovaState):
         raise TypeError(f"state must be a DmaIovaState, not {type(state).__name__}")
+    _machine.dev_live(dev)
 
 
 def _iova_attrs(attrs) -> int:
@@ -853,9 +867,29 @@ def _iova_check(dev, dir: int, func: str, check_dir: bool) -> None:
                         "IOMMU domain (dma_iova_try_alloc() returned false: use the regular DMA API)")
 
 
+def _iova_state_ok(dev, state, offset: int, size: int, func: str) -> bool:
+    """Not the kernel: see the core's _iova_state_ok (a dma-debug report and a refusal)."""
+    owner, size0 = state.__dict__["_owner"], state.__dict__["_size0"]
+    if owner is None:
+        why = "holds no IOVA space (never allocated by dma_iova_try_alloc(), or already freed)"
+    elif owner is not dev:
+        why = f"holds IOVA space allocated for {owner.name}"
+    elif state.addr != state.__dict__["_addr0"] or (_raw(state) & ~DMA_IOVA_USE_SWIOTLB) != size0:
+        why = "was changed after dma_iova_try_alloc()"
+    elif offset > size0 or size > size0 - offset:
+        why = f"holds {size0:#x} bytes: [{offset:#x}, +{size:#x}) lies beyond them"
+    else:
+        return True
+    if dev.machine.dma_debug.enabled:
+        dev.machine.dma_debug.report_extra(dev, "iova_state", f"{func}: DMA IOVA state "
+                                           f"[addr={state.addr:#x}] {why}; refused", state.addr, size)
+    return False
+
+
 def _dma_iova_try_alloc(dev, state, phys: int, size: int) -> bool:
     state.addr = 0
     _set_raw(state, 0)
+    state.__dict__["_owner"] = None
     if not dev.dma_iommu:
         return False
     granule = _cookie_of(dev).iovad.granule
@@ -873,6 +907,7 @@ def _dma_iova_try_alloc(dev, state, phys: int, size: int) -> bool:
         return False
     state.addr = addr + iova_off
     _set_raw(state, size)
+    state.__dict__.update(_owner=dev, _addr0=state.addr, _size0=size)
     return True
 
 
@@ -881,6 +916,7 @@ def _dma_iova_free(dev, state) -> None:
     granule = cookie.iovad.granule
     pad = _iova_offset(granule, state.addr)
     size = _raw(state) & ~DMA_IOVA_USE_SWIOTLB
+    state.__dict__["_owner"] = None                   # freed: the state holds nothing now
     iommu_dma_free_iova(cookie, (state.addr - pad) & U64_MAX, _iova_align(granule, size + pad), None)
 
 
@@ -1012,7 +1048,8 @@ def dma_iova_free(dev, state) -> None:
     _check_types(dev, state)
     _iova_check(dev, 0, "dma_iova_free", False)
     try:
-        _dma_iova_free(dev, state)
+        if _iova_state_ok(dev, state, 0, 0, "dma_iova_free"):
+            _dma_iova_free(dev, state)
     finally:
         dev.machine.flush_warnings()
 
@@ -1025,6 +1062,8 @@ def dma_iova_link(dev, state, phys, offset, size, dir, attrs) -> int:
     a = _iova_attrs(attrs)
     _iova_check(dev, d, "dma_iova_link", True)
     try:
+        if not _iova_state_ok(dev, state, off, sz, "dma_iova_link"):
+            return -EINVAL
         return _dma_iova_link(dev, state, p, off, sz, d, a)
     finally:
         dev.machine.flush_warnings()
@@ -1036,6 +1075,8 @@ def dma_iova_sync(dev, state, offset, size) -> int:
     off, sz = u64(offset, "offset"), u64(size, "size")
     _iova_check(dev, 0, "dma_iova_sync", False)
     try:
+        if not _iova_state_ok(dev, state, off, sz, "dma_iova_sync"):
+            return -EINVAL
         granule = _cookie_of(dev).iovad.granule
         addr = (state.addr + off) & U64_MAX
         pad = _iova_offset(granule, addr)
@@ -1052,7 +1093,8 @@ def dma_iova_unlink(dev, state, offset, size, dir, attrs) -> None:
     a = _iova_attrs(attrs)
     _iova_check(dev, d, "dma_iova_unlink", True)
     try:
-        __iommu_dma_iova_unlink(dev, state, off, sz, d, a, False)
+        if _iova_state_ok(dev, state, off, sz, "dma_iova_unlink"):
+            __iommu_dma_iova_unlink(dev, state, off, sz, d, a, False)
     finally:
         dev.machine.flush_warnings()
 
@@ -1065,7 +1107,10 @@ def dma_iova_destroy(dev, state, mapped_len, dir, attrs) -> None:
     a = _iova_attrs(attrs)
     _iova_check(dev, d, "dma_iova_destroy", True)
     try:
+        if not _iova_state_ok(dev, state, 0, ml, "dma_iova_destroy"):
+            return
         if ml:
+            state.__dict__["_owner"] = None               # the unlink frees the IOVA space
             __iommu_dma_iova_unlink(dev, state, 0, ml, d, a, True)
         else:
             _dma_iova_free(dev, state)

@@ -11,7 +11,7 @@ import logging
 
 from ..errors import DmaFault, IommuFault, KernelWarning
 from . import debug as _debug
-from ._util import U64_MAX, min_not_zero, u64
+from ._util import U64_MAX, min_not_zero, typed, u64
 from .io_pgtable import IOPGTABLE_FORMATS, IoPgtable, _describe, _ffs, iommu_map_pages_loop, pgtable_unmap
 from .iotlb import Iotlb
 
@@ -126,12 +126,24 @@ def _resv_regions(regions):
     return out
 
 
+def _check_fq_options(fq_size, fq_timeout) -> None:
+    """Validate the flush-queue overrides of Iommu (ValueError/TypeError)."""
+    for v, what in ((fq_size, "fq_size"), (fq_timeout, "fq_timeout")):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+            raise TypeError(f"{what} must be None or an int, not {v!r}")
+    if fq_size is not None and (fq_size < 2 or fq_size > (1 << 20) or fq_size & (fq_size - 1)):
+        raise ValueError(f"fq_size must be a power of two in 2..{1 << 20}, not {fq_size}")
+    if fq_timeout is not None and not 1 <= fq_timeout <= 3_600_000:
+        raise ValueError(f"fq_timeout must be in 1..3600000 ms, not {fq_timeout}")
+
+
 class Iommu:
     """Reference twin of dmaphys._core.Iommu (see its docstring for the options)."""
 
     def __init__(self, machine, fmt="vtd-ss", strict=True, iotlb=None, *, fault_mode="raise",
                  shadow_on_flush=False, forcedac=False, caching_mode=False, reserved_regions=None,
-                 ias=None, oas=None, name=None):
+                 ias=None, oas=None, name=None, fq_size=None, fq_timeout=None):
+        _check_fq_options(fq_size, fq_timeout)
         if not isinstance(fmt, str):
             raise TypeError(f"fmt must be a str, not {type(fmt).__name__}")
         if fmt not in IOPGTABLE_FORMATS:
@@ -170,6 +182,8 @@ class Iommu:
         self.caching_mode = bool(caching_mode)
         self.reserved_regions = regions
         self.name = f"iommu{len(machine.iommus)}" if name is None else str(name)
+        self.fq_size = fq_size
+        self.fq_timeout = fq_timeout
         self._sids: dict = {}
         self._default_domains: dict = {}
         self.notifiers: list = []
@@ -227,6 +241,7 @@ class Iommu:
         self.domains.remove(d)
 
     def attach_device(self, dev, domain, domain_type):
+        _dev_type(dev)
         if dev.domain is not None:
             raise ValueError(f"{dev.name} is already attached to IOMMU domain {dev.domain.id}")
         if dev.machine is not self.machine:
@@ -284,6 +299,7 @@ class Iommu:
                                "retaining platform DMA ops")
 
     def detach_device(self, dev) -> None:
+        _dev_type(dev)
         d = dev.domain
         if d is None or d.iommu is not self:
             raise ValueError(f"{dev.name} is not attached to {self.name}")
@@ -312,6 +328,7 @@ class Iommu:
             iommu_notify(self, old, 0, U64_MAX)
 
     def device_domain(self, dev):
+        _dev_type(dev)
         d = dev.domain
         return d if d is not None and d.iommu is self else None
 
@@ -621,8 +638,12 @@ def iommu_iotlb_sync(domain, iova, size) -> None:
 
 
 def iommu_iova_to_phys(domain, iova) -> int:
-    """iommu_iova_to_phys(domain, iova): the physical address, 0 when unmapped."""
-    return _iova_to_phys(_domain_arg(domain), u64(iova, "iova"))
+    """iommu_iova_to_phys(domain, iova): the physical address, 0 when unmapped (see the core's docstring)."""
+    d = _domain_arg(domain)
+    a = u64(iova, "iova")
+    if d.freed:
+        raise ValueError(f"IOMMU domain {d.id} was freed")
+    return _iova_to_phys(d, a)
 
 
 def iommu_domain_free(domain) -> None:
@@ -638,11 +659,14 @@ def iommu_domain_free(domain) -> None:
     d.iommu.machine.flush_warnings()
 
 
+def _dev_type(dev):
+    from . import machine
+    return typed(dev, machine.Device, "dev")
+
+
 def _machine_dev_arg(dev) -> None:
     from . import machine
-    if not isinstance(dev, machine.Device):
-        raise TypeError(f"dev must be a Device, not {type(dev).__name__}")
-    machine.dev_live(dev)
+    machine.dev_live(_dev_type(dev))
 
 
 def iommu_attach_device(domain, dev) -> int:

@@ -7,7 +7,7 @@ vtd_iotlb_key, emptied when it already holds ``max_size`` entries before an inse
 
 from __future__ import annotations
 
-from ._util import U64_MAX, u64
+from ._util import U64_MAX, typed, u64
 
 __all__ = ["Iotlb"]
 
@@ -219,6 +219,8 @@ class Iotlb:
         return n
 
     def probe(self, domain, iova, sid=0):
+        from . import iommu
+        typed(domain, iommu.IommuDomain, "domain")
         a = u64(iova, "iova")
         sd = u64(sid, "sid") if self.qemu else 0
         for s in domain.leaf_shifts:

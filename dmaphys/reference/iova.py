@@ -48,8 +48,15 @@ def _order_base_2(n: int) -> int:
     return 0 if n <= 1 else (n - 1).bit_length()
 
 
+def _from_float(v: Any) -> Any:
+    """Cython converts a float argument of a C integer parameter with int() (truncation, ValueError
+    for NaN, OverflowError for infinities): the reference does the same."""
+    return int(v) if isinstance(v, float) else v
+
+
 def _c_u64(v: Any) -> int:
     """The compiled core converts these arguments as a C uint64_t: mirror its errors."""
+    v = _from_float(v)
     if not hasattr(v, "__index__"):
         raise TypeError(f"an integer is required, not {type(v).__name__}")
     v = v.__index__()
@@ -61,6 +68,7 @@ def _c_u64(v: Any) -> int:
 
 
 def _c_int(v: Any) -> int:
+    v = _from_float(v)
     if not hasattr(v, "__index__"):
         raise TypeError(f"an integer is required, not {type(v).__name__}")
     v = v.__index__()

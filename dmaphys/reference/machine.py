@@ -9,7 +9,7 @@ from typing import Any
 
 from .._embed import check_ram_removable, ram_buffer_nbytes
 from ..errors import DmaFault, PhysAddrError
-from ._util import DMA_BIT_MASK, U64_MAX, as_bytes, min_not_zero, u64
+from ._util import DMA_BIT_MASK, LOG_RECORDS_MAX, U64_MAX, as_bytes, min_not_zero, typed, u64
 from .debug import DmaDebug
 from .iommu import Iommu, device_translate, iommu_device_access
 from .memory import REGION_MMIO, REGION_RAM, PhysMem
@@ -40,6 +40,7 @@ class Machine:
         self.devices: dict[str, Device] = {}
         self.iommus: list[Any] = []
         self.warnings_log: list[tuple[str, str]] = []
+        self.warnings_dropped = 0
         self.ratelimit_states: dict[str, Any] = {}    # call site -> RatelimitState (swiotlb.py)
         self._warn_queue: list[tuple[type, str]] = []
         self._deferred_exc: BaseException | None = None
@@ -74,6 +75,8 @@ class Machine:
 
     def advance(self, ns: int) -> None:
         target = self.clock_ns + u64(ns, "ns")
+        if target > U64_MAX:
+            raise ValueError(f"advancing the clock by {ns:#x} ns overflows its 64 bits")
         while self._timers and self._timers[0][0] <= target:
             deadline, _, cb = heapq.heappop(self._timers)
             if deadline > self.clock_ns:
@@ -83,6 +86,7 @@ class Machine:
         self.flush_warnings()
 
     def add_timer(self, delay_ns: int, callback) -> None:
+        delay_ns = u64(delay_ns, "delay_ns")
         self._timer_seq += 1
         heapq.heappush(self._timers, (self.clock_ns + delay_ns, self._timer_seq, callback))
 
@@ -170,6 +174,7 @@ class Machine:
         return dev
 
     def remove_device(self, dev) -> None:
+        typed(dev, Device, "dev")
         if self.devices.get(dev.name) is not dev:
             raise ValueError(f"{dev.name!r} is not a device of this machine")
         self.p2pdma.remove_device(dev)
@@ -205,8 +210,11 @@ class Machine:
         if self._warn_queue:
             q, self._warn_queue = self._warn_queue, []
             for category, text in q:
-                self.warnings_log.append((category.__name__, text))
-                _log.warning("%s", text)
+                if len(self.warnings_log) < LOG_RECORDS_MAX:
+                    self.warnings_log.append((category.__name__, text))
+                else:
+                    self.warnings_dropped += 1
+                _log.debug("%s", text)                  # printed once: as the warning below
             for category, text in q:
                 warnings.warn(text, category, stacklevel=3)
         if self.dma_debug._pending:

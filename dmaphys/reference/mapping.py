@@ -111,6 +111,15 @@ def _dev(dev) -> Device:
     return dev
 
 
+def _dev_sg(dev, sg) -> tuple[Device, ScatterList]:
+    """Both types first, then the device's liveness (the core's order: typed arguments, then the body)."""
+    if not isinstance(dev, Device):
+        raise TypeError(f"dev must be a Device, not {type(dev).__name__}")
+    _sg(sg)
+    _machine_mod.dev_live(dev)
+    return dev, sg
+
+
 def _sg(sg) -> ScatterList:
     if not isinstance(sg, ScatterList):
         raise TypeError(f"sg must be a ScatterList, not {type(sg).__name__}")
@@ -529,7 +538,7 @@ def dma_mapping_error(dev, dma_addr) -> int:
 
 
 def dma_map_sg_attrs(dev, sg, nents, dir, attrs=0) -> int:
-    dev, sg = _dev(dev), _sg(sg)
+    dev, sg = _dev_sg(dev, sg)
     n, d, a = _nents(sg, nents, "nents"), _dir(dir), _attrs(attrs)
     try:
         return max(c_dma_map_sg_attrs(dev, sg, n, d, a), 0)
@@ -538,7 +547,7 @@ def dma_map_sg_attrs(dev, sg, nents, dir, attrs=0) -> int:
 
 
 def dma_unmap_sg_attrs(dev, sg, nents, dir, attrs=0) -> None:
-    dev, sg = _dev(dev), _sg(sg)
+    dev, sg = _dev_sg(dev, sg)
     n, d, a = _nents(sg, nents, "nents"), _dir(dir), _attrs(attrs)
     try:
         c_dma_unmap_sg_attrs(dev, sg, n, d, a)
@@ -555,7 +564,7 @@ def dma_unmap_sg(dev, sg, nents, dir) -> None:
 
 
 def dma_map_sgtable(dev, sgt, dir, attrs=0) -> int:
-    dev, sgt = _dev(dev), _sg(sgt)
+    dev, sgt = _dev_sg(dev, sgt)
     d, a = _dir(dir), _attrs(attrs)
     try:
         return c_dma_map_sgtable(dev, sgt, d, a)
@@ -564,7 +573,7 @@ def dma_map_sgtable(dev, sgt, dir, attrs=0) -> int:
 
 
 def dma_unmap_sgtable(dev, sgt, dir, attrs=0) -> None:
-    dev, sgt = _dev(dev), _sg(sgt)
+    dev, sgt = _dev_sg(dev, sgt)
     d, a = _dir(dir), _attrs(attrs)
     try:
         c_dma_unmap_sg_attrs(dev, sgt, sgt.orig_nents, d, a)
@@ -609,7 +618,7 @@ def dma_sync_single_range_for_device(dev, addr, offset, size, dir) -> None:
 
 
 def dma_sync_sg_for_cpu(dev, sg, nelems, dir) -> None:
-    dev, sg = _dev(dev), _sg(sg)
+    dev, sg = _dev_sg(dev, sg)
     n, d = _nents(sg, nelems, "nelems"), _dir(dir)
     try:
         c_dma_sync_sg_for_cpu(dev, sg, n, d)
@@ -618,7 +627,7 @@ def dma_sync_sg_for_cpu(dev, sg, nelems, dir) -> None:
 
 
 def dma_sync_sg_for_device(dev, sg, nelems, dir) -> None:
-    dev, sg = _dev(dev), _sg(sg)
+    dev, sg = _dev_sg(dev, sg)
     n, d = _nents(sg, nelems, "nelems"), _dir(dir)
     try:
         c_dma_sync_sg_for_device(dev, sg, n, d)
@@ -627,7 +636,7 @@ def dma_sync_sg_for_device(dev, sg, nelems, dir) -> None:
 
 
 def dma_sync_sgtable_for_cpu(dev, sgt, dir) -> None:
-    dev, sgt = _dev(dev), _sg(sgt)
+    dev, sgt = _dev_sg(dev, sgt)
     d = _dir(dir)
     try:
         c_dma_sync_sg_for_cpu(dev, sgt, sgt.orig_nents, d)
@@ -636,7 +645,7 @@ def dma_sync_sgtable_for_cpu(dev, sgt, dir) -> None:
 
 
 def dma_sync_sgtable_for_device(dev, sgt, dir) -> None:
-    dev, sgt = _dev(dev), _sg(sgt)
+    dev, sgt = _dev_sg(dev, sgt)
     d = _dir(dir)
     try:
         c_dma_sync_sg_for_device(dev, sgt, sgt.orig_nents, d)

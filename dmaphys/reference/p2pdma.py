@@ -14,7 +14,7 @@ import random
 
 from ..constants import PciP2PdmaMapType
 from ..errors import KernelBug, KernelWarning
-from ._util import U64_MAX, u64
+from ._util import U64_MAX, typed, u64
 from .memory import PAGE_SHIFT, PAGE_SIZE, REGION_MMIO
 from .scatterlist import ScatterList
 
@@ -341,6 +341,7 @@ class P2PTopology:
             self._check_ports(parent)
 
     def add_device(self, dev, parent):
+        typed(dev, _device_cls(), "dev")
         self.check_parent(parent, dev.pci)
         if parent is not None:
             parent = self._resolve_parent(parent)
@@ -356,12 +357,14 @@ class P2PTopology:
         return dev.p2p_node
 
     def parent_of(self, dev):
+        typed(dev, _device_cls(), "dev")
         if dev.p2p_node is not None:
             return dev.p2p_node.upstream
         return self._parents.get(dev)
 
     def remove_device(self, dev) -> None:
         """pci_p2pdma_release() for a provider; see the core's docstring."""
+        typed(dev, _device_cls(), "dev")
         for child, parent in self._parents.items():
             if parent is dev:
                 raise ValueError(f"{dev.name!r} still has the child device {child.name!r}: remove it first")

@@ -23,27 +23,58 @@ DESC_VALID, CPL_OK, CPL_FAULT = 1, 1, 2
 PAGE = 4096
 
 
+GUEST_BASE = 0x4000_0000              # the embedder's RAM, right above the machine's 1 GiB
+GUEST_SIZE = 4 << 20
+HOLE = 0x8000_0000                    # nothing there: a dma-direct access faults
+
+
+class Guest:
+    """The host simulator's own guest RAM (a bytearray), lent to dmaphys with Machine.add_ram:
+    zero copy, so the device model's DMA lands in these bytes and CPU stores made here are
+    what the device reads. A bump allocator hands out page runs."""
+
+    def __init__(self, m):
+        self.ram = bytearray(GUEST_SIZE)
+        self.next = 0
+        m.add_ram(GUEST_BASE, self.ram)
+
+    def alloc(self, nbytes):
+        phys = GUEST_BASE + self.next
+        self.next += (nbytes + PAGE - 1) // PAGE * PAGE
+        assert self.next <= GUEST_SIZE
+        return phys
+
+    def store(self, phys, data):                      # a CPU store of the simulated machine
+        self.ram[phys - GUEST_BASE:phys - GUEST_BASE + len(data)] = data
+
+    def load(self, phys, n):
+        return bytes(self.ram[phys - GUEST_BASE:phys - GUEST_BASE + n])
+
+
 def make_machine(behind_iommu: bool):
-    """A machine with RAM [0, 1 GiB) and one DMA engine, behind an IOMMU or dma-direct."""
+    """A machine with RAM [0, 1 GiB), the embedder's RAM at 1 GiB (Guest), and one DMA engine,
+    behind an IOMMU or dma-direct. Returns (machine, device, guest)."""
     m = dma.Machine(ram=[(0, 1 << 30)], swiotlb=0, cpus=1)
+    guest = Guest(m)
     if behind_iommu:
         iommu = m.add_iommu("vtd-ss", strict=True)
         dev = m.add_device("dmaring0", dma_mask=dma.DMA_BIT_MASK(64), iommu=iommu)
     else:
         dev = m.add_device("dmaring0", dma_mask=dma.DMA_BIT_MASK(32))
-    return m, dev
+    return m, dev, guest
 
 
-def run_ring(engine, m, dev, lengths, xor=0, fault_at=None):
+def run_ring(engine, m, dev, guest, lengths, xor=0, fault_at=None):
     """Post one descriptor per length, run the engine, check every byte and completion.
 
-    fault_at=i gives descriptor i a source the device cannot reach (an unmapped IOVA behind
-    the IOMMU, a hole in the physical map for dma-direct): the engine must stop there with
-    a fault record and a CPL_FAULT completion. Returns (completed, fault).
+    Ring, completions and buffers live in the embedder's RAM (guest); the bytes are checked
+    there. fault_at=i gives descriptor i a source the device cannot reach (an unmapped IOVA
+    behind the IOMMU, a hole in the physical map for dma-direct): the engine must stop there
+    with a fault record and a CPL_FAULT completion. Returns (completed, fault).
     """
     n = len(lengths)
-    ring_phys = m.alloc_pages(1)
-    cpl_phys = m.alloc_pages(1)
+    ring_phys = guest.alloc(PAGE)
+    cpl_phys = guest.alloc(PAGE)
     maps = []                                          # (addr, size, dir) to unmap at the end
 
     def map_(phys, size, dir):
@@ -56,20 +87,19 @@ def run_ring(engine, m, dev, lengths, xor=0, fault_at=None):
     cpl = map_(cpl_phys, PAGE, dma.DMA_FROM_DEVICE)
     bufs = []
     for i, length in enumerate(lengths):
-        npages = (length + PAGE - 1) // PAGE + 1
-        src_phys = m.alloc_pages(npages) + 123          # odd offsets: sub-page mappings
-        dst_phys = m.alloc_pages(npages) + 7
+        src_phys = guest.alloc(length + PAGE) + 123     # odd offsets: sub-page mappings
+        dst_phys = guest.alloc(length + PAGE) + 7
         data = bytes((i * 31 + k * 7 + 1) & 0xFF for k in range(length))
-        m.mem_write(src_phys, data)
+        guest.store(src_phys, data)
         src = map_(src_phys, length, dma.DMA_TO_DEVICE)
         dst = map_(dst_phys, length, dma.DMA_FROM_DEVICE)
         if i == fault_at:
             # behind an IOMMU: an IOVA nobody mapped; dma-direct: a bus address with no RAM
-            src = (0xDEAD0000 + 0x40) if dev.domain is not None else ((1 << 30) + 0x40)
+            src = (0xDEAD0000 + 0x40) if dev.domain is not None else (HOLE + 0x40)
         bufs.append((data, src_phys, dst_phys))
-        m.mem_write(ring_phys + i * DESC.size,
+        guest.store(ring_phys + i * DESC.size,
                     DESC.pack(src, dst, length, DESC_VALID | (xor << 8), 0xC0DE0000 + i))
-    m.mem_write(ring_phys + n * DESC.size, DESC.pack(0, 0, 0, 0, 0))   # end of ring
+    guest.store(ring_phys + n * DESC.size, DESC.pack(0, 0, 0, 0, 0))   # end of ring
 
     # the C engine takes the C ABI's device capsule; the Cython one (cimport dmaphys) the Device
     handle = dev if getattr(engine, "TAKES_DEVICE", False) else dev.capsule
@@ -78,17 +108,17 @@ def run_ring(engine, m, dev, lengths, xor=0, fault_at=None):
     expect = n if fault_at is None else fault_at
     assert completed == expect, (completed, fault)
     for i, (data, _, dst_phys) in enumerate(bufs[:expect]):
-        got = m.mem_read(dst_phys, len(data))
+        got = guest.load(dst_phys, len(data))
         assert got == bytes(b ^ xor for b in data), f"descriptor {i}: bytes differ"
-        cpl_rec = CPL.unpack(m.mem_read(cpl_phys + i * CPL.size, CPL.size))
+        cpl_rec = CPL.unpack(guest.load(cpl_phys + i * CPL.size, CPL.size))
         assert cpl_rec == (0xC0DE0000 + i, CPL_OK, len(data)), f"descriptor {i}: completion {cpl_rec}"
     if fault_at is None:
         assert fault is None, fault
     else:
         assert fault is not None and fault["access"] == "read", fault
-        cookie, status, nbytes = CPL.unpack(m.mem_read(cpl_phys + fault_at * CPL.size, CPL.size))
+        cookie, status, nbytes = CPL.unpack(guest.load(cpl_phys + fault_at * CPL.size, CPL.size))
         assert (cookie, status, nbytes) == (0xC0DE0000 + fault_at, CPL_FAULT, 0)
-        assert m.mem_read(bufs[fault_at][2], len(bufs[fault_at][0])) == bytes(len(bufs[fault_at][0]))
+        assert guest.load(bufs[fault_at][2], len(bufs[fault_at][0])) == bytes(len(bufs[fault_at][0]))
     for addr, size, dir in maps:
         dma.dma_unmap_phys(dev, addr, size, dir, 0)
     return completed, fault
@@ -102,11 +132,9 @@ def main():
         for name in ("dmaring", "dmaring_cy"):
             engine = build(name, tmp)
             for behind_iommu in (True, False):
-                m, dev = make_machine(behind_iommu)
-                if behind_iommu:
-                    m.iommus[0].fault_mode = "raise"
-                done, _ = run_ring(engine, m, dev, [64, 4096, 10000, 1], xor=0x5A)
-                _, fault = run_ring(engine, m, dev, [256, 512, 128], fault_at=1)
+                m, dev, guest = make_machine(behind_iommu)
+                done, _ = run_ring(engine, m, dev, guest, [64, 4096, 10000, 1], xor=0x5A)
+                _, fault = run_ring(engine, m, dev, guest, [256, 512, 128], fault_at=1)
                 kind = "IOMMU" if behind_iommu else "dma-direct"
                 print(f"{name:10s} {kind:10s}: {done} descriptors copied; fault: {fault['type']} "
                       f"at {fault['addr']:#x} ({fault['reason']})")
