@@ -46,5 +46,7 @@ def get_include() -> str:
     return _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "include")
 
 
+from .trace_replay import replay  # noqa: E402,F401 (dmaphys.replay(trace, machine=...): backend-generic)
+
 __all__ = sorted(set(_const_all) | set(_err_all) | set(_impl.__all__)
-                 | {"BACKEND", "__version__", "get_include"})
+                 | {"BACKEND", "__version__", "get_include", "replay"})

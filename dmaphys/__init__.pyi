@@ -120,6 +120,7 @@ from ._core import ScatterlistEntry as ScatterlistEntry
 from ._core import TRACE_EVENT_NAMES as TRACE_EVENT_NAMES
 from ._core import TRACE_NUMPY_FIELDS as TRACE_NUMPY_FIELDS
 from ._core import TraceEvent as TraceEvent
+from ._core import TraceParser as TraceParser
 from ._core import dma_addressing_limited as dma_addressing_limited
 from ._core import dma_alloc_attrs as dma_alloc_attrs
 from ._core import dma_alloc_coherent as dma_alloc_coherent
@@ -218,6 +219,9 @@ from ._core import swiotlb_sync_single_for_cpu as swiotlb_sync_single_for_cpu
 from ._core import swiotlb_sync_single_for_device as swiotlb_sync_single_for_device
 from ._core import swiotlb_tbl_map_single as swiotlb_tbl_map_single
 from ._core import swiotlb_tbl_unmap_single as swiotlb_tbl_unmap_single
+from .trace_replay import replay as replay
 
 BACKEND: str
 __all__: list[str]
+
+def get_include() -> str: ...

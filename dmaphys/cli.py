@@ -1,5 +1,5 @@
-"""The ``dmaphys`` command: ``--version``, ``info``, ``stress`` (the main job), ``bench``, ``sweep``
-and ``plot``."""
+"""The ``dmaphys`` command: ``--version``, ``info``, ``stress`` (the main job), ``bench``, ``sweep``,
+``plot`` and ``replay``."""
 
 from __future__ import annotations
 
@@ -226,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import sweep  # `sweep` and `plot` live there (Dask imported lazily)
     sweep.add_parsers(sub)
+
+    from .trace_replay import build_parser_args as _replay_args
+    _replay_args(sub)
     return p
 
 

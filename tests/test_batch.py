@@ -483,6 +483,12 @@ def test_iova_to_phys_batch(impl, domain_type):
         domain = m.add_device("dev", iommu=iommu, domain_type=domain_type).domain
     probe = np.concatenate([iovas, iovas + np.uint64(123), iovas[:8] + np.uint64(1 << 30),
                             np.array([0, 1 << 47, 1 << 63, U64_MAX], dtype=np.uint64)])
+    if domain_type == "freed":                                 # raises like iommu_map / iommu_unmap
+        for call in (lambda: impl.iommu_iova_to_phys(domain, 0), lambda: domain.iova_to_phys_batch(probe),
+                     lambda: impl.iommu_iova_to_phys_batch(domain, probe)):
+            with pytest.raises(ValueError, match="freed"):
+                call()
+        return
     want = [impl.iommu_iova_to_phys(domain, int(x)) for x in probe]
     got = domain.iova_to_phys_batch(probe)
     assert got.dtype == np.uint64 and got.tolist() == want

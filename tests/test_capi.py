@@ -87,7 +87,8 @@ RAISE = C.PYFUNCTYPE(C.py_object, PE)(API.raise_error)
 
 
 class Dev:
-    """A device capsule as the C side holds it: the PyObject * of dev.capsule."""
+    """A device capsule as the C side holds it: the PyObject * of dev.capsule (valid while
+    this object lives: never pass ``Dev(x).p`` of a temporary)."""
 
     def __init__(self, dev):
         self.cap = dev.capsule
@@ -330,7 +331,8 @@ def test_translate_matches_python():
     # dma-direct: the bus-to-phys translation, read/write
     (_, dd), _ = twin(False)
     e = TlbEntry()
-    assert call("translate", Dev(dd).p, 0x12345, 0, C.byref(e))[0] == 0
+    hd = Dev(dd)                       # (keep the capsule alive while C holds its pointer)
+    assert call("translate", hd.p, 0x12345, 0, C.byref(e))[0] == 0
     assert (e.iova, e.translated_addr, e.addr_mask, e.perm) == (0x12000, 0x12000, 0xFFF, 3)
 
 
@@ -386,5 +388,6 @@ def test_notifier_keeps_an_embedder_cache_exact(strict):
     assert call("unregister_notifier", h.p, cb, None)[0] == -2     # -ENOENT
     assert call("register_notifier", h.p, None, None)[0] == E_BADARG
     (_, dd), _ = twin(False)
-    assert call("register_notifier", Dev(dd).p, cb, None)[0] == E_BADARG
-    assert call("domain_id", Dev(dd).p, C.byref(did))[0] == E_BADARG
+    hd = Dev(dd)
+    assert call("register_notifier", hd.p, cb, None)[0] == E_BADARG
+    assert call("domain_id", hd.p, C.byref(did))[0] == E_BADARG

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 DEFAULT_PROBES = 1500
 LONG_PROBES = 20000
 BATCH = 750
@@ -31,7 +30,10 @@ HUGE_READ = ("MemoryError", "OverflowError")
 
 
 def _run(backend: str, seed: int, start: int, count: int) -> tuple[list, int, str]:
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    import dmaphys
+
+    # the dmaphys this test imported (installed, or an in-place build), not a source tree's own
+    path = str(Path(dmaphys.__file__).resolve().parent.parent)
     r = subprocess.run([sys.executable, str(HERE / "fuzz_probes.py"), backend, str(seed), str(start),
                         str(count)], capture_output=True, text=True, timeout=1200,
                        env=dict(os.environ, PYTHONPATH=path))

@@ -4,6 +4,7 @@ no device access after removal, checked frees. Each test failed on main before t
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,14 @@ from dmaphys import DMA_BIT_MASK, DMA_TO_DEVICE, DmaFault, PhysAddrError
 HOLE = 80 << 30                                   # beyond the default machine's RAM (ends at 17 GiB)
 
 
+# child processes import the dmaphys this test imported (installed, or an in-place build), from a
+# directory that holds no other dmaphys (a source checkout's own package may have no compiled core)
+PKG_PARENT = str(Path(dmaphys.__file__).resolve().parent.parent)
+CHILD = {"env": dict(os.environ, PYTHONPATH=PKG_PARENT), "cwd": tempfile.gettempdir()}
+
+
 def _run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, **CHILD)
 
 
 # ---- crashes of the compiled core ----------------------------------------------------------------
@@ -238,6 +245,7 @@ def test_cli_rejects_before_running(argv, capsys):
 
 
 def _cli(args, **kw):
+    kw = {**CHILD, **kw}
     return subprocess.Popen([sys.executable, "-m", "dmaphys", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 
@@ -256,7 +264,7 @@ def test_cli_ctrl_c_prints_the_report_so_far():
 
 
 def test_cli_closed_pipe_and_no_terminal_are_quiet():
-    r = subprocess.run(f"{sys.executable} -m dmaphys stress --ops 3000 | head -1", shell=True,
+    r = subprocess.run(f"{sys.executable} -m dmaphys stress --ops 3000 | head -1", shell=True, **CHILD,
                        capture_output=True, text=True, timeout=300)
     assert r.stdout.startswith("dmaphys stress:") and r.stderr == ""     # no traceback, no progress bar
 
@@ -311,7 +319,7 @@ def test_a_report_prints_once_at_the_callers_line(tmp_path):
                       "d = m.add_device('d')\n"
                       "dma.dma_unmap_phys(d, 0x1000, 4096, dma.DMA_TO_DEVICE)\n")
     for backend in ("0", "1"):
-        env = dict(os.environ, DMAPHYS_PUREPYTHON=backend)
+        env = dict(CHILD["env"], DMAPHYS_PUREPYTHON=backend)
         r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
                            timeout=120)
         assert r.returncode == 0, r.stderr

@@ -37,9 +37,9 @@ FUNC_PARAM_TYPES = {
     "pci_p2pdma_bus_addr_map": {"provider": "P2PdmaProvider | PciP2PdmaPagemap | PciP2PdmaMapState",
                                 "phys": "int"},
     "pgmap_of": {"phys": "int"},
+    "sg_dma_is_bus_address": {"sg": "ScatterlistEntry"}, "sg_dma_is_swiotlb": {"sg": "ScatterlistEntry"},
     "register_notifier": {"callback": "Callable[[IommuDomain | None, int, int], object]"},
     "unregister_notifier": {"callback": "Callable[[IommuDomain | None, int, int], object]"},
-    "sg_dma_is_bus_address": {"sg": "ScatterlistEntry"}, "sg_dma_is_swiotlb": {"sg": "ScatterlistEntry"},
     "pci_p2pdma_distance": {"provider": "Device | P2PdmaProvider | PciP2PdmaPagemap"},
     "pci_p2pdma_distance_many": {"provider": "Device | P2PdmaProvider | PciP2PdmaPagemap"},
 }
@@ -81,6 +81,7 @@ RETURNS = {
     "pci_p2pdma_map_type": "PciP2PdmaMapType", "dma_segments": "list[tuple[int, int]]",
     "entries": "list[dict[str, Any]]", "ops_map_pages": "tuple[int, int]",
     "entries_list": "list[tuple[int, int, int, int]]",
+    "ScatterList.__getitem__": "ScatterlistEntry", "ScatterList.__iter__": "Iterator[ScatterlistEntry]",
 }
 # attributes whose sample value does not show the whole type (None in other states)
 ATTR_TYPES = {
@@ -89,11 +90,6 @@ ATTR_TYPES = {
     ("Device", "dma_mask"): "int | None", ("Iommu", "iotlb"): "Iotlb | None",
     ("IommuDomain", "pgtable"): "IoPgtable | None", ("IommuDomain", "iova_cookie"): "IommuDmaCookie | None",
     ("IommuDmaCookie", "iovad"): "IovaDomain | None",
-}
-# per-class method returns where the name alone does not tell
-METHOD_RETURNS = {
-    ("ScatterList", "__getitem__"): "ScatterlistEntry",
-    ("ScatterList", "__iter__"): "Iterator[ScatterlistEntry]",
 }
 NONE_PREFIXES = ("dma_unmap_", "dma_sync_", "dma_iova_unlink", "dma_iova_destroy", "dma_iova_free",
                  "dma_free_", "swiotlb_sync_", "swiotlb_tbl_unmap", "mem_write", "dma_write", "free_",
@@ -128,7 +124,7 @@ def return_type(name: str, owner: str = "") -> str:
     return "Any" if name.startswith(("add_", "domain_alloc", "iommu_domain_alloc")) else "int"
 
 
-def fmt_sig(name: str, fn, method: bool, cls_name: str = "") -> str:
+def fmt_sig(name: str, fn, method: bool, owner: str = "") -> str:
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -156,8 +152,7 @@ def fmt_sig(name: str, fn, method: bool, cls_name: str = "") -> str:
             if p.default is None and "None" not in t:
                 t = f"{t} | None"
             parts.append(f"{p.name}: {t} = ...")
-    ret = METHOD_RETURNS.get((cls_name, name)) or return_type(name, cls_name)
-    return f"def {name}({', '.join(parts)}) -> {ret}: ..."
+    return f"def {name}({', '.join(parts)}) -> {return_type(name, owner)}: ..."
 
 
 def sample_instances(core) -> dict:
@@ -282,7 +277,7 @@ def class_stub(cls, inst) -> list[str]:
                     t = "Any"
             lines.append(f"    {attr}: {t}")
         elif callable(val) and not isinstance(val, (staticmethod, classmethod)):
-            lines.append("    " + fmt_sig(attr, val, method=True, cls_name=cls.__name__))
+            lines.append("    " + fmt_sig(attr, val, method=True, owner=cls.__name__))
     return lines
 
 
@@ -329,7 +324,8 @@ def generate_init() -> str:
     for mod, names in modules:
         for name in sorted(names):
             out.append(f"from {mod} import {name} as {name}")
-    out += ["", "BACKEND: str", "__all__: list[str]", ""]
+    out.append("from .trace_replay import replay as replay")
+    out += ["", "BACKEND: str", "__all__: list[str]", "", "def get_include() -> str: ...", ""]
     return "\n".join(out)
 
 

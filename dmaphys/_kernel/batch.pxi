@@ -21,10 +21,14 @@
 #      done and stay done. The exception gets ``batch_index`` (= i) and ``batch_result`` (the
 #      results of elements 0..i-1, None for functions returning nothing) attributes.
 #
-# The GIL is held for the element loops of the mapping and device-access batches: every element
-# may touch Python-owned state (dma-debug records, trace events, the warning queue, exceptions,
-# the IOVA rcache timers). The loops themselves are pure C (no Python API per element; see
-# DMAPHYS_ANNOTATE=1). The iova_to_phys batch walks page tables only and releases it.
+# Threads and the GIL: a batch call owns its machine for the whole call (machine_enter /
+# machine_exit, machine.pxi: a second thread's batch waits for it, a second thread's per-call
+# entry point waits in machine_guard()). The map / unmap loops run without the GIL for as long
+# as the elements take the C fast paths (mapping.pxi: dma_map_phys_fast / dma_unmap_phys_fast:
+# dma-direct without bouncing, dma-iommu rcache hits and strict unmaps, no dma-debug or tracing);
+# an element the fast path declines (it changed nothing) runs the full per-call C function with
+# the GIL, and the loop goes back to running without it. dma_mapping_error_batch runs without
+# the GIL when dma-debug is off; the iova_to_phys batch walks page tables without it.
 #
 # Declarations (C types, cdef class fields, cdef signatures) live in the C face, batch.pxd.
 
@@ -82,7 +86,7 @@ cdef inline int _batch_fail(object exc, Py_ssize_t i, object done) except -1:
 # ---- kernel/dma/mapping.c: dma_map_phys / dma_unmap_phys over arrays ----------------------------
 cdef object _dma_map_phys_batch(Device dev, object phys, object sizes, object dir, object attrs):
     cdef object pa = _batch_u64_array(phys, "phys")
-    cdef Py_ssize_t n = pa.shape[0], i = 0, ss
+    cdef Py_ssize_t n = pa.shape[0], i = 0, j, ss
     sa, ss = _batch_sizes(sizes, n, "size")
     cdef int d = _arg_dir(dir)
     cdef unsigned long at = _arg_attrs(attrs)
@@ -94,37 +98,59 @@ cdef object _dma_map_phys_batch(Device dev, object phys, object sizes, object di
             raise ValueError(f"phys[{i}] {p[i]:#x} + size {s[i * ss]:#x} wraps the 64-bit address space")
     cdef object out = _np.empty(n, dtype=_np.uint64)
     cdef u64[::1] o = out
+    cdef Machine m = dev.machine
     i = 0
+    machine_enter(m)
     try:
         while i < n:
-            o[i] = c_dma_map_phys(dev, p[i], s[i * ss], d, at)
+            if _nogil_ok(dev):
+                j = i
+                with nogil:                      # runs of fast-path elements without the GIL
+                    while i < n and dma_map_phys_fast(dev, p[i], s[i * ss], d, at, &o[i]):
+                        i += 1
+                m._batch_fast += i - j
+                if i == n:
+                    break
+            o[i] = c_dma_map_phys(dev, p[i], s[i * ss], d, at)     # the full path, with the GIL
             i += 1
     except BaseException as e:
         _batch_fail(e, i, out[:i].copy())
         raise
     finally:
-        dev.machine.flush_warnings()
+        machine_exit(m)
+        m.flush_warnings()
     return out
 
 
 cdef object _dma_unmap_phys_batch(Device dev, object addrs, object sizes, object dir, object attrs):
     cdef object aa = _batch_u64_array(addrs, "addr")
-    cdef Py_ssize_t n = aa.shape[0], i = 0, ss
+    cdef Py_ssize_t n = aa.shape[0], i = 0, j, ss
     sa, ss = _batch_sizes(sizes, n, "size")
     cdef int d = _arg_dir(dir)
     cdef unsigned long at = _arg_attrs(attrs)
     cdef const u64[::1] a = aa
     cdef const u64[::1] s = sa
     bug_on_dir(d, "dma_unmap_phys")
+    cdef Machine m = dev.machine
+    machine_enter(m)
     try:
         while i < n:
+            if _nogil_ok(dev):
+                j = i
+                with nogil:
+                    while i < n and dma_unmap_phys_fast(dev, a[i], s[i * ss], d, at):
+                        i += 1
+                m._batch_fast += i - j
+                if i == n:
+                    break
             c_dma_unmap_phys(dev, a[i], s[i * ss], d, at)
             i += 1
     except BaseException as e:
         _batch_fail(e, i, None)
         raise
     finally:
-        dev.machine.flush_warnings()
+        machine_exit(m)
+        m.flush_warnings()
 
 
 cdef object _dma_mapping_error_batch(Device dev, object addrs):
@@ -133,7 +159,13 @@ cdef object _dma_mapping_error_batch(Device dev, object addrs):
     cdef Py_ssize_t n = a.shape[0], i = 0
     cdef object out = _np.empty(n, dtype=_np.int32)
     cdef int[::1] o = out
+    machine_guard(dev.machine)
     try:
+        if not dev.machine.dma_debug.enabled:    # debug_dma_mapping_error() does nothing
+            with nogil:
+                while i < n:
+                    o[i] = -ENOMEM if a[i] == DMA_MAPPING_ERROR else 0
+                    i += 1
         while i < n:
             o[i] = c_dma_mapping_error(dev, a[i])
             i += 1
@@ -159,7 +191,7 @@ def dma_map_phys_batch(Device dev not None, phys, sizes, dir, attrs=0):
     and a ``phys + size`` that wraps (ValueError). Kernel warnings are emitted once, after the
     last element. An exception from element i stops the batch there (``exc.batch_index``,
     ``exc.batch_result``: the addresses of elements 0..i-1, which stay mapped).
-    Holds the GIL: each element may create dma-debug records, trace events and warnings.
+    Runs without the GIL while the elements take the C fast path (see the top of batch.pxi).
     """
     _dev_live(dev)
     return _dma_map_phys_batch(dev, phys, sizes, dir, attrs)
@@ -171,7 +203,8 @@ def dma_mapping_error_batch(Device dev not None, dma_addrs):
     ``dma_mapping_error(dev, dma_addrs[i])`` for each i: -ENOMEM where the address is
     DMA_MAPPING_ERROR, else 0. Like the per-call function it tells dma-debug that the driver
     checked each address (without it dma-debug reports "device driver failed to check map
-    error" at unmap, exactly as for per-call mappings nobody checked). Holds the GIL.
+    error" at unmap, exactly as for per-call mappings nobody checked). Runs without the GIL
+    when dma-debug is off.
     """
     _dev_live(dev)
     return _dma_mapping_error_batch(dev, dma_addrs)
@@ -181,8 +214,7 @@ def dma_unmap_phys_batch(Device dev not None, dma_addrs, sizes, dir, attrs=0):
     """dma_unmap_phys_batch(dev, dma_addrs, sizes, dir, attrs=0)
 
     ``dma_unmap_phys(dev, dma_addrs[i], sizes[i], dir, attrs)`` for each i, in order (c_dma_unmap_phys
-    in a C loop). Same validation, warning and exception rules as dma_map_phys_batch.
-    Holds the GIL.
+    in a C loop). Same validation, warning, exception and GIL rules as dma_map_phys_batch.
     """
     _dev_live(dev)
     _dma_unmap_phys_batch(dev, dma_addrs, sizes, dir, attrs)
@@ -197,6 +229,8 @@ cdef object _dma_read_batch(Device dev, object addrs, object size):
     cdef Py_ssize_t n = a.shape[0], i = 0
     cdef object out = _np.empty((n, sz), dtype=_np.uint8)
     cdef u8[:, ::1] o = out
+    cdef Machine m = dev.machine
+    machine_enter(m)
     try:
         while i < n:
             if sz:
@@ -207,7 +241,8 @@ cdef object _dma_read_batch(Device dev, object addrs, object size):
         _batch_fail(e, i, out[:i].copy())
         raise
     finally:
-        dev.machine.flush_warnings()
+        machine_exit(m)
+        m.flush_warnings()
     return out
 
 
@@ -229,6 +264,8 @@ cdef object _dma_write_batch(Device dev, object addrs, object data):
     cdef const u8[:, ::1] v = d
     cdef Py_ssize_t n = a.shape[0], i = 0
     cdef u64 sz = <u64>v.shape[1]
+    cdef Machine m = dev.machine
+    machine_enter(m)
     try:
         while i < n:
             if sz:
@@ -239,7 +276,8 @@ cdef object _dma_write_batch(Device dev, object addrs, object data):
         _batch_fail(e, i, None)
         raise
     finally:
-        dev.machine.flush_warnings()
+        machine_exit(m)
+        m.flush_warnings()
 
 
 def dma_read_batch(Device dev not None, addrs, size):
@@ -282,9 +320,13 @@ cdef object _iommu_iova_to_phys_batch(IommuDomain d, object iovas):
         o[:] = 0
     else:
         pt = d.pgtable                           # domain->ops->iova_to_phys
-        with nogil:
-            for i in range(n):
-                o[i] = pt.c_iova_to_phys(a[i])
+        machine_enter(pt.machine)                # no other thread maps or unmaps meanwhile
+        try:
+            with nogil:
+                for i in range(n):
+                    o[i] = pt.c_iova_to_phys(a[i])
+        finally:
+            machine_exit(pt.machine)
     return out
 
 
@@ -297,13 +339,16 @@ def iommu_iova_to_phys_batch(domain, iovas):
     no IOTLB, no statistics, no warnings.
 
     The walk runs without the GIL (IoPgtable.c_iova_to_phys is nogil), so other Python threads
-    run meanwhile. It reads the domain's page-table pages in simulated memory: another thread
-    must not map, unmap or free in this domain during the call -- in the kernel,
-    iova_to_phys racing with unmap is the caller's bug too; here a racing unmap that frees a
-    table page could make the walk read freed host memory.
+    run meanwhile; it owns the machine for the call, so another thread's map, unmap or free in
+    this machine waits for it.
     """
     return _iommu_iova_to_phys_batch(_domain_arg(domain), iovas)
 
+
+
+def _test_batch_fast_elements(Machine m not None):
+    """Test hook (not exported): batch elements m's GIL-free fast paths have done."""
+    return m._batch_fast
 
 __all__ += ["dma_map_phys_batch", "dma_mapping_error_batch", "dma_unmap_phys_batch",
              "dma_read_batch", "dma_write_batch", "iommu_iova_to_phys_batch"]
@@ -314,7 +359,8 @@ __all__ += ["dma_map_phys_batch", "dma_mapping_error_batch", "dma_unmap_phys_bat
 # the per-call API element by element in order, whole-batch validation first, warnings once at
 # the end, an exception at element i stops the batch (batch_index / batch_result). "Ragged" data
 # is one flat 1-D uint8 array: element i's bytes at [off[i], off[i] + sizes[i]) with off the
-# running sum of sizes. All hold the GIL (dma-debug, trace events, warnings per element).
+# running sum of sizes. All hold the GIL (dma-debug, trace events, warnings per element) and own
+# their machine for the whole call (machine_enter / machine_exit), like the batches above.
 
 cdef object _ragged_data(object data, u64 total):
     """``data`` as a C-contiguous 1-D uint8 array of exactly ``total`` bytes (bytes-like ok)."""
@@ -345,6 +391,7 @@ cdef u64 _ragged_total(const u64[::1] s, Py_ssize_t ss, Py_ssize_t n) except? 0x
 
 
 cdef object _dma_read_ragged_batch(Device dev, object addrs, object sizes):
+    cdef Machine mach = dev.machine
     cdef object aa = _batch_u64_array(addrs, "addrs")
     cdef Py_ssize_t n = aa.shape[0], i = 0, ss
     sa, ss = _batch_sizes(sizes, n, "size")
@@ -353,6 +400,7 @@ cdef object _dma_read_ragged_batch(Device dev, object addrs, object sizes):
     cdef u64 total = _ragged_total(s, ss, n), off = 0
     cdef object out = _np.empty(total, dtype=_np.uint8)
     cdef u8[::1] o = out
+    machine_enter(mach)
     try:
         while i < n:
             if s[i * ss]:
@@ -364,11 +412,13 @@ cdef object _dma_read_ragged_batch(Device dev, object addrs, object sizes):
         _batch_fail(e, i, out[:off].copy())
         raise
     finally:
-        dev.machine.flush_warnings()
+        machine_exit(mach)
+        mach.flush_warnings()
     return out
 
 
 cdef object _dma_write_ragged_batch(Device dev, object addrs, object sizes, object data):
+    cdef Machine mach = dev.machine
     cdef object aa = _batch_u64_array(addrs, "addrs")
     cdef Py_ssize_t n = aa.shape[0], i = 0, ss
     sa, ss = _batch_sizes(sizes, n, "size")
@@ -376,6 +426,7 @@ cdef object _dma_write_ragged_batch(Device dev, object addrs, object sizes, obje
     cdef const u64[::1] s = sa
     cdef u64 total = _ragged_total(s, ss, n), off = 0
     cdef const u8[::1] v = _ragged_data(data, total)
+    machine_enter(mach)
     try:
         while i < n:
             if s[i * ss]:
@@ -387,7 +438,8 @@ cdef object _dma_write_ragged_batch(Device dev, object addrs, object sizes, obje
         _batch_fail(e, i, None)
         raise
     finally:
-        dev.machine.flush_warnings()
+        machine_exit(mach)
+        mach.flush_warnings()
 
 
 def dma_read_ragged_batch(Device dev not None, addrs, sizes):
@@ -410,6 +462,7 @@ def dma_write_ragged_batch(Device dev not None, addrs, sizes, data):
 
 
 cdef object _mem_read_batch(Machine m, object phys, object sizes):
+    cdef Machine mach = m
     cdef object pa = _batch_u64_array(phys, "phys")
     cdef Py_ssize_t n = pa.shape[0], i = 0, ss
     sa, ss = _batch_sizes(sizes, n, "n")
@@ -418,6 +471,7 @@ cdef object _mem_read_batch(Machine m, object phys, object sizes):
     cdef u64 total = _ragged_total(s, ss, n), off = 0
     cdef object out = _np.empty(total, dtype=_np.uint8)
     cdef u8[::1] o = out
+    machine_enter(mach)
     try:
         while i < n:
             if s[i * ss]:
@@ -431,11 +485,13 @@ cdef object _mem_read_batch(Machine m, object phys, object sizes):
         _batch_fail(e, i, out[:off].copy())
         raise
     finally:
-        m.flush_warnings()
+        machine_exit(mach)
+        mach.flush_warnings()
     return out
 
 
 cdef object _mem_write_batch(Machine m, object phys, object sizes, object data):
+    cdef Machine mach = m
     cdef object pa = _batch_u64_array(phys, "phys")
     cdef Py_ssize_t n = pa.shape[0], i = 0, ss
     sa, ss = _batch_sizes(sizes, n, "n")
@@ -443,6 +499,7 @@ cdef object _mem_write_batch(Machine m, object phys, object sizes, object data):
     cdef const u64[::1] s = sa
     cdef u64 total = _ragged_total(s, ss, n), off = 0
     cdef const u8[::1] v = _ragged_data(data, total)
+    machine_enter(mach)
     try:
         while i < n:
             if s[i * ss]:
@@ -456,7 +513,8 @@ cdef object _mem_write_batch(Machine m, object phys, object sizes, object data):
         _batch_fail(e, i, None)
         raise
     finally:
-        m.flush_warnings()
+        machine_exit(mach)
+        mach.flush_warnings()
 
 
 def mem_read_batch(Machine machine not None, phys, sizes):
@@ -476,12 +534,14 @@ def mem_write_batch(Machine machine not None, phys, sizes, data):
 
 
 cdef object _dma_sync_single_batch(Device dev, object addrs, object sizes, object dir, bint for_cpu):
+    cdef Machine mach = dev.machine
     cdef object aa = _batch_u64_array(addrs, "addr")
     cdef Py_ssize_t n = aa.shape[0], i = 0, ss
     sa, ss = _batch_sizes(sizes, n, "size")
     cdef int d = _arg_dir(dir)
     cdef const u64[::1] a = aa
     cdef const u64[::1] s = sa
+    machine_enter(mach)
     try:
         while i < n:
             if for_cpu:
@@ -493,7 +553,8 @@ cdef object _dma_sync_single_batch(Device dev, object addrs, object sizes, objec
         _batch_fail(e, i, None)
         raise
     finally:
-        dev.machine.flush_warnings()
+        machine_exit(mach)
+        mach.flush_warnings()
 
 
 def dma_sync_single_for_cpu_batch(Device dev not None, dma_addrs, sizes, dir):
@@ -512,6 +573,7 @@ def dma_sync_single_for_device_batch(Device dev not None, dma_addrs, sizes, dir)
 
 cdef object _dma_iova_link_batch(Device dev, DmaIovaState state, object phys, object offsets,
                                  object sizes, object dir, object attrs):
+    cdef Machine mach = dev.machine
     cdef object pa = _batch_u64_array(phys, "phys")
     cdef Py_ssize_t n = pa.shape[0], i = 0, ss
     cdef object oa = _batch_u64_array(offsets, "offset")
@@ -526,6 +588,7 @@ cdef object _dma_iova_link_batch(Device dev, DmaIovaState state, object phys, ob
     _iova_check(dev, d, "dma_iova_link", True)
     cdef object out = _np.empty(n, dtype=_np.int32)
     cdef int[::1] r = out
+    machine_enter(mach)
     try:
         while i < n:
             r[i] = c_dma_iova_link(dev, state, p[i], o[i], s[i * ss], d, at)
@@ -534,7 +597,8 @@ cdef object _dma_iova_link_batch(Device dev, DmaIovaState state, object phys, ob
         _batch_fail(e, i, out[:i].copy())
         raise
     finally:
-        _iova_flush(dev.machine)
+        machine_exit(mach)
+        _iova_flush(mach)
     return out
 
 

@@ -155,6 +155,14 @@ cdef void _capi_flush_quiet(Machine m) noexcept:
 
 cdef Device _capi_device(PyObject *cap, dmaphys_error *err, int *code):
     """The live Device a "dmaphys.device" capsule holds, or None with *code / err set."""
+    try:
+        return _capi_device_checked(cap, err, code)
+    except BaseException as e:                     # (only MemoryError building a message)
+        code[0] = _capi_exc(err, e)
+        return None
+
+
+cdef inline Device _capi_device_checked(PyObject *cap, dmaphys_error *err, int *code):
     cdef object o
     cdef Device dev
     if cap == NULL:
@@ -277,13 +285,11 @@ cdef ScatterList _capi_sg_in(dmaphys_scatterlist *sg, int nents, dmaphys_error *
                                  f"sg[{i}]: length must be 1..2^32-1 and the entry must not wrap")
             return None
     sl = ScatterList([(sg[i].page_phys + sg[i].offset, sg[i].length) for i in range(nents)])
-    for i in range(nents):
+    for i in range(nents):                         # what map_sg wrote (unmap / sync read it)
         s = &sl.sg[i]
         s.dma_address = sg[i].dma_address
         s.dma_length = sg[i].dma_length
         s.dma_flags = sg[i].dma_flags
-    sl.orig_nents = nents
-    sl.nents = nents
     return sl
 
 
@@ -309,7 +315,10 @@ cdef int _capi_sg(PyObject *cap, dmaphys_scatterlist *sg, int nents, int dir, un
     cdef ScatterList sl
     if dev is None:
         return code
-    sl = _capi_sg_in(sg, nents, err, &code)
+    try:
+        sl = _capi_sg_in(sg, nents, err, &code)
+    except BaseException as e:
+        return _capi_exc(err, e)
     if sl is None:
         return code
     try:
@@ -410,6 +419,7 @@ cdef int _capi_iova(PyObject *cap, dmaphys_iova_state *state, u64 phys, u64 offs
     st = DmaIovaState.__new__(DmaIovaState)
     st.addr = state.addr
     st._size = state.size
+    _iova_state_adopt(dev, st)                 # the C struct has no owner: only range checks apply
     try:
         if op == _CAPI_IOVA_TRY_ALLOC:
             ret = 1 if c_dma_iova_try_alloc(dev, st, phys, size) else 0
@@ -424,8 +434,9 @@ cdef int _capi_iova(PyObject *cap, dmaphys_iova_state *state, u64 phys, u64 offs
         else:
             c_dma_iova_free(dev, st)
     except BaseException as e:
-        state.addr = st.addr
-        state.size = st._size
+        if st is not None:
+            state.addr = st.addr
+            state.size = st._size
         _capi_flush_quiet(dev.machine)
         return _capi_exc(err, e)
     state.addr = st.addr

@@ -96,6 +96,7 @@ cdef class Device:
     # ---- the device on its bus -------------------------------------------------------------
     def dma_read(self, dma_addr, n):
         """What the device reads at bus address ``dma_addr`` (``n`` bytes)."""
+        machine_guard(self.machine)
         cdef u64 a = _u64(dma_addr, "dma_addr")
         cdef u64 cnt = _u64(n, "n")
         cdef bytes out
@@ -114,6 +115,7 @@ cdef class Device:
 
     def dma_write(self, dma_addr, data):
         """The device stores ``data`` at bus address ``dma_addr``."""
+        machine_guard(self.machine)
         cdef u64 a = _u64(dma_addr, "dma_addr")
         cdef const u8[::1] view = _as_bytes_view(data)
         if view.shape[0]:
@@ -150,7 +152,7 @@ cdef class Device:
 
 
 # ---- include/linux/dma-direct.h: address translation -----------------------------------------
-cdef inline u64 translate_phys_to_dma(Device dev, u64 paddr) noexcept:
+cdef inline u64 translate_phys_to_dma(Device dev, u64 paddr) noexcept nogil:
     cdef size_t i
     for i in range(dev.range_map.size()):
         if paddr >= dev.range_map[i].cpu_start and paddr - dev.range_map[i].cpu_start < dev.range_map[i].size:
@@ -158,7 +160,7 @@ cdef inline u64 translate_phys_to_dma(Device dev, u64 paddr) noexcept:
     return DMA_MAPPING_ERROR
 
 
-cdef inline u64 translate_dma_to_phys(Device dev, u64 dma_addr) noexcept:
+cdef inline u64 translate_dma_to_phys(Device dev, u64 dma_addr) noexcept nogil:
     cdef size_t i
     for i in range(dev.range_map.size()):
         if dma_addr >= dev.range_map[i].dma_start and dma_addr - dev.range_map[i].dma_start < dev.range_map[i].size:
@@ -166,20 +168,20 @@ cdef inline u64 translate_dma_to_phys(Device dev, u64 dma_addr) noexcept:
     return U64_MAX                                   # (phys_addr_t)-1
 
 
-cdef inline u64 phys_to_dma(Device dev, u64 paddr) noexcept:
+cdef inline u64 phys_to_dma(Device dev, u64 paddr) noexcept nogil:
     """phys_to_dma() = phys_to_dma_unencrypted() (no memory encryption is modelled)."""
     if dev.range_map.empty():
         return paddr
     return translate_phys_to_dma(dev, paddr)
 
 
-cdef inline u64 dma_to_phys(Device dev, u64 dma_addr) noexcept:
+cdef inline u64 dma_to_phys(Device dev, u64 dma_addr) noexcept nogil:
     if dev.range_map.empty():
         return dma_addr
     return translate_dma_to_phys(dev, dma_addr)
 
 
-cdef inline u64 dma_get_mask_c(Device dev) noexcept:
+cdef inline u64 dma_get_mask_c(Device dev) noexcept nogil:
     """dma_get_mask(): *dev->dma_mask if set and non-zero, else DMA_BIT_MASK(32)."""
     if dev.has_dma_mask and dev._dma_mask:
         return dev._dma_mask
@@ -267,7 +269,7 @@ cdef int bus_access_phys(Device dev, u64 phys, u8 *buf, u64 n, bint write) excep
 
 
 # ---- include/linux/dma-direct.h: dma_capable() ---------------------------------------------------
-cdef inline bint dma_capable(Device dev, u64 addr, u64 size, bint is_ram) noexcept:
+cdef inline bint dma_capable(Device dev, u64 addr, u64 size, bint is_ram) noexcept nogil:
     """dma_capable(): the last byte must be <= min_not_zero(*dev->dma_mask, bus_dma_limit)."""
     cdef u64 end = addr + size - 1
     if addr == DMA_MAPPING_ERROR:
@@ -276,9 +278,9 @@ cdef inline bint dma_capable(Device dev, u64 addr, u64 size, bint is_ram) noexce
 
 
 # ---- arch cache maintenance (arch_sync_dma_for_device / _for_cpu): counted, not modelled ---------
-cdef inline void arch_sync_dma_for_device(Device dev, u64 paddr, u64 size, int dir) noexcept:
+cdef inline void arch_sync_dma_for_device(Device dev, u64 paddr, u64 size, int dir) noexcept nogil:
     dev.arch_sync_for_device += 1
 
 
-cdef inline void arch_sync_dma_for_cpu(Device dev, u64 paddr, u64 size, int dir) noexcept:
+cdef inline void arch_sync_dma_for_cpu(Device dev, u64 paddr, u64 size, int dir) noexcept nogil:
     dev.arch_sync_for_cpu += 1

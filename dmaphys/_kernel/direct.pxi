@@ -121,6 +121,37 @@ cdef inline int dma_direct_unmap_phys(Device dev, u64 addr, u64 size, int dir, u
     return 0
 
 
+# ---- GIL-free fast paths (mapping.pxi: dma_map_phys_fast / dma_unmap_phys_fast) -------------------
+cdef inline int dma_direct_map_phys_fast(Device dev, u64 phys, u64 size, int dir, unsigned long attrs,
+                                         u64 *out) noexcept nogil:
+    """dma_direct_map_phys()'s inline fast path without the GIL: 1 (*out = the bus address), or 0
+    having changed nothing (the caller runs the full function with the GIL)."""
+    cdef u64 dma_addr
+    if (attrs & DMA_ATTR_MMIO) or is_swiotlb_force_bounce(dev):
+        return 0
+    dma_addr = phys_to_dma(dev, phys)
+    if not dma_capable(dev, dma_addr, size, True):
+        return 0
+    if not dev.coherent and not (attrs & DMA_ATTR_SKIP_CPU_SYNC):
+        arch_sync_dma_for_device(dev, phys, size, dir)
+    out[0] = dma_addr
+    return 1
+
+
+cdef inline int dma_direct_unmap_phys_fast(Device dev, u64 addr, u64 size, int dir,
+                                           unsigned long attrs) noexcept nogil:
+    """dma_direct_unmap_phys() of an address that is not a bounce slot: 1 done, or 0 unchanged."""
+    cdef u64 phys
+    if attrs & DMA_ATTR_MMIO:
+        return 1
+    phys = dma_to_phys(dev, addr)
+    if is_swiotlb_buffer(dev, phys):
+        return 0
+    if not (attrs & DMA_ATTR_SKIP_CPU_SYNC) and not dev.coherent:
+        arch_sync_dma_for_cpu(dev, phys, size, dir)
+    return 1
+
+
 # ---- direct.c: scatter-gather ---------------------------------------------------------------------
 cdef int dma_direct_unmap_sg(Device dev, ScatterList sgl, int nents, int dir, unsigned long attrs) except -1:
     """dma_direct_unmap_sg(): bus-address entries are only unmarked, the others unmapped."""

@@ -46,15 +46,15 @@ cdef class IommuDmaCookie:
     cdef bint fq_on                            # fq_domain != NULL
     cdef u64 fq_gen                            # bumped by iommu_dma_free_fq (timer_delete_sync)
     cdef dict pci_32bit                        # Device -> dev->iommu->pci_32bit_workaround
-    cdef void *pci32_dev                       # last device looked up in pci_32bit (a key of it,
-    cdef bint pci32_val                        # so alive: keys are never removed) and its value
+    cdef void *pci32_dev                       # (simulator) last device looked up in pci_32bit and
+    cdef bint pci32_val                        # its value (False: no entry); every write refreshes it
 
 cdef class DmaIovaState:
     cdef public u64 addr                       # struct dma_iova_state.addr
     cdef u64 _size                             # struct dma_iova_state.__size (bit 63: DMA_IOVA_USE_SWIOTLB)
     cdef object _owner                         # (simulator) the Device dma_iova_try_alloc() allocated for, or None
-    cdef u64 _addr0                            # (simulator) addr and dma_iova_size() as allocated
-    cdef u64 _size0
+    cdef u64 _addr0                            # (simulator) addr as dma_iova_try_alloc() set it
+    cdef u64 _size0                            # (simulator) dma_iova_size() as allocated
 
 # the two-step IOVA API (include/linux/dma-mapping.h, v6.17+): kernel semantics, no warning flush
 cdef bint c_dma_iova_try_alloc(Device dev, DmaIovaState state, u64 phys, u64 size) except? True

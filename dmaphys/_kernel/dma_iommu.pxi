@@ -133,10 +133,10 @@ cdef inline bint _pci_32bit_get(IommuDmaCookie cookie, Device dev) except -1:
     if <void *>dev == cookie.pci32_dev:
         return cookie.pci32_val
     v = cookie.pci_32bit.get(dev)
-    if v is None:
-        return False
+    # a device with no entry is cached as False too (every write goes through _pci_32bit_set,
+    # which refreshes the cache), so the GIL-free map path knows the answer for it
     cookie.pci32_dev = <void *>dev
-    cookie.pci32_val = bool(v)
+    cookie.pci32_val = False if v is None else bool(v)
     return cookie.pci32_val
 
 
@@ -453,7 +453,7 @@ cdef int iommu_dma_init_domain(IommuDomain domain, Device dev) except -1:
 
 
 # ---- protection bits and IOVA policy ----------------------------------------------------------------
-cdef inline int dma_info_to_prot(int dir, bint coherent, unsigned long attrs) noexcept:
+cdef inline int dma_info_to_prot(int dir, bint coherent, unsigned long attrs) noexcept nogil:
     """dma_info_to_prot(): IOMMU_* flags for a direction and DMA attributes."""
     cdef int prot
     if attrs & DMA_ATTR_MMIO:
@@ -635,6 +635,137 @@ cdef int iommu_dma_unmap_phys(Device dev, u64 dma_handle, u64 size, int dir, uns
                 pt.hint_arm = False
                 pt.hint_ptep = NULL
     return _swiotlb_unmap_if_bounced(dev, phys, size, dir, attrs)
+
+
+# ---- GIL-free fast paths (mapping.pxi: dma_map_phys_fast / dma_unmap_phys_fast) -------------------
+# The common case of iommu_dma_map_phys / iommu_dma_unmap_phys: a trusted device, a buffer within
+# one granule, its IOVA an rcache hit (map) or staying in the CPU's magazines (unmap, strict
+# domains), its leaf slot in tables that exist (map) and a smallest-size leaf (unmap), no
+# caching-mode IOTLB flush on map. Each does what the full functions do, in C, or returns 0
+# having changed nothing, and the caller runs the full path with the GIL. (The helpers take the
+# objects as arguments: nogil code may use borrowed typed references, not assign them.)
+cdef inline bint _iommu_fast_domain(IommuDomain d) noexcept nogil:
+    return (d.iova_cookie is not None and d.pgtable is not None and not d.freed
+            and (d.ktype & __IOMMU_DOMAIN_PAGING) and d.pgsize_bitmap != 0)
+
+
+cdef inline bint _iommu_fast_geometry(IovaDomain iovad, IommuDomain d, IoPgtable pt, u64 addr, u64 size) noexcept nogil:
+    # the mapping covers exactly one granule, the smallest page size of the domain and its table
+    cdef u64 granule = iovad.granule
+    cdef u64 off = addr & (granule - 1)
+    return (size != 0 and size + off <= granule and size + off >= size and pt.granule == granule
+            and ((<u64>1) << __ffs64(d.pgsize_bitmap)) == granule and pt.pgtable_root != 0)
+
+
+cdef inline int iommu_dma_map_phys_fast(Device dev, u64 phys, u64 size, int dir, unsigned long attrs,
+                                        u64 *out) noexcept nogil:
+    """iommu_dma_map_phys() without the GIL: 1 (*out = the DMA address) or 0, nothing changed."""
+    if dev.domain is None or (attrs & DMA_ATTR_MMIO) or dev.untrusted:
+        return 0
+    return _iommu_map_fast_d(dev, <IommuDomain>dev.domain, phys, size, dir, attrs, out)
+
+
+cdef inline int _iommu_map_fast_d(Device dev, IommuDomain d, u64 phys, u64 size, int dir,
+                                  unsigned long attrs, u64 *out) noexcept nogil:
+    if not _iommu_fast_domain(d) or d.iommu.caching_mode:
+        return 0
+    return _iommu_map_fast_c(dev, d, <IommuDmaCookie>d.iova_cookie, phys, size, dir, attrs, out)
+
+
+cdef inline int _iommu_map_fast_c(Device dev, IommuDomain d, IommuDmaCookie cookie, u64 phys, u64 size,
+                                  int dir, unsigned long attrs, u64 *out) noexcept nogil:
+    if cookie.iovad is None:
+        return 0
+    return _iommu_map_fast_i(dev, d, cookie, cookie.iovad, d.pgtable, phys, size, dir, attrs, out)
+
+
+cdef inline int _iommu_map_fast_i(Device dev, IommuDomain d, IommuDmaCookie cookie, IovaDomain iovad,
+                                  IoPgtable pt, u64 phys, u64 size, int dir, unsigned long attrs,
+                                  u64 *out) noexcept nogil:
+    cdef u64 granule = iovad.granule
+    cdef u64 off = phys & (granule - 1)
+    cdef u64 limit, iova, idx
+    cdef int cpu = dev.machine._cpu
+    cdef iova_magazine *mag
+    if dev.min_align_mask > granule - 1 or not _iommu_fast_geometry(iovad, d, pt, phys, size):
+        return 0
+    # iommu_dma_alloc_iova(): the limit, the PCI 32-bit first try (known only when cached)
+    limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
+    if limit > d.aperture_end:
+        limit = d.aperture_end
+    if limit > (<u64>0xFFFFFFFF):
+        if cookie.pci32_dev != <void *>dev:
+            return 0
+        if cookie.pci32_val:
+            limit = 0xFFFFFFFF
+    mag = iova_rcache_peek(iovad, limit >> iovad.shift, cpu, &idx)
+    if mag == NULL:
+        return 0
+    iova = mag.pfns[idx] << iovad.shift
+    # iommu_map(): the leaf store map_pages() makes (map_one_fast changes nothing when it declines)
+    if pt.map_one_fast(iova, phys - off, dma_info_to_prot(dir, dev.coherent, attrs)) != 0:
+        return 0
+    iova_rcache_commit(iovad, mag, idx, cpu)
+    if not dev.coherent and not (attrs & DMA_ATTR_SKIP_CPU_SYNC):
+        arch_sync_dma_for_device(dev, phys, size, dir)
+    out[0] = iova + off
+    return 1
+
+
+cdef inline int iommu_dma_unmap_phys_fast(Device dev, u64 handle, u64 size, int dir,
+                                          unsigned long attrs) noexcept nogil:
+    """iommu_dma_unmap_phys() without the GIL (strict domains): 1 done, or 0 nothing changed."""
+    if dev.domain is None or (attrs & DMA_ATTR_MMIO) or dev.untrusted:
+        return 0
+    return _iommu_unmap_fast_d(dev, <IommuDomain>dev.domain, handle, size, dir, attrs)
+
+
+cdef inline int _iommu_unmap_fast_d(Device dev, IommuDomain d, u64 handle, u64 size, int dir,
+                                    unsigned long attrs) noexcept nogil:
+    if not _iommu_fast_domain(d):
+        return 0
+    return _iommu_unmap_fast_c(dev, d, <IommuDmaCookie>d.iova_cookie, handle, size, dir, attrs)
+
+
+cdef inline int _iommu_unmap_fast_c(Device dev, IommuDomain d, IommuDmaCookie cookie, u64 handle, u64 size,
+                                    int dir, unsigned long attrs) noexcept nogil:
+    if cookie.iovad is None or cookie.fq_on:
+        return 0
+    return _iommu_unmap_fast_i(dev, d, cookie, cookie.iovad, d.pgtable, handle, size, dir, attrs)
+
+
+cdef inline int _iommu_unmap_fast_i(Device dev, IommuDomain d, IommuDmaCookie cookie, IovaDomain iovad,
+                                    IoPgtable pt, u64 handle, u64 size, int dir,
+                                    unsigned long attrs) noexcept nogil:
+    cdef u64 granule = iovad.granule
+    cdef u64 addr = handle - (handle & (granule - 1))
+    cdef u64 pfn = addr >> iovad.shift
+    cdef u64 phys
+    cdef u64 *hint
+    cdef int cpu = cookie.machine._cpu
+    if not _iommu_fast_geometry(iovad, d, pt, handle, size) or not pt.pending_free.empty():
+        return 0
+    if not iova_rcache_insert_ok(iovad, pfn, cpu):
+        return 0
+    # iommu_iova_to_phys() with the walk kept for the unmap (IoPgtable.hint_arm): no side effects
+    pt.hint_arm = True
+    phys = pt.c_iova_to_phys(handle)
+    hint = pt.hint_ptep
+    pt.hint_arm = False
+    pt.hint_ptep = NULL
+    if phys == 0 or is_swiotlb_buffer(dev, phys):
+        return 0
+    # __iommu_dma_unmap(): the leaf clear unmap_pages() makes (unmap_one_fast: 0 = declined, unchanged)
+    if pt.unmap_one_fast(addr, hint) != granule:
+        return 0
+    # strict: iommu_iotlb_sync_range() (nothing collected to release), then free_iova_fast()
+    d.iotlb_syncs += 1
+    if d.iommu.iotlb is not None:
+        d.iommu.iotlb.inv_range(d.id, addr, granule, d.leaf_shifts, d.nshifts)
+    iova_rcache_insert_fast(iovad, pfn, cpu)
+    if not (attrs & DMA_ATTR_SKIP_CPU_SYNC) and not dev.coherent:
+        arch_sync_dma_for_cpu(dev, phys, size, dir)
+    return 1
 
 
 cdef int iommu_dma_sync_single_for_cpu(Device dev, u64 dma_handle, u64 size, int dir) except -1:
@@ -1038,6 +1169,16 @@ cdef int _iova_state_ok(Device dev, DmaIovaState state, u64 offset, u64 size, st
     return 0
 
 
+cdef void _iova_state_adopt(Device dev, DmaIovaState state) noexcept:
+    """A state rebuilt from a C-owned struct dma_iova_state (the C ABI), which has no room for the
+    simulator's owner fields: a non-empty one is taken as allocated for ``dev`` as it stands, so
+    only the range check of _iova_state_ok() applies to it."""
+    if state._size & ~DMA_IOVA_USE_SWIOTLB:
+        state._owner = dev
+        state._addr0 = state.addr
+        state._size0 = state._size & ~DMA_IOVA_USE_SWIOTLB
+
+
 cdef bint _dma_iova_try_alloc(Device dev, DmaIovaState state, u64 phys, u64 size) except? True:
     cdef IommuDmaCookie cookie
     cdef u64 granule, iova_off, addr
@@ -1282,6 +1423,7 @@ def dma_iova_try_alloc(Device dev not None, DmaIovaState state not None, phys, s
     allocated (state.addr keeps phys's offset in the granule), false if the regular DMA API
     should be used (dma-direct or identity devices, size 0, allocation failure).
     """
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 p = _arg_u64(phys, "phys")
     cdef u64 sz = _arg_u64(size, "size")
@@ -1296,6 +1438,7 @@ def dma_iova_free(Device dev not None, DmaIovaState state not None):
 
     Every linked range must have been unlinked first.
     """
+    machine_guard(dev.machine)
     _dev_live(dev)
     try:
         c_dma_iova_free(dev, state)
@@ -1310,6 +1453,7 @@ def dma_iova_link(Device dev not None, DmaIovaState state not None, phys, offset
     -EIO: a mid-granule phys at offset > 0; -EPERM: MMIO that would need bouncing; -ENOMEM:
     no bounce slot; iommu_map errors otherwise.
     """
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 p = _arg_u64(phys, "phys")
     cdef u64 off = _arg_u64(offset, "offset")
@@ -1324,6 +1468,7 @@ def dma_iova_link(Device dev not None, DmaIovaState state not None, phys, offset
 
 def dma_iova_sync(Device dev not None, DmaIovaState state not None, offset, size):
     """dma_iova_sync(dev, state, offset, size) -> 0 or -errno: one IOTLB sync for the linked range."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 off = _arg_u64(offset, "offset")
     cdef u64 sz = _arg_u64(size, "size")
@@ -1338,6 +1483,7 @@ def dma_iova_unlink(Device dev not None, DmaIovaState state not None, offset, si
 
     The IOVA space stays allocated in the state.
     """
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 off = _arg_u64(offset, "offset")
     cdef u64 sz = _arg_u64(size, "size")
@@ -1354,6 +1500,7 @@ def dma_iova_destroy(Device dev not None, DmaIovaState state not None, mapped_le
 
     Lazy domains queue the IOVA on the flush queue; mapped_len == 0 is dma_iova_free().
     """
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 ml = _arg_u64(mapped_len, "mapped_len")
     cdef unsigned long a = _arg_attrs(attrs)

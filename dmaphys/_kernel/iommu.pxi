@@ -800,6 +800,7 @@ cdef IommuDomain _domain_arg(object domain):
 def iommu_map(domain, iova, paddr, size, prot):
     """iommu_map(domain, iova, paddr, size, prot): 0 or -errno."""
     cdef IommuDomain d = _domain_arg(domain)
+    machine_guard(d.iommu.machine)
     cdef u64 a = _u64(iova, "iova"), p = _u64(paddr, "paddr"), s = _u64(size, "size")
     cdef u64 pr = _u64(prot, "prot")
     try:
@@ -811,6 +812,7 @@ def iommu_map(domain, iova, paddr, size, prot):
 def iommu_unmap(domain, iova, size):
     """iommu_unmap(domain, iova, size): bytes unmapped; the IOTLB is synced for the range."""
     cdef IommuDomain d = _domain_arg(domain)
+    machine_guard(d.iommu.machine)
     cdef u64 a = _u64(iova, "iova"), s = _u64(size, "size")
     try:
         return iommu_unmap_c(d, a, s)
@@ -821,6 +823,7 @@ def iommu_unmap(domain, iova, size):
 def iommu_unmap_fast(domain, iova, size):
     """iommu_unmap_fast(): bytes unmapped, the IOTLB is NOT invalidated (caller syncs or flushes)."""
     cdef IommuDomain d = _domain_arg(domain)
+    machine_guard(d.iommu.machine)
     cdef u64 a = _u64(iova, "iova"), s = _u64(size, "size")
     try:
         return iommu_unmap_fast_c(d, a, s)
@@ -844,6 +847,7 @@ def iommu_iova_to_phys(domain, iova):
     domain iommu_domain_free() freed (as iommu_map/iommu_unmap do: 0 would read as an address).
     """
     cdef IommuDomain d = _domain_arg(domain)
+    machine_guard(d.iommu.machine)
     cdef u64 a = _u64(iova, "iova")
     if d.freed:
         raise ValueError(f"IOMMU domain {d.id} was freed")

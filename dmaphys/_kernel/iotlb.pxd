@@ -47,11 +47,11 @@ cdef class Iotlb:
     cdef u64 nvalid[64]                        # set-assoc: valid entries per leaf size (lg2);
     cdef u64 nvalid_all                        # set-assoc: valid entries (sum of nvalid)
     cdef cppmap[iotlb_qkey, iotlb_entry] qmap  # qemu mode
-    cdef iotlb_entry *find(self, u32 domid, u32 sid, u64 iova, const int *shifts, int nshifts) noexcept
+    cdef iotlb_entry *find(self, u32 domid, u32 sid, u64 iova, const int *shifts, int nshifts) noexcept nogil
     cdef iotlb_entry *fill(self, u32 domid, u32 sid, u64 iova, int shift, u64 phys, int prot,
                            u64 gen) noexcept
-    cdef u64 inv_range(self, u32 domid, u64 iova, u64 size, const int *shifts, int nshifts) noexcept
-    cdef u64 _scan_range(self, u32 domid, u64 iova, u64 last) noexcept
-    cdef u64 inv_domain(self, u32 domid) noexcept
+    cdef u64 inv_range(self, u32 domid, u64 iova, u64 size, const int *shifts, int nshifts) noexcept nogil
+    cdef u64 _scan_range(self, u32 domid, u64 iova, u64 last) noexcept nogil
+    cdef u64 inv_domain(self, u32 domid) noexcept nogil
     cdef u64 inv_all(self) noexcept
     cdef int _notify(self, object domain, u32 domid, bint all_domains, u64 iova, u64 size) except -1

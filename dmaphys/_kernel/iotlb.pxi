@@ -82,7 +82,7 @@ cdef class Iotlb:
             memset(self.ents.data(), 0, e * sizeof(iotlb_entry))
 
     # ---- the hardware side -----------------------------------------------------------------
-    cdef iotlb_entry *find(self, u32 domid, u32 sid, u64 iova, const int *shifts, int nshifts) noexcept:
+    cdef iotlb_entry *find(self, u32 domid, u32 sid, u64 iova, const int *shifts, int nshifts) noexcept nogil:
         """Look iova up at every leaf size (smallest first); counts a hit or a miss."""
         cdef int k, s
         cdef u64 page, w, base
@@ -161,7 +161,7 @@ cdef class Iotlb:
         self.nvalid_all += 1
         return e
 
-    cdef u64 inv_range(self, u32 domid, u64 iova, u64 size, const int *shifts, int nshifts) noexcept:
+    cdef u64 inv_range(self, u32 domid, u64 iova, u64 size, const int *shifts, int nshifts) noexcept nogil:
         """Page-selective invalidation: drop the domain's entries overlapping [iova, iova+size).
 
         Small ranges probe the sets the range's pages map to at each leaf size; large ones
@@ -202,7 +202,7 @@ cdef class Iotlb:
         self.invalidated += n
         return n
 
-    cdef u64 _scan_range(self, u32 domid, u64 iova, u64 last) noexcept:
+    cdef u64 _scan_range(self, u32 domid, u64 iova, u64 last) noexcept nogil:
         """inv_range by scanning every entry (last is inclusive)."""
         cdef u64 n = 0, i
         cdef iotlb_entry *e
@@ -228,7 +228,7 @@ cdef class Iotlb:
         self.invalidated += n
         return n
 
-    cdef u64 inv_domain(self, u32 domid) noexcept:
+    cdef u64 inv_domain(self, u32 domid) noexcept nogil:
         """Domain-selective invalidation."""
         cdef u64 n = 0, i
         cdef cppmap[iotlb_qkey, iotlb_entry].iterator it

@@ -64,7 +64,7 @@ cdef class IovaDomain:
     cdef void _warn(self, str text)
     cdef int _flush_local(self) except -1
     cdef int _flush(self) except -1
-    cdef inline iova_node _anchor(self) noexcept
+    cdef inline iova_node _anchor(self) noexcept nogil
     cdef inline iova_node _get_cached_rbnode(self, u64 limit_pfn) noexcept
     cdef inline void _cached_rbnode_insert_update(self, iova_node new) noexcept
     cdef inline void _cached_rbnode_delete_update(self, iova_node free_node) noexcept
@@ -78,7 +78,7 @@ cdef class IovaDomain:
     cdef int free_iova_c(self, u64 pfn) except -1
     cdef int _reserve_iova(self, u64 pfn_lo, u64 pfn_hi, u64 *out_lo, u64 *out_hi) except -1
     cdef int reserve_iova_c(self, u64 pfn_lo, u64 pfn_hi) except -1
-    cdef inline iova_cpu_rcache *_cpu_rcache(self, int order, int cpu) noexcept
+    cdef inline iova_cpu_rcache *_cpu_rcache(self, int order, int cpu) noexcept nogil
     cdef inline iova_magazine *_depot_pop(self, int order) noexcept
     cdef int _schedule_depot_work(self, int order) except -1
     cdef int _iova_depot_work_func(self, int order) except -1

@@ -208,7 +208,7 @@ cdef class IovaDomain:
         return self._flush_local()
 
     # ---- the range tree ------------------------------------------------------------------
-    cdef inline iova_node _anchor(self) noexcept:
+    cdef inline iova_node _anchor(self) noexcept nogil:
         cdef iova_node it = self.rbroot.end()
         dec(it)
         return it
@@ -404,7 +404,7 @@ cdef class IovaDomain:
         return self._reserve_iova(pfn_lo, pfn_hi, &lo, &hi)
 
     # ---- the rcache ----------------------------------------------------------------------
-    cdef inline iova_cpu_rcache *_cpu_rcache(self, int order, int cpu) noexcept:
+    cdef inline iova_cpu_rcache *_cpu_rcache(self, int order, int cpu) noexcept nogil:
         return &self.cpu_rcaches[order * self.ncpus + cpu]
 
     cdef inline iova_magazine *_depot_pop(self, int order) noexcept:
@@ -751,6 +751,72 @@ cdef class IovaDomain:
             return "<dmaphys.IovaDomain (put)>"
         return (f"<dmaphys.IovaDomain granule={self.granule:#x} start_pfn={self.start_pfn:#x} "
                 f"ranges={len(self)} ncpus={self.ncpus}>")
+
+
+
+# ---- GIL-free rcache paths (dma_iommu.pxi's nogil fast map/unmap) ------------------------------
+# One-granule ranges (order 0) only. Each either does exactly what the full function would do, or
+# reports that it cannot (the depot would be involved: that schedules work on the machine's timers)
+# having changed nothing, and the caller runs the full function with the GIL.
+cdef inline iova_magazine *iova_rcache_peek(IovaDomain iovad, u64 limit_pfn, int cpu, u64 *idx) noexcept nogil:
+    """What alloc_iova_fast(iovad, 1, limit_pfn, ..., cpu) would pop from the rcache, found
+    without changing anything: the magazine (loaded, or prev, which __iova_rcache_get swaps in
+    first) and the index iova_magazine_pop() takes; NULL where it would miss or use the depot."""
+    cdef iova_cpu_rcache *cr
+    cdef iova_magazine *mag
+    cdef u64 i
+    if iovad.dead or iovad.cpu_rcaches == NULL or cpu < 0 or cpu >= iovad.ncpus:
+        return NULL
+    cr = iovad._cpu_rcache(0, cpu)
+    if cr.loaded.size != 0:
+        mag = cr.loaded
+    elif cr.prev.size != 0:
+        mag = cr.prev
+    else:
+        return NULL
+    i = mag.size - 1
+    while mag.pfns[i] > limit_pfn:
+        if i == 0:
+            return NULL
+        i -= 1
+    idx[0] = i
+    return mag
+
+
+cdef inline u64 iova_rcache_commit(IovaDomain iovad, iova_magazine *mag, u64 i, int cpu) noexcept nogil:
+    """The pop iova_rcache_peek() found: swap prev in if it is the one, then iova_magazine_pop()."""
+    cdef iova_cpu_rcache *cr = iovad._cpu_rcache(0, cpu)
+    cdef u64 pfn
+    if mag == cr.prev:
+        cr.prev = cr.loaded
+        cr.loaded = mag
+    pfn = mag.pfns[i]
+    mag.size -= 1
+    mag.pfns[i] = mag.pfns[mag.size]
+    return pfn
+
+
+cdef inline bint iova_rcache_insert_ok(IovaDomain iovad, u64 pfn, int cpu) noexcept nogil:
+    """free_iova_fast(iovad, pfn, 1, cpu) stays in the CPU's magazines (no error, no depot push)."""
+    cdef iova_cpu_rcache *cr
+    if iovad.dead or iovad.cpu_rcaches == NULL or cpu < 0 or cpu >= iovad.ncpus:
+        return False
+    if pfn >= deref(iovad._anchor()).first:
+        return False
+    cr = iovad._cpu_rcache(0, cpu)
+    return cr.loaded.size != IOVA_MAG_SIZE or cr.prev.size != IOVA_MAG_SIZE
+
+
+cdef inline void iova_rcache_insert_fast(IovaDomain iovad, u64 pfn, int cpu) noexcept nogil:
+    """free_iova_fast(iovad, pfn, 1, cpu) where iova_rcache_insert_ok() said it stays in the magazines."""
+    cdef iova_cpu_rcache *cr = iovad._cpu_rcache(0, cpu)
+    cdef iova_magazine *mag
+    if cr.loaded.size == IOVA_MAG_SIZE:
+        mag = cr.loaded
+        cr.loaded = cr.prev
+        cr.prev = mag
+    cr.loaded.pfns[cr.loaded.size] = pfn
+    cr.loaded.size += 1
 
 
 __all__ += ["IovaDomain", "iova_rcache_range"]

@@ -1,5 +1,8 @@
 # The C face of _kernel/machine.pxi: the platform: Machine (CPUs, virtual clock, warnings queue, devices, IOMMUs).
 
+from cpython.pythread cimport PyThread_type_lock
+
+
 cdef class Machine:
     cdef readonly PhysMem mem                  # (simulator) physical memory: RAM/MMIO stores + page allocator
     cdef readonly int cpus                     # num_possible_cpus()
@@ -20,8 +23,24 @@ cdef class Machine:
     cdef list _timers                                  # heap of (deadline_ns, seq, callback)
     cdef u64 _timer_seq                        # (simulator) timer tie-break sequence
     cdef dict _user_pages                      # (simulator) phys -> npages handed out by alloc_pages()
+    # thread safety (see machine.pxi, "Threads"): a GIL-free batch loop holds _lock for the whole
+    # call and sets _busy_thread; per-call entry points wait while another thread has it
+    cdef PyThread_type_lock _lock                  # (simulator) the machine lock
+    cdef unsigned long _busy_thread                # (simulator) thread running a GIL-free batch (0: none)
+    cdef u64 _batch_fast                           # (simulator) batch elements done by the GIL-free fast paths
     cdef void kwarn(self, object category, str text, object once_key=*)
     cdef int defer_exception(self, object exc) except -1
 
 cdef enum:
     IO_TLB_DEFAULT_SIZE_C = 64 << 20
+
+# Threads: batch loops (batch.pxi) take the machine for their whole call; the per-call entry
+# points call machine_guard(), which waits (without the GIL) while another thread has it.
+cdef int machine_enter(Machine m) except -1
+cdef void machine_exit(Machine m) noexcept
+cdef int machine_wait(Machine m) except -1
+cdef inline int machine_guard(Machine m) except -1:
+    # one load and compare when no batch runs (the common case)
+    if m._busy_thread != 0:
+        machine_wait(m)
+    return 0

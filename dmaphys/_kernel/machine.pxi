@@ -8,6 +8,9 @@
 #
 # Declarations (C types, cdef class fields, cdef signatures) live in the C face, machine.pxd.
 
+from cpython.pythread cimport (PyThread_allocate_lock, PyThread_free_lock, PyThread_acquire_lock,
+                               PyThread_release_lock, PyThread_get_thread_ident, WAIT_LOCK, NOWAIT_LOCK)
+
 import heapq as _heapq
 from dmaphys._embed import ram_buffer_nbytes as _ram_buffer_nbytes, check_ram_removable as _check_ram_removable
 import logging as _logging
@@ -32,6 +35,10 @@ cdef class Machine:
 
     def __cinit__(self, ram=None, cpus=4, swiotlb="auto", swiotlb_nareas=None,
                  swiotlb_force=False, dma_debug=True):
+        self._lock = PyThread_allocate_lock()     # the machine lock (see "Threads")
+        if self._lock == NULL:
+            raise MemoryError()
+        self._busy_thread = 0
         cdef u64 size
         if ram is None:
             ram = DEFAULT_RAM
@@ -66,6 +73,10 @@ cdef class Machine:
                                     bool(swiotlb_force)) if size else None
         self.flush_warnings()
 
+    def __dealloc__(self):
+        if self._lock != NULL:
+            PyThread_free_lock(self._lock)
+
     # ---- CPUs and time -------------------------------------------------------------------
     @property
     def cpu(self):
@@ -80,6 +91,7 @@ cdef class Machine:
 
     def advance(self, ns):
         """Advance the virtual clock by ``ns`` nanoseconds, firing due timers in deadline order."""
+        machine_guard(self)
         cdef u64 target = self.clock_ns + _u64(ns, "ns")
         if target < self.clock_ns:
             raise ValueError(f"advancing the clock by {ns:#x} ns overflows its 64 bits")
@@ -100,6 +112,7 @@ cdef class Machine:
     # ---- CPU access to physical memory ---------------------------------------------------
     def mem_write(self, phys, data):
         """CPU stores ``data`` (bytes-like or numpy) at ``phys``; RAM or MMIO only."""
+        machine_guard(self)
         cdef const u8[::1] view = _as_bytes_view(data)
         cdef u64 p = _u64(phys, "phys")
         cdef u64 n = view.shape[0]
@@ -112,6 +125,7 @@ cdef class Machine:
 
     def mem_read(self, phys, n):
         """CPU loads ``n`` bytes at ``phys`` (never-written RAM reads as zeros)."""
+        machine_guard(self)
         cdef u64 p = _u64(phys, "phys")
         cdef u64 cnt = _u64(n, "n")
         cdef bytearray out
@@ -131,6 +145,7 @@ cdef class Machine:
         Top-down like memblock. Returns the physical address; raises MemoryError when no
         suitably placed free run exists.
         """
+        machine_guard(self)
         cdef u64 n = _u64(npages, "npages")
         cdef u64 lim = U64_MAX if limit is None else _u64(limit, "limit")
         cdef u64 al = _u64(align, "align")
@@ -149,6 +164,7 @@ cdef class Machine:
         Raises ValueError for anything else -- pages the machine allocated for itself (page
         tables, swiotlb, coherent buffers) included -- and leaves all state unchanged.
         """
+        machine_guard(self)
         cdef u64 p = _u64(phys, "phys"), n = _u64(npages, "npages")
         if self._user_pages.get(p) != n or self.mem.free_pages_c(p, n) < 0:
             raise ValueError(f"free_pages({p:#x}, {n}): not a run alloc_pages() handed out")
@@ -181,6 +197,11 @@ cdef class Machine:
         cdef u64 b = _u64(base, "base")
         _check_ram_removable(self, b)
         self.mem.remove_ext_ram(b)
+
+    def add_ram_range(self, base, size, name):
+        """Add simulated (sparse) RAM after construction: page aligned, overlapping nothing; its
+        pages join the page allocator. The trace replay covers the addresses a trace touches."""
+        self.mem.add_region(_u64(base, "base"), _u64(size, "size"), REGION_RAM, str(name))
 
     def max_phys_ram(self):
         """End (exclusive) of the highest RAM range (max_pfn << PAGE_SHIFT)."""
@@ -312,3 +333,41 @@ cdef const u8[::1] _as_bytes_view(object data):
     if not mv.c_contiguous:
         raise ValueError("data must be C-contiguous")
     return mv.cast("B")
+
+
+# ---- Threads ------------------------------------------------------------------------------------
+# A machine is one kernel: its state is not safe for two host threads at once. Per-call entry
+# points hold the GIL from start to end (they never release it), so they are serialised by the
+# GIL. Batch calls release the GIL for their loops (batch.pxi); for their whole call they own
+# the machine: machine_enter() takes Machine._lock (waiting for it without the GIL when another
+# thread's batch holds it) and records the owner in _busy_thread; machine_exit() gives it back.
+# Per-call entry points run machine_guard() first, which waits (without the GIL) while
+# another thread owns the machine. So two threads on one machine are serialised, never
+# interleaved inside an operation; two threads on two machines run in parallel.
+cdef int machine_enter(Machine m) except -1:
+    cdef unsigned long me = PyThread_get_thread_ident()
+    cdef int got
+    if m._busy_thread == me:
+        raise RuntimeError("dmaphys: a batch call on this machine was entered again from inside "
+                           "a batch call of the same thread (a callback?)")
+    if not PyThread_acquire_lock(m._lock, NOWAIT_LOCK):
+        with nogil:
+            got = PyThread_acquire_lock(m._lock, WAIT_LOCK)
+    m._busy_thread = me
+    return 0
+
+
+cdef void machine_exit(Machine m) noexcept:
+    m._busy_thread = 0
+    PyThread_release_lock(m._lock)
+
+
+cdef int machine_wait(Machine m) except -1:
+    """Wait until no other thread owns m (its owner may be running a batch without the GIL)."""
+    cdef unsigned long me = PyThread_get_thread_ident()
+    cdef int got
+    while m._busy_thread != 0 and m._busy_thread != me:
+        with nogil:
+            got = PyThread_acquire_lock(m._lock, WAIT_LOCK)
+            PyThread_release_lock(m._lock)
+    return 0

@@ -2,6 +2,10 @@
 
 cdef u64 c_dma_map_phys(Device dev, u64 phys, u64 size, int dir, unsigned long attrs) except? 0xFFFFFFFFFFFFFFFF
 cdef int c_dma_unmap_phys(Device dev, u64 addr, u64 size, int dir, unsigned long attrs) except -1
+# the same without the GIL: the common paths in C, the rest takes the GIL itself (mapping.pxi)
+cdef u64 c_dma_map_phys_nogil(Device dev, u64 phys, u64 size, int dir,
+                              unsigned long attrs) except? 0xFFFFFFFFFFFFFFFF nogil
+cdef int c_dma_unmap_phys_nogil(Device dev, u64 addr, u64 size, int dir, unsigned long attrs) except -1 nogil
 cdef u64 c_dma_map_page_attrs(Device dev, u64 pfn, u64 offset, u64 size, int dir,
                               unsigned long attrs) except? 0xFFFFFFFFFFFFFFFF
 cdef int c_dma_unmap_page_attrs(Device dev, u64 addr, u64 size, int dir, unsigned long attrs) except -1

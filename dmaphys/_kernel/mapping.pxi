@@ -72,7 +72,7 @@ cdef inline int bug_on_dir(int dir, str func) except -1:
 
 
 # ---- dispatch --------------------------------------------------------------------------------------
-cdef inline bint dma_map_direct(Device dev) noexcept:
+cdef inline bint dma_map_direct(Device dev) noexcept nogil:
     """dma_map_direct() = dma_go_direct(dev, *dev->dma_mask, ops): no ops modelled → !use_dma_iommu()."""
     return not dev.dma_iommu
 
@@ -123,6 +123,53 @@ cdef int c_dma_unmap_phys(Device dev, u64 addr, u64 size, int dir, unsigned long
     if dev.machine.dma_debug.enabled:
         debug_dma_unmap_phys(dev, addr, size, dir)
     return 0
+
+
+# ---- GIL-free paths ---------------------------------------------------------------------------------
+# dma_map_phys_fast / dma_unmap_phys_fast run c_dma_map_phys / c_dma_unmap_phys's common paths
+# (dma-direct without bouncing; dma-iommu with an rcache hit, strict unmaps) in C without the GIL,
+# when nothing Python must see can happen: no dma-debug, no tracing, a valid direction, a DMA
+# mask. They return 0 having changed nothing where they cannot, and the caller runs the full
+# function with the GIL (c_dma_map_phys_nogil / c_dma_unmap_phys_nogil do that themselves).
+cdef inline bint _nogil_ok(Device dev) noexcept nogil:
+    return dev.has_dma_mask and not dev.machine.trace.enabled and not dev.machine.dma_debug.enabled
+
+
+cdef inline int dma_map_phys_fast(Device dev, u64 phys, u64 size, int dir, unsigned long attrs,
+                                  u64 *out) noexcept nogil:
+    if not valid_dma_direction(dir) or not _nogil_ok(dev):
+        return 0
+    if dma_map_direct(dev):
+        return dma_direct_map_phys_fast(dev, phys, size, dir, attrs, out)
+    return iommu_dma_map_phys_fast(dev, phys, size, dir, attrs, out)
+
+
+cdef inline int dma_unmap_phys_fast(Device dev, u64 addr, u64 size, int dir, unsigned long attrs) noexcept nogil:
+    if not valid_dma_direction(dir) or not _nogil_ok(dev):
+        return 0
+    if dma_map_direct(dev):
+        return dma_direct_unmap_phys_fast(dev, addr, size, dir, attrs)
+    return iommu_dma_unmap_phys_fast(dev, addr, size, dir, attrs)
+
+
+cdef u64 c_dma_map_phys_nogil(Device dev, u64 phys, u64 size, int dir,
+                              unsigned long attrs) except? 0xFFFFFFFFFFFFFFFF nogil:
+    """c_dma_map_phys() for callers without the GIL: the C fast path, else the full path with the GIL."""
+    cdef u64 addr
+    if dma_map_phys_fast(dev, phys, size, dir, attrs, &addr):
+        return addr
+    with gil:
+        machine_guard(dev.machine)
+        return c_dma_map_phys(dev, phys, size, dir, attrs)
+
+
+cdef int c_dma_unmap_phys_nogil(Device dev, u64 addr, u64 size, int dir, unsigned long attrs) except -1 nogil:
+    """c_dma_unmap_phys() for callers without the GIL (see c_dma_map_phys_nogil)."""
+    if dma_unmap_phys_fast(dev, addr, size, dir, attrs):
+        return 0
+    with gil:
+        machine_guard(dev.machine)
+        return c_dma_unmap_phys(dev, addr, size, dir, attrs)
 
 
 # ---- wrappers: page, single, resource --------------------------------------------------------------
@@ -413,6 +460,7 @@ def dma_map_phys(Device dev not None, phys, size, dir, attrs=0):
     ``phys`` for streaming DMA in direction ``dir``. Returns the bus address, or
     DMA_MAPPING_ERROR (check with dma_mapping_error()). An invalid ``dir`` raises KernelBug.
     """
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 p = _arg_u64(phys, "phys")
     cdef u64 s = _arg_u64(size, "size")
@@ -430,6 +478,7 @@ def dma_unmap_phys(Device dev not None, addr, size, dir, attrs=0):
 
     Models kernel/dma/mapping.c:dma_unmap_phys(): undo dma_map_phys() (same size, dir, attrs).
     """
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
     cdef u64 s = _arg_u64(size, "size")
@@ -447,6 +496,7 @@ def dma_map_page_attrs(Device dev not None, pfn, offset, size, dir, attrs=0):
     Models kernel/dma/mapping.c:dma_map_page_attrs(); the struct page is given by its page
     frame number. DMA_ATTR_MMIO returns DMA_MAPPING_ERROR (silently).
     """
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 pf = _arg_u64(pfn, "pfn")
     cdef u64 off = _arg_u64(offset, "offset")
@@ -470,6 +520,7 @@ def dma_unmap_page_attrs(Device dev not None, addr, size, dir, attrs=0):
 
     Models kernel/dma/mapping.c:dma_unmap_page_attrs() (nothing at all with DMA_ATTR_MMIO).
     """
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
     cdef u64 s = _arg_u64(size, "size")
@@ -487,6 +538,7 @@ def dma_map_single_attrs(Device dev not None, ptr, size, dir, attrs=0):
     Models include/linux/dma-mapping.h:dma_map_single_attrs(); the "CPU address" ``ptr`` is
     the buffer's physical address (a linear-map address in the kernel).
     """
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 p = _arg_u64(ptr, "ptr")
     cdef u64 s = _arg_u64(size, "size")
@@ -503,6 +555,7 @@ def dma_map_single_attrs(Device dev not None, ptr, size, dir, attrs=0):
 
 def dma_unmap_single_attrs(Device dev not None, addr, size, dir, attrs=0):
     """dma_unmap_single_attrs(dev, addr, size, dir, attrs) = dma_unmap_page_attrs()."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
     cdef u64 s = _arg_u64(size, "size")
@@ -516,24 +569,28 @@ def dma_unmap_single_attrs(Device dev not None, addr, size, dir, attrs=0):
 
 def dma_map_page(Device dev not None, pfn, offset, size, dir):
     """dma_map_page(dev, pfn, offset, size, dir) = dma_map_page_attrs(..., 0)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     return dma_map_page_attrs(dev, pfn, offset, size, dir, 0)
 
 
 def dma_unmap_page(Device dev not None, addr, size, dir):
     """dma_unmap_page(dev, addr, size, dir) = dma_unmap_page_attrs(..., 0)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     dma_unmap_page_attrs(dev, addr, size, dir, 0)
 
 
 def dma_map_single(Device dev not None, ptr, size, dir):
     """dma_map_single(dev, ptr, size, dir) = dma_map_single_attrs(..., 0)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     return dma_map_single_attrs(dev, ptr, size, dir, 0)
 
 
 def dma_unmap_single(Device dev not None, addr, size, dir):
     """dma_unmap_single(dev, addr, size, dir) = dma_unmap_single_attrs(..., 0)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     dma_unmap_single_attrs(dev, addr, size, dir, 0)
 
@@ -544,6 +601,7 @@ def dma_map_resource(Device dev not None, phys_addr, size, dir, attrs=0):
     Models kernel/dma/mapping.c:dma_map_resource(): dma_map_phys() with DMA_ATTR_MMIO. With
     dma-debug on, a RAM address is refused (WARN_ON_ONCE, DMA_MAPPING_ERROR).
     """
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 p = _arg_u64(phys_addr, "phys_addr")
     cdef u64 s = _arg_u64(size, "size")
@@ -558,6 +616,7 @@ def dma_map_resource(Device dev not None, phys_addr, size, dir, attrs=0):
 
 def dma_unmap_resource(Device dev not None, addr, size, dir, attrs=0):
     """dma_unmap_resource(dev, addr, size, dir, attrs) = dma_unmap_phys(... | DMA_ATTR_MMIO)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
     cdef u64 s = _arg_u64(size, "size")
@@ -571,6 +630,7 @@ def dma_unmap_resource(Device dev not None, addr, size, dir, attrs=0):
 
 def dma_mapping_error(Device dev not None, dma_addr):
     """dma_mapping_error(dev, dma_addr) -> int: -ENOMEM if dma_addr is DMA_MAPPING_ERROR, else 0."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 ad = _arg_u64(dma_addr, "dma_addr")
     try:
@@ -585,6 +645,7 @@ def dma_map_sg_attrs(Device dev not None, ScatterList sg not None, nents, dir, a
     Models kernel/dma/mapping.c:dma_map_sg_attrs(): the number of DMA segments (dma-direct:
     ``nents``), 0 on any failure. Fills each entry's dma_address / dma_length.
     """
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef int n = _arg_nents(sg, nents, "nents")
     cdef int d = _arg_dir(dir)
@@ -599,6 +660,7 @@ def dma_map_sg_attrs(Device dev not None, ScatterList sg not None, nents, dir, a
 
 def dma_unmap_sg_attrs(Device dev not None, ScatterList sg not None, nents, dir, attrs=0):
     """dma_unmap_sg_attrs(dev, sg, nents, dir, attrs): nents is the count passed to dma_map_sg."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef int n = _arg_nents(sg, nents, "nents")
     cdef int d = _arg_dir(dir)
@@ -611,12 +673,14 @@ def dma_unmap_sg_attrs(Device dev not None, ScatterList sg not None, nents, dir,
 
 def dma_map_sg(Device dev not None, ScatterList sg not None, nents, dir):
     """dma_map_sg(dev, sg, nents, dir) = dma_map_sg_attrs(..., 0)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     return dma_map_sg_attrs(dev, sg, nents, dir, 0)
 
 
 def dma_unmap_sg(Device dev not None, ScatterList sg not None, nents, dir):
     """dma_unmap_sg(dev, sg, nents, dir) = dma_unmap_sg_attrs(..., 0)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     dma_unmap_sg_attrs(dev, sg, nents, dir, 0)
 
@@ -627,6 +691,7 @@ def dma_map_sgtable(Device dev not None, ScatterList sgt not None, dir, attrs=0)
     Models kernel/dma/mapping.c:dma_map_sgtable(): maps sgt.orig_nents entries; 0 with
     sgt.nents set, or -EINVAL / -ENOMEM / -EIO / -EREMOTEIO.
     """
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef int d = _arg_dir(dir)
     cdef unsigned long a = _arg_attrs(attrs)
@@ -638,6 +703,7 @@ def dma_map_sgtable(Device dev not None, ScatterList sgt not None, dir, attrs=0)
 
 def dma_unmap_sgtable(Device dev not None, ScatterList sgt not None, dir, attrs=0):
     """dma_unmap_sgtable(dev, sgt, dir, attrs) = dma_unmap_sg_attrs(dev, sgt, sgt.orig_nents, ...)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef int d = _arg_dir(dir)
     cdef unsigned long a = _arg_attrs(attrs)
@@ -649,6 +715,7 @@ def dma_unmap_sgtable(Device dev not None, ScatterList sgt not None, dir, attrs=
 
 def dma_sync_single_for_cpu(Device dev not None, addr, size, dir):
     """dma_sync_single_for_cpu(dev, addr, size, dir): give the buffer to the CPU (bounce slot → memory)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
     cdef u64 s = _arg_u64(size, "size")
@@ -661,6 +728,7 @@ def dma_sync_single_for_cpu(Device dev not None, addr, size, dir):
 
 def dma_sync_single_for_device(Device dev not None, addr, size, dir):
     """dma_sync_single_for_device(dev, addr, size, dir): give the buffer back to the device."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
     cdef u64 s = _arg_u64(size, "size")
@@ -673,6 +741,7 @@ def dma_sync_single_for_device(Device dev not None, addr, size, dir):
 
 def dma_sync_single_range_for_cpu(Device dev not None, addr, offset, size, dir):
     """dma_sync_single_range_for_cpu(dev, addr, offset, size, dir) = sync of (addr + offset, size)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
     cdef u64 off = _arg_u64(offset, "offset")
@@ -686,6 +755,7 @@ def dma_sync_single_range_for_cpu(Device dev not None, addr, offset, size, dir):
 
 def dma_sync_single_range_for_device(Device dev not None, addr, offset, size, dir):
     """dma_sync_single_range_for_device(dev, addr, offset, size, dir) = sync of (addr + offset, size)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
     cdef u64 off = _arg_u64(offset, "offset")
@@ -699,6 +769,7 @@ def dma_sync_single_range_for_device(Device dev not None, addr, offset, size, di
 
 def dma_sync_sg_for_cpu(Device dev not None, ScatterList sg not None, nelems, dir):
     """dma_sync_sg_for_cpu(dev, sg, nelems, dir): nelems is the count passed to dma_map_sg."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef int n = _arg_nents(sg, nelems, "nelems")
     cdef int d = _arg_dir(dir)
@@ -710,6 +781,7 @@ def dma_sync_sg_for_cpu(Device dev not None, ScatterList sg not None, nelems, di
 
 def dma_sync_sg_for_device(Device dev not None, ScatterList sg not None, nelems, dir):
     """dma_sync_sg_for_device(dev, sg, nelems, dir): nelems is the count passed to dma_map_sg."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef int n = _arg_nents(sg, nelems, "nelems")
     cdef int d = _arg_dir(dir)
@@ -721,6 +793,7 @@ def dma_sync_sg_for_device(Device dev not None, ScatterList sg not None, nelems,
 
 def dma_sync_sgtable_for_cpu(Device dev not None, ScatterList sgt not None, dir):
     """dma_sync_sgtable_for_cpu(dev, sgt, dir) = dma_sync_sg_for_cpu(dev, sgt, sgt.orig_nents, dir)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef int d = _arg_dir(dir)
     try:
@@ -731,6 +804,7 @@ def dma_sync_sgtable_for_cpu(Device dev not None, ScatterList sgt not None, dir)
 
 def dma_sync_sgtable_for_device(Device dev not None, ScatterList sgt not None, dir):
     """dma_sync_sgtable_for_device(dev, sgt, dir) = dma_sync_sg_for_device(dev, sgt, sgt.orig_nents, dir)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef int d = _arg_dir(dir)
     try:
@@ -741,18 +815,21 @@ def dma_sync_sgtable_for_device(Device dev not None, ScatterList sgt not None, d
 
 def dma_set_mask(Device dev not None, mask):
     """dma_set_mask(dev, mask) -> int: 0, or -EIO (no dev->dma_mask, or the mask is not supported)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     return c_dma_set_mask(dev, _arg_u64(mask, "mask"))
 
 
 def dma_set_coherent_mask(Device dev not None, mask):
     """dma_set_coherent_mask(dev, mask) -> int: 0 or -EIO."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     return c_dma_set_coherent_mask(dev, _arg_u64(mask, "mask"))
 
 
 def dma_set_mask_and_coherent(Device dev not None, mask):
     """dma_set_mask_and_coherent(dev, mask) -> int: dma_set_mask(), then the coherent mask if that worked."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 m = _arg_u64(mask, "mask")
     cdef int rc = c_dma_set_mask(dev, m)
@@ -763,60 +840,70 @@ def dma_set_mask_and_coherent(Device dev not None, mask):
 
 def dma_get_mask(Device dev not None):
     """dma_get_mask(dev): *dev->dma_mask if set and non-zero, else DMA_BIT_MASK(32)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     return dma_get_mask_c(dev)
 
 
 def dma_supported(Device dev not None, mask):
     """dma_supported(dev, mask) -> bool (kernel/dma/mapping.c, static there)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     return c_dma_supported(dev, _arg_u64(mask, "mask"))
 
 
 def dma_get_required_mask(Device dev not None):
     """dma_get_required_mask(dev): the mask needed to reach all of RAM without bouncing."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     return c_dma_get_required_mask(dev)
 
 
 def dma_max_mapping_size(Device dev not None):
     """dma_max_mapping_size(dev): the largest single mapping (swiotlb's limit when it may bounce)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     return c_dma_max_mapping_size(dev)
 
 
 def dma_opt_mapping_size(Device dev not None):
     """dma_opt_mapping_size(dev): the largest mapping size without a performance penalty."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     return c_dma_opt_mapping_size(dev)
 
 
 def dma_need_sync(Device dev not None, dma_addr):
     """dma_need_sync(dev, dma_addr) -> bool: must the driver call the dma_sync_* functions?"""
+    machine_guard(dev.machine)
     _dev_live(dev)
     return c_dma_need_sync(dev, _arg_u64(dma_addr, "dma_addr"))
 
 
 def dma_need_unmap(Device dev not None):
     """dma_need_unmap(dev) -> bool: must the driver keep the DMA address to unmap it?"""
+    machine_guard(dev.machine)
     _dev_live(dev)
     return c_dma_need_unmap(dev)
 
 
 def dma_addressing_limited(Device dev not None):
     """dma_addressing_limited(dev) -> bool: can the device not reach all of RAM directly?"""
+    machine_guard(dev.machine)
     _dev_live(dev)
     return dma_addressing_limited_c(dev)
 
 
 def dma_get_max_seg_size(Device dev not None):
     """dma_get_max_seg_size(dev): dma_parms->max_segment_size, else SZ_64K."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     return dev.max_segment_size if dev.max_segment_size else 65536
 
 
 def dma_get_seg_boundary(Device dev not None):
     """dma_get_seg_boundary(dev): dma_parms->segment_boundary_mask, else ULONG_MAX."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     return dev.seg_boundary_mask if dev.seg_boundary_mask else U64_MAX
 
@@ -828,6 +915,7 @@ def dma_alloc_attrs(Device dev not None, size, attrs=0):
     reach through its coherent mask, bus limit and dma_range_map). ``cpu_addr`` is the
     buffer's physical address. None is the kernel's NULL. GFP flags are not modelled.
     """
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 s = _arg_u64(size, "size")
     cdef unsigned long a = _arg_attrs(attrs)
@@ -850,6 +938,7 @@ def dma_free_attrs(Device dev not None, size, cpu_addr, dma_handle, attrs=0):
     ``cpu_addr`` None is the kernel's NULL (only traced). Freeing something that is not a
     buffer of this size raises ValueError (the kernel would corrupt its page allocator).
     """
+    machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 s = _arg_u64(size, "size")
     cdef u64 phys = U64_MAX if cpu_addr is None else _arg_u64(cpu_addr, "cpu_addr")
@@ -870,12 +959,14 @@ def dma_free_attrs(Device dev not None, size, cpu_addr, dma_handle, attrs=0):
 
 def dma_alloc_coherent(Device dev not None, size):
     """dma_alloc_coherent(dev, size) -> (cpu_addr, dma_handle) or None = dma_alloc_attrs(dev, size, 0)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     return dma_alloc_attrs(dev, size, 0)
 
 
 def dma_free_coherent(Device dev not None, size, cpu_addr, dma_handle):
     """dma_free_coherent(dev, size, cpu_addr, dma_handle) = dma_free_attrs(..., 0)."""
+    machine_guard(dev.machine)
     _dev_live(dev)
     dma_free_attrs(dev, size, cpu_addr, dma_handle, 0)
 

@@ -281,7 +281,7 @@ cdef inline IoTlbMem swiotlb_find_pool(Device dev, u64 paddr):
     return None
 
 
-cdef inline bint is_swiotlb_buffer(Device dev, u64 paddr) noexcept:
+cdef inline bint is_swiotlb_buffer(Device dev, u64 paddr) noexcept nogil:
     """is_swiotlb_buffer(): swiotlb_find_pool(dev, paddr) != NULL."""
     return dev.dma_io_tlb_mem is not None and dev.dma_io_tlb_mem.start <= paddr < dev.dma_io_tlb_mem.end
 
@@ -291,7 +291,7 @@ cdef inline bint is_swiotlb_active(Device dev) noexcept:
     return dev.dma_io_tlb_mem is not None and dev.dma_io_tlb_mem.nslabs != 0
 
 
-cdef inline bint is_swiotlb_force_bounce(Device dev) noexcept:
+cdef inline bint is_swiotlb_force_bounce(Device dev) noexcept nogil:
     """is_swiotlb_force_bounce(): the device's own flag, or its io_tlb_mem's force_bounce."""
     return dev.force_bounce or (dev.dma_io_tlb_mem is not None and dev.dma_io_tlb_mem.force_bounce)
 

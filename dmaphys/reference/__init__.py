@@ -21,11 +21,20 @@ from . import (
     scatterlist,
     swiotlb,
     trace,
+    trace_parse,
 )
 
 __all__: list[str] = []
 for _mod in (machine, scatterlist, swiotlb, direct, iova, io_pgtable, iotlb, iommu, dma_iommu,
-             p2pdma, debug, trace, mapping, batch):
+             p2pdma, debug, trace, trace_parse, mapping, batch):
     __all__ += _mod.__all__
     globals().update({_n: getattr(_mod, _n) for _n in _mod.__all__})
 del _mod
+
+
+def replay(source, machine=None, **kwargs):
+    """dmaphys.trace_replay.replay() on the reference model (see dmaphys.replay)."""
+    import sys
+
+    from ..trace_replay import replay as _replay
+    return _replay(source, machine, dma=sys.modules[__name__], **kwargs)

@@ -144,6 +144,9 @@ class Machine:
         check_ram_removable(self, b)
         self.mem.remove_ext_ram(b)
 
+    def add_ram_range(self, base, size, name) -> None:
+        self.mem.add_region(u64(base, "base"), u64(size, "size"), REGION_RAM, str(name))
+
     def max_phys_ram(self) -> int:
         return max((s + z for s, z, k, _ in self.mem.regions_list() if k == "ram"), default=0)
 
