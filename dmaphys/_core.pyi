@@ -114,6 +114,7 @@ class IoPgtable:
     def __init__(self, machine: Machine, fmt: str, ias: int | None = ..., oas: int | None = ..., *, force_coherence: bool = ..., no_warn: bool = ...) -> None: ...
     aperture_end: int
     aperture_start: int
+    arm_s2: bool
     defer_free: bool
     descriptor: Any
     family: int

@@ -234,6 +234,20 @@ def test_iova_two_step_matches_python(strict):
     assert call("dma_iova_destroy", h.p, C.byref(st2), 8192, dma.DMA_TO_DEVICE, 0)[0] == 0
     dma.dma_iova_destroy(dp, ps2, 8192, dma.DMA_TO_DEVICE, 0)
     assert mc.iommus[0].get_state() == mp.iommus[0].get_state()
+    # misuse is caught as from Python: a state dma_iova_try_alloc never filled, one whose
+    # addr the caller changed (dma-debug reports it; link refuses with -EINVAL)
+    st3, ps3 = IovaState(), dma.DmaIovaState()
+    assert call("dma_iova_try_alloc", h.p, C.byref(st3), 0x60000, 8192)[0] == 1
+    assert dma.dma_iova_try_alloc(dp, ps3, 0x60000, 8192)
+    st3.addr += 4096
+    ps3.addr += 4096
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dma.DmaDebugWarning)
+        rc, err = call("dma_iova_link", h.p, C.byref(st3), 0x60000, 0, 4096, 0, 0)
+        assert (rc, err.kind) == (dma.dma_iova_link(dp, ps3, 0x60000, 0, 4096, 0, 0), ERR_NONE) == (-22, 0)
+        rc, err = call("dma_iova_link", h.p, C.byref(IovaState()), 0x60000, 0, 4096, 0, 0)
+        assert (rc, err.kind) == (dma.dma_iova_link(dp, dma.DmaIovaState(), 0x60000, 0, 4096, 0, 0), ERR_NONE)
+    assert len(mc.dma_debug.errors) == len(mp.dma_debug.errors) > 0
     # a dma-direct device: try_alloc is false; link is what the kernel BUG()s on
     (_, dd), _ = twin(False)
     hd = Dev(dd)

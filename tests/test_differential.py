@@ -10,8 +10,9 @@ memory bytes (buffers and the bounce pool).
 
 import warnings
 
+from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, rule
 
 import dmaphys as dma
 import dmaphys._core as core
@@ -220,3 +221,62 @@ class CoreVsReference(RuleBasedStateMachine):
 
 
 TestCoreVsReference = CoreVsReference.TestCase
+
+
+# ---- page tables: every format through the unmanaged-domain API ---------------------------------
+PT_FORMATS = sorted(dma.IOPGTABLE_FORMATS)
+PT_SIZES = st.sampled_from([1 << 12, 1 << 13, 1 << 14, 1 << 16, 1 << 21, 1 << 22, 3 << 12])
+PT_SLOTS = st.sampled_from([0, 1 << 21, 1 << 30, 0x7FE00000, 1 << 39, (1 << 39) - (1 << 22), 1 << 47,
+                           1 << 56])
+PT_PROTS = st.sampled_from([1, 2, 3, 3 | 4, 1 | 8])
+
+
+class PgtableCoreVsReference(RuleBasedStateMachine):
+    """iommu_map / iommu_unmap / iommu_iova_to_phys streams on one domain of a random format
+    (generic_pt vtd-ss, x86-64, amdv1 with its growing top and contiguous leaves; io-pgtable-arm):
+    same return values, warnings, leaf maps, table pages and page-table bytes."""
+
+    def __init__(self):
+        super().__init__()
+        self.doms = None
+
+    @initialize(fmt=st.sampled_from(PT_FORMATS))
+    def setup(self, fmt):
+        self.fmt = fmt
+        self.ms = [impl.Machine(ram=[(0, 256 * MiB)], swiotlb=0, dma_debug=False)
+                   for impl in (core, reference)]
+        self.doms = [m.add_iommu(fmt=fmt).domain_alloc() for m in self.ms]
+
+    def both(self, name, *args):
+        oc = outcome(getattr(core, name), self.doms[0], *args)
+        orf = outcome(getattr(reference, name), self.doms[1], *args)
+        assert oc == orf, (self.fmt, name, args)
+        return oc
+
+    @rule(slot=PT_SLOTS, off=st.integers(0, 15), size=PT_SIZES, pa=st.integers(0, 63), prot=PT_PROTS)
+    def map(self, slot, off, size, pa, prot):
+        self.both("iommu_map", slot + off * (1 << 16), pa * (1 << 16), size, prot)
+
+    @rule(slot=PT_SLOTS, off=st.integers(0, 15), size=PT_SIZES)
+    def unmap(self, slot, off, size):
+        self.both("iommu_unmap", slot + off * (1 << 16), size)
+
+    @rule(slot=PT_SLOTS, off=st.integers(0, (1 << 22) - 1))
+    def iova_to_phys(self, slot, off):
+        self.both("iommu_iova_to_phys", slot + off)
+
+    @invariant()
+    def same_tables(self):
+        if self.doms is None:
+            return
+        c, r = (d.pgtable.get_state() for d in self.doms)
+        assert c == r, self.fmt
+        assert self.ms[0].warnings_log == self.ms[1].warnings_log
+        assert self.ms[0].mem.allocated_pages == self.ms[1].mem.allocated_pages
+        for phys, _ in c["tables"][:8]:
+            assert self.ms[0].mem_read(phys, 4096) == self.ms[1].mem_read(phys, 4096)
+
+
+TestPgtableCoreVsReference = PgtableCoreVsReference.TestCase
+# the profile's example count, shorter runs (each step compares every table page of both machines)
+TestPgtableCoreVsReference.settings = settings(stateful_step_count=15)

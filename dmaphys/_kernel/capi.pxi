@@ -406,6 +406,26 @@ cdef enum:
     _CAPI_IOVA_FREE = 5
 
 
+# The DmaIovaState behind each C struct dma_iova_state, keyed by the struct's address: it carries
+# what dma_iova_try_alloc() recorded (owner device, allocated addr/size) so the misuse checks
+# of the two-step API (dma-debug reports, refusals) see a C caller exactly as a Python one. The
+# C struct stays authoritative for addr/__size (copied in before, out after every call), so a C
+# caller that changes it is caught like a Python caller changing state.addr.
+cdef dict _capi_iova_states = {}
+
+
+cdef DmaIovaState _capi_iova_state(dmaphys_iova_state *state, bint fresh):
+    cdef object key = <size_t>state
+    cdef DmaIovaState st = None if fresh else _capi_iova_states.get(key)
+    if st is None:                                 # try_alloc, or a state dmaphys never saw
+        st = DmaIovaState(state.addr, state.size)
+        _capi_iova_states[key] = st
+    else:
+        st.addr = state.addr
+        st._size = state.size
+    return st
+
+
 cdef int _capi_iova(PyObject *cap, dmaphys_iova_state *state, u64 phys, u64 offset, u64 size,
                     int dir, unsigned long attrs, dmaphys_error *err, int op) noexcept:
     """The c_dma_iova_* entry points of dma_iommu.pxi on a C-owned struct dma_iova_state."""
@@ -416,11 +436,8 @@ cdef int _capi_iova(PyObject *cap, dmaphys_iova_state *state, u64 phys, u64 offs
         return code
     if state == NULL:
         return _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG, "state is NULL")
-    st = DmaIovaState.__new__(DmaIovaState)
-    st.addr = state.addr
-    st._size = state.size
-    _iova_state_adopt(dev, st)                 # the C struct has no owner: only range checks apply
     try:
+        st = _capi_iova_state(state, op == _CAPI_IOVA_TRY_ALLOC)
         if op == _CAPI_IOVA_TRY_ALLOC:
             ret = 1 if c_dma_iova_try_alloc(dev, st, phys, size) else 0
         elif op == _CAPI_IOVA_LINK:
@@ -441,6 +458,8 @@ cdef int _capi_iova(PyObject *cap, dmaphys_iova_state *state, u64 phys, u64 offs
         return _capi_exc(err, e)
     state.addr = st.addr
     state.size = st._size
+    if (op == _CAPI_IOVA_TRY_ALLOC and not ret) or op == _CAPI_IOVA_DESTROY or op == _CAPI_IOVA_FREE:
+        _capi_iova_states.pop(<size_t>state, None)   # nothing allocated (any more): forget it
     code = _capi_flush(dev.machine, err, <u64>ret)
     return code if code else ret
 

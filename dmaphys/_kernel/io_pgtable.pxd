@@ -2,11 +2,11 @@
 
 
 cdef enum:                                      # errnos types.pxi does not have (yet)
-    PT_ENOENT = 2
     PT_ENXIO = 6
     PT_EOVERFLOW = 75
 
 cdef enum:                                      # enum iommu_resv_type (include/linux/iommu.h)
+    PT_IOMMU_RESV_RESERVED = 2
     PT_IOMMU_RESV_MSI = 3
     PT_IOMMU_RESV_SW_MSI = 4
 
@@ -14,50 +14,13 @@ cdef enum:
     PT_FAM_VTDSS = 0
     PT_FAM_X86 = 1
     PT_FAM_ARM = 2
+    PT_FAM_AMDV1 = 3
 
 cdef enum:
     PT_EMPTY = 0
     PT_TABLE = 1
     PT_OA = 2
     PT_INVALID = 3
-
-cdef extern from *:
-    """
-    #define DMAPHYS_PT_OA_MASK     0x000FFFFFFFFFF000ULL   /* GENMASK_ULL(51, 12) */
-    #define DMAPHYS_ARM_ADDR_MASK  0x0000FFFFFFFFF000ULL   /* GENMASK_ULL(47, 12) */
-    #define DMAPHYS_ARM_XN         (3ULL << 53)
-    #define DMAPHYS_X86_XD         (1ULL << 63)
-    """
-    const u64 PT_OA_MASK "DMAPHYS_PT_OA_MASK"
-    const u64 ARM_ADDR_MASK "DMAPHYS_ARM_ADDR_MASK"
-    const u64 ARM_XN "DMAPHYS_ARM_XN"
-    const u64 X86_XD "DMAPHYS_X86_XD"
-
-cdef enum:
-    VTDSS_R = 1 << 0
-    VTDSS_W = 1 << 1
-    VTDSS_PS = 1 << 7
-    VTDSS_SNP = 1 << 11
-    X86_P = 1 << 0
-    X86_RW = 1 << 1
-    X86_U = 1 << 2
-    X86_A = 1 << 5
-    X86_D = 1 << 6
-    X86_PS = 1 << 7
-    ARM_TYPE_MASK = 3
-    ARM_TYPE_BLOCK = 1
-    ARM_TYPE_TABLE = 3
-    ARM_TYPE_PAGE = 3
-    ARM_AP_UNPRIV = 1 << 6
-    ARM_AP_RDONLY = 1 << 7
-    ARM_ATTRINDX_SHIFT = 2
-    ARM_ATTR_IDX_CACHE = 1
-    ARM_ATTR_IDX_DEV = 2
-    ARM_SH_OS = 2 << 8
-    ARM_SH_IS = 3 << 8
-    ARM_AF = 1 << 10
-    ARM_NG = 1 << 11
-
 
 @cython.final
 cdef class IoPgtable:
@@ -73,7 +36,7 @@ cdef class IoPgtable:
     cdef public bint defer_free                # collect freed table pages instead of freeing
     cdef vector[u64] pending_free              # table pages waiting for an IOTLB flush
     # geometry
-    cdef readonly int family                   # 0 vtdss, 1 x86_64, 2 arm-lpae
+    cdef readonly int family                   # 0 vtdss, 1 x86_64, 2 arm-lpae, 3 amdv1
     cdef readonly int levels                   # number of levels (pt_common max_vasz_lg2 / ARM data->levels)
     cdef readonly u64 granule                  # smallest page size (ARM_LPAE_GRANULE)
     cdef readonly bint sign_extend             # PT_FEAT_SIGN_EXTEND
@@ -81,6 +44,7 @@ cdef class IoPgtable:
     cdef readonly u64 aperture_end             # domain->geometry.aperture_end
     cdef readonly tuple reserved_regions       # the format's reserved IOVA ranges
     cdef readonly bint force_coherence         # PT_FEAT_DMA_INCOHERENT cleared (enforce_cache_coherency)
+    cdef readonly bint arm_s2                  # io_pgtable_fmt ARM_64_LPAE_S2 (stage 2)
     cdef readonly bint no_warn                 # (simulator) silence WARNs
     cdef int top, pg_shift, bpl, top_bits      # IOVA bits resolved by the top level
     cdef u64 gran_pages, top_pages             # pages of the top-level table
@@ -94,6 +58,7 @@ cdef class IoPgtable:
     # per-operation scratch (kernel: the map/unmap args structs)
     cdef u64 st_oa, st_attrs, st_mapped, st_unmapped # unmap args: unmapped
     cdef int st_leaf_L                         # map args: leaf level
+    cdef int st_leaf_lg2                       # map args: leaf_pgsize_lg2
     # leaf-PTE hint: dma-iommu's unmap looks the handle up (c_iova_to_phys) and unmaps it right
     # after with nothing in between; hint_arm asks the lookup to leave the host pointer of the
     # smallest-page entry it read (hint_ptep, for IOVA page hint_page = iova >> shifts[0]), and
@@ -106,6 +71,9 @@ cdef class IoPgtable:
     cdef inline u64 index(self, u64 va, int L) noexcept nogil
     cdef inline u64 item_start(self, u64 va, int L, u64 i) noexcept nogil
     cdef inline bint in_range(self, u64 va, u64 last) noexcept nogil
+    cdef inline bint canonical(self, u64 va, u64 last) noexcept nogil
+    cdef inline u64 leaf_size(self, u64 e, int L) noexcept nogil
+    cdef int warn_alias(self, u64 va) except -1
     cdef inline int level_name(self, int L) noexcept nogil
     cdef u64 alloc_table(self, int L) except? 0
     cdef int release_table(self, u64 phys) except -1
@@ -115,31 +83,10 @@ cdef class IoPgtable:
     cdef int check_live(self) except -1
     cdef void warn(self, str text, object once_key=*)
     cdef inline int etype(self, u64 e, int L) noexcept nogil
-    cdef inline u64 arm_to_paddr(self, u64 e) noexcept nogil
     cdef inline u64 table_pa(self, u64 e) noexcept nogil
-    cdef inline u64 gpt_prot(self, int prot) noexcept nogil
-    cdef inline u64 gpt_leaf(self, u64 oa, int L, u64 bits) noexcept nogil
-    cdef inline u64 gpt_table(self, u64 pa) noexcept nogil
-    cdef inline u64 arm_prot(self, int prot) noexcept nogil
-    cdef inline u64 arm_paddr_to_iopte(self, u64 pa) noexcept nogil
     cdef inline u64 leaf_oa(self, u64 e) noexcept nogil
     cdef inline int decode_prot(self, u64 e, int acc) noexcept nogil
     cdef inline int table_acc(self, u64 e) noexcept nogil
-    cdef int gpt_collect(self, u64 table, int L) except? -9999
-    cdef int gpt_clear_contig(self, u64 table, u64 i, int L) except? -9999
-    cdef int gpt_map_level(self, int L, u64 table, u64 va, u64 last) except? -9999
-    cdef int gpt_map_pages(self, u64 iova, u64 paddr, u64 pgsize, u64 pgcount, int prot,
-                           u64 *mapped) except? -9999
-    cdef int gpt_unmap_level(self, int L, u64 table, u64 va, u64 last) except? -9999
-    cdef u64 gpt_unmap_pages(self, u64 iova, u64 pgsize, u64 pgcount) except? 0xFFFFFFFFFFFFFFFF
-    cdef inline u64 arm_max_entries(self, u64 i) noexcept nogil
-    cdef int arm_free_pgtable(self, u64 table, int L) except -1
-    cdef u64 arm_unmap(self, u64 iova, u64 size, u64 pgcount, int L, u64 table) except? 0xFFFFFFFFFFFFFFFF
-    cdef int arm_map(self, u64 iova, u64 paddr, u64 size, u64 pgcount, u64 prot, int L,
-                     u64 table) except? -9999
-    cdef int arm_map_pages(self, u64 iova, u64 paddr, u64 pgsize, u64 pgcount, int prot,
-                           u64 *mapped) except? -9999
-    cdef u64 arm_unmap_pages(self, u64 iova, u64 pgsize, u64 pgcount) except? 0xFFFFFFFFFFFFFFFF
     cdef inline u64 *walk_to_leaf_ptep(self, u64 iova) noexcept nogil
     cdef inline int map_one_fast(self, u64 iova, u64 paddr, int prot) noexcept nogil
     cdef inline u64 unmap_one_fast(self, u64 iova, u64 *hint) noexcept nogil

@@ -1,8 +1,9 @@
-# Models IOMMU radix page tables in hardware formats: drivers/iommu/generic_pt (VT-d second
-# stage "vtd-ss"/"vtd-ss-5level" = fmt/vtdss.h, x86-64 / VT-d first stage "x86-64"/"x86-64-5level"
-# = fmt/x86_64.h with PT_FEAT_SIGN_EXTEND, the algorithms of iommu_pt.h) and
-# drivers/iommu/io-pgtable-arm.c (ARM_64_LPAE_S1 with 4K/16K/64K granules), plus the
-# iommu_map()/iommu_unmap() page-size splitting of drivers/iommu/iommu.c (iommu_pgsize).
+# The common page-table object of drivers/iommu/io-pgtable.c + generic_pt's pt_iommu: IoPgtable
+# holds a table in simulated RAM and dispatches io_pgtable_ops (map_pages, unmap_pages,
+# iova_to_phys) to its format's code, split the way the kernel splits it: generic_pt.pxi
+# (drivers/iommu/generic_pt: vtd-ss, x86-64) and io_pgtable_arm.pxi (io-pgtable-arm.c). Also the
+# iommu_map()/iommu_unmap() page-size splitting of drivers/iommu/iommu.c (iommu_pgsize) and the
+# single-granule fast paths of the DMA API.
 #
 # The tables live in simulated RAM (machine.mem), one naturally aligned allocation per table,
 # entries little-endian in the real bit layout: a walker reading memory from pgtable_root sees
@@ -34,22 +35,84 @@ _VTD_RESV = (IommuResvRegion(0xFEE00000, 0x100000, 0, PT_IOMMU_RESV_MSI),)
 # arm_smmu_get_resv_regions(): MSI_IOVA_BASE + MSI_IOVA_LENGTH, IOMMU_RESV_SW_MSI
 _ARM_RESV = (IommuResvRegion(0x8000000, 0x100000, IOMMU_WRITE | IOMMU_NOEXEC | IOMMU_MMIO, PT_IOMMU_RESV_SW_MSI),)
 
-# name -> (family, granule, default ias, (ias min, max), default oas, (oas min, max), kernel)
+# amd_iommu_get_resv_regions(): the MSI window and the HyperTransport range
+_AMD_RESV = (IommuResvRegion(0xFEE00000, 0x100000, IOMMU_WRITE, PT_IOMMU_RESV_MSI),
+             IommuResvRegion(0xFD00000000, 0x300000000, 0, PT_IOMMU_RESV_RESERVED))
+
+
+def _pt_resv(int fam):
+    return _ARM_RESV if fam == PT_FAM_ARM else _AMD_RESV if fam == PT_FAM_AMDV1 else _VTD_RESV
+
+
+# name -> (family, granule, default ias, (ias min, max), default oas, (oas min, max), kernel).
+# generic_pt (iommu_pt.h pt_iommu_init(), torvalds @152c862c; vtdss.h @cc4adab1 where the driver
+# passes top_level): any oas up to pt_max_oa_lg2() = 52 (below 13 the domain would have no page
+# size, which dmaphys refuses); vtd-ss takes any VA size its top level holds. io-pgtable-arm's
+# limits are computed in _pt_sizes() (the ranges here are unused).
 _PT_FMT = {
-    "vtd-ss": (PT_FAM_VTDSS, 1 << 12, 48, (31, 48), 52, (32, 52), "generic_pt vtdss"),
-    "vtd-ss-5level": (PT_FAM_VTDSS, 1 << 12, 57, (49, 57), 52, (32, 52), "generic_pt vtdss"),
-    "x86-64": (PT_FAM_X86, 1 << 12, 48, (40, 48), 52, (32, 52), "generic_pt x86_64 (SIGN_EXTEND)"),
-    "x86-64-5level": (PT_FAM_X86, 1 << 12, 57, (49, 57), 52, (32, 52), "generic_pt x86_64 (SIGN_EXTEND)"),
-    "arm-lpae-s1-4k": (PT_FAM_ARM, 1 << 12, 48, (32, 48), 48, (32, 48), "io-pgtable-arm ARM_64_LPAE_S1"),
-    "arm-lpae-s1-16k": (PT_FAM_ARM, 1 << 14, 48, (32, 48), 48, (32, 48), "io-pgtable-arm ARM_64_LPAE_S1"),
-    "arm-lpae-s1-64k": (PT_FAM_ARM, 1 << 16, 48, (32, 52), 48, (32, 52), "io-pgtable-arm ARM_64_LPAE_S1"),
+    "vtd-ss": (PT_FAM_VTDSS, 1 << 12, 48, (13, 48), 52, (13, 52), "generic_pt vtdss"),
+    "vtd-ss-5level": (PT_FAM_VTDSS, 1 << 12, 57, (49, 57), 52, (13, 52), "generic_pt vtdss"),
+    "x86-64": (PT_FAM_X86, 1 << 12, 48, (40, 48), 52, (13, 52), "generic_pt x86_64 (SIGN_EXTEND)"),
+    "x86-64-5level": (PT_FAM_X86, 1 << 12, 57, (49, 57), 52, (13, 52), "generic_pt x86_64 (SIGN_EXTEND)"),
+    "arm-lpae-s1-4k": (PT_FAM_ARM, 1 << 12, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
+    "arm-lpae-s1-16k": (PT_FAM_ARM, 1 << 14, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
+    "arm-lpae-s1-64k": (PT_FAM_ARM, 1 << 16, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
+    "arm-lpae-s2-4k": (PT_FAM_ARM, 1 << 12, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S2"),
+    "arm-lpae-s2-16k": (PT_FAM_ARM, 1 << 14, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S2"),
+    "arm-lpae-s2-64k": (PT_FAM_ARM, 1 << 16, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S2"),
+    # the AMD driver's v1 domain (amd/iommu.c): starting_level 2, PT_FEAT_DYNAMIC_TOP, up to 6 levels
+    "amdv1": (PT_FAM_AMDV1, 1 << 12, 48, (32, 64), 52, (13, 52), "generic_pt amdv1 (DYNAMIC_TOP)"),
 }
 
+# ARM_LPAE_TCR_PS_*_BIT: the output sizes TCR.IPS (stage 1) / VTCR.PS (stage 2) can encode
+_ARM_TCR_PS = (32, 36, 40, 42, 44, 48, 52)
 
-def _pt_geometry(int fam, u64 granule, int ias, int oas):
+
+def _pt_sizes(str name, ias, oas):
+    """The (ias, oas) a table of format ``name`` ends up with, adjusted as the kernel's init
+    adjusts them; ValueError where the kernel refuses the configuration."""
+    fam, gran, dias, irange, doas, orange, _ = _PT_FMT[name]
+    ias = dias if ias is None else ias
+    oas = doas if oas is None else oas
+    if fam == PT_FAM_ARM:
+        # arm_lpae_restrict_pgsizes() (v6.18): both clamped to 48 bits (52 for the 64K granule)
+        pg_shift = gran.bit_length() - 1
+        max_bits = 52 if pg_shift == 16 else 48
+        ias = min(ias, max_bits)
+        oas = min(oas, max_bits)
+        if ias <= pg_shift:
+            raise ValueError(f"{name}: ias {ias} leaves no level to translate (ias must exceed {pg_shift})")
+        # arm_64_lpae_alloc_pgtable_s1(): oas must have a TCR.IPS encoding
+        if oas not in _ARM_TCR_PS:
+            raise ValueError(f"{name}: oas {oas} has no TCR.IPS encoding ({', '.join(map(str, _ARM_TCR_PS))})")
+        return ias, oas
+    if not irange[0] <= ias <= irange[1]:
+        raise ValueError(f"{name}: ias {ias} outside {irange[0]}..{irange[1]}")
+    if not orange[0] <= oas <= orange[1]:
+        raise ValueError(f"{name}: oas {oas} outside {orange[0]}..{orange[1]}")
+    return ias, oas
+
+
+def _pt_geometry(int fam, u64 granule, int ias, int oas, bint s2=False):
     """(pg_shift, bits_per_level, levels, top_bits, pgsize_bitmap) of a configuration."""
-    cdef int pg_shift = __ffs64(granule), bpl, levels, top, va_bits
+    cdef int pg_shift = __ffs64(granule), bpl, levels, top, va_bits, L, isz
     cdef u64 bitmap
+    if fam == PT_FAM_AMDV1:
+        # amdv1pt_iommu_fmt_init(): starting_level 2 (3 levels; the top grows while mapping);
+        # get_info() with DYNAMIC_TOP: every level whose items are below the VA size, each
+        # amdv1pt_possible_sizes() (every power of two of the level but 512G; none at level 5),
+        # hiding sizes >= 2^max_oasz
+        bitmap = 0
+        for L in range(AMDV1_MAX_TOP + 1):
+            isz = 12 + 9 * L
+            if isz >= ias:
+                break
+            if L < AMDV1_MAX_TOP:
+                bitmap |= (U64_MAX >> (63 - min(51, isz + 8))) & ~((<u64>1 << isz) - 1)
+        bitmap &= ~(<u64>1 << 39)
+        if oas < 64:
+            bitmap &= (<u64>1 << oas) - 1
+        return 12, 9, 3, 9, bitmap
     if fam != PT_FAM_ARM:
         # vtdss_pt_iommu_fmt_init() / x86_64_pt_iommu_fmt_init(): top level from the VA size
         if fam == PT_FAM_VTDSS:
@@ -71,19 +134,24 @@ def _pt_geometry(int fam, u64 granule, int ias, int oas):
             bitmap = (<u64>1 << 14) | (<u64>1 << 25)
         else:
             bitmap = (<u64>1 << 16) | (<u64>1 << 29) | ((<u64>1 << 42) if oas > 48 else 0)
+        if s2 and arm_lpae_concat_mandatory(pg_shift, 4 - levels, oas):
+            # arm_64_lpae_alloc_pgtable_s2(): start one level lower with concatenated tables
+            if (<u64>1) << (ias - (pg_shift + bpl * (levels - 1))) > ARM_LPAE_S2_MAX_CONCAT_PAGES:
+                raise ValueError(f"stage 2: the {1 << (ias - (pg_shift + bpl * (levels - 1)))}-entry "
+                                 f"start table would need more than 16 concatenated tables")
+            levels -= 1
     return pg_shift, bpl, levels, ias - (pg_shift + bpl * (levels - 1)), bitmap
 
 
 def _pt_describe(name, ias=None, oas=None):
-    fam, gran, dias, _, doas, _, kernel = _PT_FMT[name]
-    ias = dias if ias is None else ias
-    oas = doas if oas is None else oas
-    _, _, levels, _, bitmap = _pt_geometry(fam, gran, ias, oas)
+    fam, gran, _, _, _, _, kernel = _PT_FMT[name]
+    ias, oas = _pt_sizes(name, ias, oas)
+    _, _, levels, _, bitmap = _pt_geometry(fam, gran, ias, oas, "-s2-" in name)
     sign = fam == PT_FAM_X86
     ap_end = (1 << (ias - 1)) - 1 if sign else (1 << ias) - 1
     return IoPgtableFormat(
         name, kernel, "generic_pt" if fam != PT_FAM_ARM else "io-pgtable-arm", gran, bitmap, ias, oas,
-        levels, sign, 0, ap_end, _ARM_RESV if fam == PT_FAM_ARM else _VTD_RESV,
+        levels, sign, 0, ap_end, _pt_resv(fam),
         EEXIST if fam == PT_FAM_ARM else EADDRINUSE, "refuse" if fam == PT_FAM_ARM else "whole-leaf")
 
 
@@ -202,15 +270,11 @@ cdef class IoPgtable:
         cdef u64 root
         if fmt not in _PT_FMT:
             raise ValueError(f"unknown page-table format {fmt!r}; known: {', '.join(_PT_FMT)}")
-        fam, gran, dias, (imin, imax), doas, (omin, omax), _ = _PT_FMT[fmt]
-        vias = dias if ias is None else _u64(ias, "ias")
-        voas = doas if oas is None else _u64(oas, "oas")
-        if not imin <= vias <= imax:
-            raise ValueError(f"{fmt}: ias {vias} outside {imin}..{imax}")
-        if not omin <= voas <= omax:
-            raise ValueError(f"{fmt}: oas {voas} outside {omin}..{omax}")
-        if force_coherence and fam != PT_FAM_VTDSS:
-            raise ValueError("force_coherence is a vtd-ss feature")
+        fam, gran, _, _, _, _, _ = _PT_FMT[fmt]
+        vias, voas = _pt_sizes(fmt, None if ias is None else _u64(ias, "ias"),
+                               None if oas is None else _u64(oas, "oas"))
+        if force_coherence and fam != PT_FAM_VTDSS and fam != PT_FAM_AMDV1:
+            raise ValueError("force_coherence is a vtd-ss / amdv1 feature")
         self.machine = machine
         self.mem = machine.mem
         self.fmt = fmt
@@ -219,16 +283,21 @@ cdef class IoPgtable:
         self.ias = vias
         self.oas = voas
         self.pg_shift, self.bpl, self.levels, self.top_bits, self.pgsize_bitmap = _pt_geometry(
-            fam, gran, vias, voas)
+            fam, gran, vias, voas, "-s2-" in fmt)
+        self.arm_s2 = "-s2-" in fmt
         self.top = self.levels - 1
         self.l1 = self.mem.l1
         for L in range(self.levels):
             self.shifts[L] = self.pg_shift + self.bpl * L
             self.imask[L] = ((<u64>1) << (self.top_bits if L == self.top else self.bpl)) - 1
+        if fam == PT_FAM_AMDV1:                  # every level the top may grow to: 512 items, 128 at 5
+            for L in range(AMDV1_MAX_TOP + 1):
+                self.shifts[L] = 12 + 9 * L
+                self.imask[L] = 127 if L == AMDV1_MAX_TOP else 511
         self.sign_extend = fam == PT_FAM_X86
         self.aperture_start = 0
-        self.aperture_end = ((<u64>1 << (self.ias - 1)) - 1) if self.sign_extend else ((<u64>1 << self.ias) - 1)
-        self.reserved_regions = _ARM_RESV if fam == PT_FAM_ARM else _VTD_RESV
+        self.aperture_end = (1 << (vias - 1)) - 1 if self.sign_extend else (1 << vias) - 1
+        self.reserved_regions = _pt_resv(fam)
         self.force_coherence = bool(force_coherence)
         self.no_warn = bool(no_warn)
         self.gran_pages = gran >> PAGE_SHIFT if gran >= PAGE_SIZE else 1
@@ -248,6 +317,8 @@ cdef class IoPgtable:
         return self.shifts[L]
 
     cdef inline int idx_bits(self, int L) noexcept nogil:
+        if self.family == PT_FAM_AMDV1:          # every amdv1 table has 512 items (128 at level 5)
+            return 7 if L == AMDV1_MAX_TOP else 9
         return self.top_bits if L == self.top else self.bpl
 
     cdef inline u64 index(self, u64 va, int L) noexcept nogil:
@@ -259,11 +330,42 @@ cdef class IoPgtable:
         return hi | (i << self.shift(L))
 
     cdef inline bint in_range(self, u64 va, u64 last) noexcept nogil:
-        """pt_check_range() / the input-size check: both ends inside the table's VA space."""
+        """pt_check_range() / the input-size check: both ends inside the table's VA space.
+
+        With PT_FEAT_SIGN_EXTEND the kernel (iommu_pt.h/pt_iter.h, torvalds @152c862c) picks the
+        all-ones prefix when *any* bit of va from ias-1 up is set, not only the sign bit: a va
+        whose high bits are ones but whose bit ias-1 is clear passes and indexes the lower half
+        (it aliases va mod 2^(ias-1)). dmaphys follows it; canonical() is the hardware's check."""
         cdef u64 hi = 0
+        if self.family == PT_FAM_AMDV1:
+            return amdv1_range_ok(self.ias, self.top, va, last)
+        if self.sign_extend and (va >> (self.ias - 1)) != 0:
+            hi = U64_MAX >> self.ias
+        return (va >> self.ias) == hi and (last >> self.ias) == hi
+
+    cdef inline bint canonical(self, u64 va, u64 last) noexcept nogil:
+        """The hardware's input-address check: both ends in the table's VA space, sign-extended
+        from bit ias-1 where the format sign-extends."""
+        cdef u64 hi = 0
+        if self.family == PT_FAM_AMDV1:          # the DTE mode's levels: upper bits must be 0
+            return amdv1_range_ok(self.ias, self.top, va, last)
         if self.sign_extend and (va >> (self.ias - 1)) & 1:
             hi = U64_MAX >> self.ias
         return (va >> self.ias) == hi and (last >> self.ias) == hi
+
+    cdef inline u64 leaf_size(self, u64 e, int L) noexcept nogil:
+        """Bytes a leaf entry at level L maps (amdv1: a contiguous leaf encodes a larger size)."""
+        if self.family == PT_FAM_AMDV1:
+            return (<u64>1) << amdv1_leaf_lg2(e, L)
+        return (<u64>1) << self.shifts[L]
+
+    cdef int warn_alias(self, u64 va) except -1:
+        """dmaphys's own warning where the kernel's pt_check_range() lets a non-canonical va alias."""
+        if self.sign_extend and self.in_range(va, va) and not self.canonical(va, va):
+            self.warn(f"dmaphys: generic_pt {self.fmt}: IOVA {va:#x} is not canonical for a {self.ias}-bit "
+                      f"table; the kernel's pt_check_range() accepts it and it aliases "
+                      f"{va & ((<u64>1 << (self.ias - 1)) - 1):#x} (a kernel bug)", "generic_pt:sign-alias")
+        return 0
 
     cdef inline int level_name(self, int L) noexcept nogil:
         return 3 - L if self.family == PT_FAM_ARM else L
@@ -324,424 +426,32 @@ cdef class IoPgtable:
 
     # ---- entry encoding / decoding -------------------------------------------------------
     cdef inline int etype(self, u64 e, int L) noexcept nogil:
-        """pt_load_entry_raw() (vtdss/x86_64) / iopte_leaf() + iopte_table() (arm)."""
-        cdef u64 t
-        if self.family == PT_FAM_VTDSS:
-            if e == 0:
-                return PT_EMPTY
-            return PT_OA if (L == 0 or (L <= 2 and (e & VTDSS_PS))) else PT_TABLE
-        if self.family == PT_FAM_X86:
-            if not (e & X86_P):
-                return PT_EMPTY
-            return PT_OA if (L == 0 or (L <= 2 and (e & X86_PS))) else PT_TABLE
-        if e == 0:
-            return PT_EMPTY
-        t = e & ARM_TYPE_MASK
-        if L == 0:
-            return PT_OA if t == ARM_TYPE_PAGE else PT_INVALID
-        if t == ARM_TYPE_BLOCK:
-            return PT_OA
-        return PT_TABLE if t == ARM_TYPE_TABLE else PT_INVALID
-
-    cdef inline u64 arm_to_paddr(self, u64 e) noexcept nogil:
-        """iopte_to_paddr(): 64K granule packs PA bits 51:48 into PTE bits 15:12."""
-        cdef u64 p = e & ARM_ADDR_MASK
-        if self.granule < 65536:
-            return p
-        return (p | (p << 36)) & (ARM_ADDR_MASK << 4)
+        """The entry type at level L: the format's decoder (generic_pt.pxi / io_pgtable_arm.pxi)."""
+        if self.family == PT_FAM_ARM:
+            return arm_etype(e, L)
+        return gpt_etype(self.family, e, L)
 
     cdef inline u64 table_pa(self, u64 e) noexcept nogil:
         if self.family == PT_FAM_ARM:
-            return self.arm_to_paddr(e)
+            return arm_to_paddr(self.granule, e)
         return e & PT_OA_MASK
-
-    cdef inline u64 gpt_prot(self, int prot) noexcept nogil:
-        """vtdss_pt_iommu_set_prot() / x86_64_pt_iommu_set_prot()."""
-        cdef u64 bits = 0
-        if self.family == PT_FAM_VTDSS:
-            if prot & IOMMU_READ:
-                bits |= VTDSS_R
-            if prot & IOMMU_WRITE:
-                bits |= VTDSS_W
-            if self.force_coherence:
-                bits |= VTDSS_SNP
-            return bits
-        bits = X86_U | X86_A
-        if prot & IOMMU_WRITE:
-            bits |= X86_RW | X86_D
-        return bits
-
-    cdef inline u64 gpt_leaf(self, u64 oa, int L, u64 bits) noexcept nogil:
-        """vtdss_pt_install_leaf_entry() / x86_64_pt_install_leaf_entry()."""
-        cdef u64 e = (oa & PT_OA_MASK) | bits
-        if L:
-            e |= VTDSS_PS                        # == X86_PS (bit 7)
-        if self.family == PT_FAM_X86:
-            e |= X86_P
-        return e
-
-    cdef inline u64 gpt_table(self, u64 pa) noexcept nogil:
-        """vtdss_pt_install_table() / x86_64_pt_install_table()."""
-        if self.family == PT_FAM_VTDSS:
-            return VTDSS_R | VTDSS_W | (pa & PT_OA_MASK)
-        return X86_P | X86_RW | X86_U | X86_A | (pa & PT_OA_MASK)
-
-    cdef inline u64 arm_prot(self, int prot) noexcept nogil:
-        """arm_lpae_prot_to_pte() for ARM_64_LPAE_S1 without quirks."""
-        cdef u64 pte = ARM_NG
-        if not (prot & IOMMU_WRITE) and (prot & IOMMU_READ):
-            pte |= ARM_AP_RDONLY
-        if not (prot & IOMMU_PRIV):
-            pte |= ARM_AP_UNPRIV
-        if prot & IOMMU_MMIO:
-            pte |= ARM_ATTR_IDX_DEV << ARM_ATTRINDX_SHIFT
-        elif prot & IOMMU_CACHE:
-            pte |= ARM_ATTR_IDX_CACHE << ARM_ATTRINDX_SHIFT
-        pte |= ARM_SH_IS if (prot & IOMMU_CACHE) else ARM_SH_OS
-        if prot & IOMMU_NOEXEC:
-            pte |= ARM_XN
-        return pte | ARM_AF
-
-    cdef inline u64 arm_paddr_to_iopte(self, u64 pa) noexcept nogil:
-        return (pa | (pa >> 36)) & ARM_ADDR_MASK
 
     cdef inline u64 leaf_oa(self, u64 e) noexcept nogil:
         if self.family == PT_FAM_ARM:
-            return self.arm_to_paddr(e)
+            return arm_to_paddr(self.granule, e)
         return e & PT_OA_MASK
 
     cdef inline int decode_prot(self, u64 e, int acc) noexcept nogil:
         """IOMMU_* permissions a device gets through leaf e (acc: what the tables above allow)."""
-        cdef int p = 0, idx
-        if self.family == PT_FAM_VTDSS:
-            if e & VTDSS_R:
-                p |= IOMMU_READ
-            if e & VTDSS_W:
-                p |= IOMMU_WRITE
-            p &= acc
-            if e & VTDSS_SNP:
-                p |= IOMMU_CACHE
-            return p
-        if self.family == PT_FAM_X86:
-            p = IOMMU_READ
-            if e & X86_RW:
-                p |= IOMMU_WRITE
-            p &= acc
-            if e & X86_XD:
-                p |= IOMMU_NOEXEC
-            return p
-        p = IOMMU_READ
-        if not (e & ARM_AP_RDONLY):
-            p |= IOMMU_WRITE
-        if not (e & ARM_AP_UNPRIV):
-            p |= IOMMU_PRIV
-        if e & ARM_XN:
-            p |= IOMMU_NOEXEC
-        idx = (e >> ARM_ATTRINDX_SHIFT) & 7
-        if idx == ARM_ATTR_IDX_CACHE:
-            p |= IOMMU_CACHE
-        elif idx == ARM_ATTR_IDX_DEV:
-            p |= IOMMU_MMIO
-        return p
+        if self.family == PT_FAM_ARM:
+            return arm_decode_prot(self.arm_s2, e)
+        return gpt_decode_prot(self.family, e, acc)
 
     cdef inline int table_acc(self, u64 e) noexcept nogil:
-        cdef int p = 0
-        if self.family == PT_FAM_VTDSS:
-            if e & VTDSS_R:
-                p |= IOMMU_READ
-            if e & VTDSS_W:
-                p |= IOMMU_WRITE
-            return p
-        if self.family == PT_FAM_X86:
-            return IOMMU_READ | (IOMMU_WRITE if (e & X86_RW) else 0)
-        return IOMMU_READ | IOMMU_WRITE
-
-    # ==== generic_pt: drivers/iommu/generic_pt/iommu_pt.h =================================
-    cdef int gpt_collect(self, u64 table, int L) except? -9999:
-        """__collect_tables() with check_mapped: queue a subtree's tables, or -EADDRINUSE."""
-        cdef u64 i, e, child
-        cdef int t, r
-        for i in range((<u64>1) << self.idx_bits(L)):
-            e = _pt_rd(self.l1, table + 8 * i)
-            t = self.etype(e, L)
-            if t == PT_TABLE:
-                child = self.table_pa(e)
-                self.freelist.push_back(child)
-                r = self.gpt_collect(child, L - 1)
-                if r:
-                    return r
-            elif t == PT_OA:
-                return -EADDRINUSE
-        return 0
-
-    cdef int gpt_clear_contig(self, u64 table, u64 i, int L) except? -9999:
-        """clear_contig(): a leaf may only replace an empty table subtree (freed via the gather)."""
-        cdef u64 e = _pt_rd(self.l1, table + 8 * i)
-        cdef int t = self.etype(e, L), r
-        cdef size_t mark
-        cdef u64 child
-        if t == PT_TABLE:
-            child = self.table_pa(e)
-            mark = self.freelist.size()
-            r = self.gpt_collect(child, L - 1)
-            if r:
-                self.freelist.resize(mark)
-                return r
-            _pt_wr(self.mem, table + 8 * i, 0)
-            self.freelist.push_back(child)
-            return 0
-        if t != PT_EMPTY:
-            return -EADDRINUSE
-        return 0
-
-    cdef int gpt_map_level(self, int L, u64 table, u64 va, u64 last) except? -9999:
-        """__map_range() above the leaf level, __map_range_leaf() at it."""
-        cdef u64 isz = (<u64>1) << self.shift(L)
-        cdef u64 i = self.index(va, L), first = i
-        cdef u64 end = self.index(last, L) + 1
-        cdef u64 e, child, item, item_last
-        cdef int t, r
-        if L == self.st_leaf_L:
-            while True:
-                if self.etype(_pt_rd(self.l1, table + 8 * i), L) != PT_EMPTY:
-                    r = self.gpt_clear_contig(table, i, L)
-                    if r:
-                        return r
-                _pt_wr(self.mem, table + 8 * i, self.gpt_leaf(self.st_oa, L, self.st_attrs))
-                self.leaf_writes += 1
-                self.st_oa += isz
-                i += 1
-                if i >= end:
-                    return 0
-        while True:
-            e = _pt_rd(self.l1, table + 8 * i)
-            t = self.etype(e, L)
-            if t != PT_TABLE:
-                if t != PT_EMPTY:
-                    return -EADDRINUSE
-                child = self.alloc_table(L - 1)          # pt_iommu_new_table()
-                if child == U64_MAX:
-                    return -ENOMEM
-                _pt_wr(self.mem, table + 8 * i, self.gpt_table(child))
-            else:
-                child = self.table_pa(e)
-            item_last = self.item_start(va, L, i) + isz - 1
-            item = va if i == first else self.item_start(va, L, i)
-            r = self.gpt_map_level(L - 1, child, item, last if last < item_last else item_last)
-            if r:
-                return r
-            i += 1
-            if i >= end:
-                return 0
-
-    cdef int gpt_map_pages(self, u64 iova, u64 paddr, u64 pgsize, u64 pgcount, int prot,
-                           u64 *mapped) except? -9999:
-        """pt_iommu_<fmt>_map_pages()."""
-        cdef u64 length, last
-        cdef int lg2, ret
-        if not (prot & (IOMMU_READ | IOMMU_WRITE)):
-            self.warn("WARNING: generic_pt map_pages(): WARN_ON(!(prot & (IOMMU_READ | IOMMU_WRITE)))")
-            return -EINVAL
-        if self.oas < 64 and (paddr >> self.oas):
-            return -ERANGE
-        length = pgsize * pgcount
-        if length == 0:
-            return -EINVAL
-        last = iova + length - 1
-        if last < iova:
-            return -PT_EOVERFLOW
-        lg2 = pt_compute_best_pgsize(self.pgsize_bitmap, iova, last, paddr)
-        if lg2 == 0:
-            return -PT_ENXIO
-        if not self.in_range(iova, last):
-            return -ERANGE
-        self.st_oa = paddr
-        self.st_attrs = self.gpt_prot(prot)
-        self.st_leaf_L = (lg2 - 12) // 9
-        self.freelist.clear()
-        ret = self.gpt_map_level(self.top, self.pgtable_root, iova, last)
-        # tables replaced by leaves went to the gather: map_pages syncs the IOTLB, then frees
-        self.release_freelist()
-        mapped[0] += self.st_oa - paddr
-        return ret
-
-    cdef int gpt_unmap_level(self, int L, u64 table, u64 va, u64 last) except? -9999:
-        """__unmap_range(): clear leaves, free tables the range fully covers, stop at a hole."""
-        cdef u64 isz = (<u64>1) << self.shift(L)
-        cdef u64 i = self.index(va, L), first = i
-        cdef u64 end = self.index(last, L) + 1
-        cdef u64 e = _pt_rd(self.l1, table + 8 * i), num_oas = 0, item, item_last, child
-        cdef int t = self.etype(e, L), ret = 0
-        cdef bint fully
-        if t == PT_OA and (va & (isz - 1)):
-            return -EINVAL                       # starts inside a large leaf
-        while True:
-            if t != PT_OA:
-                if t != PT_TABLE:
-                    ret = -EINVAL
-                    break
-                item_last = self.item_start(va, L, i) + isz - 1
-                item = va if i == first else self.item_start(va, L, i)
-                fully = (item & (isz - 1)) == 0 and last >= item_last
-                child = self.table_pa(e)
-                ret = self.gpt_unmap_level(L - 1, child, item, last if last < item_last else item_last)
-                if ret:
-                    break
-                if fully:
-                    self.freelist.push_back(child)
-                    _pt_wr(self.mem, table + 8 * i, 0)
-            else:
-                _pt_wr(self.mem, table + 8 * i, 0)
-                self.leaf_writes += 1
-                num_oas += 1
-            i += 1
-            if i >= end:
-                break
-            e = _pt_rd(self.l1, table + 8 * i)
-            t = self.etype(e, L)
-        self.st_unmapped += num_oas * isz
-        return ret
-
-    cdef u64 gpt_unmap_pages(self, u64 iova, u64 pgsize, u64 pgcount) except? 0xFFFFFFFFFFFFFFFF:
-        """pt_iommu_<fmt>_unmap_pages(): bytes unmapped (a large leaf goes whole)."""
-        cdef u64 length = pgsize * pgcount
-        if length == 0 or iova + length - 1 < iova or not self.in_range(iova, iova + length - 1):
-            return 0
-        self.st_unmapped = 0
-        self.freelist.clear()
-        self.gpt_unmap_level(self.top, self.pgtable_root, iova, iova + length - 1)
-        self.release_freelist()
-        return self.st_unmapped
-
-    # ==== io-pgtable-arm.c ================================================================
-    cdef inline u64 arm_max_entries(self, u64 i) noexcept nogil:
-        cdef u64 per = self.granule >> 3
-        return per - (i & (per - 1))
-
-    cdef int arm_free_pgtable(self, u64 table, int L) except -1:
-        """__arm_lpae_free_pgtable(): the subtree below table, then table."""
-        cdef u64 i, e, child
-        if L > 0:
-            for i in range((<u64>1) << self.idx_bits(L)):
-                e = _pt_rd(self.l1, table + 8 * i)
-                if e == 0 or self.etype(e, L) == PT_OA:
-                    continue
-                child = self.arm_to_paddr(e)
-                if self.owns(child):
-                    self.arm_free_pgtable(child, L - 1)
-        self.release_table(table)
-        return 0
-
-    cdef u64 arm_unmap(self, u64 iova, u64 size, u64 pgcount, int L, u64 table) except? 0xFFFFFFFFFFFFFFFF:
-        """__arm_lpae_unmap()."""
-        cdef u64 i0, e, num, i, j, child
-        if L < 0:
-            self.warn("WARNING: __arm_lpae_unmap(): WARN_ON(lvl == ARM_LPAE_MAX_LEVELS)")
-            return 0
-        i0 = self.index(iova, L)
-        e = _pt_rd(self.l1, table + 8 * i0)
-        if e == 0:
-            if not self.no_warn:
-                self.warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova {iova:#x} at level {3 - L}")
-            return <u64>(-PT_ENOENT)
-        if size == (<u64>1) << self.shift(L):
-            num = self.arm_max_entries(i0)
-            if pgcount < num:
-                num = pgcount
-            i = 0
-            while i < num:
-                e = _pt_rd(self.l1, table + 8 * (i0 + i))
-                if e == 0:
-                    if not self.no_warn:
-                        self.warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova "
-                                  f"{iova + i * size:#x} at level {3 - L}")
-                    break
-                if self.etype(e, L) != PT_OA:
-                    _pt_wr(self.mem, table + 8 * (i0 + i), 0)
-                    child = self.arm_to_paddr(e)
-                    if self.owns(child):
-                        self.arm_free_pgtable(child, L - 1)
-                else:
-                    self.leaf_writes += 1
-                i += 1
-            for j in range(i):
-                _pt_wr(self.mem, table + 8 * (i0 + j), 0)
-            return i * size
-        if self.etype(e, L) == PT_OA:
-            self.warn("Unmap of a partial large IOPTE is not allowed", "io-pgtable-arm:partial-unmap")
-            return 0
-        return self.arm_unmap(iova, size, pgcount, L - 1, self.arm_to_paddr(e))
-
-    cdef int arm_map(self, u64 iova, u64 paddr, u64 size, u64 pgcount, u64 prot, int L,
-                     u64 table) except? -9999:
-        """__arm_lpae_map() + arm_lpae_init_pte()."""
-        cdef u64 i0 = self.index(iova, L), num, i, e, child, typ
-        if size == (<u64>1) << self.shift(L):
-            num = self.arm_max_entries(i0)
-            if pgcount < num:
-                num = pgcount
-            for i in range(num):
-                e = _pt_rd(self.l1, table + 8 * (i0 + i))
-                if self.etype(e, L) == PT_OA:
-                    if not self.no_warn:
-                        self.warn(f"WARNING: arm_lpae_init_pte(): iova {iova + i * size:#x} is already "
-                                  "mapped (an unmap is required first)")
-                    return -EEXIST
-                if (e & ARM_TYPE_MASK) == ARM_TYPE_TABLE:
-                    # a block replaces a table: __arm_lpae_unmap() of the table frees it whole
-                    if self.arm_unmap(iova + i * size, size, 1, L, table) != size:
-                        self.warn("WARNING: arm_lpae_init_pte(): WARN_ON(1)")
-                        return -EINVAL
-            typ = ARM_TYPE_PAGE if L == 0 else ARM_TYPE_BLOCK
-            for i in range(num):
-                _pt_wr(self.mem, table + 8 * (i0 + i), prot | typ | self.arm_paddr_to_iopte(paddr + i * size))
-            self.leaf_writes += num
-            self.st_mapped += num * size
-            return 0
-        if L == 0:
-            self.warn("WARNING: __arm_lpae_map(): WARN_ON(lvl >= ARM_LPAE_MAX_LEVELS - 1)")
-            return -EINVAL
-        e = _pt_rd(self.l1, table + 8 * i0)
-        if e == 0:
-            child = self.alloc_table(L - 1)
-            if child == U64_MAX:
-                return -ENOMEM
-            _pt_wr(self.mem, table + 8 * i0, self.arm_paddr_to_iopte(child) | ARM_TYPE_TABLE)
-        elif self.etype(e, L) == PT_OA:
-            if not self.no_warn:
-                self.warn(f"WARNING: __arm_lpae_map(): iova {iova:#x} is inside a mapped block "
-                          "(an unmap is required first)")
-            return -EEXIST
-        else:
-            child = self.arm_to_paddr(e)
-        return self.arm_map(iova, paddr, size, pgcount, prot, L - 1, child)
-
-    cdef int arm_map_pages(self, u64 iova, u64 paddr, u64 pgsize, u64 pgcount, int prot,
-                           u64 *mapped) except? -9999:
-        """arm_lpae_map_pages()."""
-        cdef int ret
-        if pgsize == 0 or (pgsize & self.pgsize_bitmap) != pgsize:
-            self.warn(f"WARNING: arm_lpae_map_pages(): pgsize {pgsize:#x} not in the pgsize_bitmap")
-            return -EINVAL
-        if (iova >> self.ias) or (paddr >> self.oas):
-            self.warn(f"WARNING: arm_lpae_map_pages(): iova {iova:#x} / paddr {paddr:#x} out of range")
-            return -ERANGE
-        if not (prot & (IOMMU_READ | IOMMU_WRITE)):
-            return -EINVAL
-        self.st_mapped = 0
-        ret = self.arm_map(iova, paddr, pgsize, pgcount, self.arm_prot(prot), self.top, self.pgtable_root)
-        mapped[0] += self.st_mapped
-        return ret
-
-    cdef u64 arm_unmap_pages(self, u64 iova, u64 pgsize, u64 pgcount) except? 0xFFFFFFFFFFFFFFFF:
-        """arm_lpae_unmap_pages(): bytes; 0 on refusal; (size_t)-PT_ENOENT on a hole (after a WARN)."""
-        if pgsize == 0 or (pgsize & self.pgsize_bitmap) != pgsize or pgcount == 0:
-            self.warn(f"WARNING: arm_lpae_unmap_pages(): bad pgsize {pgsize:#x} / pgcount {pgcount}")
-            return 0
-        if iova >> self.ias:
-            self.warn(f"WARNING: arm_lpae_unmap_pages(): iova {iova:#x} beyond the input size")
-            return 0
-        return self.arm_unmap(iova, pgsize, pgcount, self.top, self.pgtable_root)
+        """IOMMU_READ/WRITE a table entry lets through."""
+        if self.family == PT_FAM_ARM:
+            return IOMMU_READ | IOMMU_WRITE
+        return gpt_table_acc(self.family, e)
 
     # ==== single-granule fast paths ========================================================
     # One smallest-size page with every table of the walk present: the common case of the
@@ -765,7 +475,7 @@ cdef class IoPgtable:
             if self.family == PT_FAM_ARM:
                 if (e & ARM_TYPE_MASK) != ARM_TYPE_TABLE:
                     return NULL
-                table = self.arm_to_paddr(e)
+                table = arm_to_paddr(self.granule, e)
             else:
                 if self.family == PT_FAM_X86:
                     if not (e & X86_P):
@@ -782,21 +492,23 @@ cdef class IoPgtable:
         0 done, 1 declined (nothing touched)."""
         cdef u64 *ptep
         cdef u64 last = iova + self.granule - 1
+        if self.family == PT_FAM_AMDV1:          # amdv1 always takes the general path
+            return 1
         if ((iova | paddr) & (self.granule - 1) or not (prot & (IOMMU_READ | IOMMU_WRITE))
                 or (paddr >> self.oas) or last < iova):
             return 1
         if self.family == PT_FAM_ARM:
             if iova >> self.ias:                 # arm_lpae_map_pages() range check
                 return 1
-        elif not self.in_range(iova, last):
+        elif not self.canonical(iova, last):      # an alias takes the general path (it warns)
             return 1
         ptep = self.walk_to_leaf_ptep(iova)
         if ptep == NULL or ptep[0] != 0:
             return 1
         if self.family == PT_FAM_ARM:            # arm_lpae_init_pte()
-            ptep[0] = self.arm_prot(prot) | ARM_TYPE_PAGE | self.arm_paddr_to_iopte(paddr)
+            ptep[0] = arm_prot(self.arm_s2, prot) | ARM_TYPE_PAGE | arm_paddr_to_iopte(paddr)
         else:                                    # __map_range_leaf() at level 0
-            ptep[0] = self.gpt_leaf(paddr, 0, self.gpt_prot(prot))
+            ptep[0] = gpt_leaf(self.family, paddr, 0, gpt_prot(self.family, self.force_coherence, prot))
         self.leaf_writes += 1
         return 0
 
@@ -807,12 +519,12 @@ cdef class IoPgtable:
         (c_iova_to_phys with hint_arm), else NULL."""
         cdef u64 *ptep
         cdef u64 e, last = iova + self.granule - 1
-        if (iova & (self.granule - 1)) or last < iova:
+        if (iova & (self.granule - 1)) or last < iova or self.family == PT_FAM_AMDV1:
             return 0
         if self.family == PT_FAM_ARM:
             if iova >> self.ias:
                 return 0
-        elif not self.in_range(iova, last):
+        elif not self.canonical(iova, last):      # an alias takes the general path (it warns)
             return 0
         if hint != NULL and (iova >> self.shifts[0]) == self.hint_page:
             ptep = hint                          # the same walk c_iova_to_phys just made
@@ -843,11 +555,11 @@ cdef class IoPgtable:
                 return 0
         self.check_live()
         if self.family == PT_FAM_ARM:
-            return self.arm_map_pages(iova, paddr, pgsize, pgcount, prot, mapped)
-        return self.gpt_map_pages(iova, paddr, pgsize, pgcount, prot, mapped)
+            return arm_map_pages(self, iova, paddr, pgsize, pgcount, prot, mapped)
+        return gpt_map_pages(self, iova, paddr, pgsize, pgcount, prot, mapped)
 
     cdef u64 unmap_pages(self, u64 iova, u64 pgsize, u64 pgcount) except? 0xFFFFFFFFFFFFFFFF:
-        """io_pgtable_ops->unmap_pages: bytes unmapped (0 on refusal; arm: (size_t)-PT_ENOENT at a hole)."""
+        """io_pgtable_ops->unmap_pages: bytes unmapped (0 on refusal or at a hole)."""
         cdef u64 n
         cdef u64 *hint = self.hint_ptep
         self.hint_ptep = NULL
@@ -857,8 +569,8 @@ cdef class IoPgtable:
                 return n
         self.check_live()
         if self.family == PT_FAM_ARM:
-            return self.arm_unmap_pages(iova, pgsize, pgcount)
-        return self.gpt_unmap_pages(iova, pgsize, pgcount)
+            return arm_unmap_pages(self, iova, pgsize, pgcount)
+        return gpt_unmap_pages(self, iova, pgsize, pgcount)
 
     cdef u64 c_iova_to_phys(self, u64 iova) noexcept nogil:
         """io_pgtable_ops->iova_to_phys: 0 when unmapped.
@@ -874,6 +586,8 @@ cdef class IoPgtable:
         self.hint_ptep = NULL
         if table == 0:
             return 0
+        if self.family == PT_FAM_AMDV1:
+            return gpt_iova_to_phys(self, iova)
         if arm:
             return self._iova_to_phys_hint(iova)
         if self.family == PT_FAM_ARM:
@@ -883,12 +597,12 @@ cdef class IoPgtable:
                     if (e & ARM_TYPE_MASK) != ARM_TYPE_PAGE:
                         return 0
                 elif (e & ARM_TYPE_MASK) == ARM_TYPE_TABLE:
-                    table = self.arm_to_paddr(e)
+                    table = arm_to_paddr(self.granule, e)
                     L -= 1
                     continue
                 elif (e & ARM_TYPE_MASK) != ARM_TYPE_BLOCK:
                     return 0
-                return self.arm_to_paddr(e) | (iova & (((<u64>1) << self.shifts[L]) - 1))
+                return arm_to_paddr(self.granule, e) | (iova & (((<u64>1) << self.shifts[L]) - 1))
         if not self.in_range(iova, iova):
             return <u64>(-ERANGE)
         while True:                              # pt_iommu_<fmt>_iova_to_phys(): __iova_to_phys
@@ -924,12 +638,12 @@ cdef class IoPgtable:
                     if (e & ARM_TYPE_MASK) != ARM_TYPE_PAGE:
                         return 0
                 elif (e & ARM_TYPE_MASK) == ARM_TYPE_TABLE:
-                    table = self.arm_to_paddr(e)
+                    table = arm_to_paddr(self.granule, e)
                     L -= 1
                     continue
                 elif (e & ARM_TYPE_MASK) != ARM_TYPE_BLOCK:
                     return 0
-                return self.arm_to_paddr(e) | (iova & (((<u64>1) << self.shifts[L]) - 1))
+                return arm_to_paddr(self.granule, e) | (iova & (((<u64>1) << self.shifts[L]) - 1))
             if self.family == PT_FAM_X86:        # pt_iommu_<fmt>_iova_to_phys(): __iova_to_phys
                 if not (e & X86_P):
                     return 0
@@ -945,7 +659,7 @@ cdef class IoPgtable:
         """The hardware walk: 0 and the translation, IOMMU_* permissions and leaf size, or -1."""
         cdef u64 table = self.pgtable_root, e, size
         cdef int L, t, acc = IOMMU_READ | IOMMU_WRITE
-        if table == 0 or not self.in_range(iova, iova):
+        if table == 0 or not self.canonical(iova, iova):
             return -1
         L = self.top
         while L >= 0:
@@ -953,7 +667,7 @@ cdef class IoPgtable:
             self.walk_reads += 1
             t = self.etype(e, L)
             if t == PT_OA:
-                size = (<u64>1) << self.shift(L)
+                size = self.leaf_size(e, L)
                 phys[0] = (self.leaf_oa(e) & ~(size - 1)) | (iova & (size - 1))
                 prot[0] = self.decode_prot(e, acc)
                 leaf_size[0] = size
@@ -1032,7 +746,11 @@ cdef class IoPgtable:
 
     def iova_to_phys(self, iova):
         """io_pgtable_ops->iova_to_phys: the physical address, 0 when unmapped."""
-        return self.c_iova_to_phys(_u64(iova, "iova"))
+        cdef u64 a = _u64(iova, "iova")
+        if self.pgtable_root:
+            self.warn_alias(a)
+            self.machine.flush_warnings()
+        return self.c_iova_to_phys(a)
 
     def translate(self, iova):
         """The hardware walk (lookup): (phys, prot, leaf_size) or None on a translation fault."""
@@ -1061,7 +779,7 @@ cdef class IoPgtable:
         if self.pgtable_root == 0:
             out["fault"] = "freed"
             return out
-        if not self.in_range(va, va):
+        if not self.canonical(va, va):
             out["fault"] = "address size"
             return out
         table = self.pgtable_root
@@ -1074,7 +792,7 @@ cdef class IoPgtable:
                                   "pte_addr": table + 8 * i, "pte": e,
                                   "type": ("empty", "table", "leaf", "invalid")[t]})
             if t == PT_OA:
-                size = (<u64>1) << self.shift(L)
+                size = self.leaf_size(e, L)
                 out["phys"] = (self.leaf_oa(e) & ~(size - 1)) | (va & (size - 1))
                 out["leaf_size"] = size
                 out["prot"] = self.decode_prot(e, acc)
@@ -1089,14 +807,17 @@ cdef class IoPgtable:
         return out
 
     cdef int collect_leaves(self, u64 table, int L, u64 base, int acc, dict out) except -1:
-        cdef u64 i, e, va, size, child
+        cdef u64 i = 0, n = (<u64>1) << self.idx_bits(L), e, va, size, child, step
         cdef int t
-        for i in range((<u64>1) << self.idx_bits(L)):
+        while i < n:
             e = _pt_rd(self.l1, table + 8 * i)
             t = self.etype(e, L)
             va = base | (i << self.shift(L))
+            step = 1
             if t == PT_OA:
-                size = (<u64>1) << self.shift(L)
+                size = self.leaf_size(e, L)
+                if size > ((<u64>1) << self.shift(L)):       # one contiguous leaf, reported once
+                    step = size >> self.shift(L)
                 if self.sign_extend and (va >> (self.ias - 1)) & 1:
                     va |= ~((<u64>1 << self.ias) - 1)
                 out[va] = (self.leaf_oa(e) & ~(size - 1), size, self.decode_prot(e, acc))
@@ -1104,6 +825,7 @@ cdef class IoPgtable:
                 child = self.table_pa(e)
                 if self.owns(child):
                     self.collect_leaves(child, L - 1, va, acc & self.table_acc(e), out)
+            i += step
         return 0
 
     def get_state(self):

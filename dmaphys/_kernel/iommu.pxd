@@ -45,7 +45,7 @@ cdef class IommuDomain:
     cdef readonly bint is_default              # a group's default domain (freed with its last device)
     cdef readonly bint freed                   # iommu_domain_free() has run
     cdef int ktype                             # domain->type (IOMMU_DOMAIN_* bits)
-    cdef int leaf_shifts[8]                    # leaf sizes (lg2) of pgsize_bitmap, ascending
+    cdef int leaf_shifts[64]                   # leaf sizes (lg2) of pgsize_bitmap, ascending (amdv1: 35)
     cdef int nshifts                           # entries used in leaf_shifts
     # counters
     cdef readonly u64 stale_hits               # device requests served by a stale IOTLB entry

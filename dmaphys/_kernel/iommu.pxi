@@ -119,7 +119,7 @@ cdef IommuDomain _domain_new(Iommu mmu, str type, bint is_default):
         d.aperture_end = d.pgtable.aperture_end
         d.translates = True
         bm = d.pgsize_bitmap
-        while bm and d.nshifts < 8:
+        while bm and d.nshifts < 64:
             d.leaf_shifts[d.nshifts] = __ffs64(bm)
             d.nshifts += 1
             bm &= bm - 1
@@ -601,7 +601,7 @@ cdef inline int iommu_translate_one(Device dev, IommuDomain d, Iotlb tlb, IoPgta
             else:
                 e.gen = pt.leaf_writes
     elif pt.lookup(a, phys, prot, &leaf) != 0:
-        return XLATE_NOT_PRESENT if pt.in_range(a, a) else XLATE_ADDRESS_SIZE
+        return XLATE_NOT_PRESENT if pt.canonical(a, a) else XLATE_ADDRESS_SIZE
     else:
         shift[0] = __ffs64(leaf)
         if tlb is not None:
@@ -851,6 +851,9 @@ def iommu_iova_to_phys(domain, iova):
     cdef u64 a = _u64(iova, "iova")
     if d.freed:
         raise ValueError(f"IOMMU domain {d.id} was freed")
+    if d.pgtable is not None and d.ktype != IOMMU_DOMAIN_IDENTITY:
+        d.pgtable.warn_alias(a)                # a non-canonical x86-64 IOVA the kernel aliases
+        d.pgtable.machine.flush_warnings()
     return iommu_iova_to_phys_c(d, a)
 
 

@@ -588,10 +588,8 @@ cdef class IovaDomain:
         self._check_alive()
         if s == 0:
             raise ValueError("alloc_iova: size must be at least 1 granule")
-        if lim < self.start_pfn:
-            raise ValueError(f"alloc_iova: limit_pfn {lim:#x} is below start_pfn {self.start_pfn:#x}")
-        if lim == U64_MAX:
-            raise ValueError("alloc_iova: limit_pfn + 1 overflows")
+        # like the kernel, a limit below start_pfn (or the all-ones limit, whose + 1 wraps to 0)
+        # is no error: the search fails and sets max32_alloc_size, failing later 32-bit calls
         if self.alloc_iova_c(s, lim, bool(size_aligned), &pfn) != 0:
             pfn = 0
         self._flush()

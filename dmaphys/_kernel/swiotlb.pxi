@@ -237,7 +237,8 @@ cdef IoTlbMem swiotlb_init(Machine m, u64 size, int nareas, bint force):
     nslabs = ALIGN(size >> IO_TLB_SHIFT, IO_TLB_SEGSIZE); nareas 0 means num_possible_cpus()
     (m.cpus); swiotlb_adjust_nareas() then round_up_default_nslabs(); the memory comes from
     RAM below 4 GiB (memblock_alloc_low), retrying at half the size down to IO_TLB_MIN_SLABS.
-    Raises MemoryError when even that fails (the kernel would run without swiotlb).
+    When even that fails the kernel returns from swiotlb_init_remap() with io_tlb_default_mem
+    empty (nslabs 0, force_bounce already set) and boots: maps that need a bounce buffer then fail.
     """
     cdef IoTlbMem mem
     cdef u64 nslabs, default_nslabs, nbytes, start
@@ -258,8 +259,10 @@ cdef IoTlbMem swiotlb_init(Machine m, u64 size, int nareas, bint force):
         m.kwarn(KernelWarning, f"software IO TLB: swiotlb_memblock_alloc: Failed to allocate "
                                f"{nbytes} bytes tlb structure")
         if nslabs <= IO_TLB_MIN_SLABS:
-            raise MemoryError(f"swiotlb: no {default_nslabs << IO_TLB_SHIFT}-byte bounce pool (nor one "
-                              f"down to {IO_TLB_MIN_SLABS << IO_TLB_SHIFT} bytes) fits in free RAM below 4 GiB")
+            mem = IoTlbMem.__new__(IoTlbMem)     # no pool: the empty io_tlb_default_mem
+            mem.machine = m
+            mem.force_bounce = force
+            return mem
         nslabs = ((nslabs >> 1) + IO_TLB_SEGSIZE - 1) & ~(<u64>IO_TLB_SEGSIZE - 1)
         n = limit_nareas(n, nslabs)
     if default_nslabs != nslabs:
@@ -299,10 +302,12 @@ cdef inline bint is_swiotlb_force_bounce(Device dev) noexcept nogil:
 cdef u64 swiotlb_max_mapping_size(Device dev) noexcept:
     """swiotlb_max_mapping_size(): one segment minus the min_align_mask slots it may skip."""
     cdef int min_align_mask = <int>_swiotlb_min_align_mask(dev)     # the kernel's int local
-    cdef int min_align = 0
+    cdef int min_align = 0, q
     if min_align_mask:
-        # roundup(min_align_mask, IO_TLB_SIZE) in int arithmetic (the kernel wraps, -fno-strict-overflow)
-        min_align = <int>(((<long long>min_align_mask + IO_TLB_SIZE - 1) // IO_TLB_SIZE) * IO_TLB_SIZE)
+        # roundup(min_align_mask, IO_TLB_SIZE) in int arithmetic: the sum wraps before the
+        # division (-fno-strict-overflow), which truncates toward zero (v6.18)
+        q = <int>(<unsigned int>min_align_mask + <unsigned int>(IO_TLB_SIZE - 1))
+        min_align = <int>((q // <int>IO_TLB_SIZE) * <int>IO_TLB_SIZE)
     return <u64>IO_TLB_SIZE * IO_TLB_SEGSIZE - <u64>(<long long>min_align)
 
 

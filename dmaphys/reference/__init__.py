@@ -11,7 +11,9 @@ from . import (
     debug,
     direct,
     dma_iommu,
+    generic_pt,
     io_pgtable,
+    io_pgtable_arm,
     iommu,
     iotlb,
     iova,
@@ -25,8 +27,8 @@ from . import (
 )
 
 __all__: list[str] = []
-for _mod in (machine, scatterlist, swiotlb, direct, iova, io_pgtable, iotlb, iommu, dma_iommu,
-             p2pdma, debug, trace, trace_parse, mapping, batch):
+for _mod in (machine, scatterlist, swiotlb, direct, iova, io_pgtable, generic_pt, io_pgtable_arm, iotlb,
+             iommu, dma_iommu, p2pdma, debug, trace, trace_parse, mapping, batch):
     __all__ += _mod.__all__
     globals().update({_n: getattr(_mod, _n) for _n in _mod.__all__})
 del _mod

@@ -1,5 +1,6 @@
-"""Reference model of IOMMU radix page tables: drivers/iommu/generic_pt (vtdss, x86_64),
-drivers/iommu/io-pgtable-arm.c (ARM LPAE stage 1) and iommu.c's page-size splitting.
+"""Reference model of IOMMU radix page tables, the common part (io_pgtable.pxi): the IoPgtable
+object, format registry and dispatch, iommu.c's page-size splitting. The formats live in
+generic_pt.py (drivers/iommu/generic_pt) and io_pgtable_arm.py (io-pgtable-arm.c).
 
 Mirrors dmaphys/_kernel/io_pgtable.pxi: the same table-page addresses, the same PTE bytes in
 simulated memory, the same return values and warnings. Written for clarity, not speed.
@@ -16,28 +17,14 @@ __all__ = ["IoPgtable", "IoPgtableFormat", "IommuResvRegion", "IOPGTABLE_FORMATS
 
 # include/linux/iommu.h
 IOMMU_READ, IOMMU_WRITE, IOMMU_CACHE, IOMMU_NOEXEC, IOMMU_MMIO, IOMMU_PRIV = 1, 2, 4, 8, 16, 32
-IOMMU_RESV_MSI, IOMMU_RESV_SW_MSI = 3, 4              # enum iommu_resv_type
-ENOENT, ENXIO, ENOMEM, EEXIST, EINVAL, ERANGE, EOVERFLOW, EADDRINUSE = 2, 6, 12, 17, 22, 34, 75, 98
+IOMMU_RESV_RESERVED, IOMMU_RESV_MSI, IOMMU_RESV_SW_MSI = 2, 3, 4       # enum iommu_resv_type
+ENXIO, ENOMEM, EEXIST, EINVAL, ERANGE, EOVERFLOW, EADDRINUSE = 6, 12, 17, 22, 34, 75, 98
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 
-# generic_pt fmt/vtdss.h
-VTDSS_R, VTDSS_W, VTDSS_PS, VTDSS_SNP = 1 << 0, 1 << 1, 1 << 7, 1 << 11
-# generic_pt fmt/x86_64.h
-X86_P, X86_RW, X86_U, X86_A, X86_D, X86_PS, X86_XD = 1 << 0, 1 << 1, 1 << 2, 1 << 5, 1 << 6, 1 << 7, 1 << 63
-GPT_OA_MASK = ((1 << 52) - 1) & ~0xFFF                # GENMASK_ULL(51, 12)
-# io-pgtable-arm.c (stage 1)
-ARM_TYPE_MASK, ARM_TYPE_BLOCK, ARM_TYPE_TABLE, ARM_TYPE_PAGE = 3, 1, 3, 3
-ARM_ADDR_MASK = ((1 << 48) - 1) & ~0xFFF              # GENMASK_ULL(47, 12)
-ARM_AP_UNPRIV, ARM_AP_RDONLY = 1 << 6, 1 << 7
-ARM_ATTRINDX_SHIFT = 2
-ARM_ATTR_IDX_CACHE, ARM_ATTR_IDX_DEV = 1, 2
-ARM_SH_OS, ARM_SH_IS = 2 << 8, 3 << 8
-ARM_AF, ARM_NG = 1 << 10, 1 << 11
-ARM_XN = 3 << 53
 
-FAM_VTDSS, FAM_X86, FAM_ARM = 0, 1, 2
+FAM_VTDSS, FAM_X86, FAM_ARM, FAM_AMDV1 = 0, 1, 2, 3
 EMPTY, TABLE, OA, INVALID = 0, 1, 2, 3
 
 IommuResvRegion = namedtuple("IommuResvRegion", "start length prot type")
@@ -58,21 +45,72 @@ _VTD_RESV = (IommuResvRegion(0xFEE00000, 0x100000, 0, IOMMU_RESV_MSI),)
 _ARM_RESV = (IommuResvRegion(0x8000000, 0x100000, IOMMU_WRITE | IOMMU_NOEXEC | IOMMU_MMIO,
                              IOMMU_RESV_SW_MSI),)
 
-# name -> (family, granule, default ias, (ias min, ias max), default oas, (oas min, oas max), kernel)
+# name -> (family, granule, default ias, (ias min, ias max), default oas, (oas min, oas max), kernel).
+# generic_pt (iommu_pt.h pt_iommu_init(), torvalds @152c862c; vtdss.h @cc4adab1): any oas up to 52
+# (below 13 the domain has no page size: refused); vtd-ss takes any VA size its top level holds.
+# io-pgtable-arm's limits are computed in _sizes().
 _FMT = {
-    "vtd-ss": (FAM_VTDSS, 1 << 12, 48, (31, 48), 52, (32, 52), "generic_pt vtdss"),
-    "vtd-ss-5level": (FAM_VTDSS, 1 << 12, 57, (49, 57), 52, (32, 52), "generic_pt vtdss"),
-    "x86-64": (FAM_X86, 1 << 12, 48, (40, 48), 52, (32, 52), "generic_pt x86_64 (SIGN_EXTEND)"),
-    "x86-64-5level": (FAM_X86, 1 << 12, 57, (49, 57), 52, (32, 52), "generic_pt x86_64 (SIGN_EXTEND)"),
-    "arm-lpae-s1-4k": (FAM_ARM, 1 << 12, 48, (32, 48), 48, (32, 48), "io-pgtable-arm ARM_64_LPAE_S1"),
-    "arm-lpae-s1-16k": (FAM_ARM, 1 << 14, 48, (32, 48), 48, (32, 48), "io-pgtable-arm ARM_64_LPAE_S1"),
-    "arm-lpae-s1-64k": (FAM_ARM, 1 << 16, 48, (32, 52), 48, (32, 52), "io-pgtable-arm ARM_64_LPAE_S1"),
+    "vtd-ss": (FAM_VTDSS, 1 << 12, 48, (13, 48), 52, (13, 52), "generic_pt vtdss"),
+    "vtd-ss-5level": (FAM_VTDSS, 1 << 12, 57, (49, 57), 52, (13, 52), "generic_pt vtdss"),
+    "x86-64": (FAM_X86, 1 << 12, 48, (40, 48), 52, (13, 52), "generic_pt x86_64 (SIGN_EXTEND)"),
+    "x86-64-5level": (FAM_X86, 1 << 12, 57, (49, 57), 52, (13, 52), "generic_pt x86_64 (SIGN_EXTEND)"),
+    "arm-lpae-s1-4k": (FAM_ARM, 1 << 12, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
+    "arm-lpae-s1-16k": (FAM_ARM, 1 << 14, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
+    "arm-lpae-s1-64k": (FAM_ARM, 1 << 16, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S1"),
+    "arm-lpae-s2-4k": (FAM_ARM, 1 << 12, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S2"),
+    "arm-lpae-s2-16k": (FAM_ARM, 1 << 14, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S2"),
+    "arm-lpae-s2-64k": (FAM_ARM, 1 << 16, 48, None, 48, None, "io-pgtable-arm ARM_64_LPAE_S2"),
+    # the AMD driver's v1 domain: starting_level 2, PT_FEAT_DYNAMIC_TOP, up to 6 levels
+    "amdv1": (FAM_AMDV1, 1 << 12, 48, (32, 64), 52, (13, 52), "generic_pt amdv1 (DYNAMIC_TOP)"),
 }
+# amd_iommu_get_resv_regions(): the MSI window and the HyperTransport range
+_AMD_RESV = (IommuResvRegion(0xFEE00000, 0x100000, IOMMU_WRITE, IOMMU_RESV_MSI),
+             IommuResvRegion(0xFD00000000, 0x300000000, 0, IOMMU_RESV_RESERVED))
 
 
-def _geometry(fam, granule, ias, oas):
+def _resv(fam):
+    return _ARM_RESV if fam == FAM_ARM else _AMD_RESV if fam == FAM_AMDV1 else _VTD_RESV
+
+ARM_TCR_PS = (32, 36, 40, 42, 44, 48, 52)                  # ARM_LPAE_TCR_PS_*_BIT
+
+
+def _sizes(name, ias, oas):
+    """(ias, oas) as the kernel's init adjusts them; ValueError where it refuses them."""
+    fam, gran, dias, irange, doas, orange, _ = _FMT[name]
+    ias = dias if ias is None else ias
+    oas = doas if oas is None else oas
+    if fam == FAM_ARM:
+        # arm_lpae_restrict_pgsizes() (v6.18): clamped to 48 bits (52 for the 64K granule)
+        pg_shift = gran.bit_length() - 1
+        max_bits = 52 if pg_shift == 16 else 48
+        ias, oas = min(ias, max_bits), min(oas, max_bits)
+        if ias <= pg_shift:
+            raise ValueError(f"{name}: ias {ias} leaves no level to translate (ias must exceed {pg_shift})")
+        if oas not in ARM_TCR_PS:                           # arm_64_lpae_alloc_pgtable_s1()
+            raise ValueError(f"{name}: oas {oas} has no TCR.IPS encoding ({', '.join(map(str, ARM_TCR_PS))})")
+        return ias, oas
+    if not irange[0] <= ias <= irange[1]:
+        raise ValueError(f"{name}: ias {ias} outside {irange[0]}..{irange[1]}")
+    if not orange[0] <= oas <= orange[1]:
+        raise ValueError(f"{name}: oas {oas} outside {orange[0]}..{orange[1]}")
+    return ias, oas
+
+
+def _geometry(fam, granule, ias, oas, s2=False):
     """(pg_shift, bits_per_level, levels, top_bits, pgsize_bitmap) of a configuration."""
     pg_shift = granule.bit_length() - 1
+    if fam == FAM_AMDV1:
+        # amdv1 get_info() with DYNAMIC_TOP: levels whose items are below the VA size, every power
+        # of two of each (amdv1pt_possible_sizes(); none at level 5) but 512G, below 2^max_oasz
+        bitmap = 0
+        for L in range(6):
+            isz = 12 + 9 * L
+            if isz >= ias:
+                break
+            if L < 5:
+                bitmap |= ((1 << (min(51, isz + 8) + 1)) - 1) & ~((1 << isz) - 1)
+        bitmap &= ~(1 << 39) & ((1 << oas) - 1)
+        return 12, 9, 3, 9, bitmap
     if fam != FAM_ARM:
         # vtdss_pt_iommu_fmt_init / x86_64_pt_iommu_fmt_init: top level from the VA size
         if fam == FAM_VTDSS:
@@ -90,24 +128,35 @@ def _geometry(fam, granule, ias, oas):
         levels = -(-va_bits // bpl)
         bitmap = {12: (1 << 12) | (1 << 21) | (1 << 30), 14: (1 << 14) | (1 << 25),
                   16: (1 << 16) | (1 << 29) | ((1 << 42) if oas > 48 else 0)}[pg_shift]
+        if s2 and _arm.arm_lpae_concat_mandatory(pg_shift, 4 - levels, oas):
+            # arm_64_lpae_alloc_pgtable_s2(): one level lower, concatenated start tables
+            entries = 1 << (ias - (pg_shift + bpl * (levels - 1)))
+            if entries > _arm.ARM_LPAE_S2_MAX_CONCAT_PAGES:
+                raise ValueError(f"stage 2: the {entries}-entry start table would need more than 16 "
+                                 f"concatenated tables")
+            levels -= 1
     top_bits = ias - (pg_shift + bpl * (levels - 1))
     return pg_shift, bpl, levels, top_bits, bitmap
 
 
 def _describe(name, ias=None, oas=None):
-    fam, gran, dias, _, doas, _, kernel = _FMT[name]
-    ias = dias if ias is None else ias
-    oas = doas if oas is None else oas
-    _, _, levels, _, bitmap = _geometry(fam, gran, ias, oas)
+    fam, gran, _, _, _, _, kernel = _FMT[name]
+    ias, oas = _sizes(name, ias, oas)
+    _, _, levels, _, bitmap = _geometry(fam, gran, ias, oas, "-s2-" in name)
     sign = fam == FAM_X86
     ap_end = (1 << (ias - 1)) - 1 if sign else (1 << ias) - 1
     return IoPgtableFormat(
         name, kernel, "generic_pt" if fam != FAM_ARM else "io-pgtable-arm", gran, bitmap, ias, oas,
-        levels, sign, 0, ap_end, _ARM_RESV if fam == FAM_ARM else _VTD_RESV,
+        levels, sign, 0, ap_end, _resv(fam),
         EEXIST if fam == FAM_ARM else EADDRINUSE, "refuse" if fam == FAM_ARM else "whole-leaf")
 
 
-IOPGTABLE_FORMATS = {name: _describe(name) for name in _FMT}
+
+
+def _int32(x):
+    """The C conversion of an integer to int (two's complement, low 32 bits)."""
+    x &= 0xFFFFFFFF
+    return x - (1 << 32) if x & 0x80000000 else x
 
 
 def _ffs(x):
@@ -159,28 +208,25 @@ class IoPgtable:
             raise TypeError(f"fmt must be a str, not {type(fmt).__name__}")
         if fmt not in _FMT:
             raise ValueError(f"unknown page-table format {fmt!r}; known: {', '.join(_FMT)}")
-        fam, gran, dias, (imin, imax), doas, (omin, omax), _ = _FMT[fmt]
-        ias = dias if ias is None else u64(ias, "ias")
-        oas = doas if oas is None else u64(oas, "oas")
-        if not imin <= ias <= imax:
-            raise ValueError(f"{fmt}: ias {ias} outside {imin}..{imax}")
-        if not omin <= oas <= omax:
-            raise ValueError(f"{fmt}: oas {oas} outside {omin}..{omax}")
-        if force_coherence and fam != FAM_VTDSS:
-            raise ValueError("force_coherence is a vtd-ss feature")
+        fam, gran, _, _, _, _, _ = _FMT[fmt]
+        ias, oas = _sizes(fmt, None if ias is None else u64(ias, "ias"),
+                          None if oas is None else u64(oas, "oas"))
+        if force_coherence and fam not in (FAM_VTDSS, FAM_AMDV1):
+            raise ValueError("force_coherence is a vtd-ss / amdv1 feature")
         self.machine = machine
         self.mem = machine.mem
         self.fmt = fmt
         self.family = fam
         self.granule = gran
         self.ias, self.oas = ias, oas
-        geo = _geometry(fam, gran, ias, oas)
+        geo = _geometry(fam, gran, ias, oas, "-s2-" in fmt)
+        self.arm_s2 = "-s2-" in fmt
         self.pg_shift, self.bpl, self.levels, self.top_bits, self.pgsize_bitmap = geo
         self.top = self.levels - 1
         self.sign_extend = fam == FAM_X86
         self.aperture_start = 0
         self.aperture_end = (1 << (ias - 1)) - 1 if self.sign_extend else (1 << ias) - 1
-        self.reserved_regions = _ARM_RESV if fam == FAM_ARM else _VTD_RESV
+        self.reserved_regions = _resv(fam)
         self.force_coherence = bool(force_coherence)
         self.no_warn = bool(no_warn)
         self.leaf_writes = 0
@@ -209,6 +255,8 @@ class IoPgtable:
         return self.pg_shift + self.bpl * L
 
     def _idx_bits(self, L):
+        if self.family == FAM_AMDV1:                      # 512 items per table, 128 at level 5
+            return 7 if L == 5 else 9
         return self.top_bits if L == self.top else self.bpl
 
     def _index(self, va, L):
@@ -219,12 +267,32 @@ class IoPgtable:
         return (va & ~((1 << span) - 1) & U64_MAX) | (i << self._shift(L))
 
     def _in_range(self, va, last):
-        """pt_check_range() (generic_pt) / the TTBR0 input-size check: both ends in the table."""
+        """pt_check_range() (generic_pt) / the TTBR0 input-size check: both ends in the table.
+
+        Sign-extending formats: the kernel takes the all-ones prefix when any bit from ias-1 up
+        is set (not only the sign bit), so a non-canonical va aliases the lower half."""
+        if self.family == FAM_AMDV1:
+            return _gpt.amdv1_range_ok(self.ias, self.top, va, last)
         if self.sign_extend:
-            prefix = U64_MAX if (va >> (self.ias - 1)) & 1 else 0
+            prefix = U64_MAX if va >> (self.ias - 1) else 0
             hi = prefix >> self.ias
             return va >> self.ias == hi and last >> self.ias == hi
         return va >> self.ias == 0 and last >> self.ias == 0
+
+    def _canonical(self, va, last):
+        """The hardware's input-address check (sign-extended from bit ias-1 where the format is)."""
+        if self.family == FAM_AMDV1:
+            return _gpt.amdv1_range_ok(self.ias, self.top, va, last)
+        if self.sign_extend:
+            hi = (U64_MAX if (va >> (self.ias - 1)) & 1 else 0) >> self.ias
+            return va >> self.ias == hi and last >> self.ias == hi
+        return va >> self.ias == 0 and last >> self.ias == 0
+
+    def _warn_alias(self, va):
+        if self.sign_extend and self._in_range(va, va) and not self._canonical(va, va):
+            self._warn(f"dmaphys: generic_pt {self.fmt}: IOVA {va:#x} is not canonical for a {self.ias}-bit "
+                       f"table; the kernel's pt_check_range() accepts it and it aliases "
+                       f"{va & ((1 << (self.ias - 1)) - 1):#x} (a kernel bug)", "generic_pt:sign-alias")
 
     def _level_name(self, L):
         return 3 - L if self.family == FAM_ARM else L
@@ -269,426 +337,67 @@ class IoPgtable:
     def _warn(self, text, once_key=None):
         self.machine.kwarn(KernelWarning, text, once_key)
 
-    # ---- entry encoding / decoding -------------------------------------------------------
+    # ---- entry encoding / decoding: the format modules' decoders --------------------------
     def _etype(self, e, L):
-        """pt_load_entry_raw() / iopte_leaf() + iopte_table()."""
-        f = self.family
-        if f == FAM_VTDSS:
-            if not e:
-                return EMPTY
-            return OA if L == 0 or (L <= 2 and e & VTDSS_PS) else TABLE
-        if f == FAM_X86:
-            if not e & X86_P:
-                return EMPTY
-            return OA if L == 0 or (L <= 2 and e & X86_PS) else TABLE
-        if not e:
-            return EMPTY
-        t = e & ARM_TYPE_MASK
-        if L == 0:
-            return OA if t == ARM_TYPE_PAGE else INVALID
-        return OA if t == ARM_TYPE_BLOCK else TABLE if t == ARM_TYPE_TABLE else INVALID
+        """pt_load_entry_raw() (generic_pt.py) / iopte_leaf() + iopte_table() (io_pgtable_arm.py)."""
+        if self.family == FAM_ARM:
+            return _arm.arm_etype(e, L)
+        return _gpt.gpt_etype(self.family, e, L)
 
     def _table_pa(self, e):
         if self.family == FAM_ARM:
-            return self._arm_to_paddr(e)
-        return e & GPT_OA_MASK
+            return _arm.arm_to_paddr(self, e)
+        return e & _gpt.GPT_OA_MASK
 
-    def _arm_paddr_to_iopte(self, pa):
-        return (pa | (pa >> 36)) & ARM_ADDR_MASK
+    def _leaf_oa(self, e):
+        return self._table_pa(e)
 
-    def _arm_to_paddr(self, e):
-        p = e & ARM_ADDR_MASK
-        if self.granule < 1 << 16:
-            return p
-        return (p | (p << 36)) & (ARM_ADDR_MASK << 4)
-
-    def _gpt_prot(self, prot):
-        """vtdss_pt_iommu_set_prot() / x86_64_pt_iommu_set_prot(): descriptor bits."""
-        if self.family == FAM_VTDSS:
-            bits = (VTDSS_R if prot & IOMMU_READ else 0) | (VTDSS_W if prot & IOMMU_WRITE else 0)
-            return bits | (VTDSS_SNP if self.force_coherence else 0)
-        return X86_U | X86_A | (X86_RW | X86_D if prot & IOMMU_WRITE else 0)
-
-    def _gpt_leaf(self, oa, L, bits):
-        """vtdss/x86_64_pt_install_leaf_entry()."""
-        e = (oa & GPT_OA_MASK) | bits | (VTDSS_PS if L else 0)
-        return e | X86_P if self.family == FAM_X86 else e
-
-    def _gpt_table(self, pa):
-        """vtdss/x86_64_pt_install_table()."""
-        if self.family == FAM_VTDSS:
-            return VTDSS_R | VTDSS_W | (pa & GPT_OA_MASK)
-        return X86_P | X86_RW | X86_U | X86_A | (pa & GPT_OA_MASK)
-
-    def _arm_prot(self, prot):
-        """arm_lpae_prot_to_pte() for ARM_64_LPAE_S1 (no quirks)."""
-        pte = ARM_NG
-        if not prot & IOMMU_WRITE and prot & IOMMU_READ:
-            pte |= ARM_AP_RDONLY
-        if not prot & IOMMU_PRIV:
-            pte |= ARM_AP_UNPRIV
-        if prot & IOMMU_MMIO:
-            pte |= ARM_ATTR_IDX_DEV << ARM_ATTRINDX_SHIFT
-        elif prot & IOMMU_CACHE:
-            pte |= ARM_ATTR_IDX_CACHE << ARM_ATTRINDX_SHIFT
-        pte |= ARM_SH_IS if prot & IOMMU_CACHE else ARM_SH_OS
-        if prot & IOMMU_NOEXEC:
-            pte |= ARM_XN
-        return pte | ARM_AF
+    def _leaf_size(self, e, L):
+        """Bytes a leaf at level L maps (amdv1: a contiguous leaf encodes a larger size)."""
+        if self.family == FAM_AMDV1:
+            return 1 << _gpt.amdv1_leaf_lg2(e, L)
+        return 1 << self._shift(L)
 
     def _decode_prot(self, e, acc):
         """IOMMU_* permissions a device gets from leaf ``e`` (``acc``: R/W allowed by the tables)."""
-        f = self.family
-        if f == FAM_VTDSS:
-            p = (IOMMU_READ if e & VTDSS_R else 0) | (IOMMU_WRITE if e & VTDSS_W else 0)
-            return (p & acc) | (IOMMU_CACHE if e & VTDSS_SNP else 0)
-        if f == FAM_X86:
-            p = IOMMU_READ | (IOMMU_WRITE if e & X86_RW else 0)
-            return (p & acc) | (IOMMU_NOEXEC if e & X86_XD else 0)
-        p = IOMMU_READ | (0 if e & ARM_AP_RDONLY else IOMMU_WRITE)
-        p |= 0 if e & ARM_AP_UNPRIV else IOMMU_PRIV
-        p |= IOMMU_NOEXEC if e & ARM_XN else 0
-        idx = (e >> ARM_ATTRINDX_SHIFT) & 7
-        p |= IOMMU_CACHE if idx == ARM_ATTR_IDX_CACHE else IOMMU_MMIO if idx == ARM_ATTR_IDX_DEV else 0
-        return p
+        if self.family == FAM_ARM:
+            return _arm.arm_decode_prot(self.arm_s2, e)
+        return _gpt.gpt_decode_prot(self.family, e, acc)
 
     def _table_acc(self, e):
         """R/W a table entry lets through (tables written by the kernel always grant both)."""
-        if self.family == FAM_VTDSS:
-            return (IOMMU_READ if e & VTDSS_R else 0) | (IOMMU_WRITE if e & VTDSS_W else 0)
-        if self.family == FAM_X86:
-            return IOMMU_READ | (IOMMU_WRITE if e & X86_RW else 0)
-        return IOMMU_READ | IOMMU_WRITE
+        if self.family == FAM_ARM:
+            return IOMMU_READ | IOMMU_WRITE
+        return _gpt.gpt_table_acc(self.family, e)
 
-    def _leaf_oa(self, e):
-        return self._arm_to_paddr(e) if self.family == FAM_ARM else e & GPT_OA_MASK
 
-    # ==== generic_pt (drivers/iommu/generic_pt/iommu_pt.h) ================================
-    def _gpt_collect(self, table, L, out):
-        """__collect_tables() with check_mapped: tables of a subtree, or -EADDRINUSE."""
-        for i in range(1 << self._idx_bits(L)):
-            e = self._rd(table, i)
-            t = self._etype(e, L)
-            if t == TABLE:
-                child = self._table_pa(e)
-                out.append(child)
-                r = self._gpt_collect(child, L - 1, out)
-                if r:
-                    return r
-            elif t == OA:
-                return -EADDRINUSE
-        return 0
-
-    def _gpt_clear_contig(self, table, i, L, freelist):
-        """clear_contig(): a leaf may replace only an empty table subtree."""
-        e = self._rd(table, i)
-        t = self._etype(e, L)
-        if t == TABLE:
-            child = self._table_pa(e)
-            found = []
-            r = self._gpt_collect(child, L - 1, found)
-            if r:
-                return r
-            self._wr(table, i, 0)
-            freelist.extend(found)
-            freelist.append(child)
-            return 0
-        if t != EMPTY:
-            return -EADDRINUSE
-        return 0
-
-    def _gpt_map_level(self, L, table, va, last, st):
-        """__map_range() above the leaf level, __map_range_leaf() at it."""
-        isz = 1 << self._shift(L)
-        i = self._index(va, L)
-        end = self._index(last, L) + 1
-        first = i
-        if L == st["leaf_L"]:
-            while True:
-                if self._etype(self._rd(table, i), L) != EMPTY:
-                    r = self._gpt_clear_contig(table, i, L, st["freelist"])
-                    if r:
-                        return r
-                self._wr(table, i, self._gpt_leaf(st["oa"], L, st["attrs"]))
-                self.leaf_writes += 1
-                st["oa"] += isz
-                i += 1
-                if i >= end:
-                    return 0
-        while True:
-            e = self._rd(table, i)
-            t = self._etype(e, L)
-            if t != TABLE:
-                if t != EMPTY:
-                    return -EADDRINUSE
-                child = self._alloc_table(L - 1)              # pt_iommu_new_table()
-                if child == U64_MAX:
-                    return -ENOMEM
-                self._wr(table, i, self._gpt_table(child))
-            else:
-                child = self._table_pa(e)
-            item = va if i == first else self._item_start(va, L, i)
-            r = self._gpt_map_level(L - 1, child, item, min(last, self._item_start(va, L, i) + isz - 1), st)
-            if r:
-                return r
-            i += 1
-            if i >= end:
-                return 0
-
-    def _gpt_map_pages(self, iova, paddr, pgsize, pgcount, prot):
-        """pt_iommu_<fmt>_map_pages(): (0 or -errno, bytes mapped)."""
-        if not prot & (IOMMU_READ | IOMMU_WRITE):
-            self._warn("WARNING: generic_pt map_pages(): WARN_ON(!(prot & (IOMMU_READ | IOMMU_WRITE)))")
-            return -EINVAL, 0
-        if paddr >> self.oas:
-            return -ERANGE, 0
-        length = (pgsize * pgcount) & U64_MAX
-        if length == 0:
-            return -EINVAL, 0
-        last = iova + length - 1
-        if last > U64_MAX:
-            return -EOVERFLOW, 0
-        lg2 = pt_compute_best_pgsize(self.pgsize_bitmap, iova, last, paddr)
-        if not lg2:
-            return -ENXIO, 0
-        if not self._in_range(iova, last):
-            return -ERANGE, 0
-        st = {"oa": paddr, "attrs": self._gpt_prot(prot), "leaf_L": (lg2 - 12) // 9, "freelist": []}
-        ret = self._gpt_map_level(self.top, self.pgtable_root, iova, last, st)
-        # tables replaced by leaves go through the gather; map_pages syncs the IOTLB, then frees
-        for t in st["freelist"]:
-            self._release_table(t)
-        return ret, (st["oa"] - paddr) & U64_MAX
-
-    def _gpt_unmap_level(self, L, table, va, last, st):
-        """__unmap_range(): clears leaves, frees tables the range fully covers, stops at a hole."""
-        isz = 1 << self._shift(L)
-        i = first = self._index(va, L)
-        end = self._index(last, L) + 1
-        e = self._rd(table, i)
-        t = self._etype(e, L)
-        num_oas = 0
-        ret = 0
-        if t == OA and va & (isz - 1):
-            return -EINVAL                                # starts inside a large leaf
-        while True:
-            if t != OA:
-                if t != TABLE:
-                    ret = -EINVAL
-                    break
-                item = va if i == first else self._item_start(va, L, i)
-                item_last = self._item_start(va, L, i) + isz - 1
-                fully = not item & (isz - 1) and last >= item_last
-                child = self._table_pa(e)
-                ret = self._gpt_unmap_level(L - 1, child, item, min(last, item_last), st)
-                if ret:
-                    break
-                if fully:
-                    st["freelist"].append(child)
-                    self._wr(table, i, 0)
-            else:
-                self._wr(table, i, 0)
-                self.leaf_writes += 1
-                num_oas += 1
-            i += 1
-            if i >= end:
-                break
-            e = self._rd(table, i)
-            t = self._etype(e, L)
-        st["unmapped"] += num_oas * isz
-        return ret
-
-    def _gpt_unmap_pages(self, iova, pgsize, pgcount):
-        """pt_iommu_<fmt>_unmap_pages(): bytes unmapped (a large leaf is removed whole)."""
-        length = (pgsize * pgcount) & U64_MAX
-        if length == 0 or iova + length - 1 > U64_MAX or not self._in_range(iova, iova + length - 1):
-            return 0
-        st = {"unmapped": 0, "freelist": []}
-        self._gpt_unmap_level(self.top, self.pgtable_root, iova, iova + length - 1, st)
-        for t in st["freelist"]:
-            self._release_table(t)
-        return st["unmapped"] & U64_MAX
-
-    def _gpt_iova_to_phys(self, iova):
-        """pt_iommu_<fmt>_iova_to_phys(); a range error comes back as the (negative) errno."""
-        if not self._in_range(iova, iova):
-            return -ERANGE & U64_MAX
-        table = self.pgtable_root
-        for L in range(self.top, -1, -1):
-            e = self._rd(table, self._index(iova, L))
-            t = self._etype(e, L)
-            if t == EMPTY:
-                return 0
-            if t == OA:
-                size = 1 << self._shift(L)
-                return ((e & GPT_OA_MASK) & ~(size - 1)) | (iova & (size - 1))
-            table = self._table_pa(e)
-        return 0
-
-    # ==== io-pgtable-arm.c ================================================================
-    def _arm_block_size(self, lvl):
-        return 1 << self._shift(3 - lvl)
-
-    def _arm_max_entries(self, i):
-        per = self.granule >> 3
-        return per - (i & (per - 1))
-
-    def _arm_free_pgtable(self, table, L):
-        """__arm_lpae_free_pgtable(): the subtree below ``table`` and the table itself."""
-        if L > 0:
-            for i in range(1 << self._idx_bits(L)):
-                e = self._rd(table, i)
-                if not e or self._etype(e, L) == OA:
-                    continue
-                child = self._arm_to_paddr(e)
-                if child in self._tables:
-                    self._arm_free_pgtable(child, L - 1)
-        self._release_table(table)
-
-    def _arm_unmap(self, iova, size, pgcount, L, table):
-        """__arm_lpae_unmap()."""
-        if L < 0:
-            self._warn("WARNING: __arm_lpae_unmap(): WARN_ON(lvl == ARM_LPAE_MAX_LEVELS)")
-            return 0
-        i0 = self._index(iova, L)
-        e = self._rd(table, i0)
-        if not e:
-            if not self.no_warn:
-                self._warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova {iova:#x} at level {3 - L}")
-            return -ENOENT & U64_MAX
-        if size == 1 << self._shift(L):
-            num = min(pgcount, self._arm_max_entries(i0))
-            i = 0
-            while i < num:
-                e = self._rd(table, i0 + i)
-                if not e:
-                    if not self.no_warn:
-                        self._warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova "
-                                   f"{iova + i * size:#x} at level {3 - L}")
-                    break
-                if self._etype(e, L) != OA:
-                    self._wr(table, i0 + i, 0)
-                    child = self._arm_to_paddr(e)
-                    if child in self._tables:
-                        self._arm_free_pgtable(child, L - 1)
-                else:
-                    self.leaf_writes += 1
-                i += 1
-            for j in range(i):
-                self._wr(table, i0 + j, 0)
-            return i * size
-        if self._etype(e, L) == OA:
-            self._warn("Unmap of a partial large IOPTE is not allowed", "io-pgtable-arm:partial-unmap")
-            return 0
-        return self._arm_unmap(iova, size, pgcount, L - 1, self._arm_to_paddr(e))
-
-    def _arm_map(self, iova, paddr, size, pgcount, prot, L, table, st):
-        """__arm_lpae_map() + arm_lpae_init_pte()."""
-        i0 = self._index(iova, L)
-        block = 1 << self._shift(L)
-        if size == block:
-            num = min(pgcount, self._arm_max_entries(i0))
-            for i in range(num):
-                e = self._rd(table, i0 + i)
-                if self._etype(e, L) == OA:
-                    if not self.no_warn:
-                        self._warn(f"WARNING: arm_lpae_init_pte(): iova {iova + i * size:#x} is already "
-                                   "mapped (an unmap is required first)")
-                    return -EEXIST
-                if e & ARM_TYPE_MASK == ARM_TYPE_TABLE:
-                    # a block replaces a table: __arm_lpae_unmap() of the table frees it whole
-                    if self._arm_unmap(iova + i * size, size, 1, L, table) != size:
-                        self._warn("WARNING: arm_lpae_init_pte(): WARN_ON(1)")
-                        return -EINVAL
-            typ = ARM_TYPE_PAGE if L == 0 else ARM_TYPE_BLOCK
-            for i in range(num):
-                self._wr(table, i0 + i, prot | typ | self._arm_paddr_to_iopte(paddr + i * size))
-            self.leaf_writes += num
-            st["mapped"] += num * size
-            return 0
-        if L == 0:
-            self._warn("WARNING: __arm_lpae_map(): WARN_ON(lvl >= ARM_LPAE_MAX_LEVELS - 1)")
-            return -EINVAL
-        e = self._rd(table, i0)
-        if not e:
-            child = self._alloc_table(L - 1)
-            if child == U64_MAX:
-                return -ENOMEM
-            self._wr(table, i0, self._arm_paddr_to_iopte(child) | ARM_TYPE_TABLE)
-        elif self._etype(e, L) == OA:
-            if not self.no_warn:
-                self._warn(f"WARNING: __arm_lpae_map(): iova {iova:#x} is inside a mapped block "
-                           "(an unmap is required first)")
-            return -EEXIST
-        else:
-            child = self._arm_to_paddr(e)
-        return self._arm_map(iova, paddr, size, pgcount, prot, L - 1, child, st)
-
-    def _arm_map_pages(self, iova, paddr, pgsize, pgcount, prot):
-        """arm_lpae_map_pages(): (0 or -errno, bytes mapped)."""
-        if not pgsize or pgsize & self.pgsize_bitmap != pgsize:
-            self._warn(f"WARNING: arm_lpae_map_pages(): pgsize {pgsize:#x} not in the pgsize_bitmap")
-            return -EINVAL, 0
-        iaext = iova >> self.ias
-        if iaext or paddr >> self.oas:
-            self._warn(f"WARNING: arm_lpae_map_pages(): iova {iova:#x} / paddr {paddr:#x} out of range")
-            return -ERANGE, 0
-        if not prot & (IOMMU_READ | IOMMU_WRITE):
-            return -EINVAL, 0
-        st = {"mapped": 0}
-        ret = self._arm_map(iova, paddr, pgsize, pgcount, self._arm_prot(prot), self.top,
-                            self.pgtable_root, st)
-        return ret, st["mapped"]
-
-    def _arm_unmap_pages(self, iova, pgsize, pgcount):
-        """arm_lpae_unmap_pages(): bytes unmapped; 0 on refusal; (size_t)-ENOENT on a hole."""
-        if not pgsize or pgsize & self.pgsize_bitmap != pgsize or not pgcount:
-            self._warn(f"WARNING: arm_lpae_unmap_pages(): bad pgsize {pgsize:#x} / pgcount {pgcount}")
-            return 0
-        if iova >> self.ias:
-            self._warn(f"WARNING: arm_lpae_unmap_pages(): iova {iova:#x} beyond the input size")
-            return 0
-        return self._arm_unmap(iova, pgsize, pgcount, self.top, self.pgtable_root)
-
-    def _arm_iova_to_phys(self, iova):
-        """arm_lpae_iova_to_phys(): index bits only (high IOVA bits are not checked)."""
-        table = self.pgtable_root
-        for L in range(self.top, -1, -1):
-            e = self._rd(table, self._index(iova, L))
-            t = self._etype(e, L)
-            if t == OA:
-                return self._arm_to_paddr(e) | (iova & ((1 << self._shift(L)) - 1))
-            if t != TABLE:
-                return 0
-            table = self._arm_to_paddr(e)
-        return 0
 
     # ==== io_pgtable_ops ==================================================================
     def map_pages(self, iova, paddr, pgsize, pgcount, prot):
         """io_pgtable_ops->map_pages: (0 or -errno, bytes mapped)."""
         self._check_live()
         if self.family == FAM_ARM:
-            return self._arm_map_pages(iova, paddr, pgsize, pgcount, prot)
-        return self._gpt_map_pages(iova, paddr, pgsize, pgcount, prot)
+            return _arm.arm_map_pages(self, iova, paddr, pgsize, pgcount, prot)
+        return _gpt.gpt_map_pages(self, iova, paddr, pgsize, pgcount, prot)
 
     def unmap_pages(self, iova, pgsize, pgcount):
         """io_pgtable_ops->unmap_pages: bytes unmapped."""
         self._check_live()
         if self.family == FAM_ARM:
-            return self._arm_unmap_pages(iova, pgsize, pgcount)
-        return self._gpt_unmap_pages(iova, pgsize, pgcount)
+            return _arm.arm_unmap_pages(self, iova, pgsize, pgcount)
+        return _gpt.gpt_unmap_pages(self, iova, pgsize, pgcount)
 
     def c_iova_to_phys(self, iova):
         """io_pgtable_ops->iova_to_phys: 0 when unmapped."""
         if self.pgtable_root == 0:
             return 0
         if self.family == FAM_ARM:
-            return self._arm_iova_to_phys(iova)
-        return self._gpt_iova_to_phys(iova)
+            return _arm.arm_iova_to_phys(self, iova)
+        return _gpt.gpt_iova_to_phys(self, iova)
 
     def lookup(self, iova):
         """The hardware walk: (phys, IOMMU_* prot, leaf size) or None (translation fault)."""
-        if self.pgtable_root == 0 or not self._in_range(iova, iova):
+        if self.pgtable_root == 0 or not self._canonical(iova, iova):
             return None
         table = self.pgtable_root
         acc = IOMMU_READ | IOMMU_WRITE
@@ -697,7 +406,7 @@ class IoPgtable:
             self.walk_reads += 1
             t = self._etype(e, L)
             if t == OA:
-                size = 1 << self._shift(L)
+                size = self._leaf_size(e, L)
                 return (self._leaf_oa(e) & ~(size - 1)) | (iova & (size - 1)), self._decode_prot(e, acc), size
             if t != TABLE:
                 return None
@@ -761,7 +470,11 @@ class IoPgtable:
 
     def iova_to_phys(self, iova):
         """io_pgtable_ops->iova_to_phys: the physical address, 0 when unmapped."""
-        return self.c_iova_to_phys(u64(iova, "iova"))
+        iova = u64(iova, "iova")
+        if self.pgtable_root:
+            self._warn_alias(iova)
+            self.machine.flush_warnings()
+        return self.c_iova_to_phys(iova)
 
     def iommu_pgsize(self, iova, paddr, size):
         """iommu_pgsize() with this table's bitmap: (pgsize, count)."""
@@ -785,7 +498,7 @@ class IoPgtable:
         if self.pgtable_root == 0:
             out["fault"] = "freed"
             return out
-        if not self._in_range(iova, iova):
+        if not self._canonical(iova, iova):
             out["fault"] = "address size"
             return out
         table = self.pgtable_root
@@ -798,7 +511,7 @@ class IoPgtable:
                                   "pte_addr": table + 8 * i, "pte": e,
                                   "type": ("empty", "table", "leaf", "invalid")[t]})
             if t == OA:
-                size = 1 << self._shift(L)
+                size = self._leaf_size(e, L)
                 out["phys"] = (self._leaf_oa(e) & ~(size - 1)) | (iova & (size - 1))
                 out["leaf_size"] = size
                 out["prot"] = self._decode_prot(e, acc)
@@ -813,12 +526,15 @@ class IoPgtable:
 
     def _leaves(self, table, L, base, acc, out):
         data = self.mem.read(table, 8 << self._idx_bits(L))
-        for i in range(1 << self._idx_bits(L)):
+        i, n = 0, 1 << self._idx_bits(L)
+        while i < n:
             e = int.from_bytes(data[8 * i:8 * i + 8], "little")
             t = self._etype(e, L)
             va = base | (i << self._shift(L))
+            step = 1
             if t == OA:
-                size = 1 << self._shift(L)
+                size = self._leaf_size(e, L)
+                step = max(1, size >> self._shift(L))            # a contiguous leaf: reported once
                 if self.sign_extend and va >> (self.ias - 1) & 1:
                     va |= U64_MAX & ~((1 << self.ias) - 1)
                 out[va] = ((self._leaf_oa(e) & ~(size - 1)), size, self._decode_prot(e, acc))
@@ -826,6 +542,7 @@ class IoPgtable:
                 child = self._table_pa(e)
                 if child in self._tables:
                     self._leaves(child, L - 1, va, acc & self._table_acc(e), out)
+            i += step
 
     def get_state(self):
         """Snapshot: {leaf iova: (phys, size, prot)}, tables, pending frees and counters."""
@@ -900,3 +617,10 @@ def pgtable_unmap(pt: IoPgtable, iova: int, size: int) -> int:
         iova = (iova + n) & U64_MAX
         unmapped = (unmapped + n) & U64_MAX
     return unmapped
+
+
+# the formats' code (they import this module's constants, so they come last)
+from . import generic_pt as _gpt  # noqa: E402
+from . import io_pgtable_arm as _arm  # noqa: E402
+
+IOPGTABLE_FORMATS = {name: _describe(name) for name in _FMT}

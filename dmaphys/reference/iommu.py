@@ -75,7 +75,7 @@ class IommuDomain:
             self.aperture_end = self.pgtable.aperture_end
             self.translates = True
             bm, self.leaf_shifts = self.pgsize_bitmap, []
-            while bm and len(self.leaf_shifts) < 8:
+            while bm and len(self.leaf_shifts) < 64:
                 self.leaf_shifts.append(_ffs(bm))
                 bm &= bm - 1
         else:
@@ -486,7 +486,7 @@ def _translate_one(dev, d, tlb, pt, sid: int, a: int, need: int):
     else:
         w = pt.lookup(a)
         if w is None:
-            return ("not-present" if pt._in_range(a, a) else "address-size"), 0, 0, 0
+            return ("not-present" if pt._canonical(a, a) else "address-size"), 0, 0, 0
         phys, prot, leaf = w
         shift = _ffs(leaf)
         if tlb is not None:
@@ -643,6 +643,9 @@ def iommu_iova_to_phys(domain, iova) -> int:
     a = u64(iova, "iova")
     if d.freed:
         raise ValueError(f"IOMMU domain {d.id} was freed")
+    if d.pgtable is not None and d.type_value != _PT:
+        d.pgtable._warn_alias(a)                          # a non-canonical x86-64 IOVA the kernel aliases
+        d.pgtable.machine.flush_warnings()
     return _iova_to_phys(d, a)
 
 

@@ -467,11 +467,9 @@ class IovaDomain:
         self._check_alive()
         if s == 0:
             raise ValueError("alloc_iova: size must be at least 1 granule")
-        if lim < self.start_pfn:
-            raise ValueError(f"alloc_iova: limit_pfn {lim:#x} is below start_pfn {self.start_pfn:#x}")
-        if lim == U64_MAX:
-            raise ValueError("alloc_iova: limit_pfn + 1 overflows")
-        pfn = self._alloc_and_insert_iova_range(s, lim + 1, bool(size_aligned))
+        # a limit below start_pfn (or all ones: limit_pfn + 1 wraps to 0) fails the search and
+        # sets max32_alloc_size, as in the kernel
+        pfn = self._alloc_and_insert_iova_range(s, (lim + 1) & U64_MAX, bool(size_aligned))
         self._flush()
         return 0 if pfn is None else pfn
 

@@ -262,8 +262,11 @@ def swiotlb_init(machine, size: int, nareas: int, force: bool) -> IoTlbMem:
         machine.kwarn(KernelWarning, f"software IO TLB: swiotlb_memblock_alloc: Failed to allocate "
                                      f"{nbytes} bytes tlb structure")
         if nslabs <= IO_TLB_MIN_SLABS:
-            raise MemoryError(f"swiotlb: no {default_nslabs << IO_TLB_SHIFT}-byte bounce pool (nor one down "
-                              f"to {IO_TLB_MIN_SLABS << IO_TLB_SHIFT} bytes) fits in free RAM below 4 GiB")
+            # swiotlb_init_remap() returns: io_tlb_default_mem stays empty and the machine boots
+            mem = IoTlbMem()
+            mem.machine = machine
+            mem.force_bounce = bool(force)
+            return mem
         nslabs = ((nslabs >> 1) + IO_TLB_SEGSIZE - 1) & ~(IO_TLB_SEGSIZE - 1)
         n = limit_nareas(n, nslabs)
     if default_nslabs != nslabs:
@@ -308,7 +311,7 @@ def c_swiotlb_max_mapping_size(dev) -> int:
     min_align_mask = _to_int32(dma_get_min_align_mask(dev))       # the kernel's int local
     min_align = 0
     if min_align_mask:
-        q = min_align_mask + IO_TLB_SIZE - 1
+        q = _to_int32(min_align_mask + IO_TLB_SIZE - 1)             # the int sum wraps first
         q = abs(q) // IO_TLB_SIZE * (1 if q >= 0 else -1)          # C division truncates
         min_align = _to_int32(q * IO_TLB_SIZE)
     return (IO_TLB_SIZE * IO_TLB_SEGSIZE - min_align) & U64_MAX

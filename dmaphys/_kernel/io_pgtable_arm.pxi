@@ -1,0 +1,247 @@
+# drivers/iommu/io-pgtable-arm.c: ARM_64_LPAE_S1 and ARM_64_LPAE_S2 (stage 2: HAP/MEMATTR
+# attributes, concatenated start tables) with 4K/16K/64K granules (v6.18 plus the
+# December 2025 unmap fix) on an IoPgtable (io_pgtable.pxi): PTE encoding, __arm_lpae_map,
+# __arm_lpae_unmap, arm_lpae_map_pages / unmap_pages.
+#
+# Declarations (format bits) live in the C face, io_pgtable_arm.pxd.
+
+
+# ---- entry encoding / decoding -----------------------------------------------------------------
+cdef inline int arm_etype(u64 e, int L) noexcept nogil:
+    """iopte_leaf() + iopte_table(): TYPE_PAGE at the last level, TYPE_BLOCK / TYPE_TABLE above."""
+    cdef u64 t
+    if e == 0:
+        return PT_EMPTY
+    t = e & ARM_TYPE_MASK
+    if L == 0:
+        return PT_OA if t == ARM_TYPE_PAGE else PT_INVALID
+    if t == ARM_TYPE_BLOCK:
+        return PT_OA
+    return PT_TABLE if t == ARM_TYPE_TABLE else PT_INVALID
+
+
+cdef inline bint arm_lpae_concat_mandatory(int pg_shift, int start_level, int oas) noexcept nogil:
+    """arm_lpae_concat_mandatory() (Arm DDI0487 R_DXBSH, R_SRKBC): 16K starting at level 0, or at
+    level 1 with a 40-bit PA; 4K starting at level 0 with a 40- or 42-bit PA."""
+    if pg_shift == 14 and (start_level == 0 or (start_level == 1 and oas == 40)):
+        return True
+    return pg_shift == 12 and start_level == 0 and (oas == 40 or oas == 42)
+
+
+cdef inline int arm_decode_prot(bint s2, u64 e) noexcept nogil:
+    """IOMMU_* permissions a leaf grants: stage 1 AP, XN, AttrIndx; stage 2 HAP, XN, MemAttr."""
+    cdef int p = IOMMU_READ, idx
+    if s2:
+        p = (IOMMU_READ if e & ARM_HAP_READ else 0) | (IOMMU_WRITE if e & ARM_HAP_WRITE else 0)
+        if e & ARM_XN:
+            p |= IOMMU_NOEXEC
+        if (e & (0xF << 2)) == ARM_MEMATTR_OIWB:
+            p |= IOMMU_CACHE
+        elif (e & (0xF << 2)) == ARM_MEMATTR_DEV:
+            p |= IOMMU_MMIO
+        return p
+    if not (e & ARM_AP_RDONLY):
+        p |= IOMMU_WRITE
+    if not (e & ARM_AP_UNPRIV):
+        p |= IOMMU_PRIV
+    if e & ARM_XN:
+        p |= IOMMU_NOEXEC
+    idx = (e >> ARM_ATTRINDX_SHIFT) & 7
+    if idx == ARM_ATTR_IDX_CACHE:
+        p |= IOMMU_CACHE
+    elif idx == ARM_ATTR_IDX_DEV:
+        p |= IOMMU_MMIO
+    return p
+
+
+# ---- io-pgtable-arm.c ------------------------------------------------------------------------------
+cdef inline u64 arm_to_paddr(u64 granule, u64 e) noexcept nogil:
+    """iopte_to_paddr(): 64K granule packs PA bits 51:48 into PTE bits 15:12."""
+    cdef u64 p = e & ARM_ADDR_MASK
+    if granule < 65536:
+        return p
+    return (p | (p << 36)) & (ARM_ADDR_MASK << 4)
+
+
+cdef inline u64 arm_prot(bint s2, int prot) noexcept nogil:
+    """arm_lpae_prot_to_pte() for ARM_64_LPAE_S1 / ARM_64_LPAE_S2 without quirks."""
+    cdef u64 pte = ARM_NG
+    if s2:
+        pte = 0                              # ARM_LPAE_PTE_HAP_FAULT
+        if prot & IOMMU_READ:
+            pte |= ARM_HAP_READ
+        if prot & IOMMU_WRITE:
+            pte |= ARM_HAP_WRITE
+        if prot & IOMMU_MMIO:
+            pte |= ARM_MEMATTR_DEV
+        elif prot & IOMMU_CACHE:
+            pte |= ARM_MEMATTR_OIWB
+        else:
+            pte |= ARM_MEMATTR_NC
+        pte |= ARM_SH_IS if (prot & IOMMU_CACHE) else ARM_SH_OS
+        if prot & IOMMU_NOEXEC:
+            pte |= ARM_XN
+        return pte | ARM_AF
+    if not (prot & IOMMU_WRITE) and (prot & IOMMU_READ):
+        pte |= ARM_AP_RDONLY
+    if not (prot & IOMMU_PRIV):
+        pte |= ARM_AP_UNPRIV
+    if prot & IOMMU_MMIO:
+        pte |= ARM_ATTR_IDX_DEV << ARM_ATTRINDX_SHIFT
+    elif prot & IOMMU_CACHE:
+        pte |= ARM_ATTR_IDX_CACHE << ARM_ATTRINDX_SHIFT
+    pte |= ARM_SH_IS if (prot & IOMMU_CACHE) else ARM_SH_OS
+    if prot & IOMMU_NOEXEC:
+        pte |= ARM_XN
+    return pte | ARM_AF
+
+
+cdef inline u64 arm_paddr_to_iopte(u64 pa) noexcept nogil:
+    return (pa | (pa >> 36)) & ARM_ADDR_MASK
+
+
+cdef inline u64 arm_max_entries(u64 granule, u64 i) noexcept nogil:
+    cdef u64 per = granule >> 3
+    return per - (i & (per - 1))
+
+
+cdef int arm_free_pgtable(IoPgtable pt, u64 table, int L) except -1:
+    """__arm_lpae_free_pgtable(): the subtree below table, then table."""
+    cdef u64 i, e, child
+    if L > 0:
+        for i in range((<u64>1) << pt.idx_bits(L)):
+            e = _pt_rd(pt.l1, table + 8 * i)
+            if e == 0 or pt.etype(e, L) == PT_OA:
+                continue
+            child = arm_to_paddr(pt.granule, e)
+            if pt.owns(child):
+                arm_free_pgtable(pt, child, L - 1)
+    pt.release_table(table)
+    return 0
+
+
+cdef u64 arm_unmap(IoPgtable pt, u64 iova, u64 size, u64 pgcount, int L, u64 table) except? 0xFFFFFFFFFFFFFFFF:
+    """__arm_lpae_unmap()."""
+    cdef u64 i0, e, num, i, j, child
+    cdef int num_entries
+    if L < 0:
+        pt.warn("WARNING: __arm_lpae_unmap(): WARN_ON(lvl == ARM_LPAE_MAX_LEVELS)")
+        return 0
+    i0 = pt.index(iova, L)
+    e = _pt_rd(pt.l1, table + 8 * i0)
+    if e == 0:
+        if not pt.no_warn:
+            pt.warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova {iova:#x} at level {3 - L}")
+        # v6.18 returned -ENOENT from this size_t function and __iommu_unmap() went on with
+        # it; the December 2025 fix (sent to stable, so in 6.18.y) returns 0
+        return 0
+    if size == (<u64>1) << pt.shift(L):
+        num_entries = <int>pgcount             # min_t(int, pgcount, max_entries)
+        if num_entries > <int>arm_max_entries(pt.granule, i0):
+            num_entries = <int>arm_max_entries(pt.granule, i0)
+        num = <u64>num_entries if num_entries > 0 else 0
+        i = 0
+        while i < num:
+            e = _pt_rd(pt.l1, table + 8 * (i0 + i))
+            if e == 0:
+                if not pt.no_warn:
+                    pt.warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova "
+                              f"{iova + i * size:#x} at level {3 - L}")
+                break
+            if pt.etype(e, L) != PT_OA:
+                _pt_wr(pt.mem, table + 8 * (i0 + i), 0)
+                child = arm_to_paddr(pt.granule, e)
+                if pt.owns(child):
+                    arm_free_pgtable(pt, child, L - 1)
+            else:
+                pt.leaf_writes += 1
+            i += 1
+        for j in range(i):
+            _pt_wr(pt.mem, table + 8 * (i0 + j), 0)
+        return i * size
+    if pt.etype(e, L) == PT_OA:
+        pt.warn("Unmap of a partial large IOPTE is not allowed", "io-pgtable-arm:partial-unmap")
+        return 0
+    return arm_unmap(pt, iova, size, pgcount, L - 1, arm_to_paddr(pt.granule, e))
+
+
+cdef int arm_map(IoPgtable pt, u64 iova, u64 paddr, u64 size, u64 pgcount, u64 prot, int L,
+                 u64 table) except? -9999:
+    """__arm_lpae_map() + arm_lpae_init_pte()."""
+    cdef u64 i0 = pt.index(iova, L), num, i, e, child, typ
+    cdef int num_entries
+    if size == (<u64>1) << pt.shift(L):
+        # num_entries = min_t(int, pgcount, max_entries): pgcount is truncated to int first
+        # (a pgcount of 2^32 + 1 maps one entry; 2^31..2^32-1 are negative and map none,
+        # and *mapped then grows by the sign-extended product, as the kernel's does)
+        num_entries = <int>pgcount
+        if num_entries > <int>arm_max_entries(pt.granule, i0):
+            num_entries = <int>arm_max_entries(pt.granule, i0)
+        if num_entries <= 0:
+            pt.st_mapped += <u64>(<long long>num_entries) * size
+            return 0
+        num = <u64>num_entries
+        for i in range(num):
+            e = _pt_rd(pt.l1, table + 8 * (i0 + i))
+            if pt.etype(e, L) == PT_OA:
+                if not pt.no_warn:
+                    pt.warn(f"WARNING: arm_lpae_init_pte(): iova {iova + i * size:#x} is already "
+                              "mapped (an unmap is required first)")
+                return -EEXIST
+            if (e & ARM_TYPE_MASK) == ARM_TYPE_TABLE:
+                # a block replaces a table: __arm_lpae_unmap() of the table frees it whole
+                if arm_unmap(pt, iova + i * size, size, 1, L, table) != size:
+                    pt.warn("WARNING: arm_lpae_init_pte(): WARN_ON(1)")
+                    return -EINVAL
+        typ = ARM_TYPE_PAGE if L == 0 else ARM_TYPE_BLOCK
+        for i in range(num):
+            _pt_wr(pt.mem, table + 8 * (i0 + i), prot | typ | arm_paddr_to_iopte(paddr + i * size))
+        pt.leaf_writes += num
+        pt.st_mapped += num * size
+        return 0
+    if L == 0:
+        pt.warn("WARNING: __arm_lpae_map(): WARN_ON(lvl >= ARM_LPAE_MAX_LEVELS - 1)")
+        return -EINVAL
+    e = _pt_rd(pt.l1, table + 8 * i0)
+    if e == 0:
+        child = pt.alloc_table(L - 1)
+        if child == U64_MAX:
+            return -ENOMEM
+        _pt_wr(pt.mem, table + 8 * i0, arm_paddr_to_iopte(child) | ARM_TYPE_TABLE)
+    elif pt.etype(e, L) == PT_OA:
+        if not pt.no_warn:
+            pt.warn(f"WARNING: __arm_lpae_map(): iova {iova:#x} is inside a mapped block "
+                      "(an unmap is required first)")
+        return -EEXIST
+    else:
+        child = arm_to_paddr(pt.granule, e)
+    return arm_map(pt, iova, paddr, size, pgcount, prot, L - 1, child)
+
+
+cdef int arm_map_pages(IoPgtable pt, u64 iova, u64 paddr, u64 pgsize, u64 pgcount, int prot,
+                       u64 *mapped) except? -9999:
+    """arm_lpae_map_pages()."""
+    cdef int ret
+    if pgsize == 0 or (pgsize & pt.pgsize_bitmap) != pgsize:
+        pt.warn(f"WARNING: arm_lpae_map_pages(): pgsize {pgsize:#x} not in the pgsize_bitmap")
+        return -EINVAL
+    if (iova >> pt.ias) or (paddr >> pt.oas):
+        pt.warn(f"WARNING: arm_lpae_map_pages(): iova {iova:#x} / paddr {paddr:#x} out of range")
+        return -ERANGE
+    if not (prot & (IOMMU_READ | IOMMU_WRITE)):
+        return -EINVAL
+    pt.st_mapped = 0
+    ret = arm_map(pt, iova, paddr, pgsize, pgcount, arm_prot(pt.arm_s2, prot), pt.top, pt.pgtable_root)
+    mapped[0] += pt.st_mapped
+    return ret
+
+
+cdef u64 arm_unmap_pages(IoPgtable pt, u64 iova, u64 pgsize, u64 pgcount) except? 0xFFFFFFFFFFFFFFFF:
+    """arm_lpae_unmap_pages(): bytes; 0 on refusal or at a hole (after a WARN)."""
+    if pgsize == 0 or (pgsize & pt.pgsize_bitmap) != pgsize or pgcount == 0:
+        pt.warn(f"WARNING: arm_lpae_unmap_pages(): bad pgsize {pgsize:#x} / pgcount {pgcount}")
+        return 0
+    if iova >> pt.ias:
+        pt.warn(f"WARNING: arm_lpae_unmap_pages(): iova {iova:#x} beyond the input size")
+        return 0
+    return arm_unmap(pt, iova, pgsize, pgcount, pt.top, pt.pgtable_root)

@@ -1,0 +1,250 @@
+"""Reference model of drivers/iommu/io-pgtable-arm.c (ARM_64_LPAE_S1; v6.18 plus the December
+2025 unmap fix) on a reference IoPgtable (io_pgtable.py). Mirrors dmaphys/_kernel/io_pgtable_arm.pxi.
+"""
+
+from ._util import U64_MAX
+from .io_pgtable import (
+    EEXIST,
+    EINVAL,
+    EMPTY,
+    ENOMEM,
+    ERANGE,
+    INVALID,
+    IOMMU_CACHE,
+    IOMMU_MMIO,
+    IOMMU_NOEXEC,
+    IOMMU_PRIV,
+    IOMMU_READ,
+    IOMMU_WRITE,
+    OA,
+    TABLE,
+    _int32,
+)
+
+__all__: list[str] = []
+
+ARM_TYPE_MASK, ARM_TYPE_BLOCK, ARM_TYPE_TABLE, ARM_TYPE_PAGE = 3, 1, 3, 3
+ARM_ADDR_MASK = ((1 << 48) - 1) & ~0xFFF              # GENMASK_ULL(47, 12)
+ARM_AP_UNPRIV, ARM_AP_RDONLY = 1 << 6, 1 << 7
+ARM_ATTRINDX_SHIFT = 2
+ARM_ATTR_IDX_CACHE, ARM_ATTR_IDX_DEV = 1, 2
+ARM_SH_OS, ARM_SH_IS = 2 << 8, 3 << 8
+ARM_AF, ARM_NG = 1 << 10, 1 << 11
+# stage 2
+ARM_HAP_READ, ARM_HAP_WRITE = 1 << 6, 2 << 6
+ARM_MEMATTR_OIWB, ARM_MEMATTR_NC, ARM_MEMATTR_DEV = 0xF << 2, 0x5 << 2, 0x1 << 2
+ARM_LPAE_S2_MAX_CONCAT_PAGES = 16
+
+
+def arm_lpae_concat_mandatory(pg_shift, start_level, oas):
+    """Arm DDI0487 R_DXBSH / R_SRKBC: when a stage-2 table must start one level lower, concatenated."""
+    if pg_shift == 14 and (start_level == 0 or (start_level == 1 and oas == 40)):
+        return True
+    return pg_shift == 12 and start_level == 0 and oas in (40, 42)
+ARM_XN = 3 << 53
+
+
+def arm_etype(e, L):
+    """iopte_leaf() + iopte_table()."""
+    if not e:
+        return EMPTY
+    t = e & ARM_TYPE_MASK
+    if L == 0:
+        return OA if t == ARM_TYPE_PAGE else INVALID
+    return OA if t == ARM_TYPE_BLOCK else TABLE if t == ARM_TYPE_TABLE else INVALID
+
+
+def arm_decode_prot(s2, e):
+    if s2:
+        p = (IOMMU_READ if e & ARM_HAP_READ else 0) | (IOMMU_WRITE if e & ARM_HAP_WRITE else 0)
+        p |= IOMMU_NOEXEC if e & ARM_XN else 0
+        attr = e & (0xF << 2)
+        return p | (IOMMU_CACHE if attr == ARM_MEMATTR_OIWB else IOMMU_MMIO if attr == ARM_MEMATTR_DEV else 0)
+    p = IOMMU_READ | (0 if e & ARM_AP_RDONLY else IOMMU_WRITE)
+    p |= 0 if e & ARM_AP_UNPRIV else IOMMU_PRIV
+    p |= IOMMU_NOEXEC if e & ARM_XN else 0
+    idx = (e >> ARM_ATTRINDX_SHIFT) & 7
+    p |= IOMMU_CACHE if idx == ARM_ATTR_IDX_CACHE else IOMMU_MMIO if idx == ARM_ATTR_IDX_DEV else 0
+    return p
+
+
+def arm_paddr_to_iopte(pt, pa):
+    return (pa | (pa >> 36)) & ARM_ADDR_MASK
+
+
+def arm_to_paddr(pt, e):
+    p = e & ARM_ADDR_MASK
+    if pt.granule < 1 << 16:
+        return p
+    return (p | (p << 36)) & (ARM_ADDR_MASK << 4)
+
+
+def arm_prot(pt, prot):
+    """arm_lpae_prot_to_pte() for ARM_64_LPAE_S1 (no quirks)."""
+    if pt.arm_s2:                                     # stage 2: HAP and MemAttr
+        pte = (ARM_HAP_READ if prot & IOMMU_READ else 0) | (ARM_HAP_WRITE if prot & IOMMU_WRITE else 0)
+        if prot & IOMMU_MMIO:
+            pte |= ARM_MEMATTR_DEV
+        else:
+            pte |= ARM_MEMATTR_OIWB if prot & IOMMU_CACHE else ARM_MEMATTR_NC
+        pte |= ARM_SH_IS if prot & IOMMU_CACHE else ARM_SH_OS
+        return pte | (ARM_XN if prot & IOMMU_NOEXEC else 0) | ARM_AF
+    pte = ARM_NG
+    if not prot & IOMMU_WRITE and prot & IOMMU_READ:
+        pte |= ARM_AP_RDONLY
+    if not prot & IOMMU_PRIV:
+        pte |= ARM_AP_UNPRIV
+    if prot & IOMMU_MMIO:
+        pte |= ARM_ATTR_IDX_DEV << ARM_ATTRINDX_SHIFT
+    elif prot & IOMMU_CACHE:
+        pte |= ARM_ATTR_IDX_CACHE << ARM_ATTRINDX_SHIFT
+    pte |= ARM_SH_IS if prot & IOMMU_CACHE else ARM_SH_OS
+    if prot & IOMMU_NOEXEC:
+        pte |= ARM_XN
+    return pte | ARM_AF
+
+
+def arm_max_entries(pt, i):
+    per = pt.granule >> 3
+    return per - (i & (per - 1))
+
+
+def arm_free_pgtable(pt, table, L):
+    """__arm_lpae_free_pgtable(): the subtree below ``table`` and the table itself."""
+    if L > 0:
+        for i in range(1 << pt._idx_bits(L)):
+            e = pt._rd(table, i)
+            if not e or pt._etype(e, L) == OA:
+                continue
+            child = arm_to_paddr(pt, e)
+            if child in pt._tables:
+                arm_free_pgtable(pt, child, L - 1)
+    pt._release_table(table)
+
+
+def arm_unmap(pt, iova, size, pgcount, L, table):
+    """__arm_lpae_unmap()."""
+    if L < 0:
+        pt._warn("WARNING: __arm_lpae_unmap(): WARN_ON(lvl == ARM_LPAE_MAX_LEVELS)")
+        return 0
+    i0 = pt._index(iova, L)
+    e = pt._rd(table, i0)
+    if not e:
+        if not pt.no_warn:
+            pt._warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova {iova:#x} at level {3 - L}")
+        return 0                                      # the Dec 2025 fix (6.18.y); was -ENOENT
+    if size == 1 << pt._shift(L):
+        num = max(0, min(_int32(pgcount), arm_max_entries(pt, i0)))   # min_t(int, ...)
+        i = 0
+        while i < num:
+            e = pt._rd(table, i0 + i)
+            if not e:
+                if not pt.no_warn:
+                    pt._warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova "
+                               f"{iova + i * size:#x} at level {3 - L}")
+                break
+            if pt._etype(e, L) != OA:
+                pt._wr(table, i0 + i, 0)
+                child = arm_to_paddr(pt, e)
+                if child in pt._tables:
+                    arm_free_pgtable(pt, child, L - 1)
+            else:
+                pt.leaf_writes += 1
+            i += 1
+        for j in range(i):
+            pt._wr(table, i0 + j, 0)
+        return i * size
+    if pt._etype(e, L) == OA:
+        pt._warn("Unmap of a partial large IOPTE is not allowed", "io-pgtable-arm:partial-unmap")
+        return 0
+    return arm_unmap(pt, iova, size, pgcount, L - 1, arm_to_paddr(pt, e))
+
+
+def arm_map(pt, iova, paddr, size, pgcount, prot, L, table, st):
+    """__arm_lpae_map() + arm_lpae_init_pte()."""
+    i0 = pt._index(iova, L)
+    block = 1 << pt._shift(L)
+    if size == block:
+        # num_entries = min_t(int, pgcount, max_entries): pgcount truncated to int first;
+        # <= 0 maps nothing and *mapped grows by the sign-extended product
+        num = min(_int32(pgcount), arm_max_entries(pt, i0))
+        if num <= 0:
+            st["mapped"] = (st["mapped"] + num * size) & U64_MAX
+            return 0
+        for i in range(num):
+            e = pt._rd(table, i0 + i)
+            if pt._etype(e, L) == OA:
+                if not pt.no_warn:
+                    pt._warn(f"WARNING: arm_lpae_init_pte(): iova {iova + i * size:#x} is already "
+                               "mapped (an unmap is required first)")
+                return -EEXIST
+            if e & ARM_TYPE_MASK == ARM_TYPE_TABLE:
+                # a block replaces a table: __arm_lpae_unmap() of the table frees it whole
+                if arm_unmap(pt, iova + i * size, size, 1, L, table) != size:
+                    pt._warn("WARNING: arm_lpae_init_pte(): WARN_ON(1)")
+                    return -EINVAL
+        typ = ARM_TYPE_PAGE if L == 0 else ARM_TYPE_BLOCK
+        for i in range(num):
+            pt._wr(table, i0 + i, prot | typ | arm_paddr_to_iopte(pt, paddr + i * size))
+        pt.leaf_writes += num
+        st["mapped"] += num * size
+        return 0
+    if L == 0:
+        pt._warn("WARNING: __arm_lpae_map(): WARN_ON(lvl >= ARM_LPAE_MAX_LEVELS - 1)")
+        return -EINVAL
+    e = pt._rd(table, i0)
+    if not e:
+        child = pt._alloc_table(L - 1)
+        if child == U64_MAX:
+            return -ENOMEM
+        pt._wr(table, i0, arm_paddr_to_iopte(pt, child) | ARM_TYPE_TABLE)
+    elif pt._etype(e, L) == OA:
+        if not pt.no_warn:
+            pt._warn(f"WARNING: __arm_lpae_map(): iova {iova:#x} is inside a mapped block "
+                       "(an unmap is required first)")
+        return -EEXIST
+    else:
+        child = arm_to_paddr(pt, e)
+    return arm_map(pt, iova, paddr, size, pgcount, prot, L - 1, child, st)
+
+
+def arm_map_pages(pt, iova, paddr, pgsize, pgcount, prot):
+    """arm_lpae_map_pages(): (0 or -errno, bytes mapped)."""
+    if not pgsize or pgsize & pt.pgsize_bitmap != pgsize:
+        pt._warn(f"WARNING: arm_lpae_map_pages(): pgsize {pgsize:#x} not in the pgsize_bitmap")
+        return -EINVAL, 0
+    iaext = iova >> pt.ias
+    if iaext or paddr >> pt.oas:
+        pt._warn(f"WARNING: arm_lpae_map_pages(): iova {iova:#x} / paddr {paddr:#x} out of range")
+        return -ERANGE, 0
+    if not prot & (IOMMU_READ | IOMMU_WRITE):
+        return -EINVAL, 0
+    st = {"mapped": 0}
+    ret = arm_map(pt, iova, paddr, pgsize, pgcount, arm_prot(pt, prot), pt.top,
+                        pt.pgtable_root, st)
+    return ret, st["mapped"]
+
+
+def arm_unmap_pages(pt, iova, pgsize, pgcount):
+    """arm_lpae_unmap_pages(): bytes unmapped; 0 on refusal or at a hole (after a WARN)."""
+    if not pgsize or pgsize & pt.pgsize_bitmap != pgsize or not pgcount:
+        pt._warn(f"WARNING: arm_lpae_unmap_pages(): bad pgsize {pgsize:#x} / pgcount {pgcount}")
+        return 0
+    if iova >> pt.ias:
+        pt._warn(f"WARNING: arm_lpae_unmap_pages(): iova {iova:#x} beyond the input size")
+        return 0
+    return arm_unmap(pt, iova, pgsize, pgcount, pt.top, pt.pgtable_root)
+
+
+def arm_iova_to_phys(pt, iova):
+    """arm_lpae_iova_to_phys(): index bits only (high IOVA bits are not checked)."""
+    table = pt.pgtable_root
+    for L in range(pt.top, -1, -1):
+        e = pt._rd(table, pt._index(iova, L))
+        t = pt._etype(e, L)
+        if t == OA:
+            return arm_to_paddr(pt, e) | (iova & ((1 << pt._shift(L)) - 1))
+        if t != TABLE:
+            return 0
+        table = arm_to_paddr(pt, e)
+    return 0
