@@ -650,6 +650,10 @@ def iommu_iova_to_phys(domain, iova) -> int:
 
 
 def iommu_domain_free(domain) -> None:
+    """iommu_domain_free(): an unmanaged domain with no devices attached; its tables are freed.
+
+    Reference twin of dmaphys._core.iommu_domain_free; same returns and raises.
+    """
     d = _domain_arg(domain)
     if d.freed:
         raise ValueError(f"IOMMU domain {d.id} was already freed")
@@ -673,6 +677,10 @@ def _machine_dev_arg(dev) -> None:
 
 
 def iommu_attach_device(domain, dev) -> int:
+    """iommu_attach_device(): move a single-device group from its default domain to ``domain``.
+
+    Reference twin of dmaphys._core.iommu_attach_device; same returns and raises.
+    """
     _machine_dev_arg(dev)
     d = _domain_arg(domain)
     if d.freed:
@@ -699,6 +707,10 @@ def iommu_attach_device(domain, dev) -> int:
 
 
 def iommu_detach_device(domain, dev) -> None:
+    """iommu_detach_device(): back to the default domain (WARN if dev is not in ``domain``).
+
+    Reference twin of dmaphys._core.iommu_detach_device; same returns and raises.
+    """
     _machine_dev_arg(dev)
     d = _domain_arg(domain)
     mmu = d.iommu
