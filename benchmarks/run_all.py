@@ -23,6 +23,18 @@ dma-debug is OFF in every row unless --dma-debug is given (then only for rows up
 with it on, every map also inserts into and every unmap searches dma-debug's hash, which
 the targets do not include, and 10^7 live entries would be another ~1.3 GiB.
 A row whose path is not on this branch yet (IOMMU, two-step API) prints "n/a".
+
+The C floor (issue 10): the same run builds cfloor.c with ``cc -O2`` (``$CC`` if set) and runs
+it -- a plain C loop doing the minimum work of each operation (IOVA from a per-CPU magazine
+and a 4-level radix install + clear; an offset add and a mask check; two 4 KiB memcpys) --
+and prints its ns per pair beside the batch figures, with batch/C per path. It looks for
+``<repo>/../shared/cfloor.c`` (the team-shared original) and falls back to the copy vendored
+as ``benchmarks/cfloor.c``; without either file or a C compiler it prints a note instead.
+Then two extra figures: two threads each driving their own Machine through batch calls
+against one thread (the throughput ratio, IOMMU strict, then lazy and dma-direct; >= 1.7x
+needs batch loops that release the GIL),
+and ``dmaphys stress``'s ops/s (default 2,000,000 operations; 100,000 with --quick).
+Nothing here fails on timing: misses print as MISS.
 """
 
 from __future__ import annotations
@@ -31,9 +43,13 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -53,6 +69,14 @@ TARGETS = {
 }
 RATIO_TARGET = 100                   # ref-batch / core-batch on batch paths
 RSS_TARGET_MIB = 1536                # 10^7 live 4 KiB IOMMU mappings
+# issue 10: batch pair / C loop (path -> (cfloor line, target ratio or None)); per-call pair ns;
+# two-thread scaling; dmaphys stress ops/s
+C_LOOP = {"direct": ("direct", None), "swiotlb": ("bounce", None),
+          "iommu-strict": ("iommu", 3.0), "iommu-lazy": ("iommu", 3.0)}
+CALL_TARGETS_10 = {"direct": 150, "iommu-strict": 200, "iommu-lazy": 200}
+THREADS_TARGET = 1.7
+STRESS_TARGET = 850_000
+REPO = Path(__file__).resolve().parent.parent
 
 
 class NotOnBranch(Exception):
@@ -258,6 +282,135 @@ def child(backend, path, live, args):
     return json.loads(out.strip().splitlines()[-1])
 
 
+# ---- issue 10: the C floor, two-thread scaling, the stress job ---------------------------------------
+def find_cfloor():
+    """(path, note): the team-shared cfloor.c, else the vendored copy, else (None, why)."""
+    for p in (REPO.parent / "shared" / "cfloor.c", REPO / "benchmarks" / "cfloor.c"):
+        if p.is_file():
+            return p, str(p)
+    return None, "cfloor.c not found (looked for ../shared/cfloor.c and benchmarks/cfloor.c)"
+
+
+def run_cfloor(quick):
+    """{"iommu": ns, "direct": ns, "bounce": ns} from cfloor.c built with cc -O2, or {"note": why}."""
+    src, note = find_cfloor()
+    if src is None:
+        return {"note": note}
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        return {"note": "no C compiler (cc) on PATH: C-loop ratios not measured"}
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = os.path.join(tmp, "cfloor")
+        try:
+            subprocess.run([cc, "-O2", "-o", exe, str(src)], check=True, capture_output=True, text=True,
+                           timeout=120)
+            out = subprocess.run([exe, str(10**6 if quick else 10**7)], check=True, capture_output=True,
+                                 text=True, timeout=300).stdout
+        except (OSError, subprocess.SubprocessError) as e:
+            detail = getattr(e, "stderr", "") or e
+            return {"note": f"cfloor.c did not build or run with {cc} -O2: {str(detail).strip()[:200]}"}
+    res = {"note": f"C loop: {src} built with {os.path.basename(cc)} -O2"}
+    for line in out.splitlines():        # "iommu  map+unmap 4KiB: 7.1 ns/pair (live=64)"
+        name, _, rest = line.partition(" ")
+        try:
+            res[name] = float(rest.split(":")[1].split()[0])
+        except (IndexError, ValueError):
+            continue
+    return res
+
+
+def _thread_pairs(impl, m, dev, chunk, rounds, out, i):
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        a = impl.dma_map_phys_batch(dev, chunk, SIZE, BIDI, 0)
+        impl.dma_unmap_phys_batch(dev, a, SIZE, BIDI, 0)
+    out[i] = (rounds * chunk.shape[0], time.perf_counter() - t0)
+
+
+def measure_threads(quick, path="iommu-strict"):
+    """Pairs/s of one thread driving its Machine through batch calls, and of two threads each
+    driving their own (IOMMU strict by default: the unmaps that core's GIL-free fast path
+    covers; 4 KiB, dma-debug off); the ratio is the scaling."""
+    import dmaphys as impl
+    rigs = [machine(impl, path, 0, False) for _ in range(2)]
+    chunk = phys_for(CHUNK, 16 * MiB, CHUNK)
+    rounds = 20 if quick else 200
+    for m, dev in rigs:                                  # warm up: page tables, rcaches
+        _thread_pairs(impl, m, dev, chunk, 2, [None], 0)
+    one = [None]
+    _thread_pairs(impl, *rigs[0], chunk, rounds, one, 0)
+    two = [None, None]
+    ts = [threading.Thread(target=_thread_pairs, args=(impl, *rigs[i], chunk, rounds, two, i))
+          for i in range(2)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    wall = time.perf_counter() - t0
+    one_rate = one[0][0] / one[0][1]
+    two_rate = (two[0][0] + two[1][0]) / wall
+    res = {"path": path, "one_thread_pairs_per_s": one_rate, "two_threads_pairs_per_s": two_rate,
+           "ratio": two_rate / one_rate}
+    if path == "iommu-strict":
+        res["others"] = [measure_threads(quick, p) for p in ("iommu-lazy", "direct")]
+    return res
+
+
+def measure_stress(quick):
+    import dmaphys.stress as stress
+    r = stress.run(ops=100_000 if quick else stress.DEFAULT_OPS, seed=1, progress=False)
+    return {"ops": r["operations"], "ops_per_s": r["ops_per_s"], "integrity_errors": r["integrity_errors"],
+            "dma_debug_findings": r["dma_debug"]["error_count"]}
+
+
+def print_issue10(rows, cfloor, threads, stress):
+    """The per-path C-loop comparison and the issue-10 targets, each with its verdict."""
+    print()
+    print(cfloor.get("note", ""))
+    print(f"{'path':>12} {'live':>9} {'call ns':>9} {'batch ns':>9} {'C loop ns':>10} {'batch/C':>8} "
+          f"{'tgt':>6} {'ref/core':>9} {'call tgt':>9} {'met':>9}")
+    for r in rows:
+        if "na" in r or r["path"] not in C_LOOP:
+            continue
+        c, b = r["core"].get("call"), r["core"].get("batch")
+        cname, ctarget = C_LOOP[r["path"]]
+        cl = cfloor.get(cname)
+        ratio = b / cl if b and cl else None
+        rc, rb = r.get("ref", {}).get("call"), r.get("ref", {}).get("batch")
+        refr = min(rb, rc) / b if rb and rc and b else None
+        tc = CALL_TARGETS_10.get(r["path"])
+        met = [verdict(c, tc)]
+        if ctarget is not None and ratio is not None:
+            met.append("ok" if ratio <= ctarget else "MISS")
+        live = f"10^{len(str(r['live'])) - 1}"
+        print(f"{r['path']:>12} {live:>9} {fmt(c, 9, 1)} {fmt(b, 9, 1)} {fmt(cl, 10, 1)} {fmt(ratio, 8, 1)} "
+              f"{fmt(ctarget, 6, 1)} {fmt(refr, 9)} {fmt(tc, 9)} {'/'.join(x for x in met if x):>9}")
+    if threads is not None:
+        for t in [threads] + threads.get("others", []):
+            print(f"two threads, two machines ({t.get('path', 'iommu-lazy')} batch pairs): "
+                  f"{t['two_threads_pairs_per_s']:,.0f} pairs/s vs one thread "
+                  f"{t['one_thread_pairs_per_s']:,.0f} = {t['ratio']:.2f}x "
+                  f"(target >= {THREADS_TARGET}x: {'ok' if t['ratio'] >= THREADS_TARGET else 'MISS'})")
+    if stress is not None:
+        print(f"dmaphys stress: {stress['ops']:,} operations at {stress['ops_per_s']:,} ops/s, "
+              f"{stress['integrity_errors']} integrity errors, {stress['dma_debug_findings']} dma-debug "
+              f"findings (target >= {STRESS_TARGET:,} ops/s: "
+              f"{'ok' if stress['ops_per_s'] >= STRESS_TARGET else 'MISS'})")
+    print("targets (issue 10): IOMMU batch pair <= 3x the C loop (strict and lazy); per-call pair <= 150 ns "
+          "(dma-direct) / 200 ns (IOMMU); two threads >= 1.7x one; stress >= 850,000 ops/s.")
+
+
+def extra_child(what, quick):
+    cmd = [sys.executable, os.path.abspath(__file__), "--extra", what] + ["--quick"] * quick
+    try:
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    except subprocess.CalledProcessError as e:
+        print(f"  {what} benchmark failed: {e.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
+    return json.loads(out.strip().splitlines()[-1])
+
+
 # ---- the table ----------------------------------------------------------------------------------
 def verdict(value, target):
     if value is None or target is None:
@@ -302,7 +455,14 @@ def main(argv=None):
     ap.add_argument("--dma-debug", action="store_true", help="dma-debug on (rows up to 10^5)")
     ap.add_argument("--paths", default=",".join(TARGETS), help="comma-separated subset of the paths")
     ap.add_argument("--row", nargs=3, metavar=("BACKEND", "PATH", "LIVE"), help=argparse.SUPPRESS)
+    ap.add_argument("--extra", choices=("threads", "stress"), help=argparse.SUPPRESS)
+    ap.add_argument("--no-extras", action="store_true",
+                    help="skip the C loop, the two-thread and the stress figures")
     args = ap.parse_args(argv)
+    if args.extra:
+        fn = measure_threads if args.extra == "threads" else measure_stress
+        print(json.dumps(fn(args.quick)))
+        return
     if args.row:
         live = int(args.row[2])
         print(json.dumps(run_row(args.row[0], args.row[1], live, args.quick,
@@ -328,12 +488,23 @@ def main(argv=None):
             rows.append(row)
             if not args.json:
                 print(f"  measured {path} at {live} live", file=sys.stderr)
+    cfloor = threads = stress = None
+    if not args.no_extras:
+        cfloor = run_cfloor(args.quick)
+        threads = extra_child("threads", args.quick)
+        stress = extra_child("stress", args.quick)
     if args.json:
         print(json.dumps({"rows": rows, "targets": {k: {"call_ns": v[0], "batch_ns": v[1]}
                                                      for k, v in TARGETS.items()},
-                          "ratio_target": RATIO_TARGET, "rss_target_mib": RSS_TARGET_MIB}, indent=1))
+                          "ratio_target": RATIO_TARGET, "rss_target_mib": RSS_TARGET_MIB,
+                          "c_loop": cfloor, "threads": threads, "stress": stress,
+                          "issue10_targets": {"batch_over_c": {k: v[1] for k, v in C_LOOP.items()},
+                                              "call_ns": CALL_TARGETS_10, "threads": THREADS_TARGET,
+                                              "stress_ops_per_s": STRESS_TARGET}}, indent=1))
     else:
         print_table(rows)
+        if not args.no_extras:
+            print_issue10(rows, cfloor, threads, stress)
 
 
 if __name__ == "__main__":

@@ -133,6 +133,7 @@ from ._core import dma_get_seg_boundary as dma_get_seg_boundary
 from ._core import dma_iova_destroy as dma_iova_destroy
 from ._core import dma_iova_free as dma_iova_free
 from ._core import dma_iova_link as dma_iova_link
+from ._core import dma_iova_link_batch as dma_iova_link_batch
 from ._core import dma_iova_size as dma_iova_size
 from ._core import dma_iova_sync as dma_iova_sync
 from ._core import dma_iova_try_alloc as dma_iova_try_alloc
@@ -154,6 +155,7 @@ from ._core import dma_need_sync as dma_need_sync
 from ._core import dma_need_unmap as dma_need_unmap
 from ._core import dma_opt_mapping_size as dma_opt_mapping_size
 from ._core import dma_read_batch as dma_read_batch
+from ._core import dma_read_ragged_batch as dma_read_ragged_batch
 from ._core import dma_set_coherent_mask as dma_set_coherent_mask
 from ._core import dma_set_mask as dma_set_mask
 from ._core import dma_set_mask_and_coherent as dma_set_mask_and_coherent
@@ -163,7 +165,9 @@ from ._core import dma_sync_sg_for_device as dma_sync_sg_for_device
 from ._core import dma_sync_sgtable_for_cpu as dma_sync_sgtable_for_cpu
 from ._core import dma_sync_sgtable_for_device as dma_sync_sgtable_for_device
 from ._core import dma_sync_single_for_cpu as dma_sync_single_for_cpu
+from ._core import dma_sync_single_for_cpu_batch as dma_sync_single_for_cpu_batch
 from ._core import dma_sync_single_for_device as dma_sync_single_for_device
+from ._core import dma_sync_single_for_device_batch as dma_sync_single_for_device_batch
 from ._core import dma_sync_single_range_for_cpu as dma_sync_single_range_for_cpu
 from ._core import dma_sync_single_range_for_device as dma_sync_single_range_for_device
 from ._core import dma_unmap_page as dma_unmap_page
@@ -178,6 +182,7 @@ from ._core import dma_unmap_single as dma_unmap_single
 from ._core import dma_unmap_single_attrs as dma_unmap_single_attrs
 from ._core import dma_use_iova as dma_use_iova
 from ._core import dma_write_batch as dma_write_batch
+from ._core import dma_write_ragged_batch as dma_write_ragged_batch
 from ._core import iommu_attach_device as iommu_attach_device
 from ._core import iommu_detach_device as iommu_detach_device
 from ._core import iommu_domain_free as iommu_domain_free
@@ -191,6 +196,8 @@ from ._core import iova_rcache_range as iova_rcache_range
 from ._core import is_swiotlb_active as is_swiotlb_active
 from ._core import is_swiotlb_buffer as is_swiotlb_buffer
 from ._core import is_swiotlb_force_bounce as is_swiotlb_force_bounce
+from ._core import mem_read_batch as mem_read_batch
+from ._core import mem_write_batch as mem_write_batch
 from ._core import pci_alloc_p2pmem as pci_alloc_p2pmem
 from ._core import pci_free_p2pmem as pci_free_p2pmem
 from ._core import pci_p2pdma_bus_addr_map as pci_p2pdma_bus_addr_map

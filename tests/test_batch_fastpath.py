@@ -131,6 +131,28 @@ def test_fast_paths_are_taken():
     assert taken["iommu-lazy"] > 0, taken
 
 
+@pytest.mark.parametrize("kind", ["iommu-strict", "iommu-lazy"])
+def test_big_rings_through_the_depot(kind):
+    """Batches larger than two magazines: the rcache pops from and pushes to the depot."""
+    a, b = fast_rig(kind), fast_rig(kind)
+    rng = random.Random(3)
+    for rnd in range(6):
+        n = rng.choice([300, 700])
+        phys = np.array([a.bufs[rnd % 2] + (rng.randrange(0, tb.BUF_PAGES) << 12) for _ in range(n)],
+                        dtype=np.uint64)
+        for d in (DMA_TO_DEVICE, DMA_BIDIRECTIONAL):
+            op = ("map", phys, 4096, d, 0)
+            ra, rb = tb.per_call(dmaphys, a, op), tb.batch(dmaphys, b, op)
+            assert ra[1:] == rb[1:] and tb.same(ra[0], rb[0])
+            op = ("unmap", ra[0][::-1].copy() if rnd % 2 else ra[0], np.uint64(4096), d, 0)
+            assert tb.per_call(dmaphys, a, op)[1:] == tb.batch(dmaphys, b, op)[1:]
+        if rnd == 3:
+            a.m.advance(10**9)
+            b.m.advance(10**9)
+    assert a.snapshot() == b.snapshot()
+    assert dmaphys._core._test_batch_fast_elements(b.m) > 1000
+
+
 def test_fast_paths_off_with_debug_or_trace():
     for debug, trace in ((True, False), (False, True)):
         rig = tb.Rig(dmaphys, "iommu-strict", dma_debug=debug)

@@ -27,8 +27,9 @@
 # as the elements take the C fast paths (mapping.pxi: dma_map_phys_fast / dma_unmap_phys_fast:
 # dma-direct without bouncing, dma-iommu rcache hits and strict unmaps, no dma-debug or tracing);
 # an element the fast path declines (it changed nothing) runs the full per-call C function with
-# the GIL, and the loop goes back to running without it. dma_mapping_error_batch runs without
-# the GIL when dma-debug is off; the iova_to_phys batch walks page tables without it.
+# the GIL, and the loop goes back to running without it. dma_mapping_error_batch and the device
+# read / write batches run without the GIL when dma-debug is off (device_access takes it for a
+# fault, a stale-IOTLB report or P2P routing); the iova_to_phys batch walks page tables without it.
 #
 # Declarations (C types, cdef class fields, cdef signatures) live in the C face, batch.pxd.
 
@@ -235,6 +236,13 @@ cdef object _dma_read_batch(Device dev, object addrs, object size):
     cdef Machine m = dev.machine
     machine_enter(m)
     try:
+        if not m.dma_debug.enabled:              # nothing Python must see but faults: no GIL
+            with nogil:
+                while i < n:
+                    if sz:
+                        device_access(dev, a[i], &o[i, 0], sz, False)
+                    dev.dma_reads += 1
+                    i += 1
         while i < n:
             if sz:
                 device_access(dev, a[i], &o[i, 0], sz, False)
@@ -270,6 +278,13 @@ cdef object _dma_write_batch(Device dev, object addrs, object data):
     cdef Machine m = dev.machine
     machine_enter(m)
     try:
+        if not m.dma_debug.enabled:
+            with nogil:
+                while i < n:
+                    if sz:
+                        device_access(dev, a[i], <u8 *>&v[i, 0], sz, True)
+                    dev.dma_writes += 1
+                    i += 1
         while i < n:
             if sz:
                 device_access(dev, a[i], <u8 *>&v[i, 0], sz, True)
@@ -291,7 +306,7 @@ def dma_read_batch(Device dev not None, addrs, size):
     (IOMMU translation, IOTLB, P2P routing, faults and statistics exactly as per call). Raises
     TypeError / ValueError for bad arguments; a DmaFault (IommuFault for a translation fault) at
     element i stops the batch there (``exc.batch_index``, ``exc.batch_result`` = the rows read).
-    Holds the GIL.
+    Runs without the GIL when dma-debug is off (device_access takes it for a fault).
     """
     return _dma_read_batch(dev, addrs, size)
 
@@ -301,8 +316,8 @@ def dma_write_batch(Device dev not None, addrs, data):
 
     Same as ``dev.dma_write_batch(addrs, data)``; ``data`` is a 2-D uint8 array with one row per
     address. Returns None. Raises TypeError / ValueError for bad arguments; a DmaFault (IommuFault
-    for a translation fault) stops the batch at the faulting element (``exc.batch_index``). Holds
-    the GIL.
+    for a translation fault) stops the batch at the faulting element (``exc.batch_index``). Runs
+    without the GIL when dma-debug is off.
     """
     _dma_write_batch(dev, addrs, data)
 
@@ -360,3 +375,268 @@ def _test_batch_fast_elements(Machine m not None):
 
 __all__ += ["dma_map_phys_batch", "dma_mapping_error_batch", "dma_unmap_phys_batch",
              "dma_read_batch", "dma_write_batch", "iommu_iova_to_phys_batch"]
+
+
+# ==== ring batches: variable sizes per element, CPU-side loads/stores, syncs, two-step links ======
+# Added for `dmaphys stress` (drivers refilling whole rings per call). Same contract as above:
+# the per-call API element by element in order, whole-batch validation first, warnings once at
+# the end, an exception at element i stops the batch (batch_index / batch_result). "Ragged" data
+# is one flat 1-D uint8 array: element i's bytes at [off[i], off[i] + sizes[i]) with off the
+# running sum of sizes. All hold the GIL (dma-debug, trace events, warnings per element) and own
+# their machine for the whole call (machine_enter / machine_exit), like the batches above.
+
+cdef object _ragged_data(object data, u64 total):
+    """``data`` as a C-contiguous 1-D uint8 array of exactly ``total`` bytes (bytes-like ok)."""
+    cdef object d
+    if isinstance(data, str):
+        raise TypeError("data must be a 1-D uint8 array or bytes-like, not str")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        d = _np.frombuffer(data, dtype=_np.uint8)
+    else:
+        d = _np.asarray(data)
+    if d.dtype != _np.uint8:
+        raise TypeError(f"data must be a 1-D uint8 array, not dtype {d.dtype}")
+    if d.ndim != 1:
+        raise ValueError(f"data must be a 1-D uint8 array (the elements back to back), not shape {d.shape}")
+    if <u64>d.shape[0] != total:
+        raise ValueError(f"data has {d.shape[0]} bytes for sizes totalling {total}")
+    return _np.ascontiguousarray(d)
+
+
+cdef u64 _ragged_total(const u64[::1] s, Py_ssize_t ss, Py_ssize_t n) except? 0xFFFFFFFFFFFFFFFF:
+    cdef Py_ssize_t i
+    cdef u64 total = 0
+    for i in range(n):
+        if total + s[i * ss] < total:
+            raise ValueError("sizes overflow 64 bits")
+        total += s[i * ss]
+    return total
+
+
+cdef object _dma_read_ragged_batch(Device dev, object addrs, object sizes):
+    cdef Machine mach = dev.machine
+    cdef object aa = _batch_u64_array(addrs, "addrs")
+    cdef Py_ssize_t n = aa.shape[0], i = 0, ss
+    sa, ss = _batch_sizes(sizes, n, "size")
+    cdef const u64[::1] a = aa
+    cdef const u64[::1] s = sa
+    cdef u64 total = _ragged_total(s, ss, n), off = 0
+    cdef object out = _np.empty(total, dtype=_np.uint8)
+    cdef u8[::1] o = out
+    machine_enter(mach)
+    try:
+        while i < n:
+            if s[i * ss]:
+                device_access(dev, a[i], &o[off], s[i * ss], False)
+            off += s[i * ss]
+            dev.dma_reads += 1
+            i += 1
+    except BaseException as e:
+        _batch_fail(e, i, out[:off].copy())
+        raise
+    finally:
+        machine_exit(mach)
+        mach.flush_warnings()
+    return out
+
+
+cdef object _dma_write_ragged_batch(Device dev, object addrs, object sizes, object data):
+    cdef Machine mach = dev.machine
+    cdef object aa = _batch_u64_array(addrs, "addrs")
+    cdef Py_ssize_t n = aa.shape[0], i = 0, ss
+    sa, ss = _batch_sizes(sizes, n, "size")
+    cdef const u64[::1] a = aa
+    cdef const u64[::1] s = sa
+    cdef u64 total = _ragged_total(s, ss, n), off = 0
+    cdef const u8[::1] v = _ragged_data(data, total)
+    machine_enter(mach)
+    try:
+        while i < n:
+            if s[i * ss]:
+                device_access(dev, a[i], <u8 *>&v[off], s[i * ss], True)
+            off += s[i * ss]
+            dev.dma_writes += 1
+            i += 1
+    except BaseException as e:
+        _batch_fail(e, i, None)
+        raise
+    finally:
+        machine_exit(mach)
+        mach.flush_warnings()
+
+
+def dma_read_ragged_batch(Device dev not None, addrs, sizes):
+    """dma_read_ragged_batch(dev, addrs, sizes) -> 1-D ndarray[uint8] of sum(sizes) bytes
+
+    ``dev.dma_read(addrs[i], sizes[i])`` for each i, in order, the results back to back
+    (element i at the running sum of sizes[:i]). ``sizes``: a scalar or a 1-D array. A DmaFault
+    at element i stops the batch (``exc.batch_index``; ``exc.batch_result`` = the bytes read).
+    """
+    return _dma_read_ragged_batch(dev, addrs, sizes)
+
+
+def dma_write_ragged_batch(Device dev not None, addrs, sizes, data):
+    """dma_write_ragged_batch(dev, addrs, sizes, data)
+
+    ``dev.dma_write(addrs[i], <sizes[i] bytes of data>)`` for each i, in order; ``data`` is a
+    1-D uint8 array (or bytes-like) holding the elements back to back, sum(sizes) bytes.
+    """
+    _dma_write_ragged_batch(dev, addrs, sizes, data)
+
+
+cdef object _mem_read_batch(Machine m, object phys, object sizes):
+    cdef Machine mach = m
+    cdef object pa = _batch_u64_array(phys, "phys")
+    cdef Py_ssize_t n = pa.shape[0], i = 0, ss
+    sa, ss = _batch_sizes(sizes, n, "n")
+    cdef const u64[::1] p = pa
+    cdef const u64[::1] s = sa
+    cdef u64 total = _ragged_total(s, ss, n), off = 0
+    cdef object out = _np.empty(total, dtype=_np.uint8)
+    cdef u8[::1] o = out
+    machine_enter(mach)
+    try:
+        while i < n:
+            if s[i * ss]:
+                if m.mem.find_region(p[i], s[i * ss]) < 0:
+                    raise PhysAddrError(p[i], s[i * ss])
+                m.dma_debug.cpu_access(p[i], s[i * ss], False)
+                m.mem.read(p[i], &o[off], s[i * ss])
+            off += s[i * ss]
+            i += 1
+    except BaseException as e:
+        _batch_fail(e, i, out[:off].copy())
+        raise
+    finally:
+        machine_exit(mach)
+        mach.flush_warnings()
+    return out
+
+
+cdef object _mem_write_batch(Machine m, object phys, object sizes, object data):
+    cdef Machine mach = m
+    cdef object pa = _batch_u64_array(phys, "phys")
+    cdef Py_ssize_t n = pa.shape[0], i = 0, ss
+    sa, ss = _batch_sizes(sizes, n, "n")
+    cdef const u64[::1] p = pa
+    cdef const u64[::1] s = sa
+    cdef u64 total = _ragged_total(s, ss, n), off = 0
+    cdef const u8[::1] v = _ragged_data(data, total)
+    machine_enter(mach)
+    try:
+        while i < n:
+            if s[i * ss]:
+                if m.mem.find_region(p[i], s[i * ss]) < 0:
+                    raise PhysAddrError(p[i], s[i * ss])
+                m.dma_debug.cpu_access(p[i], s[i * ss], True)
+                m.mem.write(p[i], &v[off], s[i * ss])
+            off += s[i * ss]
+            i += 1
+    except BaseException as e:
+        _batch_fail(e, i, None)
+        raise
+    finally:
+        machine_exit(mach)
+        mach.flush_warnings()
+
+
+def mem_read_batch(Machine machine not None, phys, sizes):
+    """mem_read_batch(machine, phys, sizes) -> 1-D ndarray[uint8] of sum(sizes) bytes
+
+    ``machine.mem_read(phys[i], sizes[i])`` for each i (CPU loads, dma-debug's check of unsynced
+    bounce data included), the results back to back. A PhysAddrError at element i stops the
+    batch there (``exc.batch_index``, ``exc.batch_result`` = the bytes read).
+    """
+    return _mem_read_batch(machine, phys, sizes)
+
+
+def mem_write_batch(Machine machine not None, phys, sizes, data):
+    """mem_write_batch(machine, phys, sizes, data): ``machine.mem_write(phys[i], <sizes[i] bytes>)``
+    for each i; ``data`` holds the elements back to back (1-D uint8 array or bytes-like)."""
+    _mem_write_batch(machine, phys, sizes, data)
+
+
+cdef object _dma_sync_single_batch(Device dev, object addrs, object sizes, object dir, bint for_cpu):
+    cdef Machine mach = dev.machine
+    cdef object aa = _batch_u64_array(addrs, "addr")
+    cdef Py_ssize_t n = aa.shape[0], i = 0, ss
+    sa, ss = _batch_sizes(sizes, n, "size")
+    cdef int d = _arg_dir(dir)
+    cdef const u64[::1] a = aa
+    cdef const u64[::1] s = sa
+    machine_enter(mach)
+    try:
+        while i < n:
+            if for_cpu:
+                c_dma_sync_single_for_cpu(dev, a[i], s[i * ss], d)
+            else:
+                c_dma_sync_single_for_device(dev, a[i], s[i * ss], d)
+            i += 1
+    except BaseException as e:
+        _batch_fail(e, i, None)
+        raise
+    finally:
+        machine_exit(mach)
+        mach.flush_warnings()
+
+
+def dma_sync_single_for_cpu_batch(Device dev not None, dma_addrs, sizes, dir):
+    """dma_sync_single_for_cpu_batch(dev, dma_addrs, sizes, dir):
+    ``dma_sync_single_for_cpu(dev, dma_addrs[i], sizes[i], dir)`` for each i, in order."""
+    _dev_live(dev)
+    _dma_sync_single_batch(dev, dma_addrs, sizes, dir, True)
+
+
+def dma_sync_single_for_device_batch(Device dev not None, dma_addrs, sizes, dir):
+    """dma_sync_single_for_device_batch(dev, dma_addrs, sizes, dir):
+    ``dma_sync_single_for_device(dev, dma_addrs[i], sizes[i], dir)`` for each i, in order."""
+    _dev_live(dev)
+    _dma_sync_single_batch(dev, dma_addrs, sizes, dir, False)
+
+
+cdef object _dma_iova_link_batch(Device dev, DmaIovaState state, object phys, object offsets,
+                                 object sizes, object dir, object attrs):
+    cdef Machine mach = dev.machine
+    cdef object pa = _batch_u64_array(phys, "phys")
+    cdef Py_ssize_t n = pa.shape[0], i = 0, ss
+    cdef object oa = _batch_u64_array(offsets, "offset")
+    if oa.shape[0] != n:
+        raise ValueError(f"offset has {oa.shape[0]} entries for {n} addresses")
+    sa, ss = _batch_sizes(sizes, n, "size")
+    cdef unsigned long at = _arg_attrs(attrs)
+    cdef int d = _arg_dir(dir)
+    cdef const u64[::1] p = pa
+    cdef const u64[::1] o = oa
+    cdef const u64[::1] s = sa
+    _iova_check(dev, d, "dma_iova_link", True)
+    cdef object out = _np.empty(n, dtype=_np.int32)
+    cdef int[::1] r = out
+    machine_enter(mach)
+    try:
+        while i < n:
+            r[i] = c_dma_iova_link(dev, state, p[i], o[i], s[i * ss], d, at)
+            i += 1
+    except BaseException as e:
+        _batch_fail(e, i, out[:i].copy())
+        raise
+    finally:
+        machine_exit(mach)
+        _iova_flush(mach)
+    return out
+
+
+def dma_iova_link_batch(Device dev not None, DmaIovaState state not None, phys, offsets, sizes, dir,
+                        attrs=0):
+    """dma_iova_link_batch(dev, state, phys, offsets, sizes, dir, attrs=0) -> ndarray[int32]
+
+    ``dma_iova_link(dev, state, phys[i], offsets[i], sizes[i], dir, attrs)`` for each i, in
+    order: 0 or -errno per element (a failed element does not stop the batch, as separate
+    calls would not; a driver unlinks what it linked). One dma_iova_sync() afterwards syncs
+    the IOTLB for all of them.
+    """
+    _dev_live(dev)
+    return _dma_iova_link_batch(dev, state, phys, offsets, sizes, dir, attrs)
+
+
+__all__ += ["dma_read_ragged_batch", "dma_write_ragged_batch", "mem_read_batch", "mem_write_batch",
+             "dma_sync_single_for_cpu_batch", "dma_sync_single_for_device_batch", "dma_iova_link_batch"]

@@ -37,5 +37,6 @@ cdef class Device:
     cdef public u64 dma_reads                  # (simulator) device reads made
     cdef public u64 dma_writes                 # (simulator) device writes made
     cdef public u64 faults                     # (simulator) faulted device accesses
-cdef int device_access(Device dev, u64 addr, u8 *buf, u64 n, bint write) except -1
-cdef int bus_access_phys(Device dev, u64 phys, u8 *buf, u64 n, bint write) except -1
+# the device's bus read/write: nogil (takes the GIL itself for faults, P2P routing, dma-debug)
+cdef int device_access(Device dev, u64 addr, u8 *buf, u64 n, bint write) except -1 nogil
+cdef int bus_access_phys(Device dev, u64 phys, u8 *buf, u64 n, bint write) except -1 nogil

@@ -225,31 +225,46 @@ cdef inline int _dev_live(Device dev) except -1:
     return 0
 
 
-cdef int device_access(Device dev, u64 addr, u8 *buf, u64 n, bint write) except -1:
+cdef int device_access(Device dev, u64 addr, u8 *buf, u64 n, bint write) except -1 nogil:
     """One device-initiated access of n bytes at bus address addr.
 
     IOMMU-translated devices go through their domain (iommu_device_access in iommu.pxi);
     others put the address on the bus directly: it must be within what the device can drive
     (its mask and bus_dma_limit), may hit a peer BAR's bus window (P2P), and otherwise goes
     through dma_range_map to RAM or MMIO. Anything else is a DmaFault.
+
+    Runs without the GIL; takes it itself for a fault (DmaFault / IommuFault), the P2P
+    routing walk when the machine has P2P windows, and dma-debug's view of device writes.
     """
     cdef u64 last = addr + n - 1
     cdef u64 phys
     if dev.removed:                            # unbound and gone: blocked like IOMMU_DOMAIN_BLOCKED
-        dev.faults += 1
-        raise DmaFault(dev.name, addr, n, "write" if write else "read", "blocked (the device was removed)")
+        with gil:
+            dev.faults += 1
+            raise DmaFault(dev.name, addr, n, "write" if write else "read", "blocked (the device was removed)")
     if last < addr:
-        dev.faults += 1
-        raise DmaFault(dev.name, addr, n, "write" if write else "read", "address wraps")
-    if dev.domain is not None and dev.domain.translates:
-        phys = p2p_bus_to_phys(dev, addr, n)   # a switch routes peer requests before the IOMMU
+        with gil:
+            dev.faults += 1
+            raise DmaFault(dev.name, addr, n, "write" if write else "read", "address wraps")
+    if dev.domain is not None and (<IommuDomain>dev.domain).translates:
+        phys = _p2p_route(dev, addr, n)        # a switch routes peer requests before the IOMMU
         if phys != U64_MAX:
             return bus_access_phys(dev, phys, buf, n, write)
         return iommu_device_access(dev, addr, buf, n, write)
     return bus_access_phys(dev, direct_bus_to_phys(dev, addr, n, write), buf, n, write)
 
 
-cdef u64 direct_bus_to_phys(Device dev, u64 addr, u64 n, bint write) except? 0xFFFFFFFFFFFFFFFF:
+cdef inline u64 _p2p_route(Device dev, u64 addr, u64 n) noexcept nogil:
+    """p2p_bus_to_phys(), with the GIL only when the machine has P2P bus windows at all."""
+    cdef u64 phys
+    if dev.machine.p2pdma._windows.empty() or dev.p2p_node is None:
+        return U64_MAX
+    with gil:
+        phys = p2p_bus_to_phys(dev, addr, n)
+    return phys
+
+
+cdef u64 direct_bus_to_phys(Device dev, u64 addr, u64 n, bint write) except? 0xFFFFFFFFFFFFFFFF nogil:
     """Where an untranslated request of n bytes at bus address addr goes: it must be within
     what the device can drive (mask, bus_dma_limit), may hit a peer BAR's bus window (P2P),
     else goes through dma_range_map. DmaFault otherwise."""
@@ -257,34 +272,39 @@ cdef u64 direct_bus_to_phys(Device dev, u64 addr, u64 n, bint write) except? 0xF
     cdef u64 limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
     cdef u64 phys
     if last > limit:
-        dev.faults += 1
-        raise DmaFault(dev.name, addr, n, "write" if write else "read",
-                       f"beyond the device's addressing limit {limit:#x}")
-    phys = p2p_bus_to_phys(dev, addr, n)
+        with gil:
+            dev.faults += 1
+            raise DmaFault(dev.name, addr, n, "write" if write else "read",
+                           f"beyond the device's addressing limit {limit:#x}")
+    phys = _p2p_route(dev, addr, n)
     if phys == U64_MAX:
         phys = dma_to_phys(dev, addr)
         if phys == U64_MAX or (n > 1 and dma_to_phys(dev, last) != phys + n - 1):
-            dev.faults += 1
-            raise DmaFault(dev.name, addr, n, "write" if write else "read",
-                           "no dma_range_map region translates this bus address")
+            with gil:
+                dev.faults += 1
+                raise DmaFault(dev.name, addr, n, "write" if write else "read",
+                               "no dma_range_map region translates this bus address")
     return phys
 
 
-cdef inline int bus_check_phys(Device dev, u64 phys, u64 n, bint write) except -1:
+cdef inline int bus_check_phys(Device dev, u64 phys, u64 n, bint write) except -1 nogil:
     """The access reaches the memory system at a CPU physical address: RAM or MMIO, else fault."""
     if dev.machine.mem.find_region(phys, n) < 0:
-        dev.faults += 1
-        raise DmaFault(dev.name, phys, n, "write" if write else "read",
-                       f"no RAM or MMIO at physical address {phys:#x}")
+        with gil:
+            dev.faults += 1
+            raise DmaFault(dev.name, phys, n, "write" if write else "read",
+                           f"no RAM or MMIO at physical address {phys:#x}")
     return 0
 
 
-cdef int bus_access_phys(Device dev, u64 phys, u8 *buf, u64 n, bint write) except -1:
+cdef int bus_access_phys(Device dev, u64 phys, u8 *buf, u64 n, bint write) except -1 nogil:
     """The access reaches the memory system at a CPU physical address: RAM or MMIO, else fault."""
     bus_check_phys(dev, phys, n, write)
     if write:
         dev.machine.mem.write(phys, buf, n)
-        dev.machine.dma_debug.device_wrote(dev, phys, n)
+        if dev.machine.dma_debug.enabled and not dev.machine.dma_debug.bounced.empty():
+            with gil:                          # (device_wrote() returns at once otherwise)
+                dev.machine.dma_debug.device_wrote(dev, phys, n)
     else:
         dev.machine.mem.read(phys, buf, n)
     return 0

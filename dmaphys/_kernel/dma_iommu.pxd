@@ -39,6 +39,7 @@ cdef class IommuDmaCookie:
     cdef readonly u64 fq_timeout               # options.fq_timeout (ms)
     cdef IovaFq single_fq                      # single_fq (IOMMU_DMA_OPTS_SINGLE_QUEUE)
     cdef list percpu_fq                        # percpu_fq (one IovaFq per CPU)
+    cdef vector[void *] fq_ptrs                # (simulator) each CPU's IovaFq (or the single one), borrowed
     cdef readonly u64 fq_flush_start_cnt       # fq_flush_start_cnt
     cdef readonly u64 fq_flush_finish_cnt      # fq_flush_finish_cnt
     cdef readonly bint fq_timer_on             # fq_timer_on

@@ -251,8 +251,12 @@ cdef int iommu_dma_init_fq(IommuDomain domain) except -1:
     cookie.fq_flush_finish_cnt = 0
     if cookie.qt == IOMMU_DMA_OPTS_SINGLE_QUEUE:
         cookie.single_fq = iommu_dma_init_one_fq(cookie.fq_size)
+        cookie.fq_ptrs.assign(cookie.machine.cpus, <void *>cookie.single_fq)
     else:
         cookie.percpu_fq = [iommu_dma_init_one_fq(cookie.fq_size) for cpu in range(cookie.machine.cpus)]
+        cookie.fq_ptrs.clear()
+        for cpu in range(cookie.machine.cpus):
+            cookie.fq_ptrs.push_back(<void *>cookie.percpu_fq[cpu])
     cookie.fq_timer_on = False
     cookie.fq_on = True                                    # publishes cookie->fq_domain
     return 0
@@ -273,6 +277,7 @@ cdef int iommu_dma_free_fq(IommuDmaCookie cookie) except -1:
             i = (i + 1) & fq.mod_mask
     cookie.fq_on = False
     cookie.fq_timer_on = False
+    cookie.fq_ptrs.clear()
     cookie.single_fq = None
     cookie.percpu_fq = []
     return 0
@@ -712,57 +717,144 @@ cdef inline int _iommu_map_fast_i(Device dev, IommuDomain d, IommuDmaCookie cook
     return 1
 
 
+cdef inline bint _fq_queue_ok(IommuDmaCookie cookie, IovaFq fq, IovaDomain iovad, int cpu) noexcept nogil:
+    """queue_iova() on fq will run in C only: every entry it releases (those a finished flush
+    covers; all of them when the ring is full and it flushes) is one granule with no table pages,
+    and the rcache takes them without arming the depot work."""
+    cdef u64 finish = cookie.fq_flush_finish_cnt
+    cdef unsigned int i = fq.head, k
+    cdef iova_cpu_rcache *cr
+    while i != fq.tail and fq.entries[i].counter < finish:
+        i = (i + 1) & fq.mod_mask
+    if ((fq.tail + 1) & fq.mod_mask) == i:        # full after the release: flush, release all
+        i = fq.tail
+    k = (i - fq.head) & fq.mod_mask               # entries released
+    i = fq.head
+    while i != ((fq.head + k) & fq.mod_mask):
+        if fq.entries[i].pages != 1 or not fq.entries[i].freelist.empty():
+            return False
+        if fq.entries[i].iova_pfn >= deref(iovad._anchor()).first:
+            return False
+        i = (i + 1) & fq.mod_mask
+    if iovad.dead or iovad.cpu_rcaches == NULL or cpu < 0 or cpu >= iovad.ncpus:
+        return False
+    if iovad.work_pending[0]:
+        return True
+    cr = iovad._cpu_rcache(0, cpu)
+    return k <= (IOVA_MAG_SIZE - cr.loaded.size) + (IOVA_MAG_SIZE - cr.prev.size)
+
+
+cdef inline int _fq_release(IommuDmaCookie cookie, IovaFq fq, IovaDomain iovad, int cpu) noexcept nogil:
+    """fq_ring_free_locked() where _fq_queue_ok() holds: -1 when a magazine allocation failed."""
+    cdef u64 finish = cookie.fq_flush_finish_cnt
+    cdef iova_fq_entry *e
+    cdef iova_magazine *spare
+    while fq.head != fq.tail:
+        e = &fq.entries[fq.head]
+        if e.counter >= finish:
+            break
+        spare = NULL
+        if iova_rcache_needs_magazine(iovad, cpu):
+            spare = <iova_magazine *>malloc(sizeof(iova_magazine))
+            if spare == NULL:
+                return -1
+            spare.size = 0
+        iova_rcache_insert_fast(iovad, e.iova_pfn, cpu, spare)
+        fq.head = (fq.head + 1) & fq.mod_mask
+    return 0
+
+
+cdef inline int _fq_queue_fast(IommuDmaCookie cookie, IommuDomain d, IovaFq fq, IovaDomain iovad, u64 pfn,
+                               int cpu) noexcept nogil:
+    """queue_iova(cookie, pfn, 1, <no table pages>) where _fq_queue_ok() holds (the timer is on)."""
+    cdef unsigned int idx
+    cdef iova_fq_entry *e
+    if _fq_release(cookie, fq, iovad, cpu) < 0:
+        return -1
+    if ((fq.tail + 1) & fq.mod_mask) == fq.head:           # fq_full(): fq_flush_iotlb()
+        cookie.fq_flush_start_cnt += 1
+        d.iotlb_flushes += 1                                # iommu_flush_iotlb_all()
+        if d.iommu.iotlb is not None:
+            d.iommu.iotlb.inv_domain(d.id)
+        cookie.fq_flush_finish_cnt += 1
+        if _fq_release(cookie, fq, iovad, cpu) < 0:
+            return -1
+    idx = fq.tail                                           # fq_ring_add()
+    fq.tail = (idx + 1) & fq.mod_mask
+    e = &fq.entries[idx]
+    e.iova_pfn = pfn
+    e.pages = 1
+    e.counter = cookie.fq_flush_start_cnt
+    e.freelist.clear()
+    return 0
+
+
 cdef inline int iommu_dma_unmap_phys_fast(Device dev, u64 handle, u64 size, int dir,
-                                          unsigned long attrs) noexcept nogil:
-    """iommu_dma_unmap_phys() without the GIL (strict domains): 1 done, or 0 nothing changed."""
+                                          unsigned long attrs) except -1 nogil:
+    """iommu_dma_unmap_phys() without the GIL: 1 done, or 0 nothing changed (-1: MemoryError)."""
     if dev.domain is None or (attrs & DMA_ATTR_MMIO) or dev.untrusted:
         return 0
     return _iommu_unmap_fast_d(dev, <IommuDomain>dev.domain, handle, size, dir, attrs)
 
 
 cdef inline int _iommu_unmap_fast_d(Device dev, IommuDomain d, u64 handle, u64 size, int dir,
-                                    unsigned long attrs) noexcept nogil:
-    if not _iommu_fast_domain(d):
+                                    unsigned long attrs) except -1 nogil:
+    if not _iommu_fast_domain(d) or d.iommu.has_notifiers:     # notifiers are Python callbacks
         return 0
     return _iommu_unmap_fast_c(dev, d, <IommuDmaCookie>d.iova_cookie, handle, size, dir, attrs)
 
 
 cdef inline int _iommu_unmap_fast_c(Device dev, IommuDomain d, IommuDmaCookie cookie, u64 handle, u64 size,
-                                    int dir, unsigned long attrs) noexcept nogil:
-    if cookie.iovad is None or cookie.fq_on:
+                                    int dir, unsigned long attrs) except -1 nogil:
+    if cookie.iovad is None:
         return 0
+    if cookie.fq_on and (not cookie.fq_timer_on or <size_t>cookie.machine._cpu >= cookie.fq_ptrs.size()):
+        return 0                                  # queue_iova() would arm the timer (Python)
     return _iommu_unmap_fast_i(dev, d, cookie, cookie.iovad, d.pgtable, handle, size, dir, attrs)
 
 
 cdef inline int _iommu_unmap_fast_i(Device dev, IommuDomain d, IommuDmaCookie cookie, IovaDomain iovad,
                                     IoPgtable pt, u64 handle, u64 size, int dir,
-                                    unsigned long attrs) noexcept nogil:
+                                    unsigned long attrs) except -1 nogil:
     cdef u64 granule = iovad.granule
     cdef u64 addr = handle - (handle & (granule - 1))
     cdef u64 pfn = addr >> iovad.shift
     cdef u64 phys
     cdef u64 *hint
     cdef int cpu = cookie.machine._cpu
+    cdef iova_magazine *spare = NULL
     if not _iommu_fast_geometry(iovad, d, pt, handle, size) or not pt.pending_free.empty():
         return 0
-    if not iova_rcache_insert_ok(iovad, pfn, cpu):
+    if cookie.fq_on:
+        if not _fq_queue_ok(cookie, <IovaFq>cookie.fq_ptrs[cpu], iovad, cpu):
+            return 0
+    elif not iova_rcache_insert_ok(iovad, pfn, cpu):
         return 0
+    elif iova_rcache_needs_magazine(iovad, cpu):
+        spare = <iova_magazine *>malloc(sizeof(iova_magazine))     # iova_magazine_alloc()
+        if spare == NULL:
+            return 0
+        spare.size = 0
     # iommu_iova_to_phys() with the walk kept for the unmap (IoPgtable.hint_arm): no side effects
     pt.hint_arm = True
     phys = pt.c_iova_to_phys(handle)
     hint = pt.hint_ptep
     pt.hint_arm = False
     pt.hint_ptep = NULL
-    if phys == 0 or is_swiotlb_buffer(dev, phys):
+    if phys == 0 or is_swiotlb_buffer(dev, phys) or pt.unmap_one_fast(addr, hint) != granule:
+        # (__iommu_dma_unmap(): the leaf clear unmap_pages() makes; 0 = declined, unchanged)
+        free(spare)
         return 0
-    # __iommu_dma_unmap(): the leaf clear unmap_pages() makes (unmap_one_fast: 0 = declined, unchanged)
-    if pt.unmap_one_fast(addr, hint) != granule:
-        return 0
-    # strict: iommu_iotlb_sync_range() (nothing collected to release), then free_iova_fast()
-    d.iotlb_syncs += 1
-    if d.iommu.iotlb is not None:
-        d.iommu.iotlb.inv_range(d.id, addr, granule, d.leaf_shifts, d.nshifts)
-    iova_rcache_insert_fast(iovad, pfn, cpu)
+    if cookie.fq_on:                              # lazy: queue_iova() (nothing collected)
+        if _fq_queue_fast(cookie, d, <IovaFq>cookie.fq_ptrs[cpu], iovad, pfn, cpu) < 0:
+            with gil:
+                raise MemoryError("iova_magazine_alloc")
+    else:
+        # strict: iommu_iotlb_sync_range() (nothing collected to release), then free_iova_fast()
+        d.iotlb_syncs += 1
+        if d.iommu.iotlb is not None:
+            d.iommu.iotlb.inv_range(d.id, addr, granule, d.leaf_shifts, d.nshifts)
+        iova_rcache_insert_fast(iovad, pfn, cpu, spare)
     if not (attrs & DMA_ATTR_SKIP_CPU_SYNC) and not dev.coherent:
         arch_sync_dma_for_cpu(dev, phys, size, dir)
     return 1
@@ -1130,7 +1222,7 @@ cdef class DmaIovaState:
 
 cdef inline int _iova_flush(Machine m) except -1:
     # the entry points' flush_warnings(), skipped when nothing is queued (the common case)
-    if m._warn_queue or m.dma_debug._pending:
+    if m._warn_queue or m.dma_debug._pending or m._deferred_exc is not None:
         m.flush_warnings()
     return 0
 

@@ -95,7 +95,7 @@ cdef class IoPgtable:
     cdef u64 unmap_pages(self, u64 iova, u64 pgsize, u64 pgcount) except? 0xFFFFFFFFFFFFFFFF
     cdef u64 c_iova_to_phys(self, u64 iova) noexcept nogil
     cdef u64 _iova_to_phys_hint(self, u64 iova) noexcept nogil
-    cdef int lookup(self, u64 iova, u64 *phys, int *prot, u64 *leaf_size) noexcept
+    cdef int lookup(self, u64 iova, u64 *phys, int *prot, u64 *leaf_size) noexcept nogil
     cpdef int release_pending(self) except -1
     cpdef int free_tables(self) except -1
     cdef int collect_leaves(self, u64 table, int L, u64 base, int acc, dict out) except -1

@@ -655,7 +655,7 @@ cdef class IoPgtable:
             table = e & PT_OA_MASK
             L -= 1
 
-    cdef int lookup(self, u64 iova, u64 *phys, int *prot, u64 *leaf_size) noexcept:
+    cdef int lookup(self, u64 iova, u64 *phys, int *prot, u64 *leaf_size) noexcept nogil:
         """The hardware walk: 0 and the translation, IOMMU_* permissions and leaf size, or -1."""
         cdef u64 table = self.pgtable_root, e, size
         cdef int L, t, acc = IOMMU_READ | IOMMU_WRITE

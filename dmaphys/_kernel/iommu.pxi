@@ -572,7 +572,7 @@ cdef inline str _xlate_reason(int r, bint write):
 
 
 cdef inline int iommu_translate_one(Device dev, IommuDomain d, Iotlb tlb, IoPgtable pt, u32 sid, u64 a,
-                                    int need, u64 *phys, int *prot, int *shift) except -1:
+                                    int need, u64 *phys, int *prot, int *shift) except -1 nogil:
     """Translate one request address the way the hardware does: the IOTLB, else a page-table
     walk whose result fills the IOTLB. Returns XLATE_OK with phys/prot/shift (the leaf size)
     set, or an XLATE_* fault code. An IOTLB hit is used even when the page table has changed
@@ -595,9 +595,10 @@ cdef inline int iommu_translate_one(Device dev, IommuDomain d, Iotlb tlb, IoPgta
             ok = pt.lookup(a, &cur_phys, &cur_prot, &cur_leaf)
             pt.walk_reads = saved               # an oracle check, not a hardware walk
             if ok != 0 or cur_phys != phys[0] or cur_prot != prot[0] or cur_leaf != mask + 1:
-                tlb.stale_hits += 1
-                d.stale_hits += 1
-                debug_dma_stale_iotlb(dev, a, phys[0], U64_MAX if ok != 0 else cur_phys)
+                with gil:                       # a report Python sees
+                    tlb.stale_hits += 1
+                    d.stale_hits += 1
+                    debug_dma_stale_iotlb(dev, a, phys[0], U64_MAX if ok != 0 else cur_phys)
             else:
                 e.gen = pt.leaf_writes
     elif pt.lookup(a, phys, prot, &leaf) != 0:
@@ -611,7 +612,7 @@ cdef inline int iommu_translate_one(Device dev, IommuDomain d, Iotlb tlb, IoPgta
     return XLATE_OK
 
 
-cdef int iommu_device_access(Device dev, u64 iova, u8 *buf, u64 n, bint write) except -1:
+cdef int iommu_device_access(Device dev, u64 iova, u8 *buf, u64 n, bint write) except -1 nogil:
     """A device's DMA of n bytes at IOVA iova through its domain.
 
     Split into requests that never cross a 4 KiB boundary; each is translated
@@ -620,21 +621,32 @@ cdef int iommu_device_access(Device dev, u64 iova, u8 *buf, u64 n, bint write) e
     Iommu(fault_mode=...); in record mode a faulting read request returns 0xff bytes (PCIe
     Unsupported Request) and a write is dropped. Requests before a fault have reached memory,
     as on hardware.
+
+    Runs without the GIL: it takes it itself for a fault, a stale-hit report, the qemu-mode
+    requester id lookup and dma-debug's view of device writes.
     """
-    cdef IommuDomain d = <IommuDomain>dev.domain
-    cdef Iommu mmu = d.iommu
-    cdef Iotlb tlb = mmu.iotlb
-    cdef IoPgtable pt = d.pgtable
+    return _iommu_access_d(dev, <IommuDomain>dev.domain, iova, buf, n, write)
+
+
+cdef inline int _iommu_access_d(Device dev, IommuDomain d, u64 iova, u8 *buf, u64 n, bint write) except -1 nogil:
+    # (nogil code passes borrowed typed references as arguments; it cannot assign them)
+    return _iommu_access(dev, d, d.iommu, d.iommu.iotlb, d.pgtable, iova, buf, n, write)
+
+
+cdef int _iommu_access(Device dev, IommuDomain d, Iommu mmu, Iotlb tlb, IoPgtable pt, u64 iova, u8 *buf,
+                       u64 n, bint write) except -1 nogil:
     cdef u64 done = 0, a, chunk, phys = 0, limit
     cdef int prot = 0, shift = 0, need = IOMMU_WRITE if write else IOMMU_READ, r
     cdef u32 sid = 0
     limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
     if iova + n - 1 > limit:
-        dev.faults += 1
-        raise DmaFault(dev.name, iova, n, "write" if write else "read",
-                       f"beyond the device's addressing limit {limit:#x}")
+        with gil:
+            dev.faults += 1
+            raise DmaFault(dev.name, iova, n, "write" if write else "read",
+                           f"beyond the device's addressing limit {limit:#x}")
     if tlb is not None and tlb.qemu:
-        sid = mmu.sid_of(dev)
+        with gil:
+            sid = mmu.sid_of(dev)
     while done < n:
         a = iova + done
         chunk = PAGE_SIZE - (a & (PAGE_SIZE - 1))
@@ -642,7 +654,8 @@ cdef int iommu_device_access(Device dev, u64 iova, u8 *buf, u64 n, bint write) e
             chunk = n - done
         r = iommu_translate_one(dev, d, tlb, pt, sid, a, need, &phys, &prot, &shift)
         if r != XLATE_OK:
-            _iommu_fault(mmu, d, dev, a, chunk, write, _xlate_reason(r, write))
+            with gil:
+                _iommu_fault(mmu, d, dev, a, chunk, write, _xlate_reason(r, write))
             if not write:
                 memset(buf + done, 0xff, chunk)
         else:

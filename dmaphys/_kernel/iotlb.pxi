@@ -112,7 +112,7 @@ cdef class Iotlb:
         return NULL
 
     cdef iotlb_entry *fill(self, u32 domid, u32 sid, u64 iova, int shift, u64 phys, int prot,
-                           u64 gen) noexcept:
+                           u64 gen) noexcept nogil:
         """Insert the translation a walk produced (evicting per the policy when the set is full)."""
         cdef u64 page = iova >> shift, base, w, victim, oldest
         cdef iotlb_entry *e

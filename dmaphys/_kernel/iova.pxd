@@ -79,7 +79,7 @@ cdef class IovaDomain:
     cdef int _reserve_iova(self, u64 pfn_lo, u64 pfn_hi, u64 *out_lo, u64 *out_hi) except -1
     cdef int reserve_iova_c(self, u64 pfn_lo, u64 pfn_hi) except -1
     cdef inline iova_cpu_rcache *_cpu_rcache(self, int order, int cpu) noexcept nogil
-    cdef inline iova_magazine *_depot_pop(self, int order) noexcept
+    cdef inline iova_magazine *_depot_pop(self, int order) noexcept nogil
     cdef int _schedule_depot_work(self, int order) except -1
     cdef int _iova_depot_work_func(self, int order) except -1
     cdef int _iova_magazine_free_pfns(self, iova_magazine *mag) except -1

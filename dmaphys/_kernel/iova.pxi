@@ -407,7 +407,7 @@ cdef class IovaDomain:
     cdef inline iova_cpu_rcache *_cpu_rcache(self, int order, int cpu) noexcept nogil:
         return &self.cpu_rcaches[order * self.ncpus + cpu]
 
-    cdef inline iova_magazine *_depot_pop(self, int order) noexcept:
+    cdef inline iova_magazine *_depot_pop(self, int order) noexcept nogil:
         # iova_depot_pop(): the head; its size field is restored to IOVA_MAG_SIZE
         cdef iova_magazine *mag = self.depot[order].back()
         self.depot[order].pop_back()
@@ -754,25 +754,31 @@ cdef class IovaDomain:
 
 # ---- GIL-free rcache paths (dma_iommu.pxi's nogil fast map/unmap) ------------------------------
 # One-granule ranges (order 0) only. Each either does exactly what the full function would do, or
-# reports that it cannot (the depot would be involved: that schedules work on the machine's timers)
-# having changed nothing, and the caller runs the full function with the GIL.
+# reports that it cannot (a push that would arm the depot work: that schedules a timer on the
+# machine) having changed nothing, and the caller runs the full function with the GIL.
 cdef inline iova_magazine *iova_rcache_peek(IovaDomain iovad, u64 limit_pfn, int cpu, u64 *idx) noexcept nogil:
     """What alloc_iova_fast(iovad, 1, limit_pfn, ..., cpu) would pop from the rcache, found
-    without changing anything: the magazine (loaded, or prev, which __iova_rcache_get swaps in
-    first) and the index iova_magazine_pop() takes; NULL where it would miss or use the depot."""
+    without changing anything: the magazine (loaded; or prev, which __iova_rcache_get swaps in
+    first; or the depot's head, which replaces an empty loaded one) and the index
+    iova_magazine_pop() takes; NULL where the rcache would miss."""
     cdef iova_cpu_rcache *cr
     cdef iova_magazine *mag
-    cdef u64 i
+    cdef u64 i, size
     if iovad.dead or iovad.cpu_rcaches == NULL or cpu < 0 or cpu >= iovad.ncpus:
         return NULL
     cr = iovad._cpu_rcache(0, cpu)
     if cr.loaded.size != 0:
         mag = cr.loaded
+        size = mag.size
     elif cr.prev.size != 0:
         mag = cr.prev
+        size = mag.size
+    elif not iovad.depot[0].empty():
+        mag = iovad.depot[0].back()
+        size = IOVA_MAG_SIZE                      # iova_depot_pop() restores it
     else:
         return NULL
-    i = mag.size - 1
+    i = size - 1
     while mag.pfns[i] > limit_pfn:
         if i == 0:
             return NULL
@@ -782,12 +788,16 @@ cdef inline iova_magazine *iova_rcache_peek(IovaDomain iovad, u64 limit_pfn, int
 
 
 cdef inline u64 iova_rcache_commit(IovaDomain iovad, iova_magazine *mag, u64 i, int cpu) noexcept nogil:
-    """The pop iova_rcache_peek() found: swap prev in if it is the one, then iova_magazine_pop()."""
+    """The pop iova_rcache_peek() found: swap prev in, or take the depot's head in place of the
+    empty loaded magazine (freeing it), then iova_magazine_pop()."""
     cdef iova_cpu_rcache *cr = iovad._cpu_rcache(0, cpu)
     cdef u64 pfn
     if mag == cr.prev:
         cr.prev = cr.loaded
         cr.loaded = mag
+    elif mag != cr.loaded:
+        free(cr.loaded)
+        cr.loaded = iovad._depot_pop(0)
     pfn = mag.pfns[i]
     mag.size -= 1
     mag.pfns[i] = mag.pfns[mag.size]
@@ -795,26 +805,41 @@ cdef inline u64 iova_rcache_commit(IovaDomain iovad, iova_magazine *mag, u64 i, 
 
 
 cdef inline bint iova_rcache_insert_ok(IovaDomain iovad, u64 pfn, int cpu) noexcept nogil:
-    """free_iova_fast(iovad, pfn, 1, cpu) stays in the CPU's magazines (no error, no depot push)."""
+    """free_iova_fast(iovad, pfn, 1, cpu) raises nothing and schedules nothing: it stays in the
+    CPU's magazines, or pushes a full one to the depot whose work is already pending."""
     cdef iova_cpu_rcache *cr
     if iovad.dead or iovad.cpu_rcaches == NULL or cpu < 0 or cpu >= iovad.ncpus:
         return False
     if pfn >= deref(iovad._anchor()).first:
         return False
     cr = iovad._cpu_rcache(0, cpu)
-    return cr.loaded.size != IOVA_MAG_SIZE or cr.prev.size != IOVA_MAG_SIZE
+    return cr.loaded.size != IOVA_MAG_SIZE or cr.prev.size != IOVA_MAG_SIZE or iovad.work_pending[0]
 
 
-cdef inline void iova_rcache_insert_fast(IovaDomain iovad, u64 pfn, int cpu) noexcept nogil:
-    """free_iova_fast(iovad, pfn, 1, cpu) where iova_rcache_insert_ok() said it stays in the magazines."""
+cdef inline int iova_rcache_insert_fast(IovaDomain iovad, u64 pfn, int cpu, iova_magazine *spare) noexcept nogil:
+    """free_iova_fast(iovad, pfn, 1, cpu) where iova_rcache_insert_ok() said so. ``spare``: a
+    fresh magazine (iova_magazine_alloc) for a depot push, freed when not needed; returns 1."""
     cdef iova_cpu_rcache *cr = iovad._cpu_rcache(0, cpu)
     cdef iova_magazine *mag
     if cr.loaded.size == IOVA_MAG_SIZE:
-        mag = cr.loaded
-        cr.loaded = cr.prev
-        cr.prev = mag
+        if cr.prev.size != IOVA_MAG_SIZE:
+            mag = cr.loaded
+            cr.loaded = cr.prev
+            cr.prev = mag
+        else:                                     # iova_depot_push(); the work is pending already
+            iovad.depot[0].push_back(cr.loaded)
+            cr.loaded = spare
+            spare = NULL
     cr.loaded.pfns[cr.loaded.size] = pfn
     cr.loaded.size += 1
+    if spare != NULL:
+        free(spare)
+    return 1
 
+
+cdef inline bint iova_rcache_needs_magazine(IovaDomain iovad, int cpu) noexcept nogil:
+    """The insert will push to the depot and needs a fresh magazine."""
+    cdef iova_cpu_rcache *cr = iovad._cpu_rcache(0, cpu)
+    return cr.loaded.size == IOVA_MAG_SIZE and cr.prev.size == IOVA_MAG_SIZE
 
 __all__ += ["IovaDomain", "iova_rcache_range"]

@@ -1,4 +1,10 @@
 # The C face of _kernel/mapping.pxi: kernel/dma/mapping.c: the c_dma_* entry points (the public C API).
+#
+# GIL: the c_* functions below need the GIL (they may raise, warn, record, trace), except the two
+# *_nogil ones, which run the common dma-direct / dma-iommu paths in C and take the GIL themselves
+# for anything else. Callers running without the GIL own the machine first (machine.pxd:
+# machine_enter / machine_exit). Every caller flushes queued warnings when its operation is
+# complete: Machine.flush_warnings() (with the GIL).
 
 cdef u64 c_dma_map_phys(Device dev, u64 phys, u64 size, int dir, unsigned long attrs) except? 0xFFFFFFFFFFFFFFFF
 cdef int c_dma_unmap_phys(Device dev, u64 addr, u64 size, int dir, unsigned long attrs) except -1

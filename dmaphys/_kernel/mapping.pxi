@@ -144,7 +144,8 @@ cdef inline int dma_map_phys_fast(Device dev, u64 phys, u64 size, int dir, unsig
     return iommu_dma_map_phys_fast(dev, phys, size, dir, attrs, out)
 
 
-cdef inline int dma_unmap_phys_fast(Device dev, u64 addr, u64 size, int dir, unsigned long attrs) noexcept nogil:
+cdef inline int dma_unmap_phys_fast(Device dev, u64 addr, u64 size, int dir,
+                                    unsigned long attrs) except -1 nogil:
     if not valid_dma_direction(dir) or not _nogil_ok(dev):
         return 0
     if dma_map_direct(dev):
@@ -471,10 +472,13 @@ def dma_map_phys(Device dev not None, phys, size, dir, attrs=0):
     cdef int d = _arg_dir(dir)
     cdef unsigned long a = _arg_attrs(attrs)
     _check_span(p, s, "phys")
+    cdef u64 addr
+    if dma_map_phys_fast(dev, p, s, d, a, &addr):     # the C fast path: nothing to flush
+        return addr
     try:
         return c_dma_map_phys(dev, p, s, d, a)
     finally:
-        dev.machine.flush_warnings()
+        _iova_flush(dev.machine)                       # flush_warnings() when anything is queued
 
 
 def dma_unmap_phys(Device dev not None, addr, size, dir, attrs=0):
@@ -492,10 +496,12 @@ def dma_unmap_phys(Device dev not None, addr, size, dir, attrs=0):
     cdef u64 s = _arg_u64(size, "size")
     cdef int d = _arg_dir(dir)
     cdef unsigned long a = _arg_attrs(attrs)
+    if dma_unmap_phys_fast(dev, ad, s, d, a):
+        return
     try:
         c_dma_unmap_phys(dev, ad, s, d, a)
     finally:
-        dev.machine.flush_warnings()
+        _iova_flush(dev.machine)
 
 
 def dma_map_page_attrs(Device dev not None, pfn, offset, size, dir, attrs=0):

@@ -13,12 +13,16 @@ import contextlib
 
 import numpy as np
 
+from . import dma_iommu as _dma_iova
 from . import iommu as _iommu
+from . import machine as _machine
 from . import mapping as _mapping
 from ._util import u64
 
 __all__ = ["dma_map_phys_batch", "dma_mapping_error_batch", "dma_unmap_phys_batch",
-           "dma_read_batch", "dma_write_batch", "iommu_iova_to_phys_batch"]
+           "dma_read_batch", "dma_write_batch", "iommu_iova_to_phys_batch",
+           "dma_read_ragged_batch", "dma_write_ragged_batch", "mem_read_batch", "mem_write_batch",
+           "dma_sync_single_for_cpu_batch", "dma_sync_single_for_device_batch", "dma_iova_link_batch"]
 
 
 # ---- argument conversion (whole batch, before any state change) --------------------------------
@@ -203,4 +207,143 @@ def iommu_iova_to_phys_batch(domain, iovas) -> np.ndarray:
     out = np.empty(a.shape[0], dtype=np.uint64)
     for i in range(a.shape[0]):
         out[i] = _iommu.iommu_iova_to_phys(domain, int(a[i]))
+    return out
+
+
+# ==== ring batches (see batch.pxi): variable sizes, CPU loads/stores, syncs, two-step links ======
+def _ragged_data(data, total: int) -> np.ndarray:
+    if isinstance(data, str):
+        raise TypeError("data must be a 1-D uint8 array or bytes-like, not str")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        d = np.frombuffer(data, dtype=np.uint8)
+    else:
+        d = np.asarray(data)
+    if d.dtype != np.uint8:
+        raise TypeError(f"data must be a 1-D uint8 array, not dtype {d.dtype}")
+    if d.ndim != 1:
+        raise ValueError(f"data must be a 1-D uint8 array (the elements back to back), not shape {d.shape}")
+    if d.shape[0] != total:
+        raise ValueError(f"data has {d.shape[0]} bytes for sizes totalling {total}")
+    return np.ascontiguousarray(d)
+
+
+def _ragged_total(s: list[int]) -> int:
+    total = sum(s)
+    if total >= 1 << 64:
+        raise ValueError("sizes overflow 64 bits")
+    return total
+
+
+def _ragged_read(machine, n: int, s: list[int], read_one) -> np.ndarray:
+    """read_one(i) -> bytes for each element, back to back; stops at an exception."""
+    out = np.empty(_ragged_total(s), dtype=np.uint8)
+    off = i = 0
+    with _deferred_warnings(machine):
+        try:
+            for i in range(n):
+                out[off:off + s[i]] = np.frombuffer(read_one(i), dtype=np.uint8)
+                off += s[i]
+        except BaseException as e:
+            _batch_fail(e, i, out[:off].copy())
+            raise
+    return out
+
+
+def _ragged_write(machine, n: int, s: list[int], data, write_one) -> None:
+    d = _ragged_data(data, _ragged_total(s))
+    off = i = 0
+    with _deferred_warnings(machine):
+        try:
+            for i in range(n):
+                write_one(i, d[off:off + s[i]].tobytes())
+                off += s[i]
+        except BaseException as e:
+            _batch_fail(e, i, None)
+            raise
+
+
+def dma_read_ragged_batch(dev, addrs, sizes) -> np.ndarray:
+    """Reference of dmaphys.dma_read_ragged_batch: ``dev.dma_read(addrs[i], sizes[i])`` back to back."""
+    _device_arg(dev)
+    a = _batch_u64_array(addrs, "addrs")
+    s = _batch_sizes(sizes, a.shape[0], "size")
+    return _ragged_read(dev.machine, a.shape[0], s, lambda i: dev.dma_read(int(a[i]), s[i]))
+
+
+def dma_write_ragged_batch(dev, addrs, sizes, data) -> None:
+    """Reference of dmaphys.dma_write_ragged_batch: ``dev.dma_write(addrs[i], <sizes[i] bytes>)``."""
+    _device_arg(dev)
+    a = _batch_u64_array(addrs, "addrs")
+    s = _batch_sizes(sizes, a.shape[0], "size")
+    _ragged_write(dev.machine, a.shape[0], s, data, lambda i, b: dev.dma_write(int(a[i]), b))
+
+
+def _machine_arg(machine):
+    if not isinstance(machine, _machine.Machine):
+        raise TypeError(f"machine must be a Machine, not {type(machine).__name__}")
+    return machine
+
+
+def mem_read_batch(machine, phys, sizes) -> np.ndarray:
+    """Reference of dmaphys.mem_read_batch: ``machine.mem_read(phys[i], sizes[i])`` back to back."""
+    m = _machine_arg(machine)
+    p = _batch_u64_array(phys, "phys")
+    s = _batch_sizes(sizes, p.shape[0], "n")
+    return _ragged_read(m, p.shape[0], s, lambda i: m.mem_read(int(p[i]), s[i]))
+
+
+def mem_write_batch(machine, phys, sizes, data) -> None:
+    """Reference of dmaphys.mem_write_batch: ``machine.mem_write(phys[i], <sizes[i] bytes>)``."""
+    m = _machine_arg(machine)
+    p = _batch_u64_array(phys, "phys")
+    s = _batch_sizes(sizes, p.shape[0], "n")
+    _ragged_write(m, p.shape[0], s, data, lambda i, b: m.mem_write(int(p[i]), b))
+
+
+def _sync_batch(dev, dma_addrs, sizes, dir, fn) -> None:
+    dev = _mapping._dev(dev)
+    a = _batch_u64_array(dma_addrs, "addr")
+    s = _batch_sizes(sizes, a.shape[0], "size")
+    d = _mapping._dir(dir)
+    i = 0
+    with _deferred_warnings(dev.machine):
+        try:
+            for i in range(a.shape[0]):
+                fn(dev, int(a[i]), s[i], d)
+        except BaseException as e:
+            _batch_fail(e, i, None)
+            raise
+
+
+def dma_sync_single_for_cpu_batch(dev, dma_addrs, sizes, dir) -> None:
+    """Reference of dmaphys.dma_sync_single_for_cpu_batch: dma_sync_single_for_cpu() per element."""
+    _sync_batch(dev, dma_addrs, sizes, dir, _mapping.dma_sync_single_for_cpu)
+
+
+def dma_sync_single_for_device_batch(dev, dma_addrs, sizes, dir) -> None:
+    """Reference of dmaphys.dma_sync_single_for_device_batch: dma_sync_single_for_device() per element."""
+    _sync_batch(dev, dma_addrs, sizes, dir, _mapping.dma_sync_single_for_device)
+
+
+def dma_iova_link_batch(dev, state, phys, offsets, sizes, dir, attrs=0) -> np.ndarray:
+    """Reference of dmaphys.dma_iova_link_batch: dma_iova_link() per element, 0 or -errno each."""
+    _dma_iova._check_types(dev, state)
+    p = _batch_u64_array(phys, "phys")
+    n = p.shape[0]
+    o = _batch_u64_array(offsets, "offset")
+    if o.shape[0] != n:
+        raise ValueError(f"offset has {o.shape[0]} entries for {n} addresses")
+    s = _batch_sizes(sizes, n, "size")
+    a = _dma_iova._iova_attrs(attrs)
+    d = _dma_iova._int_dir(dir)
+    _dma_iova._iova_check(dev, d, "dma_iova_link", True)
+    out = np.empty(n, dtype=np.int32)
+    i = 0
+    with _deferred_warnings(dev.machine):
+        try:
+            for i in range(n):
+                out[i] = _dma_iova.dma_iova_link(dev, state, int(p[i]), int(o[i]), s[i], d, a)
+        except BaseException as e:
+            _batch_fail(e, i, out[:i].copy())
+            raise
     return out
