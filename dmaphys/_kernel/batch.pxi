@@ -181,18 +181,19 @@ cdef object _dma_mapping_error_batch(Device dev, object addrs):
 def dma_map_phys_batch(Device dev not None, phys, sizes, dir, attrs=0):
     """dma_map_phys_batch(dev, phys, sizes, dir, attrs=0) -> ndarray[uint64]
 
-    ``dma_map_phys(dev, phys[i], sizes[i], dir, attrs)`` for each i, in order, in a C loop over
-    the same C function the per-call entry point wraps (c_dma_map_phys: dma-direct / swiotlb /
-    dma-iommu, trace event, dma-debug record). ``phys``: 1-D integer array; ``sizes``: a scalar
-    for every element or a 1-D array of the same length. A failed element is
+    ``dma_map_phys(dev, phys[i], sizes[i], dir, attrs)`` for each i, in order, in a C loop over the
+    same C function the per-call entry point wraps (c_dma_map_phys: dma-direct / swiotlb /
+    dma-iommu, trace event, dma-debug record). ``phys``: 1-D integer array; ``sizes``: a scalar for
+    every element or a 1-D array of the same length. Returns the bus addresses; a failed element is
     DMA_MAPPING_ERROR and the rest proceed, as separate calls would.
 
-    Validated for the whole batch before any element is mapped: array types and shapes,
-    ``dir`` (an invalid direction raises KernelBug, as dma_map_phys's BUG_ON would), ``attrs``,
-    and a ``phys + size`` that wraps (ValueError). Kernel warnings are emitted once, after the
-    last element. An exception from element i stops the batch there (``exc.batch_index``,
-    ``exc.batch_result``: the addresses of elements 0..i-1, which stay mapped).
-    Runs without the GIL while the elements take the C fast path (see the top of batch.pxi).
+    Validated for the whole batch before any element is mapped: array types and shapes (TypeError /
+    ValueError), ``dir`` (an invalid direction raises KernelBug, as dma_map_phys's BUG_ON would),
+    ``attrs``, and a ``phys + size`` that wraps (ValueError). Kernel warnings (KernelWarning,
+    DmaDebugWarning) are emitted once, after the last element. An exception from element i stops the
+    batch there (``exc.batch_index``, ``exc.batch_result``: the addresses of elements 0..i-1, which
+    stay mapped). Runs without the GIL while the elements take the C fast path (see the top of
+    batch.pxi).
     """
     _dev_live(dev)
     return _dma_map_phys_batch(dev, phys, sizes, dir, attrs)
@@ -201,11 +202,11 @@ def dma_map_phys_batch(Device dev not None, phys, sizes, dir, attrs=0):
 def dma_mapping_error_batch(Device dev not None, dma_addrs):
     """dma_mapping_error_batch(dev, dma_addrs) -> ndarray[int32]
 
-    ``dma_mapping_error(dev, dma_addrs[i])`` for each i: -ENOMEM where the address is
-    DMA_MAPPING_ERROR, else 0. Like the per-call function it tells dma-debug that the driver
-    checked each address (without it dma-debug reports "device driver failed to check map
-    error" at unmap, exactly as for per-call mappings nobody checked). Runs without the GIL
-    when dma-debug is off.
+    ``dma_mapping_error(dev, dma_addrs[i])`` for each i: returns -ENOMEM where the address is
+    DMA_MAPPING_ERROR, else 0. Like the per-call function it tells dma-debug that the driver checked
+    each address (without it dma-debug reports "device driver failed to check map error" at unmap,
+    exactly as for per-call mappings nobody checked). Raises TypeError / ValueError for a bad array
+    or a removed device. Runs without the GIL when dma-debug is off.
     """
     _dev_live(dev)
     return _dma_mapping_error_batch(dev, dma_addrs)
@@ -214,8 +215,10 @@ def dma_mapping_error_batch(Device dev not None, dma_addrs):
 def dma_unmap_phys_batch(Device dev not None, dma_addrs, sizes, dir, attrs=0):
     """dma_unmap_phys_batch(dev, dma_addrs, sizes, dir, attrs=0)
 
-    ``dma_unmap_phys(dev, dma_addrs[i], sizes[i], dir, attrs)`` for each i, in order (c_dma_unmap_phys
-    in a C loop). Same validation, warning, exception and GIL rules as dma_map_phys_batch.
+    ``dma_unmap_phys(dev, dma_addrs[i], sizes[i], dir, attrs)`` for each i, in order
+    (c_dma_unmap_phys in a C loop). Returns None. Raises as dma_map_phys_batch does (KernelBug for
+    an invalid ``dir``, TypeError / ValueError for bad arrays, validated before any element); same
+    warning and GIL rules.
     """
     _dev_live(dev)
     _dma_unmap_phys_batch(dev, dma_addrs, sizes, dir, attrs)
@@ -298,11 +301,12 @@ cdef object _dma_write_batch(Device dev, object addrs, object data):
 def dma_read_batch(Device dev not None, addrs, size):
     """dma_read_batch(dev, addrs, size) -> ndarray[uint8] of shape (len(addrs), size)
 
-    Same as ``dev.dma_read_batch(addrs, size)``: row i is what ``dev.dma_read(addrs[i], size)``
-    returns, element by element in order through device_access() (IOMMU translation, IOTLB,
-    P2P routing, faults and statistics exactly as per call). A DmaFault at element i stops the
-    batch there (``exc.batch_index``, ``exc.batch_result`` = the rows read). Runs without the GIL
-    when dma-debug is off (device_access takes it for a fault).
+    Same as ``dev.dma_read_batch(addrs, size)``: returns rows, row i being what
+    ``dev.dma_read(addrs[i], size)`` returns, element by element in order through device_access()
+    (IOMMU translation, IOTLB, P2P routing, faults and statistics exactly as per call). Raises
+    TypeError / ValueError for bad arguments; a DmaFault (IommuFault for a translation fault) at
+    element i stops the batch there (``exc.batch_index``, ``exc.batch_result`` = the rows read).
+    Runs without the GIL when dma-debug is off (device_access takes it for a fault).
     """
     return _dma_read_batch(dev, addrs, size)
 
@@ -311,8 +315,9 @@ def dma_write_batch(Device dev not None, addrs, data):
     """dma_write_batch(dev, addrs, data): ``dev.dma_write(addrs[i], data[i])`` for each row i.
 
     Same as ``dev.dma_write_batch(addrs, data)``; ``data`` is a 2-D uint8 array with one row per
-    address. Faults stop the batch at the faulting element (``exc.batch_index``). Runs without
-    the GIL when dma-debug is off.
+    address. Returns None. Raises TypeError / ValueError for bad arguments; a DmaFault (IommuFault
+    for a translation fault) stops the batch at the faulting element (``exc.batch_index``). Runs
+    without the GIL when dma-debug is off.
     """
     _dma_write_batch(dev, addrs, data)
 
@@ -350,14 +355,15 @@ cdef object _iommu_iova_to_phys_batch(IommuDomain d, object iovas):
 def iommu_iova_to_phys_batch(domain, iovas):
     """iommu_iova_to_phys_batch(domain, iovas) -> ndarray[uint64]
 
-    Same as ``domain.iova_to_phys_batch(iovas)``: ``iommu_iova_to_phys(domain, iovas[i])`` for
-    each i (identity domains return the IOVA, blocked ones 0, freed ones raise ValueError, paging domains walk the
-    page table: 0 when unmapped, -ERANGE as u64 beyond a generic_pt table). A software walk:
-    no IOTLB, no statistics, no warnings.
+    Same as ``domain.iova_to_phys_batch(iovas)``: returns ``iommu_iova_to_phys(domain, iovas[i])``
+    for each i (identity domains return the IOVA, blocked ones 0, paging domains walk the page
+    table: 0 when unmapped, -ERANGE as u64 beyond a generic_pt table). Raises ValueError for a freed
+    domain, TypeError / ValueError for a bad array. A software walk: no IOTLB, no statistics, no
+    warnings.
 
-    The walk runs without the GIL (IoPgtable.c_iova_to_phys is nogil), so other Python threads
-    run meanwhile; it owns the machine for the call, so another thread's map, unmap or free in
-    this machine waits for it.
+    The walk runs without the GIL (IoPgtable.c_iova_to_phys is nogil), so other Python threads run
+    meanwhile; it owns the machine for the call, so another thread's map, unmap or free in this
+    machine waits for it.
     """
     return _iommu_iova_to_phys_batch(_domain_arg(domain), iovas)
 

@@ -95,7 +95,13 @@ cdef class Device:
 
     # ---- the device on its bus -------------------------------------------------------------
     def dma_read(self, dma_addr, n):
-        """What the device reads at bus address ``dma_addr`` (``n`` bytes)."""
+        """What the device reads at bus address ``dma_addr`` (``n`` bytes).
+
+        Returns ``n`` bytes. Raises DmaFault where real hardware would reject the access (beyond the
+        mask, no target, a removed device), IommuFault for an IOMMU translation or permission fault,
+        TypeError / ValueError for bad arguments (OverflowError for an ``n`` no bytes object can
+        hold).
+        """
         machine_guard(self.machine)
         cdef u64 a = _u64(dma_addr, "dma_addr")
         cdef u64 cnt = _u64(n, "n")
@@ -114,7 +120,11 @@ cdef class Device:
         return out
 
     def dma_write(self, dma_addr, data):
-        """The device stores ``data`` at bus address ``dma_addr``."""
+        """The device stores ``data`` at bus address ``dma_addr``.
+
+        Returns None. Raises DmaFault / IommuFault as dma_read() does, TypeError / ValueError for
+        bad arguments.
+        """
         machine_guard(self.machine)
         cdef u64 a = _u64(dma_addr, "dma_addr")
         cdef const u8[::1] view = _as_bytes_view(data)
@@ -128,11 +138,15 @@ cdef class Device:
     def translate(self, dma_addr, write=False):
         """The translation of the page holding bus address ``dma_addr``, as QEMU's
         IOMMUTLBEntry (iova, translated_addr, addr_mask, perm), found the way a device read
-        (``write=True``: write) of that address is: IOTLB (hits and misses counted, a miss
-        fills it), page-table walk; dma-direct devices get the bus-to-phys translation (perm
-        IOMMU_RW). Faults where that access would fault (IommuFault, recorded in
-        ``iommu.faults``; in fault_mode="record" only recorded, and the entry has perm
-        IOMMU_NONE). ``addr_mask`` is the leaf's size - 1 (a 2 MiB page gives 0x1fffff)."""
+        (``write=True``: write) of that address is: IOTLB (hits and misses counted, a miss fills
+        it), page-table walk; dma-direct devices get the bus-to-phys translation (perm IOMMU_RW).
+        ``addr_mask`` is the leaf's size - 1 (a 2 MiB page gives 0x1fffff).
+
+        Returns the IOMMUTLBEntry. Raises IommuFault where that access would fault (recorded in
+        ``iommu.faults``; in fault_mode="record" only recorded, and the returned entry has perm
+        IOMMU_NONE), DmaFault where a dma-direct access would fault, TypeError / ValueError for bad
+        arguments.
+        """
         cdef iommu_tlb_entry e
         cdef u64 a = _u64(dma_addr, "dma_addr")
         try:
@@ -143,11 +157,19 @@ cdef class Device:
 
     # batch forms (batch.pxi): the same device_access() per element, in a C loop
     def dma_read_batch(self, addrs, size):
-        """dma_read(addrs[i], size) for each i -> ndarray[uint8] (n x size); see batch.pxi."""
+        """dma_read(addrs[i], size) for each i -> ndarray[uint8] (n x size); see batch.pxi.
+
+        Returns the rows; raises as dma_read_batch() does (DmaFault / IommuFault with
+        ``exc.batch_index``, TypeError / ValueError for bad arrays).
+        """
         return _dma_read_batch(self, addrs, size)
 
     def dma_write_batch(self, addrs, data):
-        """dma_write(addrs[i], data[i]) for each row of a 2-D uint8 array; see batch.pxi."""
+        """dma_write(addrs[i], data[i]) for each row of a 2-D uint8 array; see batch.pxi.
+
+        Returns None; raises as dma_write_batch() does (DmaFault / IommuFault with
+        ``exc.batch_index``, TypeError / ValueError for bad arrays).
+        """
         _dma_write_batch(self, addrs, data)
 
 

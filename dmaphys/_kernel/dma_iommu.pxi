@@ -1511,9 +1511,10 @@ cdef int c_dma_iova_destroy(Device dev, DmaIovaState state, u64 mapped_len, int 
 def dma_iova_try_alloc(Device dev not None, DmaIovaState state not None, phys, size):
     """dma_iova_try_alloc(dev, state, phys, size) -> bool.
 
-    Models drivers/iommu/dma-iommu.c:dma_iova_try_alloc(). Returns true if IOVA space was
-    allocated (state.addr keeps phys's offset in the granule), false if the regular DMA API
-    should be used (dma-direct or identity devices, size 0, allocation failure).
+    Models drivers/iommu/dma-iommu.c:dma_iova_try_alloc(). Returns true if IOVA space was allocated
+    (state.addr keeps phys's offset in the granule), false if the regular DMA API should be used
+    (dma-direct or identity devices, size 0, allocation failure). Raises TypeError / ValueError for
+    bad arguments or a removed device.
     """
     machine_guard(dev.machine)
     _dev_live(dev)
@@ -1528,7 +1529,12 @@ def dma_iova_try_alloc(Device dev not None, DmaIovaState state not None, phys, s
 def dma_iova_free(Device dev not None, DmaIovaState state not None):
     """dma_iova_free(dev, state): give the IOVA space back at once (no flush queue, no IOTLB work).
 
-    Every linked range must have been unlinked first.
+    Models drivers/iommu/dma-iommu.c:dma_iova_free(); returns None. Every linked range must have
+    been unlinked first. Raises KernelBug for a device without a DMA IOMMU domain (the kernel's NULL
+    dereference), TypeError / ValueError for bad arguments or a removed device. A ``state`` not
+    filled by dma_iova_try_alloc() for this device (or already freed), or a range beyond its
+    allocation, is refused with a dma-debug report (DmaDebugWarning; the kernel would corrupt the
+    IOVA space).
     """
     machine_guard(dev.machine)
     _dev_live(dev)
@@ -1541,9 +1547,14 @@ def dma_iova_free(Device dev not None, DmaIovaState state not None):
 def dma_iova_link(Device dev not None, DmaIovaState state not None, phys, offset, size, dir, attrs):
     """dma_iova_link(dev, state, phys, offset, size, dir, attrs) -> 0 or -errno.
 
-    Maps phys..phys+size at state.addr + offset without an IOTLB sync (call dma_iova_sync()).
-    -EIO: a mid-granule phys at offset > 0; -EPERM: MMIO that would need bouncing; -ENOMEM:
-    no bounce slot; iommu_map errors otherwise.
+    Models drivers/iommu/dma-iommu.c:dma_iova_link(): maps phys..phys+size at state.addr + offset
+    without an IOTLB sync (call dma_iova_sync()). Returns 0, -EIO: a mid-granule phys at offset > 0;
+    -EPERM: MMIO that would need bouncing; -ENOMEM: no bounce slot; iommu_map errors otherwise.
+    Raises KernelBug for an invalid ``dir`` or a device without a DMA IOMMU domain (the kernel's BUG
+    / NULL dereference), TypeError / ValueError for bad arguments or a removed device. A ``state``
+    not filled by dma_iova_try_alloc() for this device (or already freed), or a range beyond its
+    allocation, is refused with a dma-debug report (DmaDebugWarning; the kernel would corrupt the
+    IOVA space).
     """
     machine_guard(dev.machine)
     _dev_live(dev)
@@ -1559,7 +1570,14 @@ def dma_iova_link(Device dev not None, DmaIovaState state not None, phys, offset
 
 
 def dma_iova_sync(Device dev not None, DmaIovaState state not None, offset, size):
-    """dma_iova_sync(dev, state, offset, size) -> 0 or -errno: one IOTLB sync for the linked range."""
+    """dma_iova_sync(dev, state, offset, size) -> 0 or -errno: one IOTLB sync for the linked range.
+
+    Models drivers/iommu/dma-iommu.c:dma_iova_sync(); returns 0 or the iommu_sync_map() error.
+    Raises KernelBug for a device without a DMA IOMMU domain (the kernel's NULL dereference),
+    TypeError / ValueError for bad arguments or a removed device. A ``state`` not filled by
+    dma_iova_try_alloc() for this device (or already freed), or a range beyond its allocation, is
+    refused with a dma-debug report (DmaDebugWarning; the kernel would corrupt the IOVA space).
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 off = _arg_u64(offset, "offset")
@@ -1573,7 +1591,12 @@ def dma_iova_sync(Device dev not None, DmaIovaState state not None, offset, size
 def dma_iova_unlink(Device dev not None, DmaIovaState state not None, offset, size, dir, attrs):
     """dma_iova_unlink(dev, state, offset, size, dir, attrs): unmap a range and sync the IOTLB now.
 
-    The IOVA space stays allocated in the state.
+    Models drivers/iommu/dma-iommu.c:dma_iova_unlink(); returns None. The IOVA space stays allocated
+    in the state. Raises KernelBug for an invalid ``dir`` or a device without a DMA IOMMU domain
+    (the kernel's BUG / NULL dereference), TypeError / ValueError for bad arguments or a removed
+    device. A ``state`` not filled by dma_iova_try_alloc() for this device (or already freed), or a
+    range beyond its allocation, is refused with a dma-debug report (DmaDebugWarning; the kernel
+    would corrupt the IOVA space).
     """
     machine_guard(dev.machine)
     _dev_live(dev)
@@ -1590,7 +1613,12 @@ def dma_iova_unlink(Device dev not None, DmaIovaState state not None, offset, si
 def dma_iova_destroy(Device dev not None, DmaIovaState state not None, mapped_len, dir, attrs):
     """dma_iova_destroy(dev, state, mapped_len, dir, attrs): unlink [0, mapped_len) and free the IOVA.
 
-    Lazy domains queue the IOVA on the flush queue; mapped_len == 0 is dma_iova_free().
+    Models drivers/iommu/dma-iommu.c:dma_iova_destroy(); returns None. Lazy domains queue the IOVA
+    on the flush queue; mapped_len == 0 is dma_iova_free(). Raises KernelBug for an invalid ``dir``
+    or a device without a DMA IOMMU domain (the kernel's BUG / NULL dereference), TypeError /
+    ValueError for bad arguments or a removed device. A ``state`` not filled by dma_iova_try_alloc()
+    for this device (or already freed), or a range beyond its allocation, is refused with a
+    dma-debug report (DmaDebugWarning; the kernel would corrupt the IOVA space).
     """
     machine_guard(dev.machine)
     _dev_live(dev)
@@ -1604,12 +1632,20 @@ def dma_iova_destroy(Device dev not None, DmaIovaState state not None, mapped_le
 
 
 def dma_use_iova(DmaIovaState state not None):
-    """dma_use_iova(state): true once dma_iova_try_alloc() succeeded on it."""
+    """dma_use_iova(state): true once dma_iova_try_alloc() succeeded on it.
+
+    Mirrors include/linux/dma-mapping.h:dma_use_iova(); returns a bool and raises only TypeError
+    (``state`` not a DmaIovaState).
+    """
     return state._size != 0
 
 
 def dma_iova_size(DmaIovaState state not None):
-    """dma_iova_size(state): the allocated size (without DMA_IOVA_USE_SWIOTLB)."""
+    """dma_iova_size(state): the allocated size (without DMA_IOVA_USE_SWIOTLB).
+
+    Mirrors include/linux/dma-mapping.h:dma_iova_size(); returns an int and raises only TypeError
+    (``state`` not a DmaIovaState).
+    """
     return state._size & ~DMA_IOVA_USE_SWIOTLB
 
 

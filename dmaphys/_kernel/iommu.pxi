@@ -811,7 +811,14 @@ cdef IommuDomain _domain_arg(object domain):
 
 
 def iommu_map(domain, iova, paddr, size, prot):
-    """iommu_map(domain, iova, paddr, size, prot): 0 or -errno."""
+    """iommu_map(domain, iova, paddr, size, prot): 0 or -errno.
+
+    Models drivers/iommu/iommu.c:iommu_map(); returns 0 or -errno: -EINVAL (misaligned or no paging
+    domain), -ENOMEM, an already-mapped error (-EADDRINUSE with vtd-ss). Raises TypeError for a
+    non-domain or non-int argument, ValueError for a value beyond 64 bits or a domain
+    iommu_domain_free() freed; KernelBug where the kernel BUGs (iommu_pgsize() finding no page
+    size). Warns KernelWarning for the kernel's WARNs.
+    """
     cdef IommuDomain d = _domain_arg(domain)
     machine_guard(d.iommu.machine)
     cdef u64 a = _u64(iova, "iova"), p = _u64(paddr, "paddr"), s = _u64(size, "size")
@@ -823,7 +830,13 @@ def iommu_map(domain, iova, paddr, size, prot):
 
 
 def iommu_unmap(domain, iova, size):
-    """iommu_unmap(domain, iova, size): bytes unmapped; the IOTLB is synced for the range."""
+    """iommu_unmap(domain, iova, size): bytes unmapped; the IOTLB is synced for the range.
+
+    Models drivers/iommu/iommu.c:iommu_unmap(); returns the number of bytes unmapped (0 on a WARN:
+    misaligned or no paging domain). Raises TypeError for a non-domain or non-int argument,
+    ValueError for a value beyond 64 bits or a domain iommu_domain_free() freed; KernelBug where the
+    kernel BUGs. Warns KernelWarning for the kernel's WARNs.
+    """
     cdef IommuDomain d = _domain_arg(domain)
     machine_guard(d.iommu.machine)
     cdef u64 a = _u64(iova, "iova"), s = _u64(size, "size")
@@ -834,7 +847,13 @@ def iommu_unmap(domain, iova, size):
 
 
 def iommu_unmap_fast(domain, iova, size):
-    """iommu_unmap_fast(): bytes unmapped, the IOTLB is NOT invalidated (caller syncs or flushes)."""
+    """iommu_unmap_fast(): bytes unmapped, the IOTLB is NOT invalidated (caller syncs or flushes).
+
+    Models drivers/iommu/iommu.c:iommu_unmap_fast(); returns the number of bytes unmapped. Raises
+    TypeError for a non-domain or non-int argument, ValueError for a value beyond 64 bits or a
+    domain iommu_domain_free() freed; KernelBug where the kernel BUGs. Warns KernelWarning for the
+    kernel's WARNs.
+    """
     cdef IommuDomain d = _domain_arg(domain)
     machine_guard(d.iommu.machine)
     cdef u64 a = _u64(iova, "iova"), s = _u64(size, "size")
@@ -845,7 +864,12 @@ def iommu_unmap_fast(domain, iova, size):
 
 
 def iommu_iotlb_sync(domain, iova, size):
-    """iommu_iotlb_sync() of a gather covering [iova, iova + size)."""
+    """iommu_iotlb_sync() of a gather covering [iova, iova + size).
+
+    Mirrors include/linux/iommu.h:iommu_iotlb_sync(); returns None. Raises TypeError for a
+    non-domain or non-int argument, ValueError for a value beyond 64 bits (a freed domain is a
+    no-op).
+    """
     cdef IommuDomain d = _domain_arg(domain)
     try:
         iommu_iotlb_sync_range(d, _u64(iova, "iova"), _u64(size, "size"))
@@ -856,8 +880,11 @@ def iommu_iotlb_sync(domain, iova, size):
 def iommu_iova_to_phys(domain, iova):
     """iommu_iova_to_phys(domain, iova) -> int: the physical address, 0 when unmapped.
 
-    Raises TypeError for a non-domain or non-int, ValueError for an IOVA beyond 64 bits and for a
-    domain iommu_domain_free() freed (as iommu_map/iommu_unmap do: 0 would read as an address).
+    Models drivers/iommu/iommu.c:iommu_iova_to_phys(); returns the physical address (identity
+    domains: the IOVA; blocked ones and unmapped IOVAs: 0). Raises TypeError for a non-domain or
+    non-int, ValueError for an IOVA beyond 64 bits and for a domain iommu_domain_free() freed (as
+    iommu_map/iommu_unmap do: 0 would read as an address). Warns KernelWarning for a non-canonical
+    x86-64 IOVA the kernel aliases.
     """
     cdef IommuDomain d = _domain_arg(domain)
     machine_guard(d.iommu.machine)
@@ -871,7 +898,12 @@ def iommu_iova_to_phys(domain, iova):
 
 
 def iommu_domain_free(domain):
-    """iommu_domain_free(): an unmanaged domain with no devices attached; its tables are freed."""
+    """iommu_domain_free(): an unmanaged domain with no devices attached; its tables are freed.
+
+    Mirrors drivers/iommu/iommu.c:iommu_domain_free(); returns None. Raises TypeError for a
+    non-domain, ValueError for a domain already freed, a static (identity or blocked) domain, or one
+    that still has devices attached (the kernel would free tables in use).
+    """
     cdef IommuDomain d = _domain_arg(domain)
     if d.freed:
         raise ValueError(f"IOMMU domain {d.id} was already freed")
@@ -887,9 +919,12 @@ def iommu_domain_free(domain):
 def iommu_attach_device(domain, Device dev not None):
     """iommu_attach_device(): move a single-device group from its default domain to ``domain``.
 
-    0, -ENODEV (not behind an IOMMU), -EINVAL (other IOMMU, or a multi-device group), -EBUSY
-    (already attached to a non-default domain). While attached, the device does not use the
-    DMA API (dev.dma_iommu is cleared: the driver owns DMA, as with VFIO)."""
+    Mirrors drivers/iommu/iommu.c:iommu_attach_device(). Returns 0, -ENODEV (not behind an IOMMU),
+    -EINVAL (other IOMMU, or a multi-device group), -EBUSY (already attached to a non-default
+    domain). While attached, the device does not use the DMA API (dev.dma_iommu is cleared: the
+    driver owns DMA, as with VFIO). Raises TypeError for a non-domain or non-Device, ValueError for
+    a freed domain or a removed device.
+    """
     _dev_live(dev)
     cdef IommuDomain d = _domain_arg(domain)
     cdef IommuDomain cur
@@ -917,7 +952,12 @@ def iommu_attach_device(domain, Device dev not None):
 
 
 def iommu_detach_device(domain, Device dev not None):
-    """iommu_detach_device(): back to the default domain (WARN if dev is not in ``domain``)."""
+    """iommu_detach_device(): back to the default domain (WARN if dev is not in ``domain``).
+
+    Mirrors drivers/iommu/iommu.c:iommu_detach_device(); returns None. Raises TypeError for a
+    non-domain or non-Device, ValueError for a removed device. Warns KernelWarning when ``dev`` is
+    not attached to ``domain`` (nothing changes).
+    """
     _dev_live(dev)
     cdef IommuDomain d = _domain_arg(domain)
     cdef Iommu mmu = d.iommu

@@ -90,7 +90,11 @@ cdef class Machine:
         self._cpu = value
 
     def advance(self, ns):
-        """Advance the virtual clock by ``ns`` nanoseconds, firing due timers in deadline order."""
+        """Advance the virtual clock by ``ns`` nanoseconds, firing due timers in deadline order.
+
+        Returns None. Raises TypeError / ValueError for a bad ``ns`` or one that overflows the
+        64-bit clock; an exception from a timer callback propagates.
+        """
         machine_guard(self)
         cdef u64 target = self.clock_ns + _u64(ns, "ns")
         if target < self.clock_ns:
@@ -104,14 +108,21 @@ cdef class Machine:
         self.flush_warnings()
 
     def add_timer(self, delay_ns, callback):
-        """Arm a one-shot timer ``delay_ns`` from now (mod_timer/schedule_delayed_work stand-in)."""
+        """Arm a one-shot timer ``delay_ns`` from now (mod_timer/schedule_delayed_work stand-in).
+
+        Returns None. Raises TypeError / ValueError for a bad ``delay_ns``.
+        """
         cdef u64 d = _u64(delay_ns, "delay_ns")
         self._timer_seq += 1
         _heapq.heappush(self._timers, (self.clock_ns + d, self._timer_seq, callback))
 
     # ---- CPU access to physical memory ---------------------------------------------------
     def mem_write(self, phys, data):
-        """CPU stores ``data`` (bytes-like or numpy) at ``phys``; RAM or MMIO only."""
+        """CPU stores ``data`` (bytes-like or numpy) at ``phys``; RAM or MMIO only.
+
+        Returns None. Raises PhysAddrError where [phys, phys + len(data)) is not all RAM or MMIO,
+        TypeError / ValueError for bad arguments.
+        """
         machine_guard(self)
         cdef const u8[::1] view = _as_bytes_view(data)
         cdef u64 p = _u64(phys, "phys")
@@ -124,7 +135,11 @@ cdef class Machine:
         self.mem.write(p, &view[0], n)
 
     def mem_read(self, phys, n):
-        """CPU loads ``n`` bytes at ``phys`` (never-written RAM reads as zeros)."""
+        """CPU loads ``n`` bytes at ``phys`` (never-written RAM reads as zeros).
+
+        Returns the bytes. Raises PhysAddrError where [phys, phys + n) is not all RAM or MMIO
+        (checked before anything is allocated), TypeError / ValueError for bad arguments.
+        """
         machine_guard(self)
         cdef u64 p = _u64(phys, "phys")
         cdef u64 cnt = _u64(n, "n")
@@ -171,7 +186,11 @@ cdef class Machine:
         del self._user_pages[p]
 
     def add_mmio(self, base, size, name):
-        """Add a non-RAM region (a BAR); CPU and device accesses hit its own store."""
+        """Add a non-RAM region (a BAR); CPU and device accesses hit its own store.
+
+        Returns None. Raises TypeError / ValueError for bad arguments or a range that overlaps a
+        region.
+        """
         self.mem.add_region(_u64(base, "base"), _u64(size, "size"), REGION_MMIO, str(name))
 
     # ---- embedder-owned RAM ------------------------------------------------------------------
@@ -179,12 +198,12 @@ cdef class Machine:
         """Back RAM at ``base`` with the embedder's writable buffer (bytearray, numpy array,
         mmap, memoryview of a simulator's memory), zero copy both ways.
 
-        ``base`` and ``len(buffer)`` (in bytes) must be page aligned; the range must not
-        overlap a region. The buffer's export is held until ``remove_ram(base)`` or the
-        machine's end, so the embedder cannot resize or release it meanwhile (BufferError in
-        the embedder's code). ``allocatable=True`` gives its pages to the page allocator
-        (alloc_pages, page tables, coherent buffers may then land there); by default they are
-        the embedder's alone.
+        ``base`` and ``len(buffer)`` (in bytes) must be page aligned; the range must not overlap a
+        region: raises ValueError otherwise, TypeError for a read-only or non-buffer object. Returns
+        None. The buffer's export is held until ``remove_ram(base)`` or the machine's end, so the
+        embedder cannot resize or release it meanwhile (BufferError in the embedder's code).
+        ``allocatable=True`` gives its pages to the page allocator (alloc_pages, page tables,
+        coherent buffers may then land there); by default they are the embedder's alone.
         """
         cdef u64 b = _u64(base, "base")
         _ram_buffer_nbytes(buffer, b)
@@ -192,19 +211,29 @@ cdef class Machine:
                              bool(allocatable))
 
     def remove_ram(self, base):
-        """Remove embedder RAM added at ``base`` and release its buffer. BufferError while
-        anything uses it (an allocation, an IOMMU mapping, a swiotlb bounce, a dma-debug entry)."""
+        """Remove embedder RAM added at ``base`` and release its buffer.
+
+        Returns None. Raises BufferError while anything uses it (an allocation, an IOMMU mapping, a
+        swiotlb bounce, a dma-debug entry), ValueError when no embedder RAM starts at ``base``.
+        """
         cdef u64 b = _u64(base, "base")
         _check_ram_removable(self, b)
         self.mem.remove_ext_ram(b)
 
     def add_ram_range(self, base, size, name):
         """Add simulated (sparse) RAM after construction: page aligned, overlapping nothing; its
-        pages join the page allocator. The trace replay covers the addresses a trace touches."""
+        pages join the page allocator. The trace replay covers the addresses a trace touches.
+
+        Returns None. Raises TypeError / ValueError for bad arguments, a misaligned or overlapping
+        range.
+        """
         self.mem.add_region(_u64(base, "base"), _u64(size, "size"), REGION_RAM, str(name))
 
     def max_phys_ram(self):
-        """End (exclusive) of the highest RAM range (max_pfn << PAGE_SHIFT)."""
+        """End (exclusive) of the highest RAM range (max_pfn << PAGE_SHIFT).
+
+        Returns that int; raises nothing.
+        """
         end = 0
         for start, size, kind, _ in self.mem.regions_list():
             if kind == "ram":
@@ -221,7 +250,14 @@ cdef class Machine:
                    bus_dma_limit=0, force_bounce=False, min_align_mask=0, *, iommu=None,
                    domain=None, domain_type="dma", pci=True, untrusted=False, parent=None,
                    max_segment_size=65536, seg_boundary_mask=U64_MAX, coherent_dma_mask=None):
-        """Add a device; see Device for the fields. ``dma_mask=None`` models a NULL dev->dma_mask."""
+        """Add a device; see Device for the fields. ``dma_mask=None`` models a NULL dev->dma_mask.
+
+        Returns the new Device (bound to ``iommu``'s default domain, or ``domain``, when given).
+        Raises ValueError for a duplicate name, a domain of another IOMMU or inconsistent fields,
+        TypeError for arguments of the wrong type; KernelBug where the kernel would BUG setting it
+        up (a DMA-API device on an IOMMU whose smallest page exceeds PAGE_SIZE: init_iova_domain's
+        BUG_ON).
+        """
         name = str(name)
         if name in self.devices:
             raise ValueError(f"a device named {name!r} exists already")
@@ -241,7 +277,12 @@ cdef class Machine:
         return dev
 
     def remove_device(self, Device dev not None):
-        """Unbind and remove a device (dma-debug reports its leaked mappings)."""
+        """Unbind and remove a device (dma-debug reports its leaked mappings).
+
+        Returns None. Afterwards the DMA API raises ValueError for the device and its bus accesses
+        fault (DmaFault). Raises ValueError when ``dev`` is not a device of this machine. Warns
+        DmaDebugWarning for each leaked mapping (DmaDebugError with ``raise_errors``).
+        """
         if self.devices.get(dev.name) is not dev:
             raise ValueError(f"{dev.name!r} is not a device of this machine")
         self.p2pdma.remove_device(dev)
@@ -254,19 +295,34 @@ cdef class Machine:
 
     # ---- PCI topology and P2P memory (drivers/pci/p2pdma.c; see P2PTopology) ---------------
     def add_host_bridge(self, name, p2p_allowlisted=False, *, req_same_host_bridge=False):
-        """A host bridge (its own PCI domain); ``p2p_allowlisted``: in pci_p2pdma_whitelist[]."""
+        """A host bridge (its own PCI domain); ``p2p_allowlisted``: in pci_p2pdma_whitelist[].
+
+        Returns the PciHostBridge. Raises ValueError for a duplicate name.
+        """
         return self.p2pdma.add_host_bridge(name, p2p_allowlisted, req_same_host_bridge=req_same_host_bridge)
 
     def add_switch(self, name, parent=None, acs_redirect=False):
-        """A PCIe switch below a host bridge or switch; ``acs_redirect`` on its downstream ports."""
+        """A PCIe switch below a host bridge or switch; ``acs_redirect`` on its downstream ports.
+
+        Returns the PciSwitch. Raises ValueError for a duplicate name or an unknown ``parent``.
+        """
         return self.p2pdma.add_switch(name, parent, acs_redirect)
 
     def add_p2pmem(self, provider, cpu_phys, size, bus_addr=None, *, pages=True):
-        """Publish part of a BAR of ``provider`` as P2P memory (pci_p2pdma_add_resource)."""
+        """Publish part of a BAR of ``provider`` as P2P memory (pci_p2pdma_add_resource).
+
+        Returns the PciP2PdmaPagemap (``pages=False``: the P2PdmaProvider); see
+        P2PTopology.add_p2pmem. Raises TypeError / ValueError for bad arguments or a range that is
+        not one BAR of ``provider``.
+        """
         return self.p2pdma.add_p2pmem(provider, cpu_phys, size, bus_addr, pages=pages)
 
     def add_iommu(self, fmt="vtd-ss", strict=True, iotlb=None, **kwargs):
-        """Add an IOMMU with page tables of format ``fmt`` (see Iommu)."""
+        """Add an IOMMU with page tables of format ``fmt`` (see Iommu).
+
+        Returns the Iommu. Raises ValueError for an unknown format or a bad option value, TypeError
+        for an unknown keyword or ``iotlb`` key.
+        """
         iommu = Iommu(self, fmt, strict, iotlb, **kwargs)
         self.iommus.append(iommu)
         return iommu
@@ -281,7 +337,12 @@ cdef class Machine:
         self._warn_queue.append((category, text))
 
     def flush_warnings(self):
-        """Emit queued kernel warnings through ``warnings`` and ``logging`` (called by entry points)."""
+        """Emit queued kernel warnings through ``warnings`` and ``logging`` (called by entry points).
+
+        Returns None. Raises whatever the warnings filter makes of them (an exception under
+        ``filterwarnings("error")``) and DmaDebugError for a pending dma-debug error when
+        ``dma_debug.raise_errors`` is set.
+        """
         cdef list q
         if self._warn_queue:
             q = self._warn_queue

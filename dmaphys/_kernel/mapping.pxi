@@ -457,9 +457,13 @@ cdef int c_dma_free_attrs(Device dev, u64 size, u64 phys, u64 dma_handle, unsign
 def dma_map_phys(Device dev not None, phys, size, dir, attrs=0):
     """dma_map_phys(dev, phys, size, dir, attrs) -> dma_addr_t
 
-    Models kernel/dma/mapping.c:dma_map_phys(). Map ``size`` bytes at CPU physical address
-    ``phys`` for streaming DMA in direction ``dir``. Returns the bus address, or
-    DMA_MAPPING_ERROR (check with dma_mapping_error()). An invalid ``dir`` raises KernelBug.
+    Models kernel/dma/mapping.c:dma_map_phys(). Map ``size`` bytes at CPU physical address ``phys``
+    for streaming DMA in direction ``dir``. Returns the bus address, or DMA_MAPPING_ERROR (check
+    with dma_mapping_error()). Raises KernelBug for an invalid ``dir``
+    (BUG_ON(!valid_dma_direction(dir))), TypeError / ValueError for a bad argument or a removed
+    device (or a ``phys + size`` that wraps). Warns KernelWarning for the kernel's WARNs and
+    DmaDebugWarning for dma-debug reports (DmaDebugError instead when ``m.dma_debug.raise_errors``
+    is set).
     """
     machine_guard(dev.machine)
     _dev_live(dev)
@@ -481,6 +485,10 @@ def dma_unmap_phys(Device dev not None, addr, size, dir, attrs=0):
     """dma_unmap_phys(dev, addr, size, dir, attrs)
 
     Models kernel/dma/mapping.c:dma_unmap_phys(): undo dma_map_phys() (same size, dir, attrs).
+    Returns None. Raises KernelBug for an invalid ``dir`` (BUG_ON(!valid_dma_direction(dir))) or for
+    an address in the swiotlb pool that does not start a bounce buffer (swiotlb_release_slots),
+    TypeError / ValueError for a bad argument or a removed device. Warns DmaDebugWarning for
+    dma-debug reports (DmaDebugError instead when ``m.dma_debug.raise_errors`` is set).
     """
     machine_guard(dev.machine)
     _dev_live(dev)
@@ -499,8 +507,12 @@ def dma_unmap_phys(Device dev not None, addr, size, dir, attrs=0):
 def dma_map_page_attrs(Device dev not None, pfn, offset, size, dir, attrs=0):
     """dma_map_page_attrs(dev, pfn, offset, size, dir, attrs) -> dma_addr_t
 
-    Models kernel/dma/mapping.c:dma_map_page_attrs(); the struct page is given by its page
-    frame number. DMA_ATTR_MMIO returns DMA_MAPPING_ERROR (silently).
+    Models kernel/dma/mapping.c:dma_map_page_attrs(); the struct page is given by its page frame
+    number. Returns the bus address or DMA_MAPPING_ERROR (always, silently, with DMA_ATTR_MMIO).
+    Raises KernelBug for an invalid ``dir`` (BUG_ON(!valid_dma_direction(dir))), TypeError /
+    ValueError for a bad argument or a removed device (also a ``pfn`` with no struct page). Warns
+    KernelWarning for the kernel's WARNs and DmaDebugWarning for dma-debug reports (DmaDebugError
+    instead when ``m.dma_debug.raise_errors`` is set).
     """
     machine_guard(dev.machine)
     _dev_live(dev)
@@ -524,7 +536,10 @@ def dma_map_page_attrs(Device dev not None, pfn, offset, size, dir, attrs=0):
 def dma_unmap_page_attrs(Device dev not None, addr, size, dir, attrs=0):
     """dma_unmap_page_attrs(dev, addr, size, dir, attrs)
 
-    Models kernel/dma/mapping.c:dma_unmap_page_attrs() (nothing at all with DMA_ATTR_MMIO).
+    Models kernel/dma/mapping.c:dma_unmap_page_attrs() (nothing at all with DMA_ATTR_MMIO). Returns
+    None. Raises KernelBug for an invalid ``dir`` (BUG_ON(!valid_dma_direction(dir))), TypeError /
+    ValueError for a bad argument or a removed device. Warns DmaDebugWarning for dma-debug reports
+    (DmaDebugError instead when ``m.dma_debug.raise_errors`` is set).
     """
     machine_guard(dev.machine)
     _dev_live(dev)
@@ -541,8 +556,12 @@ def dma_unmap_page_attrs(Device dev not None, addr, size, dir, attrs=0):
 def dma_map_single_attrs(Device dev not None, ptr, size, dir, attrs=0):
     """dma_map_single_attrs(dev, ptr, size, dir, attrs) -> dma_addr_t
 
-    Models include/linux/dma-mapping.h:dma_map_single_attrs(); the "CPU address" ``ptr`` is
-    the buffer's physical address (a linear-map address in the kernel).
+    Models include/linux/dma-mapping.h:dma_map_single_attrs(); the "CPU address" ``ptr`` is the
+    buffer's physical address (a linear-map address in the kernel). Returns the bus address or
+    DMA_MAPPING_ERROR. Raises KernelBug for an invalid ``dir`` (BUG_ON(!valid_dma_direction(dir))),
+    TypeError / ValueError for a bad argument or a removed device (also a ``ptr`` outside the linear
+    map). Warns KernelWarning for the kernel's WARNs and DmaDebugWarning for dma-debug reports
+    (DmaDebugError instead when ``m.dma_debug.raise_errors`` is set).
     """
     machine_guard(dev.machine)
     _dev_live(dev)
@@ -560,7 +579,13 @@ def dma_map_single_attrs(Device dev not None, ptr, size, dir, attrs=0):
 
 
 def dma_unmap_single_attrs(Device dev not None, addr, size, dir, attrs=0):
-    """dma_unmap_single_attrs(dev, addr, size, dir, attrs) = dma_unmap_page_attrs()."""
+    """dma_unmap_single_attrs(dev, addr, size, dir, attrs) = dma_unmap_page_attrs().
+
+    Mirrors include/linux/dma-mapping.h:dma_unmap_single_attrs(). Returns None. Raises KernelBug for
+    an invalid ``dir`` (BUG_ON(!valid_dma_direction(dir))), TypeError / ValueError for a bad
+    argument or a removed device. Warns DmaDebugWarning for dma-debug reports (DmaDebugError instead
+    when ``m.dma_debug.raise_errors`` is set).
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
@@ -574,28 +599,40 @@ def dma_unmap_single_attrs(Device dev not None, addr, size, dir, attrs=0):
 
 
 def dma_map_page(Device dev not None, pfn, offset, size, dir):
-    """dma_map_page(dev, pfn, offset, size, dir) = dma_map_page_attrs(..., 0)."""
+    """dma_map_page(dev, pfn, offset, size, dir) = dma_map_page_attrs(..., 0).
+
+    Mirrors the kernel's dma_map_page() macro. Returns and raises as dma_map_page_attrs().
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     return dma_map_page_attrs(dev, pfn, offset, size, dir, 0)
 
 
 def dma_unmap_page(Device dev not None, addr, size, dir):
-    """dma_unmap_page(dev, addr, size, dir) = dma_unmap_page_attrs(..., 0)."""
+    """dma_unmap_page(dev, addr, size, dir) = dma_unmap_page_attrs(..., 0).
+
+    Mirrors the kernel's dma_unmap_page() macro. Returns None; raises as dma_unmap_page_attrs().
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     dma_unmap_page_attrs(dev, addr, size, dir, 0)
 
 
 def dma_map_single(Device dev not None, ptr, size, dir):
-    """dma_map_single(dev, ptr, size, dir) = dma_map_single_attrs(..., 0)."""
+    """dma_map_single(dev, ptr, size, dir) = dma_map_single_attrs(..., 0).
+
+    Mirrors the kernel's dma_map_single() macro. Returns and raises as dma_map_single_attrs().
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     return dma_map_single_attrs(dev, ptr, size, dir, 0)
 
 
 def dma_unmap_single(Device dev not None, addr, size, dir):
-    """dma_unmap_single(dev, addr, size, dir) = dma_unmap_single_attrs(..., 0)."""
+    """dma_unmap_single(dev, addr, size, dir) = dma_unmap_single_attrs(..., 0).
+
+    Mirrors the kernel's dma_unmap_single() macro. Returns None; raises as dma_unmap_single_attrs().
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     dma_unmap_single_attrs(dev, addr, size, dir, 0)
@@ -604,8 +641,12 @@ def dma_unmap_single(Device dev not None, addr, size, dir):
 def dma_map_resource(Device dev not None, phys_addr, size, dir, attrs=0):
     """dma_map_resource(dev, phys_addr, size, dir, attrs) -> dma_addr_t
 
-    Models kernel/dma/mapping.c:dma_map_resource(): dma_map_phys() with DMA_ATTR_MMIO. With
-    dma-debug on, a RAM address is refused (WARN_ON_ONCE, DMA_MAPPING_ERROR).
+    Models kernel/dma/mapping.c:dma_map_resource() = dma_map_phys(... | DMA_ATTR_MMIO) for MMIO
+    (e.g. another device's BAR). With dma-debug on, a RAM address is refused (WARN_ON_ONCE). Returns
+    the bus address or DMA_MAPPING_ERROR. Raises KernelBug for an invalid ``dir``
+    (BUG_ON(!valid_dma_direction(dir))), TypeError / ValueError for a bad argument or a removed
+    device. Warns KernelWarning for the kernel's WARNs and DmaDebugWarning for dma-debug reports
+    (DmaDebugError instead when ``m.dma_debug.raise_errors`` is set).
     """
     machine_guard(dev.machine)
     _dev_live(dev)
@@ -621,7 +662,13 @@ def dma_map_resource(Device dev not None, phys_addr, size, dir, attrs=0):
 
 
 def dma_unmap_resource(Device dev not None, addr, size, dir, attrs=0):
-    """dma_unmap_resource(dev, addr, size, dir, attrs) = dma_unmap_phys(... | DMA_ATTR_MMIO)."""
+    """dma_unmap_resource(dev, addr, size, dir, attrs) = dma_unmap_phys(... | DMA_ATTR_MMIO).
+
+    Mirrors kernel/dma/mapping.c:dma_unmap_resource(). Returns None. Raises KernelBug for an invalid
+    ``dir`` (BUG_ON(!valid_dma_direction(dir))), TypeError / ValueError for a bad argument or a
+    removed device. Warns DmaDebugWarning for dma-debug reports (DmaDebugError instead when
+    ``m.dma_debug.raise_errors`` is set).
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
@@ -635,7 +682,12 @@ def dma_unmap_resource(Device dev not None, addr, size, dir, attrs=0):
 
 
 def dma_mapping_error(Device dev not None, dma_addr):
-    """dma_mapping_error(dev, dma_addr) -> int: -ENOMEM if dma_addr is DMA_MAPPING_ERROR, else 0."""
+    """dma_mapping_error(dev, dma_addr) -> int: -ENOMEM if dma_addr is DMA_MAPPING_ERROR, else 0.
+
+    Mirrors include/linux/dma-mapping.h:dma_mapping_error() (and tells dma-debug the address was
+    checked); returns that int. Raises TypeError or ValueError for a bad argument or a removed
+    device; nothing else.
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 ad = _arg_u64(dma_addr, "dma_addr")
@@ -648,8 +700,12 @@ def dma_mapping_error(Device dev not None, dma_addr):
 def dma_map_sg_attrs(Device dev not None, ScatterList sg not None, nents, dir, attrs=0):
     """dma_map_sg_attrs(dev, sg, nents, dir, attrs) -> unsigned int
 
-    Models kernel/dma/mapping.c:dma_map_sg_attrs(): the number of DMA segments (dma-direct:
-    ``nents``), 0 on any failure. Fills each entry's dma_address / dma_length.
+    Models kernel/dma/mapping.c:dma_map_sg_attrs(): returns the number of DMA segments (dma-direct:
+    ``nents``), 0 on any failure. Fills each entry's dma_address / dma_length. Raises KernelBug for
+    an invalid ``dir`` (BUG_ON(!valid_dma_direction(dir))), TypeError / ValueError for a bad
+    argument or a removed device (also ``nents`` beyond the list). Warns KernelWarning for the
+    kernel's WARNs and DmaDebugWarning for dma-debug reports (DmaDebugError instead when
+    ``m.dma_debug.raise_errors`` is set).
     """
     machine_guard(dev.machine)
     _dev_live(dev)
@@ -665,7 +721,13 @@ def dma_map_sg_attrs(Device dev not None, ScatterList sg not None, nents, dir, a
 
 
 def dma_unmap_sg_attrs(Device dev not None, ScatterList sg not None, nents, dir, attrs=0):
-    """dma_unmap_sg_attrs(dev, sg, nents, dir, attrs): nents is the count passed to dma_map_sg."""
+    """dma_unmap_sg_attrs(dev, sg, nents, dir, attrs): nents is the count passed to dma_map_sg.
+
+    Mirrors kernel/dma/mapping.c:dma_unmap_sg_attrs(). Returns None. Raises KernelBug for an invalid
+    ``dir`` (BUG_ON(!valid_dma_direction(dir))), TypeError / ValueError for a bad argument or a
+    removed device. Warns DmaDebugWarning for dma-debug reports (DmaDebugError instead when
+    ``m.dma_debug.raise_errors`` is set).
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     cdef int n = _arg_nents(sg, nents, "nents")
@@ -678,14 +740,20 @@ def dma_unmap_sg_attrs(Device dev not None, ScatterList sg not None, nents, dir,
 
 
 def dma_map_sg(Device dev not None, ScatterList sg not None, nents, dir):
-    """dma_map_sg(dev, sg, nents, dir) = dma_map_sg_attrs(..., 0)."""
+    """dma_map_sg(dev, sg, nents, dir) = dma_map_sg_attrs(..., 0).
+
+    Mirrors the kernel's dma_map_sg() macro. Returns and raises as dma_map_sg_attrs().
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     return dma_map_sg_attrs(dev, sg, nents, dir, 0)
 
 
 def dma_unmap_sg(Device dev not None, ScatterList sg not None, nents, dir):
-    """dma_unmap_sg(dev, sg, nents, dir) = dma_unmap_sg_attrs(..., 0)."""
+    """dma_unmap_sg(dev, sg, nents, dir) = dma_unmap_sg_attrs(..., 0).
+
+    Mirrors the kernel's dma_unmap_sg() macro. Returns None; raises as dma_unmap_sg_attrs().
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     dma_unmap_sg_attrs(dev, sg, nents, dir, 0)
@@ -694,8 +762,11 @@ def dma_unmap_sg(Device dev not None, ScatterList sg not None, nents, dir):
 def dma_map_sgtable(Device dev not None, ScatterList sgt not None, dir, attrs=0):
     """dma_map_sgtable(dev, sgt, dir, attrs) -> int
 
-    Models kernel/dma/mapping.c:dma_map_sgtable(): maps sgt.orig_nents entries; 0 with
-    sgt.nents set, or -EINVAL / -ENOMEM / -EIO / -EREMOTEIO.
+    Models kernel/dma/mapping.c:dma_map_sgtable(): maps sgt.orig_nents entries; returns 0 with
+    sgt.nents set, or -EINVAL / -ENOMEM / -EIO / -EREMOTEIO. Raises KernelBug for an invalid ``dir``
+    (BUG_ON(!valid_dma_direction(dir))), TypeError / ValueError for a bad argument or a removed
+    device. Warns KernelWarning for the kernel's WARNs and DmaDebugWarning for dma-debug reports
+    (DmaDebugError instead when ``m.dma_debug.raise_errors`` is set).
     """
     machine_guard(dev.machine)
     _dev_live(dev)
@@ -708,7 +779,13 @@ def dma_map_sgtable(Device dev not None, ScatterList sgt not None, dir, attrs=0)
 
 
 def dma_unmap_sgtable(Device dev not None, ScatterList sgt not None, dir, attrs=0):
-    """dma_unmap_sgtable(dev, sgt, dir, attrs) = dma_unmap_sg_attrs(dev, sgt, sgt.orig_nents, ...)."""
+    """dma_unmap_sgtable(dev, sgt, dir, attrs) = dma_unmap_sg_attrs(dev, sgt, sgt.orig_nents, ...).
+
+    Mirrors include/linux/dma-mapping.h:dma_unmap_sgtable(). Returns None. Raises KernelBug for an
+    invalid ``dir`` (BUG_ON(!valid_dma_direction(dir))), TypeError / ValueError for a bad argument
+    or a removed device. Warns DmaDebugWarning for dma-debug reports (DmaDebugError instead when
+    ``m.dma_debug.raise_errors`` is set).
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     cdef int d = _arg_dir(dir)
@@ -720,7 +797,13 @@ def dma_unmap_sgtable(Device dev not None, ScatterList sgt not None, dir, attrs=
 
 
 def dma_sync_single_for_cpu(Device dev not None, addr, size, dir):
-    """dma_sync_single_for_cpu(dev, addr, size, dir): give the buffer to the CPU (bounce slot → memory)."""
+    """dma_sync_single_for_cpu(dev, addr, size, dir): give the buffer to the CPU (bounce slot → memory).
+
+    Mirrors include/linux/dma-mapping.h:dma_sync_single_for_cpu(). Returns None. Raises KernelBug
+    for an invalid ``dir`` (BUG_ON(!valid_dma_direction(dir))), TypeError / ValueError for a bad
+    argument or a removed device. Warns DmaDebugWarning for dma-debug reports (DmaDebugError instead
+    when ``m.dma_debug.raise_errors`` is set).
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
@@ -733,7 +816,13 @@ def dma_sync_single_for_cpu(Device dev not None, addr, size, dir):
 
 
 def dma_sync_single_for_device(Device dev not None, addr, size, dir):
-    """dma_sync_single_for_device(dev, addr, size, dir): give the buffer back to the device."""
+    """dma_sync_single_for_device(dev, addr, size, dir): give the buffer back to the device.
+
+    Mirrors include/linux/dma-mapping.h:dma_sync_single_for_device(). Returns None. Raises KernelBug
+    for an invalid ``dir`` (BUG_ON(!valid_dma_direction(dir))), TypeError / ValueError for a bad
+    argument or a removed device. Warns DmaDebugWarning for dma-debug reports (DmaDebugError instead
+    when ``m.dma_debug.raise_errors`` is set).
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
@@ -746,7 +835,11 @@ def dma_sync_single_for_device(Device dev not None, addr, size, dir):
 
 
 def dma_sync_single_range_for_cpu(Device dev not None, addr, offset, size, dir):
-    """dma_sync_single_range_for_cpu(dev, addr, offset, size, dir) = sync of (addr + offset, size)."""
+    """dma_sync_single_range_for_cpu(dev, addr, offset, size, dir) = sync of (addr + offset, size).
+
+    Mirrors the kernel's dma_sync_single_range_for_cpu(). Returns None; raises as
+    dma_sync_single_for_cpu().
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
@@ -760,7 +853,11 @@ def dma_sync_single_range_for_cpu(Device dev not None, addr, offset, size, dir):
 
 
 def dma_sync_single_range_for_device(Device dev not None, addr, offset, size, dir):
-    """dma_sync_single_range_for_device(dev, addr, offset, size, dir) = sync of (addr + offset, size)."""
+    """dma_sync_single_range_for_device(dev, addr, offset, size, dir) = sync of (addr + offset, size).
+
+    Mirrors the kernel's dma_sync_single_range_for_device(). Returns None; raises as
+    dma_sync_single_for_device().
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 ad = _arg_u64(addr, "addr")
@@ -774,7 +871,13 @@ def dma_sync_single_range_for_device(Device dev not None, addr, offset, size, di
 
 
 def dma_sync_sg_for_cpu(Device dev not None, ScatterList sg not None, nelems, dir):
-    """dma_sync_sg_for_cpu(dev, sg, nelems, dir): nelems is the count passed to dma_map_sg."""
+    """dma_sync_sg_for_cpu(dev, sg, nelems, dir): nelems is the count passed to dma_map_sg.
+
+    Mirrors include/linux/dma-mapping.h:dma_sync_sg_for_cpu(). Returns None. Raises KernelBug for an
+    invalid ``dir`` (BUG_ON(!valid_dma_direction(dir))), TypeError / ValueError for a bad argument
+    or a removed device. Warns DmaDebugWarning for dma-debug reports (DmaDebugError instead when
+    ``m.dma_debug.raise_errors`` is set).
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     cdef int n = _arg_nents(sg, nelems, "nelems")
@@ -786,7 +889,13 @@ def dma_sync_sg_for_cpu(Device dev not None, ScatterList sg not None, nelems, di
 
 
 def dma_sync_sg_for_device(Device dev not None, ScatterList sg not None, nelems, dir):
-    """dma_sync_sg_for_device(dev, sg, nelems, dir): nelems is the count passed to dma_map_sg."""
+    """dma_sync_sg_for_device(dev, sg, nelems, dir): nelems is the count passed to dma_map_sg.
+
+    Mirrors include/linux/dma-mapping.h:dma_sync_sg_for_device(). Returns None. Raises KernelBug for
+    an invalid ``dir`` (BUG_ON(!valid_dma_direction(dir))), TypeError / ValueError for a bad
+    argument or a removed device. Warns DmaDebugWarning for dma-debug reports (DmaDebugError instead
+    when ``m.dma_debug.raise_errors`` is set).
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     cdef int n = _arg_nents(sg, nelems, "nelems")
@@ -798,7 +907,10 @@ def dma_sync_sg_for_device(Device dev not None, ScatterList sg not None, nelems,
 
 
 def dma_sync_sgtable_for_cpu(Device dev not None, ScatterList sgt not None, dir):
-    """dma_sync_sgtable_for_cpu(dev, sgt, dir) = dma_sync_sg_for_cpu(dev, sgt, sgt.orig_nents, dir)."""
+    """dma_sync_sgtable_for_cpu(dev, sgt, dir) = dma_sync_sg_for_cpu(dev, sgt, sgt.orig_nents, dir).
+
+    Mirrors the kernel's dma_sync_sgtable_for_cpu(). Returns None; raises as dma_sync_sg_for_cpu().
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     cdef int d = _arg_dir(dir)
@@ -809,7 +921,11 @@ def dma_sync_sgtable_for_cpu(Device dev not None, ScatterList sgt not None, dir)
 
 
 def dma_sync_sgtable_for_device(Device dev not None, ScatterList sgt not None, dir):
-    """dma_sync_sgtable_for_device(dev, sgt, dir) = dma_sync_sg_for_device(dev, sgt, sgt.orig_nents, dir)."""
+    """dma_sync_sgtable_for_device(dev, sgt, dir) = dma_sync_sg_for_device(dev, sgt, sgt.orig_nents, dir).
+
+    Mirrors the kernel's dma_sync_sgtable_for_device(). Returns None; raises as
+    dma_sync_sg_for_device().
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     cdef int d = _arg_dir(dir)
@@ -820,21 +936,33 @@ def dma_sync_sgtable_for_device(Device dev not None, ScatterList sgt not None, d
 
 
 def dma_set_mask(Device dev not None, mask):
-    """dma_set_mask(dev, mask) -> int: 0, or -EIO (no dev->dma_mask, or the mask is not supported)."""
+    """dma_set_mask(dev, mask) -> int: 0, or -EIO (no dev->dma_mask, or the mask is not supported).
+
+    Mirrors kernel/dma/mapping.c:dma_set_mask(); returns 0 or -EIO. Raises TypeError or ValueError
+    for a bad argument or a removed device; nothing else.
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     return c_dma_set_mask(dev, _arg_u64(mask, "mask"))
 
 
 def dma_set_coherent_mask(Device dev not None, mask):
-    """dma_set_coherent_mask(dev, mask) -> int: 0 or -EIO."""
+    """dma_set_coherent_mask(dev, mask) -> int: 0 or -EIO.
+
+    Mirrors kernel/dma/mapping.c:dma_set_coherent_mask(); returns 0 or -EIO. Raises TypeError or
+    ValueError for a bad argument or a removed device; nothing else.
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     return c_dma_set_coherent_mask(dev, _arg_u64(mask, "mask"))
 
 
 def dma_set_mask_and_coherent(Device dev not None, mask):
-    """dma_set_mask_and_coherent(dev, mask) -> int: dma_set_mask(), then the coherent mask if that worked."""
+    """dma_set_mask_and_coherent(dev, mask) -> int: dma_set_mask(), then the coherent mask if that worked.
+
+    Mirrors include/linux/dma-mapping.h:dma_set_mask_and_coherent(); returns 0 or -EIO. Raises
+    TypeError or ValueError for a bad argument or a removed device; nothing else.
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 m = _arg_u64(mask, "mask")
@@ -845,70 +973,110 @@ def dma_set_mask_and_coherent(Device dev not None, mask):
 
 
 def dma_get_mask(Device dev not None):
-    """dma_get_mask(dev): *dev->dma_mask if set and non-zero, else DMA_BIT_MASK(32)."""
+    """dma_get_mask(dev): *dev->dma_mask if set and non-zero, else DMA_BIT_MASK(32).
+
+    Mirrors include/linux/dma-mapping.h:dma_get_mask(); returns that int. Raises TypeError or
+    ValueError for a bad argument or a removed device; nothing else.
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     return dma_get_mask_c(dev)
 
 
 def dma_supported(Device dev not None, mask):
-    """dma_supported(dev, mask) -> bool (kernel/dma/mapping.c, static there)."""
+    """dma_supported(dev, mask) -> bool (kernel/dma/mapping.c, static there).
+
+    Returns whether the device can use ``mask``. Raises TypeError or ValueError for a bad argument
+    or a removed device; nothing else.
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     return c_dma_supported(dev, _arg_u64(mask, "mask"))
 
 
 def dma_get_required_mask(Device dev not None):
-    """dma_get_required_mask(dev): the mask needed to reach all of RAM without bouncing."""
+    """dma_get_required_mask(dev): the mask needed to reach all of RAM without bouncing.
+
+    Mirrors kernel/dma/mapping.c:dma_get_required_mask(); returns that int. Raises TypeError or
+    ValueError for a bad argument or a removed device; nothing else.
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     return c_dma_get_required_mask(dev)
 
 
 def dma_max_mapping_size(Device dev not None):
-    """dma_max_mapping_size(dev): the largest single mapping (swiotlb's limit when it may bounce)."""
+    """dma_max_mapping_size(dev): the largest single mapping (swiotlb's limit when it may bounce).
+
+    Mirrors kernel/dma/mapping.c:dma_max_mapping_size(); returns that size in bytes. Raises
+    TypeError or ValueError for a bad argument or a removed device; nothing else.
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     return c_dma_max_mapping_size(dev)
 
 
 def dma_opt_mapping_size(Device dev not None):
-    """dma_opt_mapping_size(dev): the largest mapping size without a performance penalty."""
+    """dma_opt_mapping_size(dev): the largest mapping size without a performance penalty.
+
+    Mirrors kernel/dma/mapping.c:dma_opt_mapping_size(); returns that size in bytes. Raises
+    TypeError or ValueError for a bad argument or a removed device; nothing else.
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     return c_dma_opt_mapping_size(dev)
 
 
 def dma_need_sync(Device dev not None, dma_addr):
-    """dma_need_sync(dev, dma_addr) -> bool: must the driver call the dma_sync_* functions?"""
+    """dma_need_sync(dev, dma_addr) -> bool: must the driver call the dma_sync_* functions?
+
+    Mirrors include/linux/dma-mapping.h:dma_need_sync(); returns that bool. Raises TypeError or
+    ValueError for a bad argument or a removed device; nothing else.
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     return c_dma_need_sync(dev, _arg_u64(dma_addr, "dma_addr"))
 
 
 def dma_need_unmap(Device dev not None):
-    """dma_need_unmap(dev) -> bool: must the driver keep the DMA address to unmap it?"""
+    """dma_need_unmap(dev) -> bool: must the driver keep the DMA address to unmap it?
+
+    Mirrors kernel/dma/mapping.c:dma_need_unmap(); returns that bool. Raises TypeError or ValueError
+    for a bad argument or a removed device; nothing else.
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     return c_dma_need_unmap(dev)
 
 
 def dma_addressing_limited(Device dev not None):
-    """dma_addressing_limited(dev) -> bool: can the device not reach all of RAM directly?"""
+    """dma_addressing_limited(dev) -> bool: can the device not reach all of RAM directly?
+
+    Mirrors kernel/dma/mapping.c:dma_addressing_limited(); returns that bool. Raises TypeError or
+    ValueError for a bad argument or a removed device; nothing else.
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     return dma_addressing_limited_c(dev)
 
 
 def dma_get_max_seg_size(Device dev not None):
-    """dma_get_max_seg_size(dev): dma_parms->max_segment_size, else SZ_64K."""
+    """dma_get_max_seg_size(dev): dma_parms->max_segment_size, else SZ_64K.
+
+    Mirrors include/linux/dma-mapping.h:dma_get_max_seg_size(); returns that int. Raises TypeError
+    or ValueError for a bad argument or a removed device; nothing else.
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     return dev.max_segment_size if dev.max_segment_size else 65536
 
 
 def dma_get_seg_boundary(Device dev not None):
-    """dma_get_seg_boundary(dev): dma_parms->segment_boundary_mask, else ULONG_MAX."""
+    """dma_get_seg_boundary(dev): dma_parms->segment_boundary_mask, else ULONG_MAX.
+
+    Mirrors include/linux/dma-mapping.h:dma_get_seg_boundary(); returns that int. Raises TypeError
+    or ValueError for a bad argument or a removed device; nothing else.
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     return dev.seg_boundary_mask if dev.seg_boundary_mask else U64_MAX
@@ -917,9 +1085,12 @@ def dma_get_seg_boundary(Device dev not None):
 def dma_alloc_attrs(Device dev not None, size, attrs=0):
     """dma_alloc_attrs(dev, size, attrs) -> (cpu_addr, dma_handle) or None
 
-    Models kernel/dma/mapping.c:dma_alloc_attrs() (dma-direct: zeroed pages the device can
-    reach through its coherent mask, bus limit and dma_range_map). ``cpu_addr`` is the
-    buffer's physical address. None is the kernel's NULL. GFP flags are not modelled.
+    Models kernel/dma/mapping.c:dma_alloc_attrs() (dma-direct: zeroed pages the device can reach
+    through its coherent mask, bus limit and dma_range_map). Returns ``(cpu_addr, dma_handle)`` with
+    ``cpu_addr`` the buffer's physical address, or None (the kernel's NULL). GFP flags are not
+    modelled. Raises TypeError / ValueError for a bad argument or a removed device (also a zero or
+    implausibly large ``size``). Warns KernelWarning for the kernel's WARNs and DmaDebugWarning for
+    dma-debug reports (DmaDebugError instead when ``m.dma_debug.raise_errors`` is set).
     """
     machine_guard(dev.machine)
     _dev_live(dev)
@@ -941,8 +1112,11 @@ def dma_alloc_attrs(Device dev not None, size, attrs=0):
 def dma_free_attrs(Device dev not None, size, cpu_addr, dma_handle, attrs=0):
     """dma_free_attrs(dev, size, cpu_addr, dma_handle, attrs): free a dma_alloc_attrs() buffer.
 
-    ``cpu_addr`` None is the kernel's NULL (only traced). Freeing something that is not a
-    buffer of this size raises ValueError (the kernel would corrupt its page allocator).
+    Mirrors kernel/dma/mapping.c:dma_free_attrs(); returns None. ``cpu_addr`` None is the kernel's
+    NULL (only traced). Raises TypeError / ValueError for a bad argument or a removed device,
+    including freeing something that is not a buffer of this size (the kernel would corrupt its page
+    allocator). Warns KernelWarning for the kernel's WARNs and DmaDebugWarning for dma-debug reports
+    (DmaDebugError instead when ``m.dma_debug.raise_errors`` is set).
     """
     machine_guard(dev.machine)
     _dev_live(dev)
@@ -964,14 +1138,22 @@ def dma_free_attrs(Device dev not None, size, cpu_addr, dma_handle, attrs=0):
 
 
 def dma_alloc_coherent(Device dev not None, size):
-    """dma_alloc_coherent(dev, size) -> (cpu_addr, dma_handle) or None = dma_alloc_attrs(dev, size, 0)."""
+    """dma_alloc_coherent(dev, size) -> (cpu_addr, dma_handle) or None = dma_alloc_attrs(dev, size, 0).
+
+    Mirrors include/linux/dma-mapping.h:dma_alloc_coherent(). Returns and raises as
+    dma_alloc_attrs().
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     return dma_alloc_attrs(dev, size, 0)
 
 
 def dma_free_coherent(Device dev not None, size, cpu_addr, dma_handle):
-    """dma_free_coherent(dev, size, cpu_addr, dma_handle) = dma_free_attrs(..., 0)."""
+    """dma_free_coherent(dev, size, cpu_addr, dma_handle) = dma_free_attrs(..., 0).
+
+    Mirrors include/linux/dma-mapping.h:dma_free_coherent(). Returns None; raises as
+    dma_free_attrs().
+    """
     machine_guard(dev.machine)
     _dev_live(dev)
     dma_free_attrs(dev, size, cpu_addr, dma_handle, 0)

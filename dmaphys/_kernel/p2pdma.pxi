@@ -805,9 +805,11 @@ cdef P2PdmaProvider _p2p_as_provider(object provider):
 def pci_p2pdma_map_type(provider, dev):
     """pci_p2pdma_map_type(provider, dev): how ``dev`` must map the provider's P2P memory.
 
-    ``provider``: a P2PdmaProvider (kernel), its PciP2PdmaPagemap, or the provider Device
-    (NOT_SUPPORTED when it has no P2P memory: pdev->p2pdma is NULL). The result is cached per
-    (provider device, client) in the provider's PciP2Pdma.map_types.
+    Mirrors drivers/pci/p2pdma.c:pci_p2pdma_map_type(). ``provider``: a P2PdmaProvider (kernel), its
+    PciP2PdmaPagemap, or the provider Device (NOT_SUPPORTED when it has no P2P memory: pdev->p2pdma
+    is NULL). Returns the PCI_P2PDMA_MAP_* type, cached per (provider device, client) in the
+    provider's PciP2Pdma.map_types. Raises TypeError for arguments of the wrong type, ValueError for
+    a provider and client of different machines. Warns KernelWarning for the kernel's reports.
     """
     cdef Device client = _as_device(dev)
     cdef int t
@@ -831,8 +833,10 @@ def pci_p2pdma_map_type(provider, dev):
 def pci_p2pdma_state(PciP2PdmaMapState state not None, dev, phys):
     """pci_p2pdma_state(state, dev, phys): NONE for ordinary memory, else the map type.
 
-    For P2P memory the state is (re)computed only when the provider changes
-    (__pci_p2pdma_update_state()), so a state must not be shared between devices.
+    Mirrors include/linux/pci-p2pdma.h:pci_p2pdma_state(); returns the PCI_P2PDMA_MAP_* type. For
+    P2P memory the state is (re)computed only when the provider changes
+    (__pci_p2pdma_update_state()), so a state must not be shared between devices. Raises TypeError /
+    ValueError for bad arguments.
     """
     cdef Device d = _as_device(dev)
     cdef u64 p = _u64(phys, "phys")
@@ -855,8 +859,11 @@ def pci_p2pdma_state(PciP2PdmaMapState state not None, dev, phys):
 def pci_p2pdma_bus_addr_map(provider, phys):
     """pci_p2pdma_bus_addr_map(provider, paddr) = paddr + bus_offset (dma_addr_t, wraps mod 2^64).
 
-    ``provider``: a P2PdmaProvider, a PciP2PdmaPagemap, or a PciP2PdmaMapState (its ``mem``).
-    No map-type check, as in the kernel: call it for PCI_P2PDMA_MAP_BUS_ADDR only.
+    Mirrors include/linux/pci-p2pdma.h:pci_p2pdma_bus_addr_map(); returns that bus address.
+    ``provider``: a P2PdmaProvider, a PciP2PdmaPagemap, or a PciP2PdmaMapState (its ``mem``). No
+    map-type check, as in the kernel: call it for PCI_P2PDMA_MAP_BUS_ADDR only. Raises KernelBug for
+    a state that never looked up P2P memory (state->mem NULL), TypeError / ValueError for bad
+    arguments.
     """
     cdef u64 p = _u64(phys, "phys")
     if isinstance(provider, PciP2PdmaMapState):
@@ -890,8 +897,11 @@ cdef PciDev find_parent_pci_dev(Device dev):
 def pci_p2pdma_distance_many(provider, clients, verbose=False):
     """pci_p2pdma_distance_many(): summed distance from the provider to every client, -1 if any fails.
 
-    Non-PCI clients are replaced by their nearest PCI parent (none: -1). The map types
-    computed here go into the provider's cache as well.
+    Mirrors drivers/pci/p2pdma.c:pci_p2pdma_distance_many(); returns that int. Non-PCI clients are
+    replaced by their nearest PCI parent (none: -1). The map types computed here go into the
+    provider's cache as well. Raises TypeError for a provider that is not a PCI Device /
+    P2PdmaProvider, ValueError for a non-PCI provider or a client of another machine. With
+    ``verbose`` warns KernelWarning for each reason.
     """
     cdef PciDev pdev = _p2p_provider_pdev(provider)
     cdef PciDev pc
@@ -925,7 +935,12 @@ def pci_p2pdma_distance_many(provider, clients, verbose=False):
 
 
 def pci_p2pdma_distance(provider, client, verbose=False):
-    """pci_p2pdma_distance(provider, client, verbose) = pci_p2pdma_distance_many(provider, [client])."""
+    """pci_p2pdma_distance(provider, client, verbose) = pci_p2pdma_distance_many(provider, [client]).
+
+    Mirrors include/linux/pci-p2pdma.h:pci_p2pdma_distance(); returns the distance or -1. Raises
+    TypeError for a provider that is not a PCI Device / P2PdmaProvider, ValueError for a non-PCI
+    provider or a client of another machine.
+    """
     return pci_p2pdma_distance_many(provider, [client], verbose)
 
 
@@ -943,7 +958,8 @@ cdef PciP2Pdma _pdev_p2pdma(object pdev):
 def pci_alloc_p2pmem(pdev, size):
     """pci_alloc_p2pmem(): first fit in the provider's pool (newest chunk first); 0 (NULL) on failure.
 
-    Returns the CPU physical address of the allocation (size rounded up to pages).
+    Mirrors drivers/pci/p2pdma.c:pci_alloc_p2pmem(). Returns the CPU physical address of the
+    allocation (size rounded up to pages), or 0. Raises TypeError / ValueError for bad arguments.
     """
     cdef PciP2Pdma p2p = _pdev_p2pdma(pdev)
     cdef u64 n = _u64(size, "size")
@@ -964,7 +980,12 @@ def pci_alloc_p2pmem(pdev, size):
 
 
 def pci_free_p2pmem(pdev, addr, size):
-    """pci_free_p2pmem(): give an allocation back (gen_pool_free() BUG()s on a bad address)."""
+    """pci_free_p2pmem(): give an allocation back (gen_pool_free() BUG()s on a bad address).
+
+    Mirrors drivers/pci/p2pdma.c:pci_free_p2pmem(); returns None. Raises KernelBug for a device
+    without p2pdma or an address/size not wholly allocated from its pool (the kernel's BUG),
+    TypeError / ValueError for bad arguments.
+    """
     cdef PciP2Pdma p2p = _pdev_p2pdma(pdev)
     cdef u64 a = _u64(addr, "addr")
     cdef u64 n = _u64(size, "size")
@@ -985,7 +1006,12 @@ def pci_free_p2pmem(pdev, addr, size):
 
 
 def pci_p2pmem_virt_to_bus(pdev, addr):
-    """pci_p2pmem_virt_to_bus(): the PCI bus address of pool memory (0 for NULL/no p2pdma, U64_MAX if foreign)."""
+    """pci_p2pmem_virt_to_bus(): the PCI bus address of pool memory.
+
+    Mirrors drivers/pci/p2pdma.c:pci_p2pmem_virt_to_bus(); returns that address, 0 for NULL or a
+    device without p2pdma, U64_MAX for an address outside the pool. Raises TypeError / ValueError
+    for bad arguments.
+    """
     cdef PciP2Pdma p2p = _pdev_p2pdma(pdev)
     cdef u64 a = _u64(addr, "addr")
     if a == 0 or p2p is None:
@@ -997,7 +1023,11 @@ def pci_p2pmem_virt_to_bus(pdev, addr):
 
 
 def pci_p2pmem_publish(pdev, publish):
-    """pci_p2pmem_publish(): offer the pool to other drivers (pci_p2pmem_find)."""
+    """pci_p2pmem_publish(): offer the pool to other drivers (pci_p2pmem_find).
+
+    Mirrors drivers/pci/p2pdma.c:pci_p2pmem_publish(); returns None (a device without p2pdma is a
+    no-op). Raises TypeError / ValueError for bad arguments.
+    """
     cdef PciP2Pdma p2p = _pdev_p2pdma(pdev)
     if p2p is not None:
         p2p.p2pmem_published = bool(publish)
@@ -1006,7 +1036,9 @@ def pci_p2pmem_publish(pdev, publish):
 def pci_p2pmem_find_many(clients):
     """pci_p2pmem_find_many(): a published provider at the smallest total distance, or None.
 
-    Ties are broken by ``m.p2pdma.rng`` (get_random_u32_below()), a random.Random seeded 0.
+    Mirrors drivers/pci/p2pdma.c:pci_p2pmem_find_many(); returns that provider Device or None. Ties
+    are broken by ``m.p2pdma.rng`` (get_random_u32_below()), a random.Random seeded 0. Raises
+    TypeError for a client that is not a Device, ValueError for clients of different machines.
     """
     cdef list cl = list(clients)
     cdef list closest = []
@@ -1040,12 +1072,20 @@ def pci_p2pmem_find_many(clients):
 
 
 def pci_p2pmem_find(client):
-    """pci_p2pmem_find(client) = pci_p2pmem_find_many([client])."""
+    """pci_p2pmem_find(client) = pci_p2pmem_find_many([client]).
+
+    Mirrors include/linux/pci-p2pdma.h:pci_p2pmem_find(); returns and raises as
+    pci_p2pmem_find_many().
+    """
     return pci_p2pmem_find_many([client])
 
 
 def pci_p2pmem_alloc_sgl(pdev, length):
-    """pci_p2pmem_alloc_sgl(): a one-entry ScatterList over new pool memory, or None."""
+    """pci_p2pmem_alloc_sgl(): a one-entry ScatterList over new pool memory, or None.
+
+    Mirrors drivers/pci/p2pdma.c:pci_p2pmem_alloc_sgl(); returns the ScatterList or None (no pool
+    memory). Raises ValueError for a length outside 1..2^32-1, TypeError for bad arguments.
+    """
     cdef u64 n = _u64(length, "length")
     if n == 0 or n > 0xFFFFFFFF:
         raise ValueError("length must be 1..2^32-1 (u32)")
@@ -1056,7 +1096,11 @@ def pci_p2pmem_alloc_sgl(pdev, length):
 
 
 def pci_p2pmem_free_sgl(pdev, sgl):
-    """pci_p2pmem_free_sgl(): free every entry of a list from pci_p2pmem_alloc_sgl()."""
+    """pci_p2pmem_free_sgl(): free every entry of a list from pci_p2pmem_alloc_sgl().
+
+    Mirrors drivers/pci/p2pdma.c:pci_p2pmem_free_sgl(); returns None. Raises KernelBug as
+    pci_free_p2pmem() does for entries not from this pool, TypeError for bad arguments.
+    """
     for sg in sgl:
         pci_free_p2pmem(pdev, sg.phys, sg.length)
 

@@ -79,7 +79,10 @@ def _deferred_warnings(machine):
 
 # ---- kernel/dma/mapping.c --------------------------------------------------------------------------
 def dma_map_phys_batch(dev, phys, sizes, dir, attrs=0) -> np.ndarray:
-    """Reference of dmaphys.dma_map_phys_batch: dma_map_phys() per element, in order."""
+    """Reference of dmaphys.dma_map_phys_batch: dma_map_phys() per element, in order.
+
+    Reference twin of dmaphys._core.dma_map_phys_batch; same returns and raises.
+    """
     dev = _mapping._dev(dev)
     p = _batch_u64_array(phys, "phys")
     s = _batch_sizes(sizes, p.shape[0], "size")
@@ -102,7 +105,10 @@ def dma_map_phys_batch(dev, phys, sizes, dir, attrs=0) -> np.ndarray:
 
 
 def dma_mapping_error_batch(dev, dma_addrs) -> np.ndarray:
-    """Reference of dmaphys.dma_mapping_error_batch: dma_mapping_error() per element."""
+    """Reference of dmaphys.dma_mapping_error_batch: dma_mapping_error() per element.
+
+    Reference twin of dmaphys._core.dma_mapping_error_batch; same returns and raises.
+    """
     dev = _mapping._dev(dev)
     ad = _batch_u64_array(dma_addrs, "dma_addr")
     out = np.empty(ad.shape[0], dtype=np.int32)
@@ -118,7 +124,10 @@ def dma_mapping_error_batch(dev, dma_addrs) -> np.ndarray:
 
 
 def dma_unmap_phys_batch(dev, dma_addrs, sizes, dir, attrs=0) -> None:
-    """Reference of dmaphys.dma_unmap_phys_batch: dma_unmap_phys() per element, in order."""
+    """Reference of dmaphys.dma_unmap_phys_batch: dma_unmap_phys() per element, in order.
+
+    Reference twin of dmaphys._core.dma_unmap_phys_batch; same returns and raises.
+    """
     dev = _mapping._dev(dev)
     ad = _batch_u64_array(dma_addrs, "addr")
     s = _batch_sizes(sizes, ad.shape[0], "size")
@@ -141,7 +150,10 @@ def _device_arg(dev) -> None:
 
 
 def dma_read_batch(dev, addrs, size) -> np.ndarray:
-    """Reference of dmaphys.dma_read_batch: ``dev.dma_read(addrs[i], size)`` for each i."""
+    """Reference of dmaphys.dma_read_batch: ``dev.dma_read(addrs[i], size)`` for each i.
+
+    Reference twin of dmaphys._core.dma_read_batch; same returns and raises.
+    """
     _device_arg(dev)
     a = _batch_u64_array(addrs, "addrs")
     sz = u64(size, "size")
@@ -158,7 +170,10 @@ def dma_read_batch(dev, addrs, size) -> np.ndarray:
 
 
 def dma_write_batch(dev, addrs, data) -> None:
-    """Reference of dmaphys.dma_write_batch: ``dev.dma_write(addrs[i], data[i])`` for each i."""
+    """Reference of dmaphys.dma_write_batch: ``dev.dma_write(addrs[i], data[i])`` for each i.
+
+    Reference twin of dmaphys._core.dma_write_batch; same returns and raises.
+    """
     _device_arg(dev)
     a = _batch_u64_array(addrs, "addrs")
     if isinstance(data, (str, bytes, bytearray, memoryview)):
@@ -183,7 +198,10 @@ def dma_write_batch(dev, addrs, data) -> None:
 
 # ---- drivers/iommu/iommu.c ------------------------------------------------------------------------
 def iommu_iova_to_phys_batch(domain, iovas) -> np.ndarray:
-    """Reference of dmaphys.iommu_iova_to_phys_batch: iommu_iova_to_phys() per element."""
+    """Reference of dmaphys.iommu_iova_to_phys_batch: iommu_iova_to_phys() per element.
+
+    Reference twin of dmaphys._core.iommu_iova_to_phys_batch; same returns and raises.
+    """
     domain = _iommu._domain_arg(domain)
     a = _batch_u64_array(iovas, "iovas")
     out = np.empty(a.shape[0], dtype=np.uint64)

@@ -1033,7 +1033,10 @@ def __iommu_dma_iova_unlink(dev, state, offset, size, dir, attrs, free_iova: boo
 
 
 def dma_iova_try_alloc(dev, state, phys, size) -> bool:
-    """dma_iova_try_alloc(dev, state, phys, size) -> bool (see the core's docstring)."""
+    """dma_iova_try_alloc(dev, state, phys, size) -> bool (see the core's docstring).
+
+    Reference twin of dmaphys._core.dma_iova_try_alloc; same returns and raises.
+    """
     _check_types(dev, state)
     p = u64(phys, "phys")
     sz = u64(size, "size")
@@ -1044,7 +1047,10 @@ def dma_iova_try_alloc(dev, state, phys, size) -> bool:
 
 
 def dma_iova_free(dev, state) -> None:
-    """dma_iova_free(dev, state): immediate free_iova_fast of the whole IOVA space."""
+    """dma_iova_free(dev, state): immediate free_iova_fast of the whole IOVA space.
+
+    Reference twin of dmaphys._core.dma_iova_free; same returns and raises.
+    """
     _check_types(dev, state)
     _iova_check(dev, 0, "dma_iova_free", False)
     try:
@@ -1055,7 +1061,10 @@ def dma_iova_free(dev, state) -> None:
 
 
 def dma_iova_link(dev, state, phys, offset, size, dir, attrs) -> int:
-    """dma_iova_link(dev, state, phys, offset, size, dir, attrs) -> 0 or -errno (no IOTLB sync)."""
+    """dma_iova_link(dev, state, phys, offset, size, dir, attrs) -> 0 or -errno (no IOTLB sync).
+
+    Reference twin of dmaphys._core.dma_iova_link; same returns and raises.
+    """
     _check_types(dev, state)
     d = _int_dir(dir)
     p, off, sz = u64(phys, "phys"), u64(offset, "offset"), u64(size, "size")
@@ -1070,7 +1079,10 @@ def dma_iova_link(dev, state, phys, offset, size, dir, attrs) -> int:
 
 
 def dma_iova_sync(dev, state, offset, size) -> int:
-    """dma_iova_sync(dev, state, offset, size) -> 0 or -errno: one IOTLB sync for the range."""
+    """dma_iova_sync(dev, state, offset, size) -> 0 or -errno: one IOTLB sync for the range.
+
+    Reference twin of dmaphys._core.dma_iova_sync; same returns and raises.
+    """
     _check_types(dev, state)
     off, sz = u64(offset, "offset"), u64(size, "size")
     _iova_check(dev, 0, "dma_iova_sync", False)
@@ -1086,7 +1098,10 @@ def dma_iova_sync(dev, state, offset, size) -> int:
 
 
 def dma_iova_unlink(dev, state, offset, size, dir, attrs) -> None:
-    """dma_iova_unlink(dev, state, offset, size, dir, attrs): unmap and sync now; IOVA kept."""
+    """dma_iova_unlink(dev, state, offset, size, dir, attrs): unmap and sync now; IOVA kept.
+
+    Reference twin of dmaphys._core.dma_iova_unlink; same returns and raises.
+    """
     _check_types(dev, state)
     d = _int_dir(dir)
     off, sz = u64(offset, "offset"), u64(size, "size")
@@ -1100,7 +1115,10 @@ def dma_iova_unlink(dev, state, offset, size, dir, attrs) -> None:
 
 
 def dma_iova_destroy(dev, state, mapped_len, dir, attrs) -> None:
-    """dma_iova_destroy(dev, state, mapped_len, dir, attrs): unlink [0, mapped_len) and free."""
+    """dma_iova_destroy(dev, state, mapped_len, dir, attrs): unlink [0, mapped_len) and free.
+
+    Reference twin of dmaphys._core.dma_iova_destroy; same returns and raises.
+    """
     _check_types(dev, state)
     d = _int_dir(dir)
     ml = u64(mapped_len, "mapped_len")
@@ -1119,14 +1137,20 @@ def dma_iova_destroy(dev, state, mapped_len, dir, attrs) -> None:
 
 
 def dma_use_iova(state) -> bool:
-    """dma_use_iova(state): __size != 0."""
+    """dma_use_iova(state): __size != 0.
+
+    Reference twin of dmaphys._core.dma_use_iova; same returns and raises.
+    """
     if not isinstance(state, DmaIovaState):
         raise TypeError(f"state must be a DmaIovaState, not {type(state).__name__}")
     return _raw(state) != 0
 
 
 def dma_iova_size(state) -> int:
-    """dma_iova_size(state): __size without DMA_IOVA_USE_SWIOTLB."""
+    """dma_iova_size(state): __size without DMA_IOVA_USE_SWIOTLB.
+
+    Reference twin of dmaphys._core.dma_iova_size; same returns and raises.
+    """
     if not isinstance(state, DmaIovaState):
         raise TypeError(f"state must be a DmaIovaState, not {type(state).__name__}")
     return _raw(state) & ~DMA_IOVA_USE_SWIOTLB

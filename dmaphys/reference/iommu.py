@@ -599,7 +599,10 @@ def _domain_arg(domain):
 
 
 def iommu_map(domain, iova, paddr, size, prot) -> int:
-    """iommu_map(domain, iova, paddr, size, prot): 0 or -errno."""
+    """iommu_map(domain, iova, paddr, size, prot): 0 or -errno.
+
+    Reference twin of dmaphys._core.iommu_map; same returns and raises.
+    """
     d = _domain_arg(domain)
     args = (u64(iova, "iova"), u64(paddr, "paddr"), u64(size, "size"), u64(prot, "prot"))
     try:
@@ -609,7 +612,10 @@ def iommu_map(domain, iova, paddr, size, prot) -> int:
 
 
 def iommu_unmap(domain, iova, size) -> int:
-    """iommu_unmap(domain, iova, size): bytes unmapped; the IOTLB is synced for the range."""
+    """iommu_unmap(domain, iova, size): bytes unmapped; the IOTLB is synced for the range.
+
+    Reference twin of dmaphys._core.iommu_unmap; same returns and raises.
+    """
     d = _domain_arg(domain)
     a, s = u64(iova, "iova"), u64(size, "size")
     try:
@@ -619,7 +625,10 @@ def iommu_unmap(domain, iova, size) -> int:
 
 
 def iommu_unmap_fast(domain, iova, size) -> int:
-    """iommu_unmap_fast(): bytes unmapped, the IOTLB is NOT invalidated."""
+    """iommu_unmap_fast(): bytes unmapped, the IOTLB is NOT invalidated.
+
+    Reference twin of dmaphys._core.iommu_unmap_fast; same returns and raises.
+    """
     d = _domain_arg(domain)
     a, s = u64(iova, "iova"), u64(size, "size")
     try:
@@ -629,7 +638,10 @@ def iommu_unmap_fast(domain, iova, size) -> int:
 
 
 def iommu_iotlb_sync(domain, iova, size) -> None:
-    """iommu_iotlb_sync() of a gather covering [iova, iova + size)."""
+    """iommu_iotlb_sync() of a gather covering [iova, iova + size).
+
+    Reference twin of dmaphys._core.iommu_iotlb_sync; same returns and raises.
+    """
     d = _domain_arg(domain)
     try:
         iommu_iotlb_sync_range(d, u64(iova, "iova"), u64(size, "size"))
@@ -638,7 +650,10 @@ def iommu_iotlb_sync(domain, iova, size) -> None:
 
 
 def iommu_iova_to_phys(domain, iova) -> int:
-    """iommu_iova_to_phys(domain, iova): the physical address, 0 when unmapped (see the core's docstring)."""
+    """iommu_iova_to_phys(domain, iova): the physical address, 0 when unmapped (see the core's docstring).
+
+    Reference twin of dmaphys._core.iommu_iova_to_phys; same returns and raises.
+    """
     d = _domain_arg(domain)
     a = u64(iova, "iova")
     if d.freed:
@@ -650,6 +665,10 @@ def iommu_iova_to_phys(domain, iova) -> int:
 
 
 def iommu_domain_free(domain) -> None:
+    """iommu_domain_free(): an unmanaged domain with no devices attached; its tables are freed.
+
+    Reference twin of dmaphys._core.iommu_domain_free; same returns and raises.
+    """
     d = _domain_arg(domain)
     if d.freed:
         raise ValueError(f"IOMMU domain {d.id} was already freed")
@@ -673,6 +692,10 @@ def _machine_dev_arg(dev) -> None:
 
 
 def iommu_attach_device(domain, dev) -> int:
+    """iommu_attach_device(): move a single-device group from its default domain to ``domain``.
+
+    Reference twin of dmaphys._core.iommu_attach_device; same returns and raises.
+    """
     _machine_dev_arg(dev)
     d = _domain_arg(domain)
     if d.freed:
@@ -699,6 +722,10 @@ def iommu_attach_device(domain, dev) -> int:
 
 
 def iommu_detach_device(domain, dev) -> None:
+    """iommu_detach_device(): back to the default domain (WARN if dev is not in ``domain``).
+
+    Reference twin of dmaphys._core.iommu_detach_device; same returns and raises.
+    """
     _machine_dev_arg(dev)
     d = _domain_arg(domain)
     mmu = d.iommu

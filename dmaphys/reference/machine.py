@@ -74,6 +74,10 @@ class Machine:
         self._cpu = value
 
     def advance(self, ns: int) -> None:
+        """Advance the virtual clock by ``ns`` nanoseconds, firing due timers in deadline order.
+
+        Reference twin of dmaphys._core.Machine.advance; same returns and raises.
+        """
         target = self.clock_ns + u64(ns, "ns")
         if target > U64_MAX:
             raise ValueError(f"advancing the clock by {ns:#x} ns overflows its 64 bits")
@@ -86,11 +90,19 @@ class Machine:
         self.flush_warnings()
 
     def add_timer(self, delay_ns: int, callback) -> None:
+        """Arm a one-shot timer ``delay_ns`` from now (mod_timer/schedule_delayed_work stand-in).
+
+        Reference twin of dmaphys._core.Machine.add_timer; same returns and raises.
+        """
         delay_ns = u64(delay_ns, "delay_ns")
         self._timer_seq += 1
         heapq.heappush(self._timers, (self.clock_ns + delay_ns, self._timer_seq, callback))
 
     def mem_write(self, phys, data) -> None:
+        """CPU stores ``data`` (bytes-like or numpy) at ``phys``; RAM or MMIO only.
+
+        Reference twin of dmaphys._core.Machine.mem_write; same returns and raises.
+        """
         b = as_bytes(data)
         p = u64(phys, "phys")
         if not b:
@@ -101,6 +113,10 @@ class Machine:
         self.mem.write(p, b)
 
     def mem_read(self, phys, n) -> bytes:
+        """CPU loads ``n`` bytes at ``phys`` (never-written RAM reads as zeros).
+
+        Reference twin of dmaphys._core.Machine.mem_read; same returns and raises.
+        """
         p = u64(phys, "phys")
         cnt = u64(n, "n")
         if cnt == 0:
@@ -130,24 +146,43 @@ class Machine:
         del self._user_pages[p]
 
     def add_mmio(self, base, size, name) -> None:
+        """Add a non-RAM region (a BAR); CPU and device accesses hit its own store.
+
+        Reference twin of dmaphys._core.Machine.add_mmio; same returns and raises.
+        """
         self.mem.add_region(u64(base, "base"), u64(size, "size"), REGION_MMIO, str(name))
 
     def add_ram(self, base, buffer, *, name=None, allocatable=False) -> None:
-        """Mirrors machine.pxi Machine.add_ram (embedder-owned RAM, zero copy)."""
+        """Mirrors machine.pxi Machine.add_ram (embedder-owned RAM, zero copy).
+
+        Reference twin of dmaphys._core.Machine.add_ram; same returns and raises.
+        """
         b = u64(base, "base")
         ram_buffer_nbytes(buffer, b)
         self.mem.add_ext_ram(b, buffer, f"Embedder RAM {b:#x}" if name is None else str(name),
                              bool(allocatable))
 
     def remove_ram(self, base) -> None:
+        """Remove embedder RAM added at ``base`` and release its buffer.
+
+        Reference twin of dmaphys._core.Machine.remove_ram; same returns and raises.
+        """
         b = u64(base, "base")
         check_ram_removable(self, b)
         self.mem.remove_ext_ram(b)
 
     def add_ram_range(self, base, size, name) -> None:
+        """Add simulated (sparse) RAM after construction: page aligned, overlapping nothing; its
+
+        Reference twin of dmaphys._core.Machine.add_ram_range; same returns and raises.
+        """
         self.mem.add_region(u64(base, "base"), u64(size, "size"), REGION_RAM, str(name))
 
     def max_phys_ram(self) -> int:
+        """End (exclusive) of the highest RAM range (max_pfn << PAGE_SHIFT).
+
+        Reference twin of dmaphys._core.Machine.max_phys_ram; same returns and raises.
+        """
         return max((s + z for s, z, k, _ in self.mem.regions_list() if k == "ram"), default=0)
 
     @property
@@ -158,6 +193,10 @@ class Machine:
                    bus_dma_limit=0, force_bounce=False, min_align_mask=0, *, iommu=None,
                    domain=None, domain_type="dma", pci=True, untrusted=False, parent=None,
                    max_segment_size=65536, seg_boundary_mask=U64_MAX, coherent_dma_mask=None):
+        """Add a device; see Device for the fields. ``dma_mask=None`` models a NULL dev->dma_mask.
+
+        Reference twin of dmaphys._core.Machine.add_device; same returns and raises.
+        """
         name = str(name)
         if name in self.devices:
             raise ValueError(f"a device named {name!r} exists already")
@@ -177,6 +216,10 @@ class Machine:
         return dev
 
     def remove_device(self, dev) -> None:
+        """Unbind and remove a device (dma-debug reports its leaked mappings).
+
+        Reference twin of dmaphys._core.Machine.remove_device; same returns and raises.
+        """
         typed(dev, Device, "dev")
         if self.devices.get(dev.name) is not dev:
             raise ValueError(f"{dev.name!r} is not a device of this machine")
@@ -189,15 +232,31 @@ class Machine:
         self.flush_warnings()
 
     def add_host_bridge(self, name, p2p_allowlisted=False, *, req_same_host_bridge=False):
+        """A host bridge (its own PCI domain); ``p2p_allowlisted``: in pci_p2pdma_whitelist[].
+
+        Reference twin of dmaphys._core.Machine.add_host_bridge; same returns and raises.
+        """
         return self.p2pdma.add_host_bridge(name, p2p_allowlisted, req_same_host_bridge=req_same_host_bridge)
 
     def add_switch(self, name, parent=None, acs_redirect=False):
+        """A PCIe switch below a host bridge or switch; ``acs_redirect`` on its downstream ports.
+
+        Reference twin of dmaphys._core.Machine.add_switch; same returns and raises.
+        """
         return self.p2pdma.add_switch(name, parent, acs_redirect)
 
     def add_p2pmem(self, provider, cpu_phys, size, bus_addr=None, *, pages=True):
+        """Publish part of a BAR of ``provider`` as P2P memory (pci_p2pdma_add_resource).
+
+        Reference twin of dmaphys._core.Machine.add_p2pmem; same returns and raises.
+        """
         return self.p2pdma.add_p2pmem(provider, cpu_phys, size, bus_addr, pages=pages)
 
     def add_iommu(self, fmt="vtd-ss", strict=True, iotlb=None, **kwargs):
+        """Add an IOMMU with page tables of format ``fmt`` (see Iommu).
+
+        Reference twin of dmaphys._core.Machine.add_iommu; same returns and raises.
+        """
         iommu = Iommu(self, fmt, strict, iotlb, **kwargs)
         self.iommus.append(iommu)
         return iommu
@@ -210,6 +269,10 @@ class Machine:
         self._warn_queue.append((category, text))
 
     def flush_warnings(self) -> None:
+        """Emit queued kernel warnings through ``warnings`` and ``logging`` (called by entry points).
+
+        Reference twin of dmaphys._core.Machine.flush_warnings; same returns and raises.
+        """
         if self._warn_queue:
             q, self._warn_queue = self._warn_queue, []
             for category, text in q:
@@ -314,6 +377,10 @@ class Device:
         return f"<dmaphys.reference.Device {self.name!r} mask={self._dma_mask:#x} coherent={self.coherent}>"
 
     def dma_read(self, dma_addr, n) -> bytes:
+        """What the device reads at bus address ``dma_addr`` (``n`` bytes).
+
+        Reference twin of dmaphys._core.Device.dma_read; same returns and raises.
+        """
         a = u64(dma_addr, "dma_addr")
         cnt = u64(n, "n")
         out = b""
@@ -326,7 +393,10 @@ class Device:
         return out
 
     def translate(self, dma_addr, write=False):
-        """Mirrors device.pxi Device.translate (QEMU-style IOMMUTLBEntry of the page)."""
+        """Mirrors device.pxi Device.translate (QEMU-style IOMMUTLBEntry of the page).
+
+        Reference twin of dmaphys._core.Device.translate; same returns and raises.
+        """
         a = u64(dma_addr, "dma_addr")
         try:
             return device_translate(self, a, bool(write))
@@ -334,6 +404,10 @@ class Device:
             self.machine.flush_warnings()
 
     def dma_write(self, dma_addr, data) -> None:
+        """The device stores ``data`` at bus address ``dma_addr``.
+
+        Reference twin of dmaphys._core.Device.dma_write; same returns and raises.
+        """
         a = u64(dma_addr, "dma_addr")
         b = as_bytes(data)
         if b:
@@ -345,10 +419,18 @@ class Device:
 
     # batch forms (batch.py): the per-call methods above, per element
     def dma_read_batch(self, addrs, size):
+        """dma_read(addrs[i], size) for each i -> ndarray[uint8] (n x size); see batch.pxi.
+
+        Reference twin of dmaphys._core.Device.dma_read_batch; same returns and raises.
+        """
         from .batch import dma_read_batch
         return dma_read_batch(self, addrs, size)
 
     def dma_write_batch(self, addrs, data) -> None:
+        """dma_write(addrs[i], data[i]) for each row of a 2-D uint8 array; see batch.pxi.
+
+        Reference twin of dmaphys._core.Device.dma_write_batch; same returns and raises.
+        """
         from .batch import dma_write_batch
         dma_write_batch(self, addrs, data)
 

@@ -427,7 +427,10 @@ def c_dma_free_attrs(dev, size: int, phys: int, dma_handle: int, attrs: int) -> 
 
 # ---- Python entry points ------------------------------------------------------------------------------
 def dma_map_phys(dev, phys, size, dir, attrs=0) -> int:
-    """dma_map_phys(dev, phys, size, dir, attrs) -> bus address or DMA_MAPPING_ERROR."""
+    """dma_map_phys(dev, phys, size, dir, attrs) -> bus address or DMA_MAPPING_ERROR.
+
+    Reference twin of dmaphys._core.dma_map_phys; same returns and raises.
+    """
     dev = _dev(dev)
     p, s, d, a = u64(phys, "phys"), u64(size, "size"), _dir(dir), _attrs(attrs)
     _check_span(p, s, "phys")
@@ -438,6 +441,10 @@ def dma_map_phys(dev, phys, size, dir, attrs=0) -> int:
 
 
 def dma_unmap_phys(dev, addr, size, dir, attrs=0) -> None:
+    """dma_unmap_phys(dev, addr, size, dir, attrs)
+
+    Reference twin of dmaphys._core.dma_unmap_phys; same returns and raises.
+    """
     dev = _dev(dev)
     ad, s, d, a = u64(addr, "addr"), u64(size, "size"), _dir(dir), _attrs(attrs)
     try:
@@ -447,6 +454,10 @@ def dma_unmap_phys(dev, addr, size, dir, attrs=0) -> None:
 
 
 def dma_map_page_attrs(dev, pfn, offset, size, dir, attrs=0) -> int:
+    """dma_map_page_attrs(dev, pfn, offset, size, dir, attrs) -> dma_addr_t
+
+    Reference twin of dmaphys._core.dma_map_page_attrs; same returns and raises.
+    """
     dev = _dev(dev)
     pf, off, s = u64(pfn, "pfn"), u64(offset, "offset"), u64(size, "size")
     d, a = _dir(dir), _attrs(attrs)
@@ -463,6 +474,10 @@ def dma_map_page_attrs(dev, pfn, offset, size, dir, attrs=0) -> int:
 
 
 def dma_unmap_page_attrs(dev, addr, size, dir, attrs=0) -> None:
+    """dma_unmap_page_attrs(dev, addr, size, dir, attrs)
+
+    Reference twin of dmaphys._core.dma_unmap_page_attrs; same returns and raises.
+    """
     dev = _dev(dev)
     ad, s, d, a = u64(addr, "addr"), u64(size, "size"), _dir(dir), _attrs(attrs)
     try:
@@ -472,6 +487,10 @@ def dma_unmap_page_attrs(dev, addr, size, dir, attrs=0) -> None:
 
 
 def dma_map_single_attrs(dev, ptr, size, dir, attrs=0) -> int:
+    """dma_map_single_attrs(dev, ptr, size, dir, attrs) -> dma_addr_t
+
+    Reference twin of dmaphys._core.dma_map_single_attrs; same returns and raises.
+    """
     dev = _dev(dev)
     p, s, d, a = u64(ptr, "ptr"), u64(size, "size"), _dir(dir), _attrs(attrs)
     _check_span(p, s, "ptr")
@@ -485,6 +504,10 @@ def dma_map_single_attrs(dev, ptr, size, dir, attrs=0) -> int:
 
 
 def dma_unmap_single_attrs(dev, addr, size, dir, attrs=0) -> None:
+    """dma_unmap_single_attrs(dev, addr, size, dir, attrs) = dma_unmap_page_attrs().
+
+    Reference twin of dmaphys._core.dma_unmap_single_attrs; same returns and raises.
+    """
     dev = _dev(dev)
     ad, s, d, a = u64(addr, "addr"), u64(size, "size"), _dir(dir), _attrs(attrs)
     try:
@@ -494,22 +517,42 @@ def dma_unmap_single_attrs(dev, addr, size, dir, attrs=0) -> None:
 
 
 def dma_map_page(dev, pfn, offset, size, dir) -> int:
+    """dma_map_page(dev, pfn, offset, size, dir) = dma_map_page_attrs(..., 0).
+
+    Reference twin of dmaphys._core.dma_map_page; same returns and raises.
+    """
     return dma_map_page_attrs(dev, pfn, offset, size, dir, 0)
 
 
 def dma_unmap_page(dev, addr, size, dir) -> None:
+    """dma_unmap_page(dev, addr, size, dir) = dma_unmap_page_attrs(..., 0).
+
+    Reference twin of dmaphys._core.dma_unmap_page; same returns and raises.
+    """
     dma_unmap_page_attrs(dev, addr, size, dir, 0)
 
 
 def dma_map_single(dev, ptr, size, dir) -> int:
+    """dma_map_single(dev, ptr, size, dir) = dma_map_single_attrs(..., 0).
+
+    Reference twin of dmaphys._core.dma_map_single; same returns and raises.
+    """
     return dma_map_single_attrs(dev, ptr, size, dir, 0)
 
 
 def dma_unmap_single(dev, addr, size, dir) -> None:
+    """dma_unmap_single(dev, addr, size, dir) = dma_unmap_single_attrs(..., 0).
+
+    Reference twin of dmaphys._core.dma_unmap_single; same returns and raises.
+    """
     dma_unmap_single_attrs(dev, addr, size, dir, 0)
 
 
 def dma_map_resource(dev, phys_addr, size, dir, attrs=0) -> int:
+    """dma_map_resource(dev, phys_addr, size, dir, attrs) -> dma_addr_t
+
+    Reference twin of dmaphys._core.dma_map_resource; same returns and raises.
+    """
     dev = _dev(dev)
     p, s, d, a = u64(phys_addr, "phys_addr"), u64(size, "size"), _dir(dir), _attrs(attrs)
     _check_span(p, s, "phys_addr")
@@ -520,6 +563,10 @@ def dma_map_resource(dev, phys_addr, size, dir, attrs=0) -> int:
 
 
 def dma_unmap_resource(dev, addr, size, dir, attrs=0) -> None:
+    """dma_unmap_resource(dev, addr, size, dir, attrs) = dma_unmap_phys(... | DMA_ATTR_MMIO).
+
+    Reference twin of dmaphys._core.dma_unmap_resource; same returns and raises.
+    """
     dev = _dev(dev)
     ad, s, d, a = u64(addr, "addr"), u64(size, "size"), _dir(dir), _attrs(attrs)
     try:
@@ -529,6 +576,10 @@ def dma_unmap_resource(dev, addr, size, dir, attrs=0) -> None:
 
 
 def dma_mapping_error(dev, dma_addr) -> int:
+    """dma_mapping_error(dev, dma_addr) -> int: -ENOMEM if dma_addr is DMA_MAPPING_ERROR, else 0.
+
+    Reference twin of dmaphys._core.dma_mapping_error; same returns and raises.
+    """
     dev = _dev(dev)
     ad = u64(dma_addr, "dma_addr")
     try:
@@ -538,6 +589,10 @@ def dma_mapping_error(dev, dma_addr) -> int:
 
 
 def dma_map_sg_attrs(dev, sg, nents, dir, attrs=0) -> int:
+    """dma_map_sg_attrs(dev, sg, nents, dir, attrs) -> unsigned int
+
+    Reference twin of dmaphys._core.dma_map_sg_attrs; same returns and raises.
+    """
     dev, sg = _dev_sg(dev, sg)
     n, d, a = _nents(sg, nents, "nents"), _dir(dir), _attrs(attrs)
     try:
@@ -547,6 +602,10 @@ def dma_map_sg_attrs(dev, sg, nents, dir, attrs=0) -> int:
 
 
 def dma_unmap_sg_attrs(dev, sg, nents, dir, attrs=0) -> None:
+    """dma_unmap_sg_attrs(dev, sg, nents, dir, attrs): nents is the count passed to dma_map_sg.
+
+    Reference twin of dmaphys._core.dma_unmap_sg_attrs; same returns and raises.
+    """
     dev, sg = _dev_sg(dev, sg)
     n, d, a = _nents(sg, nents, "nents"), _dir(dir), _attrs(attrs)
     try:
@@ -556,14 +615,26 @@ def dma_unmap_sg_attrs(dev, sg, nents, dir, attrs=0) -> None:
 
 
 def dma_map_sg(dev, sg, nents, dir) -> int:
+    """dma_map_sg(dev, sg, nents, dir) = dma_map_sg_attrs(..., 0).
+
+    Reference twin of dmaphys._core.dma_map_sg; same returns and raises.
+    """
     return dma_map_sg_attrs(dev, sg, nents, dir, 0)
 
 
 def dma_unmap_sg(dev, sg, nents, dir) -> None:
+    """dma_unmap_sg(dev, sg, nents, dir) = dma_unmap_sg_attrs(..., 0).
+
+    Reference twin of dmaphys._core.dma_unmap_sg; same returns and raises.
+    """
     dma_unmap_sg_attrs(dev, sg, nents, dir, 0)
 
 
 def dma_map_sgtable(dev, sgt, dir, attrs=0) -> int:
+    """dma_map_sgtable(dev, sgt, dir, attrs) -> int
+
+    Reference twin of dmaphys._core.dma_map_sgtable; same returns and raises.
+    """
     dev, sgt = _dev_sg(dev, sgt)
     d, a = _dir(dir), _attrs(attrs)
     try:
@@ -573,6 +644,10 @@ def dma_map_sgtable(dev, sgt, dir, attrs=0) -> int:
 
 
 def dma_unmap_sgtable(dev, sgt, dir, attrs=0) -> None:
+    """dma_unmap_sgtable(dev, sgt, dir, attrs) = dma_unmap_sg_attrs(dev, sgt, sgt.orig_nents, ...).
+
+    Reference twin of dmaphys._core.dma_unmap_sgtable; same returns and raises.
+    """
     dev, sgt = _dev_sg(dev, sgt)
     d, a = _dir(dir), _attrs(attrs)
     try:
@@ -582,6 +657,10 @@ def dma_unmap_sgtable(dev, sgt, dir, attrs=0) -> None:
 
 
 def dma_sync_single_for_cpu(dev, addr, size, dir) -> None:
+    """dma_sync_single_for_cpu(dev, addr, size, dir): give the buffer to the CPU (bounce slot → memory).
+
+    Reference twin of dmaphys._core.dma_sync_single_for_cpu; same returns and raises.
+    """
     dev = _dev(dev)
     ad, s, d = u64(addr, "addr"), u64(size, "size"), _dir(dir)
     try:
@@ -591,6 +670,10 @@ def dma_sync_single_for_cpu(dev, addr, size, dir) -> None:
 
 
 def dma_sync_single_for_device(dev, addr, size, dir) -> None:
+    """dma_sync_single_for_device(dev, addr, size, dir): give the buffer back to the device.
+
+    Reference twin of dmaphys._core.dma_sync_single_for_device; same returns and raises.
+    """
     dev = _dev(dev)
     ad, s, d = u64(addr, "addr"), u64(size, "size"), _dir(dir)
     try:
@@ -600,6 +683,10 @@ def dma_sync_single_for_device(dev, addr, size, dir) -> None:
 
 
 def dma_sync_single_range_for_cpu(dev, addr, offset, size, dir) -> None:
+    """dma_sync_single_range_for_cpu(dev, addr, offset, size, dir) = sync of (addr + offset, size).
+
+    Reference twin of dmaphys._core.dma_sync_single_range_for_cpu; same returns and raises.
+    """
     dev = _dev(dev)
     ad, off, s, d = u64(addr, "addr"), u64(offset, "offset"), u64(size, "size"), _dir(dir)
     try:
@@ -609,6 +696,10 @@ def dma_sync_single_range_for_cpu(dev, addr, offset, size, dir) -> None:
 
 
 def dma_sync_single_range_for_device(dev, addr, offset, size, dir) -> None:
+    """dma_sync_single_range_for_device(dev, addr, offset, size, dir) = sync of (addr + offset, size).
+
+    Reference twin of dmaphys._core.dma_sync_single_range_for_device; same returns and raises.
+    """
     dev = _dev(dev)
     ad, off, s, d = u64(addr, "addr"), u64(offset, "offset"), u64(size, "size"), _dir(dir)
     try:
@@ -618,6 +709,10 @@ def dma_sync_single_range_for_device(dev, addr, offset, size, dir) -> None:
 
 
 def dma_sync_sg_for_cpu(dev, sg, nelems, dir) -> None:
+    """dma_sync_sg_for_cpu(dev, sg, nelems, dir): nelems is the count passed to dma_map_sg.
+
+    Reference twin of dmaphys._core.dma_sync_sg_for_cpu; same returns and raises.
+    """
     dev, sg = _dev_sg(dev, sg)
     n, d = _nents(sg, nelems, "nelems"), _dir(dir)
     try:
@@ -627,6 +722,10 @@ def dma_sync_sg_for_cpu(dev, sg, nelems, dir) -> None:
 
 
 def dma_sync_sg_for_device(dev, sg, nelems, dir) -> None:
+    """dma_sync_sg_for_device(dev, sg, nelems, dir): nelems is the count passed to dma_map_sg.
+
+    Reference twin of dmaphys._core.dma_sync_sg_for_device; same returns and raises.
+    """
     dev, sg = _dev_sg(dev, sg)
     n, d = _nents(sg, nelems, "nelems"), _dir(dir)
     try:
@@ -636,6 +735,10 @@ def dma_sync_sg_for_device(dev, sg, nelems, dir) -> None:
 
 
 def dma_sync_sgtable_for_cpu(dev, sgt, dir) -> None:
+    """dma_sync_sgtable_for_cpu(dev, sgt, dir) = dma_sync_sg_for_cpu(dev, sgt, sgt.orig_nents, dir).
+
+    Reference twin of dmaphys._core.dma_sync_sgtable_for_cpu; same returns and raises.
+    """
     dev, sgt = _dev_sg(dev, sgt)
     d = _dir(dir)
     try:
@@ -645,6 +748,10 @@ def dma_sync_sgtable_for_cpu(dev, sgt, dir) -> None:
 
 
 def dma_sync_sgtable_for_device(dev, sgt, dir) -> None:
+    """dma_sync_sgtable_for_device(dev, sgt, dir) = dma_sync_sg_for_device(dev, sgt, sgt.orig_nents, dir).
+
+    Reference twin of dmaphys._core.dma_sync_sgtable_for_device; same returns and raises.
+    """
     dev, sgt = _dev_sg(dev, sgt)
     d = _dir(dir)
     try:
@@ -654,14 +761,26 @@ def dma_sync_sgtable_for_device(dev, sgt, dir) -> None:
 
 
 def dma_set_mask(dev, mask) -> int:
+    """dma_set_mask(dev, mask) -> int: 0, or -EIO (no dev->dma_mask, or the mask is not supported).
+
+    Reference twin of dmaphys._core.dma_set_mask; same returns and raises.
+    """
     return c_dma_set_mask(_dev(dev), u64(mask, "mask"))
 
 
 def dma_set_coherent_mask(dev, mask) -> int:
+    """dma_set_coherent_mask(dev, mask) -> int: 0 or -EIO.
+
+    Reference twin of dmaphys._core.dma_set_coherent_mask; same returns and raises.
+    """
     return c_dma_set_coherent_mask(_dev(dev), u64(mask, "mask"))
 
 
 def dma_set_mask_and_coherent(dev, mask) -> int:
+    """dma_set_mask_and_coherent(dev, mask) -> int: dma_set_mask(), then the coherent mask if that worked.
+
+    Reference twin of dmaphys._core.dma_set_mask_and_coherent; same returns and raises.
+    """
     dev, m = _dev(dev), u64(mask, "mask")
     rc = c_dma_set_mask(dev, m)
     if rc == 0:
@@ -670,49 +789,92 @@ def dma_set_mask_and_coherent(dev, mask) -> int:
 
 
 def dma_get_mask(dev) -> int:
+    """dma_get_mask(dev): *dev->dma_mask if set and non-zero, else DMA_BIT_MASK(32).
+
+    Reference twin of dmaphys._core.dma_get_mask; same returns and raises.
+    """
     return dma_get_mask_c(_dev(dev))
 
 
 def dma_supported(dev, mask) -> bool:
+    """dma_supported(dev, mask) -> bool (kernel/dma/mapping.c, static there).
+
+    Reference twin of dmaphys._core.dma_supported; same returns and raises.
+    """
     return c_dma_supported(_dev(dev), u64(mask, "mask"))
 
 
 def dma_get_required_mask(dev) -> int:
+    """dma_get_required_mask(dev): the mask needed to reach all of RAM without bouncing.
+
+    Reference twin of dmaphys._core.dma_get_required_mask; same returns and raises.
+    """
     return c_dma_get_required_mask(_dev(dev))
 
 
 def dma_max_mapping_size(dev) -> int:
+    """dma_max_mapping_size(dev): the largest single mapping (swiotlb's limit when it may bounce).
+
+    Reference twin of dmaphys._core.dma_max_mapping_size; same returns and raises.
+    """
     return c_dma_max_mapping_size(_dev(dev))
 
 
 def dma_opt_mapping_size(dev) -> int:
+    """dma_opt_mapping_size(dev): the largest mapping size without a performance penalty.
+
+    Reference twin of dmaphys._core.dma_opt_mapping_size; same returns and raises.
+    """
     return c_dma_opt_mapping_size(_dev(dev))
 
 
 def dma_need_sync(dev, dma_addr) -> bool:
+    """dma_need_sync(dev, dma_addr) -> bool: must the driver call the dma_sync_* functions?
+
+    Reference twin of dmaphys._core.dma_need_sync; same returns and raises.
+    """
     return c_dma_need_sync(_dev(dev), u64(dma_addr, "dma_addr"))
 
 
 def dma_need_unmap(dev) -> bool:
+    """dma_need_unmap(dev) -> bool: must the driver keep the DMA address to unmap it?
+
+    Reference twin of dmaphys._core.dma_need_unmap; same returns and raises.
+    """
     return c_dma_need_unmap(_dev(dev))
 
 
 def dma_addressing_limited(dev) -> bool:
+    """dma_addressing_limited(dev) -> bool: can the device not reach all of RAM directly?
+
+    Reference twin of dmaphys._core.dma_addressing_limited; same returns and raises.
+    """
     return dma_addressing_limited_c(_dev(dev))
 
 
 def dma_get_max_seg_size(dev) -> int:
+    """dma_get_max_seg_size(dev): dma_parms->max_segment_size, else SZ_64K.
+
+    Reference twin of dmaphys._core.dma_get_max_seg_size; same returns and raises.
+    """
     dev = _dev(dev)
     return dev.max_segment_size or 65536
 
 
 def dma_get_seg_boundary(dev) -> int:
+    """dma_get_seg_boundary(dev): dma_parms->segment_boundary_mask, else ULONG_MAX.
+
+    Reference twin of dmaphys._core.dma_get_seg_boundary; same returns and raises.
+    """
     dev = _dev(dev)
     return dev.seg_boundary_mask or U64_MAX
 
 
 def dma_alloc_attrs(dev, size, attrs=0):
-    """(cpu_addr, dma_handle) or None (the kernel's NULL)."""
+    """(cpu_addr, dma_handle) or None (the kernel's NULL).
+
+    Reference twin of dmaphys._core.dma_alloc_attrs; same returns and raises.
+    """
     dev = _dev(dev)
     s, a = u64(size, "size"), _attrs(attrs)
     if s == 0 or s > 1 << 48:
@@ -725,6 +887,10 @@ def dma_alloc_attrs(dev, size, attrs=0):
 
 
 def dma_free_attrs(dev, size, cpu_addr, dma_handle, attrs=0) -> None:
+    """dma_free_attrs(dev, size, cpu_addr, dma_handle, attrs): free a dma_alloc_attrs() buffer.
+
+    Reference twin of dmaphys._core.dma_free_attrs; same returns and raises.
+    """
     dev = _dev(dev)
     s = u64(size, "size")
     phys = U64_MAX if cpu_addr is None else u64(cpu_addr, "cpu_addr")
@@ -740,8 +906,16 @@ def dma_free_attrs(dev, size, cpu_addr, dma_handle, attrs=0) -> None:
 
 
 def dma_alloc_coherent(dev, size):
+    """dma_alloc_coherent(dev, size) -> (cpu_addr, dma_handle) or None = dma_alloc_attrs(dev, size, 0).
+
+    Reference twin of dmaphys._core.dma_alloc_coherent; same returns and raises.
+    """
     return dma_alloc_attrs(dev, size, 0)
 
 
 def dma_free_coherent(dev, size, cpu_addr, dma_handle) -> None:
+    """dma_free_coherent(dev, size, cpu_addr, dma_handle) = dma_free_attrs(..., 0).
+
+    Reference twin of dmaphys._core.dma_free_coherent; same returns and raises.
+    """
     dma_free_attrs(dev, size, cpu_addr, dma_handle, 0)

@@ -639,6 +639,10 @@ def _check_device(dev):
 
 
 def pci_p2pdma_map_type(provider, dev):
+    """pci_p2pdma_map_type(provider, dev): how ``dev`` must map the provider's P2P memory.
+
+    Reference twin of dmaphys._core.pci_p2pdma_map_type; same returns and raises.
+    """
     client = _check_device(dev)
     Device = _device_cls()
     if isinstance(provider, Device):
@@ -659,6 +663,10 @@ def pci_p2pdma_map_type(provider, dev):
 
 
 def pci_p2pdma_state(state, dev, phys):
+    """pci_p2pdma_state(state, dev, phys): NONE for ordinary memory, else the map type.
+
+    Reference twin of dmaphys._core.pci_p2pdma_state; same returns and raises.
+    """
     if not isinstance(state, PciP2PdmaMapState):
         raise TypeError(f"Argument 'state' has incorrect type (expected PciP2PdmaMapState, "
                         f"got {type(state).__name__})")
@@ -678,6 +686,10 @@ def pci_p2pdma_state(state, dev, phys):
 
 
 def pci_p2pdma_bus_addr_map(provider, phys):
+    """pci_p2pdma_bus_addr_map(provider, paddr) = paddr + bus_offset (dma_addr_t, wraps mod 2^64).
+
+    Reference twin of dmaphys._core.pci_p2pdma_bus_addr_map; same returns and raises.
+    """
     p = u64(phys, "phys")
     if isinstance(provider, PciP2PdmaMapState):
         if provider.mem is None:
@@ -708,6 +720,10 @@ def find_parent_pci_dev(dev):
 
 
 def pci_p2pdma_distance_many(provider, clients, verbose=False):
+    """pci_p2pdma_distance_many(): summed distance from the provider to every client, -1 if any fails.
+
+    Reference twin of dmaphys._core.pci_p2pdma_distance_many; same returns and raises.
+    """
     pdev = _provider_pdev(provider)
     m = pdev.host_bridge.topology.machine
     v = bool(verbose)
@@ -740,6 +756,10 @@ def pci_p2pdma_distance_many(provider, clients, verbose=False):
 
 
 def pci_p2pdma_distance(provider, client, verbose=False):
+    """pci_p2pdma_distance(provider, client, verbose) = pci_p2pdma_distance_many(provider, [client]).
+
+    Reference twin of dmaphys._core.pci_p2pdma_distance; same returns and raises.
+    """
     return pci_p2pdma_distance_many(provider, [client], verbose)
 
 
@@ -751,6 +771,10 @@ def _pdev_p2pdma(pdev):
 
 
 def pci_alloc_p2pmem(pdev, size) -> int:
+    """pci_alloc_p2pmem(): first fit in the provider's pool (newest chunk first); 0 (NULL) on failure.
+
+    Reference twin of dmaphys._core.pci_alloc_p2pmem; same returns and raises.
+    """
     p2p = _pdev_p2pdma(pdev)
     n = u64(size, "size")
     if p2p is None or n == 0:
@@ -769,6 +793,10 @@ def pci_alloc_p2pmem(pdev, size) -> int:
 
 
 def pci_free_p2pmem(pdev, addr, size) -> None:
+    """pci_free_p2pmem(): give an allocation back (gen_pool_free() BUG()s on a bad address).
+
+    Reference twin of dmaphys._core.pci_free_p2pmem; same returns and raises.
+    """
     p2p = _pdev_p2pdma(pdev)
     a = u64(addr, "addr")
     n = u64(size, "size")
@@ -789,6 +817,10 @@ def pci_free_p2pmem(pdev, addr, size) -> None:
 
 
 def pci_p2pmem_virt_to_bus(pdev, addr) -> int:
+    """pci_p2pmem_virt_to_bus(): the PCI bus address of pool memory (0: NULL/no p2pdma, U64_MAX: foreign).
+
+    Reference twin of dmaphys._core.pci_p2pmem_virt_to_bus; same returns and raises.
+    """
     p2p = _pdev_p2pdma(pdev)
     a = u64(addr, "addr")
     if a == 0 or p2p is None:
@@ -800,12 +832,20 @@ def pci_p2pmem_virt_to_bus(pdev, addr) -> int:
 
 
 def pci_p2pmem_publish(pdev, publish) -> None:
+    """pci_p2pmem_publish(): offer the pool to other drivers (pci_p2pmem_find).
+
+    Reference twin of dmaphys._core.pci_p2pmem_publish; same returns and raises.
+    """
     p2p = _pdev_p2pdma(pdev)
     if p2p is not None:
         p2p.p2pmem_published = bool(publish)
 
 
 def pci_p2pmem_find_many(clients):
+    """pci_p2pmem_find_many(): a published provider at the smallest total distance, or None.
+
+    Reference twin of dmaphys._core.pci_p2pmem_find_many; same returns and raises.
+    """
     cl = [_check_device(c) for c in clients]
     if not cl:
         return None
@@ -833,10 +873,18 @@ def pci_p2pmem_find_many(clients):
 
 
 def pci_p2pmem_find(client):
+    """pci_p2pmem_find(client) = pci_p2pmem_find_many([client]).
+
+    Reference twin of dmaphys._core.pci_p2pmem_find; same returns and raises.
+    """
     return pci_p2pmem_find_many([client])
 
 
 def pci_p2pmem_alloc_sgl(pdev, length):
+    """pci_p2pmem_alloc_sgl(): a one-entry ScatterList over new pool memory, or None.
+
+    Reference twin of dmaphys._core.pci_p2pmem_alloc_sgl; same returns and raises.
+    """
     n = u64(length, "length")
     if n == 0 or n > 0xFFFFFFFF:
         raise ValueError("length must be 1..2^32-1 (u32)")
@@ -847,5 +895,9 @@ def pci_p2pmem_alloc_sgl(pdev, length):
 
 
 def pci_p2pmem_free_sgl(pdev, sgl) -> None:
+    """pci_p2pmem_free_sgl(): free every entry of a list from pci_p2pmem_alloc_sgl().
+
+    Reference twin of dmaphys._core.pci_p2pmem_free_sgl; same returns and raises.
+    """
     for sg in sgl:
         pci_free_p2pmem(pdev, sg.phys, sg.length)

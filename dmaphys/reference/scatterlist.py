@@ -73,10 +73,18 @@ def _entry_arg(sg) -> ScatterlistEntry:
 
 
 def sg_dma_is_bus_address(sg: ScatterlistEntry) -> bool:
+    """sg_dma_is_bus_address(): the entry holds a PCI bus address (P2PDMA), not an IOVA/DMA address.
+
+    Reference twin of dmaphys._core.sg_dma_is_bus_address; same returns and raises.
+    """
     _entry_arg(sg)
     return bool(sg.dma_flags & SG_DMA_BUS_ADDRESS)
 
 
 def sg_dma_is_swiotlb(sg: ScatterlistEntry) -> bool:
+    """sg_dma_is_swiotlb(): dma-iommu mapped this list entry by entry through swiotlb.
+
+    Reference twin of dmaphys._core.sg_dma_is_swiotlb; same returns and raises.
+    """
     _entry_arg(sg)
     return bool(sg.dma_flags & SG_DMA_SWIOTLB)
