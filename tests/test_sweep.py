@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -17,6 +18,10 @@ from dmaphys import stress, sweep
 pytest.importorskip("dask.distributed")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(dmaphys.__file__)))   # where dmaphys is imported from
+# Child processes start in an empty directory: `python -m`/`-c` put their working directory first on
+# sys.path, and from the source root that would import the uncompiled in-tree package, not the one
+# under test.
+RUN_DIR = tempfile.mkdtemp(prefix="dmaphys-sweep-")
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
        "PYTHONWARNINGS": "ignore"}
 
@@ -105,7 +110,8 @@ def test_base_package_does_not_import_dask():
     code = ("import sys, dmaphys, dmaphys.cli; dmaphys.cli.build_parser(); "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'pandas')]; "
             "print(bad); sys.exit(1 if bad else 0)")
-    r = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code], env=ENV, cwd=RUN_DIR, capture_output=True, text=True,
+                       timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -192,7 +198,7 @@ def _start_worker(addr):
     return subprocess.Popen([sys.executable, "-m", "dask", "worker", addr, "--nthreads", "1",
                              "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard",
                              "--memory-limit", "0"],
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=ENV, cwd=RUN_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -200,7 +206,7 @@ def _wait_workers(addr, n, timeout=90):
     code = ("import sys; from dask.distributed import Client; "
             f"c = Client({addr!r}, timeout='30s'); c.wait_for_workers({n}, timeout={timeout}); "
             "print(len(c.scheduler_info()['workers'])); c.close()")
-    r = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-c", code], env=ENV, cwd=RUN_DIR, capture_output=True, text=True,
                        timeout=timeout + 30)
     assert r.returncode == 0, r.stderr[-2000:]
 
@@ -225,7 +231,7 @@ def cluster():
     addr = f"tcp://127.0.0.1:{port}"
     procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
                                "--port", str(port), "--no-dashboard"],
-                              env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=ENV, cwd=RUN_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               stdin=subprocess.DEVNULL, start_new_session=True)]
     try:
         procs += [_start_worker(addr), _start_worker(addr)]
