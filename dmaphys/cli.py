@@ -103,17 +103,21 @@ def _check_plot_path(path: str) -> str | None:
     return None
 
 
+def comma_list(text: str, known, what: str, choose: str) -> tuple[str, ...]:
+    """Parse a comma-separated argument of names from ``known`` (argparse type helper)."""
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(bad) or text!r}; {choose}")
+    return names
+
+
 def _scenarios(text: str) -> tuple[str, ...]:
     from .stress import SCENARIOS
 
     if text == "all":
         return SCENARIOS
-    names = tuple(t.strip() for t in text.split(",") if t.strip())
-    bad = [n for n in names if n not in SCENARIOS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown scenario {', '.join(bad) or text!r}; choose from {', '.join(SCENARIOS)} or 'all'")
-    return names
+    return comma_list(text, SCENARIOS, "scenario", f"choose from {', '.join(SCENARIOS)} or 'all'")
 
 
 def cmd_stress(args: argparse.Namespace) -> int:

@@ -773,12 +773,9 @@ def _positive(text: str) -> int:
 
 
 def _metric_list(text: str) -> tuple[str, ...]:
-    names = tuple(t.strip() for t in text.split(",") if t.strip())
-    bad = [n for n in names if n not in METRICS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown metric {', '.join(bad) or text!r}; known: {', '.join(METRICS)}")
-    return names
+    from .cli import comma_list
+
+    return comma_list(text, METRICS, "metric", f"known: {', '.join(METRICS)}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
