@@ -676,7 +676,7 @@ def iova_pages_in_use(m) -> int:
     for iommu in m.iommus:
         for d in iommu.domains:
             cookie = d.iova_cookie
-            if cookie is not None:
+            if cookie is not None and cookie.iovad is not None:
                 r = np.array(cookie.iovad.ranges(), dtype=np.int64).reshape(-1, 2)
                 total += int((r[:, 1] - r[:, 0]).sum()) + r.shape[0]
     return total

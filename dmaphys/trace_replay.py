@@ -42,6 +42,7 @@ import warnings
 from bisect import bisect_right
 
 from .constants import DMA_BIT_MASK
+from .stress import iova_pages_in_use  # one definition of "IOVA pages in use" for every report
 
 __all__ = ["replay", "ReplayError", "load_spec", "format_report", "to_json", "plot_report",
            "build_parser_args", "run_cli"]
@@ -752,7 +753,7 @@ class Replayer:
             self.not_modelled += 1
 
     def _sample(self) -> None:
-        pages = _iova_pages(self.m)
+        pages = iova_pages_in_use(self.m)
         self.hiwater_iova = max(self.hiwater_iova, pages)
         sw = self.m.swiotlb.total_used if self.m.swiotlb is not None else 0
         self.occupancy.append((self.events, pages, sw))
@@ -831,7 +832,7 @@ class Replayer:
             "devices": {n: st.as_dict() for n, st in self.devs.items()},
             "paths": {q: v for q, v in paths.items() if v["maps"]},
             "address_agreement": round(agree / maps, 6) if maps else None,
-            "iova": {"pages_in_use": _iova_pages(m), "high_water_pages": self.hiwater_iova},
+            "iova": {"pages_in_use": iova_pages_in_use(m), "high_water_pages": self.hiwater_iova},
             "swiotlb": ({"nslabs": m.swiotlb.nslabs, "used": m.swiotlb.total_used,
                          "used_hiwater": m.swiotlb.used_hiwater,
                          "traced_bounces": sum(st.traced_bounces for st in self.devs.values()),
@@ -866,16 +867,6 @@ def _sg_lengths(phys, sizes, ents):
         total -= n
     out.append(max(total, 1))
     return out
-
-
-def _iova_pages(m) -> int:
-    total = 0
-    for iommu in m.iommus:
-        for d in iommu.domains:
-            cookie = d.iova_cookie
-            if cookie is not None and cookie.iovad is not None:
-                total += sum(hi - lo + 1 for lo, hi in cookie.iovad.ranges())
-    return total
 
 
 def _iova_figures(ranges) -> dict:
