@@ -70,6 +70,9 @@ cdef class IommuDomain:
     ``type``: "dma", "dma-fq", "identity", "blocked" or "unmanaged"; ``type_value`` is the
     kernel's IOMMU_DOMAIN_* number. Paging domains own an IoPgtable (``pgtable``) of their
     IOMMU's format; identity and blocked domains are the IOMMU's static singletons.
+
+    Mirrors struct iommu_domain (include/linux/iommu.h). Raises TypeError when constructed from
+    Python (only the core makes domains).
     """
 
     def __cinit__(self, *args):
@@ -77,21 +80,33 @@ cdef class IommuDomain:
 
     @property
     def pgtable_root(self):
-        """Physical address of the top-level page table (0 when none / freed)."""
+        """Physical address of the top-level page table (0 when none / freed).
+
+        Read-only.
+        """
         return self.pgtable.pgtable_root if self.pgtable is not None else 0
 
     @property
     def type_value(self):
-        """The kernel's IOMMU_DOMAIN_* value of ``type``."""
+        """The kernel's IOMMU_DOMAIN_* value of ``type``.
+
+        Read-only.
+        """
         return self.ktype
 
     @property
     def stats(self):
+        """Simulator counters: a dict of stale_hits, faults, iotlb_syncs, iotlb_flushes (read-only)."""
         return {"stale_hits": self.stale_hits, "faults": self.faults,
                 "iotlb_syncs": self.iotlb_syncs, "iotlb_flushes": self.iotlb_flushes}
 
     def iova_to_phys_batch(self, iovas):
-        """iommu_iova_to_phys(self, iovas[i]) for each i -> ndarray[uint64]; see batch.pxi."""
+        """iommu_iova_to_phys(self, iovas[i]) for each i -> ndarray[uint64]; see batch.pxi.
+
+        Models drivers/iommu/iommu.c:iommu_iova_to_phys() per element; same as
+        iommu_iova_to_phys_batch(self, iovas). Returns the physical addresses (0 when unmapped).
+        Raises ValueError for a freed domain, TypeError / ValueError for a bad array.
+        """
         return _iommu_iova_to_phys_batch(self, iovas)
 
     def __repr__(self):
@@ -146,6 +161,12 @@ cdef class Iommu:
     ``name``, ``fq_size`` / ``fq_timeout`` (a simulator knob for parameter studies: the DMA-FQ
     flush queues' entries, a power of two >= 2, and timeout in ms >= 1, instead of the kernel's
     fixed iommu_dma_options values; None = the kernel's).
+
+    Mirrors struct iommu_device with its driver's domain ops (drivers/iommu/iommu.c, the VT-d / AMD
+    / SMMU drivers). Raises ValueError for an unknown ``fmt`` or ``fault_mode``, unsupported
+    ``ias``/``oas``, bad ``fq_size``/``fq_timeout`` or ``reserved_regions``, or an Iotlb owned by
+    another IOMMU; TypeError for arguments of the wrong type; MemoryError when no RAM is left for a
+    page table.
     """
 
     def __cinit__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
@@ -206,6 +227,7 @@ cdef class Iommu:
 
     @property
     def fault_mode(self):
+        """"raise" or "record" (see the class docstring); setting another value raises ValueError."""
         return self._fault_mode
 
     @fault_mode.setter
@@ -216,7 +238,11 @@ cdef class Iommu:
         self.record_faults = value == "record"
 
     def clear_faults(self):
-        """Forget the recorded faults (the fault log registers after software read them)."""
+        """Forget the recorded faults (the fault log registers after software read them).
+
+        Simulator-only (the kernel's drivers clear their fault registers). Returns None. Raises
+        nothing.
+        """
         self.faults = []
 
     # ---- invalidation notifiers ------------------------------------------------------------
@@ -224,14 +250,21 @@ cdef class Iommu:
         """Call ``callback(domain, iova, size)`` on every IOTLB invalidation (see iommu_notify:
         strict unmaps give their range, the lazy flush queue's flush gives (domain, 0, 2**64-1),
         a global invalidation gives domain None). Exceptions it raises are re-raised when the
-        invalidating call returns, after the call (and every other callback) completed."""
+        invalidating call returns, after the call (and every other callback) completed.
+
+        Simulator-only (like QEMU's IOMMU notifiers; the kernel has mmu_notifier for SVA). Returns
+        None. Raises TypeError for a non-callable ``callback``.
+        """
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         self.notifiers.append(callback)
         self.has_notifiers = True
 
     def unregister_notifier(self, callback):
-        """Remove a callback given to register_notifier (ValueError if it is not registered)."""
+        """Remove a callback given to register_notifier (ValueError if it is not registered).
+
+        Simulator-only. Returns None. Raises ValueError when ``callback`` is not registered.
+        """
         for i, cb in enumerate(self.notifiers):
             if cb is callback or cb == callback:
                 del self.notifiers[i]
@@ -265,7 +298,12 @@ cdef class Iommu:
 
     # ---- domains ---------------------------------------------------------------------------
     def domain_alloc(self):
-        """iommu_paging_domain_alloc(): a new UNMANAGED paging domain (empty page table)."""
+        """iommu_paging_domain_alloc(): a new UNMANAGED paging domain (empty page table).
+
+        Models drivers/iommu/iommu.c:iommu_paging_domain_alloc() (the kernel returns an ERR_PTR on
+        failure). Returns the new IommuDomain. Raises MemoryError when no RAM is left for the
+        top-level table.
+        """
         d = _domain_new(self, "unmanaged", False)
         self.domains.append(d)
         self.machine.flush_warnings()
@@ -293,6 +331,14 @@ cdef class Iommu:
         Untrusted PCI devices always get a strict DMA domain (iommu_get_default_domain_type).
         DMA domains run iommu_dma_init_domain(); if that fails the device keeps dma-direct
         (iommu_setup_dma_ops: "Failed to set up IOMMU for device; retaining platform DMA ops").
+
+        Models drivers/iommu/iommu.c:iommu_probe_device() / iommu_setup_default_domain() and
+        iommu_setup_dma_ops(). Returns the IommuDomain the device joined. Raises ValueError for a
+        device already attached or of another machine, a ``domain`` of another IOMMU or freed, an
+        untrusted device joining a non-strict domain, or an unknown ``domain_type``; TypeError for a
+        non-Device or non-domain; KernelBug where iommu_dma_init_domain() BUGs (a smallest page size
+        above PAGE_SIZE); MemoryError when no RAM is left for the page table. Warns KernelWarning
+        when dma-iommu cannot be set up (the device keeps dma-direct).
         """
         cdef IommuDomain d
         cdef bint fresh = False
@@ -353,7 +399,12 @@ cdef class Iommu:
 
     def detach_device(self, Device dev not None):
         """Release the device (driver unbind + removal): its domain loses it; a default domain
-        whose last device left is freed. The device's IOTLB entries are flushed."""
+        whose last device left is freed. The device's IOTLB entries are flushed.
+
+        Models drivers/iommu/iommu.c:iommu_release_device() (and iommu_deinit_device()). Returns
+        None. Raises ValueError when ``dev`` is not attached to this IOMMU, TypeError for a
+        non-Device.
+        """
         cdef IommuDomain d = dev.domain
         if d is None or d.iommu is not self:
             raise ValueError(f"{dev.name} is not attached to {self.name}")
@@ -383,7 +434,11 @@ cdef class Iommu:
         return 0
 
     def device_domain(self, Device dev not None):
-        """The domain dev's requests are translated in (None when not behind this IOMMU)."""
+        """The domain dev's requests are translated in (None when not behind this IOMMU).
+
+        Models drivers/iommu/iommu.c:iommu_get_domain_for_dev(). Returns the IommuDomain or None.
+        Raises TypeError for a non-Device.
+        """
         d = dev.domain
         return d if d is not None and (<IommuDomain>d).iommu is self else None
 
@@ -392,7 +447,10 @@ cdef class Iommu:
 
     # ---- reports ---------------------------------------------------------------------------
     def get_state(self):
-        """Snapshot for differential tests: domains, faults, IOTLB."""
+        """Snapshot for differential tests: domains, faults, IOTLB.
+
+        Simulator-only. Returns a dict (``domains``, ``faults``, ``iotlb``). Raises nothing.
+        """
         doms = []
         for d in self.domains:
             dd = <IommuDomain>d
@@ -720,7 +778,11 @@ cdef class IOMMUTLBEntry:
     QEMU's IOMMUTLBEntry, as dev.translate() returns it: ``iova`` (page start),
     ``translated_addr`` (its physical address), ``addr_mask`` (page size - 1: the real leaf
     size, e.g. 0x1fffff for a 2 MiB page, as QEMU's vtd_iommu_translate reports it) and
-    ``perm`` (IOMMU_NONE / IOMMU_RO / IOMMU_WO / IOMMU_RW)."""
+    ``perm`` (IOMMU_NONE / IOMMU_RO / IOMMU_WO / IOMMU_RW).
+
+    Mirrors QEMU's IOMMUTLBEntry (include/exec/memory.h in QEMU; no kernel counterpart). Raises
+    TypeError / ValueError for non-int or out-of-range fields.
+    """
     cdef readonly u64 iova                      # C fields: no Python ints made until read
     cdef readonly u64 translated_addr
     cdef readonly u64 addr_mask
