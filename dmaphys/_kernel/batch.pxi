@@ -609,8 +609,8 @@ def dma_sync_single_for_cpu_batch(Device dev not None, dma_addrs, sizes, dir):
     ``dma_sync_single_for_cpu(dev, dma_addrs[i], sizes[i], dir)`` for each i, in order.
 
     Simulator-only batch of include/linux/dma-mapping.h:dma_sync_single_for_cpu() calls. Returns
-    None. Raises what dma_sync_single_for_cpu() raises (KernelBug for an invalid ``dir``, checked
-    before any element), TypeError / ValueError for bad arrays or a removed device; an exception at
+    None. Raises what dma_sync_single_for_cpu() raises (KernelBug for an invalid ``dir``, at the
+    first element, before anything changed), TypeError / ValueError for bad arrays or a removed device; an exception at
     element i stops the batch there (``exc.batch_index``). Warnings are emitted once, at the end.
     """
     _dev_live(dev)
@@ -622,8 +622,8 @@ def dma_sync_single_for_device_batch(Device dev not None, dma_addrs, sizes, dir)
     ``dma_sync_single_for_device(dev, dma_addrs[i], sizes[i], dir)`` for each i, in order.
 
     Simulator-only batch of include/linux/dma-mapping.h:dma_sync_single_for_device() calls. Returns
-    None. Raises what dma_sync_single_for_device() raises (KernelBug for an invalid ``dir``, checked
-    before any element), TypeError / ValueError for bad arrays or a removed device; an exception at
+    None. Raises what dma_sync_single_for_device() raises (KernelBug for an invalid ``dir``, at the
+    first element, before anything changed), TypeError / ValueError for bad arrays or a removed device; an exception at
     element i stops the batch there (``exc.batch_index``). Warnings are emitted once, at the end.
     """
     _dev_live(dev)

@@ -817,7 +817,8 @@ cdef class IoPgtable:
         """io_pgtable_ops->iova_to_phys: the physical address, 0 when unmapped.
 
         Models struct io_pgtable_ops iova_to_phys (arm_lpae_iova_to_phys(), generic_pt
-        iova_to_phys). Returns the physical address (int), 0 when unmapped or freed. Raises
+        iova_to_phys). Returns the physical address (int), 0 when unmapped or freed
+        (generic_pt formats: -ERANGE cast to u64 for an IOVA beyond the table). Raises
         TypeError / ValueError for a non-int or out-of-range ``iova``. Warns KernelWarning when a
         non-canonical IOVA aliases a canonical one.
         """
