@@ -724,51 +724,63 @@ cdef int _iommu_access(Device dev, IommuDomain d, Iommu mmu, Iotlb tlb, IoPgtabl
 
 # ---- QEMU-style translation for embedders (dev.translate) ---------------------------------------
 # struct iommu_tlb_entry (QEMU's IOMMUTLBEntry) is declared in iommu.pxd.
-cdef int device_translate(Device dev, u64 addr, bint write, iommu_tlb_entry *out) except -1:
+cdef int device_translate(Device dev, u64 addr, bint write, iommu_tlb_entry *out) except -1 nogil:
     """C entry point of dev.translate(): the translation of the page holding bus address addr,
     found the way a device request for addr is (p2p routing, IOTLB, page-table walk that
     fills the IOTLB; dma-direct: the bus-to-phys translation). 0 with *out filled; where a
     device access would fault it faults the same way (IommuFault recorded in iommu.faults, with
     size 1; DmaFault for dma-direct and beyond-the-mask addresses); in fault_mode="record" the
-    IOMMU fault is only recorded and *out gets perm IOMMU_NONE (translated_addr 0). Needs the
-    GIL (it may raise, log or report a stale IOTLB hit)."""
-    cdef IommuDomain d
-    cdef Iommu mmu
-    cdef u64 phys = 0, limit, mask
-    cdef int prot = 0, shift = 0, r
-    cdef u32 sid = 0
+    IOMMU fault is only recorded and *out gets perm IOMMU_NONE (translated_addr 0). Runs
+    without the GIL like device_access: it takes it itself for a fault, a stale-IOTLB report,
+    P2P routing and the qemu-mode requester id (the C ABI's translate relies on that)."""
+    cdef u64 phys
     out.iova = addr & ~(<u64>PAGE_SIZE - 1)
     out.addr_mask = PAGE_SIZE - 1
     out.translated_addr = 0
     out.perm = IOMMU_NONE
-    if dev.domain is not None and dev.domain.translates:
-        phys = p2p_bus_to_phys(dev, addr, 1)   # a switch routes peer requests before the IOMMU
+    if dev.domain is not None and (<IommuDomain>dev.domain).translates:
+        phys = _p2p_route(dev, addr, 1)        # a switch routes peer requests before the IOMMU
         if phys == U64_MAX:
-            d = <IommuDomain>dev.domain
-            mmu = d.iommu
-            limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
-            if addr > limit:
-                dev.faults += 1
-                raise DmaFault(dev.name, addr, 1, "write" if write else "read",
-                               f"beyond the device's addressing limit {limit:#x}")
-            if mmu.iotlb is not None and mmu.iotlb.qemu:
-                sid = mmu.sid_of(dev)
-            r = iommu_translate_one(dev, d, mmu.iotlb, d.pgtable, sid, addr,
-                                    IOMMU_WRITE if write else IOMMU_READ, &phys, &prot, &shift)
-            if r != XLATE_OK:
-                _iommu_fault(mmu, d, dev, addr, 1, write, _xlate_reason(r, write))
-                return 0
-            mask = ((<u64>1) << shift) - 1
-            out.iova = addr & ~mask
-            out.translated_addr = phys & ~mask
-            out.addr_mask = mask
-            out.perm = prot & IOMMU_RW
-            return 0
+            return _iommu_translate_d(dev, <IommuDomain>dev.domain, addr, write, out)
     else:
         phys = direct_bus_to_phys(dev, addr, 1, write)
     bus_check_phys(dev, phys, 1, write)
     out.translated_addr = phys - (addr & (PAGE_SIZE - 1))
     out.perm = IOMMU_RW
+    return 0
+
+
+cdef inline int _iommu_translate_d(Device dev, IommuDomain d, u64 addr, bint write,
+                                   iommu_tlb_entry *out) except -1 nogil:
+    return _iommu_translate(dev, d, d.iommu, d.iommu.iotlb, d.pgtable, addr, write, out)
+
+
+cdef int _iommu_translate(Device dev, IommuDomain d, Iommu mmu, Iotlb tlb, IoPgtable pt, u64 addr,
+                          bint write, iommu_tlb_entry *out) except -1 nogil:
+    """device_translate() through domain d: the one request a device access of addr would make."""
+    cdef u64 phys = 0, mask
+    cdef u64 limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
+    cdef int prot = 0, shift = 0, r
+    cdef u32 sid = 0
+    if addr > limit:
+        with gil:
+            dev.faults += 1
+            raise DmaFault(dev.name, addr, 1, "write" if write else "read",
+                           f"beyond the device's addressing limit {limit:#x}")
+    if tlb is not None and tlb.qemu:
+        with gil:
+            sid = mmu.sid_of(dev)
+    r = iommu_translate_one(dev, d, tlb, pt, sid, addr, IOMMU_WRITE if write else IOMMU_READ,
+                            &phys, &prot, &shift)
+    if r != XLATE_OK:
+        with gil:
+            _iommu_fault(mmu, d, dev, addr, 1, write, _xlate_reason(r, write))
+        return 0
+    mask = ((<u64>1) << shift) - 1
+    out.iova = addr & ~mask
+    out.translated_addr = phys & ~mask
+    out.addr_mask = mask
+    out.perm = prot & IOMMU_RW
     return 0
 
 
