@@ -18,7 +18,8 @@ U64_MAX = (1 << 64) - 1
 class PhysMem:
     """Sparse memory: a dict of 4 KiB frames (bytearray) created on first write.
 
-    Reference twin of dmaphys._core.PhysMem: same returns and raises.
+    Reference twin of dmaphys._core.PhysMem: same returns and raises, except that constructor
+    arguments raise TypeError here (the core ignores them).
     """
 
     def __init__(self) -> None:
