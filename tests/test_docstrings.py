@@ -67,7 +67,10 @@ NAMES_KERNEL = re.compile(
     r"\b(Models|Mirrors|Simulator-only|simulator-only|Reference twin of)\b"
     r"|\b[a-z][a-z0-9_]*\(\)|\bstruct [a-z_0-9]+|\bBUG\b|\bWARN")
 RETURNS = re.compile(r"\b[Rr]eturns\b")
-RAISES = re.compile(r"\b[Rr]aises\b")
+# ... and what: an exception type, "nothing", or another call's behaviour ("as X does", "what X
+# raises", "the same") -- within the sentence (a dot followed by a letter does not end it)
+RAISES_WHAT = re.compile(r"\b[Rr]aises\b(?:[^.]|\.(?=\w))*?"
+                         r"(\w(Error|Bug|Fault|Exit|Warning|Interrupt)\b|\b(nothing|what|as|same|only)\b)")
 
 
 def _doc(obj):
@@ -128,8 +131,8 @@ def _problems(qual, obj, kind, module):
         bad.append(f"{module}.{qual}: names no kernel call (nor says Simulator-only)")
     if kind == "callable" and not RETURNS.search(doc):
         bad.append(f"{module}.{qual}: does not say what it returns")
-    if kind in ("callable", "class") and not RAISES.search(doc):
-        bad.append(f"{module}.{qual}: does not say what it raises")
+    if kind in ("callable", "class") and not RAISES_WHAT.search(doc):
+        bad.append(f"{module}.{qual}: does not say what it raises (an exception type, or nothing)")
     return bad
 
 
