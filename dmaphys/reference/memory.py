@@ -13,6 +13,7 @@ MAX_PHYS_BITS = 48
 REGION_RAM = 1
 REGION_MMIO = 2
 U64_MAX = (1 << 64) - 1
+CACHE_LINE_SIZE = 64                                      # cache_line_size() of the CPU's cache
 
 
 class PhysMem:
@@ -27,6 +28,10 @@ class PhysMem:
         self.allocated_pages = 0
         # embedder-owned RAM: (spfn, epfn, allocatable, export holder, byte view), added order
         self.ext: list[tuple[int, int, bool, pickle.PickleBuffer, memoryview]] = []
+        # the CPU's write-back cache of non-coherently walked page tables: dirty line address ->
+        # its 8 quadwords (CPU stores not yet cleaned to memory; see memory.pxi)
+        self.wb: dict[int, list[int]] = {}
+        self.wb_lines_cleaned = 0
 
     @property
     def resident_frames(self) -> int:
@@ -170,6 +175,32 @@ class PhysMem:
     def write64(self, addr: int, val: int) -> None:
         self.write(addr, val.to_bytes(8, "little"))
 
+    # the CPU's write-back cache of non-coherently walked page tables
+    def wb_read64(self, addr: int) -> int:
+        """A CPU load: the dirty cache line if there is one, else memory."""
+        line = self.wb.get(addr & ~(CACHE_LINE_SIZE - 1))
+        return self.read64(addr) if line is None else line[(addr >> 3) & 7]
+
+    def wb_write64(self, addr: int, val: int) -> None:
+        """A CPU store into the cache: memory keeps its old bytes until wb_clean()."""
+        base = addr & ~(CACHE_LINE_SIZE - 1)
+        line = self.wb.get(base)
+        if line is None:                                  # line fill from memory
+            line = self.wb[base] = [self.read64(base + 8 * i) for i in range(8)]
+        line[(addr >> 3) & 7] = val
+
+    def wb_clean(self, addr: int, size: int) -> int:
+        """Write back and drop the dirty lines overlapping [addr, addr + size); lines cleaned."""
+        if not size or not self.wb:
+            return 0
+        first, last = addr & ~(CACHE_LINE_SIZE - 1), min(addr + size - 1, U64_MAX)
+        hit = sorted(k for k in self.wb if first <= k <= last)
+        for base in hit:
+            for i, q in enumerate(self.wb.pop(base)):
+                self.write64(base + 8 * i, q)
+        self.wb_lines_cleaned += len(hit)
+        return len(hit)
+
     def discard(self, pfn: int, npages: int) -> None:
         for p in range(pfn, pfn + npages):
             if self.ext and self._ext_of(p):
@@ -220,6 +251,10 @@ class PhysMem:
         self.discard(pfn, npages)
         self._free_range(pfn, pfn + npages)
         return 0
+
+    def cache_dirty_lines(self) -> dict[int, bytes]:
+        """The CPU's dirty lines of non-coherently walked page tables: {line: 64 bytes}."""
+        return {k: b"".join(q.to_bytes(8, "little") for q in v) for k, v in sorted(self.wb.items())}
 
     def regions_list(self) -> list[tuple[int, int, str, str]]:
         return [(s, e - s, "ram" if k == REGION_RAM else "mmio", n) for s, e, k, n in self.regions]
