@@ -339,9 +339,13 @@ cdef inline bint dma_capable(Device dev, u64 addr, u64 size, bint is_ram) noexce
     return end <= min_not_zero(dev._dma_mask, dev.bus_dma_limit)
 
 
-# ---- arch cache maintenance (arch_sync_dma_for_device / _for_cpu): counted, not modelled ---------
+# ---- arch cache maintenance (arch_sync_dma_for_device / _for_cpu): counted; the clean only acts ---
+# on the CPU's dirty lines of non-coherently walked page tables (PhysMem.wb), the one place the
+# simulated CPU keeps a write-back cache (everything else is modelled as already clean)
 cdef inline void arch_sync_dma_for_device(Device dev, u64 paddr, u64 size, int dir) noexcept nogil:
     dev.arch_sync_for_device += 1
+    if not dev.machine.mem.wb.empty():           # arm64: dcache_clean_poc() whatever the direction
+        dev.machine.mem.wb_clean(paddr, size)
 
 
 cdef inline void arch_sync_dma_for_cpu(Device dev, u64 paddr, u64 size, int dir) noexcept nogil:

@@ -280,6 +280,11 @@ cdef class IoPgtable:
 
     ``fmt``: one of IOPGTABLE_FORMATS. ``force_coherence`` models PT_FEAT_VTDSS_FORCE_COHERENCE
     (SNP in every vtd-ss leaf); ``no_warn`` models IO_PGTABLE_QUIRK_NO_WARN (io-pgtable-arm).
+    ``coherent_walk=False`` (io-pgtable-arm only) models cfg->coherent_walk false: every table is
+    DMA-mapped to ``iommu_dev`` (the IOMMU's own Device, required then), the CPU's stores to the
+    tables stay in its write-back cache (``machine.mem``'s dirty lines, which iova_to_phys sees)
+    until __arm_lpae_sync_pte()'s dma_sync_single_for_device() cleans them to memory, which the
+    hardware walk (translate, walk, device accesses) reads; table entries get ARM_LPAE_PTE_SW_SYNC.
 
     C API (iommu.pxi / dma_iommu.pxi): map_pages, unmap_pages, c_iova_to_phys, lookup,
     release_pending, free_tables; module level iommu_pgsize, pgtable_map, pgtable_unmap.
@@ -294,7 +299,7 @@ cdef class IoPgtable:
     """
 
     def __cinit__(self, Machine machine not None, str fmt not None, ias=None, oas=None, *,
-                 force_coherence=False, no_warn=False):
+                 force_coherence=False, no_warn=False, coherent_walk=True, Device iommu_dev=None):
         cdef u64 root
         if fmt not in _PT_FMT:
             raise ValueError(f"unknown page-table format {fmt!r}; known: {', '.join(_PT_FMT)}")
@@ -303,6 +308,14 @@ cdef class IoPgtable:
                                None if oas is None else _u64(oas, "oas"))
         if force_coherence and fam != PT_FAM_VTDSS and fam != PT_FAM_AMDV1:
             raise ValueError("force_coherence is a vtd-ss / amdv1 feature")
+        if not coherent_walk:
+            if fam != PT_FAM_ARM:
+                raise ValueError("coherent_walk=False is an io-pgtable-arm option")
+            if iommu_dev is None or iommu_dev.machine is not machine:
+                raise ValueError("a non-coherent walker needs iommu_dev, the IOMMU's own Device "
+                                 "of this machine (the tables are DMA-mapped to it)")
+        self.coherent_walk = bool(coherent_walk)
+        self.iommu_dev = None if self.coherent_walk else iommu_dev
         self.machine = machine
         self.mem = machine.mem
         self.fmt = fmt
@@ -337,7 +350,9 @@ cdef class IoPgtable:
         self.pgtable_root = 0
         root = self.alloc_table(self.top)
         if root == U64_MAX:
-            raise MemoryError("no RAM for the top-level page table")
+            machine.flush_warnings()
+            raise MemoryError("no RAM for the top-level page table" if self.coherent_walk else
+                              "no RAM for the top-level page table, or its DMA mapping failed")
         self.pgtable_root = root
 
     # ---- geometry ------------------------------------------------------------------------
@@ -404,10 +419,23 @@ cdef class IoPgtable:
     cdef u64 alloc_table(self, int L) except? 0:
         """iommu_alloc_pages_node_sz() / __arm_lpae_alloc_pages(): zeroed, naturally aligned; U64_MAX = -ENOMEM."""
         cdef u64 n = self.top_pages if L == self.top else self.gran_pages
-        cdef u64 phys = self.mem.alloc_pages_c(n, U64_MAX, n)
+        cdef u64 phys = self.mem.alloc_pages_c(n, U64_MAX, n), dma
         if phys == U64_MAX:
             return U64_MAX
         self.mem.fill(phys, 0, n << PAGE_SHIFT)
+        if not self.coherent_walk:
+            # __arm_lpae_alloc_pages(): dma_map_single(cfg->iommu_dev, ..., DMA_TO_DEVICE) (its
+            # cache clean makes the zeroed table visible to the walker); the IOMMU must see the
+            # physical address itself
+            dma = c_dma_map_single_attrs(self.iommu_dev, phys, n << PAGE_SHIFT, DMA_TO_DEVICE, 0)
+            if c_dma_mapping_error(self.iommu_dev, dma):
+                self.mem.free_pages_c(phys, n)
+                return U64_MAX
+            if dma != phys:
+                self.warn(f"{self.iommu_dev.name}: Cannot accommodate DMA translation for IOMMU page tables")
+                c_dma_unmap_page_attrs(self.iommu_dev, dma, n << PAGE_SHIFT, DMA_TO_DEVICE, 0)
+                self.mem.free_pages_c(phys, n)
+                return U64_MAX
         self.tables[phys] = L
         self.npages[phys] = n
         self.table_pages += n
@@ -432,6 +460,12 @@ cdef class IoPgtable:
             return 0
         n = deref(it).second
         self.npages.erase(it)
+        if not self.coherent_walk:
+            # __arm_lpae_free_pages(): dma_unmap_single(DMA_TO_DEVICE) (no cache maintenance on
+            # arm64); the page's dirty lines, if any, are evicted now -- memory outside the tables
+            # has no cache model
+            c_dma_unmap_page_attrs(self.iommu_dev, phys, n << PAGE_SHIFT, DMA_TO_DEVICE, 0)
+            self.mem.wb_clean(phys, n << PAGE_SHIFT)
         self.mem.free_pages_c(phys, n)
         self.table_pages -= n
         return 0
@@ -453,6 +487,27 @@ cdef class IoPgtable:
 
     cdef void warn(self, str text, object once_key=None):
         self.machine.kwarn(KernelWarning, text, once_key)
+
+    # ---- the CPU's accesses to table memory (the one place that knows the cache model) ------
+    cdef inline u64 get_pte(self, u64 addr) noexcept nogil:
+        """A CPU load of the entry at addr (READ_ONCE(*ptep)): through the CPU's cache."""
+        if self.coherent_walk:
+            return _pt_rd(self.l1, addr)
+        return self.mem.wb_read64(addr)
+
+    cdef inline int set_pte(self, u64 addr, u64 val) except -1:
+        """A CPU store of the entry at addr: a non-coherent walker sees it only after sync_pte()."""
+        if self.coherent_walk:
+            return _pt_wr(self.mem, addr, val)
+        return self.mem.wb_write64(addr, val)
+
+    cdef int sync_pte(self, u64 addr, u64 num_entries) except -1:
+        """__arm_lpae_sync_pte(): dma_sync_single_for_device(cfg->iommu_dev, the entries' DMA
+        address (= phys), 8 * num_entries, DMA_TO_DEVICE), which cleans their cache lines."""
+        self.table_syncs += 1
+        self.table_sync_bytes += 8 * num_entries
+        c_dma_sync_single_for_device(self.iommu_dev, addr, 8 * num_entries, DMA_TO_DEVICE)
+        return 0
 
     # ---- entry encoding / decoding -------------------------------------------------------
     cdef inline int etype(self, u64 e, int L) noexcept nogil:
@@ -526,8 +581,8 @@ cdef class IoPgtable:
         0 done, 1 declined (nothing touched)."""
         cdef u64 *ptep
         cdef u64 last = iova + self.granule - 1
-        if self.family == PT_FAM_AMDV1 or self.family == PT_FAM_RISCV:   # always the general path
-            return 1
+        if self.family == PT_FAM_AMDV1 or self.family == PT_FAM_RISCV or not self.coherent_walk:
+            return 1                             # always the general path
         if ((iova | paddr) & (self.granule - 1) or not (prot & (IOMMU_READ | IOMMU_WRITE))
                 or (paddr >> self.oas) or last < iova):
             return 1
@@ -554,7 +609,7 @@ cdef class IoPgtable:
         cdef u64 *ptep
         cdef u64 e, last = iova + self.granule - 1
         if ((iova & (self.granule - 1)) or last < iova or self.family == PT_FAM_AMDV1
-                or self.family == PT_FAM_RISCV):
+                or self.family == PT_FAM_RISCV or not self.coherent_walk):
             return 0
         if self.family == PT_FAM_ARM:
             if iova >> self.ias:
@@ -623,6 +678,8 @@ cdef class IoPgtable:
             return 0
         if self.family == PT_FAM_AMDV1 or self.family == PT_FAM_RISCV:
             return gpt_iova_to_phys(self, iova)
+        if not self.coherent_walk:               # the kernel reads the tables through the cache
+            return arm_iova_to_phys_cpu(self, iova)
         if arm:
             return self._iova_to_phys_hint(iova)
         if self.family == PT_FAM_ARM:
@@ -901,7 +958,7 @@ cdef class IoPgtable:
         cdef u64 i = 0, n = (<u64>1) << self.idx_bits(L), e, va, size, child, step
         cdef int t
         while i < n:
-            e = _pt_rd(self.l1, table + 8 * i)
+            e = self.get_pte(table + 8 * i)      # the kernel's view (through the CPU's cache)
             t = self.etype(e, L)
             va = base | (i << self.shift(L))
             step = 1
@@ -938,6 +995,28 @@ cdef class IoPgtable:
                 "walk_reads": self.walk_reads}
 
     # ---- test/benchmark hooks (C loops without Python call overhead; not public API) ------
+    def _store_pte(self, pte_addr, val):
+        """A bare CPU store to an entry of this table (set_pte, no sync): what a driver that
+        forgets __arm_lpae_sync_pte() would leave for a non-coherent walker."""
+        cdef u64 a = _u64(pte_addr, "pte_addr"), v = _u64(val, "val")
+        cdef cppmap[u64, u64].iterator it
+        self.check_live()
+        it = self.npages.upper_bound(a)
+        if a & 7 or it == self.npages.begin() or a >= deref(dec(it)).first + (deref(it).second << PAGE_SHIFT):
+            raise ValueError(f"{a:#x} is not an entry of this table")
+        self.set_pte(a, v)
+
+    def _sync_pte(self, pte_addr, num_entries=1):
+        """__arm_lpae_sync_pte() of num_entries entries at pte_addr (non-coherent walkers)."""
+        cdef u64 a = _u64(pte_addr, "pte_addr"), n = _u64(num_entries, "num_entries")
+        self.check_live()
+        if self.coherent_walk:
+            raise ValueError("the walk is coherent: there is nothing to sync")
+        try:
+            self.sync_pte(a, n)
+        finally:
+            self.machine.flush_warnings()
+
     def _bench_map_unmap(self, const u64[::1] iovas, u64 paddr, int prot):
         """pgtable_map + pgtable_unmap of one granule at each iova (C loop); returns failures."""
         cdef size_t i

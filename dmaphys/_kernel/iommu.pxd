@@ -68,6 +68,8 @@ cdef class Iommu:
     cdef readonly bint caching_mode            # VT-d cap CM (caching mode)
     cdef readonly object ias                   # input address size (bits)
     cdef readonly object oas                   # output address size (bits)
+    cdef readonly bint coherent_walk           # io_pgtable_cfg.coherent_walk (ARM_SMMU_FEAT_COHERENCY)
+    cdef readonly Device iommu_dev             # the IOMMU's own device (cfg->iommu_dev) when not coherent_walk, else None
     cdef readonly str name                     # iommu->dev name
     cdef readonly object fq_size               # (simulator) None or a flush-queue size override
     cdef readonly object fq_timeout            # (simulator) None or a flush-queue timeout override (ms)

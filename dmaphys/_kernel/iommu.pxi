@@ -127,7 +127,8 @@ cdef IommuDomain _domain_new(Iommu mmu, str type, bint is_default):
     mmu.next_domid += 1
     d.id = mmu.next_domid
     if d.ktype & __IOMMU_DOMAIN_PAGING:
-        d.pgtable = IoPgtable(mmu.machine, mmu.fmt, mmu.ias, mmu.oas)
+        d.pgtable = IoPgtable(mmu.machine, mmu.fmt, mmu.ias, mmu.oas, coherent_walk=mmu.coherent_walk,
+                              iommu_dev=mmu.iommu_dev)
         d.pgtable.defer_free = True            # table pages wait for the IOTLB sync (the gather)
         d.pgsize_bitmap = d.pgtable.pgsize_bitmap
         d.aperture_start = d.pgtable.aperture_start
@@ -160,7 +161,11 @@ cdef class Iommu:
     name of enum iommu_resv_type such as "msi", "sw_msi", "direct", "reserved", or its value),
     ``name``, ``fq_size`` / ``fq_timeout`` (a simulator knob for parameter studies: the DMA-FQ
     flush queues' entries, a power of two >= 2, and timeout in ms >= 1, instead of the kernel's
-    fixed iommu_dma_options values; None = the kernel's).
+    fixed iommu_dma_options values; None = the kernel's), ``coherent_walk`` (io-pgtable-arm
+    formats: False models an IOMMU whose table walker does not snoop the CPU caches -- the SMMU
+    without ARM_SMMU_FEAT_COHERENCY: its page tables are DMA-mapped to the IOMMU's own device and
+    every PTE store is followed by a cache clean, see IoPgtable), ``iommu_dev`` (that device; None:
+    a platform device named like the IOMMU, non-coherent, DMA mask of ``oas`` bits, is added).
 
     Mirrors struct iommu_device with its driver's domain ops (drivers/iommu/iommu.c, the VT-d / AMD
     / SMMU drivers). Raises ValueError for an unknown ``fmt`` or ``fault_mode``, unsupported
@@ -171,7 +176,8 @@ cdef class Iommu:
 
     def __cinit__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
                  fault_mode="raise", shadow_on_flush=False, forcedac=False, caching_mode=False,
-                 reserved_regions=None, ias=None, oas=None, name=None, fq_size=None, fq_timeout=None):
+                 reserved_regions=None, ias=None, oas=None, name=None, fq_size=None, fq_timeout=None,
+                 coherent_walk=True, Device iommu_dev=None):
         cdef Iotlb tlb
         _check_fq_options(fq_size, fq_timeout)
         if not isinstance(fmt, str):
@@ -196,6 +202,10 @@ cdef class Iommu:
             raise ValueError("this Iotlb already belongs to another IOMMU")
         regions = _iommu_resv_regions(_pt_describe(fmt, ias, oas).reserved_regions
                                       if reserved_regions is None else reserved_regions)
+        if not coherent_walk and IOPGTABLE_FORMATS[fmt].family != "io-pgtable-arm":
+            raise ValueError("coherent_walk=False is an io-pgtable-arm option")
+        if iommu_dev is not None and (coherent_walk or iommu_dev.machine is not machine):
+            raise ValueError("iommu_dev is the own device of a non-coherent walker of this machine")
         self.machine = machine
         self.fmt = fmt
         self.ias = ias
@@ -216,6 +226,14 @@ cdef class Iommu:
         self.name = f"iommu{len(machine.iommus)}" if name is None else str(name)
         self.fq_size = fq_size
         self.fq_timeout = fq_timeout
+        self.coherent_walk = bool(coherent_walk)
+        if not self.coherent_walk:
+            if iommu_dev is None:
+                # the SMMU's platform device: dma_set_mask_and_coherent(smmu->dev, DMA_BIT_MASK(oas)),
+                # not dma-coherent (the walker's coherency and the device's come from one firmware flag)
+                iommu_dev = machine.add_device(self.name, DMA_BIT_MASK_c(_pt_sizes(fmt, ias, oas)[1]),
+                                               False, pci=False)
+            self.iommu_dev = iommu_dev
         self.sids = {}
         self.default_domains = {}
         self.notifiers = []

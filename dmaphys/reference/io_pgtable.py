@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import namedtuple
 
 from ..errors import KernelBug, KernelWarning
-from ._util import U64_MAX, u64
+from ._util import U64_MAX, typed, u64
 
 __all__ = ["IoPgtable", "IoPgtableFormat", "IommuResvRegion", "IOPGTABLE_FORMATS"]
 
@@ -21,6 +21,7 @@ IOMMU_RESV_RESERVED, IOMMU_RESV_MSI, IOMMU_RESV_SW_MSI = 2, 3, 4       # enum io
 ENXIO, ENOMEM, EEXIST, EINVAL, ERANGE, EOVERFLOW, EADDRINUSE = 6, 12, 17, 22, 34, 75, 98
 
 PAGE_SHIFT = 12
+DMA_TO_DEVICE = 1                                         # enum dma_data_direction
 PAGE_SIZE = 1 << PAGE_SHIFT
 
 
@@ -215,12 +216,14 @@ class IoPgtable:
     """One IOMMU page table in simulated RAM: ``IoPgtable(machine, fmt, ias=None, oas=None)``.
 
     ``force_coherence`` models PT_FEAT_VTDSS_FORCE_COHERENCE (SNP in every vtd-ss leaf);
-    ``no_warn`` models IO_PGTABLE_QUIRK_NO_WARN (io-pgtable-arm's selftest configuration).
+    ``no_warn`` models IO_PGTABLE_QUIRK_NO_WARN (io-pgtable-arm's selftest configuration);
+    ``coherent_walk=False`` + ``iommu_dev``: the non-coherent walker (see the core's docstring).
 
     Reference twin of dmaphys._core.IoPgtable: same returns and raises.
     """
 
-    def __init__(self, machine, fmt, ias=None, oas=None, *, force_coherence=False, no_warn=False):
+    def __init__(self, machine, fmt, ias=None, oas=None, *, force_coherence=False, no_warn=False,
+                 coherent_walk=True, iommu_dev=None):
         if not isinstance(fmt, str):
             raise TypeError(f"fmt must be a str, not {type(fmt).__name__}")
         if fmt not in _FMT:
@@ -230,6 +233,19 @@ class IoPgtable:
                           None if oas is None else u64(oas, "oas"))
         if force_coherence and fam not in (FAM_VTDSS, FAM_AMDV1):
             raise ValueError("force_coherence is a vtd-ss / amdv1 feature")
+        if iommu_dev is not None:
+            from .machine import Device
+            typed(iommu_dev, Device, "iommu_dev")
+        if not coherent_walk:
+            if fam != FAM_ARM:
+                raise ValueError("coherent_walk=False is an io-pgtable-arm option")
+            if iommu_dev is None or iommu_dev.machine is not machine:
+                raise ValueError("a non-coherent walker needs iommu_dev, the IOMMU's own Device "
+                                 "of this machine (the tables are DMA-mapped to it)")
+        self.coherent_walk = bool(coherent_walk)
+        self.iommu_dev = None if self.coherent_walk else iommu_dev
+        self.table_syncs = 0
+        self.table_sync_bytes = 0
         self.machine = machine
         self.mem = machine.mem
         self.fmt = fmt
@@ -264,7 +280,9 @@ class IoPgtable:
         self.pgtable_root = 0
         root = self._alloc_table(self.top)
         if root == U64_MAX:
-            raise MemoryError("no RAM for the top-level page table")
+            machine.flush_warnings()
+            raise MemoryError("no RAM for the top-level page table" if self.coherent_walk else
+                              "no RAM for the top-level page table, or its DMA mapping failed")
         self.pgtable_root = root
 
     # ---- geometry ------------------------------------------------------------------------
@@ -316,10 +334,30 @@ class IoPgtable:
 
     # ---- memory --------------------------------------------------------------------------
     def _rd(self, table, i):
+        """The entry as memory holds it (what the hardware walker reads)."""
         return self.mem.read64(table + 8 * i)
 
     def _wr(self, table, i, val):
         self.mem.write64(table + 8 * i, val)
+
+    # the CPU's accesses to table memory (the one place that knows the cache model)
+    def _get_pte(self, addr):
+        """A CPU load of the entry at addr: through the CPU's cache."""
+        return self.mem.read64(addr) if self.coherent_walk else self.mem.wb_read64(addr)
+
+    def _set_pte(self, addr, val):
+        """A CPU store: a non-coherent walker sees it only after _sync_ptes()."""
+        if self.coherent_walk:
+            self.mem.write64(addr, val)
+        else:
+            self.mem.wb_write64(addr, val)
+
+    def _sync_ptes(self, addr, num_entries):
+        """__arm_lpae_sync_pte(): dma_sync_single_for_device(iommu_dev, addr, 8 * n, DMA_TO_DEVICE)."""
+        from . import mapping as _mapping
+        self.table_syncs += 1
+        self.table_sync_bytes += 8 * num_entries
+        _mapping.c_dma_sync_single_for_device(self.iommu_dev, addr, 8 * num_entries, DMA_TO_DEVICE)
 
     def _alloc_table(self, L):
         """iommu_alloc_pages_node_sz() / __arm_lpae_alloc_pages(): zeroed, naturally aligned."""
@@ -328,6 +366,20 @@ class IoPgtable:
         if phys == U64_MAX:
             return U64_MAX
         self.mem.fill(phys, 0, n * PAGE_SIZE)
+        if not self.coherent_walk:
+            # __arm_lpae_alloc_pages(): dma_map_single(iommu_dev, ..., DMA_TO_DEVICE), which must
+            # give the physical address itself
+            from . import mapping as _mapping
+            dev = self.iommu_dev
+            dma = _mapping.c_dma_map_single_attrs(dev, phys, n * PAGE_SIZE, DMA_TO_DEVICE, 0)
+            if _mapping.c_dma_mapping_error(dev, dma):
+                self.mem.free_pages(phys, n)
+                return U64_MAX
+            if dma != phys:
+                self._warn(f"{dev.name}: Cannot accommodate DMA translation for IOMMU page tables")
+                _mapping.c_dma_unmap_page_attrs(dev, dma, n * PAGE_SIZE, DMA_TO_DEVICE, 0)
+                self.mem.free_pages(phys, n)
+                return U64_MAX
         self._tables[phys] = L
         self._npages[phys] = n
         self.table_pages += n
@@ -344,6 +396,11 @@ class IoPgtable:
 
     def _free_now(self, phys):
         n = self._npages.pop(phys)
+        if not self.coherent_walk:
+            # __arm_lpae_free_pages(): dma_unmap_single(); dirty lines of the page are evicted now
+            from . import mapping as _mapping
+            _mapping.c_dma_unmap_page_attrs(self.iommu_dev, phys, n * PAGE_SIZE, DMA_TO_DEVICE, 0)
+            self.mem.wb_clean(phys, n * PAGE_SIZE)
         self.mem.free_pages(phys, n)
         self.table_pages -= n
 
@@ -426,7 +483,7 @@ class IoPgtable:
         if self.pgtable_root == 0:
             return 0
         if self.family == FAM_ARM:
-            return _arm.arm_iova_to_phys(self, iova)
+            return _arm.arm_iova_to_phys(self, iova)          # through the CPU's cache
         return _gpt.gpt_iova_to_phys(self, iova)
 
     def lookup(self, iova):
@@ -596,7 +653,9 @@ class IoPgtable:
         data = self.mem.read(table, 8 << self._idx_bits(L))
         i, n = 0, 1 << self._idx_bits(L)
         while i < n:
-            e = int.from_bytes(data[8 * i:8 * i + 8], "little")
+            # the kernel's view (through the CPU's cache)
+            e = (int.from_bytes(data[8 * i:8 * i + 8], "little") if self.coherent_walk
+                 else self.mem.wb_read64(table + 8 * i))
             t = self._etype(e, L)
             va = base | (i << self._shift(L))
             step = 1
@@ -624,6 +683,26 @@ class IoPgtable:
                 "tables": sorted((p, self._level_name(L)) for p, L in self._tables.items()),
                 "pending_free": sorted(self.pending_free), "leaf_writes": self.leaf_writes,
                 "table_pages": self.table_pages, "walk_reads": self.walk_reads}
+
+    # ---- test hooks (not public API) --------------------------------------------------------
+    def _store_pte(self, pte_addr, val):
+        """A bare CPU store to an entry of this table (no sync)."""
+        a, v = u64(pte_addr, "pte_addr"), u64(val, "val")
+        self._check_live()
+        if a & 7 or not any(p <= a < p + n * PAGE_SIZE for p, n in self._npages.items()):
+            raise ValueError(f"{a:#x} is not an entry of this table")
+        self._set_pte(a, v)
+
+    def _sync_pte(self, pte_addr, num_entries=1):
+        """__arm_lpae_sync_pte() of num_entries entries at pte_addr (non-coherent walkers)."""
+        a, n = u64(pte_addr, "pte_addr"), u64(num_entries, "num_entries")
+        self._check_live()
+        if self.coherent_walk:
+            raise ValueError("the walk is coherent: there is nothing to sync")
+        try:
+            self._sync_ptes(a, n)
+        finally:
+            self.machine.flush_warnings()
 
     @staticmethod
     def formats():

@@ -12,7 +12,15 @@ import logging
 from ..errors import DmaFault, IommuFault, KernelWarning
 from . import debug as _debug
 from ._util import U64_MAX, min_not_zero, typed, u64
-from .io_pgtable import IOPGTABLE_FORMATS, IoPgtable, _describe, _ffs, iommu_map_pages_loop, pgtable_unmap
+from .io_pgtable import (
+    IOPGTABLE_FORMATS,
+    IoPgtable,
+    _describe,
+    _ffs,
+    _sizes,
+    iommu_map_pages_loop,
+    pgtable_unmap,
+)
 from .iotlb import Iotlb
 
 __all__ = ["Iommu", "IommuDomain", "iommu_map", "iommu_unmap", "iommu_unmap_fast",
@@ -68,7 +76,8 @@ class IommuDomain:
         self.id = iommu._next_domid
         self.stale_hits = self.faults = self.iotlb_syncs = self.iotlb_flushes = 0
         if self.type_value & _PAGING:
-            self.pgtable = IoPgtable(iommu.machine, iommu.fmt, iommu.ias, iommu.oas)
+            self.pgtable = IoPgtable(iommu.machine, iommu.fmt, iommu.ias, iommu.oas,
+                                     coherent_walk=iommu.coherent_walk, iommu_dev=iommu.iommu_dev)
             self.pgtable.defer_free = True
             self.pgsize_bitmap = self.pgtable.pgsize_bitmap
             self.aperture_start = self.pgtable.aperture_start
@@ -145,8 +154,12 @@ class Iommu:
 
     def __init__(self, machine, fmt="vtd-ss", strict=True, iotlb=None, *, fault_mode="raise",
                  shadow_on_flush=False, forcedac=False, caching_mode=False, reserved_regions=None,
-                 ias=None, oas=None, name=None, fq_size=None, fq_timeout=None):
+                 ias=None, oas=None, name=None, fq_size=None, fq_timeout=None, coherent_walk=True,
+                 iommu_dev=None):
         _check_fq_options(fq_size, fq_timeout)
+        if iommu_dev is not None:
+            from .machine import Device
+            typed(iommu_dev, Device, "iommu_dev")
         if not isinstance(fmt, str):
             raise TypeError(f"fmt must be a str, not {type(fmt).__name__}")
         if fmt not in IOPGTABLE_FORMATS:
@@ -170,6 +183,10 @@ class Iommu:
             raise ValueError("this Iotlb already belongs to another IOMMU")
         regions = _resv_regions(_describe(fmt, ias, oas).reserved_regions
                                 if reserved_regions is None else reserved_regions)
+        if not coherent_walk and IOPGTABLE_FORMATS[fmt].family != "io-pgtable-arm":
+            raise ValueError("coherent_walk=False is an io-pgtable-arm option")
+        if iommu_dev is not None and (coherent_walk or iommu_dev.machine is not machine):
+            raise ValueError("iommu_dev is the own device of a non-coherent walker of this machine")
         self.machine = machine
         self.fmt = fmt
         self.ias, self.oas = ias, oas
@@ -187,6 +204,14 @@ class Iommu:
         self.name = f"iommu{len(machine.iommus)}" if name is None else str(name)
         self.fq_size = fq_size
         self.fq_timeout = fq_timeout
+        self.coherent_walk = bool(coherent_walk)
+        self.iommu_dev = None
+        if not self.coherent_walk:
+            if iommu_dev is None:
+                # the SMMU's platform device: DMA mask of oas bits, not dma-coherent
+                mask = (1 << _sizes(fmt, ias, oas)[1]) - 1
+                iommu_dev = machine.add_device(self.name, mask, False, pci=False)
+            self.iommu_dev = iommu_dev
         self._sids: dict = {}
         self._default_domains: dict = {}
         self.notifiers: list = []

@@ -541,6 +541,8 @@ def dma_capable(dev, addr: int, size: int, is_ram: bool) -> bool:
 
 def arch_sync_dma_for_device(dev, paddr: int, size: int, dir: int) -> None:
     dev.arch_sync_for_device += 1
+    if dev.machine.mem.wb:                       # arm64: dcache_clean_poc() whatever the direction
+        dev.machine.mem.wb_clean(paddr, size)
 
 
 def arch_sync_dma_for_cpu(dev, paddr: int, size: int, dir: int) -> None:

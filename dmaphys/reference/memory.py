@@ -13,6 +13,7 @@ MAX_PHYS_BITS = 48
 REGION_RAM = 1
 REGION_MMIO = 2
 U64_MAX = (1 << 64) - 1
+CACHE_LINE_SIZE = 64                                      # cache_line_size() of the CPU's cache
 
 
 class PhysMem:
@@ -31,6 +32,10 @@ class PhysMem:
         self.allocated_pages = 0
         # embedder-owned RAM: (spfn, epfn, allocatable, export holder, byte view), added order
         self.ext: list[tuple[int, int, bool, pickle.PickleBuffer, memoryview]] = []
+        # the CPU's write-back cache of non-coherently walked page tables: dirty line address ->
+        # its 8 quadwords (CPU stores not yet cleaned to memory; see memory.pxi)
+        self.wb: dict[int, list[int]] = {}
+        self.wb_lines_cleaned = 0
 
     @property
     def resident_frames(self) -> int:
@@ -214,6 +219,38 @@ class PhysMem:
         """
         self.write(addr, val.to_bytes(8, "little"))
 
+    # the CPU's write-back cache of non-coherently walked page tables
+    def wb_read64(self, addr: int) -> int:
+        """Simulator-only: a CPU load of 8 bytes through the write-back overlay of non-coherently
+        walked page tables. Returns the dirty cache line's word if there is one, else memory's.
+        Raises nothing beyond read64()'s errors (PhysAddrError for a hole)."""
+        line = self.wb.get(addr & ~(CACHE_LINE_SIZE - 1))
+        return self.read64(addr) if line is None else line[(addr >> 3) & 7]
+
+    def wb_write64(self, addr: int, val: int) -> None:
+        """Simulator-only: a CPU store of 8 bytes into the write-back overlay; memory keeps its old
+        bytes until wb_clean(). Returns None. Raises nothing beyond read64()'s errors (the line
+        fill)."""
+        base = addr & ~(CACHE_LINE_SIZE - 1)
+        line = self.wb.get(base)
+        if line is None:                                  # line fill from memory
+            line = self.wb[base] = [self.read64(base + 8 * i) for i in range(8)]
+        line[(addr >> 3) & 7] = val
+
+    def wb_clean(self, addr: int, size: int) -> int:
+        """Simulator-only: the cache clean of dma_sync_single_for_device() on a non-coherent
+        walker's table: writes back and drops the dirty lines overlapping [addr, addr + size).
+        Returns the number of lines cleaned. Raises nothing beyond write64()'s errors."""
+        if not size or not self.wb:
+            return 0
+        first, last = addr & ~(CACHE_LINE_SIZE - 1), min(addr + size - 1, U64_MAX)
+        hit = sorted(k for k in self.wb if first <= k <= last)
+        for base in hit:
+            for i, q in enumerate(self.wb.pop(base)):
+                self.write64(base + 8 * i, q)
+        self.wb_lines_cleaned += len(hit)
+        return len(hit)
+
     def discard(self, pfn: int, npages: int) -> None:
         """Simulator-only: drop the frames' storage (embedder RAM is zeroed instead). Returns None.
         Raises nothing.
@@ -274,6 +311,10 @@ class PhysMem:
         self.discard(pfn, npages)
         self._free_range(pfn, pfn + npages)
         return 0
+
+    def cache_dirty_lines(self) -> dict[int, bytes]:
+        """Reference twin of dmaphys._core.PhysMem.cache_dirty_lines: same returns and raises."""
+        return {k: b"".join(q.to_bytes(8, "little") for q in v) for k, v in sorted(self.wb.items())}
 
     def regions_list(self) -> list[tuple[int, int, str, str]]:
         """Reference twin of dmaphys._core.PhysMem.regions_list: same returns and raises."""
