@@ -19,7 +19,10 @@ from collections import namedtuple as _namedtuple
 
 
 IommuResvRegion = _namedtuple("IommuResvRegion", "start length prot type")
-IommuResvRegion.__doc__ = "struct iommu_resv_region: (start, length, prot, type) with type an enum iommu_resv_type."
+IommuResvRegion.__doc__ = (
+    "struct iommu_resv_region: (start, length, prot, type) with type an enum iommu_resv_type.\n\n"
+    "Mirrors struct iommu_resv_region (include/linux/iommu.h), as the IOMMU drivers' "
+    "get_resv_regions() report them. A namedtuple: raises TypeError for a wrong number of fields.")
 
 IoPgtableFormat = _namedtuple(
     "IoPgtableFormat",
@@ -28,7 +31,10 @@ IoPgtableFormat = _namedtuple(
 IoPgtableFormat.__doc__ = (
     "A page-table format with its defaults: pgsize_bitmap, ias/oas, levels, domain aperture, the "
     "reserved regions the IOMMU driver reports, the errno of mapping over a live entry and what "
-    "unmapping part of a large leaf does ('whole-leaf' for generic_pt, 'refuse' for io-pgtable-arm).")
+    "unmapping part of a large leaf does ('whole-leaf' for generic_pt, 'refuse' for io-pgtable-arm).\n\n"
+    "Simulator-only: collects what the kernel spreads over struct io_pgtable_cfg, the generic_pt "
+    "format headers and struct iommu_domain_geometry. A namedtuple: raises TypeError for a wrong "
+    "number of fields.")
 
 # intel_iommu_get_resv_regions(): IOAPIC_RANGE_START..END, prot 0, IOMMU_RESV_MSI
 _VTD_RESV = (IommuResvRegion(0xFEE00000, 0x100000, 0, PT_IOMMU_RESV_MSI),)
@@ -284,6 +290,12 @@ cdef class IoPgtable:
     release_pending, free_tables; module level iommu_pgsize, pgtable_map, pgtable_unmap.
     Python API: map, unmap, ops_map_pages, ops_unmap_pages, iova_to_phys, translate, walk,
     get_state, iommu_pgsize, formats().
+
+    Mirrors struct io_pgtable / struct pt_iommu (drivers/iommu/io-pgtable-arm.c,
+    drivers/iommu/generic_pt), allocated like alloc_io_pgtable_ops() / pt_iommu_init(). Raises
+    ValueError for an unknown ``fmt``, an ``ias``/``oas`` the format does not support or
+    ``force_coherence`` on a format without it, TypeError for a non-Machine or non-str, MemoryError
+    when no RAM is left for the top-level table.
     """
 
     def __cinit__(self, Machine machine not None, str fmt not None, ias=None, oas=None, *,
@@ -760,7 +772,11 @@ cdef class IoPgtable:
         return -1
 
     cpdef int release_pending(self) except -1:
-        """Free the table pages collected while defer_free was set (after the IOTLB flush)."""
+        """Free the table pages collected while defer_free was set (after the IOTLB flush).
+
+        Models the freelist release of iommu_put_pages_list() after iommu_iotlb_sync()
+        (drivers/iommu/iommu-pages.c). Returns 0. Raises nothing.
+        """
         cdef vector[u64] pend
         cdef size_t i
         pend.swap(self.pending_free)
@@ -769,7 +785,12 @@ cdef class IoPgtable:
         return 0
 
     cpdef int free_tables(self) except -1:
-        """Free every table page (domain teardown: pt_iommu_deinit() / arm_lpae_free_pgtable())."""
+        """Free every table page (domain teardown: pt_iommu_deinit() / arm_lpae_free_pgtable()).
+
+        Models drivers/iommu/generic_pt pt_iommu_deinit() and
+        io-pgtable-arm.c:arm_lpae_free_pgtable(). Returns 0; afterwards map / unmap / ops_* raise
+        ValueError. Raises nothing.
+        """
         cdef vector[u64] live
         cdef cppmap[u64, int].iterator it = self.tables.begin()
         cdef size_t i
@@ -785,7 +806,14 @@ cdef class IoPgtable:
 
     # ---- Python API ----------------------------------------------------------------------
     def map(self, iova, paddr, size, prot):
-        """iommu_map() on this table alone: 0 or -errno (a failed map is unwound)."""
+        """iommu_map() on this table alone: 0 or -errno (a failed map is unwound).
+
+        Models drivers/iommu/iommu.c:iommu_map() (its iommu_pgsize() loop over map_pages) without a
+        domain. Returns 0 or -errno (-EINVAL unaligned, -ENOMEM no table page, the format's error
+        for an occupied entry). Raises ValueError for a table free_tables() freed or an argument
+        beyond 64 bits, TypeError for a non-int, KernelBug where the kernel BUGs (no page size
+        fits). Warns KernelWarning for the format's WARNs.
+        """
         cdef u64 a = _u64(iova, "iova"), p = _u64(paddr, "paddr"), s = _u64(size, "size")
         cdef u64 pr = _u64(prot, "prot")
         self.check_live()
@@ -795,7 +823,13 @@ cdef class IoPgtable:
             self.machine.flush_warnings()
 
     def unmap(self, iova, size):
-        """iommu_unmap() on this table alone: bytes unmapped (the kernel's size_t)."""
+        """iommu_unmap() on this table alone: bytes unmapped (the kernel's size_t).
+
+        Models drivers/iommu/iommu.c:__iommu_unmap() without a domain. Returns the bytes unmapped (0
+        for an unaligned range or nothing mapped). Raises ValueError for a table free_tables() freed
+        or an argument beyond 64 bits, TypeError for a non-int, KernelBug where the kernel BUGs (no
+        page size fits). Warns KernelWarning for the format's WARNs.
+        """
         cdef u64 a = _u64(iova, "iova"), s = _u64(size, "size")
         self.check_live()
         try:
@@ -804,7 +838,13 @@ cdef class IoPgtable:
             self.machine.flush_warnings()
 
     def ops_map_pages(self, iova, paddr, pgsize, pgcount, prot):
-        """io_pgtable_ops->map_pages called directly: (0 or -errno, bytes mapped)."""
+        """io_pgtable_ops->map_pages called directly: (0 or -errno, bytes mapped).
+
+        Models struct io_pgtable_ops map_pages (arm_lpae_map_pages(), generic_pt map_pages). Returns
+        the tuple ``(ret, mapped)``. Raises ValueError for a table free_tables() freed or an
+        argument beyond 64 bits, TypeError for a non-int. Warns KernelWarning for the format's
+        WARNs.
+        """
         cdef u64 a = _u64(iova, "iova"), p = _u64(paddr, "paddr"), s = _u64(pgsize, "pgsize")
         cdef u64 c = _u64(pgcount, "pgcount"), pr = _u64(prot, "prot"), mapped = 0
         cdef int ret
@@ -816,7 +856,13 @@ cdef class IoPgtable:
             self.machine.flush_warnings()
 
     def ops_unmap_pages(self, iova, pgsize, pgcount):
-        """io_pgtable_ops->unmap_pages called directly: bytes unmapped."""
+        """io_pgtable_ops->unmap_pages called directly: bytes unmapped.
+
+        Models struct io_pgtable_ops unmap_pages (arm_lpae_unmap_pages(), generic_pt unmap_pages).
+        Returns the bytes unmapped (int). Raises ValueError for a table free_tables() freed or an
+        argument beyond 64 bits, TypeError for a non-int. Warns KernelWarning for the format's
+        WARNs.
+        """
         cdef u64 a = _u64(iova, "iova"), s = _u64(pgsize, "pgsize"), c = _u64(pgcount, "pgcount")
         self.check_live()
         try:
@@ -825,7 +871,13 @@ cdef class IoPgtable:
             self.machine.flush_warnings()
 
     def iova_to_phys(self, iova):
-        """io_pgtable_ops->iova_to_phys: the physical address, 0 when unmapped."""
+        """io_pgtable_ops->iova_to_phys: the physical address, 0 when unmapped.
+
+        Models struct io_pgtable_ops iova_to_phys (arm_lpae_iova_to_phys(), generic_pt
+        iova_to_phys). Returns the physical address (int), 0 when unmapped or freed. Raises
+        TypeError / ValueError for a non-int or out-of-range ``iova``. Warns KernelWarning when a
+        non-canonical IOVA aliases a canonical one.
+        """
         cdef u64 a = _u64(iova, "iova")
         if self.pgtable_root:
             self.warn_alias(a)
@@ -833,7 +885,11 @@ cdef class IoPgtable:
         return self.c_iova_to_phys(a)
 
     def translate(self, iova):
-        """The hardware walk (lookup): (phys, prot, leaf_size) or None on a translation fault."""
+        """The hardware walk (lookup): (phys, prot, leaf_size) or None on a translation fault.
+
+        Simulator-only: what the IOMMU hardware's table walk finds (no walk in the kernel). Returns
+        the tuple or None. Raises TypeError / ValueError for a non-int or out-of-range ``iova``.
+        """
         cdef u64 phys = 0, size = 0
         cdef int prot = 0
         if self.lookup(_u64(iova, "iova"), &phys, &prot, &size) < 0:
@@ -841,7 +897,12 @@ cdef class IoPgtable:
         return phys, prot, size
 
     def iommu_pgsize(self, iova, paddr, size):
-        """iommu_pgsize() with this table's bitmap: (pgsize, count)."""
+        """iommu_pgsize() with this table's bitmap: (pgsize, count).
+
+        Models drivers/iommu/iommu.c:iommu_pgsize(). Returns the tuple ``(pgsize, count)``. Raises
+        ValueError for ``size`` 0 or an argument beyond 64 bits, TypeError for a non-int, KernelBug
+        when no page size fits (the kernel's BUG_ON(!pgsizes)).
+        """
         cdef u64 a = _u64(iova, "iova"), p = _u64(paddr, "paddr"), s = _u64(size, "size"), count = 0
         cdef u64 pgsize
         if s == 0:
@@ -852,7 +913,13 @@ cdef class IoPgtable:
         return pgsize, count
 
     def walk(self, iova):
-        """The levels a hardware walk of ``iova`` visits, decoded (does not count walk_reads)."""
+        """The levels a hardware walk of ``iova`` visits, decoded (does not count walk_reads).
+
+        Simulator-only (debugging aid). Returns a dict: ``iova``, ``levels`` (per level: level,
+        table, index, pte_addr, pte, type), ``phys``, ``leaf_size``, ``prot`` and ``fault`` (None,
+        "translation", "address size" or "freed"). Raises TypeError / ValueError for a non-int or
+        out-of-range ``iova``.
+        """
         cdef u64 va = _u64(iova, "iova"), table, e, i, size
         cdef int L, t, acc = IOMMU_READ | IOMMU_WRITE
         out = {"iova": va, "levels": [], "phys": None, "leaf_size": 0, "prot": 0, "fault": None}
@@ -909,7 +976,10 @@ cdef class IoPgtable:
         return 0
 
     def get_state(self):
-        """Snapshot: {leaf iova: (phys, size, prot)}, tables, pending frees and counters."""
+        """Snapshot: {leaf iova: (phys, size, prot)}, tables, pending frees and counters.
+
+        Simulator-only (differential tests). Returns the dict. Raises nothing.
+        """
         cdef dict mappings = {}
         cdef cppmap[u64, int].iterator it = self.tables.begin()
         tables = []
@@ -992,7 +1062,11 @@ cdef class IoPgtable:
 
     @staticmethod
     def formats():
-        """The format descriptors (IoPgtableFormat), by name."""
+        """The format descriptors (IoPgtableFormat), by name.
+
+        Simulator-only (the kernel's formats are compile-time). Returns a list of IoPgtableFormat,
+        in IOPGTABLE_FORMATS order. Raises nothing.
+        """
         return list(IOPGTABLE_FORMATS.values())
 
     @property
@@ -1003,7 +1077,10 @@ cdef class IoPgtable:
 
     @property
     def descriptor(self):
-        """This table's IoPgtableFormat (with its own ias/oas)."""
+        """This table's IoPgtableFormat (with its own ias/oas).
+
+        Read-only.
+        """
         return _pt_describe(self.fmt, self.ias, self.oas)
 
     def __repr__(self):

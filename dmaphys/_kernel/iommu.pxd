@@ -99,4 +99,4 @@ cdef u64 iommu_iova_to_phys_c(IommuDomain d, u64 iova) noexcept
 # nogil: takes the GIL itself for faults, stale-IOTLB reports, qemu-mode requester ids, dma-debug
 cdef int iommu_device_access(Device dev, u64 iova, u8 *buf, u64 n, bint write) except -1 nogil
 cdef int iommu_notify(Iommu mmu, IommuDomain d, u64 iova, u64 size) except -1
-cdef int device_translate(Device dev, u64 addr, bint write, iommu_tlb_entry *out) except -1
+cdef int device_translate(Device dev, u64 addr, bint write, iommu_tlb_entry *out) except -1 nogil

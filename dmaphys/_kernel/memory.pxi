@@ -41,6 +41,10 @@ cdef class PhysMem:
       page_ptr_alloc(pfn) -> frame storage, allocated (zeroed) on demand
       read / write / copy / fill / read64 / write64 on physical addresses (caller validated)
       alloc_pages(npages, limit, align) -> phys or U64_MAX; free_pages(phys, npages) -> 0/-1
+
+    Simulator-only stand-in for mm/ (memblock, the page allocator, struct page storage): the kernel
+    has no such object. Made by the Machine (``m.mem``); ``PhysMem()`` is an empty memory, and
+    raises MemoryError when its page directory cannot be allocated, TypeError with arguments.
     """
 
     def __cinit__(self):
@@ -187,7 +191,10 @@ cdef class PhysMem:
         return 0
 
     def ext_ram_list(self):
-        """[(start, size, name, allocatable)] of the embedder-owned RAM ranges, in address order."""
+        """[(start, size, name, allocatable)] of the embedder-owned RAM ranges, in address order.
+
+        Simulator-only. Returns the list. Raises nothing.
+        """
         cdef size_t i, j
         out = []
         for i in range(self.ext.size()):
@@ -465,8 +472,10 @@ cdef class PhysMem:
 
     # ---- Python-level helpers ------------------------------------------------------------
     def cache_dirty_lines(self):
-        """The CPU's dirty write-back lines of non-coherently walked page tables, not yet cleaned
-        to memory: {line address: its 64 bytes as the CPU sees them}."""
+        """Simulator-only (the CPU's dirty write-back lines of non-coherently walked page tables,
+        not yet cleaned to memory). Returns {line address: its 64 bytes as the CPU sees them}.
+        Raises nothing.
+        """
         cdef cppmap[u64, wb_line].iterator it = self.wb.begin()
         out = {}
         while it != self.wb.end():
@@ -475,14 +484,20 @@ cdef class PhysMem:
         return out
 
     def regions_list(self):
-        """[(start, size, "ram"|"mmio", name)] in address order."""
+        """[(start, size, "ram"|"mmio", name)] in address order.
+
+        Simulator-only (like /proc/iomem). Returns the list. Raises nothing.
+        """
         cdef size_t i
         return [(self.regions[i].start, self.regions[i].end - self.regions[i].start,
                  "ram" if self.regions[i].kind == REGION_RAM else "mmio",
                  self.region_names[self.regions[i].index]) for i in range(self.regions.size())]
 
     def free_extents_list(self):
-        """[(phys, size)] of the page allocator's free extents, in address order."""
+        """[(phys, size)] of the page allocator's free extents, in address order.
+
+        Simulator-only. Returns the list. Raises nothing.
+        """
         cdef list out = []
         cdef cppmap[u64, u64].iterator it = self.free_extents.begin()
         while it != self.free_extents.end():

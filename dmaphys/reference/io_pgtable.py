@@ -29,7 +29,9 @@ FAM_VTDSS, FAM_X86, FAM_ARM, FAM_AMDV1, FAM_RISCV = 0, 1, 2, 3, 4
 EMPTY, TABLE, OA, INVALID = 0, 1, 2, 3
 
 IommuResvRegion = namedtuple("IommuResvRegion", "start length prot type")
-IommuResvRegion.__doc__ = "struct iommu_resv_region: (start, length, prot, type); type: enum iommu_resv_type."
+IommuResvRegion.__doc__ = ("struct iommu_resv_region: (start, length, prot, type); "
+                           "type: enum iommu_resv_type.\n\n"
+                           "Reference twin of dmaphys._core.IommuResvRegion: same returns and raises.")
 
 IoPgtableFormat = namedtuple(
     "IoPgtableFormat",
@@ -38,7 +40,8 @@ IoPgtableFormat = namedtuple(
 IoPgtableFormat.__doc__ = (
     "A page-table format with its defaults: pgsize_bitmap, ias/oas, levels, domain aperture, the "
     "reserved regions the IOMMU driver reports, the errno of mapping over a live entry and what "
-    "unmapping part of a large leaf does ('whole-leaf' for generic_pt, 'refuse' for io-pgtable-arm).")
+    "unmapping part of a large leaf does ('whole-leaf' for generic_pt, 'refuse' for io-pgtable-arm).\n\n"
+    "Reference twin of dmaphys._core.IoPgtableFormat: same returns and raises.")
 
 # intel_iommu_get_resv_regions(): IOAPIC_RANGE_START..END as IOMMU_RESV_MSI, prot 0
 _VTD_RESV = (IommuResvRegion(0xFEE00000, 0x100000, 0, IOMMU_RESV_MSI),)
@@ -215,6 +218,8 @@ class IoPgtable:
     ``force_coherence`` models PT_FEAT_VTDSS_FORCE_COHERENCE (SNP in every vtd-ss leaf);
     ``no_warn`` models IO_PGTABLE_QUIRK_NO_WARN (io-pgtable-arm's selftest configuration);
     ``coherent_walk=False`` + ``iommu_dev``: the non-coherent walker (see the core's docstring).
+
+    Reference twin of dmaphys._core.IoPgtable: same returns and raises.
     """
 
     def __init__(self, machine, fmt, ias=None, oas=None, *, force_coherence=False, no_warn=False,
@@ -447,21 +452,34 @@ class IoPgtable:
 
     # ==== io_pgtable_ops ==================================================================
     def map_pages(self, iova, paddr, pgsize, pgcount, prot):
-        """io_pgtable_ops->map_pages: (0 or -errno, bytes mapped)."""
+        """io_pgtable_ops->map_pages: (0 or -errno, bytes mapped).
+
+        Models struct io_pgtable_ops map_pages (io-pgtable-arm.c:arm_lpae_map_pages(),
+        generic_pt map_pages). Returns ``(0 or -errno, bytes mapped)``. Raises ValueError for a
+        table free_tables() freed.
+        """
         self._check_live()
         if self.family == FAM_ARM:
             return _arm.arm_map_pages(self, iova, paddr, pgsize, pgcount, prot)
         return _gpt.gpt_map_pages(self, iova, paddr, pgsize, pgcount, prot)
 
     def unmap_pages(self, iova, pgsize, pgcount):
-        """io_pgtable_ops->unmap_pages: bytes unmapped."""
+        """io_pgtable_ops->unmap_pages: bytes unmapped.
+
+        Models struct io_pgtable_ops unmap_pages. Returns the bytes unmapped. Raises ValueError
+        for a table free_tables() freed.
+        """
         self._check_live()
         if self.family == FAM_ARM:
             return _arm.arm_unmap_pages(self, iova, pgsize, pgcount)
         return _gpt.gpt_unmap_pages(self, iova, pgsize, pgcount)
 
     def c_iova_to_phys(self, iova):
-        """io_pgtable_ops->iova_to_phys: 0 when unmapped."""
+        """io_pgtable_ops->iova_to_phys: 0 when unmapped.
+
+        Models struct io_pgtable_ops iova_to_phys (no warning, no validation). Returns the
+        physical address, 0 when unmapped or freed. Raises nothing.
+        """
         if self.pgtable_root == 0:
             return 0
         if self.family == FAM_ARM:
@@ -469,7 +487,11 @@ class IoPgtable:
         return _gpt.gpt_iova_to_phys(self, iova)
 
     def lookup(self, iova):
-        """The hardware walk: (phys, IOMMU_* prot, leaf size) or None (translation fault)."""
+        """The hardware walk: (phys, IOMMU_* prot, leaf size) or None (translation fault).
+
+        Simulator-only: the IOMMU hardware's table walk (counts walk_reads). Returns ``(phys,
+        prot, leaf_size)`` or None. Raises nothing.
+        """
         if self.pgtable_root == 0 or not self._canonical(iova, iova):
             return None
         table = self.pgtable_root
@@ -488,14 +510,20 @@ class IoPgtable:
         return None
 
     def release_pending(self):
-        """Free the table pages held while defer_free was set (after the IOTLB flush)."""
+        """Free the table pages held while defer_free was set (after the IOTLB flush).
+
+        Reference twin of dmaphys._core.IoPgtable.release_pending: same returns and raises.
+        """
         pend, self.pending_free = self.pending_free, []
         for phys in pend:
             self._free_now(phys)
         return 0
 
     def free_tables(self):
-        """Free every table page (domain teardown: pt_iommu_deinit / arm_lpae_free_pgtable)."""
+        """Free every table page (domain teardown: pt_iommu_deinit / arm_lpae_free_pgtable).
+
+        Reference twin of dmaphys._core.IoPgtable.free_tables: same returns and raises.
+        """
         for phys in sorted(self._tables):
             del self._tables[phys]
             self._free_now(phys)
@@ -505,7 +533,10 @@ class IoPgtable:
 
     # ---- Python API ----------------------------------------------------------------------
     def map(self, iova, paddr, size, prot):
-        """iommu_map() on this table alone: 0 or -errno (a failed map is unwound)."""
+        """iommu_map() on this table alone: 0 or -errno (a failed map is unwound).
+
+        Reference twin of dmaphys._core.IoPgtable.map: same returns and raises.
+        """
         args = (u64(iova, "iova"), u64(paddr, "paddr"), u64(size, "size"), u64(prot, "prot"))
         self._check_live()
         try:
@@ -514,7 +545,10 @@ class IoPgtable:
             self.machine.flush_warnings()
 
     def unmap(self, iova, size):
-        """iommu_unmap() on this table alone: bytes unmapped (the kernel's size_t)."""
+        """iommu_unmap() on this table alone: bytes unmapped (the kernel's size_t).
+
+        Reference twin of dmaphys._core.IoPgtable.unmap: same returns and raises.
+        """
         args = (u64(iova, "iova"), u64(size, "size"))
         self._check_live()
         try:
@@ -523,7 +557,10 @@ class IoPgtable:
             self.machine.flush_warnings()
 
     def ops_map_pages(self, iova, paddr, pgsize, pgcount, prot):
-        """io_pgtable_ops->map_pages called directly: (0 or -errno, bytes mapped)."""
+        """io_pgtable_ops->map_pages called directly: (0 or -errno, bytes mapped).
+
+        Reference twin of dmaphys._core.IoPgtable.ops_map_pages: same returns and raises.
+        """
         args = (u64(iova, "iova"), u64(paddr, "paddr"), u64(pgsize, "pgsize"), u64(pgcount, "pgcount"),
                 u64(prot, "prot"))
         self._check_live()
@@ -533,7 +570,10 @@ class IoPgtable:
             self.machine.flush_warnings()
 
     def ops_unmap_pages(self, iova, pgsize, pgcount):
-        """io_pgtable_ops->unmap_pages called directly: bytes unmapped."""
+        """io_pgtable_ops->unmap_pages called directly: bytes unmapped.
+
+        Reference twin of dmaphys._core.IoPgtable.ops_unmap_pages: same returns and raises.
+        """
         args = (u64(iova, "iova"), u64(pgsize, "pgsize"), u64(pgcount, "pgcount"))
         self._check_live()
         try:
@@ -542,7 +582,10 @@ class IoPgtable:
             self.machine.flush_warnings()
 
     def iova_to_phys(self, iova):
-        """io_pgtable_ops->iova_to_phys: the physical address, 0 when unmapped."""
+        """io_pgtable_ops->iova_to_phys: the physical address, 0 when unmapped.
+
+        Reference twin of dmaphys._core.IoPgtable.iova_to_phys: same returns and raises.
+        """
         iova = u64(iova, "iova")
         if self.pgtable_root:
             self._warn_alias(iova)
@@ -550,7 +593,10 @@ class IoPgtable:
         return self.c_iova_to_phys(iova)
 
     def iommu_pgsize(self, iova, paddr, size):
-        """iommu_pgsize() with this table's bitmap: (pgsize, count)."""
+        """iommu_pgsize() with this table's bitmap: (pgsize, count).
+
+        Reference twin of dmaphys._core.IoPgtable.iommu_pgsize: same returns and raises.
+        """
         iova, paddr, size = u64(iova, "iova"), u64(paddr, "paddr"), u64(size, "size")
         if size == 0:
             raise ValueError("size must be > 0")
@@ -561,11 +607,17 @@ class IoPgtable:
         return pgsize, count
 
     def translate(self, iova):
-        """The hardware walk (lookup): (phys, prot, leaf_size) or None on a translation fault."""
+        """The hardware walk (lookup): (phys, prot, leaf_size) or None on a translation fault.
+
+        Reference twin of dmaphys._core.IoPgtable.translate: same returns and raises.
+        """
         return self.lookup(u64(iova, "iova"))
 
     def walk(self, iova):
-        """The levels a hardware walk of ``iova`` visits, decoded (does not count walk_reads)."""
+        """The levels a hardware walk of ``iova`` visits, decoded (does not count walk_reads).
+
+        Reference twin of dmaphys._core.IoPgtable.walk: same returns and raises.
+        """
         iova = u64(iova, "iova")
         out = {"iova": iova, "levels": [], "phys": None, "leaf_size": 0, "prot": 0, "fault": None}
         if self.pgtable_root == 0:
@@ -620,7 +672,10 @@ class IoPgtable:
             i += step
 
     def get_state(self):
-        """Snapshot: {leaf iova: (phys, size, prot)}, tables, pending frees and counters."""
+        """Snapshot: {leaf iova: (phys, size, prot)}, tables, pending frees and counters.
+
+        Reference twin of dmaphys._core.IoPgtable.get_state: same returns and raises.
+        """
         mappings: dict[int, tuple[int, int, int]] = {}
         if self.pgtable_root:
             self._leaves(self.pgtable_root, self.top, 0, IOMMU_READ | IOMMU_WRITE, mappings)
@@ -651,7 +706,10 @@ class IoPgtable:
 
     @staticmethod
     def formats():
-        """The format descriptors (IoPgtableFormat), by name."""
+        """The format descriptors (IoPgtableFormat), by name.
+
+        Reference twin of dmaphys._core.IoPgtable.formats: same returns and raises.
+        """
         return list(IOPGTABLE_FORMATS.values())
 
     @property

@@ -95,14 +95,17 @@ class IommuDomain:
 
     @property
     def pgtable_root(self) -> int:
+        """Reference twin of dmaphys._core.IommuDomain.pgtable_root."""
         return self.pgtable.pgtable_root if self.pgtable is not None else 0
 
     @property
     def stats(self):
+        """Reference twin of dmaphys._core.IommuDomain.stats."""
         return {"stale_hits": self.stale_hits, "faults": self.faults,
                 "iotlb_syncs": self.iotlb_syncs, "iotlb_flushes": self.iotlb_flushes}
 
     def iova_to_phys_batch(self, iovas):
+        """Reference twin of dmaphys._core.IommuDomain.iova_to_phys_batch: same returns and raises."""
         from .batch import iommu_iova_to_phys_batch
         return iommu_iova_to_phys_batch(self, iovas)
 
@@ -220,6 +223,7 @@ class Iommu:
 
     @property
     def fault_mode(self) -> str:
+        """Reference twin of dmaphys._core.Iommu.fault_mode."""
         return self._fault_mode
 
     @fault_mode.setter
@@ -229,15 +233,20 @@ class Iommu:
         self._fault_mode = value
 
     def clear_faults(self) -> None:
+        """Reference twin of dmaphys._core.Iommu.clear_faults: same returns and raises."""
         self.faults = []
 
     def register_notifier(self, callback) -> None:
-        """Mirrors iommu.pxi Iommu.register_notifier: callback(domain, iova, size) per invalidation."""
+        """Mirrors iommu.pxi Iommu.register_notifier: callback(domain, iova, size) per invalidation.
+
+        Reference twin of dmaphys._core.Iommu.register_notifier: same returns and raises.
+        """
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         self.notifiers.append(callback)
 
     def unregister_notifier(self, callback) -> None:
+        """Reference twin of dmaphys._core.Iommu.unregister_notifier: same returns and raises."""
         for i, cb in enumerate(self.notifiers):
             if cb is callback or cb == callback:
                 del self.notifiers[i]
@@ -245,6 +254,7 @@ class Iommu:
         raise ValueError("callback is not registered")
 
     def domain_alloc(self):
+        """Reference twin of dmaphys._core.Iommu.domain_alloc: same returns and raises."""
         d = IommuDomain(self, "unmanaged", False, _TOKEN)
         self.domains.append(d)
         self.machine.flush_warnings()
@@ -266,6 +276,7 @@ class Iommu:
         self.domains.remove(d)
 
     def attach_device(self, dev, domain, domain_type):
+        """Reference twin of dmaphys._core.Iommu.attach_device: same returns and raises."""
         _dev_type(dev)
         if dev.domain is not None:
             raise ValueError(f"{dev.name} is already attached to IOMMU domain {dev.domain.id}")
@@ -324,6 +335,7 @@ class Iommu:
                                "retaining platform DMA ops")
 
     def detach_device(self, dev) -> None:
+        """Reference twin of dmaphys._core.Iommu.detach_device: same returns and raises."""
         _dev_type(dev)
         d = dev.domain
         if d is None or d.iommu is not self:
@@ -353,14 +365,19 @@ class Iommu:
             iommu_notify(self, old, 0, U64_MAX)
 
     def device_domain(self, dev):
+        """Reference twin of dmaphys._core.Iommu.device_domain: same returns and raises."""
         _dev_type(dev)
         d = dev.domain
         return d if d is not None and d.iommu is self else None
 
     def sid_of(self, dev) -> int:
+        """Simulator-only: the requester (stream) id the IOMMU gave the device at attach. Returns
+        it, 0 for a device not attached. Raises nothing.
+        """
         return self._sids.get(dev, 0)
 
     def get_state(self):
+        """Reference twin of dmaphys._core.Iommu.get_state: same returns and raises."""
         doms = [{"id": d.id, "type": d.type, "devices": [x.name for x in d.devices],
                  "pgtable_root": d.pgtable_root, "stats": d.stats,
                  "mappings": d.pgtable.get_state()["mappings"] if d.pgtable is not None else None}
