@@ -1071,6 +1071,12 @@ cdef class IoPgtable:
         return list(IOPGTABLE_FORMATS.values())
 
     @property
+    def arm_lpae_cfg(self):
+        """io-pgtable-arm formats: the io_pgtable_cfg register values (stage 1 {tcr, mair, ttbr},
+        stage 2 {vtcr, vttbr}); the walk attributes follow coherent_walk. None for other formats."""
+        return _arm_lpae_cfg(self) if self.family == PT_FAM_ARM else None
+
+    @property
     def descriptor(self):
         """This table's IoPgtableFormat (with its own ias/oas).
 

@@ -295,3 +295,24 @@ cdef u64 arm_unmap_pages(IoPgtable pt, u64 iova, u64 pgsize, u64 pgcount) except
         pt.warn(f"WARNING: arm_lpae_unmap_pages(): iova {iova:#x} beyond the input size")
         return 0
     return arm_unmap(pt, iova, pgsize, pgcount, pt.top, pt.pgtable_root)
+
+
+# ---- arm_64_lpae_alloc_pgtable_s1() / _s2(): the register values the driver programs ------------
+_ARM_TCR_IPS = {32: 0, 36: 1, 40: 2, 42: 3, 44: 4, 48: 5, 52: 6}   # ARM_LPAE_TCR_PS_*_BIT
+_ARM_TCR_TG0 = {12: 0, 16: 1, 14: 2}                             # ARM_LPAE_TCR_TG0_4K / 64K / 16K
+
+
+def _arm_lpae_cfg(IoPgtable pt):
+    """cfg->arm_lpae_s1_cfg {tcr, mair, ttbr} or cfg->arm_lpae_s2_cfg {vtcr, vttbr} as the kernel
+    fills them (no quirks): the walk attributes are inner-shareable write-back (SH IS, IRGN/ORGN
+    WBWA) for a coherent walker, outer-shareable non-cacheable (SH OS, IRGN/ORGN NC) otherwise."""
+    walk = ({"sh": 3, "irgn": 1, "orgn": 1} if pt.coherent_walk else {"sh": 2, "irgn": 0, "orgn": 0})
+    regs = dict(walk, tg=_ARM_TCR_TG0[pt.pg_shift], tsz=64 - pt.ias)
+    if not pt.arm_s2:
+        regs["ips"] = _ARM_TCR_IPS[pt.oas]
+        # MAIR: NC 0x44 (index 0), WBRWA 0xff (1), DEVICE 0x04 (2), INC_OWBRWA 0xf4 (3)
+        return {"tcr": regs, "mair": 0xF404FF44, "ttbr": pt.pgtable_root}
+    sl = 4 - pt.levels + (1 if pt.pg_shift == 12 else 0)          # SL0's encoding differs for 4K
+    regs["ps"] = _ARM_TCR_IPS[pt.oas]
+    regs["sl"] = ~sl & 3
+    return {"vtcr": regs, "vttbr": pt.pgtable_root}

@@ -171,7 +171,8 @@ cdef class Iommu:
     / SMMU drivers). Raises ValueError for an unknown ``fmt`` or ``fault_mode``, unsupported
     ``ias``/``oas``, bad ``fq_size``/``fq_timeout`` or ``reserved_regions``, or an Iotlb owned by
     another IOMMU; TypeError for arguments of the wrong type; MemoryError when no RAM is left for a
-    page table.
+    page table; coherent_walk=False on a format other than io-pgtable-arm, or an iommu_dev
+    of another machine, is a ValueError.
     """
 
     def __cinit__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
