@@ -111,11 +111,12 @@ class IOMMUTLBEntry:
 
 class IoPgtable:
     """One IOMMU page table in simulated RAM: ``IoPgtable(machine, fmt, ias=None, oas=None)``."""
-    def __init__(self, machine: Machine, fmt: str, ias: int | None = ..., oas: int | None = ..., *, force_coherence: bool = ..., no_warn: bool = ..., arm_hd: bool = ...) -> None: ...
+    def __init__(self, machine: Machine, fmt: str, ias: int | None = ..., oas: int | None = ..., *, force_coherence: bool = ..., no_warn: bool = ..., coherent_walk: bool = ..., iommu_dev: Device | None = ..., arm_hd: bool = ...) -> None: ...
     aperture_end: int
     aperture_start: int
     arm_hd: bool
     arm_s2: bool
+    coherent_walk: bool
     defer_free: bool
     descriptor: Any
     family: int
@@ -125,6 +126,7 @@ class IoPgtable:
     def get_state(self) -> dict[str, Any]: ...
     granule: int
     ias: int
+    iommu_dev: Any | None
     def iommu_pgsize(self, iova: int, paddr: int, size: int) -> int: ...
     def iova_to_phys(self, iova: int) -> int: ...
     leaf_writes: int
@@ -141,6 +143,8 @@ class IoPgtable:
     reserved_regions: tuple[Any]
     sign_extend: bool
     table_pages: int
+    table_sync_bytes: int
+    table_syncs: int
     def translate(self, iova: int) -> int: ...
     def unmap(self, iova: int, size: int) -> int: ...
     def walk(self, iova: int) -> int: ...
@@ -169,11 +173,12 @@ class IoTlbMem:
 
 class Iommu:
     """An IOMMU: ``m.add_iommu(fmt="vtd-ss", strict=True, iotlb=None, **kwargs)``."""
-    def __init__(self, machine: Machine, fmt: str = ..., strict: bool = ..., iotlb: Iotlb | dict[str, Any] | str | bool | None = ..., *, fault_mode: str = ..., shadow_on_flush: bool = ..., forcedac: bool = ..., caching_mode: bool = ..., reserved_regions: Iterable[tuple[int, int, str | int]] | None = ..., ias: int | None = ..., oas: int | None = ..., name: str | None = ..., fq_size: Any = ..., fq_timeout: Any = ..., dirty_tracking: bool = ...) -> None: ...
+    def __init__(self, machine: Machine, fmt: str = ..., strict: bool = ..., iotlb: Iotlb | dict[str, Any] | str | bool | None = ..., *, fault_mode: str = ..., shadow_on_flush: bool = ..., forcedac: bool = ..., caching_mode: bool = ..., reserved_regions: Iterable[tuple[int, int, str | int]] | None = ..., ias: int | None = ..., oas: int | None = ..., name: str | None = ..., fq_size: Any = ..., fq_timeout: Any = ..., coherent_walk: bool = ..., iommu_dev: Device | None = ..., dirty_tracking: bool = ...) -> None: ...
     def attach_device(self, dev: Device, domain: IommuDomain, domain_type: int) -> None: ...
     blocked_domain: IommuDomain
     caching_mode: bool
     def clear_faults(self) -> None: ...
+    coherent_walk: bool
     def detach_device(self, dev: Device) -> None: ...
     def device_domain(self, dev: Device) -> int: ...
     dirty_tracking: bool
@@ -188,6 +193,7 @@ class Iommu:
     def get_state(self) -> dict[str, Any]: ...
     ias: Any | None
     identity_domain: IommuDomain
+    iommu_dev: Any | None
     iotlb: Iotlb | None
     machine: Machine
     name: str
@@ -460,12 +466,14 @@ class PhysMem:
     """Sparse physical memory of a simulated machine (RAM + MMIO stores) and its page allocator."""
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
     allocated_pages: int
+    def cache_dirty_lines(self) -> int: ...
     def ext_ram_list(self) -> list[tuple[int, int, str, bool]]: ...
     def free_extents_list(self) -> None: ...
     ram_bytes: int
     region_names: list[Any]
     def regions_list(self) -> list[tuple[int, int, str, str]]: ...
     resident_frames: int
+    wb_lines_cleaned: int
 
 class ScatterList:
     """A scatterlist built from (phys, length) pairs, and its sg_table (nents, orig_nents)."""

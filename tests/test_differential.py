@@ -243,12 +243,16 @@ class PgtableCoreVsReference(RuleBasedStateMachine):
         super().__init__()
         self.doms = None
 
-    @initialize(fmt=st.sampled_from(PT_FORMATS), dirty=st.booleans(), iotlb=st.booleans())
-    def setup(self, fmt, dirty, iotlb):
+    @initialize(fmt=st.sampled_from(PT_FORMATS), coherent=st.booleans(), dirty=st.booleans(),
+                iotlb=st.booleans())
+    def setup(self, fmt, coherent, dirty, iotlb):
         self.fmt = fmt
+        # io-pgtable-arm also with a non-coherent walker (table syncs, SW_SYNC, the CPU's cache)
+        self.coherent = coherent or not fmt.startswith("arm-")
         self.ms = [impl.Machine(ram=[(0, 256 * MiB)], swiotlb=0, dma_debug=False)
                    for impl in (core, reference)]
-        self.mmus = [m.add_iommu(fmt=fmt, dirty_tracking=dirty, iotlb=None if iotlb else False,
+        self.mmus = [m.add_iommu(fmt=fmt, coherent_walk=self.coherent, dirty_tracking=dirty,
+                                  iotlb=None if iotlb else False,
                                  fault_mode="record") for m in self.ms]
         self.doms = [mmu.domain_alloc() for mmu in self.mmus]
         self.devs = [m.add_device("dev", iommu=mmu, domain=d)
@@ -273,6 +277,8 @@ class PgtableCoreVsReference(RuleBasedStateMachine):
     @rule(slot=PT_SLOTS, off=st.integers(0, (1 << 22) - 1))
     def iova_to_phys(self, slot, off):
         self.both("iommu_iova_to_phys", slot + off)
+        # the hardware walk reads memory (with a non-coherent walker: what the syncs cleaned)
+        assert self.doms[0].pgtable.translate(slot + off) == self.doms[1].pgtable.translate(slot + off)
 
     # ---- dirty tracking ---------------------------------------------------------------------
     @rule(data=st.data(), sub=st.integers(0, (1 << 22) - 8), write=st.booleans())
@@ -313,6 +319,9 @@ class PgtableCoreVsReference(RuleBasedStateMachine):
         assert self.ms[0].mem.allocated_pages == self.ms[1].mem.allocated_pages
         for phys, _ in c["tables"][:8]:
             assert self.ms[0].mem_read(phys, 4096) == self.ms[1].mem_read(phys, 4096)
+        assert self.ms[0].mem.cache_dirty_lines() == self.ms[1].mem.cache_dirty_lines()
+        pc, pr = (d.pgtable for d in self.doms)
+        assert (pc.table_syncs, pc.table_sync_bytes) == (pr.table_syncs, pr.table_sync_bytes)
 
 
 TestPgtableCoreVsReference = PgtableCoreVsReference.TestCase

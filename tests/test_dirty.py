@@ -276,3 +276,12 @@ def test_kunit_test_dirty(impl, fmt):
             d.read_and_clear_dirty(va, size)                             # make_write_clean
             assert d.read_and_clear_dirty(va, size, dmaphys.IOMMU_DIRTY_NO_CLEAR) == (0, [])
         assert impl.iommu_unmap(d, va, size) == size
+
+
+def test_no_dirty_ops_with_a_non_coherent_walker(impl):
+    # arm_smmu_dbm_capable(): HD needs ARM_SMMU_FEAT_COHERENCY as well
+    m = impl.Machine(ram=[(0, 1 << 32)], swiotlb=0, dma_debug=False)
+    mmu = m.add_iommu(fmt="arm-lpae-s1-4k", coherent_walk=False, dirty_tracking=True)
+    d = mmu.domain_alloc()
+    assert not d.dirty_ops and not d.pgtable.arm_hd
+    assert d.read_and_clear_dirty(IOVA, 0x1000) == (-EOPNOTSUPP, [])
