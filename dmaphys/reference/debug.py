@@ -167,8 +167,9 @@ class DmaDebug:
             self._pending.append(rec)
 
     def report_extra(self, dev, kind: str, msg: str, addr: int, size: int) -> None:
-        text = f"DMA-API: {dev.name} {dev.name}: {msg}"
-        rec = DmaDebugRecord(kind, dev.name, text, addr, size)
+        name = dev.name if dev is not None else "iova"
+        text = f"DMA-API: {name} {name}: {msg}"
+        rec = DmaDebugRecord(kind, name, text, addr, size)
         if len(self.errors) < LOG_RECORDS_MAX:
             self.errors.append(rec)
         else:
