@@ -24,7 +24,7 @@
 # Threads and the GIL: a batch call owns its machine for the whole call (machine_enter /
 # machine_exit, machine.pxi: a second thread's batch waits for it, a second thread's per-call
 # entry point waits in machine_guard()). The map / unmap loops run without the GIL for as long
-# as the elements take the C fast paths (mapping.pxi: dma_map_phys_fast / dma_unmap_phys_fast:
+# as the elements take the C fast paths (mapping.pxi: dma_map_phys_fast_run / dma_unmap_phys_fast_run:
 # dma-direct without bouncing, dma-iommu rcache hits and strict unmaps, no dma-debug or tracing);
 # an element the fast path declines (it changed nothing) runs the full per-call C function with
 # the GIL, and the loop goes back to running without it. dma_mapping_error_batch and the device
@@ -107,8 +107,7 @@ cdef object _dma_map_phys_batch(Device dev, object phys, object sizes, object di
             if _nogil_ok(dev):
                 j = i
                 with nogil:                      # runs of fast-path elements without the GIL
-                    while i < n and dma_map_phys_fast(dev, p[i], s[i * ss], d, at, &o[i]):
-                        i += 1
+                    i = dma_map_phys_fast_run(dev, &p[0], &s[0], ss, i, n, d, at, &o[0])
                 m._batch_fast += i - j
                 if i == n:
                     break
@@ -139,8 +138,7 @@ cdef object _dma_unmap_phys_batch(Device dev, object addrs, object sizes, object
             if _nogil_ok(dev):
                 j = i
                 with nogil:
-                    while i < n and dma_unmap_phys_fast(dev, a[i], s[i * ss], d, at):
-                        i += 1
+                    dma_unmap_phys_fast_run(dev, &a[0], &s[0], ss, &i, n, d, at)
                 m._batch_fast += i - j
                 if i == n:
                     break

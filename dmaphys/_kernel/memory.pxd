@@ -36,6 +36,9 @@ cdef class PhysMem:
     cdef readonly u64 allocated_pages          # pages handed out by alloc_pages_c
     cdef vector[ext_ram] ext                   # (simulator) embedder-owned ranges, in the order added
     cdef list backings                         # (simulator) RamBacking (held buffer export) per ext entry
+    cdef u64 frames_gen                        # (simulator) bumped when a frame's storage pointer goes away or
+                                               # changes (discard, ext RAM): host pointers kept across
+                                               # operations (IoPgtable's leaf-table cache) check it
     cdef int check_region(self, u64 start, u64 size, str name) except -1
     cdef int add_region(self, u64 start, u64 size, int kind, str name, bint allocatable=*) except -1
     cdef int add_ext_ram(self, u64 start, object buffer, str name, bint allocatable) except -1
