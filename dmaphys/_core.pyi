@@ -111,10 +111,14 @@ class IOMMUTLBEntry:
 
 class IoPgtable:
     """One IOMMU page table in simulated RAM: ``IoPgtable(machine, fmt, ias=None, oas=None)``."""
-    def __init__(self, machine: Machine, fmt: str, ias: int | None = ..., oas: int | None = ..., *, force_coherence: bool = ..., no_warn: bool = ...) -> None: ...
+    def __init__(self, machine: Machine, fmt: str, ias: int | None = ..., oas: int | None = ..., *, force_coherence: bool = ..., no_warn: bool = ..., coherent_walk: bool = ..., iommu_dev: Device | None = ..., arm_hd: bool = ...) -> None: ...
     aperture_end: int
     aperture_start: int
+    arm_lpae_cfg: Any | None
+
+    arm_hd: bool
     arm_s2: bool
+    coherent_walk: bool
     defer_free: bool
     descriptor: Any
     family: int
@@ -124,6 +128,7 @@ class IoPgtable:
     def get_state(self) -> dict[str, Any]: ...
     granule: int
     ias: int
+    iommu_dev: Any | None
     def iommu_pgsize(self, iova: int, paddr: int, size: int) -> int: ...
     def iova_to_phys(self, iova: int) -> int: ...
     leaf_writes: int
@@ -140,6 +145,8 @@ class IoPgtable:
     reserved_regions: tuple[Any]
     sign_extend: bool
     table_pages: int
+    table_sync_bytes: int
+    table_syncs: int
     def translate(self, iova: int) -> int: ...
     def unmap(self, iova: int, size: int) -> int: ...
     def walk(self, iova: int) -> int: ...
@@ -168,13 +175,15 @@ class IoTlbMem:
 
 class Iommu:
     """An IOMMU: ``m.add_iommu(fmt="vtd-ss", strict=True, iotlb=None, **kwargs)``."""
-    def __init__(self, machine: Machine, fmt: str = ..., strict: bool = ..., iotlb: Iotlb | dict[str, Any] | str | bool | None = ..., *, fault_mode: str = ..., shadow_on_flush: bool = ..., forcedac: bool = ..., caching_mode: bool = ..., reserved_regions: Iterable[tuple[int, int, str | int]] | None = ..., ias: int | None = ..., oas: int | None = ..., name: str | None = ..., fq_size: Any = ..., fq_timeout: Any = ...) -> None: ...
+    def __init__(self, machine: Machine, fmt: str = ..., strict: bool = ..., iotlb: Iotlb | dict[str, Any] | str | bool | None = ..., *, fault_mode: str = ..., shadow_on_flush: bool = ..., forcedac: bool = ..., caching_mode: bool = ..., reserved_regions: Iterable[tuple[int, int, str | int]] | None = ..., ias: int | None = ..., oas: int | None = ..., name: str | None = ..., fq_size: Any = ..., fq_timeout: Any = ..., coherent_walk: bool = ..., iommu_dev: Device | None = ..., dirty_tracking: bool = ...) -> None: ...
     def attach_device(self, dev: Device, domain: IommuDomain, domain_type: int) -> None: ...
     blocked_domain: IommuDomain
     caching_mode: bool
     def clear_faults(self) -> None: ...
+    coherent_walk: bool
     def detach_device(self, dev: Device) -> None: ...
     def device_domain(self, dev: Device) -> int: ...
+    dirty_tracking: bool
     def domain_alloc(self) -> Any: ...
     domains: list[Any]
     fault_mode: str
@@ -186,6 +195,7 @@ class Iommu:
     def get_state(self) -> dict[str, Any]: ...
     ias: Any | None
     identity_domain: IommuDomain
+    iommu_dev: Any | None
     iotlb: Iotlb | None
     machine: Machine
     name: str
@@ -221,6 +231,8 @@ class IommuDomain:
     aperture_end: int
     aperture_start: int
     devices: list[Any]
+    dirty_ops: bool
+    dirty_tracking: bool
     faults: int
     freed: bool
     id: int
@@ -233,6 +245,8 @@ class IommuDomain:
     pgsize_bitmap: int
     pgtable: IoPgtable | None
     pgtable_root: int
+    def read_and_clear_dirty(self, iova: int, size: int, flags: int = ...) -> int: ...
+    def set_dirty_tracking(self, enable: int) -> int: ...
     stale_hits: int
     stats: dict[str, Any]
     translates: bool
@@ -454,12 +468,14 @@ class PhysMem:
     """Sparse physical memory of a simulated machine (RAM + MMIO stores) and its page allocator."""
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
     allocated_pages: int
+    def cache_dirty_lines(self) -> int: ...
     def ext_ram_list(self) -> list[tuple[int, int, str, bool]]: ...
     def free_extents_list(self) -> None: ...
     ram_bytes: int
     region_names: list[Any]
     def regions_list(self) -> list[tuple[int, int, str, str]]: ...
     resident_frames: int
+    wb_lines_cleaned: int
 
 class ScatterList:
     """A scatterlist built from (phys, length) pairs, and its sg_table (nents, orig_nents)."""

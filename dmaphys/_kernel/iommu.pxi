@@ -70,6 +70,9 @@ cdef class IommuDomain:
     ``type``: "dma", "dma-fq", "identity", "blocked" or "unmanaged"; ``type_value`` is the
     kernel's IOMMU_DOMAIN_* number. Paging domains own an IoPgtable (``pgtable``) of their
     IOMMU's format; identity and blocked domains are the IOMMU's static singletons.
+
+    Mirrors struct iommu_domain (include/linux/iommu.h). Raises TypeError when constructed from
+    Python (only the core makes domains).
     """
 
     def __cinit__(self, *args):
@@ -77,26 +80,95 @@ cdef class IommuDomain:
 
     @property
     def pgtable_root(self):
-        """Physical address of the top-level page table (0 when none / freed)."""
+        """Physical address of the top-level page table (0 when none / freed).
+
+        Read-only.
+        """
         return self.pgtable.pgtable_root if self.pgtable is not None else 0
 
     @property
     def type_value(self):
-        """The kernel's IOMMU_DOMAIN_* value of ``type``."""
+        """The kernel's IOMMU_DOMAIN_* value of ``type``.
+
+        Read-only.
+        """
         return self.ktype
 
     @property
     def stats(self):
+        """Simulator counters: a dict of stale_hits, faults, iotlb_syncs, iotlb_flushes (read-only)."""
         return {"stale_hits": self.stale_hits, "faults": self.faults,
                 "iotlb_syncs": self.iotlb_syncs, "iotlb_flushes": self.iotlb_flushes}
 
     def iova_to_phys_batch(self, iovas):
-        """iommu_iova_to_phys(self, iovas[i]) for each i -> ndarray[uint64]; see batch.pxi."""
+        """iommu_iova_to_phys(self, iovas[i]) for each i -> ndarray[uint64]; see batch.pxi.
+
+        Models drivers/iommu/iommu.c:iommu_iova_to_phys() per element; same as
+        iommu_iova_to_phys_batch(self, iovas). Returns the physical addresses (0 when unmapped).
+        Raises ValueError for a freed domain, TypeError / ValueError for a bad array.
+        """
         return _iommu_iova_to_phys_batch(self, iovas)
+
+    # ---- dirty tracking (struct iommu_dirty_ops) -------------------------------------------
+    def set_dirty_tracking(self, enable):
+        """dirty_ops->set_dirty_tracking(domain, enable): 0, or -EOPNOTSUPP when the domain has
+        no dirty ops. VT-d (SSADE in the PASID entry) and AMD (HAD in the DTE) turn the IOMMU's
+        dirty updates on or off; arm-smmu-v3 keeps them always on (returns 0). Unlike iommufd's
+        iopt_set_dirty_tracking() it does not clear the dirty bits first: call
+        read_and_clear_dirty() for a clean start."""
+        if self.freed:
+            raise ValueError(f"IOMMU domain {self.id} was freed")
+        if not self.dirty_ops:
+            return -EOPNOTSUPP
+        if not self.iommu.fmt.startswith("arm-lpae"):
+            self.dirty_tracking = bool(enable)
+        return 0
+
+    def read_and_clear_dirty(self, iova, size, flags=0):
+        """dirty_ops->read_and_clear_dirty(domain, iova, size, flags, dirty) as iommufd drives it
+        (iommu_read_and_clear_dirty(): a gather, then iommu_iotlb_sync() unless
+        IOMMU_DIRTY_NO_CLEAR). Returns ``(ret, records)``: ret 0 or -errno (-EOPNOTSUPP without
+        dirty ops or for unknown flags), records the list of ``(iova, length)`` the driver passed
+        to iommu_dirty_bitmap_record() / iova_bitmap_set(), in walk order (one per dirty leaf:
+        its size, or for a contiguous amdv1 leaf what record_dirty() computes). Dirty leaves are
+        made clean unless ``flags`` has IOMMU_DIRTY_NO_CLEAR; the IOTLB flush of what was
+        cleared makes the next device write through them set the bit again."""
+        cdef u64 va = _u64(iova, "iova"), sz = _u64(size, "size"), fl = _u64(flags, "flags")
+        cdef u64 g[2]
+        cdef int ret
+        cdef list rec = []
+        if self.freed:
+            raise ValueError(f"IOMMU domain {self.id} was freed")
+        if not self.dirty_ops or (fl & ~(<u64>IOMMU_DIRTY_NO_CLEAR)):
+            return -EOPNOTSUPP, rec
+        g[0] = U64_MAX
+        g[1] = 0
+        ret = self.pgtable.read_and_clear_dirty(va, sz, fl, rec, g)
+        if not (fl & IOMMU_DIRTY_NO_CLEAR):
+            iommu_iotlb_sync_range(self, g[0], g[1] - g[0] + 1 if g[1] >= g[0] else 0)
+        self.iommu.machine.flush_warnings()
+        return ret, rec
 
     def __repr__(self):
         return (f"<dmaphys.IommuDomain id={self.id} {self.type} devices={len(self.devices)}"
                 f"{' freed' if self.freed else ''}>")
+
+
+cdef IoPgtable _domain_pgtable(Iommu mmu, IommuDomain d):
+    """The domain's page table. On an IOMMU with dirty_tracking every paging domain is allocated
+    as with IOMMU_HWPT_ALLOC_DIRTY_TRACKING: formats with dirty ops get domain->dirty_ops (vtd-ss,
+    amdv1: updates off until set_dirty_tracking(True); arm-lpae stage 1: the table gets
+    IO_PGTABLE_QUIRK_ARM_HD and the SMMU updates from the start, as arm-smmu-v3 sets CD.HD).
+    arm-smmu-v3 offers HD only with a coherent walker (arm_smmu_dbm_capable(): FEAT_HD and
+    FEAT_COHERENCY): a coherent_walk=False IOMMU's domains get no dirty ops."""
+    cdef bint arm_s1 = mmu.fmt.startswith("arm-lpae-s1")
+    cdef bint dirty = mmu.dirty_tracking and mmu.coherent_walk
+    cdef IoPgtable pt = IoPgtable(mmu.machine, mmu.fmt, mmu.ias, mmu.oas, coherent_walk=mmu.coherent_walk,
+                                  iommu_dev=mmu.iommu_dev, arm_hd=dirty and arm_s1)
+    if dirty and pt.has_dirty():
+        d.dirty_ops = True
+        d.dirty_tracking = arm_s1
+    return pt
 
 
 cdef IommuDomain _domain_new(Iommu mmu, str type, bint is_default):
@@ -112,7 +184,7 @@ cdef IommuDomain _domain_new(Iommu mmu, str type, bint is_default):
     mmu.next_domid += 1
     d.id = mmu.next_domid
     if d.ktype & __IOMMU_DOMAIN_PAGING:
-        d.pgtable = IoPgtable(mmu.machine, mmu.fmt, mmu.ias, mmu.oas)
+        d.pgtable = _domain_pgtable(mmu, d)
         d.pgtable.defer_free = True            # table pages wait for the IOTLB sync (the gather)
         d.pgsize_bitmap = d.pgtable.pgsize_bitmap
         d.aperture_start = d.pgtable.aperture_start
@@ -143,14 +215,29 @@ cdef class Iommu:
     ``caching_mode`` (VT-d CM=1, a virtual IOMMU: maps are followed by an IOTLB invalidation),
     ``reserved_regions`` ([(start, length, type)] replacing the format's defaults; type is a
     name of enum iommu_resv_type such as "msi", "sw_msi", "direct", "reserved", or its value),
+    ``dirty_tracking`` (IOMMU_CAP_DIRTY_TRACKING: VT-d SSADS / AMD HDSup / SMMUv3 HTTU HD; every
+    paging domain is then allocated as with IOMMU_HWPT_ALLOC_DIRTY_TRACKING where the format has
+    dirty bits: vtd-ss, amdv1, arm-lpae-s1-*; see IommuDomain.read_and_clear_dirty),
     ``name``, ``fq_size`` / ``fq_timeout`` (a simulator knob for parameter studies: the DMA-FQ
     flush queues' entries, a power of two >= 2, and timeout in ms >= 1, instead of the kernel's
-    fixed iommu_dma_options values; None = the kernel's).
+    fixed iommu_dma_options values; None = the kernel's), ``coherent_walk`` (io-pgtable-arm
+    formats: False models an IOMMU whose table walker does not snoop the CPU caches -- the SMMU
+    without ARM_SMMU_FEAT_COHERENCY: its page tables are DMA-mapped to the IOMMU's own device and
+    every PTE store is followed by a cache clean, see IoPgtable), ``iommu_dev`` (that device; None:
+    a platform device named like the IOMMU, non-coherent, DMA mask of ``oas`` bits, is added).
+
+    Mirrors struct iommu_device with its driver's domain ops (drivers/iommu/iommu.c, the VT-d / AMD
+    / SMMU drivers). Raises ValueError for an unknown ``fmt`` or ``fault_mode``, unsupported
+    ``ias``/``oas``, bad ``fq_size``/``fq_timeout`` or ``reserved_regions``, or an Iotlb owned by
+    another IOMMU; TypeError for arguments of the wrong type; MemoryError when no RAM is left for a
+    page table; coherent_walk=False on a format other than io-pgtable-arm, or an iommu_dev
+    of another machine, is a ValueError.
     """
 
     def __cinit__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
                  fault_mode="raise", shadow_on_flush=False, forcedac=False, caching_mode=False,
-                 reserved_regions=None, ias=None, oas=None, name=None, fq_size=None, fq_timeout=None):
+                 reserved_regions=None, ias=None, oas=None, name=None, fq_size=None, fq_timeout=None,
+                 coherent_walk=True, Device iommu_dev=None, dirty_tracking=False):
         cdef Iotlb tlb
         _check_fq_options(fq_size, fq_timeout)
         if not isinstance(fmt, str):
@@ -175,6 +262,10 @@ cdef class Iommu:
             raise ValueError("this Iotlb already belongs to another IOMMU")
         regions = _iommu_resv_regions(_pt_describe(fmt, ias, oas).reserved_regions
                                       if reserved_regions is None else reserved_regions)
+        if not coherent_walk and IOPGTABLE_FORMATS[fmt].family != "io-pgtable-arm":
+            raise ValueError("coherent_walk=False is an io-pgtable-arm option")
+        if iommu_dev is not None and (coherent_walk or iommu_dev.machine is not machine):
+            raise ValueError("iommu_dev is the own device of a non-coherent walker of this machine")
         self.machine = machine
         self.fmt = fmt
         self.ias = ias
@@ -191,10 +282,19 @@ cdef class Iommu:
         self.shadow_on_flush = bool(shadow_on_flush)
         self.forcedac = bool(forcedac)
         self.caching_mode = bool(caching_mode)
+        self.dirty_tracking = bool(dirty_tracking)
         self.reserved_regions = regions
         self.name = f"iommu{len(machine.iommus)}" if name is None else str(name)
         self.fq_size = fq_size
         self.fq_timeout = fq_timeout
+        self.coherent_walk = bool(coherent_walk)
+        if not self.coherent_walk:
+            if iommu_dev is None:
+                # the SMMU's platform device: dma_set_mask_and_coherent(smmu->dev, DMA_BIT_MASK(oas)),
+                # not dma-coherent (the walker's coherency and the device's come from one firmware flag)
+                iommu_dev = machine.add_device(self.name, DMA_BIT_MASK_c(_pt_sizes(fmt, ias, oas)[1]),
+                                               False, pci=False)
+            self.iommu_dev = iommu_dev
         self.sids = {}
         self.default_domains = {}
         self.notifiers = []
@@ -206,6 +306,7 @@ cdef class Iommu:
 
     @property
     def fault_mode(self):
+        """"raise" or "record" (see the class docstring); setting another value raises ValueError."""
         return self._fault_mode
 
     @fault_mode.setter
@@ -216,7 +317,11 @@ cdef class Iommu:
         self.record_faults = value == "record"
 
     def clear_faults(self):
-        """Forget the recorded faults (the fault log registers after software read them)."""
+        """Forget the recorded faults (the fault log registers after software read them).
+
+        Simulator-only (the kernel's drivers clear their fault registers). Returns None. Raises
+        nothing.
+        """
         self.faults = []
 
     # ---- invalidation notifiers ------------------------------------------------------------
@@ -224,14 +329,21 @@ cdef class Iommu:
         """Call ``callback(domain, iova, size)`` on every IOTLB invalidation (see iommu_notify:
         strict unmaps give their range, the lazy flush queue's flush gives (domain, 0, 2**64-1),
         a global invalidation gives domain None). Exceptions it raises are re-raised when the
-        invalidating call returns, after the call (and every other callback) completed."""
+        invalidating call returns, after the call (and every other callback) completed.
+
+        Simulator-only (like QEMU's IOMMU notifiers; the kernel has mmu_notifier for SVA). Returns
+        None. Raises TypeError for a non-callable ``callback``.
+        """
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         self.notifiers.append(callback)
         self.has_notifiers = True
 
     def unregister_notifier(self, callback):
-        """Remove a callback given to register_notifier (ValueError if it is not registered)."""
+        """Remove a callback given to register_notifier (ValueError if it is not registered).
+
+        Simulator-only. Returns None. Raises ValueError when ``callback`` is not registered.
+        """
         for i, cb in enumerate(self.notifiers):
             if cb is callback or cb == callback:
                 del self.notifiers[i]
@@ -265,7 +377,12 @@ cdef class Iommu:
 
     # ---- domains ---------------------------------------------------------------------------
     def domain_alloc(self):
-        """iommu_paging_domain_alloc(): a new UNMANAGED paging domain (empty page table)."""
+        """iommu_paging_domain_alloc(): a new UNMANAGED paging domain (empty page table).
+
+        Models drivers/iommu/iommu.c:iommu_paging_domain_alloc() (the kernel returns an ERR_PTR on
+        failure). Returns the new IommuDomain. Raises MemoryError when no RAM is left for the
+        top-level table.
+        """
         d = _domain_new(self, "unmanaged", False)
         self.domains.append(d)
         self.machine.flush_warnings()
@@ -293,6 +410,14 @@ cdef class Iommu:
         Untrusted PCI devices always get a strict DMA domain (iommu_get_default_domain_type).
         DMA domains run iommu_dma_init_domain(); if that fails the device keeps dma-direct
         (iommu_setup_dma_ops: "Failed to set up IOMMU for device; retaining platform DMA ops").
+
+        Models drivers/iommu/iommu.c:iommu_probe_device() / iommu_setup_default_domain() and
+        iommu_setup_dma_ops(). Returns the IommuDomain the device joined. Raises ValueError for a
+        device already attached or of another machine, a ``domain`` of another IOMMU or freed, an
+        untrusted device joining a non-strict domain, or an unknown ``domain_type``; TypeError for a
+        non-Device or non-domain; KernelBug where iommu_dma_init_domain() BUGs (a smallest page size
+        above PAGE_SIZE); MemoryError when no RAM is left for the page table. Warns KernelWarning
+        when dma-iommu cannot be set up (the device keeps dma-direct).
         """
         cdef IommuDomain d
         cdef bint fresh = False
@@ -353,10 +478,22 @@ cdef class Iommu:
 
     def detach_device(self, Device dev not None):
         """Release the device (driver unbind + removal): its domain loses it; a default domain
-        whose last device left is freed. The device's IOTLB entries are flushed."""
+        whose last device left is freed. The device's IOTLB entries are flushed.
+
+        Models drivers/iommu/iommu.c:iommu_release_device() (and iommu_deinit_device()). Returns
+        None. Raises ValueError when ``dev`` is not attached to this IOMMU, TypeError for a
+        non-Device.
+        """
         cdef IommuDomain d = dev.domain
         if d is None or d.iommu is not self:
             raise ValueError(f"{dev.name} is not attached to {self.name}")
+        self._detach_device(dev)
+        self.machine.flush_warnings()
+
+    cdef int _detach_device(self, Device dev) except -1:
+        # detach_device() after its check, warnings left queued (Machine.remove_device flushes
+        # them once the removal is complete)
+        cdef IommuDomain d = dev.domain
         if dev in self.default_domains:
             self._switch(dev, d, self.default_domains.pop(dev))
             d = dev.domain
@@ -370,7 +507,7 @@ cdef class Iommu:
             iommu_notify(self, d, 0, U64_MAX)             # the device left d
         if d.is_default and not d.devices:
             self._free_domain(d)
-        self.machine.flush_warnings()
+        return 0
 
     cdef int _switch(self, Device dev, IommuDomain old, IommuDomain new) except -1:
         old.devices.remove(dev)
@@ -383,7 +520,11 @@ cdef class Iommu:
         return 0
 
     def device_domain(self, Device dev not None):
-        """The domain dev's requests are translated in (None when not behind this IOMMU)."""
+        """The domain dev's requests are translated in (None when not behind this IOMMU).
+
+        Models drivers/iommu/iommu.c:iommu_get_domain_for_dev(). Returns the IommuDomain or None.
+        Raises TypeError for a non-Device.
+        """
         d = dev.domain
         return d if d is not None and (<IommuDomain>d).iommu is self else None
 
@@ -392,7 +533,10 @@ cdef class Iommu:
 
     # ---- reports ---------------------------------------------------------------------------
     def get_state(self):
-        """Snapshot for differential tests: domains, faults, IOTLB."""
+        """Snapshot for differential tests: domains, faults, IOTLB.
+
+        Simulator-only. Returns a dict (``domains``, ``faults``, ``iotlb``). Raises nothing.
+        """
         doms = []
         for d in self.domains:
             dd = <IommuDomain>d
@@ -606,9 +750,15 @@ cdef inline int iommu_translate_one(Device dev, IommuDomain d, Iotlb tlb, IoPgta
     else:
         shift[0] = __ffs64(leaf)
         if tlb is not None:
-            tlb.fill(d.id, sid, a, shift[0], phys[0], prot[0], pt.leaf_writes)
+            e = tlb.fill(d.id, sid, a, shift[0], phys[0], prot[0], pt.leaf_writes)
     if not (prot[0] & need):
         return XLATE_DENIED
+    if d.dirty_tracking and need == IOMMU_WRITE and (e == NULL or not e.dirty):
+        # the IOMMU sets the leaf's dirty bit for a write through an entry it holds clean (a
+        # miss, or an IOTLB entry filled before the write); one held dirty writes nothing
+        pt.hw_set_dirty(a)
+        if e != NULL:
+            e.dirty = True
     return XLATE_OK
 
 
@@ -656,10 +806,10 @@ cdef int _iommu_access(Device dev, IommuDomain d, Iommu mmu, Iotlb tlb, IoPgtabl
         if r != XLATE_OK:
             with gil:
                 _iommu_fault(mmu, d, dev, a, chunk, write, _xlate_reason(r, write))
-            if not write:
+            if not write and buf != NULL:
                 memset(buf + done, 0xff, chunk)
-        else:
-            bus_access_phys(dev, phys, buf + done, chunk, write)
+        else:                                    # (buf NULL: a read whose bytes nobody keeps)
+            bus_access_phys(dev, phys, buf + done if buf != NULL else NULL, chunk, write)
         done += chunk
     return 0
 
@@ -732,7 +882,11 @@ cdef class IOMMUTLBEntry:
     QEMU's IOMMUTLBEntry, as dev.translate() returns it: ``iova`` (page start),
     ``translated_addr`` (its physical address), ``addr_mask`` (page size - 1: the real leaf
     size, e.g. 0x1fffff for a 2 MiB page, as QEMU's vtd_iommu_translate reports it) and
-    ``perm`` (IOMMU_NONE / IOMMU_RO / IOMMU_WO / IOMMU_RW)."""
+    ``perm`` (IOMMU_NONE / IOMMU_RO / IOMMU_WO / IOMMU_RW).
+
+    Mirrors QEMU's IOMMUTLBEntry (include/exec/memory.h in QEMU; no kernel counterpart). Raises
+    TypeError / ValueError for non-int or out-of-range fields.
+    """
     cdef readonly u64 iova                      # C fields: no Python ints made until read
     cdef readonly u64 translated_addr
     cdef readonly u64 addr_mask

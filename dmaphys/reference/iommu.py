@@ -12,7 +12,17 @@ import logging
 from ..errors import DmaFault, IommuFault, KernelWarning
 from . import debug as _debug
 from ._util import U64_MAX, min_not_zero, typed, u64
-from .io_pgtable import IOPGTABLE_FORMATS, IoPgtable, _describe, _ffs, iommu_map_pages_loop, pgtable_unmap
+from .io_pgtable import (
+    EOPNOTSUPP,
+    IOMMU_DIRTY_NO_CLEAR,
+    IOPGTABLE_FORMATS,
+    IoPgtable,
+    _describe,
+    _ffs,
+    _sizes,
+    iommu_map_pages_loop,
+    pgtable_unmap,
+)
 from .iotlb import Iotlb
 
 __all__ = ["Iommu", "IommuDomain", "iommu_map", "iommu_unmap", "iommu_unmap_fast",
@@ -67,8 +77,17 @@ class IommuDomain:
         iommu._next_domid += 1
         self.id = iommu._next_domid
         self.stale_hits = self.faults = self.iotlb_syncs = self.iotlb_flushes = 0
+        self.dirty_ops = self.dirty_tracking = False
         if self.type_value & _PAGING:
-            self.pgtable = IoPgtable(iommu.machine, iommu.fmt, iommu.ias, iommu.oas)
+            # dirty_tracking IOMMU: allocated as with IOMMU_HWPT_ALLOC_DIRTY_TRACKING (see core;
+            # arm-smmu-v3 offers HD only with a coherent walker)
+            arm_s1 = iommu.fmt.startswith("arm-lpae-s1")
+            dirty = iommu.dirty_tracking and iommu.coherent_walk
+            self.pgtable = IoPgtable(iommu.machine, iommu.fmt, iommu.ias, iommu.oas,
+                                     coherent_walk=iommu.coherent_walk, iommu_dev=iommu.iommu_dev,
+                                     arm_hd=dirty and arm_s1)
+            if dirty and self.pgtable.has_dirty():
+                self.dirty_ops, self.dirty_tracking = True, arm_s1
             self.pgtable.defer_free = True
             self.pgsize_bitmap = self.pgtable.pgsize_bitmap
             self.aperture_start = self.pgtable.aperture_start
@@ -86,16 +105,45 @@ class IommuDomain:
 
     @property
     def pgtable_root(self) -> int:
+        """Reference twin of dmaphys._core.IommuDomain.pgtable_root."""
         return self.pgtable.pgtable_root if self.pgtable is not None else 0
 
     @property
     def stats(self):
+        """Reference twin of dmaphys._core.IommuDomain.stats."""
         return {"stale_hits": self.stale_hits, "faults": self.faults,
                 "iotlb_syncs": self.iotlb_syncs, "iotlb_flushes": self.iotlb_flushes}
 
     def iova_to_phys_batch(self, iovas):
+        """Reference twin of dmaphys._core.IommuDomain.iova_to_phys_batch: same returns and raises."""
         from .batch import iommu_iova_to_phys_batch
         return iommu_iova_to_phys_batch(self, iovas)
+
+    # ---- dirty tracking (struct iommu_dirty_ops) -------------------------------------------
+    def set_dirty_tracking(self, enable):
+        """dirty_ops->set_dirty_tracking(); see dmaphys._core.IommuDomain.set_dirty_tracking."""
+        if self.freed:
+            raise ValueError(f"IOMMU domain {self.id} was freed")
+        if not self.dirty_ops:
+            return -EOPNOTSUPP
+        if not self.iommu.fmt.startswith("arm-lpae"):
+            self.dirty_tracking = bool(enable)
+        return 0
+
+    def read_and_clear_dirty(self, iova, size, flags=0):
+        """dirty_ops->read_and_clear_dirty() as iommufd drives it -> (ret, [(iova, length)])."""
+        va, sz, fl = u64(iova, "iova"), u64(size, "size"), u64(flags, "flags")
+        rec: list = []
+        if self.freed:
+            raise ValueError(f"IOMMU domain {self.id} was freed")
+        if not self.dirty_ops or fl & ~IOMMU_DIRTY_NO_CLEAR:
+            return -EOPNOTSUPP, rec
+        g = [U64_MAX, 0]
+        ret = self.pgtable.read_and_clear_dirty(va, sz, fl, rec, g)
+        if not fl & IOMMU_DIRTY_NO_CLEAR:
+            iommu_iotlb_sync_range(self, g[0], g[1] - g[0] + 1 if g[1] >= g[0] else 0)
+        self.iommu.machine.flush_warnings()
+        return ret, rec
 
     def __repr__(self) -> str:
         return (f"<dmaphys.reference.IommuDomain id={self.id} {self.type} devices={len(self.devices)}"
@@ -142,8 +190,12 @@ class Iommu:
 
     def __init__(self, machine, fmt="vtd-ss", strict=True, iotlb=None, *, fault_mode="raise",
                  shadow_on_flush=False, forcedac=False, caching_mode=False, reserved_regions=None,
-                 ias=None, oas=None, name=None, fq_size=None, fq_timeout=None):
+                 ias=None, oas=None, name=None, fq_size=None, fq_timeout=None, coherent_walk=True,
+                 iommu_dev=None, dirty_tracking=False):
         _check_fq_options(fq_size, fq_timeout)
+        if iommu_dev is not None:
+            from .machine import Device
+            typed(iommu_dev, Device, "iommu_dev")
         if not isinstance(fmt, str):
             raise TypeError(f"fmt must be a str, not {type(fmt).__name__}")
         if fmt not in IOPGTABLE_FORMATS:
@@ -167,6 +219,10 @@ class Iommu:
             raise ValueError("this Iotlb already belongs to another IOMMU")
         regions = _resv_regions(_describe(fmt, ias, oas).reserved_regions
                                 if reserved_regions is None else reserved_regions)
+        if not coherent_walk and IOPGTABLE_FORMATS[fmt].family != "io-pgtable-arm":
+            raise ValueError("coherent_walk=False is an io-pgtable-arm option")
+        if iommu_dev is not None and (coherent_walk or iommu_dev.machine is not machine):
+            raise ValueError("iommu_dev is the own device of a non-coherent walker of this machine")
         self.machine = machine
         self.fmt = fmt
         self.ias, self.oas = ias, oas
@@ -180,10 +236,19 @@ class Iommu:
         self.shadow_on_flush = bool(shadow_on_flush)
         self.forcedac = bool(forcedac)
         self.caching_mode = bool(caching_mode)
+        self.dirty_tracking = bool(dirty_tracking)
         self.reserved_regions = regions
         self.name = f"iommu{len(machine.iommus)}" if name is None else str(name)
         self.fq_size = fq_size
         self.fq_timeout = fq_timeout
+        self.coherent_walk = bool(coherent_walk)
+        self.iommu_dev = None
+        if not self.coherent_walk:
+            if iommu_dev is None:
+                # the SMMU's platform device: DMA mask of oas bits, not dma-coherent
+                mask = (1 << _sizes(fmt, ias, oas)[1]) - 1
+                iommu_dev = machine.add_device(self.name, mask, False, pci=False)
+            self.iommu_dev = iommu_dev
         self._sids: dict = {}
         self._default_domains: dict = {}
         self.notifiers: list = []
@@ -195,6 +260,7 @@ class Iommu:
 
     @property
     def fault_mode(self) -> str:
+        """Reference twin of dmaphys._core.Iommu.fault_mode."""
         return self._fault_mode
 
     @fault_mode.setter
@@ -204,15 +270,20 @@ class Iommu:
         self._fault_mode = value
 
     def clear_faults(self) -> None:
+        """Reference twin of dmaphys._core.Iommu.clear_faults: same returns and raises."""
         self.faults = []
 
     def register_notifier(self, callback) -> None:
-        """Mirrors iommu.pxi Iommu.register_notifier: callback(domain, iova, size) per invalidation."""
+        """Mirrors iommu.pxi Iommu.register_notifier: callback(domain, iova, size) per invalidation.
+
+        Reference twin of dmaphys._core.Iommu.register_notifier: same returns and raises.
+        """
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         self.notifiers.append(callback)
 
     def unregister_notifier(self, callback) -> None:
+        """Reference twin of dmaphys._core.Iommu.unregister_notifier: same returns and raises."""
         for i, cb in enumerate(self.notifiers):
             if cb is callback or cb == callback:
                 del self.notifiers[i]
@@ -220,6 +291,7 @@ class Iommu:
         raise ValueError("callback is not registered")
 
     def domain_alloc(self):
+        """Reference twin of dmaphys._core.Iommu.domain_alloc: same returns and raises."""
         d = IommuDomain(self, "unmanaged", False, _TOKEN)
         self.domains.append(d)
         self.machine.flush_warnings()
@@ -241,6 +313,7 @@ class Iommu:
         self.domains.remove(d)
 
     def attach_device(self, dev, domain, domain_type):
+        """Reference twin of dmaphys._core.Iommu.attach_device: same returns and raises."""
         _dev_type(dev)
         if dev.domain is not None:
             raise ValueError(f"{dev.name} is already attached to IOMMU domain {dev.domain.id}")
@@ -299,10 +372,17 @@ class Iommu:
                                "retaining platform DMA ops")
 
     def detach_device(self, dev) -> None:
+        """Reference twin of dmaphys._core.Iommu.detach_device: same returns and raises."""
         _dev_type(dev)
         d = dev.domain
         if d is None or d.iommu is not self:
             raise ValueError(f"{dev.name} is not attached to {self.name}")
+        self._detach_device(dev)
+        self.machine.flush_warnings()
+
+    def _detach_device(self, dev) -> None:
+        # mirrors iommu.pxi _detach_device(): detach_device() after its check, warnings left queued
+        d = dev.domain
         if dev in self._default_domains:
             self._switch(dev, d, self._default_domains.pop(dev))
             d = dev.domain
@@ -316,7 +396,6 @@ class Iommu:
             iommu_notify(self, d, 0, U64_MAX)
         if d.is_default and not d.devices:
             self._free_domain(d)
-        self.machine.flush_warnings()
 
     def _switch(self, dev, old, new) -> None:
         old.devices.remove(dev)
@@ -328,14 +407,19 @@ class Iommu:
             iommu_notify(self, old, 0, U64_MAX)
 
     def device_domain(self, dev):
+        """Reference twin of dmaphys._core.Iommu.device_domain: same returns and raises."""
         _dev_type(dev)
         d = dev.domain
         return d if d is not None and d.iommu is self else None
 
     def sid_of(self, dev) -> int:
+        """Simulator-only: the requester (stream) id the IOMMU gave the device at attach. Returns
+        it, 0 for a device not attached. Raises nothing.
+        """
         return self._sids.get(dev, 0)
 
     def get_state(self):
+        """Reference twin of dmaphys._core.Iommu.get_state: same returns and raises."""
         doms = [{"id": d.id, "type": d.type, "devices": [x.name for x in d.devices],
                  "pgtable_root": d.pgtable_root, "stats": d.stats,
                  "mappings": d.pgtable.get_state()["mappings"] if d.pgtable is not None else None}
@@ -490,9 +574,13 @@ def _translate_one(dev, d, tlb, pt, sid: int, a: int, need: int):
         phys, prot, leaf = w
         shift = _ffs(leaf)
         if tlb is not None:
-            tlb.fill(d.id, sid, a, shift, phys, prot, pt.leaf_writes)
+            e = tlb.fill(d.id, sid, a, shift, phys, prot, pt.leaf_writes)
     if not prot & need:
         return ("write-denied" if need == IOMMU_WRITE else "read-denied"), phys, prot, shift
+    if d.dirty_tracking and need == IOMMU_WRITE and (e is None or not e.dirty):
+        pt.hw_set_dirty(a)          # the IOMMU's dirty update through an entry it holds clean
+        if e is not None:
+            e.dirty = True
     return None, phys, prot, shift
 
 

@@ -30,8 +30,20 @@ IOVA_DEPOT_DELAY_NS = 100_000_000      # IOVA_DEPOT_DELAY = msecs_to_jiffies(100
 _INT_MAX = (1 << 31) - 1
 
 
+def _iovad_device(iovad):
+    """The (first) device whose DMA domain allocates from iovad, for a report; None if none."""
+    for d in iovad.machine.devices.values():
+        dom = d.domain
+        if dom is not None and dom.iova_cookie is not None and dom.iova_cookie.iovad is iovad:
+            return d
+    return None
+
+
 def iova_rcache_range() -> int:
-    """iova_rcache_range(): the largest size in bytes the rcache serves (PAGE_SIZE << 5)."""
+    """iova_rcache_range(): the largest size in bytes the rcache serves (PAGE_SIZE << 5).
+
+    Reference twin of dmaphys._core.iova_rcache_range: same returns and raises.
+    """
     return PAGE_SIZE << (IOVA_RANGE_CACHE_MAX_SIZE - 1)
 
 
@@ -112,6 +124,9 @@ class IovaDomain:
         self.cached32_node: int | None = IOVA_ANCHOR
         self._dead = False
         self._warn_queue: list[str] = []
+        # (simulator, dma-debug) pfns freed into the rcache while dma-debug was on: a hint,
+        # confirmed against the magazines (iova.pxd dbg_cached)
+        self._dbg_cached: set[int] = set()
         # never reset, so a timer armed before put_iova_domain() can't match after re-init
         self._work_gen: int = getattr(self, "_work_gen", 0)
         # iova_domain_init_rcaches(): rcaches[order] with per-CPU loaded/prev magazines
@@ -123,24 +138,31 @@ class IovaDomain:
 
     # ---- include/linux/iova.h helpers ----------------------------------------------------
     def iova_shift(self) -> int:
+        """Reference twin of dmaphys._core.IovaDomain.iova_shift: same returns and raises."""
         return self._shift
 
     def iova_mask(self) -> int:
+        """Reference twin of dmaphys._core.IovaDomain.iova_mask: same returns and raises."""
         return self.granule - 1
 
     def iova_offset(self, iova) -> int:
+        """Reference twin of dmaphys._core.IovaDomain.iova_offset: same returns and raises."""
         return _c_u64(iova) & (self.granule - 1)
 
     def iova_align(self, size) -> int:
+        """Reference twin of dmaphys._core.IovaDomain.iova_align: same returns and raises."""
         return (_c_u64(size) + self.granule - 1) & ~(self.granule - 1) & U64_MAX
 
     def iova_align_down(self, size) -> int:
+        """Reference twin of dmaphys._core.IovaDomain.iova_align_down: same returns and raises."""
         return _c_u64(size) & ~(self.granule - 1) & U64_MAX
 
     def iova_pfn(self, iova) -> int:
+        """Reference twin of dmaphys._core.IovaDomain.iova_pfn: same returns and raises."""
         return _c_u64(iova) >> self._shift
 
     def iova_dma_addr(self, pfn) -> int:
+        """Reference twin of dmaphys._core.IovaDomain.iova_dma_addr: same returns and raises."""
         return (_c_u64(pfn) << self._shift) & U64_MAX
 
     # ---- plumbing --------------------------------------------------------------------------
@@ -353,6 +375,7 @@ class IovaDomain:
                            f"cached pfn {pfn:#x} is not in the IOVA tree")
                 continue
             self._remove_iova(lo)
+        self._dbg_cached.difference_update(mag)
         mag.clear()
 
     def _iova_rcache_insert(self, pfn: int, size: int, cpu: int) -> bool:
@@ -385,7 +408,9 @@ class IovaDomain:
                 cr["loaded"] = self._depot_pop(order)
             else:
                 return 0
-        return self._iova_magazine_pop(cr["loaded"], (limit_pfn - size) & U64_MAX)
+        pfn = self._iova_magazine_pop(cr["loaded"], (limit_pfn - size) & U64_MAX)
+        self._dbg_cached.discard(pfn)
+        return pfn
 
     @staticmethod
     def _iova_magazine_pop(mag: list[int], limit_pfn: int) -> int:
@@ -414,7 +439,10 @@ class IovaDomain:
 
     # ---- the kernel API --------------------------------------------------------------------
     def alloc_iova_fast(self, size, limit_pfn, flush_rcache=True, cpu=-1) -> int:
-        """alloc_iova_fast(size, limit_pfn, flush_rcache=True, cpu=-1) -> pfn, or 0 on failure."""
+        """alloc_iova_fast(size, limit_pfn, flush_rcache=True, cpu=-1) -> pfn, or 0 on failure.
+
+        Reference twin of dmaphys._core.IovaDomain.alloc_iova_fast: same returns and raises.
+        """
         size = _c_u64(size)
         limit_pfn = _c_u64(limit_pfn)
         flush_rcache = bool(flush_rcache)
@@ -446,7 +474,10 @@ class IovaDomain:
         return pfn
 
     def free_iova_fast(self, pfn, size, cpu=-1) -> int:
-        """free_iova_fast(pfn, size, cpu=-1) -> 0: cache the range in ``cpu``'s rcache, else free it."""
+        """free_iova_fast(pfn, size, cpu=-1) -> 0: cache the range in ``cpu``'s rcache, else free it.
+
+        Reference twin of dmaphys._core.IovaDomain.free_iova_fast: same returns and raises.
+        """
         pfn = _c_u64(pfn)
         size = _c_u64(size)
         cpu = _c_int(cpu)
@@ -456,12 +487,42 @@ class IovaDomain:
             raise ValueError("free_iova_fast: size must be at least 1 granule")
         if pfn >= self._anchor():
             raise KernelBug(f"free_iova_fast: pfn {pfn:#x} lies in the anchor node")
-        if not self._iova_rcache_insert(pfn, size, cpu):
-            self._free_iova(pfn)
+        if self.machine is not None and self.machine.dma_debug.enabled:
+            if not self._debug_free_ok(pfn, size):
+                return 0
+            if self._iova_rcache_insert(pfn, size, cpu):
+                self._dbg_cached.add(pfn)
+                return 0
+        elif self._iova_rcache_insert(pfn, size, cpu):
+            return 0
+        self._free_iova(pfn)
         return 0
 
+    def _rcache_holds(self, pfn: int) -> bool:
+        # (simulator) pfn sits in a magazine: any order, any CPU's loaded/prev, or the depot
+        return any(pfn in cr["loaded"] or pfn in cr["prev"] for rc in self._rcaches for cr in rc["cpus"]) \
+            or any(pfn in mag for rc in self._rcaches for mag in rc["depot"])
+
+    def _debug_free_ok(self, pfn: int, size: int) -> bool:
+        # Not the kernel (dma-debug's part): mirrors iova.pxi _debug_free_ok() (reported, refused)
+        lo = self._private_find_iova(pfn)
+        if lo is None or lo != pfn:
+            why = "does not start an allocated IOVA range"
+        elif pfn in self._dbg_cached and self._rcache_holds(pfn):
+            why = "is in the IOVA rcache already (freed twice)"
+        else:
+            return True
+        self.machine.dma_debug.report_extra(
+            _iovad_device(self), "iova_free",
+            f"free_iova_fast: IOVA pfn {pfn:#x} ({size} granules) {why}; not freed",
+            (pfn << self._shift) & U64_MAX, (size << self._shift) & U64_MAX)
+        return False
+
     def alloc_iova(self, size, limit_pfn, size_aligned=True) -> int:
-        """alloc_iova(size, limit_pfn, size_aligned=True) -> pfn_lo, or 0 when no space is left."""
+        """alloc_iova(size, limit_pfn, size_aligned=True) -> pfn_lo, or 0 when no space is left.
+
+        Reference twin of dmaphys._core.IovaDomain.alloc_iova: same returns and raises.
+        """
         s = u64(size, "size")
         lim = u64(limit_pfn, "limit_pfn")
         self._check_alive()
@@ -481,19 +542,28 @@ class IovaDomain:
             self._remove_iova(lo)
 
     def free_iova(self, pfn) -> None:
-        """free_iova(pfn): free the range containing ``pfn`` (nothing if none)."""
+        """free_iova(pfn): free the range containing ``pfn`` (nothing if none).
+
+        Reference twin of dmaphys._core.IovaDomain.free_iova: same returns and raises.
+        """
         self._free_iova(u64(pfn, "pfn"))
         self._flush()
 
     def find_iova(self, pfn) -> tuple[int, int] | None:
-        """find_iova(pfn) -> (pfn_lo, pfn_hi) of the range containing ``pfn``, or None."""
+        """find_iova(pfn) -> (pfn_lo, pfn_hi) of the range containing ``pfn``, or None.
+
+        Reference twin of dmaphys._core.IovaDomain.find_iova: same returns and raises.
+        """
         p = u64(pfn, "pfn")
         self._check_alive()
         lo = self._private_find_iova(p)
         return None if lo is None else (lo, self._his[lo])
 
     def reserve_iova(self, pfn_lo, pfn_hi) -> tuple[int, int] | None:
-        """reserve_iova(pfn_lo, pfn_hi) -> (pfn_lo, pfn_hi) of the resulting node, or None."""
+        """reserve_iova(pfn_lo, pfn_hi) -> (pfn_lo, pfn_hi) of the resulting node, or None.
+
+        Reference twin of dmaphys._core.IovaDomain.reserve_iova: same returns and raises.
+        """
         lo = u64(pfn_lo, "pfn_lo")
         hi = u64(pfn_hi, "pfn_hi")
         self._check_alive()
@@ -502,7 +572,10 @@ class IovaDomain:
         return ret
 
     def free_cpu_cached_iovas(self, cpu) -> None:
-        """free_cpu_cached_iovas(cpu): return ``cpu``'s loaded and prev magazines' pfns to the tree."""
+        """free_cpu_cached_iovas(cpu): return ``cpu``'s loaded and prev magazines' pfns to the tree.
+
+        Reference twin of dmaphys._core.IovaDomain.free_cpu_cached_iovas: same returns and raises.
+        """
         self._check_alive()
         if isinstance(cpu, bool) or not isinstance(cpu, int) or not 0 <= cpu < self.ncpus:
             raise ValueError(f"cpu must be in 0..{self.ncpus - 1}, not {cpu!r}")
@@ -510,13 +583,19 @@ class IovaDomain:
         self._flush()
 
     def free_global_cached_iovas(self) -> None:
-        """free_global_cached_iovas(): return every depot magazine's pfns to the tree."""
+        """free_global_cached_iovas(): return every depot magazine's pfns to the tree.
+
+        Reference twin of dmaphys._core.IovaDomain.free_global_cached_iovas: same returns and raises.
+        """
         self._check_alive()
         self._free_global_cached_iovas()
         self._flush()
 
     def iova_depot_work_func(self, order) -> None:
-        """iova_depot_work_func(order): run the depot trim work of rcache ``order`` now."""
+        """iova_depot_work_func(order): run the depot trim work of rcache ``order`` now.
+
+        Reference twin of dmaphys._core.IovaDomain.iova_depot_work_func: same returns and raises.
+        """
         self._check_alive()
         if (isinstance(order, bool) or not isinstance(order, int)
                 or not 0 <= order < IOVA_RANGE_CACHE_MAX_SIZE):
@@ -525,29 +604,40 @@ class IovaDomain:
         self._flush()
 
     def put_iova_domain(self) -> None:
-        """put_iova_domain(): free the rcaches (cancelling the depot work) and every range."""
+        """put_iova_domain(): free the rcaches (cancelling the depot work) and every range.
+
+        Reference twin of dmaphys._core.IovaDomain.put_iova_domain: same returns and raises.
+        """
+        self.put_iova_domain_c()
+        self._flush()
+
+    def put_iova_domain_c(self) -> None:
+        # mirrors iova.pxi put_iova_domain_c(): warnings left queued for the caller's entry point
         self._check_alive()
         for rc in self._rcaches:
             rc["work_pending"] = False             # cancel_delayed_work_sync()
         self._rcaches = []
+        self._dbg_cached = set()
         self._los = []
         self._his = {}
         self.cached_node = self.cached32_node = None
         self._dead = True
-        self._flush()
 
     # ---- introspection ---------------------------------------------------------------------
     @property
     def depot_size(self) -> tuple[int, ...]:
+        """Reference twin of dmaphys._core.IovaDomain.depot_size."""
         return tuple(len(rc["depot"]) for rc in self._rcaches)
 
     def __len__(self) -> int:
         return sum(1 for lo in self._los if lo != IOVA_ANCHOR)
 
     def ranges(self) -> list[tuple[int, int]]:
+        """Reference twin of dmaphys._core.IovaDomain.ranges: same returns and raises."""
         return [(lo, self._his[lo]) for lo in self._los if lo != IOVA_ANCHOR]
 
     def get_state(self) -> dict:
+        """Reference twin of dmaphys._core.IovaDomain.get_state: same returns and raises."""
         if self._dead:
             return {"ranges": [], "cached_node": None, "cached32_node": None,
                     "max32_alloc_size": self.max32_alloc_size, "rcaches": []}
