@@ -42,6 +42,8 @@ def get_include() -> str:
     """The directory holding dmaphys.h, the C ABI header (like numpy.get_include()).
 
     Build a C device model with ``-I`` this directory; see docs/EMBEDDING.md.
+
+    Simulator-only. Returns the absolute path (str). Raises nothing.
     """
     return _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "include")
 

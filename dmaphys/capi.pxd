@@ -14,6 +14,7 @@ cdef extern from "dmaphys.h" nogil:
     const char *DMAPHYS_CAPI_NAME
     const char *DMAPHYS_DEVICE_CAPSULE_NAME
     enum: DMAPHYS_ABI_VERSION
+    enum: DMAPHYS_ABI_MINOR
 
     ctypedef uint64_t dmaphys_dma_addr_t
     ctypedef uint64_t dmaphys_phys_addr_t
@@ -129,6 +130,9 @@ cdef extern from "dmaphys.h" nogil:
         int (*domain_id)(PyObject *dev, uint32_t *id, dmaphys_error *err) noexcept nogil
         PyObject *(*raise_error)(const dmaphys_error *err) noexcept nogil
         int (*device_check)(PyObject *dev, dmaphys_error *err) noexcept nogil
+        # ABI 1.1
+        int (*machine_enter)(PyObject *dev, dmaphys_error *err) noexcept nogil
+        int (*machine_exit)(PyObject *dev, dmaphys_error *err) noexcept nogil
 
 
 cdef extern from "dmaphys.h":

@@ -42,7 +42,7 @@ PAGE_MASK = ~(PAGE_SIZE - 1) & U64_MAX
 
 
 class DmaDataDirection(enum.IntEnum):
-    """enum dma_data_direction (include/linux/dma-direction.h)."""
+    """Mirrors enum dma_data_direction (include/linux/dma-direction.h)."""
 
     DMA_BIDIRECTIONAL = 0
     DMA_TO_DEVICE = 1
@@ -57,7 +57,11 @@ DMA_NONE = DmaDataDirection.DMA_NONE
 
 
 def valid_dma_direction(dir: int) -> bool:
-    """valid_dma_direction() (include/linux/dma-direction.h): only 0, 1 and 2 are valid."""
+    """valid_dma_direction() (include/linux/dma-direction.h): only 0, 1 and 2 are valid.
+
+    Models include/linux/dma-direction.h:valid_dma_direction(). Returns True or False. Raises
+    nothing.
+    """
     return dir in (0, 1, 2)
 
 
@@ -65,12 +69,19 @@ _DIR_NAMES = ("DMA_BIDIRECTIONAL", "DMA_TO_DEVICE", "DMA_FROM_DEVICE", "DMA_NONE
 
 
 def dma_direction_name(dir: int) -> str:
-    """dir2name[] of kernel/dma/debug.c."""
+    """dir2name[] of kernel/dma/debug.c.
+
+    Mirrors kernel/dma/debug.c's dir2name[] table. Returns the name ("DMA_TO_DEVICE", ...), or
+    "DMA_DIR_<n>" outside 0..3. Raises TypeError for a ``dir`` that does not compare with ints.
+    """
     return _DIR_NAMES[dir] if 0 <= dir < 4 else f"DMA_DIR_{dir}"
 
 
 class DmaAttr(enum.IntFlag):
-    """DMA_ATTR_* (include/linux/dma-mapping.h). Bits 0 and 3 are unused since their removal."""
+    """Mirrors the DMA_ATTR_* flags (include/linux/dma-mapping.h).
+
+    Bits 0 and 3 are unused since their removal.
+    """
 
     DMA_ATTR_WEAK_ORDERING = 1 << 1
     DMA_ATTR_WRITE_COMBINE = 1 << 2
@@ -104,7 +115,11 @@ DMA_MAPPING_ERROR = U64_MAX
 
 
 def DMA_BIT_MASK(n: int) -> int:
-    """DMA_BIT_MASK(n): all ones for n == 64, else (1 << n) - 1."""
+    """DMA_BIT_MASK(n): all ones for n == 64, else (1 << n) - 1.
+
+    Mirrors the DMA_BIT_MASK() macro (include/linux/dma-mapping.h). Returns the mask (int).
+    Raises ValueError for ``n`` outside 0..64, TypeError for a non-number.
+    """
     if not 0 <= n <= 64:
         raise ValueError(f"DMA_BIT_MASK({n}): n must be 0..64")
     return U64_MAX if n == 64 else (1 << n) - 1
@@ -120,7 +135,7 @@ INVALID_PHYS_ADDR = U64_MAX
 
 
 class IommuProt(enum.IntFlag):
-    """IOMMU_* protection flags (include/linux/iommu.h)."""
+    """Mirrors the IOMMU_* protection flags (include/linux/iommu.h)."""
 
     IOMMU_READ = 1 << 0
     IOMMU_WRITE = 1 << 1
@@ -138,7 +153,7 @@ IOMMU_MMIO = IommuProt.IOMMU_MMIO
 IOMMU_PRIV = IommuProt.IOMMU_PRIV
 
 class IOMMUAccessFlags(enum.IntFlag):
-    """QEMU's IOMMUAccessFlags (include/exec/memory.h): IOMMUTLBEntry.perm of dev.translate()."""
+    """Mirrors QEMU's IOMMUAccessFlags (include/exec/memory.h): IOMMUTLBEntry.perm of dev.translate()."""
 
     IOMMU_NONE = 0
     IOMMU_RO = 1
@@ -169,7 +184,7 @@ DMA_IOVA_USE_SWIOTLB = 1 << 63
 
 
 class PciP2PdmaMapType(enum.IntEnum):
-    """enum pci_p2pdma_map_type (include/linux/pci-p2pdma.h)."""
+    """Mirrors enum pci_p2pdma_map_type (include/linux/pci-p2pdma.h)."""
 
     PCI_P2PDMA_MAP_UNKNOWN = 0
     PCI_P2PDMA_MAP_NONE = 1

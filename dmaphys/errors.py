@@ -23,15 +23,25 @@ __all__ = [
 
 
 class DmaphysError(Exception):
-    """Base class of dmaphys exceptions."""
+    """Base class of dmaphys exceptions.
+
+    Simulator-only: the kernel reports errors through return values, BUG() and WARN().
+    """
 
 
 class KernelBug(DmaphysError, RuntimeError):
-    """Raised where the kernel would BUG(): the call is rejected and no state has changed."""
+    """Raised where the kernel would BUG(): the call is rejected and no state has changed.
+
+    Mirrors BUG() / BUG_ON() (include/asm-generic/bug.h).
+    """
 
 
 class KernelWarning(UserWarning):
-    """A kernel WARN()/dev_warn() report (the message text is the kernel's)."""
+    """A kernel WARN()/dev_warn() report (the message text is the kernel's).
+
+    Mirrors WARN() / WARN_ONCE() (include/asm-generic/bug.h) and dev_warn(); queued by
+    machine.kwarn() and emitted when the entry point returns.
+    """
 
 
 class SwiotlbFullWarning(KernelWarning):
@@ -39,15 +49,23 @@ class SwiotlbFullWarning(KernelWarning):
 
 
 class DmaDebugWarning(KernelWarning):
-    """A dma-debug (kernel/dma/debug.c) err_printk report."""
+    """A dma-debug (kernel/dma/debug.c) err_printk() report."""
 
 
 class DmaDebugError(DmaphysError):
-    """A dma-debug report turned into an exception (``m.dma_debug.raise_errors = True``)."""
+    """A dma-debug report turned into an exception (``m.dma_debug.raise_errors = True``).
+
+    Simulator-only: kernel/dma/debug.c's err_printk() only prints; raised by
+    DmaDebug.raise_pending() after the operation completed.
+    """
 
 
 class PhysAddrError(DmaphysError, ValueError):
-    """A CPU load/store to a physical address that is neither RAM nor MMIO."""
+    """A CPU load/store to a physical address that is neither RAM nor MMIO.
+
+    Simulator-only: where the kernel's memcpy() would fault (an oops), e.g. swiotlb_bounce()
+    on a buffer outside RAM. Attributes ``phys``, ``size``, ``reason``; also a ValueError.
+    """
 
     def __init__(self, phys: int, size: int, reason: str = "not RAM or MMIO"):
         self.phys = phys
@@ -57,7 +75,11 @@ class PhysAddrError(DmaphysError, ValueError):
 
 
 class DmaFault(DmaphysError):
-    """A device bus access real hardware would reject (beyond its mask, no target)."""
+    """A device bus access real hardware would reject (beyond its mask, no target).
+
+    Simulator-only: hardware behaviour (a master abort / unsupported request), no kernel
+    call. Attributes ``device``, ``addr``, ``size``, ``access``, ``reason``.
+    """
 
     def __init__(self, device: str, addr: int, size: int, access: str, reason: str):
         self.device = device
@@ -69,7 +91,11 @@ class DmaFault(DmaphysError):
 
 
 class IommuFault(DmaFault):
-    """A translation fault reported by a simulated IOMMU (unmapped IOVA or permission)."""
+    """A translation fault reported by a simulated IOMMU (unmapped IOVA or permission).
+
+    Mirrors what the IOMMU drivers' fault handlers report (e.g. VT-d dmar_fault(),
+    report_iommu_fault()). Attribute ``iova`` besides DmaFault's.
+    """
 
     def __init__(self, device: str, iova: int, size: int, access: str, reason: str):
         self.iova = iova
@@ -77,13 +103,18 @@ class IommuFault(DmaFault):
 
 
 class DMAError(DmaphysError, OSError):
-    """Pythonic error for a kernel return value (see :func:`check`)."""
+    """Pythonic error for a kernel return value (see :func:`check`).
+
+    Simulator-only: an OSError whose errno is the kernel's (-ret).
+    """
 
 
 def check(ret: int) -> int:
     """Turn a kernel return value into an exception: DMA_MAPPING_ERROR → -ENOMEM, -errno → DMAError.
 
-    Returns ``ret`` unchanged when it is not an error.
+    Simulator-only helper (the kernel has no exceptions). Returns ``ret`` unchanged when it is
+    not an error. Raises DMAError with errno ENOMEM for DMA_MAPPING_ERROR and with errno
+    ``-ret`` for a negative ``ret``.
     """
     if ret == (1 << 64) - 1:
         raise DMAError(_errno.ENOMEM, "DMA_MAPPING_ERROR")

@@ -931,6 +931,15 @@ def replay(source, machine=None, *, dma=None, iommu=None, fmt=None, iotlb=None, 
     override the spec. ``lenient``: malformed lines, CPUs beyond the machine and timestamps
     that go back are counted and skipped instead of raising ReplayError. ``touch``: the device
     accesses each IOMMU mapping's pages before its unmap (default: on when an IOMMU is used).
+
+    Simulator-only: replays the events of include/trace/events/dma.h with the kernel-named calls
+    they record (dma_map_phys(), dma_unmap_phys(), ...). Returns the report dict (counts, findings,
+    machine, timing; see format_report()). Raises ReplayError (a ValueError, with the line number)
+    for a bad machine spec or option, an unreadable file, a malformed line, a CPU beyond the machine
+    or a timestamp going back (the last three only without
+    ``lenient``) and for binary input (a trace.dat, a NUL byte). An exception a replayed call
+    raises (KernelBug, PhysAddrError, ...) does not propagate: it is counted in the report
+    (``replay_errors``).
     """
     if dma is None:
         import dmaphys as dma

@@ -68,6 +68,8 @@ ENTRIES = [
     ("domain_id", INT, [P, C.POINTER(C.c_uint32), PE]),
     ("raise_error", P, [PE]),          # (called through PYFUNCTYPE below: it sets an exception)
     ("device_check", INT, [P, PE]),
+    ("machine_enter", INT, [P, PE]),   # ABI 1.1
+    ("machine_exit", INT, [P, PE]),
 ]
 
 

@@ -241,12 +241,14 @@ class PgtableCoreVsReference(RuleBasedStateMachine):
         super().__init__()
         self.doms = None
 
-    @initialize(fmt=st.sampled_from(PT_FORMATS))
-    def setup(self, fmt):
+    @initialize(fmt=st.sampled_from(PT_FORMATS), coherent=st.booleans())
+    def setup(self, fmt, coherent):
         self.fmt = fmt
+        # io-pgtable-arm also with a non-coherent walker (table syncs, SW_SYNC, the CPU's cache)
+        self.coherent = coherent or not fmt.startswith("arm-")
         self.ms = [impl.Machine(ram=[(0, 256 * MiB)], swiotlb=0, dma_debug=False)
                    for impl in (core, reference)]
-        self.doms = [m.add_iommu(fmt=fmt).domain_alloc() for m in self.ms]
+        self.doms = [m.add_iommu(fmt=fmt, coherent_walk=self.coherent).domain_alloc() for m in self.ms]
 
     def both(self, name, *args):
         oc = outcome(getattr(core, name), self.doms[0], *args)
@@ -265,6 +267,8 @@ class PgtableCoreVsReference(RuleBasedStateMachine):
     @rule(slot=PT_SLOTS, off=st.integers(0, (1 << 22) - 1))
     def iova_to_phys(self, slot, off):
         self.both("iommu_iova_to_phys", slot + off)
+        # the hardware walk reads memory (with a non-coherent walker: what the syncs cleaned)
+        assert self.doms[0].pgtable.translate(slot + off) == self.doms[1].pgtable.translate(slot + off)
 
     @invariant()
     def same_tables(self):
@@ -276,6 +280,9 @@ class PgtableCoreVsReference(RuleBasedStateMachine):
         assert self.ms[0].mem.allocated_pages == self.ms[1].mem.allocated_pages
         for phys, _ in c["tables"][:8]:
             assert self.ms[0].mem_read(phys, 4096) == self.ms[1].mem_read(phys, 4096)
+        assert self.ms[0].mem.cache_dirty_lines() == self.ms[1].mem.cache_dirty_lines()
+        pc, pr = (d.pgtable for d in self.doms)
+        assert (pc.table_syncs, pc.table_sync_bytes) == (pr.table_syncs, pr.table_sync_bytes)
 
 
 TestPgtableCoreVsReference = PgtableCoreVsReference.TestCase

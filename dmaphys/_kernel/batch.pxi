@@ -181,6 +181,7 @@ cdef object _dma_mapping_error_batch(Device dev, object addrs):
 def dma_map_phys_batch(Device dev not None, phys, sizes, dir, attrs=0):
     """dma_map_phys_batch(dev, phys, sizes, dir, attrs=0) -> ndarray[uint64]
 
+    Simulator-only batch of kernel/dma/mapping.c:dma_map_phys() calls:
     ``dma_map_phys(dev, phys[i], sizes[i], dir, attrs)`` for each i, in order, in a C loop over the
     same C function the per-call entry point wraps (c_dma_map_phys: dma-direct / swiotlb /
     dma-iommu, trace event, dma-debug record). ``phys``: 1-D integer array; ``sizes``: a scalar for
@@ -202,6 +203,7 @@ def dma_map_phys_batch(Device dev not None, phys, sizes, dir, attrs=0):
 def dma_mapping_error_batch(Device dev not None, dma_addrs):
     """dma_mapping_error_batch(dev, dma_addrs) -> ndarray[int32]
 
+    Simulator-only batch of include/linux/dma-mapping.h:dma_mapping_error() calls:
     ``dma_mapping_error(dev, dma_addrs[i])`` for each i: returns -ENOMEM where the address is
     DMA_MAPPING_ERROR, else 0. Like the per-call function it tells dma-debug that the driver checked
     each address (without it dma-debug reports "device driver failed to check map error" at unmap,
@@ -215,6 +217,7 @@ def dma_mapping_error_batch(Device dev not None, dma_addrs):
 def dma_unmap_phys_batch(Device dev not None, dma_addrs, sizes, dir, attrs=0):
     """dma_unmap_phys_batch(dev, dma_addrs, sizes, dir, attrs=0)
 
+    Simulator-only batch of kernel/dma/mapping.c:dma_unmap_phys() calls:
     ``dma_unmap_phys(dev, dma_addrs[i], sizes[i], dir, attrs)`` for each i, in order
     (c_dma_unmap_phys in a C loop). Returns None. Raises as dma_map_phys_batch does (KernelBug for
     an invalid ``dir``, TypeError / ValueError for bad arrays, validated before any element); same
@@ -301,7 +304,8 @@ cdef object _dma_write_batch(Device dev, object addrs, object data):
 def dma_read_batch(Device dev not None, addrs, size):
     """dma_read_batch(dev, addrs, size) -> ndarray[uint8] of shape (len(addrs), size)
 
-    Same as ``dev.dma_read_batch(addrs, size)``: returns rows, row i being what
+    Simulator-only (device-side reads; no kernel call). Same as
+    ``dev.dma_read_batch(addrs, size)``: returns rows, row i being what
     ``dev.dma_read(addrs[i], size)`` returns, element by element in order through device_access()
     (IOMMU translation, IOTLB, P2P routing, faults and statistics exactly as per call). Raises
     TypeError / ValueError for bad arguments; a DmaFault (IommuFault for a translation fault) at
@@ -314,7 +318,8 @@ def dma_read_batch(Device dev not None, addrs, size):
 def dma_write_batch(Device dev not None, addrs, data):
     """dma_write_batch(dev, addrs, data): ``dev.dma_write(addrs[i], data[i])`` for each row i.
 
-    Same as ``dev.dma_write_batch(addrs, data)``; ``data`` is a 2-D uint8 array with one row per
+    Simulator-only (device-side writes; no kernel call). Same as
+    ``dev.dma_write_batch(addrs, data)``; ``data`` is a 2-D uint8 array with one row per
     address. Returns None. Raises TypeError / ValueError for bad arguments; a DmaFault (IommuFault
     for a translation fault) stops the batch at the faulting element (``exc.batch_index``). Runs
     without the GIL when dma-debug is off.
@@ -342,8 +347,10 @@ cdef object _iommu_iova_to_phys_batch(IommuDomain d, object iovas):
         o[:] = 0
     else:
         pt = d.pgtable                           # domain->ops->iova_to_phys
-        machine_enter(pt.machine)                # no other thread maps or unmaps meanwhile
+        machine_enter(pt.machine)                # no other thread maps, unmaps or frees meanwhile
         try:
+            if d.freed:                          # freed while this thread waited for the machine
+                raise ValueError(f"IOMMU domain {d.id} was freed")
             with nogil:
                 for i in range(n):
                     o[i] = pt.c_iova_to_phys(a[i])
@@ -355,7 +362,8 @@ cdef object _iommu_iova_to_phys_batch(IommuDomain d, object iovas):
 def iommu_iova_to_phys_batch(domain, iovas):
     """iommu_iova_to_phys_batch(domain, iovas) -> ndarray[uint64]
 
-    Same as ``domain.iova_to_phys_batch(iovas)``: returns ``iommu_iova_to_phys(domain, iovas[i])``
+    Simulator-only batch of drivers/iommu/iommu.c:iommu_iova_to_phys() calls. Same as
+    ``domain.iova_to_phys_batch(iovas)``: returns ``iommu_iova_to_phys(domain, iovas[i])``
     for each i (identity domains return the IOVA, blocked ones 0, paging domains walk the page
     table: 0 when unmapped, -ERANGE as u64 beyond a generic_pt table). Raises ValueError for a freed
     domain, TypeError / ValueError for a bad array. A software walk: no IOTLB, no statistics, no
@@ -471,6 +479,11 @@ def dma_read_ragged_batch(Device dev not None, addrs, sizes):
     ``dev.dma_read(addrs[i], sizes[i])`` for each i, in order, the results back to back
     (element i at the running sum of sizes[:i]). ``sizes``: a scalar or a 1-D array. A DmaFault
     at element i stops the batch (``exc.batch_index``; ``exc.batch_result`` = the bytes read).
+
+    Simulator-only (device-side reads; no kernel call). Returns the 1-D uint8 array. Raises DmaFault
+    / IommuFault as dma_read() does (a removed device faults), TypeError / ValueError for bad arrays
+    (sizes of another length, sizes overflowing 64 bits); an exception at element i stops the batch
+    as above.
     """
     return _dma_read_ragged_batch(dev, addrs, sizes)
 
@@ -480,6 +493,11 @@ def dma_write_ragged_batch(Device dev not None, addrs, sizes, data):
 
     ``dev.dma_write(addrs[i], <sizes[i] bytes of data>)`` for each i, in order; ``data`` is a
     1-D uint8 array (or bytes-like) holding the elements back to back, sum(sizes) bytes.
+
+    Simulator-only (device-side writes; no kernel call). Returns None. Raises DmaFault / IommuFault
+    as dma_write() does (a removed device faults), TypeError / ValueError for bad arrays or ``data``
+    whose length is not sum(sizes); an exception at element i stops the batch there
+    (``exc.batch_index``).
     """
     _dma_write_ragged_batch(dev, addrs, sizes, data)
 
@@ -546,13 +564,21 @@ def mem_read_batch(Machine machine not None, phys, sizes):
     ``machine.mem_read(phys[i], sizes[i])`` for each i (CPU loads, dma-debug's check of unsynced
     bounce data included), the results back to back. A PhysAddrError at element i stops the
     batch there (``exc.batch_index``, ``exc.batch_result`` = the bytes read).
+
+    Simulator-only (CPU loads). Returns the 1-D uint8 array. Raises PhysAddrError as above,
+    TypeError / ValueError for bad arrays; DmaDebugError with ``raise_errors`` set.
     """
     return _mem_read_batch(machine, phys, sizes)
 
 
 def mem_write_batch(Machine machine not None, phys, sizes, data):
     """mem_write_batch(machine, phys, sizes, data): ``machine.mem_write(phys[i], <sizes[i] bytes>)``
-    for each i; ``data`` holds the elements back to back (1-D uint8 array or bytes-like)."""
+    for each i; ``data`` holds the elements back to back (1-D uint8 array or bytes-like).
+
+    Simulator-only (CPU stores). Returns None. Raises PhysAddrError at the first element that is not
+    all RAM or MMIO (stopping the batch there: ``exc.batch_index``; earlier elements are written),
+    TypeError / ValueError for bad arrays or ``data`` whose length is not sum(sizes).
+    """
     _mem_write_batch(machine, phys, sizes, data)
 
 
@@ -582,14 +608,26 @@ cdef object _dma_sync_single_batch(Device dev, object addrs, object sizes, objec
 
 def dma_sync_single_for_cpu_batch(Device dev not None, dma_addrs, sizes, dir):
     """dma_sync_single_for_cpu_batch(dev, dma_addrs, sizes, dir):
-    ``dma_sync_single_for_cpu(dev, dma_addrs[i], sizes[i], dir)`` for each i, in order."""
+    ``dma_sync_single_for_cpu(dev, dma_addrs[i], sizes[i], dir)`` for each i, in order.
+
+    Simulator-only batch of include/linux/dma-mapping.h:dma_sync_single_for_cpu() calls. Returns
+    None. Raises what dma_sync_single_for_cpu() raises (KernelBug for an invalid ``dir``, checked
+    before any element), TypeError / ValueError for bad arrays or a removed device; an exception at
+    element i stops the batch there (``exc.batch_index``). Warnings are emitted once, at the end.
+    """
     _dev_live(dev)
     _dma_sync_single_batch(dev, dma_addrs, sizes, dir, True)
 
 
 def dma_sync_single_for_device_batch(Device dev not None, dma_addrs, sizes, dir):
     """dma_sync_single_for_device_batch(dev, dma_addrs, sizes, dir):
-    ``dma_sync_single_for_device(dev, dma_addrs[i], sizes[i], dir)`` for each i, in order."""
+    ``dma_sync_single_for_device(dev, dma_addrs[i], sizes[i], dir)`` for each i, in order.
+
+    Simulator-only batch of include/linux/dma-mapping.h:dma_sync_single_for_device() calls. Returns
+    None. Raises what dma_sync_single_for_device() raises (KernelBug for an invalid ``dir``, checked
+    before any element), TypeError / ValueError for bad arrays or a removed device; an exception at
+    element i stops the batch there (``exc.batch_index``). Warnings are emitted once, at the end.
+    """
     _dev_live(dev)
     _dma_sync_single_batch(dev, dma_addrs, sizes, dir, False)
 
@@ -633,6 +671,12 @@ def dma_iova_link_batch(Device dev not None, DmaIovaState state not None, phys, 
     order: 0 or -errno per element (a failed element does not stop the batch, as separate
     calls would not; a driver unlinks what it linked). One dma_iova_sync() afterwards syncs
     the IOTLB for all of them.
+
+    Simulator-only batch of drivers/iommu/dma-iommu.c:dma_iova_link() calls. Returns the int32 array
+    of results. Raises KernelBug for an invalid ``dir`` or a device without a DMA IOMMU domain
+    (before any element), TypeError / ValueError for bad arrays (``offsets`` of another length) or a
+    removed device; an exception at element i stops the batch (``exc.batch_index``,
+    ``exc.batch_result`` = the results of elements 0..i-1).
     """
     _dev_live(dev)
     return _dma_iova_link_batch(dev, state, phys, offsets, sizes, dir, attrs)

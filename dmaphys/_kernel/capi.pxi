@@ -3,7 +3,6 @@
 # One named capsule, dmaphys._core._C_API ("dmaphys._core._C_API"), points to a static
 # dmaphys_api table: ABI version and struct size first, then function pointers that are
 # only ever appended. Each entry
-#   - takes the GIL itself (``with gil``), so it may be called from any thread;
 #   - validates its device capsule (NULL, not a capsule, another capsule name, a removed
 #     device) and its pointers / sizes before touching state;
 #   - calls the same cdef functions the def entry points call (mapping.pxi c_dma_*,
@@ -11,7 +10,15 @@
 #     afterwards like a def entry point;
 #   - turns every Python exception into a dmaphys_error record and a DMAPHYS_E_* return
 #     value, and clears it: nothing leaves a Python exception set.
-
+#
+# The GIL ("GIL-free entries" below): dma_read / dma_write / translate / dma_map_phys /
+# dma_unmap_phys / dma_mapping_error run their common path in C without the GIL when the
+# calling thread may touch the machine without it: it owns the machine (machine_enter, the
+# lock batch calls hold: machine.pxi "Threads"), or it holds the GIL while no other thread
+# owns the machine (then no per-call entry point can be half-way through: they hold the GIL
+# from start to end). Everything else, and every case where Python must see something (a
+# fault, dma-debug, tracing, a warning, a bad argument), runs with the GIL (``with gil``:
+# PyGILState_Ensure), after machine_guard() so it waits while another thread owns the machine.
 from cpython.pycapsule cimport (PyCapsule_New, PyCapsule_GetPointer, PyCapsule_CheckExact,
                                 PyCapsule_GetName, PyCapsule_Destructor,
                                 PyCapsule_GetContext, PyCapsule_SetContext)
@@ -24,8 +31,44 @@ from dmaphys.capi cimport (dmaphys_api, dmaphys_error, dmaphys_scatterlist, dmap
                            DMAPHYS_ERR_NODEV, DMAPHYS_ERR_DMA_FAULT, DMAPHYS_ERR_IOMMU_FAULT,
                            DMAPHYS_ERR_PHYS, DMAPHYS_ERR_BUG, DMAPHYS_ERR_PYTHON, DMAPHYS_ERR_NOTSUPP)
 
+from cpython.exc cimport PyErr_Occurred, PyErr_Fetch, PyErr_NormalizeException
+from cpython.ref cimport Py_XDECREF
+
 cdef extern from "<string.h>" nogil:
     size_t strnlen(const char *s, size_t maxlen)
+
+cdef extern from "Python.h" nogil:
+    # the capsule check of the GIL-free entries: reads of an object the caller keeps alive
+    bint _capi_is_capsule "PyCapsule_CheckExact"(PyObject *o)
+    const char *_capi_capsule_name "PyCapsule_GetName"(PyObject *o)
+    void *_capi_capsule_ctx "PyCapsule_GetContext"(PyObject *o)
+    ctypedef struct PyThreadState:
+        pass
+    unsigned long _capi_thread_ident "PyThread_get_thread_ident"()
+    ctypedef int _capi_gilstate "PyGILState_STATE"
+    int _capi_gil_held "PyGILState_Check"()
+    _capi_gilstate _capi_gil_ensure "PyGILState_Ensure"()
+    void _capi_gil_release "PyGILState_Release"(_capi_gilstate)
+    PyThreadState *PyGILState_GetThisThreadState()
+    PyThreadState *PyEval_SaveThread()
+    _capi_gilstate _CAPI_GIL_LOCKED "PyGILState_LOCKED"
+    _capi_gilstate _CAPI_GIL_UNLOCKED "PyGILState_UNLOCKED"
+
+cdef extern from *:
+    """
+    /* machine_enter made this thread's Python thread state (a thread Python never saw) and
+       keeps it until the thread's last machine_exit; machines the thread owns through the ABI */
+    static thread_local int dmaphys_capi_tstate_made = 0;
+    static thread_local int dmaphys_capi_owned = 0;
+    """
+    int _capi_tstate_made "dmaphys_capi_tstate_made"
+    int _capi_owned "dmaphys_capi_owned"
+
+# device_access / device_translate / dma_unmap_phys_fast called without Cython's exception
+# check: a GIL-free entry looks at the -1 itself and converts the exception with the GIL
+ctypedef int (*_capi_access_fn)(Device dev, u64 addr, u8 *buf, u64 n, bint write) noexcept nogil
+ctypedef int (*_capi_translate_fn)(Device dev, u64 addr, bint write, iommu_tlb_entry *out) noexcept nogil
+ctypedef int (*_capi_unmap_fn)(Device dev, u64 addr, u64 size, int dir, unsigned long attrs) noexcept nogil
 
 import builtins as _builtins
 import dmaphys.errors as _errors_mod
@@ -178,9 +221,63 @@ cdef inline Device _capi_device_checked(PyObject *cap, dmaphys_error *err, int *
         code[0] = _capi_fail(err, DMAPHYS_E_NODEV, DMAPHYS_ERR_NODEV,
                              f"device {dev.name!r} was removed from its machine")
         return None
+    machine_guard(dev.machine)                     # wait while another thread owns the machine
     if err != NULL:
         err.kind = DMAPHYS_ERR_NONE
     return dev
+
+
+# ---- the GIL-free common paths --------------------------------------------------------------
+cdef inline PyObject *_capi_fast_dev(PyObject *cap) noexcept nogil:
+    """The Device of cap when the calling thread may run a common path on it without the GIL,
+    else NULL (the entry then runs its slow path with the GIL, which also reports bad input).
+
+    cap must be a live "dmaphys.device" capsule (checked without the GIL: the caller keeps it
+    alive), dma-debug off (nothing Python must see on a fault-free access), and the thread
+    owns the machine (machine_enter) or holds the GIL while no other thread owns it: per-call
+    entry points hold the GIL from start to end and batch calls and owners set _busy_thread
+    while holding it, so neither can be half-way through an operation on this machine."""
+    cdef PyObject *d
+    if cap == NULL or not _capi_is_capsule(cap) or _capi_capsule_name(cap) != _capi_dev_name:
+        return NULL
+    d = <PyObject *>_capi_capsule_ctx(cap)
+    if not _capi_fast_ok(<Device>d):
+        return NULL
+    return d
+
+
+cdef inline bint _capi_fast_ok(Device dev) noexcept nogil:
+    cdef unsigned long busy = dev.machine._busy_thread
+    if dev.removed or dev.machine.dma_debug.enabled:
+        return False
+    if busy != 0:
+        return busy == _capi_thread_ident()
+    return _capi_gil_held() != 0
+
+
+cdef int _capi_pending(Device dev, dmaphys_error *err) noexcept:
+    """With the GIL: the exception a GIL-free call left set (a fault) into err; cleared."""
+    cdef PyObject *t = NULL
+    cdef PyObject *v = NULL
+    cdef PyObject *tb = NULL
+    cdef object e
+    if PyErr_Occurred() == NULL:                   # (cannot happen: the thread has a thread state)
+        return _capi_fail(err, DMAPHYS_E_PYTHON, DMAPHYS_ERR_PYTHON,
+                          "dmaphys: a GIL-free call failed without an exception")
+    PyErr_Fetch(&t, &v, &tb)
+    PyErr_NormalizeException(&t, &v, &tb)
+    e = <object>v if v != NULL else <object>t
+    Py_XDECREF(t)
+    Py_XDECREF(v)
+    Py_XDECREF(tb)
+    _capi_flush_quiet(dev.machine)
+    return _capi_exc(err, e)
+
+
+cdef inline int _capi_ok(dmaphys_error *err) noexcept nogil:
+    if err != NULL:
+        err.kind = DMAPHYS_ERR_NONE
+    return 0
 
 
 # ---- kernel/dma/mapping.c: single mappings ------------------------------------------------
@@ -224,12 +321,30 @@ cdef int _capi_unmap(PyObject *cap, u64 addr, u64 size, int dir, unsigned long a
 
 cdef u64 capi_dma_map_phys(PyObject *dev, u64 phys, u64 size, int dir, unsigned long attrs,
                            dmaphys_error *err) noexcept nogil:
+    # GIL-free: mapping.pxi dma_map_phys_fast (dma-direct without bouncing, dma-iommu rcache hit);
+    # it changes nothing where it declines, and the full path runs with the GIL
+    cdef u64 addr
+    cdef PyObject *d = _capi_fast_dev(dev)
+    if d != NULL and dma_map_phys_fast(<Device>d, phys, size, dir, attrs, &addr):
+        _capi_ok(err)
+        return addr
     with gil:
         return _capi_map(dev, phys, size, dir, attrs, err, False)
 
 
 cdef int capi_dma_unmap_phys(PyObject *dev, u64 addr, u64 size, int dir, unsigned long attrs,
                              dmaphys_error *err) noexcept nogil:
+    # GIL-free: mapping.pxi dma_unmap_phys_fast (declines, changing nothing, as map's does)
+    cdef _capi_unmap_fn fast = <_capi_unmap_fn>dma_unmap_phys_fast
+    cdef PyObject *d = _capi_fast_dev(dev)
+    cdef int r
+    if d != NULL:
+        r = fast(<Device>d, addr, size, dir, attrs)
+        if r > 0:
+            return _capi_ok(err)
+        if r < 0:
+            with gil:
+                return _capi_pending(<Device>d, err)
     with gil:
         return _capi_unmap(dev, addr, size, dir, attrs, err, False)
 
@@ -261,6 +376,10 @@ cdef int _capi_mapping_error(PyObject *cap, u64 dma_addr, dmaphys_error *err) no
 
 
 cdef int capi_dma_mapping_error(PyObject *dev, u64 dma_addr, dmaphys_error *err) noexcept nogil:
+    # GIL-free with dma-debug off: debug_dma_mapping_error() does nothing then
+    if _capi_fast_dev(dev) != NULL:
+        _capi_ok(err)
+        return -ENOMEM if dma_addr == DMA_MAPPING_ERROR else 0
     with gil:
         return _capi_mapping_error(dev, dma_addr, err)
 
@@ -521,12 +640,33 @@ cdef int _capi_access(PyObject *cap, u64 addr, u8 *buf, u64 n, bint write, dmaph
     return _capi_flush(dev.machine, err, 0)
 
 
+cdef inline int _capi_access_nogil(Device dev, u64 addr, u8 *buf, u64 n, bint write,
+                                   dmaphys_error *err) noexcept nogil:
+    """_capi_access() on the GIL-free path: device_access() takes the GIL itself for a fault
+    (recorded in iommu.faults / dev.faults there), which is then converted with the GIL."""
+    cdef _capi_access_fn access = <_capi_access_fn>device_access
+    if n and access(dev, addr, buf, n, write) < 0:
+        with gil:
+            return _capi_pending(dev, err)
+    if write:
+        dev.dma_writes += 1
+    else:
+        dev.dma_reads += 1
+    return _capi_ok(err)
+
+
 cdef int capi_dma_read(PyObject *dev, u64 addr, void *buf, u64 n, dmaphys_error *err) noexcept nogil:
+    cdef PyObject *d = _capi_fast_dev(dev)
+    if d != NULL and buf != NULL:
+        return _capi_access_nogil(<Device>d, addr, <u8 *>buf, n, False, err)
     with gil:
         return _capi_access(dev, addr, <u8 *>buf, n, False, err)
 
 
 cdef int capi_dma_write(PyObject *dev, u64 addr, const void *buf, u64 n, dmaphys_error *err) noexcept nogil:
+    cdef PyObject *d = _capi_fast_dev(dev)
+    if d != NULL and buf != NULL:
+        return _capi_access_nogil(<Device>d, addr, <u8 *>buf, n, True, err)
     with gil:
         return _capi_access(dev, addr, <u8 *>buf, n, True, err)
 
@@ -573,6 +713,19 @@ cdef int _capi_translate(PyObject *cap, u64 addr, int write, dmaphys_iotlb_entry
 
 cdef int capi_translate(PyObject *dev, u64 addr, int write, dmaphys_iotlb_entry *entry,
                         dmaphys_error *err) noexcept nogil:
+    # GIL-free: device_translate() takes the GIL itself for a fault, as device_access does
+    cdef _capi_translate_fn xlate = <_capi_translate_fn>device_translate
+    cdef iommu_tlb_entry e
+    cdef PyObject *d = _capi_fast_dev(dev)
+    if d != NULL and entry != NULL:
+        if xlate(<Device>d, addr, write != 0, &e) < 0:
+            with gil:
+                return _capi_pending(<Device>d, err)
+        entry.iova = e.iova
+        entry.translated_addr = e.translated_addr
+        entry.addr_mask = e.addr_mask
+        entry.perm = e.perm
+        return _capi_ok(err)
     with gil:
         return _capi_translate(dev, addr, write, entry, err)
 
@@ -681,6 +834,73 @@ cdef int capi_device_check(PyObject *dev, dmaphys_error *err) noexcept nogil:
         return 0
 
 
+# ---- owning the machine from a thread (machine.pxi "Threads") ----------------------------------
+cdef int _capi_machine_enter(PyObject *cap, dmaphys_error *err) noexcept:
+    cdef int code = 0
+    cdef Device dev = _capi_device(cap, err, &code)
+    if dev is None:
+        return code
+    if dev.machine._busy_thread == PyThread_get_thread_ident():
+        return _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG,
+                          "this thread already owns the machine (machine_enter twice)")
+    try:
+        machine_enter(dev.machine)                 # waits (without the GIL) for another owner
+    except BaseException as e:
+        return _capi_exc(err, e)
+    return 0
+
+
+cdef int _capi_machine_exit(PyObject *cap, dmaphys_error *err) noexcept:
+    cdef int code = 0
+    cdef Device dev
+    if cap != NULL and PyCapsule_CheckExact(<object>cap) and PyCapsule_GetName(<object>cap) == _capi_dev_name:
+        dev = <Device>PyCapsule_GetContext(<object>cap)   # (also for a removed device)
+        if dev.machine._busy_thread != PyThread_get_thread_ident():
+            return _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG,
+                              "this thread does not own the machine (no machine_enter)")
+        machine_exit(dev.machine)
+        _capi_flush_quiet(dev.machine)             # (nothing is queued: slow paths flushed)
+        return _capi_ok(err)
+    _capi_device(cap, err, &code)                  # the error record of a bad capsule
+    return code if code else DMAPHYS_E_BADARG
+
+
+cdef int capi_machine_enter(PyObject *dev, dmaphys_error *err) noexcept nogil:
+    """Own dev's machine: the calling thread's GIL-free entries then never take the GIL on their
+    common paths. A thread Python never saw gets a Python thread state, kept until its last
+    machine_exit (a fault converted on the GIL-free path needs it to carry the exception)."""
+    global _capi_owned, _capi_tstate_made
+    cdef bint had = PyGILState_GetThisThreadState() != NULL
+    cdef _capi_gilstate st = _capi_gil_ensure()
+    cdef int rc
+    with gil:
+        rc = _capi_machine_enter(dev, err)
+    if rc == 0:
+        _capi_owned += 1
+        if not had:
+            _capi_tstate_made = 1                  # keep it (gilstate counter 1), drop the GIL
+            PyEval_SaveThread()
+            return 0
+    _capi_gil_release(st)
+    return rc
+
+
+cdef int capi_machine_exit(PyObject *dev, dmaphys_error *err) noexcept nogil:
+    """Give dev's machine back (same thread as machine_enter); deletes a thread state
+    machine_enter made once the thread owns no machine any more."""
+    global _capi_owned, _capi_tstate_made
+    cdef int rc
+    with gil:
+        rc = _capi_machine_exit(dev, err)
+    if rc == 0:
+        _capi_owned -= 1
+        if _capi_owned == 0 and _capi_tstate_made:
+            _capi_tstate_made = 0
+            _capi_gil_ensure()                     # counter 2, GIL taken
+            _capi_gil_release(_CAPI_GIL_LOCKED)    # counter 1, GIL kept
+            _capi_gil_release(_CAPI_GIL_UNLOCKED)  # counter 0: thread state deleted, GIL dropped
+    return rc
+
 
 # ---- the table and its capsule --------------------------------------------------------------
 cdef dmaphys_api _capi_table
@@ -712,6 +932,9 @@ _capi_table.unregister_notifier = capi_unregister_notifier
 _capi_table.domain_id = capi_domain_id
 _capi_table.raise_error = capi_raise_error
 _capi_table.device_check = capi_device_check
+# ABI 1.1 (DMAPHYS_ABI_MINOR 1): appended
+_capi_table.machine_enter = capi_machine_enter
+_capi_table.machine_exit = capi_machine_exit
 
 # PyCapsule_Import("dmaphys._core._C_API") finds this (not in __all__: a C-level export)
 _C_API = PyCapsule_New(<void *>&_capi_table, _capi_table_name, NULL)

@@ -31,7 +31,10 @@ import collections as _collections
 
 DmaDebugRecord = _collections.namedtuple("DmaDebugRecord", "kind device text address size")
 DmaDebugRecord.__doc__ = """One dma-debug report: ``kind`` (e.g. "size_mismatch"), ``device`` (name),
-``text`` (the full printed message), ``address`` (the DMA address reported on), ``size``."""
+``text`` (the full printed message), ``address`` (the DMA address reported on), ``size``.
+
+Simulator-only: what kernel/dma/debug.c's err_printk() prints, kept as a record. A namedtuple:
+raises TypeError for a wrong number of fields."""
 
 
 _TYPE2NAME = ("single", "scatter-gather", "coherent", "noncoherent", "phy")
@@ -55,6 +58,10 @@ cdef class DmaDebug:
     debugfs dump lines. Reports: ``errors`` (list of DmaDebugRecord, every error),
     a DmaDebugWarning when the kernel would print (see num_errors / all_errors), and
     DmaDebugError when ``raise_errors`` is set.
+
+    Mirrors kernel/dma/debug.c (its global state: the dma_entry hash, the free-entry pool and the
+    debugfs knobs). Made by the Machine; constructing one raises TypeError without a Machine,
+    MemoryError when the hash cannot be allocated.
     """
 
     def __cinit__(self, Machine machine not None, enabled=True):
@@ -98,7 +105,11 @@ cdef class DmaDebug:
 
     @property
     def nr_prealloc_entries(self):
-        """The boot parameter dma_debug_entries= (default 65536); settable while no entry is live."""
+        """The boot parameter dma_debug_entries= (default 65536); settable while no entry is live.
+
+        Setting raises ValueError outside 1..2**32-1 or while entries are live, TypeError for a
+        non-int.
+        """
         return self._nr_prealloc
 
     @nr_prealloc_entries.setter
@@ -112,7 +123,10 @@ cdef class DmaDebug:
 
     @property
     def disabled(self):
-        """debugfs "disabled" (global_disable): True when dma-debug is off."""
+        """debugfs "disabled" (global_disable): True when dma-debug is off.
+
+        Read-only.
+        """
         return not self.enabled
 
     @property
@@ -122,6 +136,8 @@ cdef class DmaDebug:
         Writing follows filter_write(): a value whose first character is not alphanumeric
         switches the filter off; otherwise its first whitespace-separated token (at most 63
         characters) becomes the filter. Counting and records are never filtered.
+
+        Setting converts the value with str() and raises nothing.
         """
         return self._driver_name
 
@@ -180,6 +196,9 @@ cdef class DmaDebug:
 
         Called by Machine.flush_warnings() at the end of every entry point, after the
         warnings are emitted, so the operation's state changes are complete.
+
+        Simulator-only (the kernel only prints). Returns None when nothing is queued (the queue is
+        emptied either way). Raises DmaDebugError with the first queued report's text.
         """
         if self._pending:
             rec = self._pending[0]
@@ -609,7 +628,13 @@ cdef class DmaDebug:
 
     # ---- the leak report (dma_debug_device_change, BUS_NOTIFY_UNBOUND_DRIVER) ---------------
     def device_removed(self, Device dev not None):
-        """Driver unbind: report the device's live entries (they are not freed)."""
+        """Driver unbind: report the device's live entries (they are not freed).
+
+        Models kernel/dma/debug.c:dma_debug_device_change() for BUS_NOTIFY_UNBOUND_DRIVER (the
+        "device driver has pending DMA allocations" leak report). Returns None. Raises TypeError for
+        a non-Device. The report's DmaDebugWarning is queued and emitted by the next
+        Machine.flush_warnings() (Machine.remove_device() calls this and flushes).
+        """
         cdef int b, idx, count = 0, last = -1
         cdef dma_debug_entry *e
         if not self.enabled or self.nr_live == 0:
@@ -645,7 +670,11 @@ cdef class DmaDebug:
 
     def dump(self, dev=None):
         """The debugfs "dump" lines (dump_show); with ``dev``, debug_dma_dump_mappings(dev)'s
-        dev_info lines for that device only."""
+        dev_info lines for that device only.
+
+        Models kernel/dma/debug.c:dump_show() and debug_dma_dump_mappings(). Returns a list of str
+        (empty when nothing is live for ``dev``). Raises nothing.
+        """
         cdef dma_debug_entry *e
         lines = []
         for b, idx in self._live(dev):
@@ -658,7 +687,11 @@ cdef class DmaDebug:
         return lines
 
     def entries(self, dev=None):
-        """Live entries in bucket order as dicts of the struct dma_debug_entry fields."""
+        """Live entries in bucket order as dicts of the struct dma_debug_entry fields.
+
+        Mirrors struct dma_debug_entry (kernel/dma/debug.c); simulator-only accessor. Returns a list
+        of dicts (only ``dev``'s entries when given). Raises nothing.
+        """
         cdef dma_debug_entry *e
         out = []
         for b, idx in self._live(dev):
@@ -672,7 +705,10 @@ cdef class DmaDebug:
         return out
 
     def get_state(self):
-        """Counters, live entries and tracked cachelines, for differential tests."""
+        """Counters, live entries and tracked cachelines, for differential tests.
+
+        Simulator-only. Returns the dict. Raises nothing.
+        """
         return {"error_count": self.error_count, "num_errors": self.num_errors,
                 "all_errors": self.all_errors, "num_free_entries": self.num_free_entries,
                 "min_free_entries": self.min_free_entries, "nr_total_entries": self.nr_total_entries,

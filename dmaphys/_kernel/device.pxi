@@ -19,6 +19,12 @@ cdef class Device:
     (dma_parms), ``max_segment_size``, ``seg_boundary_mask``, ``dma_skip_sync``,
     ``dma_uses_io_tlb``; ``coherent`` is dev_is_dma_coherent(); ``force_bounce`` is
     is_swiotlb_force_bounce() for this device.
+
+    Mirrors the DMA fields of struct device (include/linux/device.h: dma_mask, coherent_dma_mask,
+    bus_dma_limit, dma_range_map, dma_parms, dma_io_tlb_mem, ...) plus the bus side of a DMA master
+    (dma_read / dma_write: what the hardware does). Made by Machine.add_device(); constructing one
+    directly takes every field positionally and raises TypeError for missing or mistyped ones,
+    ValueError for an untrusted non-PCI device or a dma_range_map entry of size 0.
     """
 
     def __cinit__(self, Machine machine not None, str name not None, dma_mask, coherent, dma_range_map, bus_dma_limit,
@@ -60,7 +66,11 @@ cdef class Device:
 
     @property
     def dma_mask(self):
-        """*dev->dma_mask, or None when the device has no mask pointer."""
+        """*dev->dma_mask, or None when the device has no mask pointer.
+
+        Setting None models a NULL pointer; setting an int raises TypeError / ValueError for a
+        non-int or one beyond 64 bits (dma_set_mask() is the checked way).
+        """
         return self._dma_mask if self.has_dma_mask else None
 
     @dma_mask.setter
@@ -74,20 +84,28 @@ cdef class Device:
 
     @property
     def dma_range_map(self):
-        """The bus_dma_region list as [(cpu_start, dma_start, size)], or None."""
+        """The bus_dma_region list as [(cpu_start, dma_start, size)], or None.
+
+        Read-only (struct bus_dma_region, dev->dma_range_map).
+        """
         if self.range_map.empty():
             return None
         return [(r.cpu_start, r.dma_start, r.size) for r in self.range_map]
 
     @property
     def stats(self):
+        """Simulator counters as a dict: arch_sync_for_device / arch_sync_for_cpu (cache
+        maintenance calls), dma_reads, dma_writes, faults (read-only)."""
         return {"arch_sync_for_device": self.arch_sync_for_device,
                 "arch_sync_for_cpu": self.arch_sync_for_cpu,
                 "dma_reads": self.dma_reads, "dma_writes": self.dma_writes, "faults": self.faults}
 
     @property
     def capsule(self):
-        """A new "dmaphys.device" capsule for the C ABI (include/dmaphys.h); it keeps the device alive."""
+        """A new "dmaphys.device" capsule for the C ABI (include/dmaphys.h); it keeps the device alive.
+
+        Read-only; each read makes a new capsule.
+        """
         return _device_capsule(self)
 
     def __repr__(self):
@@ -97,6 +115,7 @@ cdef class Device:
     def dma_read(self, dma_addr, n):
         """What the device reads at bus address ``dma_addr`` (``n`` bytes).
 
+        Simulator-only: a bus master read (the device side; the kernel has no call for it).
         Returns ``n`` bytes. Raises DmaFault where real hardware would reject the access (beyond the
         mask, no target, a removed device), IommuFault for an IOMMU translation or permission fault,
         TypeError / ValueError for bad arguments; for any ``n`` (2**63 included) the access faults
@@ -134,8 +153,8 @@ cdef class Device:
     def dma_write(self, dma_addr, data):
         """The device stores ``data`` at bus address ``dma_addr``.
 
-        Returns None. Raises DmaFault / IommuFault as dma_read() does, TypeError / ValueError for
-        bad arguments.
+        Simulator-only: a bus master write. Returns None. Raises DmaFault / IommuFault as
+        dma_read() does, TypeError / ValueError for bad arguments.
         """
         machine_guard(self.machine)
         cdef u64 a = _u64(dma_addr, "dma_addr")
@@ -154,7 +173,8 @@ cdef class Device:
         it), page-table walk; dma-direct devices get the bus-to-phys translation (perm IOMMU_RW).
         ``addr_mask`` is the leaf's size - 1 (a 2 MiB page gives 0x1fffff).
 
-        Returns the IOMMUTLBEntry. Raises IommuFault where that access would fault (recorded in
+        Simulator-only (QEMU's IOMMUMemoryRegionClass translate(), for embedders). Returns the
+        IOMMUTLBEntry. Raises IommuFault where that access would fault (recorded in
         ``iommu.faults``; in fault_mode="record" only recorded, and the returned entry has perm
         IOMMU_NONE), DmaFault where a dma-direct access would fault, TypeError / ValueError for bad
         arguments.
@@ -171,7 +191,7 @@ cdef class Device:
     def dma_read_batch(self, addrs, size):
         """dma_read(addrs[i], size) for each i -> ndarray[uint8] (n x size); see batch.pxi.
 
-        Returns the rows; raises as dma_read_batch() does (DmaFault / IommuFault with
+        Simulator-only. Returns the rows; raises as dma_read_batch() does (DmaFault / IommuFault with
         ``exc.batch_index``, TypeError / ValueError for bad arrays).
         """
         return _dma_read_batch(self, addrs, size)
@@ -179,7 +199,7 @@ cdef class Device:
     def dma_write_batch(self, addrs, data):
         """dma_write(addrs[i], data[i]) for each row of a 2-D uint8 array; see batch.pxi.
 
-        Returns None; raises as dma_write_batch() does (DmaFault / IommuFault with
+        Simulator-only. Returns None; raises as dma_write_batch() does (DmaFault / IommuFault with
         ``exc.batch_index``, TypeError / ValueError for bad arrays).
         """
         _dma_write_batch(self, addrs, data)
@@ -331,9 +351,13 @@ cdef inline bint dma_capable(Device dev, u64 addr, u64 size, bint is_ram) noexce
     return end <= min_not_zero(dev._dma_mask, dev.bus_dma_limit)
 
 
-# ---- arch cache maintenance (arch_sync_dma_for_device / _for_cpu): counted, not modelled ---------
+# ---- arch cache maintenance (arch_sync_dma_for_device / _for_cpu): counted; the clean only acts ---
+# on the CPU's dirty lines of non-coherently walked page tables (PhysMem.wb), the one place the
+# simulated CPU keeps a write-back cache (everything else is modelled as already clean)
 cdef inline void arch_sync_dma_for_device(Device dev, u64 paddr, u64 size, int dir) noexcept nogil:
     dev.arch_sync_for_device += 1
+    if not dev.machine.mem.wb.empty():           # arm64: dcache_clean_poc() whatever the direction
+        dev.machine.mem.wb_clean(paddr, size)
 
 
 cdef inline void arch_sync_dma_for_cpu(Device dev, u64 paddr, u64 size, int dir) noexcept nogil:

@@ -28,7 +28,11 @@ cdef inline u64 _iova_align(u64 granule, u64 size) noexcept nogil:
 
 
 cdef class IovaFq:
-    """struct iova_fq: one flush-queue ring of ``fq_size`` entries (``fq_size - 1`` usable)."""
+    """struct iova_fq: one flush-queue ring of ``fq_size`` entries (``fq_size - 1`` usable).
+
+    Mirrors struct iova_fq (drivers/iommu/dma-iommu.c); ``len()`` is fq_full()'s occupancy. Raises
+    TypeError when constructed from Python (only the flush queue makes them).
+    """
 
     def __cinit__(self, *args):
         _internal_only(args, "IovaFq objects are made by the DMA domain's flush queue")
@@ -37,7 +41,11 @@ cdef class IovaFq:
         return (self.tail - self.head) & self.mod_mask
 
     def entries_list(self):
-        """The queued entries, oldest first: [(iova_pfn, pages, counter, n_table_pages)]."""
+        """The queued entries, oldest first: [(iova_pfn, pages, counter, n_table_pages)].
+
+        Mirrors struct iova_fq_entry (drivers/iommu/dma-iommu.c), walked like fq_ring_for_each().
+        Returns the list (n_table_pages: page-table pages on the entry's freelist). Raises nothing.
+        """
         cdef unsigned int i = self.head
         out = []
         while i != self.tail:
@@ -79,6 +87,9 @@ cdef class IommuDmaCookie:
     iommu_dma_options; ``fq_flush_start_cnt``/``fq_flush_finish_cnt``/``fq_timer_on`` the
     flush-queue state; ``fq_domain`` is the domain while the flush queue is in use (lazy
     unmaps), else None.
+
+    Mirrors struct iommu_dma_cookie (drivers/iommu/dma-iommu.c). Raises TypeError when constructed
+    from Python (iommu_dma_init_domain() makes it at device attach).
     """
 
     def __cinit__(self, *args):
@@ -89,18 +100,29 @@ cdef class IommuDmaCookie:
 
     @property
     def fq_domain(self):
+        """cookie->fq_domain: the domain while its flush queue is in use (lazy mode), else None."""
         return self.domain if self.fq_on else None
 
     @property
     def granule(self):
+        """cookie->iovad.granule: the IOVA granule in bytes (0 without an IOVA domain)."""
         return self.iovad.granule if self.iovad is not None else 0
 
     def pci_32bit_workaround(self, Device dev not None):
-        """dev->iommu->pci_32bit_workaround for a device attached to this domain."""
+        """dev->iommu->pci_32bit_workaround for a device attached to this domain.
+
+        Mirrors struct dev_iommu's pci_32bit_workaround flag
+        (drivers/iommu/dma-iommu.c:iommu_dma_alloc_iova() clears it once a 32-bit attempt failed).
+        Returns True or False (False for a device not attached). Raises TypeError for a non-Device.
+        """
         return bool(self.pci_32bit.get(dev, False))
 
     def flush_queues(self):
-        """The IovaFq rings: one per possible CPU, or the single queue."""
+        """The IovaFq rings: one per possible CPU, or the single queue.
+
+        Mirrors cookie->percpu_fq / cookie->single_fq (drivers/iommu/dma-iommu.c). Returns a list of
+        IovaFq (empty in strict mode). Raises nothing.
+        """
         if not self.fq_on:
             return []
         if self.qt == IOMMU_DMA_OPTS_SINGLE_QUEUE:
@@ -108,7 +130,10 @@ cdef class IommuDmaCookie:
         return list(self.percpu_fq)
 
     def get_state(self):
-        """A snapshot for differential tests (same schema as the reference model)."""
+        """A snapshot for differential tests (same schema as the reference model).
+
+        Simulator-only. Returns the dict. Raises nothing.
+        """
         return {
             "granule": self.granule,
             "start_pfn": self.iovad.start_pfn if self.iovad is not None else 0,
@@ -1191,6 +1216,10 @@ cdef class DmaIovaState:
     """struct dma_iova_state: ``addr`` (IOVA incl. the sub-granule offset) and ``__size``.
 
     Bit 63 of ``__size`` is DMA_IOVA_USE_SWIOTLB; ``size`` is dma_iova_size(state).
+
+    Mirrors struct dma_iova_state (include/linux/dma-mapping.h). ``DmaIovaState()`` is
+    zero-initialised like the kernel's on-stack state. Raises TypeError / ValueError for a non-int
+    or out-of-range ``addr`` / ``size`` (also when setting ``addr`` or ``__size``).
     """
 
     def __cinit__(self, addr=0, size=0):
@@ -1199,7 +1228,10 @@ cdef class DmaIovaState:
 
     @property
     def size(self):
-        """dma_iova_size(): __size without DMA_IOVA_USE_SWIOTLB."""
+        """dma_iova_size(): __size without DMA_IOVA_USE_SWIOTLB.
+
+        Read-only.
+        """
         return self._size & ~DMA_IOVA_USE_SWIOTLB
 
     def __getattr__(self, name):

@@ -47,6 +47,12 @@ cdef class IoPgtable:
     cdef readonly bint force_coherence         # PT_FEAT_DMA_INCOHERENT cleared (enforce_cache_coherency)
     cdef readonly bint arm_s2                  # io_pgtable_fmt ARM_64_LPAE_S2 (stage 2)
     cdef readonly bint no_warn                 # (simulator) silence WARNs
+    # non-coherent walker (io-pgtable-arm): CPU stores to the tables go to the CPU's write-back
+    # cache (PhysMem.wb) and reach memory, which the walker reads, only through the syncs
+    cdef readonly bint coherent_walk           # cfg->coherent_walk
+    cdef readonly Device iommu_dev             # cfg->iommu_dev: the tables are DMA-mapped to it (None: coherent)
+    cdef readonly u64 table_syncs              # (simulator) __arm_lpae_sync_pte() calls (dma_sync_single_for_device)
+    cdef readonly u64 table_sync_bytes         # (simulator) bytes of PTEs those syncs covered
     cdef int top, pg_shift, bpl, top_bits      # IOVA bits resolved by the top level
     cdef u64 gran_pages, top_pages             # pages of the top-level table
     cdef PhysMem mem                           # (simulator) machine.mem
@@ -82,6 +88,9 @@ cdef class IoPgtable:
     cdef int release_freelist(self) except -1
     cdef inline bint owns(self, u64 phys) noexcept
     cdef int check_live(self) except -1
+    cdef inline u64 get_pte(self, u64 addr) noexcept nogil
+    cdef inline int set_pte(self, u64 addr, u64 val) except -1
+    cdef int sync_pte(self, u64 addr, u64 num_entries) except -1
     cdef void warn(self, str text, object once_key=*)
     cdef inline int etype(self, u64 e, int L) noexcept nogil
     cdef inline u64 table_pa(self, u64 e) noexcept nogil

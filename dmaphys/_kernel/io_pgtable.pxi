@@ -19,7 +19,10 @@ from collections import namedtuple as _namedtuple
 
 
 IommuResvRegion = _namedtuple("IommuResvRegion", "start length prot type")
-IommuResvRegion.__doc__ = "struct iommu_resv_region: (start, length, prot, type) with type an enum iommu_resv_type."
+IommuResvRegion.__doc__ = (
+    "struct iommu_resv_region: (start, length, prot, type) with type an enum iommu_resv_type.\n\n"
+    "Mirrors struct iommu_resv_region (include/linux/iommu.h), as the IOMMU drivers' "
+    "get_resv_regions() report them. A namedtuple: raises TypeError for a wrong number of fields.")
 
 IoPgtableFormat = _namedtuple(
     "IoPgtableFormat",
@@ -28,7 +31,10 @@ IoPgtableFormat = _namedtuple(
 IoPgtableFormat.__doc__ = (
     "A page-table format with its defaults: pgsize_bitmap, ias/oas, levels, domain aperture, the "
     "reserved regions the IOMMU driver reports, the errno of mapping over a live entry and what "
-    "unmapping part of a large leaf does ('whole-leaf' for generic_pt, 'refuse' for io-pgtable-arm).")
+    "unmapping part of a large leaf does ('whole-leaf' for generic_pt, 'refuse' for io-pgtable-arm).\n\n"
+    "Simulator-only: collects what the kernel spreads over struct io_pgtable_cfg, the generic_pt "
+    "format headers and struct iommu_domain_geometry. A namedtuple: raises TypeError for a wrong "
+    "number of fields.")
 
 # intel_iommu_get_resv_regions(): IOAPIC_RANGE_START..END, prot 0, IOMMU_RESV_MSI
 _VTD_RESV = (IommuResvRegion(0xFEE00000, 0x100000, 0, PT_IOMMU_RESV_MSI),)
@@ -274,15 +280,26 @@ cdef class IoPgtable:
 
     ``fmt``: one of IOPGTABLE_FORMATS. ``force_coherence`` models PT_FEAT_VTDSS_FORCE_COHERENCE
     (SNP in every vtd-ss leaf); ``no_warn`` models IO_PGTABLE_QUIRK_NO_WARN (io-pgtable-arm).
+    ``coherent_walk=False`` (io-pgtable-arm only) models cfg->coherent_walk false: every table is
+    DMA-mapped to ``iommu_dev`` (the IOMMU's own Device, required then), the CPU's stores to the
+    tables stay in its write-back cache (``machine.mem``'s dirty lines, which iova_to_phys sees)
+    until __arm_lpae_sync_pte()'s dma_sync_single_for_device() cleans them to memory, which the
+    hardware walk (translate, walk, device accesses) reads; table entries get ARM_LPAE_PTE_SW_SYNC.
 
     C API (iommu.pxi / dma_iommu.pxi): map_pages, unmap_pages, c_iova_to_phys, lookup,
     release_pending, free_tables; module level iommu_pgsize, pgtable_map, pgtable_unmap.
     Python API: map, unmap, ops_map_pages, ops_unmap_pages, iova_to_phys, translate, walk,
     get_state, iommu_pgsize, formats().
+
+    Mirrors struct io_pgtable / struct pt_iommu (drivers/iommu/io-pgtable-arm.c,
+    drivers/iommu/generic_pt), allocated like alloc_io_pgtable_ops() / pt_iommu_init(). Raises
+    ValueError for an unknown ``fmt``, an ``ias``/``oas`` the format does not support or
+    ``force_coherence`` on a format without it, TypeError for a non-Machine or non-str, MemoryError
+    when no RAM is left for the top-level table.
     """
 
     def __cinit__(self, Machine machine not None, str fmt not None, ias=None, oas=None, *,
-                 force_coherence=False, no_warn=False):
+                 force_coherence=False, no_warn=False, coherent_walk=True, Device iommu_dev=None):
         cdef u64 root
         if fmt not in _PT_FMT:
             raise ValueError(f"unknown page-table format {fmt!r}; known: {', '.join(_PT_FMT)}")
@@ -291,6 +308,14 @@ cdef class IoPgtable:
                                None if oas is None else _u64(oas, "oas"))
         if force_coherence and fam != PT_FAM_VTDSS and fam != PT_FAM_AMDV1:
             raise ValueError("force_coherence is a vtd-ss / amdv1 feature")
+        if not coherent_walk:
+            if fam != PT_FAM_ARM:
+                raise ValueError("coherent_walk=False is an io-pgtable-arm option")
+            if iommu_dev is None or iommu_dev.machine is not machine:
+                raise ValueError("a non-coherent walker needs iommu_dev, the IOMMU's own Device "
+                                 "of this machine (the tables are DMA-mapped to it)")
+        self.coherent_walk = bool(coherent_walk)
+        self.iommu_dev = None if self.coherent_walk else iommu_dev
         self.machine = machine
         self.mem = machine.mem
         self.fmt = fmt
@@ -325,7 +350,9 @@ cdef class IoPgtable:
         self.pgtable_root = 0
         root = self.alloc_table(self.top)
         if root == U64_MAX:
-            raise MemoryError("no RAM for the top-level page table")
+            machine.flush_warnings()
+            raise MemoryError("no RAM for the top-level page table" if self.coherent_walk else
+                              "no RAM for the top-level page table, or its DMA mapping failed")
         self.pgtable_root = root
 
     # ---- geometry ------------------------------------------------------------------------
@@ -392,10 +419,23 @@ cdef class IoPgtable:
     cdef u64 alloc_table(self, int L) except? 0:
         """iommu_alloc_pages_node_sz() / __arm_lpae_alloc_pages(): zeroed, naturally aligned; U64_MAX = -ENOMEM."""
         cdef u64 n = self.top_pages if L == self.top else self.gran_pages
-        cdef u64 phys = self.mem.alloc_pages_c(n, U64_MAX, n)
+        cdef u64 phys = self.mem.alloc_pages_c(n, U64_MAX, n), dma
         if phys == U64_MAX:
             return U64_MAX
         self.mem.fill(phys, 0, n << PAGE_SHIFT)
+        if not self.coherent_walk:
+            # __arm_lpae_alloc_pages(): dma_map_single(cfg->iommu_dev, ..., DMA_TO_DEVICE) (its
+            # cache clean makes the zeroed table visible to the walker); the IOMMU must see the
+            # physical address itself
+            dma = c_dma_map_single_attrs(self.iommu_dev, phys, n << PAGE_SHIFT, DMA_TO_DEVICE, 0)
+            if c_dma_mapping_error(self.iommu_dev, dma):
+                self.mem.free_pages_c(phys, n)
+                return U64_MAX
+            if dma != phys:
+                self.warn(f"{self.iommu_dev.name}: Cannot accommodate DMA translation for IOMMU page tables")
+                c_dma_unmap_page_attrs(self.iommu_dev, dma, n << PAGE_SHIFT, DMA_TO_DEVICE, 0)
+                self.mem.free_pages_c(phys, n)
+                return U64_MAX
         self.tables[phys] = L
         self.npages[phys] = n
         self.table_pages += n
@@ -420,6 +460,12 @@ cdef class IoPgtable:
             return 0
         n = deref(it).second
         self.npages.erase(it)
+        if not self.coherent_walk:
+            # __arm_lpae_free_pages(): dma_unmap_single(DMA_TO_DEVICE) (no cache maintenance on
+            # arm64); the page's dirty lines, if any, are evicted now -- memory outside the tables
+            # has no cache model
+            c_dma_unmap_page_attrs(self.iommu_dev, phys, n << PAGE_SHIFT, DMA_TO_DEVICE, 0)
+            self.mem.wb_clean(phys, n << PAGE_SHIFT)
         self.mem.free_pages_c(phys, n)
         self.table_pages -= n
         return 0
@@ -441,6 +487,27 @@ cdef class IoPgtable:
 
     cdef void warn(self, str text, object once_key=None):
         self.machine.kwarn(KernelWarning, text, once_key)
+
+    # ---- the CPU's accesses to table memory (the one place that knows the cache model) ------
+    cdef inline u64 get_pte(self, u64 addr) noexcept nogil:
+        """A CPU load of the entry at addr (READ_ONCE(*ptep)): through the CPU's cache."""
+        if self.coherent_walk:
+            return _pt_rd(self.l1, addr)
+        return self.mem.wb_read64(addr)
+
+    cdef inline int set_pte(self, u64 addr, u64 val) except -1:
+        """A CPU store of the entry at addr: a non-coherent walker sees it only after sync_pte()."""
+        if self.coherent_walk:
+            return _pt_wr(self.mem, addr, val)
+        return self.mem.wb_write64(addr, val)
+
+    cdef int sync_pte(self, u64 addr, u64 num_entries) except -1:
+        """__arm_lpae_sync_pte(): dma_sync_single_for_device(cfg->iommu_dev, the entries' DMA
+        address (= phys), 8 * num_entries, DMA_TO_DEVICE), which cleans their cache lines."""
+        self.table_syncs += 1
+        self.table_sync_bytes += 8 * num_entries
+        c_dma_sync_single_for_device(self.iommu_dev, addr, 8 * num_entries, DMA_TO_DEVICE)
+        return 0
 
     # ---- entry encoding / decoding -------------------------------------------------------
     cdef inline int etype(self, u64 e, int L) noexcept nogil:
@@ -514,8 +581,8 @@ cdef class IoPgtable:
         0 done, 1 declined (nothing touched)."""
         cdef u64 *ptep
         cdef u64 last = iova + self.granule - 1
-        if self.family == PT_FAM_AMDV1 or self.family == PT_FAM_RISCV:   # always the general path
-            return 1
+        if self.family == PT_FAM_AMDV1 or self.family == PT_FAM_RISCV or not self.coherent_walk:
+            return 1                             # always the general path
         if ((iova | paddr) & (self.granule - 1) or not (prot & (IOMMU_READ | IOMMU_WRITE))
                 or (paddr >> self.oas) or last < iova):
             return 1
@@ -542,7 +609,7 @@ cdef class IoPgtable:
         cdef u64 *ptep
         cdef u64 e, last = iova + self.granule - 1
         if ((iova & (self.granule - 1)) or last < iova or self.family == PT_FAM_AMDV1
-                or self.family == PT_FAM_RISCV):
+                or self.family == PT_FAM_RISCV or not self.coherent_walk):
             return 0
         if self.family == PT_FAM_ARM:
             if iova >> self.ias:
@@ -611,6 +678,8 @@ cdef class IoPgtable:
             return 0
         if self.family == PT_FAM_AMDV1 or self.family == PT_FAM_RISCV:
             return gpt_iova_to_phys(self, iova)
+        if not self.coherent_walk:               # the kernel reads the tables through the cache
+            return arm_iova_to_phys_cpu(self, iova)
         if arm:
             return self._iova_to_phys_hint(iova)
         if self.family == PT_FAM_ARM:
@@ -703,7 +772,11 @@ cdef class IoPgtable:
         return -1
 
     cpdef int release_pending(self) except -1:
-        """Free the table pages collected while defer_free was set (after the IOTLB flush)."""
+        """Free the table pages collected while defer_free was set (after the IOTLB flush).
+
+        Models the freelist release of iommu_put_pages_list() after iommu_iotlb_sync()
+        (drivers/iommu/iommu-pages.c). Returns 0. Raises nothing.
+        """
         cdef vector[u64] pend
         cdef size_t i
         pend.swap(self.pending_free)
@@ -712,7 +785,12 @@ cdef class IoPgtable:
         return 0
 
     cpdef int free_tables(self) except -1:
-        """Free every table page (domain teardown: pt_iommu_deinit() / arm_lpae_free_pgtable())."""
+        """Free every table page (domain teardown: pt_iommu_deinit() / arm_lpae_free_pgtable()).
+
+        Models drivers/iommu/generic_pt pt_iommu_deinit() and
+        io-pgtable-arm.c:arm_lpae_free_pgtable(). Returns 0; afterwards map / unmap / ops_* raise
+        ValueError. Raises nothing.
+        """
         cdef vector[u64] live
         cdef cppmap[u64, int].iterator it = self.tables.begin()
         cdef size_t i
@@ -728,7 +806,14 @@ cdef class IoPgtable:
 
     # ---- Python API ----------------------------------------------------------------------
     def map(self, iova, paddr, size, prot):
-        """iommu_map() on this table alone: 0 or -errno (a failed map is unwound)."""
+        """iommu_map() on this table alone: 0 or -errno (a failed map is unwound).
+
+        Models drivers/iommu/iommu.c:iommu_map() (its iommu_pgsize() loop over map_pages) without a
+        domain. Returns 0 or -errno (-EINVAL unaligned, -ENOMEM no table page, the format's error
+        for an occupied entry). Raises ValueError for a table free_tables() freed or an argument
+        beyond 64 bits, TypeError for a non-int, KernelBug where the kernel BUGs (no page size
+        fits). Warns KernelWarning for the format's WARNs.
+        """
         cdef u64 a = _u64(iova, "iova"), p = _u64(paddr, "paddr"), s = _u64(size, "size")
         cdef u64 pr = _u64(prot, "prot")
         self.check_live()
@@ -738,7 +823,13 @@ cdef class IoPgtable:
             self.machine.flush_warnings()
 
     def unmap(self, iova, size):
-        """iommu_unmap() on this table alone: bytes unmapped (the kernel's size_t)."""
+        """iommu_unmap() on this table alone: bytes unmapped (the kernel's size_t).
+
+        Models drivers/iommu/iommu.c:__iommu_unmap() without a domain. Returns the bytes unmapped (0
+        for an unaligned range or nothing mapped). Raises ValueError for a table free_tables() freed
+        or an argument beyond 64 bits, TypeError for a non-int, KernelBug where the kernel BUGs (no
+        page size fits). Warns KernelWarning for the format's WARNs.
+        """
         cdef u64 a = _u64(iova, "iova"), s = _u64(size, "size")
         self.check_live()
         try:
@@ -747,7 +838,13 @@ cdef class IoPgtable:
             self.machine.flush_warnings()
 
     def ops_map_pages(self, iova, paddr, pgsize, pgcount, prot):
-        """io_pgtable_ops->map_pages called directly: (0 or -errno, bytes mapped)."""
+        """io_pgtable_ops->map_pages called directly: (0 or -errno, bytes mapped).
+
+        Models struct io_pgtable_ops map_pages (arm_lpae_map_pages(), generic_pt map_pages). Returns
+        the tuple ``(ret, mapped)``. Raises ValueError for a table free_tables() freed or an
+        argument beyond 64 bits, TypeError for a non-int. Warns KernelWarning for the format's
+        WARNs.
+        """
         cdef u64 a = _u64(iova, "iova"), p = _u64(paddr, "paddr"), s = _u64(pgsize, "pgsize")
         cdef u64 c = _u64(pgcount, "pgcount"), pr = _u64(prot, "prot"), mapped = 0
         cdef int ret
@@ -759,7 +856,13 @@ cdef class IoPgtable:
             self.machine.flush_warnings()
 
     def ops_unmap_pages(self, iova, pgsize, pgcount):
-        """io_pgtable_ops->unmap_pages called directly: bytes unmapped."""
+        """io_pgtable_ops->unmap_pages called directly: bytes unmapped.
+
+        Models struct io_pgtable_ops unmap_pages (arm_lpae_unmap_pages(), generic_pt unmap_pages).
+        Returns the bytes unmapped (int). Raises ValueError for a table free_tables() freed or an
+        argument beyond 64 bits, TypeError for a non-int. Warns KernelWarning for the format's
+        WARNs.
+        """
         cdef u64 a = _u64(iova, "iova"), s = _u64(pgsize, "pgsize"), c = _u64(pgcount, "pgcount")
         self.check_live()
         try:
@@ -768,7 +871,13 @@ cdef class IoPgtable:
             self.machine.flush_warnings()
 
     def iova_to_phys(self, iova):
-        """io_pgtable_ops->iova_to_phys: the physical address, 0 when unmapped."""
+        """io_pgtable_ops->iova_to_phys: the physical address, 0 when unmapped.
+
+        Models struct io_pgtable_ops iova_to_phys (arm_lpae_iova_to_phys(), generic_pt
+        iova_to_phys). Returns the physical address (int), 0 when unmapped or freed. Raises
+        TypeError / ValueError for a non-int or out-of-range ``iova``. Warns KernelWarning when a
+        non-canonical IOVA aliases a canonical one.
+        """
         cdef u64 a = _u64(iova, "iova")
         if self.pgtable_root:
             self.warn_alias(a)
@@ -776,7 +885,11 @@ cdef class IoPgtable:
         return self.c_iova_to_phys(a)
 
     def translate(self, iova):
-        """The hardware walk (lookup): (phys, prot, leaf_size) or None on a translation fault."""
+        """The hardware walk (lookup): (phys, prot, leaf_size) or None on a translation fault.
+
+        Simulator-only: what the IOMMU hardware's table walk finds (no walk in the kernel). Returns
+        the tuple or None. Raises TypeError / ValueError for a non-int or out-of-range ``iova``.
+        """
         cdef u64 phys = 0, size = 0
         cdef int prot = 0
         if self.lookup(_u64(iova, "iova"), &phys, &prot, &size) < 0:
@@ -784,7 +897,12 @@ cdef class IoPgtable:
         return phys, prot, size
 
     def iommu_pgsize(self, iova, paddr, size):
-        """iommu_pgsize() with this table's bitmap: (pgsize, count)."""
+        """iommu_pgsize() with this table's bitmap: (pgsize, count).
+
+        Models drivers/iommu/iommu.c:iommu_pgsize(). Returns the tuple ``(pgsize, count)``. Raises
+        ValueError for ``size`` 0 or an argument beyond 64 bits, TypeError for a non-int, KernelBug
+        when no page size fits (the kernel's BUG_ON(!pgsizes)).
+        """
         cdef u64 a = _u64(iova, "iova"), p = _u64(paddr, "paddr"), s = _u64(size, "size"), count = 0
         cdef u64 pgsize
         if s == 0:
@@ -795,7 +913,13 @@ cdef class IoPgtable:
         return pgsize, count
 
     def walk(self, iova):
-        """The levels a hardware walk of ``iova`` visits, decoded (does not count walk_reads)."""
+        """The levels a hardware walk of ``iova`` visits, decoded (does not count walk_reads).
+
+        Simulator-only (debugging aid). Returns a dict: ``iova``, ``levels`` (per level: level,
+        table, index, pte_addr, pte, type), ``phys``, ``leaf_size``, ``prot`` and ``fault`` (None,
+        "translation", "address size" or "freed"). Raises TypeError / ValueError for a non-int or
+        out-of-range ``iova``.
+        """
         cdef u64 va = _u64(iova, "iova"), table, e, i, size
         cdef int L, t, acc = IOMMU_READ | IOMMU_WRITE
         out = {"iova": va, "levels": [], "phys": None, "leaf_size": 0, "prot": 0, "fault": None}
@@ -833,7 +957,7 @@ cdef class IoPgtable:
         cdef u64 i = 0, n = (<u64>1) << self.idx_bits(L), e, va, size, child, step
         cdef int t
         while i < n:
-            e = _pt_rd(self.l1, table + 8 * i)
+            e = self.get_pte(table + 8 * i)      # the kernel's view (through the CPU's cache)
             t = self.etype(e, L)
             va = base | (i << self.shift(L))
             step = 1
@@ -852,7 +976,10 @@ cdef class IoPgtable:
         return 0
 
     def get_state(self):
-        """Snapshot: {leaf iova: (phys, size, prot)}, tables, pending frees and counters."""
+        """Snapshot: {leaf iova: (phys, size, prot)}, tables, pending frees and counters.
+
+        Simulator-only (differential tests). Returns the dict. Raises nothing.
+        """
         cdef dict mappings = {}
         cdef cppmap[u64, int].iterator it = self.tables.begin()
         tables = []
@@ -867,6 +994,28 @@ cdef class IoPgtable:
                 "walk_reads": self.walk_reads}
 
     # ---- test/benchmark hooks (C loops without Python call overhead; not public API) ------
+    def _store_pte(self, pte_addr, val):
+        """A bare CPU store to an entry of this table (set_pte, no sync): what a driver that
+        forgets __arm_lpae_sync_pte() would leave for a non-coherent walker."""
+        cdef u64 a = _u64(pte_addr, "pte_addr"), v = _u64(val, "val")
+        cdef cppmap[u64, u64].iterator it
+        self.check_live()
+        it = self.npages.upper_bound(a)
+        if a & 7 or it == self.npages.begin() or a >= deref(dec(it)).first + (deref(it).second << PAGE_SHIFT):
+            raise ValueError(f"{a:#x} is not an entry of this table")
+        self.set_pte(a, v)
+
+    def _sync_pte(self, pte_addr, num_entries=1):
+        """__arm_lpae_sync_pte() of num_entries entries at pte_addr (non-coherent walkers)."""
+        cdef u64 a = _u64(pte_addr, "pte_addr"), n = _u64(num_entries, "num_entries")
+        self.check_live()
+        if self.coherent_walk:
+            raise ValueError("the walk is coherent: there is nothing to sync")
+        try:
+            self.sync_pte(a, n)
+        finally:
+            self.machine.flush_warnings()
+
     def _bench_map_unmap(self, const u64[::1] iovas, u64 paddr, int prot):
         """pgtable_map + pgtable_unmap of one granule at each iova (C loop); returns failures."""
         cdef size_t i
@@ -913,12 +1062,19 @@ cdef class IoPgtable:
 
     @staticmethod
     def formats():
-        """The format descriptors (IoPgtableFormat), by name."""
+        """The format descriptors (IoPgtableFormat), by name.
+
+        Simulator-only (the kernel's formats are compile-time). Returns a list of IoPgtableFormat,
+        in IOPGTABLE_FORMATS order. Raises nothing.
+        """
         return list(IOPGTABLE_FORMATS.values())
 
     @property
     def descriptor(self):
-        """This table's IoPgtableFormat (with its own ias/oas)."""
+        """This table's IoPgtableFormat (with its own ias/oas).
+
+        Read-only.
+        """
         return _pt_describe(self.fmt, self.ias, self.oas)
 
     def __repr__(self):

@@ -4,9 +4,11 @@ cdef extern from *:
     """
     #define DMAPHYS_ARM_ADDR_MASK  0x0000FFFFFFFFF000ULL   /* GENMASK_ULL(47, 12) */
     #define DMAPHYS_ARM_XN         (3ULL << 53)
+    #define DMAPHYS_ARM_SW_SYNC    (1ULL << 55)   /* ARM_LPAE_PTE_SW_SYNC: software bit */
     """
     const u64 ARM_ADDR_MASK "DMAPHYS_ARM_ADDR_MASK"
     const u64 ARM_XN "DMAPHYS_ARM_XN"
+    const u64 ARM_SW_SYNC "DMAPHYS_ARM_SW_SYNC"
 
 cdef enum:
     ARM_TYPE_MASK = 3

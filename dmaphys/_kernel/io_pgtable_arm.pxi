@@ -1,7 +1,10 @@
 # drivers/iommu/io-pgtable-arm.c: ARM_64_LPAE_S1 and ARM_64_LPAE_S2 (stage 2: HAP/MEMATTR
 # attributes, concatenated start tables) with 4K/16K/64K granules (v6.18 plus the
 # December 2025 unmap fix) on an IoPgtable (io_pgtable.pxi): PTE encoding, __arm_lpae_map,
-# __arm_lpae_unmap, arm_lpae_map_pages / unmap_pages.
+# __arm_lpae_unmap, arm_lpae_map_pages / unmap_pages; the non-coherent walker (cfg->coherent_walk
+# false: __arm_lpae_sync_pte() after the stores, arm_lpae_install_table() with
+# ARM_LPAE_PTE_SW_SYNC). Every CPU access to a table goes through IoPgtable.get_pte / set_pte
+# (io_pgtable.pxi), the one place that knows the CPU's cache.
 #
 # Declarations (format bits) live in the C face, io_pgtable_arm.pxd.
 
@@ -110,7 +113,7 @@ cdef int arm_free_pgtable(IoPgtable pt, u64 table, int L) except -1:
     cdef u64 i, e, child
     if L > 0:
         for i in range((<u64>1) << pt.idx_bits(L)):
-            e = _pt_rd(pt.l1, table + 8 * i)
+            e = pt.get_pte(table + 8 * i)
             if e == 0 or pt.etype(e, L) == PT_OA:
                 continue
             child = arm_to_paddr(pt.granule, e)
@@ -128,7 +131,7 @@ cdef u64 arm_unmap(IoPgtable pt, u64 iova, u64 size, u64 pgcount, int L, u64 tab
         pt.warn("WARNING: __arm_lpae_unmap(): WARN_ON(lvl == ARM_LPAE_MAX_LEVELS)")
         return 0
     i0 = pt.index(iova, L)
-    e = _pt_rd(pt.l1, table + 8 * i0)
+    e = pt.get_pte(table + 8 * i0)
     if e == 0:
         if not pt.no_warn:
             pt.warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova {iova:#x} at level {3 - L}")
@@ -142,22 +145,21 @@ cdef u64 arm_unmap(IoPgtable pt, u64 iova, u64 size, u64 pgcount, int L, u64 tab
         num = <u64>num_entries if num_entries > 0 else 0
         i = 0
         while i < num:
-            e = _pt_rd(pt.l1, table + 8 * (i0 + i))
+            e = pt.get_pte(table + 8 * (i0 + i))
             if e == 0:
                 if not pt.no_warn:
                     pt.warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova "
                               f"{iova + i * size:#x} at level {3 - L}")
                 break
             if pt.etype(e, L) != PT_OA:
-                _pt_wr(pt.mem, table + 8 * (i0 + i), 0)
+                arm_clear_pte(pt, table + 8 * (i0 + i), 1)
                 child = arm_to_paddr(pt.granule, e)
                 if pt.owns(child):
                     arm_free_pgtable(pt, child, L - 1)
             else:
                 pt.leaf_writes += 1
             i += 1
-        for j in range(i):
-            _pt_wr(pt.mem, table + 8 * (i0 + j), 0)
+        arm_clear_pte(pt, table + 8 * i0, i)     # the remaining entries, one sync
         return i * size
     if pt.etype(e, L) == PT_OA:
         pt.warn("Unmap of a partial large IOPTE is not allowed", "io-pgtable-arm:partial-unmap")
@@ -182,7 +184,7 @@ cdef int arm_map(IoPgtable pt, u64 iova, u64 paddr, u64 size, u64 pgcount, u64 p
             return 0
         num = <u64>num_entries
         for i in range(num):
-            e = _pt_rd(pt.l1, table + 8 * (i0 + i))
+            e = pt.get_pte(table + 8 * (i0 + i))
             if pt.etype(e, L) == PT_OA:
                 if not pt.no_warn:
                     pt.warn(f"WARNING: arm_lpae_init_pte(): iova {iova + i * size:#x} is already "
@@ -194,28 +196,76 @@ cdef int arm_map(IoPgtable pt, u64 iova, u64 paddr, u64 size, u64 pgcount, u64 p
                     pt.warn("WARNING: arm_lpae_init_pte(): WARN_ON(1)")
                     return -EINVAL
         typ = ARM_TYPE_PAGE if L == 0 else ARM_TYPE_BLOCK
-        for i in range(num):
-            _pt_wr(pt.mem, table + 8 * (i0 + i), prot | typ | arm_paddr_to_iopte(paddr + i * size))
+        for i in range(num):                     # __arm_lpae_init_pte()
+            pt.set_pte(table + 8 * (i0 + i), prot | typ | arm_paddr_to_iopte(paddr + i * size))
+        if not pt.coherent_walk:
+            pt.sync_pte(table + 8 * i0, num)
         pt.leaf_writes += num
         pt.st_mapped += num * size
         return 0
     if L == 0:
         pt.warn("WARNING: __arm_lpae_map(): WARN_ON(lvl >= ARM_LPAE_MAX_LEVELS - 1)")
         return -EINVAL
-    e = _pt_rd(pt.l1, table + 8 * i0)
+    e = pt.get_pte(table + 8 * i0)
     if e == 0:
         child = pt.alloc_table(L - 1)
         if child == U64_MAX:
             return -ENOMEM
-        _pt_wr(pt.mem, table + 8 * i0, arm_paddr_to_iopte(child) | ARM_TYPE_TABLE)
-    elif pt.etype(e, L) == PT_OA:
-        if not pt.no_warn:
-            pt.warn(f"WARNING: __arm_lpae_map(): iova {iova:#x} is inside a mapped block "
-                      "(an unmap is required first)")
-        return -EEXIST
+        arm_lpae_install_table(pt, child, table + 8 * i0)
     else:
+        if not pt.coherent_walk and not (e & ARM_SW_SYNC):
+            # an entry another map installed, its sync maybe still in flight: kick it (the
+            # kernel does this before looking at what the entry is)
+            pt.sync_pte(table + 8 * i0, 1)
+        if pt.etype(e, L) == PT_OA:
+            if not pt.no_warn:
+                pt.warn(f"WARNING: __arm_lpae_map(): iova {iova:#x} is inside a mapped block "
+                          "(an unmap is required first)")
+            return -EEXIST
         child = arm_to_paddr(pt.granule, e)
     return arm_map(pt, iova, paddr, size, pgcount, prot, L - 1, child)
+
+
+cdef inline int arm_clear_pte(IoPgtable pt, u64 ptep, u64 num_entries) except -1:
+    """__arm_lpae_clear_pte(): zero num_entries entries, one sync when the walk is not coherent."""
+    cdef u64 j
+    for j in range(num_entries):
+        pt.set_pte(ptep + 8 * j, 0)
+    if not pt.coherent_walk and num_entries:
+        pt.sync_pte(ptep, num_entries)
+    return 0
+
+
+cdef int arm_lpae_install_table(IoPgtable pt, u64 table, u64 ptep) except -1:
+    """arm_lpae_install_table(table, ptep, curr = 0): the cmpxchg of an empty entry to the table
+    entry; when the walk is not coherent, the sync, then the same entry with ARM_LPAE_PTE_SW_SYNC
+    stored after it (not synced: that line stays dirty until a later sync cleans it)."""
+    cdef u64 new = arm_paddr_to_iopte(table) | ARM_TYPE_TABLE
+    pt.set_pte(ptep, new)                        # cmpxchg64_relaxed(ptep, 0, new): one thread, so old == 0
+    if pt.coherent_walk:
+        return 0
+    pt.sync_pte(ptep, 1)
+    pt.set_pte(ptep, new | ARM_SW_SYNC)          # WRITE_ONCE(*ptep, new | ARM_LPAE_PTE_SW_SYNC)
+    return 0
+
+
+cdef u64 arm_iova_to_phys_cpu(IoPgtable pt, u64 iova) noexcept nogil:
+    """arm_lpae_iova_to_phys() reading the tables through the CPU's cache (IoPgtable.get_pte):
+    what c_iova_to_phys runs for a non-coherent walker, whose newest stores may not be in memory."""
+    cdef u64 table = pt.pgtable_root, e
+    cdef int L = pt.top
+    while True:
+        e = pt.get_pte(table + pt.index(iova, L) * 8)
+        if L == 0:
+            if (e & ARM_TYPE_MASK) != ARM_TYPE_PAGE:
+                return 0
+        elif (e & ARM_TYPE_MASK) == ARM_TYPE_TABLE:
+            table = arm_to_paddr(pt.granule, e)
+            L -= 1
+            continue
+        elif (e & ARM_TYPE_MASK) != ARM_TYPE_BLOCK:
+            return 0
+        return arm_to_paddr(pt.granule, e) | (iova & (((<u64>1) << pt.shifts[L]) - 1))
 
 
 cdef int arm_map_pages(IoPgtable pt, u64 iova, u64 paddr, u64 pgsize, u64 pgcount, int prot,

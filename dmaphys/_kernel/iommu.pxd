@@ -68,6 +68,8 @@ cdef class Iommu:
     cdef readonly bint caching_mode            # VT-d cap CM (caching mode)
     cdef readonly object ias                   # input address size (bits)
     cdef readonly object oas                   # output address size (bits)
+    cdef readonly bint coherent_walk           # io_pgtable_cfg.coherent_walk (ARM_SMMU_FEAT_COHERENCY)
+    cdef readonly Device iommu_dev             # the IOMMU's own device (cfg->iommu_dev) when not coherent_walk, else None
     cdef readonly str name                     # iommu->dev name
     cdef readonly object fq_size               # (simulator) None or a flush-queue size override
     cdef readonly object fq_timeout            # (simulator) None or a flush-queue timeout override (ms)
@@ -98,4 +100,4 @@ cdef u64 iommu_iova_to_phys_c(IommuDomain d, u64 iova) noexcept
 # nogil: takes the GIL itself for faults, stale-IOTLB reports, qemu-mode requester ids, dma-debug
 cdef int iommu_device_access(Device dev, u64 iova, u8 *buf, u64 n, bint write) except -1 nogil
 cdef int iommu_notify(Iommu mmu, IommuDomain d, u64 iova, u64 size) except -1
-cdef int device_translate(Device dev, u64 addr, bint write, iommu_tlb_entry *out) except -1
+cdef int device_translate(Device dev, u64 addr, bint write, iommu_tlb_entry *out) except -1 nogil

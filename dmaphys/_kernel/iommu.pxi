@@ -70,6 +70,9 @@ cdef class IommuDomain:
     ``type``: "dma", "dma-fq", "identity", "blocked" or "unmanaged"; ``type_value`` is the
     kernel's IOMMU_DOMAIN_* number. Paging domains own an IoPgtable (``pgtable``) of their
     IOMMU's format; identity and blocked domains are the IOMMU's static singletons.
+
+    Mirrors struct iommu_domain (include/linux/iommu.h). Raises TypeError when constructed from
+    Python (only the core makes domains).
     """
 
     def __cinit__(self, *args):
@@ -77,21 +80,33 @@ cdef class IommuDomain:
 
     @property
     def pgtable_root(self):
-        """Physical address of the top-level page table (0 when none / freed)."""
+        """Physical address of the top-level page table (0 when none / freed).
+
+        Read-only.
+        """
         return self.pgtable.pgtable_root if self.pgtable is not None else 0
 
     @property
     def type_value(self):
-        """The kernel's IOMMU_DOMAIN_* value of ``type``."""
+        """The kernel's IOMMU_DOMAIN_* value of ``type``.
+
+        Read-only.
+        """
         return self.ktype
 
     @property
     def stats(self):
+        """Simulator counters: a dict of stale_hits, faults, iotlb_syncs, iotlb_flushes (read-only)."""
         return {"stale_hits": self.stale_hits, "faults": self.faults,
                 "iotlb_syncs": self.iotlb_syncs, "iotlb_flushes": self.iotlb_flushes}
 
     def iova_to_phys_batch(self, iovas):
-        """iommu_iova_to_phys(self, iovas[i]) for each i -> ndarray[uint64]; see batch.pxi."""
+        """iommu_iova_to_phys(self, iovas[i]) for each i -> ndarray[uint64]; see batch.pxi.
+
+        Models drivers/iommu/iommu.c:iommu_iova_to_phys() per element; same as
+        iommu_iova_to_phys_batch(self, iovas). Returns the physical addresses (0 when unmapped).
+        Raises ValueError for a freed domain, TypeError / ValueError for a bad array.
+        """
         return _iommu_iova_to_phys_batch(self, iovas)
 
     def __repr__(self):
@@ -112,7 +127,8 @@ cdef IommuDomain _domain_new(Iommu mmu, str type, bint is_default):
     mmu.next_domid += 1
     d.id = mmu.next_domid
     if d.ktype & __IOMMU_DOMAIN_PAGING:
-        d.pgtable = IoPgtable(mmu.machine, mmu.fmt, mmu.ias, mmu.oas)
+        d.pgtable = IoPgtable(mmu.machine, mmu.fmt, mmu.ias, mmu.oas, coherent_walk=mmu.coherent_walk,
+                              iommu_dev=mmu.iommu_dev)
         d.pgtable.defer_free = True            # table pages wait for the IOTLB sync (the gather)
         d.pgsize_bitmap = d.pgtable.pgsize_bitmap
         d.aperture_start = d.pgtable.aperture_start
@@ -145,12 +161,23 @@ cdef class Iommu:
     name of enum iommu_resv_type such as "msi", "sw_msi", "direct", "reserved", or its value),
     ``name``, ``fq_size`` / ``fq_timeout`` (a simulator knob for parameter studies: the DMA-FQ
     flush queues' entries, a power of two >= 2, and timeout in ms >= 1, instead of the kernel's
-    fixed iommu_dma_options values; None = the kernel's).
+    fixed iommu_dma_options values; None = the kernel's), ``coherent_walk`` (io-pgtable-arm
+    formats: False models an IOMMU whose table walker does not snoop the CPU caches -- the SMMU
+    without ARM_SMMU_FEAT_COHERENCY: its page tables are DMA-mapped to the IOMMU's own device and
+    every PTE store is followed by a cache clean, see IoPgtable), ``iommu_dev`` (that device; None:
+    a platform device named like the IOMMU, non-coherent, DMA mask of ``oas`` bits, is added).
+
+    Mirrors struct iommu_device with its driver's domain ops (drivers/iommu/iommu.c, the VT-d / AMD
+    / SMMU drivers). Raises ValueError for an unknown ``fmt`` or ``fault_mode``, unsupported
+    ``ias``/``oas``, bad ``fq_size``/``fq_timeout`` or ``reserved_regions``, or an Iotlb owned by
+    another IOMMU; TypeError for arguments of the wrong type; MemoryError when no RAM is left for a
+    page table.
     """
 
     def __cinit__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
                  fault_mode="raise", shadow_on_flush=False, forcedac=False, caching_mode=False,
-                 reserved_regions=None, ias=None, oas=None, name=None, fq_size=None, fq_timeout=None):
+                 reserved_regions=None, ias=None, oas=None, name=None, fq_size=None, fq_timeout=None,
+                 coherent_walk=True, Device iommu_dev=None):
         cdef Iotlb tlb
         _check_fq_options(fq_size, fq_timeout)
         if not isinstance(fmt, str):
@@ -175,6 +202,10 @@ cdef class Iommu:
             raise ValueError("this Iotlb already belongs to another IOMMU")
         regions = _iommu_resv_regions(_pt_describe(fmt, ias, oas).reserved_regions
                                       if reserved_regions is None else reserved_regions)
+        if not coherent_walk and IOPGTABLE_FORMATS[fmt].family != "io-pgtable-arm":
+            raise ValueError("coherent_walk=False is an io-pgtable-arm option")
+        if iommu_dev is not None and (coherent_walk or iommu_dev.machine is not machine):
+            raise ValueError("iommu_dev is the own device of a non-coherent walker of this machine")
         self.machine = machine
         self.fmt = fmt
         self.ias = ias
@@ -195,6 +226,14 @@ cdef class Iommu:
         self.name = f"iommu{len(machine.iommus)}" if name is None else str(name)
         self.fq_size = fq_size
         self.fq_timeout = fq_timeout
+        self.coherent_walk = bool(coherent_walk)
+        if not self.coherent_walk:
+            if iommu_dev is None:
+                # the SMMU's platform device: dma_set_mask_and_coherent(smmu->dev, DMA_BIT_MASK(oas)),
+                # not dma-coherent (the walker's coherency and the device's come from one firmware flag)
+                iommu_dev = machine.add_device(self.name, DMA_BIT_MASK_c(_pt_sizes(fmt, ias, oas)[1]),
+                                               False, pci=False)
+            self.iommu_dev = iommu_dev
         self.sids = {}
         self.default_domains = {}
         self.notifiers = []
@@ -206,6 +245,7 @@ cdef class Iommu:
 
     @property
     def fault_mode(self):
+        """"raise" or "record" (see the class docstring); setting another value raises ValueError."""
         return self._fault_mode
 
     @fault_mode.setter
@@ -216,7 +256,11 @@ cdef class Iommu:
         self.record_faults = value == "record"
 
     def clear_faults(self):
-        """Forget the recorded faults (the fault log registers after software read them)."""
+        """Forget the recorded faults (the fault log registers after software read them).
+
+        Simulator-only (the kernel's drivers clear their fault registers). Returns None. Raises
+        nothing.
+        """
         self.faults = []
 
     # ---- invalidation notifiers ------------------------------------------------------------
@@ -224,14 +268,21 @@ cdef class Iommu:
         """Call ``callback(domain, iova, size)`` on every IOTLB invalidation (see iommu_notify:
         strict unmaps give their range, the lazy flush queue's flush gives (domain, 0, 2**64-1),
         a global invalidation gives domain None). Exceptions it raises are re-raised when the
-        invalidating call returns, after the call (and every other callback) completed."""
+        invalidating call returns, after the call (and every other callback) completed.
+
+        Simulator-only (like QEMU's IOMMU notifiers; the kernel has mmu_notifier for SVA). Returns
+        None. Raises TypeError for a non-callable ``callback``.
+        """
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         self.notifiers.append(callback)
         self.has_notifiers = True
 
     def unregister_notifier(self, callback):
-        """Remove a callback given to register_notifier (ValueError if it is not registered)."""
+        """Remove a callback given to register_notifier (ValueError if it is not registered).
+
+        Simulator-only. Returns None. Raises ValueError when ``callback`` is not registered.
+        """
         for i, cb in enumerate(self.notifiers):
             if cb is callback or cb == callback:
                 del self.notifiers[i]
@@ -265,7 +316,12 @@ cdef class Iommu:
 
     # ---- domains ---------------------------------------------------------------------------
     def domain_alloc(self):
-        """iommu_paging_domain_alloc(): a new UNMANAGED paging domain (empty page table)."""
+        """iommu_paging_domain_alloc(): a new UNMANAGED paging domain (empty page table).
+
+        Models drivers/iommu/iommu.c:iommu_paging_domain_alloc() (the kernel returns an ERR_PTR on
+        failure). Returns the new IommuDomain. Raises MemoryError when no RAM is left for the
+        top-level table.
+        """
         d = _domain_new(self, "unmanaged", False)
         self.domains.append(d)
         self.machine.flush_warnings()
@@ -293,6 +349,14 @@ cdef class Iommu:
         Untrusted PCI devices always get a strict DMA domain (iommu_get_default_domain_type).
         DMA domains run iommu_dma_init_domain(); if that fails the device keeps dma-direct
         (iommu_setup_dma_ops: "Failed to set up IOMMU for device; retaining platform DMA ops").
+
+        Models drivers/iommu/iommu.c:iommu_probe_device() / iommu_setup_default_domain() and
+        iommu_setup_dma_ops(). Returns the IommuDomain the device joined. Raises ValueError for a
+        device already attached or of another machine, a ``domain`` of another IOMMU or freed, an
+        untrusted device joining a non-strict domain, or an unknown ``domain_type``; TypeError for a
+        non-Device or non-domain; KernelBug where iommu_dma_init_domain() BUGs (a smallest page size
+        above PAGE_SIZE); MemoryError when no RAM is left for the page table. Warns KernelWarning
+        when dma-iommu cannot be set up (the device keeps dma-direct).
         """
         cdef IommuDomain d
         cdef bint fresh = False
@@ -353,7 +417,12 @@ cdef class Iommu:
 
     def detach_device(self, Device dev not None):
         """Release the device (driver unbind + removal): its domain loses it; a default domain
-        whose last device left is freed. The device's IOTLB entries are flushed."""
+        whose last device left is freed. The device's IOTLB entries are flushed.
+
+        Models drivers/iommu/iommu.c:iommu_release_device() (and iommu_deinit_device()). Returns
+        None. Raises ValueError when ``dev`` is not attached to this IOMMU, TypeError for a
+        non-Device.
+        """
         cdef IommuDomain d = dev.domain
         if d is None or d.iommu is not self:
             raise ValueError(f"{dev.name} is not attached to {self.name}")
@@ -390,7 +459,11 @@ cdef class Iommu:
         return 0
 
     def device_domain(self, Device dev not None):
-        """The domain dev's requests are translated in (None when not behind this IOMMU)."""
+        """The domain dev's requests are translated in (None when not behind this IOMMU).
+
+        Models drivers/iommu/iommu.c:iommu_get_domain_for_dev(). Returns the IommuDomain or None.
+        Raises TypeError for a non-Device.
+        """
         d = dev.domain
         return d if d is not None and (<IommuDomain>d).iommu is self else None
 
@@ -399,7 +472,10 @@ cdef class Iommu:
 
     # ---- reports ---------------------------------------------------------------------------
     def get_state(self):
-        """Snapshot for differential tests: domains, faults, IOTLB."""
+        """Snapshot for differential tests: domains, faults, IOTLB.
+
+        Simulator-only. Returns a dict (``domains``, ``faults``, ``iotlb``). Raises nothing.
+        """
         doms = []
         for d in self.domains:
             dd = <IommuDomain>d
@@ -673,51 +749,63 @@ cdef int _iommu_access(Device dev, IommuDomain d, Iommu mmu, Iotlb tlb, IoPgtabl
 
 # ---- QEMU-style translation for embedders (dev.translate) ---------------------------------------
 # struct iommu_tlb_entry (QEMU's IOMMUTLBEntry) is declared in iommu.pxd.
-cdef int device_translate(Device dev, u64 addr, bint write, iommu_tlb_entry *out) except -1:
+cdef int device_translate(Device dev, u64 addr, bint write, iommu_tlb_entry *out) except -1 nogil:
     """C entry point of dev.translate(): the translation of the page holding bus address addr,
     found the way a device request for addr is (p2p routing, IOTLB, page-table walk that
     fills the IOTLB; dma-direct: the bus-to-phys translation). 0 with *out filled; where a
     device access would fault it faults the same way (IommuFault recorded in iommu.faults, with
     size 1; DmaFault for dma-direct and beyond-the-mask addresses); in fault_mode="record" the
-    IOMMU fault is only recorded and *out gets perm IOMMU_NONE (translated_addr 0). Needs the
-    GIL (it may raise, log or report a stale IOTLB hit)."""
-    cdef IommuDomain d
-    cdef Iommu mmu
-    cdef u64 phys = 0, limit, mask
-    cdef int prot = 0, shift = 0, r
-    cdef u32 sid = 0
+    IOMMU fault is only recorded and *out gets perm IOMMU_NONE (translated_addr 0). Runs
+    without the GIL like device_access: it takes it itself for a fault, a stale-IOTLB report,
+    P2P routing and the qemu-mode requester id (the C ABI's translate relies on that)."""
+    cdef u64 phys
     out.iova = addr & ~(<u64>PAGE_SIZE - 1)
     out.addr_mask = PAGE_SIZE - 1
     out.translated_addr = 0
     out.perm = IOMMU_NONE
-    if dev.domain is not None and dev.domain.translates:
-        phys = p2p_bus_to_phys(dev, addr, 1)   # a switch routes peer requests before the IOMMU
+    if dev.domain is not None and (<IommuDomain>dev.domain).translates:
+        phys = _p2p_route(dev, addr, 1)        # a switch routes peer requests before the IOMMU
         if phys == U64_MAX:
-            d = <IommuDomain>dev.domain
-            mmu = d.iommu
-            limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
-            if addr > limit:
-                dev.faults += 1
-                raise DmaFault(dev.name, addr, 1, "write" if write else "read",
-                               f"beyond the device's addressing limit {limit:#x}")
-            if mmu.iotlb is not None and mmu.iotlb.qemu:
-                sid = mmu.sid_of(dev)
-            r = iommu_translate_one(dev, d, mmu.iotlb, d.pgtable, sid, addr,
-                                    IOMMU_WRITE if write else IOMMU_READ, &phys, &prot, &shift)
-            if r != XLATE_OK:
-                _iommu_fault(mmu, d, dev, addr, 1, write, _xlate_reason(r, write))
-                return 0
-            mask = ((<u64>1) << shift) - 1
-            out.iova = addr & ~mask
-            out.translated_addr = phys & ~mask
-            out.addr_mask = mask
-            out.perm = prot & IOMMU_RW
-            return 0
+            return _iommu_translate_d(dev, <IommuDomain>dev.domain, addr, write, out)
     else:
         phys = direct_bus_to_phys(dev, addr, 1, write)
     bus_check_phys(dev, phys, 1, write)
     out.translated_addr = phys - (addr & (PAGE_SIZE - 1))
     out.perm = IOMMU_RW
+    return 0
+
+
+cdef inline int _iommu_translate_d(Device dev, IommuDomain d, u64 addr, bint write,
+                                   iommu_tlb_entry *out) except -1 nogil:
+    return _iommu_translate(dev, d, d.iommu, d.iommu.iotlb, d.pgtable, addr, write, out)
+
+
+cdef int _iommu_translate(Device dev, IommuDomain d, Iommu mmu, Iotlb tlb, IoPgtable pt, u64 addr,
+                          bint write, iommu_tlb_entry *out) except -1 nogil:
+    """device_translate() through domain d: the one request a device access of addr would make."""
+    cdef u64 phys = 0, mask
+    cdef u64 limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
+    cdef int prot = 0, shift = 0, r
+    cdef u32 sid = 0
+    if addr > limit:
+        with gil:
+            dev.faults += 1
+            raise DmaFault(dev.name, addr, 1, "write" if write else "read",
+                           f"beyond the device's addressing limit {limit:#x}")
+    if tlb is not None and tlb.qemu:
+        with gil:
+            sid = mmu.sid_of(dev)
+    r = iommu_translate_one(dev, d, tlb, pt, sid, addr, IOMMU_WRITE if write else IOMMU_READ,
+                            &phys, &prot, &shift)
+    if r != XLATE_OK:
+        with gil:
+            _iommu_fault(mmu, d, dev, addr, 1, write, _xlate_reason(r, write))
+        return 0
+    mask = ((<u64>1) << shift) - 1
+    out.iova = addr & ~mask
+    out.translated_addr = phys & ~mask
+    out.addr_mask = mask
+    out.perm = prot & IOMMU_RW
     return 0
 
 
@@ -727,7 +815,11 @@ cdef class IOMMUTLBEntry:
     QEMU's IOMMUTLBEntry, as dev.translate() returns it: ``iova`` (page start),
     ``translated_addr`` (its physical address), ``addr_mask`` (page size - 1: the real leaf
     size, e.g. 0x1fffff for a 2 MiB page, as QEMU's vtd_iommu_translate reports it) and
-    ``perm`` (IOMMU_NONE / IOMMU_RO / IOMMU_WO / IOMMU_RW)."""
+    ``perm`` (IOMMU_NONE / IOMMU_RO / IOMMU_WO / IOMMU_RW).
+
+    Mirrors QEMU's IOMMUTLBEntry (include/exec/memory.h in QEMU; no kernel counterpart). Raises
+    TypeError / ValueError for non-int or out-of-range fields.
+    """
     cdef readonly u64 iova                      # C fields: no Python ints made until read
     cdef readonly u64 translated_addr
     cdef readonly u64 addr_mask
@@ -912,6 +1004,7 @@ def iommu_domain_free(domain):
     that still has devices attached (the kernel would free tables in use).
     """
     cdef IommuDomain d = _domain_arg(domain)
+    machine_guard(d.iommu.machine)               # a batch walking its tables in another thread
     if d.freed:
         raise ValueError(f"IOMMU domain {d.id} was already freed")
     if d.ktype == IOMMU_DOMAIN_IDENTITY or d.ktype == IOMMU_DOMAIN_BLOCKED:

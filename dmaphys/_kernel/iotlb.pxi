@@ -50,6 +50,11 @@ cdef class Iotlb:
     Counters: ``hits``, ``misses``, ``fills``, ``evictions``, ``invalidations`` (invalidation
     commands), ``invalidated`` (entries they dropped), ``stale_hits`` (hits whose translation
     the live page table no longer has), ``cap_resets`` (qemu mode: whole-table resets).
+
+    Simulator-only: the IOMMU hardware's translation cache (the kernel only issues its
+    invalidations: qi_flush_iotlb(), the drivers' iotlb_sync / flush_iotlb_all ops). Raises
+    ValueError for an unknown ``mode`` or ``policy``, ``entries`` not a positive multiple of
+    ``ways``, or ``max_size`` 0; TypeError / ValueError for non-int or out-of-range numbers.
     """
                                                # lets find/inv_range skip sizes nothing caches
 
@@ -287,7 +292,13 @@ cdef class Iotlb:
         return 0
 
     def invalidate_range(self, domain, iova, size):
-        """Issue a page-selective invalidation for ``domain`` (IommuDomain or domain id)."""
+        """Issue a page-selective invalidation for ``domain`` (IommuDomain or domain id).
+
+        Models the hardware side of a page-selective IOTLB invalidation (VT-d qi_flush_iotlb() with
+        a PSI, the drivers' iotlb_sync). Returns the number of entries dropped. Raises TypeError /
+        ValueError for a non-int or out-of-range argument; an exception a registered notifier
+        callback raised is re-raised after the invalidation completed.
+        """
         cdef IommuDomain d
         cdef u64 a = _u64(iova, "iova"), s = _u64(size, "size"), last, n
         cdef u32 domid
@@ -307,20 +318,35 @@ cdef class Iotlb:
         return n
 
     def invalidate_domain(self, domain):
-        """Issue a domain-selective invalidation (IommuDomain or domain id)."""
+        """Issue a domain-selective invalidation (IommuDomain or domain id).
+
+        Models a domain-selective IOTLB invalidation (VT-d DSI, the drivers' flush_iotlb_all).
+        Returns the number of entries dropped. Raises TypeError / ValueError for a non-int or
+        out-of-range argument; an exception a registered notifier callback raised is re-raised after
+        the invalidation completed.
+        """
         cdef u32 domid = <u32>(domain.id if isinstance(domain, IommuDomain) else _u64(domain, "domain id"))
         cdef u64 n = self.inv_domain(domid)
         self._notify(domain, domid, False, 0, U64_MAX)
         return n
 
     def invalidate_all(self):
-        """Issue a global invalidation."""
+        """Issue a global invalidation.
+
+        Models a global IOTLB invalidation (VT-d GLOBAL). Returns the number of entries dropped.
+        Raises only what a registered notifier callback raised (re-raised after the invalidation
+        completed).
+        """
         cdef u64 n = self.inv_all()
         self._notify(None, 0, True, 0, U64_MAX)
         return n
 
     def probe(self, domain, iova, sid=0):
-        """Peek: the cached (phys, size, prot) for iova, or None. Touches no counter or LRU state."""
+        """Peek: the cached (phys, size, prot) for iova, or None. Touches no counter or LRU state.
+
+        Simulator-only. Returns the tuple or None. Raises TypeError for a non-IommuDomain ``domain``
+        or a non-int, ValueError for an out-of-range ``iova`` / ``sid``.
+        """
         if not isinstance(domain, IommuDomain):
             raise TypeError(f"domain must be an IommuDomain, not {type(domain).__name__}")
         cdef IommuDomain d = <IommuDomain>domain
@@ -355,17 +381,27 @@ cdef class Iotlb:
 
     @property
     def stats(self):
+        """The counters (hits, misses, fills, evictions, invalidations, invalidated, stale_hits,
+        cap_resets) and ``valid`` (entries held), as a dict; read-only."""
         return {"hits": self.hits, "misses": self.misses, "fills": self.fills,
                 "evictions": self.evictions, "invalidations": self.invalidations,
                 "invalidated": self.invalidated, "stale_hits": self.stale_hits,
                 "cap_resets": self.cap_resets, "valid": len(self)}
 
     def reset_stats(self):
+        """Zero every counter (the cached entries stay).
+
+        Simulator-only. Returns None. Raises nothing.
+        """
         self.hits = self.misses = self.fills = self.evictions = 0
         self.invalidations = self.invalidated = self.stale_hits = self.cap_resets = 0
 
     def get_state(self):
-        """Valid entries, sorted: (domid, sid, iova, size, phys, prot), plus the counters."""
+        """Valid entries, sorted: (domid, sid, iova, size, phys, prot), plus the counters.
+
+        Simulator-only (differential tests). Returns ``{"entries": [...], "stats": {...}}``. Raises
+        nothing.
+        """
         cdef u64 i
         cdef iotlb_entry *e
         cdef cppmap[iotlb_qkey, iotlb_entry].iterator it

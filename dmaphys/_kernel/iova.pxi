@@ -29,7 +29,10 @@ cdef u64 IOVA_DEPOT_DELAY_NS = 100000000        # IOVA_DEPOT_DELAY = msecs_to_ji
 
 
 def iova_rcache_range():
-    """iova_rcache_range(): the largest size in bytes the rcache serves (PAGE_SIZE << 5)."""
+    """iova_rcache_range(): the largest size in bytes the rcache serves (PAGE_SIZE << 5).
+
+    Models drivers/iommu/iova.c:iova_rcache_range(). Returns an int (bytes). Raises nothing.
+    """
     return PAGE_SIZE << (IOVA_RANGE_CACHE_MAX_SIZE - 1)
 
 
@@ -87,6 +90,11 @@ cdef class IovaDomain:
     (default: ``machine.cpus``, or 1 without a machine). With a ``machine`` the depot trim
     work runs on its virtual clock, per-CPU calls default to ``machine.cpu`` and WARNs go
     to its warnings queue.
+
+    Mirrors struct iova_domain (include/linux/iova.h). Raises KernelBug for a bad ``granule``,
+    ValueError for a bad ``ncpus`` (or one differing from the machine's), TypeError for a
+    non-Machine ``machine`` or non-int arguments, RuntimeError when ``__init__`` runs again on a
+    live domain.
     """
 
     def __cinit__(self):
@@ -199,31 +207,58 @@ cdef class IovaDomain:
 
     # ---- small helpers (include/linux/iova.h) --------------------------------------------
     cpdef u64 iova_shift(self) noexcept:
-        """iova_shift(): log2 of the granule."""
+        """iova_shift(): log2 of the granule.
+
+        Models include/linux/iova.h:iova_shift(). Returns the shift (int). Raises nothing.
+        """
         return self.shift
 
     cpdef u64 iova_mask(self) noexcept:
-        """iova_mask(): granule - 1."""
+        """iova_mask(): granule - 1.
+
+        Models include/linux/iova.h:iova_mask(). Returns the mask (int). Raises nothing.
+        """
         return self.granule - 1
 
     cpdef u64 iova_offset(self, u64 iova) noexcept:
-        """iova_offset(): the offset of ``iova`` within its granule."""
+        """iova_offset(): the offset of ``iova`` within its granule.
+
+        Models include/linux/iova.h:iova_offset(). Returns the offset (int). Raises TypeError for a
+        non-int argument, OverflowError for one outside 0..2**64-1.
+        """
         return iova & (self.granule - 1)
 
     cpdef u64 iova_align(self, u64 size) noexcept:
-        """iova_align(): ``size`` rounded up to a granule multiple."""
+        """iova_align(): ``size`` rounded up to a granule multiple.
+
+        Models include/linux/iova.h:iova_align(). Returns the size (int, wrapping modulo 2**64 like
+        the kernel's u64). Raises TypeError for a non-int argument, OverflowError for one outside
+        0..2**64-1.
+        """
         return (size + self.granule - 1) & ~(self.granule - 1)
 
     cpdef u64 iova_align_down(self, u64 size) noexcept:
-        """iova_align_down(): ``size`` rounded down to a granule multiple."""
+        """iova_align_down(): ``size`` rounded down to a granule multiple.
+
+        Models include/linux/iova.h:iova_align_down(). Returns the size (int). Raises TypeError for
+        a non-int argument, OverflowError for one outside 0..2**64-1.
+        """
         return size & ~(self.granule - 1)
 
     cpdef u64 iova_pfn(self, u64 iova) noexcept:
-        """iova_pfn(): the pfn of byte address ``iova``."""
+        """iova_pfn(): the pfn of byte address ``iova``.
+
+        Models include/linux/iova.h:iova_pfn(). Returns the pfn (int). Raises TypeError for a
+        non-int argument, OverflowError for one outside 0..2**64-1.
+        """
         return iova >> self.shift
 
     cpdef u64 iova_dma_addr(self, u64 pfn) noexcept:
-        """iova_dma_addr() for a range starting at ``pfn``: its byte address."""
+        """iova_dma_addr() for a range starting at ``pfn``: its byte address.
+
+        Models include/linux/iova.h:iova_dma_addr(). Returns the address (int, modulo 2**64). Raises
+        TypeError for a non-int argument, OverflowError for one outside 0..2**64-1.
+        """
         return pfn << self.shift
 
     cdef inline int _check_alive(self) except -1:
@@ -595,6 +630,10 @@ cdef class IovaDomain:
         with ``flush_rcache`` every CPU's cached ranges and the depots are freed and the tree
         is tried once more. Follows the kernel for any u64 input except size 0 (ValueError).
         With a machine attached, WARNs are left queued for the caller's entry point.
+
+        Returns the first pfn of the range, or 0 when no space is left. Raises ValueError for
+        ``size`` 0 or a ``cpu`` out of range, TypeError / OverflowError for arguments that are no
+        u64 / int, KernelBug for a domain used after put_iova_domain().
         """
         cdef u64 pfn = 0
         cdef int c
@@ -627,6 +666,10 @@ cdef class IovaDomain:
         is on, such a free is reported (``m.dma_debug.errors``, kind "iova_free", and a
         DmaDebugWarning queued for the caller's entry point) and not done; without dma-debug it
         is the kernel's. Freeing into the anchor raises KernelBug.
+
+        Returns 0. Raises KernelBug for a pfn in the anchor node or a domain used after
+        put_iova_domain(), ValueError for ``size`` 0 or a ``cpu`` out of range, TypeError /
+        OverflowError for arguments that are no u64 / int.
         """
         self._check_alive()
         cpu = self._cpu_arg(cpu)
@@ -651,6 +694,9 @@ cdef class IovaDomain:
         Models iova.c:alloc_iova() (no rcache). ``limit_pfn`` is the highest usable pfn
         (inclusive). The kernel returns the new struct iova or NULL; this returns its pfn_lo
         or 0 (0 is ambiguous only for a domain with start_pfn 0: use find_iova(0) there).
+
+        Returns that pfn_lo or 0. Raises ValueError for ``size`` 0, TypeError / ValueError for
+        non-int or out-of-range arguments, KernelBug for a domain used after put_iova_domain().
         """
         cdef u64 s = _u64(size, "size")
         cdef u64 lim = _u64(limit_pfn, "limit_pfn")
@@ -666,13 +712,23 @@ cdef class IovaDomain:
         return pfn
 
     def free_iova(self, pfn):
-        """free_iova(pfn): free the range containing ``pfn`` (nothing if none). Models iova.c:free_iova()."""
+        """free_iova(pfn): free the range containing ``pfn`` (nothing if none).
+
+        Models drivers/iommu/iova.c:free_iova(). Returns None. Raises KernelBug for a domain
+        used after put_iova_domain(), TypeError / ValueError for a non-int or out-of-range
+        ``pfn``.
+        """
         cdef u64 p = _u64(pfn, "pfn")
         self.free_iova_c(p)
         self._flush()
 
     def find_iova(self, pfn):
-        """find_iova(pfn) -> (pfn_lo, pfn_hi) of the range containing ``pfn``, or None."""
+        """find_iova(pfn) -> (pfn_lo, pfn_hi) of the range containing ``pfn``, or None.
+
+        Models drivers/iommu/iova.c:find_iova() (the kernel returns the struct iova or NULL).
+        Returns the tuple or None. Raises KernelBug for a domain used after put_iova_domain(),
+        TypeError / ValueError for a non-int or out-of-range ``pfn``.
+        """
         cdef u64 p = _u64(pfn, "pfn")
         cdef u64 lo, hi
         self._check_alive()
@@ -686,6 +742,9 @@ cdef class IovaDomain:
         Models iova.c:reserve_iova() (bounds inclusive): overlapped nodes are extended down
         and the uncovered rest is inserted as a new node. Returns None (after a KernelWarning)
         where the kernel WARNs and returns NULL.
+
+        Raises ValueError for ``pfn_lo > pfn_hi`` or out-of-range values, TypeError for non-ints,
+        KernelBug for a domain used after put_iova_domain().
         """
         cdef u64 lo = _u64(pfn_lo, "pfn_lo")
         cdef u64 hi = _u64(pfn_hi, "pfn_hi")
@@ -695,7 +754,12 @@ cdef class IovaDomain:
         return None if ret else (rlo, rhi)
 
     def free_cpu_cached_iovas(self, cpu):
-        """free_cpu_cached_iovas(cpu): return ``cpu``'s loaded and prev magazines' pfns to the tree."""
+        """free_cpu_cached_iovas(cpu): return ``cpu``'s loaded and prev magazines' pfns to the tree.
+
+        Models drivers/iommu/iova.c:free_cpu_cached_iovas(). Returns None. Raises ValueError for a
+        ``cpu`` that is not an int in 0..ncpus-1, KernelBug for a domain used after
+        put_iova_domain().
+        """
         cdef int c
         self._check_alive()
         if isinstance(cpu, bool) or not isinstance(cpu, int) or not 0 <= cpu < self.ncpus:
@@ -705,7 +769,11 @@ cdef class IovaDomain:
         self._flush()
 
     def free_global_cached_iovas(self):
-        """free_global_cached_iovas(): return every depot magazine's pfns to the tree."""
+        """free_global_cached_iovas(): return every depot magazine's pfns to the tree.
+
+        Models drivers/iommu/iova.c:free_global_cached_iovas(). Returns None. Raises KernelBug for a
+        domain used after put_iova_domain().
+        """
         self._check_alive()
         self._free_global_cached_iovas()
         self._flush()
@@ -715,6 +783,9 @@ cdef class IovaDomain:
 
         The machine's timer runs it 100 ms after a full magazine is pushed to the depot;
         without a machine call this to stand in for the workqueue.
+
+        Models drivers/iommu/iova.c:iova_depot_work_func(). Returns None. Raises ValueError for an
+        ``order`` that is not an int in 0..5, KernelBug for a domain used after put_iova_domain().
         """
         self._check_alive()
         if isinstance(order, bool) or not isinstance(order, int) or not 0 <= order < IOVA_RANGE_CACHE_MAX_SIZE:
@@ -735,6 +806,9 @@ cdef class IovaDomain:
 
         The domain can be set up again with ``__init__`` (as the kernel may re-run
         init_iova_domain on the struct); any other use raises KernelBug (use after free).
+
+        Models drivers/iommu/iova.c:put_iova_domain(). Returns None. Raises KernelBug when the
+        domain was already put (or never initialised).
         """
         self.put_iova_domain_c()
         self._flush()
@@ -742,7 +816,10 @@ cdef class IovaDomain:
     # ---- introspection -------------------------------------------------------------------
     @property
     def depot_size(self):
-        """rcaches[order].depot_size for order 0..5 (a tuple)."""
+        """rcaches[order].depot_size for order 0..5 (a tuple).
+
+        Empty after put_iova_domain().
+        """
         if self.cpu_rcaches == NULL:
             return ()
         return tuple(self.depot[i].size() for i in range(IOVA_RANGE_CACHE_MAX_SIZE))
@@ -755,7 +832,11 @@ cdef class IovaDomain:
         return n
 
     def ranges(self):
-        """Sorted [(pfn_lo, pfn_hi)] of every node except the anchor (reserved, cached included)."""
+        """Sorted [(pfn_lo, pfn_hi)] of every node except the anchor (reserved, cached included).
+
+        Simulator-only introspection (walks the rbtree). Returns a list of int pairs. Raises
+        nothing.
+        """
         cdef list out = []
         cdef iova_node it = self.rbroot.begin()
         while it != self.rbroot.end():
@@ -765,7 +846,11 @@ cdef class IovaDomain:
         return out
 
     def get_state(self):
-        """A plain-dict snapshot, with the same schema as the reference model's."""
+        """A plain-dict snapshot, with the same schema as the reference model's.
+
+        Simulator-only (differential tests). Returns the dict (empty lists after put_iova_domain()).
+        Raises nothing.
+        """
         cdef int order, c
         cdef iova_cpu_rcache *cr
         cdef list rcaches = []

@@ -31,6 +31,12 @@ cdef class Machine:
     swiotlb_init on x86) when RAM extends above 4 GiB or ``swiotlb_force`` is set; an int
     gives the pool size in bytes; 0/False/None disables it. ``swiotlb_nareas`` overrides the
     area count (default: ``cpus``, rounded as swiotlb_adjust_nareas does).
+
+    Simulator-only: one kernel instance (its RAM, CPUs, clock, devices, IOMMUs, io_tlb_default_mem,
+    dma-debug and tracing state); swiotlb is set up like swiotlb_init() (kernel/dma/swiotlb.c).
+    Raises ValueError for ``cpus`` outside 1..1024, RAM ranges that overlap or are misaligned, or a
+    bad swiotlb size / ``swiotlb_nareas``; TypeError / ValueError for non-int sizes; MemoryError
+    when the host cannot allocate the machine.
     """
 
     def __cinit__(self, ram=None, cpus=4, swiotlb="auto", swiotlb_nareas=None,
@@ -80,7 +86,10 @@ cdef class Machine:
     # ---- CPUs and time -------------------------------------------------------------------
     @property
     def cpu(self):
-        """The CPU the next calls run on (selects per-CPU state: swiotlb areas, IOVA rcaches, flush queues)."""
+        """The CPU the next calls run on (selects per-CPU state: swiotlb areas, IOVA rcaches, flush queues).
+
+        Models smp_processor_id(). Setting raises ValueError outside 0..cpus-1.
+        """
         return self._cpu
 
     @cpu.setter
@@ -92,8 +101,9 @@ cdef class Machine:
     def advance(self, ns):
         """Advance the virtual clock by ``ns`` nanoseconds, firing due timers in deadline order.
 
-        Returns None. Raises TypeError / ValueError for a bad ``ns`` or one that overflows the
-        64-bit clock; an exception from a timer callback propagates.
+        Simulator-only (the passing of jiffies: the timers and delayed work added with
+        add_timer() run). Returns None. Raises TypeError / ValueError for a bad ``ns`` or one that
+        overflows the 64-bit clock; an exception from a timer callback propagates.
         """
         machine_guard(self)
         cdef u64 target = self.clock_ns + _u64(ns, "ns")
@@ -110,7 +120,7 @@ cdef class Machine:
     def add_timer(self, delay_ns, callback):
         """Arm a one-shot timer ``delay_ns`` from now (mod_timer/schedule_delayed_work stand-in).
 
-        Returns None. Raises TypeError / ValueError for a bad ``delay_ns``.
+        Simulator-only. Returns None. Raises TypeError / ValueError for a bad ``delay_ns``.
         """
         cdef u64 d = _u64(delay_ns, "delay_ns")
         self._timer_seq += 1
@@ -120,6 +130,7 @@ cdef class Machine:
     def mem_write(self, phys, data):
         """CPU stores ``data`` (bytes-like or numpy) at ``phys``; RAM or MMIO only.
 
+        Simulator-only (a driver's CPU stores through the direct map: memcpy() / writel()).
         Returns None. Raises PhysAddrError where [phys, phys + len(data)) is not all RAM or MMIO,
         TypeError / ValueError for bad arguments.
         """
@@ -137,7 +148,8 @@ cdef class Machine:
     def mem_read(self, phys, n):
         """CPU loads ``n`` bytes at ``phys`` (never-written RAM reads as zeros).
 
-        Returns the bytes. Raises PhysAddrError where [phys, phys + n) is not all RAM or MMIO
+        Simulator-only (a driver's CPU loads: memcpy() / readl()). Returns the bytes. Raises
+        PhysAddrError where [phys, phys + n) is not all RAM or MMIO
         (checked before anything is allocated), TypeError / ValueError for bad arguments.
         """
         machine_guard(self)
@@ -157,8 +169,10 @@ cdef class Machine:
     def alloc_pages(self, npages, limit=None, align=1):
         """Allocate ``npages`` zeroed, page-aligned RAM pages below ``limit`` (bytes, exclusive).
 
-        Top-down like memblock. Returns the physical address; raises MemoryError when no
-        suitably placed free run exists.
+        Models alloc_pages() / memblock_alloc() (top-down like memblock). Returns the physical
+        address. Raises MemoryError when no suitably placed free run exists, ValueError for
+        ``npages`` 0 or an ``align`` that is not a power of two, TypeError / ValueError for
+        non-int or out-of-range arguments.
         """
         machine_guard(self)
         cdef u64 n = _u64(npages, "npages")
@@ -176,8 +190,9 @@ cdef class Machine:
     def free_pages(self, phys, npages):
         """Free a run alloc_pages() returned (the exact run). Their contents are discarded.
 
-        Raises ValueError for anything else -- pages the machine allocated for itself (page
-        tables, swiotlb, coherent buffers) included -- and leaves all state unchanged.
+        Models free_pages() (mm/page_alloc.c). Returns None. Raises ValueError for anything else
+        -- pages the machine allocated for itself (page tables, swiotlb, coherent buffers)
+        included -- and leaves all state unchanged.
         """
         machine_guard(self)
         cdef u64 p = _u64(phys, "phys"), n = _u64(npages, "npages")
@@ -188,8 +203,8 @@ cdef class Machine:
     def add_mmio(self, base, size, name):
         """Add a non-RAM region (a BAR); CPU and device accesses hit its own store.
 
-        Returns None. Raises TypeError / ValueError for bad arguments or a range that overlaps a
-        region.
+        Simulator-only (a device's BAR resource, as request_mem_region() would see it). Returns
+        None. Raises TypeError / ValueError for bad arguments or a range that overlaps a region.
         """
         self.mem.add_region(_u64(base, "base"), _u64(size, "size"), REGION_MMIO, str(name))
 
@@ -204,6 +219,8 @@ cdef class Machine:
         embedder cannot resize or release it meanwhile (BufferError in the embedder's code).
         ``allocatable=True`` gives its pages to the page allocator (alloc_pages, page tables,
         coherent buffers may then land there); by default they are the embedder's alone.
+
+        Simulator-only (embedding; like memory hotplug's add_memory()).
         """
         cdef u64 b = _u64(base, "base")
         _ram_buffer_nbytes(buffer, b)
@@ -213,7 +230,8 @@ cdef class Machine:
     def remove_ram(self, base):
         """Remove embedder RAM added at ``base`` and release its buffer.
 
-        Returns None. Raises BufferError while anything uses it (an allocation, an IOMMU mapping, a
+        Simulator-only (like remove_memory()). Returns None. Raises BufferError while anything
+        uses it (an allocation, an IOMMU mapping, a
         swiotlb bounce, a dma-debug entry), ValueError when no embedder RAM starts at ``base``.
         """
         cdef u64 b = _u64(base, "base")
@@ -224,15 +242,15 @@ cdef class Machine:
         """Add simulated (sparse) RAM after construction: page aligned, overlapping nothing; its
         pages join the page allocator. The trace replay covers the addresses a trace touches.
 
-        Returns None. Raises TypeError / ValueError for bad arguments, a misaligned or overlapping
-        range.
+        Simulator-only (like memory hotplug's add_memory()). Returns None. Raises TypeError /
+        ValueError for bad arguments, a misaligned or overlapping range.
         """
         self.mem.add_region(_u64(base, "base"), _u64(size, "size"), REGION_RAM, str(name))
 
     def max_phys_ram(self):
         """End (exclusive) of the highest RAM range (max_pfn << PAGE_SHIFT).
 
-        Returns that int; raises nothing.
+        Mirrors max_pfn (mm/memblock.c). Returns that int. Raises nothing.
         """
         end = 0
         for start, size, kind, _ in self.mem.regions_list():
@@ -242,7 +260,10 @@ cdef class Machine:
 
     @property
     def regions(self):
-        """[(start, size, "ram"|"mmio", name)] in address order."""
+        """[(start, size, "ram"|"mmio", name)] in address order.
+
+        Read-only (m.mem.regions_list()).
+        """
         return self.mem.regions_list()
 
     # ---- devices and IOMMUs --------------------------------------------------------------
@@ -279,7 +300,9 @@ cdef class Machine:
     def remove_device(self, Device dev not None):
         """Unbind and remove a device (dma-debug reports its leaked mappings).
 
-        Returns None. Afterwards the DMA API raises ValueError for the device and its bus accesses
+        Models device_del() with the bus notifiers (dma-debug's BUS_NOTIFY_UNBOUND_DRIVER,
+        iommu_release_device(), pci_p2pdma_release()). Returns None. Afterwards the DMA API
+        raises ValueError for the device and its bus accesses
         fault (DmaFault). Raises ValueError when ``dev`` is not a device of this machine. Warns
         DmaDebugWarning for each leaked mapping (DmaDebugError with ``raise_errors``).
         """
@@ -300,21 +323,26 @@ cdef class Machine:
     def add_host_bridge(self, name, p2p_allowlisted=False, *, req_same_host_bridge=False):
         """A host bridge (its own PCI domain); ``p2p_allowlisted``: in pci_p2pdma_whitelist[].
 
-        Returns the PciHostBridge. Raises ValueError for a duplicate name.
+        Simulator-only (the kernel enumerates host bridges). Returns the PciHostBridge. Raises
+        ValueError for a duplicate name or no free PCI domain, TypeError for a name that is not a
+        non-empty str.
         """
         return self.p2pdma.add_host_bridge(name, p2p_allowlisted, req_same_host_bridge=req_same_host_bridge)
 
     def add_switch(self, name, parent=None, acs_redirect=False):
         """A PCIe switch below a host bridge or switch; ``acs_redirect`` on its downstream ports.
 
-        Returns the PciSwitch. Raises ValueError for a duplicate name or an unknown ``parent``.
+        Simulator-only (the kernel enumerates switches). Returns the PciSwitch. Raises ValueError
+        for a duplicate name, an unknown ``parent`` or no free port, TypeError for a bad name or
+        parent type.
         """
         return self.p2pdma.add_switch(name, parent, acs_redirect)
 
     def add_p2pmem(self, provider, cpu_phys, size, bus_addr=None, *, pages=True):
         """Publish part of a BAR of ``provider`` as P2P memory (pci_p2pdma_add_resource).
 
-        Returns the PciP2PdmaPagemap (``pages=False``: the P2PdmaProvider); see
+        Models drivers/pci/p2pdma.c:pci_p2pdma_add_resource(). Returns the PciP2PdmaPagemap
+        (``pages=False``: the P2PdmaProvider); see
         P2PTopology.add_p2pmem. Raises TypeError / ValueError for bad arguments or a range that is
         not one BAR of ``provider``.
         """
@@ -323,8 +351,9 @@ cdef class Machine:
     def add_iommu(self, fmt="vtd-ss", strict=True, iotlb=None, **kwargs):
         """Add an IOMMU with page tables of format ``fmt`` (see Iommu).
 
-        Returns the Iommu. Raises ValueError for an unknown format or a bad option value, TypeError
-        for an unknown keyword or ``iotlb`` key.
+        Simulator-only (the kernel registers IOMMUs with iommu_device_register()). Returns the
+        Iommu. Raises ValueError for an unknown format or a bad option value, TypeError for an
+        unknown keyword or ``iotlb`` key, MemoryError when no RAM is left for a page table.
         """
         iommu = Iommu(self, fmt, strict, iotlb, **kwargs)
         self.iommus.append(iommu)
@@ -342,9 +371,12 @@ cdef class Machine:
     def flush_warnings(self):
         """Emit queued kernel warnings through ``warnings`` and ``logging`` (called by entry points).
 
-        Returns None. Raises whatever the warnings filter makes of them (an exception under
+        Simulator-only (the kernel prints WARN()s at once). Returns None. Raises whatever the
+        warnings filter makes of them (an exception under
         ``filterwarnings("error")``) and DmaDebugError for a pending dma-debug error when
         ``dma_debug.raise_errors`` is set.
+
+        An exception an IOMMU notifier callback raised during the operation is raised here too.
         """
         cdef list q
         if self._warn_queue:

@@ -986,7 +986,7 @@ def dma_get_mask(Device dev not None):
 def dma_supported(Device dev not None, mask):
     """dma_supported(dev, mask) -> bool (kernel/dma/mapping.c, static there).
 
-    Returns whether the device can use ``mask``. Raises TypeError or ValueError for a bad argument
+    Models kernel/dma/mapping.c:dma_supported(). Returns whether the device can use ``mask``. Raises TypeError or ValueError for a bad argument
     or a removed device; nothing else.
     """
     machine_guard(dev.machine)

@@ -17,6 +17,14 @@ cdef struct phys_region:
     int index                                          # position in PhysMem.region_names
 
 
+cdef enum:
+    CACHE_LINE_SIZE = 64                       # (simulator) cache_line_size() of the CPU's write-back cache
+
+
+cdef struct wb_line:                           # (simulator) one dirty line of the CPU's write-back cache
+    u64 q[8]                                   # its 64 bytes as 8 little-endian quadwords
+
+
 cdef struct ext_ram:                           # (simulator) embedder-owned RAM (Machine.add_ram)
     u64 spfn                                   # first pfn
     u64 epfn                                   # end pfn (exclusive)
@@ -36,6 +44,12 @@ cdef class PhysMem:
     cdef readonly u64 allocated_pages          # pages handed out by alloc_pages_c
     cdef vector[ext_ram] ext                   # (simulator) embedder-owned ranges, in the order added
     cdef list backings                         # (simulator) RamBacking (held buffer export) per ext entry
+    # the CPU's write-back cache, only for memory a non-coherent IOMMU walker reads (page tables
+    # of coherent_walk=False): lines the CPU stored to that memory (wb_write64) and that no
+    # cache clean (arch_sync_dma_for_device -> wb_clean) has written back yet, by line address.
+    # CPU page-table reads (wb_read64) see them, device-side reads (read/read64) do not.
+    cdef cppmap[u64, wb_line] wb               # (simulator) dirty lines (empty: memory is the CPU view)
+    cdef readonly u64 wb_lines_cleaned         # (simulator) dirty lines written back by cleans
     cdef int check_region(self, u64 start, u64 size, str name) except -1
     cdef int add_region(self, u64 start, u64 size, int kind, str name, bint allocatable=*) except -1
     cdef int add_ext_ram(self, u64 start, object buffer, str name, bint allocatable) except -1
@@ -53,6 +67,9 @@ cdef class PhysMem:
     cdef int copy(self, u64 dst, u64 src, u64 n) except -1 nogil
     cdef inline u64 read64(self, u64 addr) noexcept nogil
     cdef inline int write64(self, u64 addr, u64 val) except -1 nogil
+    cdef inline u64 wb_read64(self, u64 addr) noexcept nogil
+    cdef int wb_write64(self, u64 addr, u64 val) except -1 nogil
+    cdef u64 wb_clean(self, u64 addr, u64 size) except? 0xFFFFFFFFFFFFFFFF nogil
     cdef void free_range(self, u64 spfn, u64 epfn) noexcept
     cdef u64 alloc_pages_c(self, u64 npages, u64 limit, u64 align) noexcept
     cdef int free_pages_c(self, u64 phys, u64 npages) noexcept

@@ -41,6 +41,10 @@ cdef class PhysMem:
       page_ptr_alloc(pfn) -> frame storage, allocated (zeroed) on demand
       read / write / copy / fill / read64 / write64 on physical addresses (caller validated)
       alloc_pages(npages, limit, align) -> phys or U64_MAX; free_pages(phys, npages) -> 0/-1
+
+    Simulator-only stand-in for mm/ (memblock, the page allocator, struct page storage): the kernel
+    has no such object. Made by the Machine (``m.mem``); ``PhysMem()`` is an empty memory, and
+    raises MemoryError when its page directory cannot be allocated, TypeError with arguments.
     """
 
     def __cinit__(self):
@@ -187,7 +191,10 @@ cdef class PhysMem:
         return 0
 
     def ext_ram_list(self):
-        """[(start, size, name, allocatable)] of the embedder-owned RAM ranges, in address order."""
+        """[(start, size, name, allocatable)] of the embedder-owned RAM ranges, in address order.
+
+        Simulator-only. Returns the list. Raises nothing.
+        """
         cdef size_t i, j
         out = []
         for i in range(self.ext.size()):
@@ -352,6 +359,50 @@ cdef class PhysMem:
         (<u64 *>(p + (addr & (PAGE_SIZE - 1))))[0] = val
         return 0
 
+    # ---- the CPU's write-back cache of non-coherently walked page tables ----------------
+    cdef inline u64 wb_read64(self, u64 addr) noexcept nogil:
+        """A CPU load of an aligned quadword: the dirty cache line if there is one, else memory."""
+        cdef cppmap[u64, wb_line].iterator it
+        if self.wb.empty():
+            return self.read64(addr)
+        it = self.wb.find(addr & ~(<u64>CACHE_LINE_SIZE - 1))
+        if it == self.wb.end():
+            return self.read64(addr)
+        return deref(it).second.q[(addr >> 3) & 7]
+
+    cdef int wb_write64(self, u64 addr, u64 val) except -1 nogil:
+        """A CPU store of an aligned quadword into the cache: the line becomes (or stays) dirty;
+        memory -- what a non-coherent device reads -- keeps its old bytes until wb_clean()."""
+        cdef u64 line = addr & ~(<u64>CACHE_LINE_SIZE - 1)
+        cdef wb_line l
+        cdef int i
+        if self.wb.find(line) == self.wb.end():
+            for i in range(8):                   # line fill from memory
+                l.q[i] = self.read64(line + 8 * i)
+            self.wb[line] = l
+        self.wb[line].q[(addr >> 3) & 7] = val
+        return 0
+
+    cdef u64 wb_clean(self, u64 addr, u64 size) except? 0xFFFFFFFFFFFFFFFF nogil:
+        """Clean (write back) the dirty lines overlapping [addr, addr + size) to memory and drop
+        them (dcache_clean_poc of arch_sync_dma_for_device); the number of lines written back."""
+        cdef u64 first = addr & ~(<u64>CACHE_LINE_SIZE - 1), last, n = 0
+        cdef int i
+        cdef cppmap[u64, wb_line].iterator it
+        if size == 0 or self.wb.empty():
+            return 0
+        last = addr + size - 1
+        if last < addr:
+            last = U64_MAX
+        it = self.wb.lower_bound(first)
+        while it != self.wb.end() and deref(it).first <= last:
+            for i in range(8):
+                self.write64(deref(it).first + 8 * i, deref(it).second.q[i])
+            it = self.wb.erase(it)
+            n += 1
+        self.wb_lines_cleaned += n
+        return n
+
     # ---- page allocator ------------------------------------------------------------------
     cdef void free_range(self, u64 spfn, u64 epfn) noexcept:
         """Give [spfn, epfn) back to the free extents, merging neighbours."""
@@ -420,15 +471,34 @@ cdef class PhysMem:
         return 0
 
     # ---- Python-level helpers ------------------------------------------------------------
+    def cache_dirty_lines(self):
+        """Simulator-only: the CPU's dirty write-back lines of non-coherently walked page tables
+        (io-pgtable-arm without coherent_walk), not yet cleaned to memory by a table sync.
+
+        Returns {line address: its 64 bytes as the CPU sees them}, sorted by address. Raises
+        nothing."""
+        cdef cppmap[u64, wb_line].iterator it = self.wb.begin()
+        out = {}
+        while it != self.wb.end():
+            out[deref(it).first] = b"".join(deref(it).second.q[i].to_bytes(8, "little") for i in range(8))
+            inc(it)
+        return out
+
     def regions_list(self):
-        """[(start, size, "ram"|"mmio", name)] in address order."""
+        """[(start, size, "ram"|"mmio", name)] in address order.
+
+        Simulator-only (like /proc/iomem). Returns the list. Raises nothing.
+        """
         cdef size_t i
         return [(self.regions[i].start, self.regions[i].end - self.regions[i].start,
                  "ram" if self.regions[i].kind == REGION_RAM else "mmio",
                  self.region_names[self.regions[i].index]) for i in range(self.regions.size())]
 
     def free_extents_list(self):
-        """[(phys, size)] of the page allocator's free extents, in address order."""
+        """[(phys, size)] of the page allocator's free extents, in address order.
+
+        Simulator-only. Returns the list. Raises nothing.
+        """
         cdef list out = []
         cdef cppmap[u64, u64].iterator it = self.free_extents.begin()
         while it != self.free_extents.end():

@@ -41,6 +41,9 @@ cdef class PciHostBridge:
     ``p2p_allowlisted``: the host bridge's 00.0 device is in pci_p2pdma_whitelist[];
     ``req_same_host_bridge``: its entry has REQ_SAME_HOST_BRIDGE (P2P only between devices below
     this one host bridge). ``vendor``/``device`` are the IDs the whitelist check reports.
+
+    Mirrors struct pci_host_bridge (include/linux/pci.h) as drivers/pci/p2pdma.c's host-bridge
+    checks see it. Raises TypeError when constructed from Python (only the core makes them).
     """
 
     def __cinit__(self, *args):
@@ -64,7 +67,10 @@ cdef class PciHostBridge:
 
     @property
     def pci_name(self):
-        """pci_name() of the host bridge's devfn 00.0 device (what the whitelist matches)."""
+        """pci_name() of the host bridge's devfn 00.0 device (what the whitelist matches).
+
+        Read-only.
+        """
         return f"{self.domain:04x}:00:00.0"
 
     def __repr__(self):
@@ -78,6 +84,9 @@ cdef class PciSwitch:
     Its Upstream Port sits below a Root Port of the host bridge (or a Downstream Port of the
     parent switch); every child gets its own Downstream Port. ``acs_redirect`` sets ACS
     Request/Completion Redirect on all Downstream Ports: peer traffic is sent up to the host.
+
+    Simulator-only grouping of the struct pci_dev ports of one switch (an Upstream Port and its
+    Downstream Ports). Raises TypeError when constructed from Python (only the core makes them).
     """
 
     def __cinit__(self, *args):
@@ -88,27 +97,39 @@ cdef class PciSwitch:
 
 
 cdef class PciDev:
-    """A struct pci_dev in the hierarchy: a Root Port, switch port or endpoint (``dev.p2p_node``)."""
+    """A struct pci_dev in the hierarchy: a Root Port, switch port or endpoint (``dev.p2p_node``).
+
+    Mirrors struct pci_dev (include/linux/pci.h), the fields drivers/pci/p2pdma.c walks. Raises
+    TypeError when constructed from Python (only the core makes them).
+    """
 
     def __cinit__(self, *args):
         _internal_only(args, "PciDev objects are made by the topology")
 
     @property
     def kind_name(self):
+        """pci_pcie_type() as a name: "root-port", "upstream-port", "downstream-port" or "endpoint"."""
         return _PCI_NODE_KIND_NAMES[self.kind]
 
     @property
     def domain(self):
+        """pci_domain_nr(): the PCI domain (segment) number of its host bridge."""
         return self.host_bridge.domain
 
     @property
     def pci_name(self):
-        """pci_name(): "DDDD:BB:SS.F"."""
+        """pci_name(): "DDDD:BB:SS.F".
+
+        Read-only.
+        """
         return f"{self.host_bridge.domain:04x}:{self.bus:02x}:{self.devfn >> 3:02x}.{self.devfn & 7}"
 
     @property
     def map_types_idx(self):
-        """map_types_idx(): (pci_domain_nr << 16) | pci_dev_id — this client's cache index."""
+        """map_types_idx(): (pci_domain_nr << 16) | pci_dev_id — this client's cache index.
+
+        Read-only.
+        """
         return self.idx
 
     def __repr__(self):
@@ -138,6 +159,9 @@ cdef class PciP2Pdma:
 
     ``map_types`` is the xarray cache: client map_types_idx() -> the PCI_P2PDMA_MAP_* type
     that calc_map_type_and_dist() computed (any type, from any caller).
+
+    Mirrors struct pci_p2pdma (drivers/pci/p2pdma.c). Raises TypeError when constructed from Python
+    (only the core makes them).
     """
 
     def __cinit__(self, *args):
@@ -145,17 +169,26 @@ cdef class PciP2Pdma:
 
     @property
     def size(self):
-        """gen_pool_size() of the p2pmem pool (sysfs p2pmem/size)."""
+        """gen_pool_size() of the p2pmem pool (sysfs p2pmem/size).
+
+        Read-only, in bytes.
+        """
         return sum(c[2] for c in self._chunks)
 
     @property
     def available(self):
-        """gen_pool_avail() of the p2pmem pool (sysfs p2pmem/available)."""
+        """gen_pool_avail() of the p2pmem pool (sysfs p2pmem/available).
+
+        Read-only, in bytes.
+        """
         return sum(c[3] for c in self._chunks)
 
     @property
     def map_types(self):
-        """The cache as {map_types_idx(client): PciP2PdmaMapType}."""
+        """The cache as {map_types_idx(client): PciP2PdmaMapType}.
+
+        Read-only (a copy).
+        """
         cdef dict out = {}
         cdef unordered_map[u64, int].iterator it = self._map_types.begin()
         while it != self._map_types.end():
@@ -172,6 +205,9 @@ cdef class P2PdmaProvider:
 
     ``bus_offset`` = pci_bus_address(bar) - pci_resource_start(bar), modulo 2^64 as the kernel's
     u64 arithmetic gives it. ``bar_start``/``bar_size`` are the BAR's CPU physical range.
+
+    Mirrors struct p2pdma_provider (include/linux/pci-p2pdma.h). Raises TypeError when constructed
+    from Python (only the core makes them).
     """
 
     def __cinit__(self, *args):
@@ -179,7 +215,10 @@ cdef class P2PdmaProvider:
 
     @property
     def bus_start(self):
-        """pci_bus_address(bar): the BAR's PCI bus address."""
+        """pci_bus_address(bar): the BAR's PCI bus address.
+
+        Read-only.
+        """
         return (self.bar_start + self.bus_offset) & U64_MAX
 
     def __repr__(self):
@@ -193,6 +232,9 @@ cdef class PciP2PdmaPagemap:
     ``provider`` is the provider Device, ``mem`` its P2PdmaProvider (the BAR), ``cpu_phys`` /
     ``size`` the pagemap range (pgmap->range), ``bus_offset`` / ``bus_addr`` what a
     PCI_P2PDMA_MAP_BUS_ADDR client puts on the bus for ``cpu_phys``.
+
+    Mirrors struct pci_p2pdma_pagemap (drivers/pci/p2pdma.c) with its struct dev_pagemap range.
+    Raises TypeError when constructed from Python (only the core makes them).
     """
 
     def __cinit__(self, *args):
@@ -200,15 +242,20 @@ cdef class PciP2PdmaPagemap:
 
     @property
     def provider(self):
+        """The provider Device (pgmap's p2p_provider owner)."""
         return self.mem.owner
 
     @property
     def bus_offset(self):
+        """The BAR's bus_offset (struct p2pdma_provider bus_offset)."""
         return self.mem.bus_offset
 
     @property
     def bus_addr(self):
-        """pci_bus_address(bar) + offset: the bus address of cpu_phys (pci_p2pmem_virt_to_bus)."""
+        """pci_bus_address(bar) + offset: the bus address of cpu_phys (pci_p2pmem_virt_to_bus).
+
+        Read-only.
+        """
         return (self.cpu_phys + self.mem.bus_offset) & U64_MAX
 
     def __repr__(self):
@@ -222,6 +269,9 @@ cdef class P2PTopology:
     ``cpu_supports_p2pdma`` models cpu_supports_p2pdma() (x86 AMD Zen or newer): when true,
     every host-bridge path is allowed without consulting the whitelist. ``rng`` breaks ties in
     pci_p2pmem_find_many() (seed it for another deterministic choice).
+
+    Simulator-only: the PCI hierarchy the kernel learns by enumeration plus the P2PDMA state of
+    drivers/pci/p2pdma.c. Made by the Machine; constructing one raises TypeError without a Machine.
     """
 
     def __cinit__(self, Machine machine not None):
@@ -237,10 +287,12 @@ cdef class P2PTopology:
 
     @property
     def pagemaps(self):
+        """Every published PciP2PdmaPagemap, in publication order (a copy)."""
         return list(self._pgmap_list)
 
     @property
     def providers(self):
+        """Every P2PdmaProvider (BAR), in registration order (a copy)."""
         return list(self._bar_list)
 
     def __repr__(self):
@@ -266,7 +318,12 @@ cdef class P2PTopology:
         return hb
 
     def add_host_bridge(self, name, p2p_allowlisted=False, *, req_same_host_bridge=False):
-        """A new host bridge (its own PCI domain); see PciHostBridge."""
+        """A new host bridge (its own PCI domain); see PciHostBridge.
+
+        Simulator-only (the kernel finds host bridges by enumeration); Machine.add_host_bridge()
+        calls it. Returns the PciHostBridge. Raises TypeError for a name that is not a non-empty
+        str, ValueError for a name in use or no free PCI domain.
+        """
         self._check_new_name(name)
         return self._new_host_bridge(name, bool(p2p_allowlisted), bool(req_same_host_bridge))
 
@@ -336,7 +393,12 @@ cdef class P2PTopology:
         return port
 
     def add_switch(self, name, parent=None, acs_redirect=False):
-        """A switch below ``parent`` (host bridge, switch, their name, or None: the default host bridge)."""
+        """A switch below ``parent`` (host bridge, switch, their name, or None: the default host bridge).
+
+        Simulator-only; Machine.add_switch() calls it. Returns the PciSwitch. Raises TypeError for a
+        bad name or parent type, ValueError for a name in use, an unknown parent or one of another
+        machine, a device as parent, or no free port or bus number.
+        """
         cdef PciSwitch sw
         cdef PciDev port
         cdef PciHostBridge hb
@@ -369,7 +431,12 @@ cdef class P2PTopology:
         return sw
 
     def check_parent(self, parent, pci):
-        """Validate add_device()'s parent before the device is made (raises, changes nothing)."""
+        """Validate add_device()'s parent before the device is made (raises, changes nothing).
+
+        Simulator-only. Returns None. Raises TypeError for a parent of the wrong type, ValueError
+        for an unknown parent or one of another machine, a device parent for a PCI device, a bridge
+        parent for a non-PCI device, or no free port.
+        """
         if parent is None:
             if pci:
                 self._check_ports(self.default_host_bridge)
@@ -385,7 +452,12 @@ cdef class P2PTopology:
             self._check_ports(parent)
 
     def add_device(self, dev, parent):
-        """Place a new Device: PCI devices below a new port of ``parent``; non-PCI ones under a parent device."""
+        """Place a new Device: PCI devices below a new port of ``parent``; non-PCI ones under a parent device.
+
+        Simulator-only (models enumeration placing a struct pci_dev; Machine.add_device() calls it).
+        Returns the endpoint PciDev, or None for a non-PCI device. Raises what check_parent()
+        raises, TypeError for a non-Device.
+        """
         cdef Device d = _as_device(dev)
         cdef PciDev port
         self.check_parent(parent, d.pci)
@@ -404,7 +476,11 @@ cdef class P2PTopology:
         return d.p2p_node
 
     def parent_of(self, dev):
-        """dev->parent: the upstream port of a PCI device, the parent Device of a non-PCI one."""
+        """dev->parent: the upstream port of a PCI device, the parent Device of a non-PCI one.
+
+        Mirrors struct device's parent pointer. Returns a PciDev, a Device or None. Raises TypeError
+        for a non-Device.
+        """
         cdef Device d = _as_device(dev)
         if d.p2p_node is not None:
             return (<PciDev>d.p2p_node).upstream
@@ -416,6 +492,10 @@ cdef class P2PTopology:
         Its pagemaps stop being P2P pages and its BARs stop decoding peer requests; its map-type
         cache goes with it. Entries other providers cached for it as a client stay, as in the
         kernel. Its port stays in the hierarchy (an empty slot; bus numbers are not reused).
+
+        Models drivers/pci/p2pdma.c:pci_p2pdma_release(). Returns None. Raises TypeError for a
+        non-Device, ValueError while a non-PCI device still has it as parent (nothing changed).
+        Machine.remove_device() calls it.
         """
         cdef Device d = _as_device(dev)
         cdef PciDev node
@@ -469,6 +549,13 @@ cdef class P2PTopology:
         other dma-buf exporters: the BAR becomes a provider (returned, a P2PdmaProvider) but gets
         no pages, so pci_p2pdma_state() sees ordinary memory there; callers ask
         pci_p2pdma_map_type(provider, dev) themselves.
+
+        Models drivers/pci/p2pdma.c:pcim_p2pdma_init() + pci_p2pdma_add_resource() (+
+        pcim_p2pdma_provider()). Raises TypeError for a non-Device provider or non-int numbers;
+        ValueError (before any change) for a provider that is not a PCI device of this machine, an
+        unaligned, empty or wrapping range, a range overlapping other P2P memory, RAM, another
+        provider's BAR or a region it straddles, a bus_addr that changes a BAR's bus_offset, a
+        seventh BAR, or a bus window overlapping another in the PCI domain.
         """
         cdef Device d
         cdef u64 cpu, n, bus, off, bar_start, bar_size, w_start
@@ -598,7 +685,11 @@ cdef class P2PTopology:
         return -1
 
     def pgmap_of(self, phys):
-        """The PciP2PdmaPagemap holding ``phys`` (is_pci_p2pdma_page of its page), or None."""
+        """The PciP2PdmaPagemap holding ``phys`` (is_pci_p2pdma_page of its page), or None.
+
+        Models include/linux/memremap.h:is_pci_p2pdma_page() with page_pgmap(). Returns the pagemap
+        or None. Raises TypeError / ValueError for a non-int or out-of-range ``phys``.
+        """
         cdef int i = self.find_pgmap(_u64(phys, "phys"))
         return None if i < 0 else self._pgmap_list[i]
 
@@ -775,6 +866,9 @@ cdef class PciP2PdmaMapState:
     Zero-initialised like the kernel's: mem None, map PCI_P2PDMA_MAP_UNKNOWN. ``pgmap`` is the
     pagemap of the last P2P address looked up, ``provider`` the provider Device, ``bus_off``
     the provider's bus_offset (the 2021-2024 field).
+
+    Mirrors struct pci_p2pdma_map_state (include/linux/pci-p2pdma.h). ``PciP2PdmaMapState()`` takes
+    no arguments: it raises TypeError otherwise.
     """
 
     def __init__(self):
@@ -784,10 +878,12 @@ cdef class PciP2PdmaMapState:
 
     @property
     def provider(self):
+        """The provider Device of ``mem``, or None."""
         return None if self.mem is None else self.mem.owner
 
     @property
     def bus_off(self):
+        """``mem``'s bus_offset, or 0 (the pre-2025 struct's bus_off field)."""
         return 0 if self.mem is None else self.mem.bus_offset
 
     def __repr__(self):

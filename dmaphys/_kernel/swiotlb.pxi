@@ -117,11 +117,19 @@ cdef class IoTlbMem:
     at it. Kernel fields: ``start``, ``end`` (exclusive), ``nslabs``, ``nareas``,
     ``area_nslabs``, ``force_bounce``, ``total_used``, ``used_hiwater`` (debugfs: write only 0).
     ``IoTlbMem()`` from Python is an empty io_tlb_mem (nslabs 0: is_swiotlb_active() is false).
+
+    Mirrors struct io_tlb_mem / struct io_tlb_pool (include/linux/swiotlb.h), set up like
+    swiotlb_init_remap() (kernel/dma/swiotlb.c). Raises TypeError when constructed with
+    arguments (the machine builds its pool from ``Machine(swiotlb=...)``).
     """
 
     @property
     def used_hiwater(self):
-        """High-water mark of used slots (debugfs io_tlb_used_hiwater; only 0 may be written)."""
+        """High-water mark of used slots (debugfs io_tlb_used_hiwater; only 0 may be written).
+
+        Setting any other value raises ValueError (io_tlb_hiwater_set()'s -EINVAL), a non-int
+        TypeError.
+        """
         return self._used_hiwater
 
     @used_hiwater.setter
@@ -132,15 +140,27 @@ cdef class IoTlbMem:
         self._used_hiwater = 0
 
     def reset_used_hiwater(self):
-        """Write 0 to debugfs io_tlb_used_hiwater."""
+        """Write 0 to debugfs io_tlb_used_hiwater.
+
+        Models kernel/dma/swiotlb.c:io_tlb_hiwater_set() with 0. Returns None. Raises nothing.
+        """
         self._used_hiwater = 0
 
     def mem_used(self):
-        """mem_used(): slots in use (the total_used atomic with CONFIG_DEBUG_FS)."""
+        """mem_used(): slots in use (the total_used atomic with CONFIG_DEBUG_FS).
+
+        Models kernel/dma/swiotlb.c:mem_used(). Returns the number of slots in use (int).
+        Raises nothing.
+        """
         return self.total_used
 
     def slot(self, index):
-        """struct io_tlb_slot ``index`` as a dict of its kernel fields."""
+        """struct io_tlb_slot ``index`` as a dict of its kernel fields.
+
+        Mirrors struct io_tlb_slot (kernel/dma/swiotlb.c): returns ``{"orig_addr", "alloc_size",
+        "list", "pad_slots"}``. Raises IndexError for ``index >= nslabs``, TypeError /
+        ValueError for a non-int or negative ``index``.
+        """
         cdef u64 i = _u64(index, "index")
         if i >= self.nslabs:
             raise IndexError(f"slot {i} is beyond nslabs {self.nslabs}")
@@ -153,6 +173,8 @@ cdef class IoTlbMem:
         ``slots`` holds only the slots that differ from a freshly initialised pool, as
         ``{index: (orig_addr, alloc_size, list, pad_slots)}``; ``areas`` is
         ``[(used, index), ...]``.
+
+        Simulator-only (differential tests). Returns the dict. Raises nothing.
         """
         cdef dict slots = {}
         cdef u64 i
@@ -717,7 +739,12 @@ def _def_swiotlb_tbl_map_single(Device dev not None, orig_addr, mapping_size, al
     physical ``orig_addr`` through the device's swiotlb pool.
 
     Returns the bounce buffer's physical address, or DMA_MAPPING_ERROR (pool full: rate-limited
-    SwiotlbFullWarning unless DMA_ATTR_NO_WARN; no pool: KernelWarning).
+    SwiotlbFullWarning unless DMA_ATTR_NO_WARN; no pool: KernelWarning). Raises KernelBug where
+    the kernel BUGs (a size that needs no slot, a seg_boundary_mask whose span is not a power
+    of two), PhysAddrError when the original buffer is not RAM or MMIO (nothing is allocated),
+    TypeError / ValueError for bad arguments (a ``dir`` or ``attrs`` outside the kernel enums, an
+    ``alloc_align_mask`` beyond 32 bits) or a removed device. Warns KernelWarning for an
+    ``alloc_align_mask`` above PAGE_SIZE - 1 and a buffer overflow in the copy.
     """
     _dev_live(dev)
     cdef u64 o = _u64(orig_addr, "orig_addr")
@@ -739,7 +766,11 @@ def _def_swiotlb_tbl_unmap_single(Device dev not None, tlb_addr, mapping_size, d
 
     Models include/linux/swiotlb.h:swiotlb_tbl_unmap_single(): nothing unless ``tlb_addr`` is
     in the device's pool; else copy back (DMA_FROM_DEVICE/DMA_BIDIRECTIONAL without
-    DMA_ATTR_SKIP_CPU_SYNC) and release the slots. Returns None.
+    DMA_ATTR_SKIP_CPU_SYNC) and release the slots. Returns None. Raises KernelBug when
+    ``tlb_addr`` is not the start of a bounce buffer (swiotlb_release_slots()'s BUG_ON, or slots
+    that would run past the pool), PhysAddrError when the copy-back leaves RAM / MMIO,
+    TypeError / ValueError for bad arguments or a removed device. Warns KernelWarning for a
+    ``mapping_size`` larger than the allocation ("Buffer overflow detected").
     """
     _dev_live(dev)
     cdef u64 t = _u64(tlb_addr, "tlb_addr")
@@ -755,7 +786,11 @@ def _def_swiotlb_sync_single_for_cpu(Device dev not None, tlb_addr, size, dir):
     """swiotlb_sync_single_for_cpu(dev, tlb_addr, size, dir)
 
     Models include/linux/swiotlb.h:swiotlb_sync_single_for_cpu(): for a bounce address, copy
-    slot → original for DMA_FROM_DEVICE/DMA_BIDIRECTIONAL; KernelBug for an invalid dir.
+    slot → original for DMA_FROM_DEVICE/DMA_BIDIRECTIONAL; nothing for another address.
+    Returns None. Raises KernelBug for a bounce address with a ``dir`` that is none of the
+    three (the kernel's BUG_ON), PhysAddrError when the copy leaves RAM / MMIO, TypeError /
+    ValueError for bad arguments or a removed device. Warns KernelWarning for a ``size`` larger
+    than the allocation.
     """
     _dev_live(dev)
     cdef u64 t = _u64(tlb_addr, "tlb_addr")
@@ -770,7 +805,11 @@ def _def_swiotlb_sync_single_for_device(Device dev not None, tlb_addr, size, dir
     """swiotlb_sync_single_for_device(dev, tlb_addr, size, dir)
 
     Models include/linux/swiotlb.h:swiotlb_sync_single_for_device(): for a bounce address,
-    copy original → slot for DMA_TO_DEVICE/DMA_BIDIRECTIONAL; KernelBug for an invalid dir.
+    copy original → slot for DMA_TO_DEVICE/DMA_BIDIRECTIONAL; nothing for another address.
+    Returns None. Raises KernelBug for a bounce address with a ``dir`` that is none of the
+    three (the kernel's BUG_ON), PhysAddrError when the copy leaves RAM / MMIO, TypeError /
+    ValueError for bad arguments or a removed device. Warns KernelWarning for a ``size`` larger
+    than the allocation.
     """
     _dev_live(dev)
     cdef u64 t = _u64(tlb_addr, "tlb_addr")
@@ -785,7 +824,9 @@ def _def_swiotlb_map(Device dev not None, phys, size, dir, attrs):
     """swiotlb_map(dev, phys, size, dir, attrs)
 
     Models kernel/dma/swiotlb.c:swiotlb_map(), dma-direct's bounce path. Returns the bus
-    address of the bounce buffer, or DMA_MAPPING_ERROR.
+    address of the bounce buffer, or DMA_MAPPING_ERROR (pool full or missing, or a slot the
+    device cannot reach: KernelWarning "swiotlb addr ... overflow"). Raises what
+    swiotlb_tbl_map_single() raises: KernelBug, PhysAddrError, TypeError / ValueError.
     """
     _dev_live(dev)
     cdef u64 p = _u64(phys, "phys")
@@ -801,8 +842,9 @@ def _def_swiotlb_map(Device dev not None, phys, size, dir, attrs):
 def _def_swiotlb_max_mapping_size(Device dev not None):
     """swiotlb_max_mapping_size(dev)
 
-    Models kernel/dma/swiotlb.c:swiotlb_max_mapping_size(): 256 KiB minus the min_align_mask
-    roundup.
+    Models kernel/dma/swiotlb.c:swiotlb_max_mapping_size(). Returns the largest size in
+    bytes one mapping may bounce (IO_TLB_SIZE * IO_TLB_SEGSIZE = 256 KiB, minus the
+    min_align_mask roundup). Raises TypeError for a non-Device, ValueError for a removed device.
     """
     _dev_live(dev)
     return swiotlb_max_mapping_size(dev)
@@ -812,7 +854,9 @@ def _def_swiotlb_max_mapping_size(Device dev not None):
 def _def_is_swiotlb_active(Device dev not None):
     """is_swiotlb_active(dev)
 
-    Models kernel/dma/swiotlb.c:is_swiotlb_active(): the device has a pool with slabs.
+    Models kernel/dma/swiotlb.c:is_swiotlb_active(). Returns True when the device has a
+    pool with slabs, else False. Raises TypeError for a non-Device, ValueError for a removed
+    device.
     """
     _dev_live(dev)
     return is_swiotlb_active(dev)
@@ -822,7 +866,9 @@ def _def_is_swiotlb_active(Device dev not None):
 def _def_is_swiotlb_buffer(Device dev not None, paddr):
     """is_swiotlb_buffer(dev, paddr)
 
-    Models include/linux/swiotlb.h:is_swiotlb_buffer(): ``paddr`` lies in the device's pool.
+    Models include/linux/swiotlb.h:is_swiotlb_buffer(). Returns True when ``paddr`` lies in
+    the device's pool, else False. Raises TypeError / ValueError for a non-Device, a bad
+    ``paddr`` or a removed device.
     """
     _dev_live(dev)
     return is_swiotlb_buffer(dev, _u64(paddr, "paddr"))
@@ -832,7 +878,9 @@ def _def_is_swiotlb_buffer(Device dev not None, paddr):
 def _def_is_swiotlb_force_bounce(Device dev not None):
     """is_swiotlb_force_bounce(dev)
 
-    Models include/linux/swiotlb.h:is_swiotlb_force_bounce().
+    Models include/linux/swiotlb.h:is_swiotlb_force_bounce(). Returns True when the device's
+    pool bounces every mapping (``swiotlb=force``), else False. Raises TypeError for a
+    non-Device, ValueError for a removed device.
     """
     _dev_live(dev)
     return is_swiotlb_force_bounce(dev)

@@ -14,7 +14,10 @@ import collections as _collections
 
 TraceEvent = _collections.namedtuple("TraceEvent", "name system time_ns cpu device fields")
 TraceEvent.__doc__ = """One recorded tracepoint: ``name`` ("dma_map_phys"), ``system`` ("dma" or
-"swiotlb"), ``time_ns``, ``cpu``, ``device`` (name) and ``fields`` (the TP_STRUCT__entry fields)."""
+"swiotlb"), ``time_ns``, ``cpu``, ``device`` (name) and ``fields`` (the TP_STRUCT__entry fields).
+
+Mirrors one ftrace record of the events in include/trace/events/dma.h and
+include/trace/events/swiotlb.h. A namedtuple: raises TypeError for a wrong number of fields."""
 
 
 TRACE_EVENT_NAMES = ("dma_map_phys", "dma_unmap_phys", "dma_alloc", "dma_free", "dma_map_sg",
@@ -67,6 +70,9 @@ cdef class DmaTrace:
     ftrace's ring buffer does. ``len(m.trace)``, ``clear()``, ``events()`` (TraceEvent
     tuples), ``to_ftrace()`` (trace-cmd report lines, task ``comm``-``pid``) and
     ``to_numpy()`` (structured array, one row per event).
+
+    Mirrors the TRACE_EVENTs of include/trace/events/dma.h (and swiotlb.h's swiotlb_bounced) with an
+    ftrace ring buffer. Made by the Machine; constructing one raises TypeError without a Machine.
     """
 
     def __cinit__(self, Machine machine not None):
@@ -93,7 +99,10 @@ cdef class DmaTrace:
 
     @property
     def capacity(self):
-        """Ring size in events; setting it clears the buffer (like resizing buffer_size_kb)."""
+        """Ring size in events; setting it clears the buffer (like resizing buffer_size_kb).
+
+        Setting raises ValueError outside 1..2**32, TypeError for a non-int.
+        """
         return self._capacity
 
     @capacity.setter
@@ -105,7 +114,11 @@ cdef class DmaTrace:
         self._capacity = <size_t>n
 
     def clear(self):
-        """Empty the buffer (echo > trace); overrun is reset too."""
+        """Empty the buffer (echo > trace); overrun is reset too.
+
+        Models clearing the ftrace buffer (tracing_open() with O_TRUNC). Returns None. Raises
+        nothing.
+        """
         self._release_all()
         self.overrun = 0
 
@@ -147,7 +160,11 @@ cdef class DmaTrace:
         return [(self.head + i) % self._capacity for i in range(self.count)]
 
     def events(self):
-        """The buffer, oldest first, as TraceEvent tuples (fields as the TP_STRUCT__entry has them)."""
+        """The buffer, oldest first, as TraceEvent tuples (fields as the TP_STRUCT__entry has them).
+
+        Simulator-only view of the TP_STRUCT__entry records of include/trace/events/dma.h. Returns a
+        list of TraceEvent. Raises nothing.
+        """
         cdef trace_entry *t
         out = []
         for pos in self._ordered():
@@ -158,12 +175,19 @@ cdef class DmaTrace:
         return out
 
     def to_ftrace(self):
-        """`trace-cmd report` lines for the buffer, oldest first."""
+        """`trace-cmd report` lines for the buffer, oldest first.
+
+        Formats each event as the TP_printk() of include/trace/events/dma.h prints it
+        (simulator-only helper). Returns a list of str. Raises nothing.
+        """
         return [_ftrace_line(ev, self.comm, self.pid) for ev in self.events()]
 
     def to_numpy(self):
         """One row per event; see TRACE_NUMPY_DTYPE. sg events: dma_addr / phys_addr are the
-        first segment's, size the sum of the mapped lengths, nents / ents the array counts."""
+        first segment's, size the sum of the mapped lengths, nents / ents the array counts.
+
+        Simulator-only. Returns a numpy structured array of dtype TRACE_NUMPY_DTYPE. Raises nothing.
+        """
         return _trace_to_numpy(self.events())
 
     def __repr__(self):

@@ -74,7 +74,12 @@ cdef class TraceParser:
     line. Counters: ``lineno``, ``skipped`` (other events), ``headers``, ``unrecognised``,
     ``cpus`` (from the header, 0 = not given), ``lost_events``, ``counts`` (per event name).
     ``bare_unit_ns``: the unit of a timestamp printed without a point (1000: trace-cmd's µs; 1
-    for trace-cmd -t ns)."""
+    for trace-cmd -t ns).
+
+    Simulator-only: reads the text the TP_printk() formats of include/trace/events/dma.h print
+    (trace-cmd report, /sys/kernel/tracing/trace). Raises ValueError for a ``bare_unit_ns`` other
+    than 1 or 1000.
+    """
     def __init__(self, bare_unit_ns=1000):
         from dmaphys._trace_text import line_body, TraceBinaryError
         if bare_unit_ns not in (1, 1000):
@@ -96,7 +101,10 @@ cdef class TraceParser:
 
     @property
     def counts(self):
-        """Lines per event name (dict)."""
+        """Lines per event name (dict).
+
+        Read-only.
+        """
         out = dict(self._slow_counts)
         for i in range(TP_NNAMES):
             if self._fast_counts[i]:
@@ -104,10 +112,19 @@ cdef class TraceParser:
         return out
 
     def count_event(self, name):
+        """Count one line of event ``name`` in ``counts`` (used by the shared grammar in _trace_text.py).
+
+        Simulator-only. Returns None. Raises TypeError for an unhashable ``name``.
+        """
         self._slow_counts[name] = self._slow_counts.get(name, 0) + 1
 
     def feed(self, data):
-        """Records of the complete lines in ``data`` (bytes); a partial last line is kept."""
+        """Records of the complete lines in ``data`` (bytes); a partial last line is kept.
+
+        Simulator-only. Returns a list of records (a malformed line gives ``(lineno, -1, message)``,
+        not an exception). Raises TypeError for data that is not bytes / bytearray, TraceBinaryError
+        (a ValueError) for a binary trace.dat or a NUL byte.
+        """
         cdef const char *base
         cdef Py_ssize_t n, start, i
         cdef const char *nl
@@ -142,7 +159,11 @@ cdef class TraceParser:
         return out
 
     def finish(self):
-        """The record of a last line that had no newline."""
+        """The record of a last line that had no newline.
+
+        Simulator-only. Returns a list of zero or one record. Raises TraceBinaryError (a ValueError)
+        for a NUL byte in that line.
+        """
         cdef list out = []
         cdef bytes t
         if self._tail:

@@ -26,10 +26,14 @@
  *   - No entry ever leaves a Python exception set: dmaphys converts it into the error record
  *     and clears it. api->raise_error(err) turns a record back into a Python exception
  *     (for a C extension that wants to propagate it).
- *   - GIL: every entry except abi_version/struct_size takes the GIL itself
- *     (PyGILState_Ensure), so it may be called from any thread that Python knows or from a
- *     foreign thread, with or without the GIL held; calls are serialised by the GIL. Calling
- *     with the GIL already held is the fast path.
+ *   - GIL: every entry may be called from any thread, holding the GIL or not (a foreign
+ *     thread Python never saw included). Entries marked [GIL-free] below run their common
+ *     path in C without taking the GIL when the calling thread owns the machine
+ *     (api->machine_enter) or holds the GIL while no other thread owns it; otherwise, and
+ *     whenever Python must see something (a fault, a bad argument, dma-debug on, a warning,
+ *     an rcache miss, ...), they take the GIL themselves (PyGILState_Ensure) and run the full
+ *     path. All other entries always take the GIL themselves. docs/EMBEDDING.md section 6
+ *     has the per-entry table.
  *   - Objects cross as capsules: a device is the capsule `dev.capsule` returns ("dmaphys.device",
  *     it holds a reference to the Device). Every entry checks it (NULL, not a capsule, a
  *     capsule of another name, a device removed with Machine.remove_device()) and fails with
@@ -49,6 +53,9 @@ extern "C" {
 #define DMAPHYS_CAPI_NAME "dmaphys._core._C_API"      /* PyCapsule_Import() name of the table */
 #define DMAPHYS_DEVICE_CAPSULE_NAME "dmaphys.device"  /* name of dev.capsule */
 #define DMAPHYS_ABI_VERSION 1                          /* the version this header describes */
+/* Minor versions only append entries (abi_version stays 1; struct_size grows): check them with
+ * DMAPHYS_API_HAS(api, member). 0: the first table; 1: machine_enter, machine_exit. */
+#define DMAPHYS_ABI_MINOR 1
 
 /* ---- kernel types and constants (include/linux/types.h, dma-mapping.h, dma-direction.h) ---- */
 typedef uint64_t dmaphys_dma_addr_t;
@@ -171,7 +178,9 @@ typedef struct dmaphys_api {
     uint32_t abi_version;      /* DMAPHYS_ABI_VERSION of the dmaphys that filled it */
     uint32_t struct_size;      /* sizeof(dmaphys_api) there: entries past it do not exist */
 
-    /* kernel/dma/mapping.c: single mappings */
+    /* kernel/dma/mapping.c: single mappings. dma_map_phys, dma_unmap_phys, dma_mapping_error:
+     * [GIL-free] (dma-direct without bouncing; dma-iommu with an IOVA rcache hit and tables in
+     * place; dma-debug and tracing off) */
     dmaphys_dma_addr_t (*dma_map_phys)(PyObject *dev, dmaphys_phys_addr_t phys, uint64_t size,
                                        int dir, unsigned long attrs, dmaphys_error *err);
     int (*dma_unmap_phys)(PyObject *dev, dmaphys_dma_addr_t addr, uint64_t size, int dir,
@@ -211,12 +220,13 @@ typedef struct dmaphys_api {
                             unsigned long attrs, dmaphys_error *err);
     int (*dma_iova_free)(PyObject *dev, dmaphys_iova_state *state, dmaphys_error *err);
 
-    /* the device on its bus (IOMMU, P2P, dma_range_map, faults), like dev.dma_read/dma_write */
+    /* the device on its bus (IOMMU, P2P, dma_range_map, faults), like dev.dma_read/dma_write:
+     * [GIL-free] with dma-debug off (a fault takes the GIL to record and report itself) */
     int (*dma_read)(PyObject *dev, dmaphys_dma_addr_t addr, void *buf, uint64_t n, dmaphys_error *err);
     int (*dma_write)(PyObject *dev, dmaphys_dma_addr_t addr, const void *buf, uint64_t n,
                      dmaphys_error *err);
 
-    /* translations */
+    /* translations: translate is [GIL-free] like dma_read; iova_to_phys takes the GIL */
     dmaphys_phys_addr_t (*iova_to_phys)(PyObject *dev, dmaphys_dma_addr_t iova, dmaphys_error *err);
     int (*translate)(PyObject *dev, dmaphys_dma_addr_t addr, int write, dmaphys_iotlb_entry *entry,
                      dmaphys_error *err);
@@ -229,6 +239,20 @@ typedef struct dmaphys_api {
     /* helpers */
     PyObject *(*raise_error)(const dmaphys_error *err);   /* sets a Python exception, returns NULL */
     int (*device_check)(PyObject *dev, dmaphys_error *err); /* 0 if dev is a live device capsule */
+
+    /* ---- ABI 1.1 (DMAPHYS_ABI_MINOR 1) ---- */
+    /* Own the device's machine from the calling thread (what a batch call does, machine.pxi
+     * "Threads"): until machine_exit, the thread's [GIL-free] entries never take the GIL on
+     * their common paths, and other threads' dmaphys calls on that machine (Python or C) wait.
+     * Waits (without the GIL) while another thread owns it. A thread Python never saw gets a
+     * Python thread state, kept until its last machine_exit. 0; DMAPHYS_E_BADARG when this
+     * thread already owns it. Takes the GIL briefly; may be called with or without it, but a
+     * thread that holds the GIL while it owns the machine must release it before another
+     * thread's dmaphys call on that machine can proceed. Keep the capsule until machine_exit. */
+    int (*machine_enter)(PyObject *dev, dmaphys_error *err);
+    /* Give it back (the thread that entered; also for a since-removed device); 0, or
+     * DMAPHYS_E_BADARG when this thread does not own it. Takes the GIL briefly. */
+    int (*machine_exit)(PyObject *dev, dmaphys_error *err);
 } dmaphys_api;
 
 /* 1 if the table `api` has entry `member` (it was filled by a dmaphys at least that new). */

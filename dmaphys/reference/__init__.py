@@ -35,7 +35,10 @@ del _mod
 
 
 def replay(source, machine=None, **kwargs):
-    """dmaphys.trace_replay.replay() on the reference model (see dmaphys.replay)."""
+    """dmaphys.trace_replay.replay() on the reference model (see dmaphys.replay).
+
+    Simulator-only. Returns and raises what dmaphys.replay() does.
+    """
     import sys
 
     from ..trace_replay import replay as _replay

@@ -263,7 +263,10 @@ def _ragged_write(machine, n: int, s: list[int], data, write_one) -> None:
 
 
 def dma_read_ragged_batch(dev, addrs, sizes) -> np.ndarray:
-    """Reference of dmaphys.dma_read_ragged_batch: ``dev.dma_read(addrs[i], sizes[i])`` back to back."""
+    """Reference of dmaphys.dma_read_ragged_batch: ``dev.dma_read(addrs[i], sizes[i])`` back to back.
+
+    Reference twin of dmaphys._core.dma_read_ragged_batch: same returns and raises.
+    """
     _device_arg(dev)
     a = _batch_u64_array(addrs, "addrs")
     s = _batch_sizes(sizes, a.shape[0], "size")
@@ -271,7 +274,10 @@ def dma_read_ragged_batch(dev, addrs, sizes) -> np.ndarray:
 
 
 def dma_write_ragged_batch(dev, addrs, sizes, data) -> None:
-    """Reference of dmaphys.dma_write_ragged_batch: ``dev.dma_write(addrs[i], <sizes[i] bytes>)``."""
+    """Reference of dmaphys.dma_write_ragged_batch: ``dev.dma_write(addrs[i], <sizes[i] bytes>)``.
+
+    Reference twin of dmaphys._core.dma_write_ragged_batch: same returns and raises.
+    """
     _device_arg(dev)
     a = _batch_u64_array(addrs, "addrs")
     s = _batch_sizes(sizes, a.shape[0], "size")
@@ -285,7 +291,10 @@ def _machine_arg(machine):
 
 
 def mem_read_batch(machine, phys, sizes) -> np.ndarray:
-    """Reference of dmaphys.mem_read_batch: ``machine.mem_read(phys[i], sizes[i])`` back to back."""
+    """Reference of dmaphys.mem_read_batch: ``machine.mem_read(phys[i], sizes[i])`` back to back.
+
+    Reference twin of dmaphys._core.mem_read_batch: same returns and raises.
+    """
     m = _machine_arg(machine)
     p = _batch_u64_array(phys, "phys")
     s = _batch_sizes(sizes, p.shape[0], "n")
@@ -293,7 +302,10 @@ def mem_read_batch(machine, phys, sizes) -> np.ndarray:
 
 
 def mem_write_batch(machine, phys, sizes, data) -> None:
-    """Reference of dmaphys.mem_write_batch: ``machine.mem_write(phys[i], <sizes[i] bytes>)``."""
+    """Reference of dmaphys.mem_write_batch: ``machine.mem_write(phys[i], <sizes[i] bytes>)``.
+
+    Reference twin of dmaphys._core.mem_write_batch: same returns and raises.
+    """
     m = _machine_arg(machine)
     p = _batch_u64_array(phys, "phys")
     s = _batch_sizes(sizes, p.shape[0], "n")
@@ -316,17 +328,26 @@ def _sync_batch(dev, dma_addrs, sizes, dir, fn) -> None:
 
 
 def dma_sync_single_for_cpu_batch(dev, dma_addrs, sizes, dir) -> None:
-    """Reference of dmaphys.dma_sync_single_for_cpu_batch: dma_sync_single_for_cpu() per element."""
+    """Reference of dmaphys.dma_sync_single_for_cpu_batch: dma_sync_single_for_cpu() per element.
+
+    Reference twin of dmaphys._core.dma_sync_single_for_cpu_batch: same returns and raises.
+    """
     _sync_batch(dev, dma_addrs, sizes, dir, _mapping.dma_sync_single_for_cpu)
 
 
 def dma_sync_single_for_device_batch(dev, dma_addrs, sizes, dir) -> None:
-    """Reference of dmaphys.dma_sync_single_for_device_batch: dma_sync_single_for_device() per element."""
+    """Reference of dmaphys.dma_sync_single_for_device_batch: dma_sync_single_for_device() per element.
+
+    Reference twin of dmaphys._core.dma_sync_single_for_device_batch: same returns and raises.
+    """
     _sync_batch(dev, dma_addrs, sizes, dir, _mapping.dma_sync_single_for_device)
 
 
 def dma_iova_link_batch(dev, state, phys, offsets, sizes, dir, attrs=0) -> np.ndarray:
-    """Reference of dmaphys.dma_iova_link_batch: dma_iova_link() per element, 0 or -errno each."""
+    """Reference of dmaphys.dma_iova_link_batch: dma_iova_link() per element, 0 or -errno each.
+
+    Reference twin of dmaphys._core.dma_iova_link_batch: same returns and raises.
+    """
     _dma_iova._check_types(dev, state)
     p = _batch_u64_array(phys, "phys")
     n = p.shape[0]

@@ -28,6 +28,8 @@ __all__ = ["DmaDebug", "DmaDebugRecord"]
 _log = logging.getLogger("dmaphys")
 
 DmaDebugRecord = collections.namedtuple("DmaDebugRecord", "kind device text address size")
+DmaDebugRecord.__doc__ = ("One dma-debug report: kind, device, text, address, size.\n\n"
+                          "Reference twin of dmaphys._core.DmaDebugRecord: same returns and raises.")
 
 HASH_SIZE = 16384
 HASH_FN_SHIFT = 13
@@ -116,6 +118,7 @@ class DmaDebug:
 
     @property
     def nr_prealloc_entries(self) -> int:
+        """Reference twin of dmaphys._core.DmaDebug.nr_prealloc_entries."""
         return self._nr_prealloc
 
     @nr_prealloc_entries.setter
@@ -129,10 +132,12 @@ class DmaDebug:
 
     @property
     def disabled(self) -> bool:
+        """Reference twin of dmaphys._core.DmaDebug.disabled."""
         return not self.enabled
 
     @property
     def driver_filter(self) -> str:
+        """Reference twin of dmaphys._core.DmaDebug.driver_filter."""
         return self._driver_name
 
     @driver_filter.setter
@@ -151,6 +156,12 @@ class DmaDebug:
 
     # ---- err_printk --------------------------------------------------------------------
     def err_printk(self, dev, kind: str, msg: str, addr: int, size: int) -> None:
+        """Models kernel/dma/debug.c:err_printk(): count the error in error_count, record it in
+        ``errors`` (bounded), queue a DmaDebugWarning when the kernel would print (num_errors /
+        all_errors / driver_filter) and, with ``raise_errors``, queue the record for
+        raise_pending(). Returns None. Raises nothing (the warning is emitted by the caller's
+        flush_warnings()).
+        """
         text = f"DMA-API: {dev.name} {dev.name}: {msg}"
         rec = DmaDebugRecord(kind, dev.name, text, addr, size)
         self.error_count += 1
@@ -167,6 +178,11 @@ class DmaDebug:
             self._pending.append(rec)
 
     def report_extra(self, dev, kind: str, msg: str, addr: int, size: int) -> None:
+        """Simulator-only report beyond the kernel (a misuse the kernel would not see): recorded
+        and warned every time, never counted in error_count nor limited by num_errors. Returns
+        None. Raises nothing (the warning is emitted by the caller's flush_warnings()). ``dev``
+        None: a report with no device (an IOVA domain no device uses), named "iova".
+        """
         name = dev.name if dev is not None else "iova"
         text = f"DMA-API: {name} {name}: {msg}"
         rec = DmaDebugRecord(kind, name, text, addr, size)
@@ -179,6 +195,7 @@ class DmaDebug:
             self._pending.append(rec)
 
     def raise_pending(self) -> None:
+        """Reference twin of dmaphys._core.DmaDebug.raise_pending: same returns and raises."""
         if self._pending:
             rec = self._pending[0]
             self._pending = []
@@ -186,6 +203,10 @@ class DmaDebug:
 
     # ---- entry pool -----------------------------------------------------------------------
     def entry_alloc(self, entry: Entry) -> Entry:
+        """Models kernel/dma/debug.c:dma_entry_alloc(): take an entry from the pool, growing it by
+        a page of entries when empty (logged as the kernel does). Returns ``entry``. Raises
+        nothing.
+        """
         if self.num_free_entries == 0:                         # dma_entry_alloc() growth
             self.num_free_entries += DMA_DEBUG_DYNAMIC_ENTRIES
             self.nr_total_entries += DMA_DEBUG_DYNAMIC_ENTRIES
@@ -198,13 +219,20 @@ class DmaDebug:
         return entry
 
     def entry_free(self, e: Entry) -> None:
+        """Models kernel/dma/debug.c:dma_entry_free(): drop the entry's cacheline tracking and
+        return it to the pool. Returns None. Raises nothing.
+        """
         self.active_cacheline_remove(e)
         self.num_free_entries += 1
         self.nr_live -= 1
 
     # ---- lookups --------------------------------------------------------------------------
     def hash_bucket_find(self, b: int, ref: Entry, containing: bool):
-        """__hash_bucket_find(): best fit; two or more matches without a perfect one → None."""
+        """__hash_bucket_find(): best fit; two or more matches without a perfect one → None.
+
+        Models kernel/dma/debug.c:__hash_bucket_find(). Returns the matching entry or None.
+        Raises nothing.
+        """
         ret, matches, last_lvl = None, 0, -1
         for e in self.buckets.get(b, ()):
             if e.dev is not ref.dev:
@@ -226,9 +254,15 @@ class DmaDebug:
         return ret if matches == 1 else None
 
     def bucket_find_exact(self, ref: Entry):
+        """Models kernel/dma/debug.c:bucket_find_exact(). Returns the entry for ``ref.dev_addr`` or
+        None. Raises nothing.
+        """
         return self.hash_bucket_find(hash_fn(ref.dev_addr), ref, False)
 
     def bucket_find_contain(self, ref: Entry):
+        """Models kernel/dma/debug.c:bucket_find_contain(): the entry whose range contains ``ref``,
+        searching lower buckets as the kernel does. Returns the entry or None. Raises nothing.
+        """
         addr = ref.dev_addr
         for _ in range(min(HASH_SIZE, (ref.dev_addr >> HASH_FN_SHIFT) + 1)):
             e = self.hash_bucket_find(hash_fn(addr), ref, True)
@@ -239,6 +273,11 @@ class DmaDebug:
 
     # ---- cachelines -----------------------------------------------------------------------
     def active_cacheline_insert(self, e: Entry) -> int:
+        """Models kernel/dma/debug.c:active_cacheline_insert(): DMA_TO_DEVICE mappings are not
+        tracked. Returns 0, or -EEXIST (-17) when the cacheline is already mapped. Raises
+        nothing; queues a DmaDebugWarning once the overlap count would exceed
+        ACTIVE_CACHELINE_MAX_OVERLAP.
+        """
         if e.direction == DMA_TO_DEVICE:
             return 0
         cln = to_cacheline_number(e.paddr)
@@ -257,6 +296,7 @@ class DmaDebug:
         return -17                                  # -EEXIST
 
     def active_cacheline_remove(self, e: Entry) -> None:
+        """Models kernel/dma/debug.c:active_cacheline_remove(). Returns None. Raises nothing."""
         if e.direction == DMA_TO_DEVICE:
             return
         cln = to_cacheline_number(e.paddr)
@@ -268,6 +308,10 @@ class DmaDebug:
             self.cachelines[cln] -= 1
 
     def add_dma_entry(self, e: Entry, attrs: int) -> None:
+        """Models kernel/dma/debug.c:add_dma_entry(): hash the entry and track its cacheline; an
+        overlap without DMA_ATTR_SKIP_CPU_SYNC is reported ("cacheline tracking EEXIST").
+        Returns None. Raises nothing.
+        """
         self.buckets[hash_fn(e.dev_addr)].append(e)
         rc = self.active_cacheline_insert(e)
         if rc == -17 and not attrs & DMA_ATTR_SKIP_CPU_SYNC:
@@ -283,6 +327,10 @@ class DmaDebug:
                     yield e
 
     def detect_bounce(self, e: Entry, dev) -> None:
+        """Simulator-only (beyond kernel/dma/debug.c): note the swiotlb slot a new entry bounces
+        through (``e.tlb_addr``), so CPU reads of unsynced bounced data can be reported. Returns
+        None. Raises nothing.
+        """
         from .machine import dma_to_phys
         tlb = U64_MAX
         keep = []
@@ -302,6 +350,10 @@ class DmaDebug:
         e.tlb_addr = tlb
 
     def cpu_access(self, phys: int, n: int, write: bool) -> None:
+        """Simulator-only (beyond kernel/dma/debug.c): a CPU read overlapping data a device wrote
+        to a bounce slot that was not yet synced for the CPU is reported once per entry
+        (report_extra()). Returns None. Raises nothing.
+        """
         if write or not self.enabled:
             return
         for e in self._bounced_entries():
@@ -319,6 +371,9 @@ class DmaDebug:
                     f"[mapped with {dir2name(e.direction)}]", e.dev_addr, e.size)
 
     def device_wrote(self, dev, phys: int, n: int) -> None:
+        """Simulator-only (beyond kernel/dma/debug.c): record the part of each bounced entry's slot
+        a device write touched. Returns None. Raises nothing.
+        """
         if not self.enabled:
             return
         for e in self._bounced_entries():
@@ -332,6 +387,10 @@ class DmaDebug:
 
     @staticmethod
     def synced_for_cpu(e: Entry, dev_addr: int, size: int, dir: int) -> None:
+        """Simulator-only (beyond kernel/dma/debug.c): a sync for the CPU of [dev_addr, dev_addr +
+        size) clears that part of the entry's unsynced range (FROM_DEVICE / BIDIRECTIONAL only).
+        Returns None. Raises nothing.
+        """
         if e.dirty_lo == e.dirty_hi or dir not in (DMA_FROM_DEVICE, DMA_BIDIRECTIONAL):
             return
         lo = dev_addr - e.dev_addr
@@ -345,12 +404,19 @@ class DmaDebug:
 
     # ---- checks ---------------------------------------------------------------------------
     def mapping_error(self, dev, dma_addr: int) -> None:
+        """Models kernel/dma/debug.c:debug_dma_mapping_error(): mark the device's unchecked entry
+        at ``dma_addr`` as checked. Returns None. Raises nothing.
+        """
         for e in self.buckets.get(hash_fn(dma_addr), ()):
             if e.dev is dev and e.dev_addr == dma_addr and e.map_err_type == MAP_ERR_NOT_CHECKED:
                 e.map_err_type = MAP_ERR_CHECKED
                 return
 
     def check_unmap(self, ref: Entry) -> None:
+        """Models kernel/dma/debug.c:check_unmap(): report an unmap of memory not mapped, or with
+        another size, type, direction, sg count or an unchecked map error, then free the entry.
+        Returns None. Raises nothing (reports are queued DmaDebugWarnings).
+        """
         dev, a = ref.dev, ref.dev_addr
         e = self.bucket_find_exact(ref)
         if e is None:
@@ -399,6 +465,10 @@ class DmaDebug:
         self.entry_free(e)
 
     def check_sync(self, ref: Entry, to_cpu: bool) -> None:
+        """Models kernel/dma/debug.c:check_sync(): report a sync of memory not mapped, beyond the
+        mapping or with another direction. Returns None. Raises nothing (reports are queued
+        DmaDebugWarnings).
+        """
         dev, a = ref.dev, ref.dev_addr
         e = self.bucket_find_contain(ref)
         if e is None:
@@ -432,6 +502,9 @@ class DmaDebug:
                             f"[map count={e.sg_call_ents}] [sync count={ref.sg_call_ents}]", a, ref.size)
 
     def check_sg_segment(self, dev, s) -> None:
+        """Models kernel/dma/debug.c:check_sg_segment(): report a segment longer than the device's
+        max_segment_size or crossing its segment boundary. Returns None. Raises nothing.
+        """
         max_seg = (dev.max_segment_size or 65536) & 0xFFFFFFFF
         boundary = dev.seg_boundary_mask or U64_MAX
         if s.length > max_seg:
@@ -446,11 +519,15 @@ class DmaDebug:
                             f"[end=0x{end:016x}] [boundary=0x{boundary:016x}]", start, s.dma_length)
 
     def get_nr_mapped_entries(self, ref: Entry) -> int:
+        """Models kernel/dma/debug.c:get_nr_mapped_entries(). Returns the entry's sg_mapped_ents,
+        or 0 when there is none. Raises nothing.
+        """
         e = self.bucket_find_exact(ref)
         return e.sg_mapped_ents if e is not None else 0
 
     # ---- leak report ----------------------------------------------------------------------
     def device_removed(self, dev) -> None:
+        """Reference twin of dmaphys._core.DmaDebug.device_removed: same returns and raises."""
         from . import machine
         typed(dev, machine.Device, "dev")
         if not self.enabled or not self.nr_live:
@@ -474,6 +551,7 @@ class DmaDebug:
                     yield e
 
     def dump(self, dev=None) -> list[str]:
+        """Reference twin of dmaphys._core.DmaDebug.dump: same returns and raises."""
         lines = []
         for e in self._live(dev):
             name = e.dev.name
@@ -484,6 +562,7 @@ class DmaDebug:
         return lines
 
     def entries(self, dev=None) -> list[dict]:
+        """Reference twin of dmaphys._core.DmaDebug.entries: same returns and raises."""
         return [{"device": e.dev.name, "type": TYPE2NAME[e.type], "dev_addr": e.dev_addr,
                  "size": e.size, "direction": e.direction, "paddr": e.paddr,
                  "map_err_type": MAPERR2STR[e.map_err_type], "sg_call_ents": e.sg_call_ents,
@@ -492,6 +571,7 @@ class DmaDebug:
                 for e in self._live(dev)]
 
     def get_state(self) -> dict:
+        """Reference twin of dmaphys._core.DmaDebug.get_state: same returns and raises."""
         return {"error_count": self.error_count, "num_errors": self.num_errors,
                 "all_errors": self.all_errors, "num_free_entries": self.num_free_entries,
                 "min_free_entries": self.min_free_entries, "nr_total_entries": self.nr_total_entries,

@@ -85,7 +85,10 @@ class _FqEntry:
 
 
 class IovaFq:
-    """struct iova_fq: a ring of fq_size slots of which fq_size - 1 can hold entries."""
+    """struct iova_fq: a ring of fq_size slots of which fq_size - 1 can hold entries.
+
+    Reference twin of dmaphys._core.IovaFq: same returns and raises.
+    """
 
     def __init__(self, fq_size: int) -> None:
         self.entries: list[_FqEntry | None] = [None] * fq_size
@@ -97,15 +100,22 @@ class IovaFq:
         return (self.tail - self.head) & self.mod_mask
 
     def full(self) -> bool:
+        """Models drivers/iommu/dma-iommu.c:fq_full(). Returns True when no slot is free. Raises
+        nothing.
+        """
         return ((self.tail + 1) & self.mod_mask) == self.head
 
     def live(self):
+        """Models fq_ring_for_each() (drivers/iommu/dma-iommu.c). Returns a generator of the queued
+        entries, oldest first. Raises nothing.
+        """
         i = self.head
         while i != self.tail:
             yield self.entries[i]
             i = (i + 1) & self.mod_mask
 
     def entries_list(self) -> list[tuple[int, int, int, int]]:
+        """Reference twin of dmaphys._core.IovaFq.entries_list: same returns and raises."""
         return [(e.iova_pfn, e.pages, e.counter, len(e.freelist)) for e in self.live()]
 
     def __repr__(self) -> str:
@@ -113,7 +123,10 @@ class IovaFq:
 
 
 class IommuDmaCookie:
-    """struct iommu_dma_cookie of a DMA / DMA-FQ domain (reference twin)."""
+    """struct iommu_dma_cookie of a DMA / DMA-FQ domain (reference twin).
+
+    Reference twin of dmaphys._core.IommuDmaCookie: same returns and raises.
+    """
 
     def __init__(self, domain, machine) -> None:
         self.domain = domain
@@ -135,22 +148,27 @@ class IommuDmaCookie:
 
     @property
     def fq_domain(self):
+        """Reference twin of dmaphys._core.IommuDmaCookie.fq_domain."""
         return self.domain if self.fq_on else None
 
     @property
     def granule(self) -> int:
+        """Reference twin of dmaphys._core.IommuDmaCookie.granule."""
         return self.iovad.granule if self.iovad is not None else 0
 
     def pci_32bit_workaround(self, dev) -> bool:
+        """Reference twin of dmaphys._core.IommuDmaCookie.pci_32bit_workaround: same returns and raises."""
         typed(dev, _machine.Device, "dev")
         return bool(self.pci_32bit.get(dev, False))
 
     def flush_queues(self) -> list[IovaFq]:
+        """Reference twin of dmaphys._core.IommuDmaCookie.flush_queues: same returns and raises."""
         if not self.fq_on:
             return []
         return [self.single_fq] if self.qt == "single" else list(self.percpu_fq)
 
     def get_state(self) -> dict:
+        """Reference twin of dmaphys._core.IommuDmaCookie.get_state: same returns and raises."""
         return {
             "granule": self.granule,
             "start_pfn": self.iovad.start_pfn if self.iovad is not None else 0,
@@ -266,7 +284,7 @@ def iommu_put_dma_cookie(domain) -> int:
         return 0
     if cookie.iovad is not None:
         iommu_dma_free_fq(cookie)
-        cookie.iovad.put_iova_domain_c()               # also cancels the rcache depot work
+        cookie.iovad._put_iova_domain()                # also cancels the rcache depot work
     cookie.msi_page_list = []
     domain.iova_cookie = None
     return 0
@@ -810,7 +828,10 @@ def iommu_dma_free(dev, size: int, phys: int, dma_handle: int, attrs: int) -> No
 
 # ---- the two-step IOVA API ------------------------------------------------------------------------
 class DmaIovaState:
-    """struct dma_iova_state: ``addr`` and ``__size`` (bit 63 = DMA_IOVA_USE_SWIOTLB)."""
+    """struct dma_iova_state: ``addr`` and ``__size`` (bit 63 = DMA_IOVA_USE_SWIOTLB).
+
+    Reference twin of dmaphys._core.DmaIovaState: same returns and raises.
+    """
 
     def __init__(self, addr=0, size=0) -> None:
         self.addr = u64(addr, "addr")
@@ -820,6 +841,7 @@ class DmaIovaState:
 
     @property
     def size(self) -> int:
+        """Reference twin of dmaphys._core.DmaIovaState.size."""
         return self.__dict__["__size"] & ~DMA_IOVA_USE_SWIOTLB
 
     def __setattr__(self, name, value) -> None:

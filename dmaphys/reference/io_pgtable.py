@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import namedtuple
 
 from ..errors import KernelBug, KernelWarning
-from ._util import U64_MAX, u64
+from ._util import U64_MAX, typed, u64
 
 __all__ = ["IoPgtable", "IoPgtableFormat", "IommuResvRegion", "IOPGTABLE_FORMATS"]
 
@@ -21,6 +21,7 @@ IOMMU_RESV_RESERVED, IOMMU_RESV_MSI, IOMMU_RESV_SW_MSI = 2, 3, 4       # enum io
 ENXIO, ENOMEM, EEXIST, EINVAL, ERANGE, EOVERFLOW, EADDRINUSE = 6, 12, 17, 22, 34, 75, 98
 
 PAGE_SHIFT = 12
+DMA_TO_DEVICE = 1                                         # enum dma_data_direction
 PAGE_SIZE = 1 << PAGE_SHIFT
 
 
@@ -28,7 +29,9 @@ FAM_VTDSS, FAM_X86, FAM_ARM, FAM_AMDV1, FAM_RISCV = 0, 1, 2, 3, 4
 EMPTY, TABLE, OA, INVALID = 0, 1, 2, 3
 
 IommuResvRegion = namedtuple("IommuResvRegion", "start length prot type")
-IommuResvRegion.__doc__ = "struct iommu_resv_region: (start, length, prot, type); type: enum iommu_resv_type."
+IommuResvRegion.__doc__ = ("struct iommu_resv_region: (start, length, prot, type); "
+                           "type: enum iommu_resv_type.\n\n"
+                           "Reference twin of dmaphys._core.IommuResvRegion: same returns and raises.")
 
 IoPgtableFormat = namedtuple(
     "IoPgtableFormat",
@@ -37,7 +40,8 @@ IoPgtableFormat = namedtuple(
 IoPgtableFormat.__doc__ = (
     "A page-table format with its defaults: pgsize_bitmap, ias/oas, levels, domain aperture, the "
     "reserved regions the IOMMU driver reports, the errno of mapping over a live entry and what "
-    "unmapping part of a large leaf does ('whole-leaf' for generic_pt, 'refuse' for io-pgtable-arm).")
+    "unmapping part of a large leaf does ('whole-leaf' for generic_pt, 'refuse' for io-pgtable-arm).\n\n"
+    "Reference twin of dmaphys._core.IoPgtableFormat: same returns and raises.")
 
 # intel_iommu_get_resv_regions(): IOAPIC_RANGE_START..END as IOMMU_RESV_MSI, prot 0
 _VTD_RESV = (IommuResvRegion(0xFEE00000, 0x100000, 0, IOMMU_RESV_MSI),)
@@ -212,10 +216,14 @@ class IoPgtable:
     """One IOMMU page table in simulated RAM: ``IoPgtable(machine, fmt, ias=None, oas=None)``.
 
     ``force_coherence`` models PT_FEAT_VTDSS_FORCE_COHERENCE (SNP in every vtd-ss leaf);
-    ``no_warn`` models IO_PGTABLE_QUIRK_NO_WARN (io-pgtable-arm's selftest configuration).
+    ``no_warn`` models IO_PGTABLE_QUIRK_NO_WARN (io-pgtable-arm's selftest configuration);
+    ``coherent_walk=False`` + ``iommu_dev``: the non-coherent walker (see the core's docstring).
+
+    Reference twin of dmaphys._core.IoPgtable: same returns and raises.
     """
 
-    def __init__(self, machine, fmt, ias=None, oas=None, *, force_coherence=False, no_warn=False):
+    def __init__(self, machine, fmt, ias=None, oas=None, *, force_coherence=False, no_warn=False,
+                 coherent_walk=True, iommu_dev=None):
         if not isinstance(fmt, str):
             raise TypeError(f"fmt must be a str, not {type(fmt).__name__}")
         if fmt not in _FMT:
@@ -225,6 +233,19 @@ class IoPgtable:
                           None if oas is None else u64(oas, "oas"))
         if force_coherence and fam not in (FAM_VTDSS, FAM_AMDV1):
             raise ValueError("force_coherence is a vtd-ss / amdv1 feature")
+        if iommu_dev is not None:
+            from .machine import Device
+            typed(iommu_dev, Device, "iommu_dev")
+        if not coherent_walk:
+            if fam != FAM_ARM:
+                raise ValueError("coherent_walk=False is an io-pgtable-arm option")
+            if iommu_dev is None or iommu_dev.machine is not machine:
+                raise ValueError("a non-coherent walker needs iommu_dev, the IOMMU's own Device "
+                                 "of this machine (the tables are DMA-mapped to it)")
+        self.coherent_walk = bool(coherent_walk)
+        self.iommu_dev = None if self.coherent_walk else iommu_dev
+        self.table_syncs = 0
+        self.table_sync_bytes = 0
         self.machine = machine
         self.mem = machine.mem
         self.fmt = fmt
@@ -259,7 +280,9 @@ class IoPgtable:
         self.pgtable_root = 0
         root = self._alloc_table(self.top)
         if root == U64_MAX:
-            raise MemoryError("no RAM for the top-level page table")
+            machine.flush_warnings()
+            raise MemoryError("no RAM for the top-level page table" if self.coherent_walk else
+                              "no RAM for the top-level page table, or its DMA mapping failed")
         self.pgtable_root = root
 
     # ---- geometry ------------------------------------------------------------------------
@@ -311,10 +334,30 @@ class IoPgtable:
 
     # ---- memory --------------------------------------------------------------------------
     def _rd(self, table, i):
+        """The entry as memory holds it (what the hardware walker reads)."""
         return self.mem.read64(table + 8 * i)
 
     def _wr(self, table, i, val):
         self.mem.write64(table + 8 * i, val)
+
+    # the CPU's accesses to table memory (the one place that knows the cache model)
+    def _get_pte(self, addr):
+        """A CPU load of the entry at addr: through the CPU's cache."""
+        return self.mem.read64(addr) if self.coherent_walk else self.mem.wb_read64(addr)
+
+    def _set_pte(self, addr, val):
+        """A CPU store: a non-coherent walker sees it only after _sync_ptes()."""
+        if self.coherent_walk:
+            self.mem.write64(addr, val)
+        else:
+            self.mem.wb_write64(addr, val)
+
+    def _sync_ptes(self, addr, num_entries):
+        """__arm_lpae_sync_pte(): dma_sync_single_for_device(iommu_dev, addr, 8 * n, DMA_TO_DEVICE)."""
+        from . import mapping as _mapping
+        self.table_syncs += 1
+        self.table_sync_bytes += 8 * num_entries
+        _mapping.c_dma_sync_single_for_device(self.iommu_dev, addr, 8 * num_entries, DMA_TO_DEVICE)
 
     def _alloc_table(self, L):
         """iommu_alloc_pages_node_sz() / __arm_lpae_alloc_pages(): zeroed, naturally aligned."""
@@ -323,6 +366,20 @@ class IoPgtable:
         if phys == U64_MAX:
             return U64_MAX
         self.mem.fill(phys, 0, n * PAGE_SIZE)
+        if not self.coherent_walk:
+            # __arm_lpae_alloc_pages(): dma_map_single(iommu_dev, ..., DMA_TO_DEVICE), which must
+            # give the physical address itself
+            from . import mapping as _mapping
+            dev = self.iommu_dev
+            dma = _mapping.c_dma_map_single_attrs(dev, phys, n * PAGE_SIZE, DMA_TO_DEVICE, 0)
+            if _mapping.c_dma_mapping_error(dev, dma):
+                self.mem.free_pages(phys, n)
+                return U64_MAX
+            if dma != phys:
+                self._warn(f"{dev.name}: Cannot accommodate DMA translation for IOMMU page tables")
+                _mapping.c_dma_unmap_page_attrs(dev, dma, n * PAGE_SIZE, DMA_TO_DEVICE, 0)
+                self.mem.free_pages(phys, n)
+                return U64_MAX
         self._tables[phys] = L
         self._npages[phys] = n
         self.table_pages += n
@@ -339,6 +396,11 @@ class IoPgtable:
 
     def _free_now(self, phys):
         n = self._npages.pop(phys)
+        if not self.coherent_walk:
+            # __arm_lpae_free_pages(): dma_unmap_single(); dirty lines of the page are evicted now
+            from . import mapping as _mapping
+            _mapping.c_dma_unmap_page_attrs(self.iommu_dev, phys, n * PAGE_SIZE, DMA_TO_DEVICE, 0)
+            self.mem.wb_clean(phys, n * PAGE_SIZE)
         self.mem.free_pages(phys, n)
         self.table_pages -= n
 
@@ -390,29 +452,46 @@ class IoPgtable:
 
     # ==== io_pgtable_ops ==================================================================
     def map_pages(self, iova, paddr, pgsize, pgcount, prot):
-        """io_pgtable_ops->map_pages: (0 or -errno, bytes mapped)."""
+        """io_pgtable_ops->map_pages: (0 or -errno, bytes mapped).
+
+        Models struct io_pgtable_ops map_pages (io-pgtable-arm.c:arm_lpae_map_pages(),
+        generic_pt map_pages). Returns ``(0 or -errno, bytes mapped)``. Raises ValueError for a
+        table free_tables() freed.
+        """
         self._check_live()
         if self.family == FAM_ARM:
             return _arm.arm_map_pages(self, iova, paddr, pgsize, pgcount, prot)
         return _gpt.gpt_map_pages(self, iova, paddr, pgsize, pgcount, prot)
 
     def unmap_pages(self, iova, pgsize, pgcount):
-        """io_pgtable_ops->unmap_pages: bytes unmapped."""
+        """io_pgtable_ops->unmap_pages: bytes unmapped.
+
+        Models struct io_pgtable_ops unmap_pages. Returns the bytes unmapped. Raises ValueError
+        for a table free_tables() freed.
+        """
         self._check_live()
         if self.family == FAM_ARM:
             return _arm.arm_unmap_pages(self, iova, pgsize, pgcount)
         return _gpt.gpt_unmap_pages(self, iova, pgsize, pgcount)
 
     def c_iova_to_phys(self, iova):
-        """io_pgtable_ops->iova_to_phys: 0 when unmapped."""
+        """io_pgtable_ops->iova_to_phys: 0 when unmapped.
+
+        Models struct io_pgtable_ops iova_to_phys (no warning, no validation). Returns the
+        physical address, 0 when unmapped or freed. Raises nothing.
+        """
         if self.pgtable_root == 0:
             return 0
         if self.family == FAM_ARM:
-            return _arm.arm_iova_to_phys(self, iova)
+            return _arm.arm_iova_to_phys(self, iova)          # through the CPU's cache
         return _gpt.gpt_iova_to_phys(self, iova)
 
     def lookup(self, iova):
-        """The hardware walk: (phys, IOMMU_* prot, leaf size) or None (translation fault)."""
+        """The hardware walk: (phys, IOMMU_* prot, leaf size) or None (translation fault).
+
+        Simulator-only: the IOMMU hardware's table walk (counts walk_reads). Returns ``(phys,
+        prot, leaf_size)`` or None. Raises nothing.
+        """
         if self.pgtable_root == 0 or not self._canonical(iova, iova):
             return None
         table = self.pgtable_root
@@ -431,14 +510,20 @@ class IoPgtable:
         return None
 
     def release_pending(self):
-        """Free the table pages held while defer_free was set (after the IOTLB flush)."""
+        """Free the table pages held while defer_free was set (after the IOTLB flush).
+
+        Reference twin of dmaphys._core.IoPgtable.release_pending: same returns and raises.
+        """
         pend, self.pending_free = self.pending_free, []
         for phys in pend:
             self._free_now(phys)
         return 0
 
     def free_tables(self):
-        """Free every table page (domain teardown: pt_iommu_deinit / arm_lpae_free_pgtable)."""
+        """Free every table page (domain teardown: pt_iommu_deinit / arm_lpae_free_pgtable).
+
+        Reference twin of dmaphys._core.IoPgtable.free_tables: same returns and raises.
+        """
         for phys in sorted(self._tables):
             del self._tables[phys]
             self._free_now(phys)
@@ -448,7 +533,10 @@ class IoPgtable:
 
     # ---- Python API ----------------------------------------------------------------------
     def map(self, iova, paddr, size, prot):
-        """iommu_map() on this table alone: 0 or -errno (a failed map is unwound)."""
+        """iommu_map() on this table alone: 0 or -errno (a failed map is unwound).
+
+        Reference twin of dmaphys._core.IoPgtable.map: same returns and raises.
+        """
         args = (u64(iova, "iova"), u64(paddr, "paddr"), u64(size, "size"), u64(prot, "prot"))
         self._check_live()
         try:
@@ -457,7 +545,10 @@ class IoPgtable:
             self.machine.flush_warnings()
 
     def unmap(self, iova, size):
-        """iommu_unmap() on this table alone: bytes unmapped (the kernel's size_t)."""
+        """iommu_unmap() on this table alone: bytes unmapped (the kernel's size_t).
+
+        Reference twin of dmaphys._core.IoPgtable.unmap: same returns and raises.
+        """
         args = (u64(iova, "iova"), u64(size, "size"))
         self._check_live()
         try:
@@ -466,7 +557,10 @@ class IoPgtable:
             self.machine.flush_warnings()
 
     def ops_map_pages(self, iova, paddr, pgsize, pgcount, prot):
-        """io_pgtable_ops->map_pages called directly: (0 or -errno, bytes mapped)."""
+        """io_pgtable_ops->map_pages called directly: (0 or -errno, bytes mapped).
+
+        Reference twin of dmaphys._core.IoPgtable.ops_map_pages: same returns and raises.
+        """
         args = (u64(iova, "iova"), u64(paddr, "paddr"), u64(pgsize, "pgsize"), u64(pgcount, "pgcount"),
                 u64(prot, "prot"))
         self._check_live()
@@ -476,7 +570,10 @@ class IoPgtable:
             self.machine.flush_warnings()
 
     def ops_unmap_pages(self, iova, pgsize, pgcount):
-        """io_pgtable_ops->unmap_pages called directly: bytes unmapped."""
+        """io_pgtable_ops->unmap_pages called directly: bytes unmapped.
+
+        Reference twin of dmaphys._core.IoPgtable.ops_unmap_pages: same returns and raises.
+        """
         args = (u64(iova, "iova"), u64(pgsize, "pgsize"), u64(pgcount, "pgcount"))
         self._check_live()
         try:
@@ -485,7 +582,10 @@ class IoPgtable:
             self.machine.flush_warnings()
 
     def iova_to_phys(self, iova):
-        """io_pgtable_ops->iova_to_phys: the physical address, 0 when unmapped."""
+        """io_pgtable_ops->iova_to_phys: the physical address, 0 when unmapped.
+
+        Reference twin of dmaphys._core.IoPgtable.iova_to_phys: same returns and raises.
+        """
         iova = u64(iova, "iova")
         if self.pgtable_root:
             self._warn_alias(iova)
@@ -493,7 +593,10 @@ class IoPgtable:
         return self.c_iova_to_phys(iova)
 
     def iommu_pgsize(self, iova, paddr, size):
-        """iommu_pgsize() with this table's bitmap: (pgsize, count)."""
+        """iommu_pgsize() with this table's bitmap: (pgsize, count).
+
+        Reference twin of dmaphys._core.IoPgtable.iommu_pgsize: same returns and raises.
+        """
         iova, paddr, size = u64(iova, "iova"), u64(paddr, "paddr"), u64(size, "size")
         if size == 0:
             raise ValueError("size must be > 0")
@@ -504,11 +607,17 @@ class IoPgtable:
         return pgsize, count
 
     def translate(self, iova):
-        """The hardware walk (lookup): (phys, prot, leaf_size) or None on a translation fault."""
+        """The hardware walk (lookup): (phys, prot, leaf_size) or None on a translation fault.
+
+        Reference twin of dmaphys._core.IoPgtable.translate: same returns and raises.
+        """
         return self.lookup(u64(iova, "iova"))
 
     def walk(self, iova):
-        """The levels a hardware walk of ``iova`` visits, decoded (does not count walk_reads)."""
+        """The levels a hardware walk of ``iova`` visits, decoded (does not count walk_reads).
+
+        Reference twin of dmaphys._core.IoPgtable.walk: same returns and raises.
+        """
         iova = u64(iova, "iova")
         out = {"iova": iova, "levels": [], "phys": None, "leaf_size": 0, "prot": 0, "fault": None}
         if self.pgtable_root == 0:
@@ -544,7 +653,9 @@ class IoPgtable:
         data = self.mem.read(table, 8 << self._idx_bits(L))
         i, n = 0, 1 << self._idx_bits(L)
         while i < n:
-            e = int.from_bytes(data[8 * i:8 * i + 8], "little")
+            # the kernel's view (through the CPU's cache)
+            e = (int.from_bytes(data[8 * i:8 * i + 8], "little") if self.coherent_walk
+                 else self.mem.wb_read64(table + 8 * i))
             t = self._etype(e, L)
             va = base | (i << self._shift(L))
             step = 1
@@ -561,7 +672,10 @@ class IoPgtable:
             i += step
 
     def get_state(self):
-        """Snapshot: {leaf iova: (phys, size, prot)}, tables, pending frees and counters."""
+        """Snapshot: {leaf iova: (phys, size, prot)}, tables, pending frees and counters.
+
+        Reference twin of dmaphys._core.IoPgtable.get_state: same returns and raises.
+        """
         mappings: dict[int, tuple[int, int, int]] = {}
         if self.pgtable_root:
             self._leaves(self.pgtable_root, self.top, 0, IOMMU_READ | IOMMU_WRITE, mappings)
@@ -570,9 +684,32 @@ class IoPgtable:
                 "pending_free": sorted(self.pending_free), "leaf_writes": self.leaf_writes,
                 "table_pages": self.table_pages, "walk_reads": self.walk_reads}
 
+    # ---- test hooks (not public API) --------------------------------------------------------
+    def _store_pte(self, pte_addr, val):
+        """A bare CPU store to an entry of this table (no sync)."""
+        a, v = u64(pte_addr, "pte_addr"), u64(val, "val")
+        self._check_live()
+        if a & 7 or not any(p <= a < p + n * PAGE_SIZE for p, n in self._npages.items()):
+            raise ValueError(f"{a:#x} is not an entry of this table")
+        self._set_pte(a, v)
+
+    def _sync_pte(self, pte_addr, num_entries=1):
+        """__arm_lpae_sync_pte() of num_entries entries at pte_addr (non-coherent walkers)."""
+        a, n = u64(pte_addr, "pte_addr"), u64(num_entries, "num_entries")
+        self._check_live()
+        if self.coherent_walk:
+            raise ValueError("the walk is coherent: there is nothing to sync")
+        try:
+            self._sync_ptes(a, n)
+        finally:
+            self.machine.flush_warnings()
+
     @staticmethod
     def formats():
-        """The format descriptors (IoPgtableFormat), by name."""
+        """The format descriptors (IoPgtableFormat), by name.
+
+        Reference twin of dmaphys._core.IoPgtable.formats: same returns and raises.
+        """
         return list(IOPGTABLE_FORMATS.values())
 
     @property

@@ -42,6 +42,7 @@ def arm_lpae_concat_mandatory(pg_shift, start_level, oas):
         return True
     return pg_shift == 12 and start_level == 0 and oas in (40, 42)
 ARM_XN = 3 << 53
+ARM_SW_SYNC = 1 << 55                                 # ARM_LPAE_PTE_SW_SYNC (software bit)
 
 
 def arm_etype(e, L):
@@ -113,7 +114,7 @@ def arm_free_pgtable(pt, table, L):
     """__arm_lpae_free_pgtable(): the subtree below ``table`` and the table itself."""
     if L > 0:
         for i in range(1 << pt._idx_bits(L)):
-            e = pt._rd(table, i)
+            e = pt._get_pte(table + 8 * i)
             if not e or pt._etype(e, L) == OA:
                 continue
             child = arm_to_paddr(pt, e)
@@ -128,7 +129,7 @@ def arm_unmap(pt, iova, size, pgcount, L, table):
         pt._warn("WARNING: __arm_lpae_unmap(): WARN_ON(lvl == ARM_LPAE_MAX_LEVELS)")
         return 0
     i0 = pt._index(iova, L)
-    e = pt._rd(table, i0)
+    e = pt._get_pte(table + 8 * i0)
     if not e:
         if not pt.no_warn:
             pt._warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova {iova:#x} at level {3 - L}")
@@ -137,22 +138,21 @@ def arm_unmap(pt, iova, size, pgcount, L, table):
         num = max(0, min(_int32(pgcount), arm_max_entries(pt, i0)))   # min_t(int, ...)
         i = 0
         while i < num:
-            e = pt._rd(table, i0 + i)
+            e = pt._get_pte(table + 8 * (i0 + i))
             if not e:
                 if not pt.no_warn:
                     pt._warn(f"WARNING: __arm_lpae_unmap(): no IOPTE for iova "
                                f"{iova + i * size:#x} at level {3 - L}")
                 break
             if pt._etype(e, L) != OA:
-                pt._wr(table, i0 + i, 0)
+                arm_clear_pte(pt, table + 8 * (i0 + i), 1)
                 child = arm_to_paddr(pt, e)
                 if child in pt._tables:
                     arm_free_pgtable(pt, child, L - 1)
             else:
                 pt.leaf_writes += 1
             i += 1
-        for j in range(i):
-            pt._wr(table, i0 + j, 0)
+        arm_clear_pte(pt, table + 8 * i0, i)              # the remaining entries, one sync
         return i * size
     if pt._etype(e, L) == OA:
         pt._warn("Unmap of a partial large IOPTE is not allowed", "io-pgtable-arm:partial-unmap")
@@ -172,7 +172,7 @@ def arm_map(pt, iova, paddr, size, pgcount, prot, L, table, st):
             st["mapped"] = (st["mapped"] + num * size) & U64_MAX
             return 0
         for i in range(num):
-            e = pt._rd(table, i0 + i)
+            e = pt._get_pte(table + 8 * (i0 + i))
             if pt._etype(e, L) == OA:
                 if not pt.no_warn:
                     pt._warn(f"WARNING: arm_lpae_init_pte(): iova {iova + i * size:#x} is already "
@@ -184,28 +184,51 @@ def arm_map(pt, iova, paddr, size, pgcount, prot, L, table, st):
                     pt._warn("WARNING: arm_lpae_init_pte(): WARN_ON(1)")
                     return -EINVAL
         typ = ARM_TYPE_PAGE if L == 0 else ARM_TYPE_BLOCK
-        for i in range(num):
-            pt._wr(table, i0 + i, prot | typ | arm_paddr_to_iopte(pt, paddr + i * size))
+        for i in range(num):                              # __arm_lpae_init_pte()
+            pt._set_pte(table + 8 * (i0 + i), prot | typ | arm_paddr_to_iopte(pt, paddr + i * size))
+        if not pt.coherent_walk:
+            pt._sync_ptes(table + 8 * i0, num)
         pt.leaf_writes += num
         st["mapped"] += num * size
         return 0
     if L == 0:
         pt._warn("WARNING: __arm_lpae_map(): WARN_ON(lvl >= ARM_LPAE_MAX_LEVELS - 1)")
         return -EINVAL
-    e = pt._rd(table, i0)
+    e = pt._get_pte(table + 8 * i0)
     if not e:
         child = pt._alloc_table(L - 1)
         if child == U64_MAX:
             return -ENOMEM
-        pt._wr(table, i0, arm_paddr_to_iopte(pt, child) | ARM_TYPE_TABLE)
-    elif pt._etype(e, L) == OA:
-        if not pt.no_warn:
-            pt._warn(f"WARNING: __arm_lpae_map(): iova {iova:#x} is inside a mapped block "
-                       "(an unmap is required first)")
-        return -EEXIST
+        arm_lpae_install_table(pt, child, table + 8 * i0)
     else:
+        if not pt.coherent_walk and not e & ARM_SW_SYNC:
+            pt._sync_ptes(table + 8 * i0, 1)               # another map's entry: kick its sync
+        if pt._etype(e, L) == OA:
+            if not pt.no_warn:
+                pt._warn(f"WARNING: __arm_lpae_map(): iova {iova:#x} is inside a mapped block "
+                           "(an unmap is required first)")
+            return -EEXIST
         child = arm_to_paddr(pt, e)
     return arm_map(pt, iova, paddr, size, pgcount, prot, L - 1, child, st)
+
+
+def arm_clear_pte(pt, ptep, num_entries):
+    """__arm_lpae_clear_pte(): zero the entries, one sync when the walk is not coherent."""
+    for j in range(num_entries):
+        pt._set_pte(ptep + 8 * j, 0)
+    if not pt.coherent_walk and num_entries:
+        pt._sync_ptes(ptep, num_entries)
+
+
+def arm_lpae_install_table(pt, table, ptep):
+    """arm_lpae_install_table(curr = 0): the table entry; when the walk is not coherent, the
+    sync and then the entry with ARM_LPAE_PTE_SW_SYNC (that store is not synced)."""
+    new = arm_paddr_to_iopte(pt, table) | ARM_TYPE_TABLE
+    pt._set_pte(ptep, new)                                # cmpxchg64_relaxed(ptep, 0, new)
+    if pt.coherent_walk:
+        return
+    pt._sync_ptes(ptep, 1)
+    pt._set_pte(ptep, new | ARM_SW_SYNC)
 
 
 def arm_map_pages(pt, iova, paddr, pgsize, pgcount, prot):
@@ -240,7 +263,7 @@ def arm_iova_to_phys(pt, iova):
     """arm_lpae_iova_to_phys(): index bits only (high IOVA bits are not checked)."""
     table = pt.pgtable_root
     for L in range(pt.top, -1, -1):
-        e = pt._rd(table, pt._index(iova, L))
+        e = pt._get_pte(table + 8 * pt._index(iova, L))
         t = pt._etype(e, L)
         if t == OA:
             return arm_to_paddr(pt, e) | (iova & ((1 << pt._shift(L)) - 1))

@@ -12,7 +12,15 @@ import logging
 from ..errors import DmaFault, IommuFault, KernelWarning
 from . import debug as _debug
 from ._util import U64_MAX, min_not_zero, typed, u64
-from .io_pgtable import IOPGTABLE_FORMATS, IoPgtable, _describe, _ffs, iommu_map_pages_loop, pgtable_unmap
+from .io_pgtable import (
+    IOPGTABLE_FORMATS,
+    IoPgtable,
+    _describe,
+    _ffs,
+    _sizes,
+    iommu_map_pages_loop,
+    pgtable_unmap,
+)
 from .iotlb import Iotlb
 
 __all__ = ["Iommu", "IommuDomain", "iommu_map", "iommu_unmap", "iommu_unmap_fast",
@@ -68,7 +76,8 @@ class IommuDomain:
         self.id = iommu._next_domid
         self.stale_hits = self.faults = self.iotlb_syncs = self.iotlb_flushes = 0
         if self.type_value & _PAGING:
-            self.pgtable = IoPgtable(iommu.machine, iommu.fmt, iommu.ias, iommu.oas)
+            self.pgtable = IoPgtable(iommu.machine, iommu.fmt, iommu.ias, iommu.oas,
+                                     coherent_walk=iommu.coherent_walk, iommu_dev=iommu.iommu_dev)
             self.pgtable.defer_free = True
             self.pgsize_bitmap = self.pgtable.pgsize_bitmap
             self.aperture_start = self.pgtable.aperture_start
@@ -86,14 +95,17 @@ class IommuDomain:
 
     @property
     def pgtable_root(self) -> int:
+        """Reference twin of dmaphys._core.IommuDomain.pgtable_root."""
         return self.pgtable.pgtable_root if self.pgtable is not None else 0
 
     @property
     def stats(self):
+        """Reference twin of dmaphys._core.IommuDomain.stats."""
         return {"stale_hits": self.stale_hits, "faults": self.faults,
                 "iotlb_syncs": self.iotlb_syncs, "iotlb_flushes": self.iotlb_flushes}
 
     def iova_to_phys_batch(self, iovas):
+        """Reference twin of dmaphys._core.IommuDomain.iova_to_phys_batch: same returns and raises."""
         from .batch import iommu_iova_to_phys_batch
         return iommu_iova_to_phys_batch(self, iovas)
 
@@ -142,8 +154,12 @@ class Iommu:
 
     def __init__(self, machine, fmt="vtd-ss", strict=True, iotlb=None, *, fault_mode="raise",
                  shadow_on_flush=False, forcedac=False, caching_mode=False, reserved_regions=None,
-                 ias=None, oas=None, name=None, fq_size=None, fq_timeout=None):
+                 ias=None, oas=None, name=None, fq_size=None, fq_timeout=None, coherent_walk=True,
+                 iommu_dev=None):
         _check_fq_options(fq_size, fq_timeout)
+        if iommu_dev is not None:
+            from .machine import Device
+            typed(iommu_dev, Device, "iommu_dev")
         if not isinstance(fmt, str):
             raise TypeError(f"fmt must be a str, not {type(fmt).__name__}")
         if fmt not in IOPGTABLE_FORMATS:
@@ -167,6 +183,10 @@ class Iommu:
             raise ValueError("this Iotlb already belongs to another IOMMU")
         regions = _resv_regions(_describe(fmt, ias, oas).reserved_regions
                                 if reserved_regions is None else reserved_regions)
+        if not coherent_walk and IOPGTABLE_FORMATS[fmt].family != "io-pgtable-arm":
+            raise ValueError("coherent_walk=False is an io-pgtable-arm option")
+        if iommu_dev is not None and (coherent_walk or iommu_dev.machine is not machine):
+            raise ValueError("iommu_dev is the own device of a non-coherent walker of this machine")
         self.machine = machine
         self.fmt = fmt
         self.ias, self.oas = ias, oas
@@ -184,6 +204,14 @@ class Iommu:
         self.name = f"iommu{len(machine.iommus)}" if name is None else str(name)
         self.fq_size = fq_size
         self.fq_timeout = fq_timeout
+        self.coherent_walk = bool(coherent_walk)
+        self.iommu_dev = None
+        if not self.coherent_walk:
+            if iommu_dev is None:
+                # the SMMU's platform device: DMA mask of oas bits, not dma-coherent
+                mask = (1 << _sizes(fmt, ias, oas)[1]) - 1
+                iommu_dev = machine.add_device(self.name, mask, False, pci=False)
+            self.iommu_dev = iommu_dev
         self._sids: dict = {}
         self._default_domains: dict = {}
         self.notifiers: list = []
@@ -195,6 +223,7 @@ class Iommu:
 
     @property
     def fault_mode(self) -> str:
+        """Reference twin of dmaphys._core.Iommu.fault_mode."""
         return self._fault_mode
 
     @fault_mode.setter
@@ -204,15 +233,20 @@ class Iommu:
         self._fault_mode = value
 
     def clear_faults(self) -> None:
+        """Reference twin of dmaphys._core.Iommu.clear_faults: same returns and raises."""
         self.faults = []
 
     def register_notifier(self, callback) -> None:
-        """Mirrors iommu.pxi Iommu.register_notifier: callback(domain, iova, size) per invalidation."""
+        """Mirrors iommu.pxi Iommu.register_notifier: callback(domain, iova, size) per invalidation.
+
+        Reference twin of dmaphys._core.Iommu.register_notifier: same returns and raises.
+        """
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         self.notifiers.append(callback)
 
     def unregister_notifier(self, callback) -> None:
+        """Reference twin of dmaphys._core.Iommu.unregister_notifier: same returns and raises."""
         for i, cb in enumerate(self.notifiers):
             if cb is callback or cb == callback:
                 del self.notifiers[i]
@@ -220,6 +254,7 @@ class Iommu:
         raise ValueError("callback is not registered")
 
     def domain_alloc(self):
+        """Reference twin of dmaphys._core.Iommu.domain_alloc: same returns and raises."""
         d = IommuDomain(self, "unmanaged", False, _TOKEN)
         self.domains.append(d)
         self.machine.flush_warnings()
@@ -241,6 +276,7 @@ class Iommu:
         self.domains.remove(d)
 
     def attach_device(self, dev, domain, domain_type):
+        """Reference twin of dmaphys._core.Iommu.attach_device: same returns and raises."""
         _dev_type(dev)
         if dev.domain is not None:
             raise ValueError(f"{dev.name} is already attached to IOMMU domain {dev.domain.id}")
@@ -299,6 +335,7 @@ class Iommu:
                                "retaining platform DMA ops")
 
     def detach_device(self, dev) -> None:
+        """Reference twin of dmaphys._core.Iommu.detach_device: same returns and raises."""
         _dev_type(dev)
         d = dev.domain
         if d is None or d.iommu is not self:
@@ -333,14 +370,19 @@ class Iommu:
             iommu_notify(self, old, 0, U64_MAX)
 
     def device_domain(self, dev):
+        """Reference twin of dmaphys._core.Iommu.device_domain: same returns and raises."""
         _dev_type(dev)
         d = dev.domain
         return d if d is not None and d.iommu is self else None
 
     def sid_of(self, dev) -> int:
+        """Simulator-only: the requester (stream) id the IOMMU gave the device at attach. Returns
+        it, 0 for a device not attached. Raises nothing.
+        """
         return self._sids.get(dev, 0)
 
     def get_state(self):
+        """Reference twin of dmaphys._core.Iommu.get_state: same returns and raises."""
         doms = [{"id": d.id, "type": d.type, "devices": [x.name for x in d.devices],
                  "pgtable_root": d.pgtable_root, "stats": d.stats,
                  "mappings": d.pgtable.get_state()["mappings"] if d.pgtable is not None else None}

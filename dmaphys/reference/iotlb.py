@@ -69,6 +69,10 @@ class Iotlb:
 
     # ---- the hardware side -----------------------------------------------------------------
     def find(self, domid: int, sid: int, iova: int, shifts) -> _Entry | None:
+        """Simulator-only (IOTLB hardware): look ``iova`` up at each leaf shift, smallest first,
+        counting a hit or a miss (LRU stamps updated). Returns the entry or None. Raises
+        nothing.
+        """
         for s in shifts:
             page = iova >> s
             if self.qemu:
@@ -88,6 +92,10 @@ class Iotlb:
         return None
 
     def fill(self, domid, sid, iova, shift, phys, prot, gen) -> _Entry:
+        """Simulator-only (IOTLB hardware): insert the translation a walk produced, evicting per
+        the policy (qemu mode: emptying the cache when full). Returns the new entry. Raises
+        nothing.
+        """
         self.fills += 1
         self._tick += 1
         page = iova >> shift
@@ -128,6 +136,9 @@ class Iotlb:
         return n
 
     def inv_range(self, domid: int, iova: int, size: int, shifts) -> int:
+        """Simulator-only (IOTLB hardware) side of a page-selective invalidation, no notifiers.
+        Returns the number of entries dropped. Raises nothing.
+        """
         if size == 0:
             self.invalidations += 1
             return 0
@@ -147,6 +158,9 @@ class Iotlb:
         return n
 
     def inv_domain(self, domid: int) -> int:
+        """Simulator-only (IOTLB hardware) side of a domain-selective invalidation, no notifiers.
+        Returns the number of entries dropped. Raises nothing.
+        """
         self.invalidations += 1
         n = 0
         if self.qemu:
@@ -163,6 +177,9 @@ class Iotlb:
         return n
 
     def inv_all(self) -> int:
+        """Simulator-only (IOTLB hardware) side of a global invalidation, no notifiers. Returns the
+        number of entries dropped. Raises nothing.
+        """
         self.invalidations += 1
         n = len(self)
         if self.qemu:
@@ -193,6 +210,7 @@ class Iotlb:
         mmu.machine.flush_warnings()
 
     def invalidate_range(self, domain, iova, size):
+        """Reference twin of dmaphys._core.Iotlb.invalidate_range: same returns and raises."""
         a, s = u64(iova, "iova"), u64(size, "size")
         if hasattr(domain, "leaf_shifts"):
             domid = domain.id
@@ -208,17 +226,20 @@ class Iotlb:
         return n
 
     def invalidate_domain(self, domain):
+        """Reference twin of dmaphys._core.Iotlb.invalidate_domain: same returns and raises."""
         domid = domain.id if hasattr(domain, "leaf_shifts") else u64(domain, "domain id") & 0xFFFFFFFF
         n = self.inv_domain(domid)
         self._notify(domain, domid, False, 0, U64_MAX)
         return n
 
     def invalidate_all(self):
+        """Reference twin of dmaphys._core.Iotlb.invalidate_all: same returns and raises."""
         n = self.inv_all()
         self._notify(None, 0, True, 0, U64_MAX)
         return n
 
     def probe(self, domain, iova, sid=0):
+        """Reference twin of dmaphys._core.Iotlb.probe: same returns and raises."""
         from . import iommu
         typed(domain, iommu.IommuDomain, "domain")
         a = u64(iova, "iova")
@@ -240,16 +261,19 @@ class Iotlb:
 
     @property
     def stats(self):
+        """Reference twin of dmaphys._core.Iotlb.stats."""
         return {"hits": self.hits, "misses": self.misses, "fills": self.fills,
                 "evictions": self.evictions, "invalidations": self.invalidations,
                 "invalidated": self.invalidated, "stale_hits": self.stale_hits,
                 "cap_resets": self.cap_resets, "valid": len(self)}
 
     def reset_stats(self):
+        """Reference twin of dmaphys._core.Iotlb.reset_stats: same returns and raises."""
         self.hits = self.misses = self.fills = self.evictions = 0
         self.invalidations = self.invalidated = self.stale_hits = self.cap_resets = 0
 
     def get_state(self):
+        """Reference twin of dmaphys._core.Iotlb.get_state: same returns and raises."""
         return {"entries": sorted(e.as_tuple() for e in self._entries()), "stats": self.stats}
 
     def __repr__(self) -> str:

@@ -40,7 +40,10 @@ def _iovad_device(iovad):
 
 
 def iova_rcache_range() -> int:
-    """iova_rcache_range(): the largest size in bytes the rcache serves (PAGE_SIZE << 5)."""
+    """iova_rcache_range(): the largest size in bytes the rcache serves (PAGE_SIZE << 5).
+
+    Reference twin of dmaphys._core.iova_rcache_range: same returns and raises.
+    """
     return PAGE_SIZE << (IOVA_RANGE_CACHE_MAX_SIZE - 1)
 
 
@@ -135,24 +138,31 @@ class IovaDomain:
 
     # ---- include/linux/iova.h helpers ----------------------------------------------------
     def iova_shift(self) -> int:
+        """Reference twin of dmaphys._core.IovaDomain.iova_shift: same returns and raises."""
         return self._shift
 
     def iova_mask(self) -> int:
+        """Reference twin of dmaphys._core.IovaDomain.iova_mask: same returns and raises."""
         return self.granule - 1
 
     def iova_offset(self, iova) -> int:
+        """Reference twin of dmaphys._core.IovaDomain.iova_offset: same returns and raises."""
         return _c_u64(iova) & (self.granule - 1)
 
     def iova_align(self, size) -> int:
+        """Reference twin of dmaphys._core.IovaDomain.iova_align: same returns and raises."""
         return (_c_u64(size) + self.granule - 1) & ~(self.granule - 1) & U64_MAX
 
     def iova_align_down(self, size) -> int:
+        """Reference twin of dmaphys._core.IovaDomain.iova_align_down: same returns and raises."""
         return _c_u64(size) & ~(self.granule - 1) & U64_MAX
 
     def iova_pfn(self, iova) -> int:
+        """Reference twin of dmaphys._core.IovaDomain.iova_pfn: same returns and raises."""
         return _c_u64(iova) >> self._shift
 
     def iova_dma_addr(self, pfn) -> int:
+        """Reference twin of dmaphys._core.IovaDomain.iova_dma_addr: same returns and raises."""
         return (_c_u64(pfn) << self._shift) & U64_MAX
 
     # ---- plumbing --------------------------------------------------------------------------
@@ -429,7 +439,10 @@ class IovaDomain:
 
     # ---- the kernel API --------------------------------------------------------------------
     def alloc_iova_fast(self, size, limit_pfn, flush_rcache=True, cpu=-1) -> int:
-        """alloc_iova_fast(size, limit_pfn, flush_rcache=True, cpu=-1) -> pfn, or 0 on failure."""
+        """alloc_iova_fast(size, limit_pfn, flush_rcache=True, cpu=-1) -> pfn, or 0 on failure.
+
+        Reference twin of dmaphys._core.IovaDomain.alloc_iova_fast: same returns and raises.
+        """
         size = _c_u64(size)
         limit_pfn = _c_u64(limit_pfn)
         flush_rcache = bool(flush_rcache)
@@ -461,7 +474,10 @@ class IovaDomain:
         return pfn
 
     def free_iova_fast(self, pfn, size, cpu=-1) -> int:
-        """free_iova_fast(pfn, size, cpu=-1) -> 0: cache the range in ``cpu``'s rcache, else free it."""
+        """free_iova_fast(pfn, size, cpu=-1) -> 0: cache the range in ``cpu``'s rcache, else free it.
+
+        Reference twin of dmaphys._core.IovaDomain.free_iova_fast: same returns and raises.
+        """
         pfn = _c_u64(pfn)
         size = _c_u64(size)
         cpu = _c_int(cpu)
@@ -503,7 +519,10 @@ class IovaDomain:
         return False
 
     def alloc_iova(self, size, limit_pfn, size_aligned=True) -> int:
-        """alloc_iova(size, limit_pfn, size_aligned=True) -> pfn_lo, or 0 when no space is left."""
+        """alloc_iova(size, limit_pfn, size_aligned=True) -> pfn_lo, or 0 when no space is left.
+
+        Reference twin of dmaphys._core.IovaDomain.alloc_iova: same returns and raises.
+        """
         s = u64(size, "size")
         lim = u64(limit_pfn, "limit_pfn")
         self._check_alive()
@@ -523,19 +542,28 @@ class IovaDomain:
             self._remove_iova(lo)
 
     def free_iova(self, pfn) -> None:
-        """free_iova(pfn): free the range containing ``pfn`` (nothing if none)."""
+        """free_iova(pfn): free the range containing ``pfn`` (nothing if none).
+
+        Reference twin of dmaphys._core.IovaDomain.free_iova: same returns and raises.
+        """
         self._free_iova(u64(pfn, "pfn"))
         self._flush()
 
     def find_iova(self, pfn) -> tuple[int, int] | None:
-        """find_iova(pfn) -> (pfn_lo, pfn_hi) of the range containing ``pfn``, or None."""
+        """find_iova(pfn) -> (pfn_lo, pfn_hi) of the range containing ``pfn``, or None.
+
+        Reference twin of dmaphys._core.IovaDomain.find_iova: same returns and raises.
+        """
         p = u64(pfn, "pfn")
         self._check_alive()
         lo = self._private_find_iova(p)
         return None if lo is None else (lo, self._his[lo])
 
     def reserve_iova(self, pfn_lo, pfn_hi) -> tuple[int, int] | None:
-        """reserve_iova(pfn_lo, pfn_hi) -> (pfn_lo, pfn_hi) of the resulting node, or None."""
+        """reserve_iova(pfn_lo, pfn_hi) -> (pfn_lo, pfn_hi) of the resulting node, or None.
+
+        Reference twin of dmaphys._core.IovaDomain.reserve_iova: same returns and raises.
+        """
         lo = u64(pfn_lo, "pfn_lo")
         hi = u64(pfn_hi, "pfn_hi")
         self._check_alive()
@@ -544,7 +572,10 @@ class IovaDomain:
         return ret
 
     def free_cpu_cached_iovas(self, cpu) -> None:
-        """free_cpu_cached_iovas(cpu): return ``cpu``'s loaded and prev magazines' pfns to the tree."""
+        """free_cpu_cached_iovas(cpu): return ``cpu``'s loaded and prev magazines' pfns to the tree.
+
+        Reference twin of dmaphys._core.IovaDomain.free_cpu_cached_iovas: same returns and raises.
+        """
         self._check_alive()
         if isinstance(cpu, bool) or not isinstance(cpu, int) or not 0 <= cpu < self.ncpus:
             raise ValueError(f"cpu must be in 0..{self.ncpus - 1}, not {cpu!r}")
@@ -552,13 +583,19 @@ class IovaDomain:
         self._flush()
 
     def free_global_cached_iovas(self) -> None:
-        """free_global_cached_iovas(): return every depot magazine's pfns to the tree."""
+        """free_global_cached_iovas(): return every depot magazine's pfns to the tree.
+
+        Reference twin of dmaphys._core.IovaDomain.free_global_cached_iovas: same returns and raises.
+        """
         self._check_alive()
         self._free_global_cached_iovas()
         self._flush()
 
     def iova_depot_work_func(self, order) -> None:
-        """iova_depot_work_func(order): run the depot trim work of rcache ``order`` now."""
+        """iova_depot_work_func(order): run the depot trim work of rcache ``order`` now.
+
+        Reference twin of dmaphys._core.IovaDomain.iova_depot_work_func: same returns and raises.
+        """
         self._check_alive()
         if (isinstance(order, bool) or not isinstance(order, int)
                 or not 0 <= order < IOVA_RANGE_CACHE_MAX_SIZE):
@@ -567,11 +604,14 @@ class IovaDomain:
         self._flush()
 
     def put_iova_domain(self) -> None:
-        """put_iova_domain(): free the rcaches (cancelling the depot work) and every range."""
-        self.put_iova_domain_c()
+        """put_iova_domain(): free the rcaches (cancelling the depot work) and every range.
+
+        Reference twin of dmaphys._core.IovaDomain.put_iova_domain: same returns and raises.
+        """
+        self._put_iova_domain()
         self._flush()
 
-    def put_iova_domain_c(self) -> None:
+    def _put_iova_domain(self) -> None:
         # mirrors iova.pxi put_iova_domain_c(): warnings left queued for the caller's entry point
         self._check_alive()
         for rc in self._rcaches:
@@ -586,15 +626,18 @@ class IovaDomain:
     # ---- introspection ---------------------------------------------------------------------
     @property
     def depot_size(self) -> tuple[int, ...]:
+        """Reference twin of dmaphys._core.IovaDomain.depot_size."""
         return tuple(len(rc["depot"]) for rc in self._rcaches)
 
     def __len__(self) -> int:
         return sum(1 for lo in self._los if lo != IOVA_ANCHOR)
 
     def ranges(self) -> list[tuple[int, int]]:
+        """Reference twin of dmaphys._core.IovaDomain.ranges: same returns and raises."""
         return [(lo, self._his[lo]) for lo in self._los if lo != IOVA_ANCHOR]
 
     def get_state(self) -> dict:
+        """Reference twin of dmaphys._core.IovaDomain.get_state: same returns and raises."""
         if self._dead:
             return {"ranges": [], "cached_node": None, "cached32_node": None,
                     "max32_alloc_size": self.max32_alloc_size, "rcaches": []}

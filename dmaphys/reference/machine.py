@@ -65,6 +65,7 @@ class Machine:
 
     @property
     def cpu(self) -> int:
+        """Reference twin of dmaphys._core.Machine.cpu."""
         return self._cpu
 
     @cpu.setter
@@ -128,6 +129,7 @@ class Machine:
         return self.mem.read(p, cnt)
 
     def alloc_pages(self, npages, limit=None, align=1) -> int:
+        """Reference twin of dmaphys._core.Machine.alloc_pages: same returns and raises."""
         n = u64(npages, "npages")
         lim = U64_MAX if limit is None else u64(limit, "limit")
         al = u64(align, "align")
@@ -140,6 +142,7 @@ class Machine:
         return phys
 
     def free_pages(self, phys, npages) -> None:
+        """Reference twin of dmaphys._core.Machine.free_pages: same returns and raises."""
         p, n = u64(phys, "phys"), u64(npages, "npages")
         if self._user_pages.get(p) != n or self.mem.free_pages(p, n) < 0:
             raise ValueError(f"free_pages({p:#x}, {n}): not a run alloc_pages() handed out")
@@ -187,6 +190,7 @@ class Machine:
 
     @property
     def regions(self):
+        """Reference twin of dmaphys._core.Machine.regions."""
         return self.mem.regions_list()
 
     def add_device(self, name, dma_mask=U64_MAX, coherent=True, dma_range_map=None,
@@ -263,6 +267,9 @@ class Machine:
         return iommu
 
     def kwarn(self, category: type, text: str, once_key=None) -> None:
+        """Simulator-only: queue a kernel WARN()/dev_warn() (WARN_ONCE when ``once_key`` is given:
+        once per machine) for the entry point's flush_warnings(). Returns None. Raises nothing.
+        """
         if once_key is not None:
             if once_key in self._warned_once:
                 return
@@ -291,7 +298,11 @@ class Machine:
             raise exc
 
     def defer_exception(self, exc) -> None:
-        """Mirrors machine.pxi Machine.defer_exception (an embedder callback raised)."""
+        """Mirrors machine.pxi Machine.defer_exception (an embedder callback raised).
+
+        Returns None. Raises nothing: the first exception is kept for flush_warnings() to raise,
+        later ones are logged.
+        """
         if self._deferred_exc is None:
             self._deferred_exc = exc
         else:
@@ -347,6 +358,7 @@ class Device:
 
     @property
     def dma_mask(self):
+        """Reference twin of dmaphys._core.Device.dma_mask."""
         return self._dma_mask if self.has_dma_mask else None
 
     @dma_mask.setter
@@ -360,10 +372,12 @@ class Device:
 
     @property
     def dma_range_map(self):
+        """Reference twin of dmaphys._core.Device.dma_range_map."""
         return list(self.range_map) or None
 
     @property
     def stats(self):
+        """Reference twin of dmaphys._core.Device.stats."""
         return {"arch_sync_for_device": self.arch_sync_for_device,
                 "arch_sync_for_cpu": self.arch_sync_for_cpu,
                 "dma_reads": self.dma_reads, "dma_writes": self.dma_writes, "faults": self.faults}
@@ -528,6 +542,8 @@ def dma_capable(dev, addr: int, size: int, is_ram: bool) -> bool:
 
 def arch_sync_dma_for_device(dev, paddr: int, size: int, dir: int) -> None:
     dev.arch_sync_for_device += 1
+    if dev.machine.mem.wb:                       # arm64: dcache_clean_poc() whatever the direction
+        dev.machine.mem.wb_clean(paddr, size)
 
 
 def arch_sync_dma_for_cpu(dev, paddr: int, size: int, dir: int) -> None:

@@ -13,10 +13,14 @@ MAX_PHYS_BITS = 48
 REGION_RAM = 1
 REGION_MMIO = 2
 U64_MAX = (1 << 64) - 1
+CACHE_LINE_SIZE = 64                                      # cache_line_size() of the CPU's cache
 
 
 class PhysMem:
-    """Sparse memory: a dict of 4 KiB frames (bytearray) created on first write."""
+    """Sparse memory: a dict of 4 KiB frames (bytearray) created on first write.
+
+    Reference twin of dmaphys._core.PhysMem: same returns and raises.
+    """
 
     def __init__(self) -> None:
         self.frames: dict[int, bytearray] = {}
@@ -27,13 +31,21 @@ class PhysMem:
         self.allocated_pages = 0
         # embedder-owned RAM: (spfn, epfn, allocatable, export holder, byte view), added order
         self.ext: list[tuple[int, int, bool, pickle.PickleBuffer, memoryview]] = []
+        # the CPU's write-back cache of non-coherently walked page tables: dirty line address ->
+        # its 8 quadwords (CPU stores not yet cleaned to memory; see memory.pxi)
+        self.wb: dict[int, list[int]] = {}
+        self.wb_lines_cleaned = 0
 
     @property
     def resident_frames(self) -> int:
+        """Simulator-only: the number of 4 KiB frames holding storage (embedder RAM excluded)."""
         return len(self.frames) - sum(e - s for s, e, *_ in self.ext)
 
     # regions
     def check_region(self, start: int, size: int, name: str) -> None:
+        """Simulator-only. Returns None. Raises ValueError for an empty or misaligned range, one
+        beyond the physical address space or one overlapping a region.
+        """
         if size == 0 or start % PAGE_SIZE or size % PAGE_SIZE:
             raise ValueError(f"{name}: region {start:#x}+{size:#x} must be page aligned and non-empty")
         if start + size > (1 << MAX_PHYS_BITS):
@@ -44,6 +56,9 @@ class PhysMem:
                 raise ValueError(f"{name}: region {start:#x}+{size:#x} overlaps {n!r}")
 
     def add_region(self, start: int, size: int, kind: int, name: str, allocatable: bool = True) -> None:
+        """Simulator-only (a memblock / iomem region). Returns None. Raises ValueError as
+        check_region() does.
+        """
         self.check_region(start, size, name)
         bisect.insort(self.regions, (start, start + size, kind, name))
         if kind == REGION_RAM:
@@ -56,7 +71,11 @@ class PhysMem:
         """Frames of [start, start+len) are 4 KiB memoryview slices of the buffer (zero copy).
         A pickle.PickleBuffer holds a buffer export (PyObject_GetBuffer, like the core's
         Py_buffer; a memoryview of a memoryview would not), so the embedder cannot resize or
-        release the buffer meanwhile."""
+        release the buffer meanwhile.
+
+        Simulator-only (Machine.add_ram()). Returns None. Raises ValueError as check_region()
+        does, TypeError for an object that exports no buffer.
+        """
         holder = pickle.PickleBuffer(buffer)
         view = memoryview(buffer).cast("B")
         size = view.nbytes
@@ -71,6 +90,9 @@ class PhysMem:
         return any(s <= pfn < e for s, e, *_ in self.ext)
 
     def remove_ext_ram(self, start: int) -> None:
+        """Simulator-only (Machine.remove_ram() after its checks). Returns None. Raises ValueError
+        when no embedder RAM starts at ``start``.
+        """
         spfn = start >> PAGE_SHIFT
         k = next((i for i, x in enumerate(self.ext) if x[0] == spfn and start % PAGE_SIZE == 0), None)
         if k is None:
@@ -91,6 +113,7 @@ class PhysMem:
         holder.release()
 
     def ext_ram_list(self) -> list[tuple[int, int, str, bool]]:
+        """Reference twin of dmaphys._core.PhysMem.ext_ram_list: same returns and raises."""
         out = []
         for s, e, allocatable, *_ in self.ext:
             name = next(r[3] for r in self.regions if r[0] == s << PAGE_SHIFT)
@@ -98,6 +121,9 @@ class PhysMem:
         return sorted(out)
 
     def find_region(self, addr: int, size: int) -> int:
+        """Simulator-only. Returns the index of the region holding all of [addr, addr + size), or
+        -1. Raises nothing.
+        """
         last = addr + max(size, 1) - 1
         for i, (s, e, _, _) in enumerate(self.regions):
             if s <= addr and last < e:
@@ -105,14 +131,19 @@ class PhysMem:
         return -1
 
     def region_kind(self, addr: int, size: int) -> int:
+        """Simulator-only. Returns REGION_RAM, REGION_MMIO or 0 (no single region). Raises nothing."""
         i = self.find_region(addr, size)
         return 0 if i < 0 else self.regions[i][2]
 
     def pfn_valid(self, pfn: int) -> bool:
+        """Models pfn_valid() for RAM. Returns True when the page lies in RAM. Raises nothing."""
         return self.region_kind(pfn << PAGE_SHIFT, PAGE_SIZE) == REGION_RAM
 
     # bytes
     def read(self, addr: int, n: int) -> bytes:
+        """Simulator-only (a CPU copy; callers validate). Returns ``n`` bytes (zeros for frames
+        never written). Raises nothing.
+        """
         out = bytearray()
         while n:
             off = addr & (PAGE_SIZE - 1)
@@ -133,6 +164,9 @@ class PhysMem:
         return f
 
     def write(self, addr: int, data: bytes) -> None:
+        """Simulator-only (a CPU copy; callers validate). Returns None. Raises PhysAddrError for a
+        frame beyond the physical address space.
+        """
         pos = 0
         n = len(data)
         while pos < n:
@@ -144,7 +178,11 @@ class PhysMem:
             pos += chunk
 
     def fill(self, addr: int, val: int, n: int) -> None:
-        """Like the core: a zero fill never creates frames (absent frames read as zero)."""
+        """Like the core: a zero fill never creates frames (absent frames read as zero).
+
+        Simulator-only (memset()). Returns None. Raises PhysAddrError for a frame beyond the
+        physical address space.
+        """
         while n:
             off = addr & (PAGE_SIZE - 1)
             chunk = min(PAGE_SIZE - off, n)
@@ -155,7 +193,11 @@ class PhysMem:
             n -= chunk
 
     def copy(self, dst: int, src: int, n: int) -> None:
-        """Like the core: zeros copied onto an absent frame leave it absent."""
+        """Like the core: zeros copied onto an absent frame leave it absent.
+
+        Simulator-only (memmove()). Returns None. Raises PhysAddrError for a frame beyond the
+        physical address space.
+        """
         while n:
             chunk = min(PAGE_SIZE - (src & (PAGE_SIZE - 1)), PAGE_SIZE - (dst & (PAGE_SIZE - 1)), n)
             if (src >> PAGE_SHIFT) in self.frames or (dst >> PAGE_SHIFT) in self.frames:
@@ -165,12 +207,53 @@ class PhysMem:
             n -= chunk
 
     def read64(self, addr: int) -> int:
+        """Simulator-only (a little-endian 64-bit load, as a page-table walk reads a PTE). Returns
+        the int. Raises nothing.
+        """
         return int.from_bytes(self.read(addr, 8), "little")
 
     def write64(self, addr: int, val: int) -> None:
+        """Simulator-only (a little-endian 64-bit store). Returns None. Raises PhysAddrError for a
+        frame beyond the physical address space, OverflowError for a value beyond 64 bits.
+        """
         self.write(addr, val.to_bytes(8, "little"))
 
+    # the CPU's write-back cache of non-coherently walked page tables
+    def wb_read64(self, addr: int) -> int:
+        """Simulator-only: a CPU load of 8 bytes through the write-back overlay of non-coherently
+        walked page tables. Returns the dirty cache line's word if there is one, else memory's.
+        Raises nothing beyond read64()'s errors (PhysAddrError for a hole)."""
+        line = self.wb.get(addr & ~(CACHE_LINE_SIZE - 1))
+        return self.read64(addr) if line is None else line[(addr >> 3) & 7]
+
+    def wb_write64(self, addr: int, val: int) -> None:
+        """Simulator-only: a CPU store of 8 bytes into the write-back overlay; memory keeps its old
+        bytes until wb_clean(). Returns None. Raises nothing beyond read64()'s errors (the line
+        fill)."""
+        base = addr & ~(CACHE_LINE_SIZE - 1)
+        line = self.wb.get(base)
+        if line is None:                                  # line fill from memory
+            line = self.wb[base] = [self.read64(base + 8 * i) for i in range(8)]
+        line[(addr >> 3) & 7] = val
+
+    def wb_clean(self, addr: int, size: int) -> int:
+        """Simulator-only: the cache clean of dma_sync_single_for_device() on a non-coherent
+        walker's table: writes back and drops the dirty lines overlapping [addr, addr + size).
+        Returns the number of lines cleaned. Raises nothing beyond write64()'s errors."""
+        if not size or not self.wb:
+            return 0
+        first, last = addr & ~(CACHE_LINE_SIZE - 1), min(addr + size - 1, U64_MAX)
+        hit = sorted(k for k in self.wb if first <= k <= last)
+        for base in hit:
+            for i, q in enumerate(self.wb.pop(base)):
+                self.write64(base + 8 * i, q)
+        self.wb_lines_cleaned += len(hit)
+        return len(hit)
+
     def discard(self, pfn: int, npages: int) -> None:
+        """Simulator-only: drop the frames' storage (embedder RAM is zeroed instead). Returns None.
+        Raises nothing.
+        """
         for p in range(pfn, pfn + npages):
             if self.ext and self._ext_of(p):
                 self.frames[p][:] = bytes(PAGE_SIZE)      # the embedder's memory stays; zero it
@@ -191,6 +274,10 @@ class PhysMem:
         self.free_extents[spfn] = epfn
 
     def alloc_pages(self, npages: int, limit: int, align: int) -> int:
+        """Models the page allocator (top-down first fit, like memory.pxi's alloc_pages_c()).
+        Returns the physical address, or U64_MAX when no suitable free run exists. Raises
+        nothing.
+        """
         limit_pfn = limit >> PAGE_SHIFT
         if npages == 0:
             return U64_MAX
@@ -212,6 +299,9 @@ class PhysMem:
         return U64_MAX
 
     def free_pages(self, phys: int, npages: int) -> int:
+        """Models free_pages() of a run alloc_pages() handed out (the exact run). Returns 0, or -1
+        for anything else (nothing changed). Raises nothing.
+        """
         pfn = phys >> PAGE_SHIFT
         if phys % PAGE_SIZE or self.allocated.get(pfn) != npages:
             return -1
@@ -221,12 +311,21 @@ class PhysMem:
         self._free_range(pfn, pfn + npages)
         return 0
 
+    def cache_dirty_lines(self) -> dict[int, bytes]:
+        """Reference twin of dmaphys._core.PhysMem.cache_dirty_lines: same returns and raises."""
+        return {k: b"".join(q.to_bytes(8, "little") for q in v) for k, v in sorted(self.wb.items())}
+
     def regions_list(self) -> list[tuple[int, int, str, str]]:
+        """Reference twin of dmaphys._core.PhysMem.regions_list: same returns and raises."""
         return [(s, e - s, "ram" if k == REGION_RAM else "mmio", n) for s, e, k, n in self.regions]
 
     def free_extents_list(self) -> list[tuple[int, int]]:
+        """Reference twin of dmaphys._core.PhysMem.free_extents_list: same returns and raises."""
         return [(s << PAGE_SHIFT, (e - s) << PAGE_SHIFT) for s, e in sorted(self.free_extents.items())]
 
     def check_access(self, addr: int, n: int) -> None:
+        """Simulator-only. Returns None. Raises PhysAddrError when [addr, addr + n) is not all in
+        one RAM or MMIO region.
+        """
         if self.find_region(addr, n) < 0:
             raise PhysAddrError(addr, n)

@@ -49,7 +49,10 @@ def _device_cls():
 
 
 class PciHostBridge:
-    """struct pci_host_bridge with its root bus (see the core's docstring)."""
+    """struct pci_host_bridge with its root bus (see the core's docstring).
+
+    Reference twin of dmaphys._core.PciHostBridge: same returns and raises.
+    """
 
     def __init__(self, topology: P2PTopology, name: str, domain: int, allowlisted: bool, req_same: bool):
         self.topology = topology
@@ -69,6 +72,7 @@ class PciHostBridge:
 
     @property
     def pci_name(self) -> str:
+        """Reference twin of dmaphys._core.PciHostBridge.pci_name."""
         return f"{self.domain:04x}:00:00.0"
 
     def __repr__(self) -> str:
@@ -77,7 +81,10 @@ class PciHostBridge:
 
 
 class PciSwitch:
-    """A PCIe switch: Upstream Port + one Downstream Port per child; ACS redirect on the DSPs."""
+    """A PCIe switch: Upstream Port + one Downstream Port per child; ACS redirect on the DSPs.
+
+    Reference twin of dmaphys._core.PciSwitch: same returns and raises.
+    """
 
     def __init__(self, topology, name, parent, acs_redirect, host_bridge, upstream_port, internal_bus):
         self.topology = topology
@@ -96,7 +103,10 @@ class PciSwitch:
 
 
 class PciDev:
-    """struct pci_dev in the hierarchy (Root Port, switch port or endpoint)."""
+    """struct pci_dev in the hierarchy (Root Port, switch port or endpoint).
+
+    Reference twin of dmaphys._core.PciDev: same returns and raises.
+    """
 
     def __init__(self, kind, upstream, host_bridge, bus, devfn, acs_redir, device, switch):
         self.kind = kind
@@ -113,14 +123,17 @@ class PciDev:
 
     @property
     def kind_name(self) -> str:
+        """Reference twin of dmaphys._core.PciDev.kind_name."""
         return _KIND_NAMES[self.kind]
 
     @property
     def domain(self) -> int:
+        """Reference twin of dmaphys._core.PciDev.domain."""
         return self.host_bridge.domain
 
     @property
     def pci_name(self) -> str:
+        """Reference twin of dmaphys._core.PciDev.pci_name."""
         return f"{self.host_bridge.domain:04x}:{self.bus:02x}:{self.devfn >> 3:02x}.{self.devfn & 7}"
 
     def __repr__(self) -> str:
@@ -129,7 +142,10 @@ class PciDev:
 
 
 class PciP2Pdma:
-    """struct pci_p2pdma: per-BAR providers, pagemaps and the map-type cache (xarray)."""
+    """struct pci_p2pdma: per-BAR providers, pagemaps and the map-type cache (xarray).
+
+    Reference twin of dmaphys._core.PciP2Pdma: same returns and raises.
+    """
 
     def __init__(self, pdev: PciDev) -> None:
         self.pdev = pdev
@@ -141,14 +157,17 @@ class PciP2Pdma:
 
     @property
     def size(self) -> int:
+        """Reference twin of dmaphys._core.PciP2Pdma.size."""
         return sum(c[2] for c in self._chunks)
 
     @property
     def available(self) -> int:
+        """Reference twin of dmaphys._core.PciP2Pdma.available."""
         return sum(c[3] for c in self._chunks)
 
     @property
     def map_types(self) -> dict:
+        """Reference twin of dmaphys._core.PciP2Pdma.map_types."""
         return {k: PciP2PdmaMapType(v) for k, v in self._map_types.items()}
 
     def __repr__(self) -> str:
@@ -157,7 +176,10 @@ class PciP2Pdma:
 
 
 class P2PdmaProvider:
-    """struct p2pdma_provider: one BAR (owner, bus_offset) and its CPU range."""
+    """struct p2pdma_provider: one BAR (owner, bus_offset) and its CPU range.
+
+    Reference twin of dmaphys._core.P2PdmaProvider: same returns and raises.
+    """
 
     def __init__(self, owner, bus_offset, bar, bar_start, bar_size, p2pdma) -> None:
         self.owner = owner
@@ -169,6 +191,7 @@ class P2PdmaProvider:
 
     @property
     def bus_start(self) -> int:
+        """Reference twin of dmaphys._core.P2PdmaProvider.bus_start."""
         return (self.bar_start + self.bus_offset) & U64_MAX
 
     def __repr__(self) -> str:
@@ -177,7 +200,10 @@ class P2PdmaProvider:
 
 
 class PciP2PdmaPagemap:
-    """struct pci_p2pdma_pagemap: published P2P memory (pgmap range + mem)."""
+    """struct pci_p2pdma_pagemap: published P2P memory (pgmap range + mem).
+
+    Reference twin of dmaphys._core.PciP2PdmaPagemap: same returns and raises.
+    """
 
     def __init__(self, mem: P2PdmaProvider, cpu_phys: int, size: int) -> None:
         self.mem = mem
@@ -186,14 +212,17 @@ class PciP2PdmaPagemap:
 
     @property
     def provider(self):
+        """Reference twin of dmaphys._core.PciP2PdmaPagemap.provider."""
         return self.mem.owner
 
     @property
     def bus_offset(self) -> int:
+        """Reference twin of dmaphys._core.PciP2PdmaPagemap.bus_offset."""
         return self.mem.bus_offset
 
     @property
     def bus_addr(self) -> int:
+        """Reference twin of dmaphys._core.PciP2PdmaPagemap.bus_addr."""
         return (self.cpu_phys + self.mem.bus_offset) & U64_MAX
 
     def __repr__(self) -> str:
@@ -202,7 +231,10 @@ class PciP2PdmaPagemap:
 
 
 class P2PTopology:
-    """The PCI hierarchy and P2PDMA providers of a Machine (``m.p2pdma``)."""
+    """The PCI hierarchy and P2PDMA providers of a Machine (``m.p2pdma``).
+
+    Reference twin of dmaphys._core.P2PTopology: same returns and raises.
+    """
 
     def __init__(self, machine) -> None:
         self.machine = machine
@@ -217,10 +249,12 @@ class P2PTopology:
 
     @property
     def pagemaps(self) -> list:
+        """Reference twin of dmaphys._core.P2PTopology.pagemaps."""
         return list(self._pgmap_list)
 
     @property
     def providers(self) -> list:
+        """Reference twin of dmaphys._core.P2PTopology.providers."""
         return list(self._bar_list)
 
     def __repr__(self) -> str:
@@ -243,6 +277,7 @@ class P2PTopology:
         return hb
 
     def add_host_bridge(self, name, p2p_allowlisted=False, *, req_same_host_bridge=False):
+        """Reference twin of dmaphys._core.P2PTopology.add_host_bridge: same returns and raises."""
         self._check_new_name(name)
         return self._new_host_bridge(name, bool(p2p_allowlisted), bool(req_same_host_bridge))
 
@@ -304,6 +339,7 @@ class P2PTopology:
         return port
 
     def add_switch(self, name, parent=None, acs_redirect=False):
+        """Reference twin of dmaphys._core.P2PTopology.add_switch: same returns and raises."""
         self._check_new_name(name)
         if parent is not None:
             parent = self._resolve_parent(parent)
@@ -325,6 +361,7 @@ class P2PTopology:
         return sw
 
     def check_parent(self, parent, pci) -> None:
+        """Reference twin of dmaphys._core.P2PTopology.check_parent: same returns and raises."""
         Device = _device_cls()
         if parent is None:
             if pci:
@@ -341,6 +378,7 @@ class P2PTopology:
             self._check_ports(parent)
 
     def add_device(self, dev, parent):
+        """Reference twin of dmaphys._core.P2PTopology.add_device: same returns and raises."""
         typed(dev, _device_cls(), "dev")
         self.check_parent(parent, dev.pci)
         if parent is not None:
@@ -357,13 +395,17 @@ class P2PTopology:
         return dev.p2p_node
 
     def parent_of(self, dev):
+        """Reference twin of dmaphys._core.P2PTopology.parent_of: same returns and raises."""
         typed(dev, _device_cls(), "dev")
         if dev.p2p_node is not None:
             return dev.p2p_node.upstream
         return self._parents.get(dev)
 
     def remove_device(self, dev) -> None:
-        """pci_p2pdma_release() for a provider; see the core's docstring."""
+        """pci_p2pdma_release() for a provider; see the core's docstring.
+
+        Reference twin of dmaphys._core.P2PTopology.remove_device: same returns and raises.
+        """
         typed(dev, _device_cls(), "dev")
         for child, parent in self._parents.items():
             if parent is dev:
@@ -378,6 +420,7 @@ class P2PTopology:
 
     # ---- providers -----------------------------------------------------------------------
     def add_p2pmem(self, provider, cpu_phys, size, bus_addr=None, *, pages=True):
+        """Reference twin of dmaphys._core.P2PTopology.add_p2pmem: same returns and raises."""
         Device = _device_cls()
         if not isinstance(provider, Device):
             raise TypeError(f"provider must be a Device, not {type(provider).__name__}")
@@ -459,13 +502,18 @@ class P2PTopology:
         return pg
 
     def find_pgmap(self, phys: int):
-        """is_pci_p2pdma_page(): the pagemap holding phys, or None."""
+        """is_pci_p2pdma_page(): the pagemap holding phys, or None.
+
+        Models include/linux/memremap.h:is_pci_p2pdma_page() without argument checks. Returns
+        the PciP2PdmaPagemap or None. Raises nothing.
+        """
         for pg in self._pgmap_list:
             if pg.cpu_phys <= phys < pg.cpu_phys + pg.size:
                 return pg
         return None
 
     def pgmap_of(self, phys):
+        """Reference twin of dmaphys._core.P2PTopology.pgmap_of: same returns and raises."""
         return self.find_pgmap(u64(phys, "phys"))
 
 
@@ -604,7 +652,10 @@ def p2p_bus_to_phys(dev, bus_addr: int, n: int) -> int:
 # ---- Python API ---------------------------------------------------------------------------------
 
 class PciP2PdmaMapState:
-    """struct pci_p2pdma_map_state (zeroed: mem None, map UNKNOWN)."""
+    """struct pci_p2pdma_map_state (zeroed: mem None, map UNKNOWN).
+
+    Reference twin of dmaphys._core.PciP2PdmaMapState: same returns and raises.
+    """
 
     def __init__(self) -> None:
         self.mem: P2PdmaProvider | None = None
@@ -613,10 +664,12 @@ class PciP2PdmaMapState:
 
     @property
     def provider(self):
+        """Reference twin of dmaphys._core.PciP2PdmaMapState.provider."""
         return None if self.mem is None else self.mem.owner
 
     @property
     def bus_off(self) -> int:
+        """Reference twin of dmaphys._core.PciP2PdmaMapState.bus_off."""
         return 0 if self.mem is None else self.mem.bus_offset
 
     def __repr__(self) -> str:

@@ -12,7 +12,10 @@ SG_DMA_SWIOTLB = 1 << 1
 
 
 class ScatterlistEntry:
-    """One struct scatterlist."""
+    """One struct scatterlist.
+
+    Reference twin of dmaphys._core.ScatterlistEntry: same returns and raises.
+    """
 
     def __init__(self, phys: int, length: int, index: int) -> None:
         self.page_phys = phys & ~(PAGE_SIZE - 1)
@@ -25,6 +28,7 @@ class ScatterlistEntry:
 
     @property
     def phys(self) -> int:
+        """Reference twin of dmaphys._core.ScatterlistEntry.phys."""
         return self.page_phys + self.offset
 
     def __repr__(self) -> str:
@@ -60,6 +64,7 @@ class ScatterList:
         return iter(self.sg)
 
     def dma_segments(self) -> list[tuple[int, int]]:
+        """Reference twin of dmaphys._core.ScatterList.dma_segments: same returns and raises."""
         return [(s.dma_address, s.dma_length) for s in self.sg[:self.nents]]
 
     def __repr__(self) -> str:

@@ -148,7 +148,10 @@ class IoTlbArea:
 
 
 class IoTlbMem:
-    """struct io_tlb_mem with its default pool; reference twin of dmaphys._core.IoTlbMem."""
+    """struct io_tlb_mem with its default pool; reference twin of dmaphys._core.IoTlbMem.
+
+    Reference twin of dmaphys._core.IoTlbMem: same returns and raises.
+    """
 
     def __init__(self) -> None:
         self.machine = None
@@ -165,6 +168,7 @@ class IoTlbMem:
 
     @property
     def used_hiwater(self) -> int:
+        """Reference twin of dmaphys._core.IoTlbMem.used_hiwater."""
         return self._used_hiwater
 
     @used_hiwater.setter
@@ -174,12 +178,15 @@ class IoTlbMem:
         self._used_hiwater = 0
 
     def reset_used_hiwater(self) -> None:
+        """Reference twin of dmaphys._core.IoTlbMem.reset_used_hiwater: same returns and raises."""
         self._used_hiwater = 0
 
     def mem_used(self) -> int:
+        """Reference twin of dmaphys._core.IoTlbMem.mem_used: same returns and raises."""
         return self.total_used
 
     def slot(self, index) -> dict:
+        """Reference twin of dmaphys._core.IoTlbMem.slot: same returns and raises."""
         i = u64(index, "index")
         if i >= self.nslabs:
             raise IndexError(f"slot {i} is beyond nslabs {self.nslabs}")
@@ -188,6 +195,7 @@ class IoTlbMem:
                 "pad_slots": s.pad_slots}
 
     def get_state(self) -> dict:
+        """Reference twin of dmaphys._core.IoTlbMem.get_state: same returns and raises."""
         slots = {}
         for i, s in enumerate(self.slots):
             fresh = min(IO_TLB_SEGSIZE - io_tlb_offset(i), self.nslabs - i)
@@ -603,7 +611,10 @@ def _attrs_arg(attrs) -> int:
 
 
 def swiotlb_tbl_map_single(dev, orig_addr, mapping_size, alloc_align_mask, dir, attrs) -> int:
-    """swiotlb_tbl_map_single(): bounce address or DMA_MAPPING_ERROR (see the core's docstring)."""
+    """swiotlb_tbl_map_single(): bounce address or DMA_MAPPING_ERROR (see the core's docstring).
+
+    Reference twin of dmaphys._core.swiotlb_tbl_map_single: same returns and raises.
+    """
     _dev_arg(dev)
     o = u64(orig_addr, "orig_addr")
     sz = u64(mapping_size, "mapping_size")
@@ -618,7 +629,10 @@ def swiotlb_tbl_map_single(dev, orig_addr, mapping_size, alloc_align_mask, dir, 
 
 
 def swiotlb_tbl_unmap_single(dev, tlb_addr, mapping_size, dir, attrs) -> None:
-    """swiotlb_tbl_unmap_single(): copy back if asked, release the slots; nothing for other addresses."""
+    """swiotlb_tbl_unmap_single(): copy back if asked, release the slots; nothing for other addresses.
+
+    Reference twin of dmaphys._core.swiotlb_tbl_unmap_single: same returns and raises.
+    """
     _dev_arg(dev)
     t = u64(tlb_addr, "tlb_addr")
     sz = u64(mapping_size, "mapping_size")
@@ -629,7 +643,10 @@ def swiotlb_tbl_unmap_single(dev, tlb_addr, mapping_size, dir, attrs) -> None:
 
 
 def swiotlb_sync_single_for_cpu(dev, tlb_addr, size, dir) -> None:
-    """swiotlb_sync_single_for_cpu(): slot → original for FROM_DEVICE/BIDIRECTIONAL."""
+    """swiotlb_sync_single_for_cpu(): slot → original for FROM_DEVICE/BIDIRECTIONAL.
+
+    Reference twin of dmaphys._core.swiotlb_sync_single_for_cpu: same returns and raises.
+    """
     _dev_arg(dev)
     t = u64(tlb_addr, "tlb_addr")
     sz = u64(size, "size")
@@ -639,7 +656,10 @@ def swiotlb_sync_single_for_cpu(dev, tlb_addr, size, dir) -> None:
 
 
 def swiotlb_sync_single_for_device(dev, tlb_addr, size, dir) -> None:
-    """swiotlb_sync_single_for_device(): original → slot for TO_DEVICE/BIDIRECTIONAL."""
+    """swiotlb_sync_single_for_device(): original → slot for TO_DEVICE/BIDIRECTIONAL.
+
+    Reference twin of dmaphys._core.swiotlb_sync_single_for_device: same returns and raises.
+    """
     _dev_arg(dev)
     t = u64(tlb_addr, "tlb_addr")
     sz = u64(size, "size")
@@ -649,7 +669,10 @@ def swiotlb_sync_single_for_device(dev, tlb_addr, size, dir) -> None:
 
 
 def swiotlb_map(dev, phys, size, dir, attrs) -> int:
-    """swiotlb_map(): dma-direct's bounce path; bus address or DMA_MAPPING_ERROR."""
+    """swiotlb_map(): dma-direct's bounce path; bus address or DMA_MAPPING_ERROR.
+
+    Reference twin of dmaphys._core.swiotlb_map: same returns and raises.
+    """
     _dev_arg(dev)
     p = u64(phys, "phys")
     sz = u64(size, "size")
@@ -661,20 +684,32 @@ def swiotlb_map(dev, phys, size, dir, attrs) -> int:
 
 
 def swiotlb_max_mapping_size(dev) -> int:
-    """swiotlb_max_mapping_size(): 256 KiB minus the min_align_mask roundup."""
+    """swiotlb_max_mapping_size(): 256 KiB minus the min_align_mask roundup.
+
+    Reference twin of dmaphys._core.swiotlb_max_mapping_size: same returns and raises.
+    """
     return c_swiotlb_max_mapping_size(_dev_arg(dev))
 
 
 def is_swiotlb_active(dev) -> bool:
-    """is_swiotlb_active(): the device has a pool with slabs."""
+    """is_swiotlb_active(): the device has a pool with slabs.
+
+    Reference twin of dmaphys._core.is_swiotlb_active: same returns and raises.
+    """
     return c_is_swiotlb_active(_dev_arg(dev))
 
 
 def is_swiotlb_buffer(dev, paddr) -> bool:
-    """is_swiotlb_buffer(): ``paddr`` lies in the device's pool."""
+    """is_swiotlb_buffer(): ``paddr`` lies in the device's pool.
+
+    Reference twin of dmaphys._core.is_swiotlb_buffer: same returns and raises.
+    """
     return c_is_swiotlb_buffer(_dev_arg(dev), u64(paddr, "paddr"))
 
 
 def is_swiotlb_force_bounce(dev) -> bool:
-    """is_swiotlb_force_bounce(): the device's flag or its pool's force_bounce."""
+    """is_swiotlb_force_bounce(): the device's flag or its pool's force_bounce.
+
+    Reference twin of dmaphys._core.is_swiotlb_force_bounce: same returns and raises.
+    """
     return c_is_swiotlb_force_bounce(_dev_arg(dev))

@@ -14,6 +14,8 @@ from ._util import U64_MAX, u64
 __all__ = ["DmaTrace", "TraceEvent", "TRACE_EVENT_NAMES", "TRACE_NUMPY_FIELDS"]
 
 TraceEvent = collections.namedtuple("TraceEvent", "name system time_ns cpu device fields")
+TraceEvent.__doc__ = ("One recorded tracepoint: name, system, time_ns, cpu, device, fields.\n\n"
+                      "Reference twin of dmaphys._core.TraceEvent: same returns and raises.")
 
 TRACE_EVENT_NAMES = ("dma_map_phys", "dma_unmap_phys", "dma_alloc", "dma_free", "dma_map_sg",
                      "dma_map_sg_err", "dma_unmap_sg", "dma_sync_single_for_cpu",
@@ -145,6 +147,7 @@ class DmaTrace:
 
     @property
     def capacity(self) -> int:
+        """Reference twin of dmaphys._core.DmaTrace.capacity."""
         return self._capacity
 
     @capacity.setter
@@ -156,6 +159,7 @@ class DmaTrace:
         self._capacity = n
 
     def clear(self) -> None:
+        """Reference twin of dmaphys._core.DmaTrace.clear: same returns and raises."""
         self._buf.clear()
         self.overrun = 0
 
@@ -163,6 +167,10 @@ class DmaTrace:
         return len(self._buf)
 
     def record(self, name: str, dev, fields: dict) -> None:
+        """Simulator-only ring-buffer write behind the trace_dma_*() tracepoints
+        (include/trace/events/dma.h): append one TraceEvent, overwriting the oldest (and
+        counting ``overrun``) when full. Returns None. Raises nothing.
+        """
         if len(self._buf) == self._capacity:
             self._buf.popleft()
             self.overrun += 1
@@ -170,12 +178,15 @@ class DmaTrace:
         self._buf.append(TraceEvent(name, system, self.machine.clock_ns, self.machine._cpu, dev.name, fields))
 
     def events(self) -> list:
+        """Reference twin of dmaphys._core.DmaTrace.events: same returns and raises."""
         return list(self._buf)
 
     def to_ftrace(self) -> list[str]:
+        """Reference twin of dmaphys._core.DmaTrace.to_ftrace: same returns and raises."""
         return [ftrace_line(ev, self.comm, self.pid) for ev in self._buf]
 
     def to_numpy(self):
+        """Reference twin of dmaphys._core.DmaTrace.to_numpy: same returns and raises."""
         return trace_to_numpy(list(self._buf))
 
     def __repr__(self) -> str:

@@ -11,7 +11,10 @@ __all__ = ["TraceParser"]
 
 class TraceParser:
     """Incremental reader of trace text: ``feed(bytes)`` → records of the complete lines,
-    ``finish()`` → the record of a last line without a newline. See the module docstring."""
+    ``finish()`` → the record of a last line without a newline. See the module docstring.
+
+    Reference twin of dmaphys._core.TraceParser: same returns and raises.
+    """
 
     def __init__(self, bare_unit_ns: int = 1000):
         if bare_unit_ns not in (1, 1000):
@@ -27,6 +30,7 @@ class TraceParser:
         self._tail = b""
 
     def feed(self, data: bytes) -> list:
+        """Reference twin of dmaphys._core.TraceParser.feed: same returns and raises."""
         if not isinstance(data, (bytes, bytearray)):
             raise TypeError("feed() takes bytes")
         if self.lineno == 0 and not self._tail and data.startswith(TRACE_DAT_MAGIC[:3]):
@@ -41,6 +45,7 @@ class TraceParser:
         return out
 
     def finish(self) -> list:
+        """Reference twin of dmaphys._core.TraceParser.finish: same returns and raises."""
         out: list = []
         if self._tail:
             raw, self._tail = self._tail, b""
@@ -48,6 +53,7 @@ class TraceParser:
         return out
 
     def count_event(self, name: str) -> None:
+        """Reference twin of dmaphys._core.TraceParser.count_event: same returns and raises."""
         self.counts[name] = self.counts.get(name, 0) + 1
 
     def _line(self, raw: bytes, out: list) -> None:

@@ -24,14 +24,17 @@ HERE = Path(__file__).resolve().parent
 SOURCES = {"dmaring": "dmaring.c", "dmaring_cy": "dmaring_cy.pyx"}
 
 
-def build(name: str, outdir: str | os.PathLike, opt: str = "-O0", quiet: bool = True):
-    """Compile example ``name`` in ``outdir`` and import it (a fresh module object)."""
+def build(name: str, outdir: str | os.PathLike, opt: str = "-O0", quiet: bool = True,
+          source: str | os.PathLike | None = None):
+    """Compile example ``name`` in ``outdir`` and import it (a fresh module object).
+    ``source``: another C / .pyx file to build as module ``name`` (tests use it)."""
     from setuptools import Distribution, Extension  # type: ignore[import-untyped,unused-ignore]
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    src = outdir / SOURCES[name]
-    shutil.copy(HERE / SOURCES[name], src)
+    source = Path(source) if source is not None else HERE / SOURCES[name]
+    src = outdir / source.name
+    shutil.copy(source, src)
     cython = src.suffix == ".pyx"
     # dmaphys's .pxd faces use C++ containers: a module that cimports them is compiled as C++
     flags = [opt] + (["-std=c++17", "-Wno-unused-function"] if cython else ["-Wall"])
