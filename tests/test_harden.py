@@ -84,6 +84,11 @@ def test_uninitialised_objects_do_not_crash(name):
 def test_iotlb_new_is_a_default_iotlb():
     t = dmaphys.Iotlb.__new__(dmaphys.Iotlb)
     assert (t.entries, t.ways) == (512, 8)
+    r = _run("import dmaphys as d\n"                # Iotlb.probe on it was a SIGFPE (0 sets)
+             "m = d.Machine(ram=[(0, 1 << 30)], swiotlb=0)\n"
+             "dom = m.add_iommu(fmt='x86-64').domain_alloc()\n"
+             "assert d.Iotlb.__new__(d.Iotlb).probe(dom, 0) is None\n")
+    assert r.returncode == 0, r.stderr[-500:]
 
 
 @pytest.mark.parametrize("fn", ["sg_dma_is_bus_address", "sg_dma_is_swiotlb"])
