@@ -418,8 +418,10 @@ cdef object _iommu_iova_to_phys_batch(IommuDomain d, object iovas):
         memset(o, 0, n * sizeof(u64))
     else:
         pt = d.pgtable                           # domain->ops->iova_to_phys
-        machine_enter(pt.machine)                # no other thread maps or unmaps meanwhile
+        machine_enter(pt.machine)                # no other thread maps, unmaps or frees meanwhile
         try:
+            if d.freed:                          # freed while this thread waited for the machine
+                raise ValueError(f"IOMMU domain {d.id} was freed")
             with nogil:
                 for i in range(n):
                     o[i] = pt.c_iova_to_phys(a[i])
