@@ -169,8 +169,10 @@ cdef class Iommu:
 
     Mirrors struct iommu_device with its driver's domain ops (drivers/iommu/iommu.c, the VT-d / AMD
     / SMMU drivers). Raises ValueError for an unknown ``fmt`` or ``fault_mode``, unsupported
-    ``ias``/``oas``, bad ``fq_size``/``fq_timeout`` or ``reserved_regions``, or an Iotlb owned by
-    another IOMMU; TypeError for arguments of the wrong type; MemoryError when no RAM is left for a
+    ``ias``/``oas``, bad ``fq_size``/``fq_timeout`` or ``reserved_regions``, an Iotlb owned by
+    another IOMMU, ``coherent_walk=False`` on a format other than io-pgtable-arm, or an
+    ``iommu_dev`` with a coherent walk or of another machine; TypeError for arguments of the wrong
+    type; MemoryError when no RAM is left for a
     page table.
     """
 
