@@ -293,9 +293,10 @@ cdef class IoPgtable:
 
     Mirrors struct io_pgtable / struct pt_iommu (drivers/iommu/io-pgtable-arm.c,
     drivers/iommu/generic_pt), allocated like alloc_io_pgtable_ops() / pt_iommu_init(). Raises
-    ValueError for an unknown ``fmt``, an ``ias``/``oas`` the format does not support or
-    ``force_coherence`` on a format without it, TypeError for a non-Machine or non-str, MemoryError
-    when no RAM is left for the top-level table.
+    ValueError for an unknown ``fmt``, an ``ias``/``oas`` the format does not support,
+    ``force_coherence`` on a format without it, or ``coherent_walk=False`` on a format other than
+    io-pgtable-arm or without an ``iommu_dev`` of this machine; TypeError for a non-Machine,
+    non-str or non-Device; MemoryError when no RAM is left for the top-level table.
     """
 
     def __cinit__(self, Machine machine not None, str fmt not None, ias=None, oas=None, *,

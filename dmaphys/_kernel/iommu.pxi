@@ -234,10 +234,11 @@ cdef class Iommu:
 
     Mirrors struct iommu_device with its driver's domain ops (drivers/iommu/iommu.c, the VT-d / AMD
     / SMMU drivers). Raises ValueError for an unknown ``fmt`` or ``fault_mode``, unsupported
-    ``ias``/``oas``, bad ``fq_size``/``fq_timeout`` or ``reserved_regions``, or an Iotlb owned by
-    another IOMMU; TypeError for arguments of the wrong type; MemoryError when no RAM is left for a
-    page table; coherent_walk=False on a format other than io-pgtable-arm, or an iommu_dev
-    of another machine, is a ValueError.
+    ``ias``/``oas``, bad ``fq_size``/``fq_timeout`` or ``reserved_regions``, an Iotlb owned by
+    another IOMMU, ``coherent_walk=False`` on a format other than io-pgtable-arm, or an
+    ``iommu_dev`` with a coherent walk or of another machine; TypeError for arguments of the wrong
+    type; MemoryError when no RAM is left for a
+    page table.
     """
 
     def __cinit__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
