@@ -515,15 +515,16 @@ class IoPgtable:
 
     # ---- dirty tracking (iommu_dirty_ops) ---------------------------------------------------
     def has_dirty(self):
-        """Simulator-only: whether the format has dirty ops (vtd-ss, amdv1; io-pgtable-arm
-        stage 1 with IO_PGTABLE_QUIRK_ARM_HD). Returns a bool. Raises nothing."""
+        """Whether the format defines the dirty ops (pt_entry_is_write_dirty(): vtd-ss, amdv1;
+        io-pgtable-arm stage 1 with IO_PGTABLE_QUIRK_ARM_HD). Returns a bool; raises nothing."""
         if self.family == FAM_ARM:
             return self.arm_hd
         return _gpt.gpt_has_dirty(self.family)
 
     def hw_set_dirty(self, iova):
-        """Simulator-only: the IOMMU hardware's atomic dirty update of iova's leaf for a write
-        request (no counters; VT-d SSADE, AMD HAD, SMMUv3 HD). Returns None. Raises nothing."""
+        """Simulator-only: the IOMMU's atomic dirty update of iova's leaf entry for a write
+        request (VT-d SSADE / AMD HAD set D, SMMUv3 HD clears AP[2] of a DBM leaf); no counters.
+        Returns None; raises nothing."""
         table = self.pgtable_root
         if table == 0:
             return
@@ -542,9 +543,9 @@ class IoPgtable:
             table = self._table_pa(e)
 
     def read_and_clear_dirty(self, iova, size, flags, rec, gather):
-        """Mirrors io_pgtable_ops->read_and_clear_dirty() / pt_iommu_<fmt>_read_and_clear_dirty():
-        appends (iova, length) records to ``rec`` and widens ``gather``. Returns 0 or -errno.
-        Raises nothing (WARN_ONs are queued warnings)."""
+        """Mirrors io_pgtable_ops->read_and_clear_dirty / pt_iommu_<fmt>_read_and_clear_dirty():
+        appends each iommu_dirty_bitmap_record() as (iova, length) to ``rec`` and widens the
+        gather ``gather`` = [start, end]. Returns 0 or -errno; raises nothing."""
         if self.pgtable_root == 0:
             return -EINVAL
         if self.family == FAM_ARM:
