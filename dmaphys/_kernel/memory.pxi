@@ -43,8 +43,8 @@ cdef class PhysMem:
       alloc_pages(npages, limit, align) -> phys or U64_MAX; free_pages(phys, npages) -> 0/-1
 
     Simulator-only stand-in for mm/ (memblock, the page allocator, struct page storage): the kernel
-    has no such object. Made by the Machine (``m.mem``); ``PhysMem()`` is an empty memory, and
-    raises MemoryError when its page directory cannot be allocated, TypeError with arguments.
+    has no such object. Made by the Machine (``m.mem``); ``PhysMem()`` is an empty memory; it
+    raises MemoryError when the host cannot allocate its page directory.
     """
 
     def __cinit__(self):

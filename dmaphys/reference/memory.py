@@ -19,7 +19,8 @@ CACHE_LINE_SIZE = 64                                      # cache_line_size() of
 class PhysMem:
     """Sparse memory: a dict of 4 KiB frames (bytearray) created on first write.
 
-    Reference twin of dmaphys._core.PhysMem: same returns and raises.
+    Reference twin of dmaphys._core.PhysMem: same returns and raises, except that constructor
+    arguments raise TypeError here (the core ignores them).
     """
 
     def __init__(self) -> None:
