@@ -114,9 +114,8 @@ class IoPgtable:
     def __init__(self, machine: Machine, fmt: str, ias: int | None = ..., oas: int | None = ..., *, force_coherence: bool = ..., no_warn: bool = ..., coherent_walk: bool = ..., iommu_dev: Device | None = ..., arm_hd: bool = ...) -> None: ...
     aperture_end: int
     aperture_start: int
-    arm_lpae_cfg: Any | None
-
     arm_hd: bool
+    arm_lpae_cfg: Any | None
     arm_s2: bool
     coherent_walk: bool
     defer_free: bool
