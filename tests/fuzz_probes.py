@@ -45,7 +45,9 @@ def _mod(backend: str):
 
 def build_pool(dma) -> dict:
     """The probe machine: dma-direct, bouncing, IOMMU (lazy) and P2P devices, and their objects."""
-    m = dma.Machine(swiotlb=1 << 20)
+    # small RAM (64 MiB below and above 4 GiB): a probe that passes an address as a length
+    # ("mapped") then reads or writes tens of MiB, not gigabytes
+    m = dma.Machine(ram=[(0, 64 << 20), (1 << 32, 64 << 20)], swiotlb=1 << 20)
     iommu = m.add_iommu(fmt="x86-64", strict=False)
     hb = m.add_host_bridge("hb0", p2p_allowlisted=True)
     sw = m.add_switch("sw0", parent=hb)

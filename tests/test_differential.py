@@ -32,6 +32,8 @@ DEVICES = {
     "ofs": dict(dma_mask=dma.DMA_BIT_MASK(29),
                 dma_range_map=[(0, 0x1000_0000, 64 * MiB), (4 * GiB, 0x2000_0000, 64 * MiB)]),
     "nc": dict(dma_mask=dma.DMA_BIT_MASK(32), coherent=False, min_align_mask=0xFFF),
+    # behind an SMMU whose table walker is not coherent (io-pgtable-arm coherent_walk=False)
+    "smmu_nc": dict(iommu="arm-nc", coherent=False),
 }
 
 dev_names = st.sampled_from(sorted(DEVICES))
@@ -46,7 +48,9 @@ payloads = st.binary(min_size=1, max_size=64)
 def build(impl):
     m = impl.Machine(ram=[(0, 64 * MiB), (4 * GiB, 64 * MiB)], cpus=2, swiotlb=MiB, dma_debug=False)
     m.add_mmio(BAR, MiB, "bar0")
-    devs = {name: m.add_device(name, **kw) for name, kw in DEVICES.items()}
+    iommus = {"arm-nc": m.add_iommu(fmt="arm-lpae-s1-4k", strict=True, coherent_walk=False)}
+    devs = {name: m.add_device(name, **dict(kw, iommu=iommus[kw["iommu"]]) if "iommu" in kw else kw)
+            for name, kw in DEVICES.items()}
     return m, devs
 
 
@@ -213,6 +217,11 @@ class CoreVsReference(RuleBasedStateMachine):
                    (rd.dma_skip_sync, rd.dma_uses_io_tlb, rd.dma_mask, rd.coherent_dma_mask), name
         assert self.c.swiotlb.get_state() == self.r.swiotlb.get_state()
         assert self.c.mem.allocated_pages == self.r.mem.allocated_pages
+        # the non-coherent SMMU's table: leaves, syncs, and the CPU's dirty lines
+        pc, pr = self.cd["smmu_nc"].domain.pgtable, self.rd["smmu_nc"].domain.pgtable
+        assert pc.get_state() == pr.get_state()
+        assert (pc.table_syncs, pc.table_sync_bytes) == (pr.table_syncs, pr.table_sync_bytes)
+        assert self.c.mem.cache_dirty_lines() == self.r.mem.cache_dirty_lines()
         for base in (LOW, HIGH):
             assert self.c.mem_read(base, WINDOW) == self.r.mem_read(base, WINDOW)
 

@@ -637,13 +637,14 @@ cdef class IoPgtable:
         0 done, 1 declined (nothing touched)."""
         cdef u64 *ptep
         cdef u64 last = iova + self.granule - 1
-        if self.family == PT_FAM_AMDV1 or self.family == PT_FAM_RISCV or not self.coherent_walk:
-            return 1                             # always the general path
+        if self.family == PT_FAM_AMDV1 or self.family == PT_FAM_RISCV:   # always the general path
+            return 1
         if ((iova | paddr) & (self.granule - 1) or not (prot & (IOMMU_READ | IOMMU_WRITE))
                 or (paddr >> self.oas) or last < iova):
             return 1
         if self.family == PT_FAM_ARM:
-            if iova >> self.ias:                 # arm_lpae_map_pages() range check
+            # arm_lpae_map_pages() range check; a non-coherent walker needs set_pte + the sync
+            if iova >> self.ias or not self.coherent_walk:
                 return 1
         elif not self.canonical(iova, last):      # an alias takes the general path (it warns)
             return 1

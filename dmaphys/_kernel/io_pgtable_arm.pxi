@@ -356,14 +356,14 @@ cdef int arm_rcd_walk(IoPgtable pt, int L, u64 table, u64 *addr, u64 end, u64 fl
     cdef u64 size = (<u64>1) << pt.shift(L), e
     cdef int t, r
     while idx < maxe and addr[0] < end:
-        e = _pt_rd(pt.l1, table + 8 * idx)
+        e = pt.get_pte(table + 8 * idx)            # READ_ONCE(*ptep): the CPU's view
         t = arm_etype(e, L)
         if t == PT_OA:
             if (e & (ARM_AP_RDONLY | ARM_DBM)) == ARM_DBM:     # iopte_writeable_dirty()
                 rec.append((addr[0], size))                     # iommu_dirty_bitmap_record()
                 arm_gather_add(g, addr[0], size)
                 if not (flags & IOMMU_DIRTY_NO_CLEAR):
-                    _pt_wr(pt.mem, table + 8 * idx, e | ARM_AP_RDONLY)   # iopte_set_writeable_clean()
+                    pt.set_pte(table + 8 * idx, e | ARM_AP_RDONLY)       # iopte_set_writeable_clean()
             addr[0] += size
         elif t == PT_TABLE:
             r = arm_rcd_walk(pt, L - 1, pt.table_pa(e), addr, end, flags, rec, g)

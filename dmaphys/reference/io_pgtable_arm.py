@@ -305,14 +305,14 @@ def _rcd_walk(pt, L, table, st, end, flags, rec, g):
     from .generic_pt import gather_add
     idx, maxe, size = pt._index(st["addr"], L), 1 << pt._idx_bits(L), 1 << pt._shift(L)
     while idx < maxe and st["addr"] < end:
-        e = pt._rd(table, idx)
+        e = pt._get_pte(table + 8 * idx)                 # READ_ONCE(*ptep): the CPU's view
         t = arm_etype(e, L)
         if t == OA:
             if e & (ARM_AP_RDONLY | ARM_DBM) == ARM_DBM:          # iopte_writeable_dirty()
                 rec.append((st["addr"], size))                    # iommu_dirty_bitmap_record()
                 gather_add(g, st["addr"], size)
                 if not flags & IOMMU_DIRTY_NO_CLEAR:
-                    pt._wr(table, idx, e | ARM_AP_RDONLY)         # iopte_set_writeable_clean()
+                    pt._set_pte(table + 8 * idx, e | ARM_AP_RDONLY)  # iopte_set_writeable_clean()
             st["addr"] += size
         elif t == TABLE:
             r = _rcd_walk(pt, L - 1, pt._table_pa(e), st, end, flags, rec, g)
