@@ -303,7 +303,8 @@ cdef class Machine:
         Models device_del() with the bus notifiers (dma-debug's BUS_NOTIFY_UNBOUND_DRIVER,
         iommu_release_device(), pci_p2pdma_release()). Returns None. Afterwards the DMA API
         raises ValueError for the device and its bus accesses
-        fault (DmaFault). Raises ValueError when ``dev`` is not a device of this machine. Warns
+        fault (DmaFault). Raises ValueError when ``dev`` is not a device of this machine or is still
+        the parent of a non-PCI device (nothing changed), TypeError for a non-Device. Warns
         DmaDebugWarning for each leaked mapping (DmaDebugError with ``raise_errors``).
         """
         if self.devices.get(dev.name) is not dev:

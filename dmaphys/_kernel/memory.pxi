@@ -43,8 +43,8 @@ cdef class PhysMem:
       alloc_pages(npages, limit, align) -> phys or U64_MAX; free_pages(phys, npages) -> 0/-1
 
     Simulator-only stand-in for mm/ (memblock, the page allocator, struct page storage): the kernel
-    has no such object. Made by the Machine (``m.mem``); ``PhysMem()`` is an empty memory, and
-    raises MemoryError when its page directory cannot be allocated, TypeError with arguments.
+    has no such object. Made by the Machine (``m.mem``); ``PhysMem()`` is an empty memory; it
+    raises MemoryError when the host cannot allocate its page directory.
     """
 
     def __cinit__(self):
@@ -139,6 +139,7 @@ cdef class PhysMem:
                 free(l2[pfn & (PFN_L2_SIZE - 1)])
                 self.resident_frames -= 1
             l2[pfn & (PFN_L2_SIZE - 1)] = x.base + ((pfn - spfn) << PAGE_SHIFT)
+        self.frames_gen += 1
         return 0
 
     cdef int ext_index(self, u64 pfn) noexcept nogil:
@@ -180,6 +181,7 @@ cdef class PhysMem:
                 self.free_extents[epfn] = e
         for pfn in range(spfn, epfn):
             self.l1[pfn >> PFN_L2_SHIFT][pfn & (PFN_L2_SIZE - 1)] = NULL
+        self.frames_gen += 1
         for i in range(self.regions.size()):
             if self.regions[i].start == start:
                 self.regions.erase(self.regions.begin() + i)
@@ -275,6 +277,7 @@ cdef class PhysMem:
                 free(l2[i & (PFN_L2_SIZE - 1)])
                 l2[i & (PFN_L2_SIZE - 1)] = NULL
                 self.resident_frames -= 1
+                self.frames_gen += 1
 
     # ---- byte access (callers have validated the range) ------------------------------------
     cdef void read(self, u64 addr, u8 *buf, u64 n) noexcept nogil:
@@ -472,11 +475,10 @@ cdef class PhysMem:
 
     # ---- Python-level helpers ------------------------------------------------------------
     def cache_dirty_lines(self):
-        """Simulator-only: the CPU's dirty write-back lines of non-coherently walked page tables
-        (io-pgtable-arm without coherent_walk), not yet cleaned to memory by a table sync.
-
-        Returns {line address: its 64 bytes as the CPU sees them}, sorted by address. Raises
-        nothing."""
+        """Simulator-only (the CPU's dirty write-back lines of non-coherently walked page tables,
+        not yet cleaned to memory). Returns {line address: its 64 bytes as the CPU sees them}.
+        Raises nothing.
+        """
         cdef cppmap[u64, wb_line].iterator it = self.wb.begin()
         out = {}
         while it != self.wb.end():

@@ -608,11 +608,12 @@ class IovaDomain:
 
         Reference twin of dmaphys._core.IovaDomain.put_iova_domain: same returns and raises.
         """
-        self._put_iova_domain()
+        self.put_iova_domain_c()
         self._flush()
 
-    def _put_iova_domain(self) -> None:
-        # mirrors iova.pxi put_iova_domain_c(): warnings left queued for the caller's entry point
+    def put_iova_domain_c(self) -> None:
+        """Mirrors iova.pxi put_iova_domain_c(): put_iova_domain() with its warnings left queued
+        for the caller's entry point. Returns None. Raises KernelBug for a domain already put."""
         self._check_alive()
         for rc in self._rcaches:
             rc["work_pending"] = False             # cancel_delayed_work_sync()
