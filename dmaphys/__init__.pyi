@@ -36,6 +36,7 @@ from .constants import EREMOTEIO as EREMOTEIO
 from .constants import INVALID_PHYS_ADDR as INVALID_PHYS_ADDR
 from .constants import IOMMUAccessFlags as IOMMUAccessFlags
 from .constants import IOMMU_CACHE as IOMMU_CACHE
+from .constants import IOMMU_DIRTY_NO_CLEAR as IOMMU_DIRTY_NO_CLEAR
 from .constants import IOMMU_MMIO as IOMMU_MMIO
 from .constants import IOMMU_NOEXEC as IOMMU_NOEXEC
 from .constants import IOMMU_NONE as IOMMU_NONE

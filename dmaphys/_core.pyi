@@ -111,9 +111,11 @@ class IOMMUTLBEntry:
 
 class IoPgtable:
     """One IOMMU page table in simulated RAM: ``IoPgtable(machine, fmt, ias=None, oas=None)``."""
-    def __init__(self, machine: Machine, fmt: str, ias: int | None = ..., oas: int | None = ..., *, force_coherence: bool = ..., no_warn: bool = ..., coherent_walk: bool = ..., iommu_dev: Device | None = ...) -> None: ...
+    def __init__(self, machine: Machine, fmt: str, ias: int | None = ..., oas: int | None = ..., *, force_coherence: bool = ..., no_warn: bool = ..., coherent_walk: bool = ..., iommu_dev: Device | None = ..., arm_hd: bool = ...) -> None: ...
     aperture_end: int
     aperture_start: int
+    arm_hd: bool
+    arm_lpae_cfg: Any | None
     arm_s2: bool
     coherent_walk: bool
     defer_free: bool
@@ -172,7 +174,7 @@ class IoTlbMem:
 
 class Iommu:
     """An IOMMU: ``m.add_iommu(fmt="vtd-ss", strict=True, iotlb=None, **kwargs)``."""
-    def __init__(self, machine: Machine, fmt: str = ..., strict: bool = ..., iotlb: Iotlb | dict[str, Any] | str | bool | None = ..., *, fault_mode: str = ..., shadow_on_flush: bool = ..., forcedac: bool = ..., caching_mode: bool = ..., reserved_regions: Iterable[tuple[int, int, str | int]] | None = ..., ias: int | None = ..., oas: int | None = ..., name: str | None = ..., fq_size: Any = ..., fq_timeout: Any = ..., coherent_walk: bool = ..., iommu_dev: Device | None = ...) -> None: ...
+    def __init__(self, machine: Machine, fmt: str = ..., strict: bool = ..., iotlb: Iotlb | dict[str, Any] | str | bool | None = ..., *, fault_mode: str = ..., shadow_on_flush: bool = ..., forcedac: bool = ..., caching_mode: bool = ..., reserved_regions: Iterable[tuple[int, int, str | int]] | None = ..., ias: int | None = ..., oas: int | None = ..., name: str | None = ..., fq_size: Any = ..., fq_timeout: Any = ..., coherent_walk: bool = ..., iommu_dev: Device | None = ..., dirty_tracking: bool = ...) -> None: ...
     def attach_device(self, dev: Device, domain: IommuDomain, domain_type: int) -> None: ...
     blocked_domain: IommuDomain
     caching_mode: bool
@@ -180,6 +182,7 @@ class Iommu:
     coherent_walk: bool
     def detach_device(self, dev: Device) -> None: ...
     def device_domain(self, dev: Device) -> int: ...
+    dirty_tracking: bool
     def domain_alloc(self) -> Any: ...
     domains: list[Any]
     fault_mode: str
@@ -227,6 +230,8 @@ class IommuDomain:
     aperture_end: int
     aperture_start: int
     devices: list[Any]
+    dirty_ops: bool
+    dirty_tracking: bool
     faults: int
     freed: bool
     id: int
@@ -239,6 +244,8 @@ class IommuDomain:
     pgsize_bitmap: int
     pgtable: IoPgtable | None
     pgtable_root: int
+    def read_and_clear_dirty(self, iova: int, size: int, flags: int = ...) -> int: ...
+    def set_dirty_tracking(self, enable: int) -> int: ...
     stale_hits: int
     stats: dict[str, Any]
     translates: bool

@@ -29,6 +29,7 @@ __all__ = [
     "IOMMU_RESV_DIRECT", "IOMMU_RESV_DIRECT_RELAXABLE", "IOMMU_RESV_RESERVED", "IOMMU_RESV_MSI",
     "IOMMU_RESV_SW_MSI",
     "IOMMUAccessFlags", "IOMMU_NONE", "IOMMU_RO", "IOMMU_WO", "IOMMU_RW",
+    "IOMMU_DIRTY_NO_CLEAR",
     "valid_dma_direction", "dma_direction_name",
 ]
 
@@ -165,6 +166,9 @@ IOMMU_NONE = IOMMUAccessFlags.IOMMU_NONE
 IOMMU_RO = IOMMUAccessFlags.IOMMU_RO
 IOMMU_WO = IOMMUAccessFlags.IOMMU_WO
 IOMMU_RW = IOMMUAccessFlags.IOMMU_RW
+
+# IommuDomain.read_and_clear_dirty() flag (include/linux/iommu.h)
+IOMMU_DIRTY_NO_CLEAR = 1 << 0
 
 # enum iommu_resv_type (include/linux/iommu.h)
 IOMMU_RESV_DIRECT = 0

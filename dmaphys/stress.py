@@ -123,6 +123,22 @@ def gather(src: np.ndarray, starts, sizes) -> np.ndarray:
     return np.concatenate(parts) if parts else src[:0].copy()
 
 
+SAME_BYTES_MEMCMP = 1 << 14     # up to this many bytes tobytes() + memcmp is quicker than numpy
+
+
+def same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two 1-D uint8 arrays of one shape hold the same bytes: small ones as bytes (one
+    memcmp), large ones with numpy (copying a megabyte twice into fresh bytes objects costs ~10x
+    numpy's element-wise compare).
+
+    Simulator-only (the stress workload's memcmp()). Returns True or False. Raises nothing for
+    arrays of one shape.
+    """
+    if a.shape[0] <= SAME_BYTES_MEMCMP:
+        return a.tobytes() == b.tobytes()
+    return bool(np.array_equal(a, b))
+
+
 def merge_heads(heads: np.ndarray, hsizes, data: np.ndarray, sizes) -> np.ndarray:
     """``data`` (elements of ``sizes`` back to back) with each element's first hsizes[i] bytes
     replaced by the next hsizes[i] bytes of ``heads``: what a buffer holds after the device
@@ -180,7 +196,7 @@ class Workload:
         got = np.frombuffer(got, dtype=np.uint8) if isinstance(got, (bytes, bytearray)) else got
         want = np.frombuffer(want, dtype=np.uint8) if isinstance(want, (bytes, bytearray)) else want
         self.checked_bytes += int(want.shape[0])
-        if got.shape == want.shape and got.tobytes() == want.tobytes():    # memcmp
+        if got.shape == want.shape and same_bytes(got, want):
             return
         if got.shape != want.shape:
             self.integrity_errors.append(f"{what}: {got.shape[0]} bytes where {want.shape[0]} expected")
@@ -759,8 +775,8 @@ def iova_pages_in_use(m) -> int:
         for d in iommu.domains:
             cookie = d.iova_cookie
             if cookie is not None and cookie.iovad is not None:
-                r = np.array(cookie.iovad.ranges(), dtype=np.int64).reshape(-1, 2)
-                total += int((r[:, 1] - r[:, 0]).sum()) + r.shape[0]
+                r = cookie.iovad.ranges()            # (pfn_lo, pfn_hi) tuples: summed directly,
+                total += sum(hi - lo for lo, hi in r) + len(r)    # 4x quicker than via an array
     return total
 
 

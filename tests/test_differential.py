@@ -234,21 +234,30 @@ PT_PROTS = st.sampled_from([1, 2, 3, 3 | 4, 1 | 8])
 class PgtableCoreVsReference(RuleBasedStateMachine):
     """iommu_map / iommu_unmap / iommu_iova_to_phys streams on one domain of a random format
     (generic_pt vtd-ss, x86-64, amdv1 with its growing top and contiguous leaves, riscv Sv39/48/57;
-    io-pgtable-arm):
-    same return values, warnings, leaf maps, table pages and page-table bytes."""
+    io-pgtable-arm), on an IOMMU with or without dirty tracking, with a device's reads and writes
+    through the domain and set_dirty_tracking / read_and_clear_dirty calls:
+    same return values, warnings, faults, dirty records, leaf maps, table pages and page-table
+    bytes."""
 
     def __init__(self):
         super().__init__()
         self.doms = None
 
-    @initialize(fmt=st.sampled_from(PT_FORMATS), coherent=st.booleans())
-    def setup(self, fmt, coherent):
+    @initialize(fmt=st.sampled_from(PT_FORMATS), coherent=st.booleans(), dirty=st.booleans(),
+                iotlb=st.booleans())
+    def setup(self, fmt, coherent, dirty, iotlb):
         self.fmt = fmt
         # io-pgtable-arm also with a non-coherent walker (table syncs, SW_SYNC, the CPU's cache)
         self.coherent = coherent or not fmt.startswith("arm-")
         self.ms = [impl.Machine(ram=[(0, 256 * MiB)], swiotlb=0, dma_debug=False)
                    for impl in (core, reference)]
-        self.doms = [m.add_iommu(fmt=fmt, coherent_walk=self.coherent).domain_alloc() for m in self.ms]
+        self.mmus = [m.add_iommu(fmt=fmt, coherent_walk=self.coherent, dirty_tracking=dirty,
+                                  iotlb=None if iotlb else False,
+                                 fault_mode="record") for m in self.ms]
+        self.doms = [mmu.domain_alloc() for mmu in self.mmus]
+        self.devs = [m.add_device("dev", iommu=mmu, domain=d)
+                     for m, mmu, d in zip(self.ms, self.mmus, self.doms, strict=True)]
+        self.mapped = []                                     # (iova, size) of successful maps
 
     def both(self, name, *args):
         oc = outcome(getattr(core, name), self.doms[0], *args)
@@ -258,7 +267,8 @@ class PgtableCoreVsReference(RuleBasedStateMachine):
 
     @rule(slot=PT_SLOTS, off=st.integers(0, 15), size=PT_SIZES, pa=st.integers(0, 63), prot=PT_PROTS)
     def map(self, slot, off, size, pa, prot):
-        self.both("iommu_map", slot + off * (1 << 16), pa * (1 << 16), size, prot)
+        if self.both("iommu_map", slot + off * (1 << 16), pa * (1 << 16), size, prot) == ("ok", 0):
+            self.mapped.append((slot + off * (1 << 16), size))
 
     @rule(slot=PT_SLOTS, off=st.integers(0, 15), size=PT_SIZES)
     def unmap(self, slot, off, size):
@@ -270,12 +280,41 @@ class PgtableCoreVsReference(RuleBasedStateMachine):
         # the hardware walk reads memory (with a non-coherent walker: what the syncs cleaned)
         assert self.doms[0].pgtable.translate(slot + off) == self.doms[1].pgtable.translate(slot + off)
 
+    # ---- dirty tracking ---------------------------------------------------------------------
+    @rule(data=st.data(), sub=st.integers(0, (1 << 22) - 8), write=st.booleans())
+    def device_access(self, data, sub, write):
+        if not self.mapped:
+            return
+        iova, size = data.draw(st.sampled_from(self.mapped))
+        iova += sub % size                                  # inside a mapping made (maybe unmapped since)
+        if write:
+            oc, orf = (outcome(dev.dma_write, iova, b"dirty!") for dev in self.devs)
+        else:
+            oc, orf = (outcome(dev.dma_read, iova, 8) for dev in self.devs)
+        assert oc == orf, (self.fmt, iova, write)
+
+    @rule(enable=st.booleans())
+    def set_dirty_tracking(self, enable):
+        assert self.doms[0].set_dirty_tracking(enable) == self.doms[1].set_dirty_tracking(enable)
+
+    @rule(data=st.data(), start=st.integers(-(1 << 16), 1 << 16), size=PT_SIZES, no_clear=st.booleans())
+    def read_and_clear_dirty(self, data, start, size, no_clear):
+        if not self.mapped:
+            return
+        iova = max(0, data.draw(st.sampled_from(self.mapped))[0] + (start & ~0xFFF))
+        flags = dma.IOMMU_DIRTY_NO_CLEAR if no_clear else 0
+        oc, orf = (outcome(d.read_and_clear_dirty, iova, size, flags) for d in self.doms)
+        assert oc == orf, (self.fmt, iova, size, flags)
+
     @invariant()
     def same_tables(self):
         if self.doms is None:
             return
         c, r = (d.pgtable.get_state() for d in self.doms)
         assert c == r, self.fmt
+        assert self.mmus[0].faults == self.mmus[1].faults
+        assert self.mmus[0].iotlb is None or self.mmus[0].iotlb.stats == self.mmus[1].iotlb.stats
+        assert self.doms[0].stats == self.doms[1].stats
         assert self.ms[0].warnings_log == self.ms[1].warnings_log
         assert self.ms[0].mem.allocated_pages == self.ms[1].mem.allocated_pages
         for phys, _ in c["tables"][:8]:

@@ -23,6 +23,7 @@ cdef enum:
     VTDSS_R = 1 << 0                            # VTDSS_FMT_R
     VTDSS_W = 1 << 1                            # VTDSS_FMT_W
     VTDSS_PS = 1 << 7                           # VTDSS_FMT_PS
+    VTDSS_D = 1 << 9                            # VTDSS_FMT_D (set by the IOMMU with SSADE)
     VTDSS_SNP = 1 << 11                         # VTDSS_FMT_SNP
     X86_P = 1 << 0                              # X86_64_FMT_P
     X86_RW = 1 << 1                             # X86_64_FMT_RW

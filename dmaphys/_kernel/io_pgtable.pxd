@@ -11,6 +11,9 @@ cdef enum:                                      # enum iommu_resv_type (include/
     PT_IOMMU_RESV_SW_MSI = 4
 
 cdef enum:
+    IOMMU_DIRTY_NO_CLEAR = 1 << 0               # include/linux/iommu.h (read_and_clear_dirty flags)
+
+cdef enum:
     PT_FAM_VTDSS = 0
     PT_FAM_X86 = 1
     PT_FAM_ARM = 2
@@ -47,6 +50,7 @@ cdef class IoPgtable:
     cdef readonly bint force_coherence         # PT_FEAT_DMA_INCOHERENT cleared (enforce_cache_coherency)
     cdef readonly bint arm_s2                  # io_pgtable_fmt ARM_64_LPAE_S2 (stage 2)
     cdef readonly bint no_warn                 # (simulator) silence WARNs
+    cdef readonly bint arm_hd                  # IO_PGTABLE_QUIRK_ARM_HD (stage 1: DBM in writable leaves)
     # non-coherent walker (io-pgtable-arm): CPU stores to the tables go to the CPU's write-back
     # cache (PhysMem.wb) and reach memory, which the walker reads, only through the syncs
     cdef readonly bint coherent_walk           # cfg->coherent_walk
@@ -108,4 +112,7 @@ cdef class IoPgtable:
     cdef int lookup(self, u64 iova, u64 *phys, int *prot, u64 *leaf_size) noexcept nogil
     cpdef int release_pending(self) except -1
     cpdef int free_tables(self) except -1
+    cdef bint has_dirty(self) noexcept nogil
+    cdef void hw_set_dirty(self, u64 iova) noexcept nogil
+    cdef int read_and_clear_dirty(self, u64 iova, u64 size, u64 flags, list rec, u64 *gather) except? -9999
     cdef int collect_leaves(self, u64 table, int L, u64 base, int acc, dict out) except -1

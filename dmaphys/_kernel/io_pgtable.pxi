@@ -300,7 +300,8 @@ cdef class IoPgtable:
     """
 
     def __cinit__(self, Machine machine not None, str fmt not None, ias=None, oas=None, *,
-                 force_coherence=False, no_warn=False, coherent_walk=True, Device iommu_dev=None):
+                 force_coherence=False, no_warn=False, coherent_walk=True, Device iommu_dev=None,
+                 arm_hd=False):
         cdef u64 root
         if fmt not in _PT_FMT:
             raise ValueError(f"unknown page-table format {fmt!r}; known: {', '.join(_PT_FMT)}")
@@ -309,6 +310,8 @@ cdef class IoPgtable:
                                None if oas is None else _u64(oas, "oas"))
         if force_coherence and fam != PT_FAM_VTDSS and fam != PT_FAM_AMDV1:
             raise ValueError("force_coherence is a vtd-ss / amdv1 feature")
+        if arm_hd and (fam != PT_FAM_ARM or "-s2-" in fmt):
+            raise ValueError("arm_hd (IO_PGTABLE_QUIRK_ARM_HD) is an ARM_64_LPAE_S1 quirk")
         if not coherent_walk:
             if fam != PT_FAM_ARM:
                 raise ValueError("coherent_walk=False is an io-pgtable-arm option")
@@ -342,6 +345,7 @@ cdef class IoPgtable:
         self.reserved_regions = _pt_resv(fam)
         self.force_coherence = bool(force_coherence)
         self.no_warn = bool(no_warn)
+        self.arm_hd = bool(arm_hd)
         self.gran_pages = gran >> PAGE_SHIFT if gran >= PAGE_SIZE else 1
         if fam == PT_FAM_ARM:
             # __arm_lpae_alloc_pages(max(ARM_LPAE_PGD_SIZE, 64)): an order-n page allocation
@@ -596,7 +600,7 @@ cdef class IoPgtable:
         if ptep == NULL or ptep[0] != 0:
             return 1
         if self.family == PT_FAM_ARM:            # arm_lpae_init_pte()
-            ptep[0] = arm_prot(self.arm_s2, prot) | ARM_TYPE_PAGE | arm_paddr_to_iopte(paddr)
+            ptep[0] = arm_prot_hd(self.arm_s2, self.arm_hd, prot) | ARM_TYPE_PAGE | arm_paddr_to_iopte(paddr)
         else:                                    # __map_range_leaf() at level 0
             ptep[0] = gpt_leaf(self.family, paddr, 0, gpt_prot(self.family, self.force_coherence, prot))
         self.leaf_writes += 1
@@ -771,6 +775,47 @@ cdef class IoPgtable:
             table = self.table_pa(e)
             L -= 1
         return -1
+
+    # ---- dirty tracking (iommu_dirty_ops) ---------------------------------------------------
+    cdef bint has_dirty(self) noexcept nogil:
+        """The format has write-dirty state the kernel reads (pt_entry_is_write_dirty defined:
+        vtd-ss, amdv1; io-pgtable-arm stage 1 with IO_PGTABLE_QUIRK_ARM_HD)."""
+        if self.family == PT_FAM_ARM:
+            return self.arm_hd
+        return gpt_has_dirty(self.family)
+
+    cdef void hw_set_dirty(self, u64 iova) noexcept nogil:
+        """The IOMMU's atomic dirty update of iova's leaf entry for a write request (VT-d SSADE
+        and AMD HAD set D in the entry of the accessed item; SMMUv3 HD clears AP[2] of a DBM
+        leaf). Not a counted walk: walk_reads and leaf_writes are unchanged."""
+        cdef u64 table = self.pgtable_root, e
+        cdef u64 *ptep
+        cdef int L = self.top, t
+        if table == 0:
+            return
+        while L >= 0:
+            ptep = _pt_ptep(self.l1, table + 8 * self.index(iova, L))
+            if ptep == NULL:
+                return
+            e = ptep[0]
+            t = self.etype(e, L)
+            if t == PT_OA:
+                ptep[0] = arm_make_write_dirty(e) if self.family == PT_FAM_ARM else gpt_make_write_dirty(self.family, e)
+                return
+            if t != PT_TABLE:
+                return
+            table = self.table_pa(e)
+            L -= 1
+
+    cdef int read_and_clear_dirty(self, u64 iova, u64 size, u64 flags, list rec, u64 *gather) except? -9999:
+        """io_pgtable_ops->read_and_clear_dirty / pt_iommu_<fmt>_read_and_clear_dirty(): append
+        each iommu_dirty_bitmap_record() as (iova, length) to rec, widen gather[0..1] (the
+        iommu_iotlb_gather's start / end) by what it clears; 0 or -errno."""
+        if self.pgtable_root == 0:
+            return -EINVAL
+        if self.family == PT_FAM_ARM:
+            return arm_read_and_clear_dirty(self, iova, size, flags, rec, gather)
+        return gpt_read_and_clear_dirty(self, iova, size, flags, rec, gather)
 
     cpdef int release_pending(self) except -1:
         """Free the table pages collected while defer_free was set (after the IOTLB flush).
@@ -1070,6 +1115,12 @@ cdef class IoPgtable:
         in IOPGTABLE_FORMATS order. Raises nothing.
         """
         return list(IOPGTABLE_FORMATS.values())
+
+    @property
+    def arm_lpae_cfg(self):
+        """io-pgtable-arm formats: the io_pgtable_cfg register values (stage 1 {tcr, mair, ttbr},
+        stage 2 {vtcr, vttbr}); the walk attributes follow coherent_walk. None for other formats."""
+        return _arm_lpae_cfg(self) if self.family == PT_FAM_ARM else None
 
     @property
     def descriptor(self):

@@ -4,10 +4,12 @@ cdef extern from *:
     """
     #define DMAPHYS_ARM_ADDR_MASK  0x0000FFFFFFFFF000ULL   /* GENMASK_ULL(47, 12) */
     #define DMAPHYS_ARM_XN         (3ULL << 53)
+    #define DMAPHYS_ARM_DBM        (1ULL << 51)
     #define DMAPHYS_ARM_SW_SYNC    (1ULL << 55)   /* ARM_LPAE_PTE_SW_SYNC: software bit */
     """
     const u64 ARM_ADDR_MASK "DMAPHYS_ARM_ADDR_MASK"
     const u64 ARM_XN "DMAPHYS_ARM_XN"
+    const u64 ARM_DBM "DMAPHYS_ARM_DBM"        # ARM_LPAE_PTE_DBM (IO_PGTABLE_QUIRK_ARM_HD)
     const u64 ARM_SW_SYNC "DMAPHYS_ARM_SW_SYNC"
 
 cdef enum:

@@ -43,7 +43,7 @@ cdef inline int arm_decode_prot(bint s2, u64 e) noexcept nogil:
         elif (e & (0xF << 2)) == ARM_MEMATTR_DEV:
             p |= IOMMU_MMIO
         return p
-    if not (e & ARM_AP_RDONLY):
+    if not (e & ARM_AP_RDONLY) or (e & ARM_DBM):   # DBM: writable-clean is writable (HD)
         p |= IOMMU_WRITE
     if not (e & ARM_AP_UNPRIV):
         p |= IOMMU_PRIV
@@ -281,7 +281,7 @@ cdef int arm_map_pages(IoPgtable pt, u64 iova, u64 paddr, u64 pgsize, u64 pgcoun
     if not (prot & (IOMMU_READ | IOMMU_WRITE)):
         return -EINVAL
     pt.st_mapped = 0
-    ret = arm_map(pt, iova, paddr, pgsize, pgcount, arm_prot(pt.arm_s2, prot), pt.top, pt.pgtable_root)
+    ret = arm_map(pt, iova, paddr, pgsize, pgcount, arm_prot_hd(pt.arm_s2, pt.arm_hd, prot), pt.top, pt.pgtable_root)
     mapped[0] += pt.st_mapped
     return ret
 
@@ -295,3 +295,97 @@ cdef u64 arm_unmap_pages(IoPgtable pt, u64 iova, u64 pgsize, u64 pgcount) except
         pt.warn(f"WARNING: arm_lpae_unmap_pages(): iova {iova:#x} beyond the input size")
         return 0
     return arm_unmap(pt, iova, pgsize, pgcount, pt.top, pt.pgtable_root)
+
+
+# ---- arm_64_lpae_alloc_pgtable_s1() / _s2(): the register values the driver programs ------------
+_ARM_TCR_IPS = {32: 0, 36: 1, 40: 2, 42: 3, 44: 4, 48: 5, 52: 6}   # ARM_LPAE_TCR_PS_*_BIT
+_ARM_TCR_TG0 = {12: 0, 16: 1, 14: 2}                             # ARM_LPAE_TCR_TG0_4K / 64K / 16K
+
+
+def _arm_lpae_cfg(IoPgtable pt):
+    """cfg->arm_lpae_s1_cfg {tcr, mair, ttbr} or cfg->arm_lpae_s2_cfg {vtcr, vttbr} as the kernel
+    fills them (no quirks): the walk attributes are inner-shareable write-back (SH IS, IRGN/ORGN
+    WBWA) for a coherent walker, outer-shareable non-cacheable (SH OS, IRGN/ORGN NC) otherwise."""
+    walk = ({"sh": 3, "irgn": 1, "orgn": 1} if pt.coherent_walk else {"sh": 2, "irgn": 0, "orgn": 0})
+    regs = dict(walk, tg=_ARM_TCR_TG0[pt.pg_shift], tsz=64 - pt.ias)
+    if not pt.arm_s2:
+        regs["ips"] = _ARM_TCR_IPS[pt.oas]
+        # MAIR: NC 0x44 (index 0), WBRWA 0xff (1), DEVICE 0x04 (2), INC_OWBRWA 0xf4 (3)
+        return {"tcr": regs, "mair": 0xF404FF44, "ttbr": pt.pgtable_root}
+    sl = 4 - pt.levels + (1 if pt.pg_shift == 12 else 0)          # SL0's encoding differs for 4K
+    regs["ps"] = _ARM_TCR_IPS[pt.oas]
+    regs["sl"] = ~sl & 3
+    return {"vtcr": regs, "vttbr": pt.pgtable_root}
+
+# ---- dirty tracking (IO_PGTABLE_QUIRK_ARM_HD, SMMUv3 HTTU HD) ------------------------------------
+# v6.18: a stage-1 leaf with DBM (bit 51) is writable; AP[2] (RDONLY) clear means writable-dirty,
+# set means writable-clean. arm_lpae_prot_to_pte() sets DBM (without RDONLY: born dirty) in every
+# leaf that is not read-only when the quirk is on; the SMMU (CD.TCR HA|HD) clears RDONLY on a
+# write; arm_lpae_read_and_clear_dirty() sets it again.
+cdef inline u64 arm_prot_hd(bint s2, bint hd, int prot) noexcept nogil:
+    """arm_lpae_prot_to_pte() with the HD quirk: DBM unless the leaf is read-only (stage 1)."""
+    cdef u64 pte = arm_prot(s2, prot)
+    if hd and not s2 and not (not (prot & IOMMU_WRITE) and (prot & IOMMU_READ)):
+        pte |= ARM_DBM
+    return pte
+
+
+cdef inline u64 arm_make_write_dirty(u64 e) noexcept nogil:
+    """The SMMU's HD update for a write through a DBM leaf: clear AP[2]."""
+    if e & ARM_DBM:
+        return e & ~(<u64>ARM_AP_RDONLY)
+    return e
+
+
+cdef inline void arm_gather_add(u64 *g, u64 iova, u64 size) noexcept nogil:
+    """iommu_iotlb_gather_add_range()."""
+    cdef u64 end = iova + size - 1
+    if g[0] > iova:
+        g[0] = iova
+    if g[1] < end:
+        g[1] = end
+
+
+cdef int arm_rcd_walk(IoPgtable pt, int L, u64 table, u64 *addr, u64 end, u64 flags, list rec,
+                      u64 *g) except? -9999:
+    """__arm_lpae_iopte_walk() + io_pgtable_visit() with visit_dirty(): every entry from addr's
+    index while addr < end; a leaf is recorded at the walk's running addr (which keeps the
+    caller's offset into the first leaf) and steps it by the leaf size; an entry that is neither
+    a leaf nor a table (an empty one included) ends the walk with -EINVAL."""
+    cdef u64 idx = pt.index(addr[0], L), maxe = (<u64>1) << pt.idx_bits(L)
+    cdef u64 size = (<u64>1) << pt.shift(L), e
+    cdef int t, r
+    while idx < maxe and addr[0] < end:
+        e = _pt_rd(pt.l1, table + 8 * idx)
+        t = arm_etype(e, L)
+        if t == PT_OA:
+            if (e & (ARM_AP_RDONLY | ARM_DBM)) == ARM_DBM:     # iopte_writeable_dirty()
+                rec.append((addr[0], size))                     # iommu_dirty_bitmap_record()
+                arm_gather_add(g, addr[0], size)
+                if not (flags & IOMMU_DIRTY_NO_CLEAR):
+                    _pt_wr(pt.mem, table + 8 * idx, e | ARM_AP_RDONLY)   # iopte_set_writeable_clean()
+            addr[0] += size
+        elif t == PT_TABLE:
+            r = arm_rcd_walk(pt, L - 1, pt.table_pa(e), addr, end, flags, rec, g)
+            if r:
+                return r
+        else:
+            return -EINVAL
+        idx += 1
+    return 0
+
+
+cdef int arm_read_and_clear_dirty(IoPgtable pt, u64 iova, u64 size, u64 flags, list rec,
+                                  u64 *g) except? -9999:
+    """arm_lpae_read_and_clear_dirty()."""
+    cdef u64 addr = iova
+    if size == 0:
+        pt.warn("WARNING: arm_lpae_read_and_clear_dirty(): WARN_ON(!size)")
+        return -EINVAL
+    if (iova + size - 1) & ~(((<u64>1) << pt.ias) - 1):
+        pt.warn(f"WARNING: arm_lpae_read_and_clear_dirty(): WARN_ON((iova + size - 1) & "
+                f"~(BIT(cfg->ias) - 1)) (iova {iova:#x} size {size:#x})")
+        return -EINVAL
+    if pt.arm_s2:
+        return -EINVAL
+    return arm_rcd_walk(pt, pt.top, pt.pgtable_root, &addr, iova + size, flags, rec, g)

@@ -45,6 +45,8 @@ cdef class IommuDomain:
     cdef readonly bint is_default              # a group's default domain (freed with its last device)
     cdef readonly bint freed                   # iommu_domain_free() has run
     cdef int ktype                             # domain->type (IOMMU_DOMAIN_* bits)
+    cdef readonly bint dirty_ops               # domain->dirty_ops != NULL (allocated with IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
+    cdef readonly bint dirty_tracking          # the IOMMU updates dirty bits (VT-d SSADE, AMD DTE HAD, SMMUv3 CD HD)
     cdef int leaf_shifts[64]                   # leaf sizes (lg2) of pgsize_bitmap, ascending (amdv1: 35)
     cdef int nshifts                           # entries used in leaf_shifts
     # counters
@@ -66,6 +68,7 @@ cdef class Iommu:
     cdef readonly bint shadow_on_flush         # ops->shadow_on_flush / IOMMU_CAP_DEFERRED_FLUSH
     cdef readonly bint forcedac                # iommu_dma_forcedac
     cdef readonly bint caching_mode            # VT-d cap CM (caching mode)
+    cdef readonly bint dirty_tracking          # IOMMU_CAP_DIRTY_TRACKING (VT-d SSADS, AMD HDSup, SMMUv3 HTTU HD)
     cdef readonly object ias                   # input address size (bits)
     cdef readonly object oas                   # output address size (bits)
     cdef readonly bint coherent_walk           # io_pgtable_cfg.coherent_walk (ARM_SMMU_FEAT_COHERENCY)
@@ -85,6 +88,7 @@ cdef class Iommu:
     cdef int _free_domain(self, IommuDomain d) except -1
     cdef int _attach(self, Device dev, IommuDomain d) except -1
     cdef int _switch(self, Device dev, IommuDomain old, IommuDomain new) except -1
+    cdef int _detach_device(self, Device dev) except -1
     cdef u32 sid_of(self, Device dev)
     cdef int register_c_notifier(self, iommu_notifier_fn fn, void *opaque) except -1
     cdef int unregister_c_notifier(self, iommu_notifier_fn fn, void *opaque) noexcept

@@ -109,9 +109,76 @@ cdef class IommuDomain:
         """
         return _iommu_iova_to_phys_batch(self, iovas)
 
+    # ---- dirty tracking (struct iommu_dirty_ops) -------------------------------------------
+    def set_dirty_tracking(self, enable):
+        """dirty_ops->set_dirty_tracking(domain, enable): 0, or -EOPNOTSUPP when the domain has
+        no dirty ops. VT-d (SSADE in the PASID entry) and AMD (HAD in the DTE) turn the IOMMU's
+        dirty updates on or off; arm-smmu-v3 keeps them always on (returns 0). Unlike iommufd's
+        iopt_set_dirty_tracking() it does not clear the dirty bits first: call
+        read_and_clear_dirty() for a clean start.
+
+        Models struct iommu_dirty_ops set_dirty_tracking (intel_iommu_set_dirty_tracking(),
+        amd_iommu_set_dirty_tracking(), arm-smmu-v3). Returns 0 or -EOPNOTSUPP. Raises ValueError
+        for a freed domain.
+        """
+        if self.freed:
+            raise ValueError(f"IOMMU domain {self.id} was freed")
+        if not self.dirty_ops:
+            return -EOPNOTSUPP
+        if not self.iommu.fmt.startswith("arm-lpae"):
+            self.dirty_tracking = bool(enable)
+        return 0
+
+    def read_and_clear_dirty(self, iova, size, flags=0):
+        """dirty_ops->read_and_clear_dirty(domain, iova, size, flags, dirty) as iommufd drives it
+        (iommu_read_and_clear_dirty(): a gather, then iommu_iotlb_sync() unless
+        IOMMU_DIRTY_NO_CLEAR). Returns ``(ret, records)``: ret 0 or -errno (-EOPNOTSUPP without
+        dirty ops or for unknown flags), records the list of ``(iova, length)`` the driver passed
+        to iommu_dirty_bitmap_record() / iova_bitmap_set(), in walk order (one per dirty leaf:
+        its size, or for a contiguous amdv1 leaf what record_dirty() computes). Dirty leaves are
+        made clean unless ``flags`` has IOMMU_DIRTY_NO_CLEAR; the IOTLB flush of what was
+        cleared makes the next device write through them set the bit again.
+
+        Models drivers/iommu/iommufd/io_pagetable.c's iommu_read_and_clear_dirty() over struct
+        iommu_dirty_ops read_and_clear_dirty. Raises ValueError for a freed domain or an argument
+        beyond 64 bits, TypeError for a non-int. Warns KernelWarning for the format's WARNs.
+        """
+        cdef u64 va = _u64(iova, "iova"), sz = _u64(size, "size"), fl = _u64(flags, "flags")
+        cdef u64 g[2]
+        cdef int ret
+        cdef list rec = []
+        if self.freed:
+            raise ValueError(f"IOMMU domain {self.id} was freed")
+        if not self.dirty_ops or (fl & ~(<u64>IOMMU_DIRTY_NO_CLEAR)):
+            return -EOPNOTSUPP, rec
+        g[0] = U64_MAX
+        g[1] = 0
+        ret = self.pgtable.read_and_clear_dirty(va, sz, fl, rec, g)
+        if not (fl & IOMMU_DIRTY_NO_CLEAR):
+            iommu_iotlb_sync_range(self, g[0], g[1] - g[0] + 1 if g[1] >= g[0] else 0)
+        self.iommu.machine.flush_warnings()
+        return ret, rec
+
     def __repr__(self):
         return (f"<dmaphys.IommuDomain id={self.id} {self.type} devices={len(self.devices)}"
                 f"{' freed' if self.freed else ''}>")
+
+
+cdef IoPgtable _domain_pgtable(Iommu mmu, IommuDomain d):
+    """The domain's page table. On an IOMMU with dirty_tracking every paging domain is allocated
+    as with IOMMU_HWPT_ALLOC_DIRTY_TRACKING: formats with dirty ops get domain->dirty_ops (vtd-ss,
+    amdv1: updates off until set_dirty_tracking(True); arm-lpae stage 1: the table gets
+    IO_PGTABLE_QUIRK_ARM_HD and the SMMU updates from the start, as arm-smmu-v3 sets CD.HD).
+    arm-smmu-v3 offers HD only with a coherent walker (arm_smmu_dbm_capable(): FEAT_HD and
+    FEAT_COHERENCY): a coherent_walk=False IOMMU's domains get no dirty ops."""
+    cdef bint arm_s1 = mmu.fmt.startswith("arm-lpae-s1")
+    cdef bint dirty = mmu.dirty_tracking and mmu.coherent_walk
+    cdef IoPgtable pt = IoPgtable(mmu.machine, mmu.fmt, mmu.ias, mmu.oas, coherent_walk=mmu.coherent_walk,
+                                  iommu_dev=mmu.iommu_dev, arm_hd=dirty and arm_s1)
+    if dirty and pt.has_dirty():
+        d.dirty_ops = True
+        d.dirty_tracking = arm_s1
+    return pt
 
 
 cdef IommuDomain _domain_new(Iommu mmu, str type, bint is_default):
@@ -127,8 +194,7 @@ cdef IommuDomain _domain_new(Iommu mmu, str type, bint is_default):
     mmu.next_domid += 1
     d.id = mmu.next_domid
     if d.ktype & __IOMMU_DOMAIN_PAGING:
-        d.pgtable = IoPgtable(mmu.machine, mmu.fmt, mmu.ias, mmu.oas, coherent_walk=mmu.coherent_walk,
-                              iommu_dev=mmu.iommu_dev)
+        d.pgtable = _domain_pgtable(mmu, d)
         d.pgtable.defer_free = True            # table pages wait for the IOTLB sync (the gather)
         d.pgsize_bitmap = d.pgtable.pgsize_bitmap
         d.aperture_start = d.pgtable.aperture_start
@@ -159,6 +225,9 @@ cdef class Iommu:
     ``caching_mode`` (VT-d CM=1, a virtual IOMMU: maps are followed by an IOTLB invalidation),
     ``reserved_regions`` ([(start, length, type)] replacing the format's defaults; type is a
     name of enum iommu_resv_type such as "msi", "sw_msi", "direct", "reserved", or its value),
+    ``dirty_tracking`` (IOMMU_CAP_DIRTY_TRACKING: VT-d SSADS / AMD HDSup / SMMUv3 HTTU HD; every
+    paging domain is then allocated as with IOMMU_HWPT_ALLOC_DIRTY_TRACKING where the format has
+    dirty bits: vtd-ss, amdv1, arm-lpae-s1-*; see IommuDomain.read_and_clear_dirty),
     ``name``, ``fq_size`` / ``fq_timeout`` (a simulator knob for parameter studies: the DMA-FQ
     flush queues' entries, a power of two >= 2, and timeout in ms >= 1, instead of the kernel's
     fixed iommu_dma_options values; None = the kernel's), ``coherent_walk`` (io-pgtable-arm
@@ -172,14 +241,13 @@ cdef class Iommu:
     ``ias``/``oas``, bad ``fq_size``/``fq_timeout`` or ``reserved_regions``, an Iotlb owned by
     another IOMMU, ``coherent_walk=False`` on a format other than io-pgtable-arm, or an
     ``iommu_dev`` with a coherent walk or of another machine; TypeError for arguments of the wrong
-    type; MemoryError when no RAM is left for a
-    page table.
+    type; MemoryError when no RAM is left for a page table.
     """
 
     def __cinit__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
                  fault_mode="raise", shadow_on_flush=False, forcedac=False, caching_mode=False,
                  reserved_regions=None, ias=None, oas=None, name=None, fq_size=None, fq_timeout=None,
-                 coherent_walk=True, Device iommu_dev=None):
+                 coherent_walk=True, Device iommu_dev=None, dirty_tracking=False):
         cdef Iotlb tlb
         _check_fq_options(fq_size, fq_timeout)
         if not isinstance(fmt, str):
@@ -224,6 +292,7 @@ cdef class Iommu:
         self.shadow_on_flush = bool(shadow_on_flush)
         self.forcedac = bool(forcedac)
         self.caching_mode = bool(caching_mode)
+        self.dirty_tracking = bool(dirty_tracking)
         self.reserved_regions = regions
         self.name = f"iommu{len(machine.iommus)}" if name is None else str(name)
         self.fq_size = fq_size
@@ -428,6 +497,13 @@ cdef class Iommu:
         cdef IommuDomain d = dev.domain
         if d is None or d.iommu is not self:
             raise ValueError(f"{dev.name} is not attached to {self.name}")
+        self._detach_device(dev)
+        self.machine.flush_warnings()
+
+    cdef int _detach_device(self, Device dev) except -1:
+        # detach_device() after its check, warnings left queued (Machine.remove_device flushes
+        # them once the removal is complete)
+        cdef IommuDomain d = dev.domain
         if dev in self.default_domains:
             self._switch(dev, d, self.default_domains.pop(dev))
             d = dev.domain
@@ -441,7 +517,7 @@ cdef class Iommu:
             iommu_notify(self, d, 0, U64_MAX)             # the device left d
         if d.is_default and not d.devices:
             self._free_domain(d)
-        self.machine.flush_warnings()
+        return 0
 
     cdef int _switch(self, Device dev, IommuDomain old, IommuDomain new) except -1:
         old.devices.remove(dev)
@@ -684,9 +760,15 @@ cdef inline int iommu_translate_one(Device dev, IommuDomain d, Iotlb tlb, IoPgta
     else:
         shift[0] = __ffs64(leaf)
         if tlb is not None:
-            tlb.fill(d.id, sid, a, shift[0], phys[0], prot[0], pt.leaf_writes)
+            e = tlb.fill(d.id, sid, a, shift[0], phys[0], prot[0], pt.leaf_writes)
     if not (prot[0] & need):
         return XLATE_DENIED
+    if d.dirty_tracking and need == IOMMU_WRITE and (e == NULL or not e.dirty):
+        # the IOMMU sets the leaf's dirty bit for a write through an entry it holds clean (a
+        # miss, or an IOTLB entry filled before the write); one held dirty writes nothing
+        pt.hw_set_dirty(a)
+        if e != NULL:
+            e.dirty = True
     return XLATE_OK
 
 
@@ -734,10 +816,10 @@ cdef int _iommu_access(Device dev, IommuDomain d, Iommu mmu, Iotlb tlb, IoPgtabl
         if r != XLATE_OK:
             with gil:
                 _iommu_fault(mmu, d, dev, a, chunk, write, _xlate_reason(r, write))
-            if not write:
+            if not write and buf != NULL:
                 memset(buf + done, 0xff, chunk)
-        else:
-            bus_access_phys(dev, phys, buf + done, chunk, write)
+        else:                                    # (buf NULL: a read whose bytes nobody keeps)
+            bus_access_phys(dev, phys, buf + done if buf != NULL else NULL, chunk, write)
         done += chunk
     return 0
 

@@ -10,6 +10,7 @@ cdef struct iotlb_entry:
     int shift                                  # leaf size lg2
     int prot                                   # IOMMU_READ | IOMMU_WRITE
     bint valid                                 # entry holds a translation
+    bint dirty                                 # (simulator) the leaf's write-dirty state as cached (dirty tracking)
 
 ctypedef pair[u64, u64] iotlb_qkey
 

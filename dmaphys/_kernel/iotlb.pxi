@@ -133,6 +133,7 @@ cdef class Iotlb:
         ne.shift = shift
         ne.prot = prot
         ne.valid = True
+        ne.dirty = False
         if self.qemu:
             if self.qmap.size() >= self.max_size:         # vtd_update_iotlb(): reset when full
                 self.evictions += self.qmap.size()

@@ -309,10 +309,13 @@ cdef class Machine:
         """
         if self.devices.get(dev.name) is not dev:
             raise ValueError(f"{dev.name!r} is not a device of this machine")
+        # p2pdma refuses (ValueError) before it changes anything; the rest cannot fail, and its
+        # reports (dma-debug's leaks, the detach's) are flushed once the removal is complete, so
+        # a report turned into an exception never leaves a half-removed (untranslated) device
         self.p2pdma.remove_device(dev)
         self.dma_debug.device_removed(dev)
         if dev.domain is not None:
-            dev.domain.iommu.detach_device(dev)
+            (<Iommu>(<IommuDomain>dev.domain).iommu)._detach_device(dev)
         del self.devices[dev.name]
         dev.removed = True              # faults like a blocked domain; the C ABI refuses its capsules
         self.flush_warnings()

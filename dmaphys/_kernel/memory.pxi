@@ -472,11 +472,10 @@ cdef class PhysMem:
 
     # ---- Python-level helpers ------------------------------------------------------------
     def cache_dirty_lines(self):
-        """Simulator-only: the CPU's dirty write-back lines of non-coherently walked page tables
-        (io-pgtable-arm without coherent_walk), not yet cleaned to memory by a table sync.
-
-        Returns {line address: its 64 bytes as the CPU sees them}, sorted by address. Raises
-        nothing."""
+        """Simulator-only (the CPU's dirty write-back lines of non-coherently walked page tables,
+        not yet cleaned to memory). Returns {line address: its 64 bytes as the CPU sees them}.
+        Raises nothing.
+        """
         cdef cppmap[u64, wb_line].iterator it = self.wb.begin()
         out = {}
         while it != self.wb.end():

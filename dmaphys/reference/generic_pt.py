@@ -12,6 +12,7 @@ from .io_pgtable import (
     EMPTY,
     ENOMEM,
     ENXIO,
+    EOPNOTSUPP,
     EOVERFLOW,
     ERANGE,
     FAM_AMDV1,
@@ -19,6 +20,7 @@ from .io_pgtable import (
     FAM_VTDSS,
     FAM_X86,
     IOMMU_CACHE,
+    IOMMU_DIRTY_NO_CLEAR,
     IOMMU_NOEXEC,
     IOMMU_READ,
     IOMMU_WRITE,
@@ -31,6 +33,7 @@ __all__: list[str] = []
 
 # fmt/vtdss.h
 VTDSS_R, VTDSS_W, VTDSS_PS, VTDSS_SNP = 1 << 0, 1 << 1, 1 << 7, 1 << 11
+VTDSS_D = 1 << 9                                      # set by the IOMMU with SSADE
 # fmt/x86_64.h
 X86_P, X86_RW, X86_U, X86_A, X86_D, X86_PS, X86_XD = 1 << 0, 1 << 1, 1 << 2, 1 << 5, 1 << 6, 1 << 7, 1 << 63
 GPT_OA_MASK = ((1 << 52) - 1) & ~0xFFF                # GENMASK_ULL(51, 12)
@@ -363,4 +366,79 @@ def gpt_iova_to_phys(pt, iova):
             size = pt._leaf_size(e, L)
             return (pt._leaf_oa(e) & ~(size - 1)) | (iova & (size - 1))
         table = pt._table_pa(e)
+    return 0
+
+
+# ---- dirty tracking: pt_entry_is_write_dirty / make_write_clean / make_write_dirty, iommu_pt.h
+# read_and_clear_dirty() (iommu_pt.h @152c862c; vtdss.h @cc4adab1; amdv1.h @0eaed89c). Only vtdss
+# (D, bit 9) and amdv1 (D, bit 6) define the dirty ops; x86_64.h and riscv.h do not.
+def gpt_has_dirty(fam):
+    return fam in (FAM_VTDSS, FAM_AMDV1)
+
+
+def gpt_dirty_bit(fam):
+    return VTDSS_D if fam == FAM_VTDSS else AMDV1_D if fam == FAM_AMDV1 else 0
+
+
+def gpt_make_write_dirty(fam, e):
+    """What the IOMMU writes for a write request through leaf e (the accessed item only)."""
+    return e | gpt_dirty_bit(fam)
+
+
+def gather_add(g, iova, size):
+    """iommu_iotlb_gather_add_range() on g = [start, end]."""
+    end = (iova + size - 1) & U64_MAX
+    if g[0] > iova:
+        g[0] = iova
+    if g[1] < end:
+        g[1] = end
+
+
+def gpt_rcd_level(pt, L, table, va, last, flags, rec, g):
+    """__read_and_clear_dirty() + record_dirty() over one table (va: the walk's range->va)."""
+    isz, dbit = 1 << pt._shift(L), gpt_dirty_bit(pt.family)
+    span = pt._shift(L) + pt._idx_bits(L)
+    i = pt._index(va, L)
+    if span >= 64 or va >> span == last >> span:          # _pt_iter_first(): last_va in this table
+        end = pt._index(last, L) + 1
+    else:
+        end = 1 << pt._idx_bits(L)
+    cur = va
+    while i < end:
+        e = pt._rd(table, i)
+        t = pt._etype(e, L)
+        ncl = 0
+        if t == TABLE:
+            gpt_rcd_level(pt, L - 1, pt._table_pa(e), cur, last, flags, rec, g)
+        elif t == OA:
+            ncl = (pt._leaf_size(e, L).bit_length() - 1) - pt._shift(L)   # pt_entry_num_contig_lg2()
+            n = 1 << ncl
+            b = i & ~(n - 1)
+            if any(pt._rd(table, j) & dbit for j in range(b, b + n)):
+                if ncl:                                   # record_dirty(): one item short when
+                    dlen = (min(i | (n - 1), end) - i) * isz      # the block ends in the range
+                else:
+                    dlen = isz
+                rec.append((cur, dlen))
+                if not flags & IOMMU_DIRTY_NO_CLEAR:
+                    for j in range(b, b + n):             # *_pt_entry_make_write_clean()
+                        pt._wr(table, j, pt._rd(table, j) & ~dbit)
+                    gather_add(g, cur, dlen)
+        i = ((i + (1 << ncl)) & ~((1 << ncl) - 1)) if t == OA else i + 1      # pt_next_entry()
+        if i < end:
+            cur = pt._item_start(va, L, i)                # pt_index_to_va()
+
+
+def gpt_read_and_clear_dirty(pt, iova, size, flags, rec, g):
+    """pt_iommu_<fmt>_read_and_clear_dirty(): -EOPNOTSUPP without dirty ops, make_range() errors, 0."""
+    if not gpt_has_dirty(pt.family):
+        return -EOPNOTSUPP
+    if size == 0:
+        return -EINVAL
+    last = iova + size - 1
+    if last > U64_MAX:
+        return -EOVERFLOW
+    if not pt._in_range(iova, last):
+        return -ERANGE
+    gpt_rcd_level(pt, pt.top, pt.pgtable_root, iova, last, flags, rec, g)
     return 0

@@ -18,7 +18,8 @@ __all__ = ["IoPgtable", "IoPgtableFormat", "IommuResvRegion", "IOPGTABLE_FORMATS
 # include/linux/iommu.h
 IOMMU_READ, IOMMU_WRITE, IOMMU_CACHE, IOMMU_NOEXEC, IOMMU_MMIO, IOMMU_PRIV = 1, 2, 4, 8, 16, 32
 IOMMU_RESV_RESERVED, IOMMU_RESV_MSI, IOMMU_RESV_SW_MSI = 2, 3, 4       # enum iommu_resv_type
-ENXIO, ENOMEM, EEXIST, EINVAL, ERANGE, EOVERFLOW, EADDRINUSE = 6, 12, 17, 22, 34, 75, 98
+ENXIO, ENOMEM, EEXIST, EINVAL, ERANGE, EOVERFLOW, EOPNOTSUPP, EADDRINUSE = 6, 12, 17, 22, 34, 75, 95, 98
+IOMMU_DIRTY_NO_CLEAR = 1 << 0                         # include/linux/iommu.h
 
 PAGE_SHIFT = 12
 DMA_TO_DEVICE = 1                                         # enum dma_data_direction
@@ -223,7 +224,7 @@ class IoPgtable:
     """
 
     def __init__(self, machine, fmt, ias=None, oas=None, *, force_coherence=False, no_warn=False,
-                 coherent_walk=True, iommu_dev=None):
+                 coherent_walk=True, iommu_dev=None, arm_hd=False):
         if not isinstance(fmt, str):
             raise TypeError(f"fmt must be a str, not {type(fmt).__name__}")
         if fmt not in _FMT:
@@ -233,6 +234,8 @@ class IoPgtable:
                           None if oas is None else u64(oas, "oas"))
         if force_coherence and fam not in (FAM_VTDSS, FAM_AMDV1):
             raise ValueError("force_coherence is a vtd-ss / amdv1 feature")
+        if arm_hd and (fam != FAM_ARM or "-s2-" in fmt):
+            raise ValueError("arm_hd (IO_PGTABLE_QUIRK_ARM_HD) is an ARM_64_LPAE_S1 quirk")
         if iommu_dev is not None:
             from .machine import Device
             typed(iommu_dev, Device, "iommu_dev")
@@ -262,6 +265,7 @@ class IoPgtable:
         self.reserved_regions = _resv(fam)
         self.force_coherence = bool(force_coherence)
         self.no_warn = bool(no_warn)
+        self.arm_hd = bool(arm_hd)
         self.leaf_writes = 0
         self.table_pages = 0
         self.walk_reads = 0
@@ -509,6 +513,56 @@ class IoPgtable:
             table = self._table_pa(e)
         return None
 
+    # ---- dirty tracking (iommu_dirty_ops) ---------------------------------------------------
+    def has_dirty(self):
+        """vtd-ss, amdv1; io-pgtable-arm stage 1 with IO_PGTABLE_QUIRK_ARM_HD.
+
+        Models whether the format has dirty ops (generic_pt's dirty support, io-pgtable-arm's
+        IO_PGTABLE_QUIRK_ARM_HD); the core's counterpart is C-level only. Returns True or False.
+        Raises nothing.
+        """
+        if self.family == FAM_ARM:
+            return self.arm_hd
+        return _gpt.gpt_has_dirty(self.family)
+
+    def hw_set_dirty(self, iova):
+        """The IOMMU's atomic dirty update of iova's leaf for a write request (no counters).
+
+        Simulator-only (the IOMMU hardware sets the leaf's dirty bit; the core's counterpart is
+        C-level only). Returns None (nothing when the IOVA has no leaf or the table is freed).
+        Raises nothing.
+        """
+        table = self.pgtable_root
+        if table == 0:
+            return
+        for L in range(self.top, -1, -1):
+            i = self._index(iova, L)
+            e = self._rd(table, i)
+            t = self._etype(e, L)
+            if t == OA:
+                if self.family == FAM_ARM:
+                    self._wr(table, i, _arm.arm_make_write_dirty(e))
+                else:
+                    self._wr(table, i, _gpt.gpt_make_write_dirty(self.family, e))
+                return
+            if t != TABLE:
+                return
+            table = self._table_pa(e)
+
+    def read_and_clear_dirty(self, iova, size, flags, rec, gather):
+        """io_pgtable_ops->read_and_clear_dirty / pt_iommu_<fmt>_read_and_clear_dirty().
+
+        Models struct io_pgtable_ops read_and_clear_dirty (arm_lpae_read_and_clear_dirty(),
+        generic_pt's read_and_clear_dirty); the core's counterpart is C-level only. Returns 0 or
+        -errno (-EINVAL for a freed table); ``rec`` receives the (iova, length) records and
+        ``gather`` the range to flush. Raises nothing.
+        """
+        if self.pgtable_root == 0:
+            return -EINVAL
+        if self.family == FAM_ARM:
+            return _arm.arm_read_and_clear_dirty(self, iova, size, flags, rec, gather)
+        return _gpt.gpt_read_and_clear_dirty(self, iova, size, flags, rec, gather)
+
     def release_pending(self):
         """Free the table pages held while defer_free was set (after the IOTLB flush).
 
@@ -711,6 +765,11 @@ class IoPgtable:
         Reference twin of dmaphys._core.IoPgtable.formats: same returns and raises.
         """
         return list(IOPGTABLE_FORMATS.values())
+
+    @property
+    def arm_lpae_cfg(self):
+        """io-pgtable-arm: the io_pgtable_cfg register values (see the core); None otherwise."""
+        return _arm.arm_lpae_cfg(self) if self.family == FAM_ARM else None
 
     @property
     def descriptor(self):

@@ -11,6 +11,7 @@ from .io_pgtable import (
     ERANGE,
     INVALID,
     IOMMU_CACHE,
+    IOMMU_DIRTY_NO_CLEAR,
     IOMMU_MMIO,
     IOMMU_NOEXEC,
     IOMMU_PRIV,
@@ -42,6 +43,7 @@ def arm_lpae_concat_mandatory(pg_shift, start_level, oas):
         return True
     return pg_shift == 12 and start_level == 0 and oas in (40, 42)
 ARM_XN = 3 << 53
+ARM_DBM = 1 << 51                                     # ARM_LPAE_PTE_DBM
 ARM_SW_SYNC = 1 << 55                                 # ARM_LPAE_PTE_SW_SYNC (software bit)
 
 
@@ -61,7 +63,7 @@ def arm_decode_prot(s2, e):
         p |= IOMMU_NOEXEC if e & ARM_XN else 0
         attr = e & (0xF << 2)
         return p | (IOMMU_CACHE if attr == ARM_MEMATTR_OIWB else IOMMU_MMIO if attr == ARM_MEMATTR_DEV else 0)
-    p = IOMMU_READ | (0 if e & ARM_AP_RDONLY else IOMMU_WRITE)
+    p = IOMMU_READ | (IOMMU_WRITE if not e & ARM_AP_RDONLY or e & ARM_DBM else 0)   # DBM: writable-clean
     p |= 0 if e & ARM_AP_UNPRIV else IOMMU_PRIV
     p |= IOMMU_NOEXEC if e & ARM_XN else 0
     idx = (e >> ARM_ATTRINDX_SHIFT) & 7
@@ -93,6 +95,8 @@ def arm_prot(pt, prot):
     pte = ARM_NG
     if not prot & IOMMU_WRITE and prot & IOMMU_READ:
         pte |= ARM_AP_RDONLY
+    elif pt.arm_hd:                                   # IO_PGTABLE_QUIRK_ARM_HD: born writable-dirty
+        pte |= ARM_DBM
     if not prot & IOMMU_PRIV:
         pte |= ARM_AP_UNPRIV
     if prot & IOMMU_MMIO:
@@ -271,3 +275,64 @@ def arm_iova_to_phys(pt, iova):
             return 0
         table = arm_to_paddr(pt, e)
     return 0
+
+
+# ---- arm_64_lpae_alloc_pgtable_s1() / _s2(): the register values the driver programs ------------
+_ARM_TCR_IPS = {32: 0, 36: 1, 40: 2, 42: 3, 44: 4, 48: 5, 52: 6}   # ARM_LPAE_TCR_PS_*_BIT
+_ARM_TCR_TG0 = {12: 0, 16: 1, 14: 2}                             # ARM_LPAE_TCR_TG0_4K / 64K / 16K
+
+
+def arm_lpae_cfg(pt):
+    """cfg->arm_lpae_s1_cfg / arm_lpae_s2_cfg (see the core): walk attributes from coherent_walk."""
+    walk = {"sh": 3, "irgn": 1, "orgn": 1} if pt.coherent_walk else {"sh": 2, "irgn": 0, "orgn": 0}
+    regs = dict(walk, tg=_ARM_TCR_TG0[pt.pg_shift], tsz=64 - pt.ias)
+    if not pt.arm_s2:
+        regs["ips"] = _ARM_TCR_IPS[pt.oas]
+        return {"tcr": regs, "mair": 0xF404FF44, "ttbr": pt.pgtable_root}
+    sl = 4 - pt.levels + (1 if pt.pg_shift == 12 else 0)
+    regs["ps"] = _ARM_TCR_IPS[pt.oas]
+    regs["sl"] = ~sl & 3
+    return {"vtcr": regs, "vttbr": pt.pgtable_root}
+
+# ---- dirty tracking (IO_PGTABLE_QUIRK_ARM_HD, SMMUv3 HTTU HD), v6.18 ---------------------------
+def arm_make_write_dirty(e):
+    """The SMMU's HD update for a write through a DBM leaf: clear AP[2]."""
+    return e & ~ARM_AP_RDONLY if e & ARM_DBM else e
+
+
+def _rcd_walk(pt, L, table, st, end, flags, rec, g):
+    """__arm_lpae_iopte_walk() + io_pgtable_visit() + visit_dirty(); st["addr"] is walk_data->addr."""
+    from .generic_pt import gather_add
+    idx, maxe, size = pt._index(st["addr"], L), 1 << pt._idx_bits(L), 1 << pt._shift(L)
+    while idx < maxe and st["addr"] < end:
+        e = pt._rd(table, idx)
+        t = arm_etype(e, L)
+        if t == OA:
+            if e & (ARM_AP_RDONLY | ARM_DBM) == ARM_DBM:          # iopte_writeable_dirty()
+                rec.append((st["addr"], size))                    # iommu_dirty_bitmap_record()
+                gather_add(g, st["addr"], size)
+                if not flags & IOMMU_DIRTY_NO_CLEAR:
+                    pt._wr(table, idx, e | ARM_AP_RDONLY)         # iopte_set_writeable_clean()
+            st["addr"] += size
+        elif t == TABLE:
+            r = _rcd_walk(pt, L - 1, pt._table_pa(e), st, end, flags, rec, g)
+            if r:
+                return r
+        else:
+            return -EINVAL
+        idx += 1
+    return 0
+
+
+def arm_read_and_clear_dirty(pt, iova, size, flags, rec, g):
+    """arm_lpae_read_and_clear_dirty()."""
+    if size == 0:
+        pt._warn("WARNING: arm_lpae_read_and_clear_dirty(): WARN_ON(!size)")
+        return -EINVAL
+    if ((iova + size - 1) & U64_MAX) & ~((1 << pt.ias) - 1):
+        pt._warn(f"WARNING: arm_lpae_read_and_clear_dirty(): WARN_ON((iova + size - 1) & "
+                 f"~(BIT(cfg->ias) - 1)) (iova {iova:#x} size {size:#x})")
+        return -EINVAL
+    if pt.arm_s2:
+        return -EINVAL
+    return _rcd_walk(pt, pt.top, pt.pgtable_root, {"addr": iova}, (iova + size) & U64_MAX, flags, rec, g)

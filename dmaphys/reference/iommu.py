@@ -13,6 +13,8 @@ from ..errors import DmaFault, IommuFault, KernelWarning
 from . import debug as _debug
 from ._util import U64_MAX, min_not_zero, typed, u64
 from .io_pgtable import (
+    EOPNOTSUPP,
+    IOMMU_DIRTY_NO_CLEAR,
     IOPGTABLE_FORMATS,
     IoPgtable,
     _describe,
@@ -75,9 +77,17 @@ class IommuDomain:
         iommu._next_domid += 1
         self.id = iommu._next_domid
         self.stale_hits = self.faults = self.iotlb_syncs = self.iotlb_flushes = 0
+        self.dirty_ops = self.dirty_tracking = False
         if self.type_value & _PAGING:
+            # dirty_tracking IOMMU: allocated as with IOMMU_HWPT_ALLOC_DIRTY_TRACKING (see core;
+            # arm-smmu-v3 offers HD only with a coherent walker)
+            arm_s1 = iommu.fmt.startswith("arm-lpae-s1")
+            dirty = iommu.dirty_tracking and iommu.coherent_walk
             self.pgtable = IoPgtable(iommu.machine, iommu.fmt, iommu.ias, iommu.oas,
-                                     coherent_walk=iommu.coherent_walk, iommu_dev=iommu.iommu_dev)
+                                     coherent_walk=iommu.coherent_walk, iommu_dev=iommu.iommu_dev,
+                                     arm_hd=dirty and arm_s1)
+            if dirty and self.pgtable.has_dirty():
+                self.dirty_ops, self.dirty_tracking = True, arm_s1
             self.pgtable.defer_free = True
             self.pgsize_bitmap = self.pgtable.pgsize_bitmap
             self.aperture_start = self.pgtable.aperture_start
@@ -108,6 +118,38 @@ class IommuDomain:
         """Reference twin of dmaphys._core.IommuDomain.iova_to_phys_batch: same returns and raises."""
         from .batch import iommu_iova_to_phys_batch
         return iommu_iova_to_phys_batch(self, iovas)
+
+    # ---- dirty tracking (struct iommu_dirty_ops) -------------------------------------------
+    def set_dirty_tracking(self, enable):
+        """dirty_ops->set_dirty_tracking(); see dmaphys._core.IommuDomain.set_dirty_tracking.
+
+        Reference twin of dmaphys._core.IommuDomain.set_dirty_tracking: same returns and raises.
+        """
+        if self.freed:
+            raise ValueError(f"IOMMU domain {self.id} was freed")
+        if not self.dirty_ops:
+            return -EOPNOTSUPP
+        if not self.iommu.fmt.startswith("arm-lpae"):
+            self.dirty_tracking = bool(enable)
+        return 0
+
+    def read_and_clear_dirty(self, iova, size, flags=0):
+        """dirty_ops->read_and_clear_dirty() as iommufd drives it -> (ret, [(iova, length)]).
+
+        Reference twin of dmaphys._core.IommuDomain.read_and_clear_dirty: same returns and raises.
+        """
+        va, sz, fl = u64(iova, "iova"), u64(size, "size"), u64(flags, "flags")
+        rec: list = []
+        if self.freed:
+            raise ValueError(f"IOMMU domain {self.id} was freed")
+        if not self.dirty_ops or fl & ~IOMMU_DIRTY_NO_CLEAR:
+            return -EOPNOTSUPP, rec
+        g = [U64_MAX, 0]
+        ret = self.pgtable.read_and_clear_dirty(va, sz, fl, rec, g)
+        if not fl & IOMMU_DIRTY_NO_CLEAR:
+            iommu_iotlb_sync_range(self, g[0], g[1] - g[0] + 1 if g[1] >= g[0] else 0)
+        self.iommu.machine.flush_warnings()
+        return ret, rec
 
     def __repr__(self) -> str:
         return (f"<dmaphys.reference.IommuDomain id={self.id} {self.type} devices={len(self.devices)}"
@@ -155,7 +197,7 @@ class Iommu:
     def __init__(self, machine, fmt="vtd-ss", strict=True, iotlb=None, *, fault_mode="raise",
                  shadow_on_flush=False, forcedac=False, caching_mode=False, reserved_regions=None,
                  ias=None, oas=None, name=None, fq_size=None, fq_timeout=None, coherent_walk=True,
-                 iommu_dev=None):
+                 iommu_dev=None, dirty_tracking=False):
         _check_fq_options(fq_size, fq_timeout)
         if iommu_dev is not None:
             from .machine import Device
@@ -200,6 +242,7 @@ class Iommu:
         self.shadow_on_flush = bool(shadow_on_flush)
         self.forcedac = bool(forcedac)
         self.caching_mode = bool(caching_mode)
+        self.dirty_tracking = bool(dirty_tracking)
         self.reserved_regions = regions
         self.name = f"iommu{len(machine.iommus)}" if name is None else str(name)
         self.fq_size = fq_size
@@ -340,6 +383,12 @@ class Iommu:
         d = dev.domain
         if d is None or d.iommu is not self:
             raise ValueError(f"{dev.name} is not attached to {self.name}")
+        self._detach_device(dev)
+        self.machine.flush_warnings()
+
+    def _detach_device(self, dev) -> None:
+        # mirrors iommu.pxi _detach_device(): detach_device() after its check, warnings left queued
+        d = dev.domain
         if dev in self._default_domains:
             self._switch(dev, d, self._default_domains.pop(dev))
             d = dev.domain
@@ -353,7 +402,6 @@ class Iommu:
             iommu_notify(self, d, 0, U64_MAX)
         if d.is_default and not d.devices:
             self._free_domain(d)
-        self.machine.flush_warnings()
 
     def _switch(self, dev, old, new) -> None:
         old.devices.remove(dev)
@@ -532,9 +580,13 @@ def _translate_one(dev, d, tlb, pt, sid: int, a: int, need: int):
         phys, prot, leaf = w
         shift = _ffs(leaf)
         if tlb is not None:
-            tlb.fill(d.id, sid, a, shift, phys, prot, pt.leaf_writes)
+            e = tlb.fill(d.id, sid, a, shift, phys, prot, pt.leaf_writes)
     if not prot & need:
         return ("write-denied" if need == IOMMU_WRITE else "read-denied"), phys, prot, shift
+    if d.dirty_tracking and need == IOMMU_WRITE and (e is None or not e.dirty):
+        pt.hw_set_dirty(a)          # the IOMMU's dirty update through an entry it holds clean
+        if e is not None:
+            e.dirty = True
     return None, phys, prot, shift
 
 

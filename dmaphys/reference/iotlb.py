@@ -25,11 +25,12 @@ def _splitmix64(state: int) -> tuple[int, int]:
 
 
 class _Entry:
-    __slots__ = ("page", "phys", "stamp", "gen", "domid", "sid", "shift", "prot")
+    __slots__ = ("page", "phys", "stamp", "gen", "domid", "sid", "shift", "prot", "dirty")
 
     def __init__(self, page, phys, stamp, gen, domid, sid, shift, prot):
         self.page, self.phys, self.stamp, self.gen = page, phys, stamp, gen
         self.domid, self.sid, self.shift, self.prot = domid, sid, shift, prot
+        self.dirty = False          # the leaf's write-dirty state as cached (dirty tracking)
 
     def overlaps(self, first: int, last: int) -> bool:
         start = self.page << self.shift
