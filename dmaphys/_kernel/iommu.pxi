@@ -1081,6 +1081,7 @@ def iommu_domain_free(domain):
     that still has devices attached (the kernel would free tables in use).
     """
     cdef IommuDomain d = _domain_arg(domain)
+    machine_guard(d.iommu.machine)               # a batch walking its tables in another thread
     if d.freed:
         raise ValueError(f"IOMMU domain {d.id} was already freed")
     if d.ktype == IOMMU_DOMAIN_IDENTITY or d.ktype == IOMMU_DOMAIN_BLOCKED:

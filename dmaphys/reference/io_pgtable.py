@@ -515,23 +515,16 @@ class IoPgtable:
 
     # ---- dirty tracking (iommu_dirty_ops) ---------------------------------------------------
     def has_dirty(self):
-        """vtd-ss, amdv1; io-pgtable-arm stage 1 with IO_PGTABLE_QUIRK_ARM_HD.
-
-        Models whether the format has dirty ops (generic_pt's dirty support, io-pgtable-arm's
-        IO_PGTABLE_QUIRK_ARM_HD); the core's counterpart is C-level only. Returns True or False.
-        Raises nothing.
-        """
+        """Whether the format defines the dirty ops (pt_entry_is_write_dirty(): vtd-ss, amdv1;
+        io-pgtable-arm stage 1 with IO_PGTABLE_QUIRK_ARM_HD). Returns a bool; raises nothing."""
         if self.family == FAM_ARM:
             return self.arm_hd
         return _gpt.gpt_has_dirty(self.family)
 
     def hw_set_dirty(self, iova):
-        """The IOMMU's atomic dirty update of iova's leaf for a write request (no counters).
-
-        Simulator-only (the IOMMU hardware sets the leaf's dirty bit; the core's counterpart is
-        C-level only). Returns None (nothing when the IOVA has no leaf or the table is freed).
-        Raises nothing.
-        """
+        """Simulator-only: the IOMMU's atomic dirty update of iova's leaf entry for a write
+        request (VT-d SSADE / AMD HAD set D, SMMUv3 HD clears AP[2] of a DBM leaf); no counters.
+        Returns None; raises nothing."""
         table = self.pgtable_root
         if table == 0:
             return
@@ -550,13 +543,9 @@ class IoPgtable:
             table = self._table_pa(e)
 
     def read_and_clear_dirty(self, iova, size, flags, rec, gather):
-        """io_pgtable_ops->read_and_clear_dirty / pt_iommu_<fmt>_read_and_clear_dirty().
-
-        Models struct io_pgtable_ops read_and_clear_dirty (arm_lpae_read_and_clear_dirty(),
-        generic_pt's read_and_clear_dirty); the core's counterpart is C-level only. Returns 0 or
-        -errno (-EINVAL for a freed table); ``rec`` receives the (iova, length) records and
-        ``gather`` the range to flush. Raises nothing.
-        """
+        """Mirrors io_pgtable_ops->read_and_clear_dirty / pt_iommu_<fmt>_read_and_clear_dirty():
+        appends each iommu_dirty_bitmap_record() as (iova, length) to ``rec`` and widens the
+        gather ``gather`` = [start, end]. Returns 0 or -errno; raises nothing."""
         if self.pgtable_root == 0:
             return -EINVAL
         if self.family == FAM_ARM:

@@ -608,15 +608,11 @@ class IovaDomain:
 
         Reference twin of dmaphys._core.IovaDomain.put_iova_domain: same returns and raises.
         """
-        self.put_iova_domain_c()
+        self._put_iova_domain()
         self._flush()
 
-    def put_iova_domain_c(self) -> None:
-        """Models drivers/iommu/iova.c:put_iova_domain() without the warning flush (the core's
-        put_iova_domain_c() is C-level only: warnings stay queued for the caller's entry point).
-
-        Returns None. Raises KernelBug when the domain was already put (or never initialised).
-        """
+    def _put_iova_domain(self) -> None:
+        # mirrors iova.pxi put_iova_domain_c(): warnings left queued for the caller's entry point
         self._check_alive()
         for rc in self._rcaches:
             rc["work_pending"] = False             # cancel_delayed_work_sync()
