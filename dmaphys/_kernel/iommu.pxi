@@ -115,8 +115,12 @@ cdef class IommuDomain:
         no dirty ops. VT-d (SSADE in the PASID entry) and AMD (HAD in the DTE) turn the IOMMU's
         dirty updates on or off; arm-smmu-v3 keeps them always on (returns 0). Unlike iommufd's
         iopt_set_dirty_tracking() it does not clear the dirty bits first: call
-        read_and_clear_dirty() for a clean start. Returns 0 or -EOPNOTSUPP. Raises ValueError
-        for a freed domain."""
+        read_and_clear_dirty() for a clean start.
+
+        Models struct iommu_dirty_ops set_dirty_tracking (intel_iommu_set_dirty_tracking(),
+        amd_iommu_set_dirty_tracking(), arm-smmu-v3). Returns 0 or -EOPNOTSUPP. Raises ValueError
+        for a freed domain.
+        """
         if self.freed:
             raise ValueError(f"IOMMU domain {self.id} was freed")
         if not self.dirty_ops:
@@ -133,9 +137,12 @@ cdef class IommuDomain:
         to iommu_dirty_bitmap_record() / iova_bitmap_set(), in walk order (one per dirty leaf:
         its size, or for a contiguous amdv1 leaf what record_dirty() computes). Dirty leaves are
         made clean unless ``flags`` has IOMMU_DIRTY_NO_CLEAR; the IOTLB flush of what was
-        cleared makes the next device write through them set the bit again. Raises TypeError /
-        ValueError for a non-integer or out-of-range argument or a freed domain; a WARN of the
-        driver (io-pgtable-arm's size and range checks) is a KernelWarning."""
+        cleared makes the next device write through them set the bit again.
+
+        Models drivers/iommu/iommufd/io_pagetable.c's iommu_read_and_clear_dirty() over struct
+        iommu_dirty_ops read_and_clear_dirty. Raises ValueError for a freed domain or an argument
+        beyond 64 bits, TypeError for a non-int. Warns KernelWarning for the format's WARNs.
+        """
         cdef u64 va = _u64(iova, "iova"), sz = _u64(size, "size"), fl = _u64(flags, "flags")
         cdef u64 g[2]
         cdef int ret
@@ -234,8 +241,7 @@ cdef class Iommu:
     ``ias``/``oas``, bad ``fq_size``/``fq_timeout`` or ``reserved_regions``, an Iotlb owned by
     another IOMMU, ``coherent_walk=False`` on a format other than io-pgtable-arm, or an
     ``iommu_dev`` with a coherent walk or of another machine; TypeError for arguments of the wrong
-    type; MemoryError when no RAM is left for a
-    page table.
+    type; MemoryError when no RAM is left for a page table.
     """
 
     def __cinit__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
