@@ -31,8 +31,10 @@ and prints its ns per pair beside the batch figures, with batch/C per path. It l
 ``<repo>/../shared/cfloor.c`` (the team-shared original) and falls back to the copy vendored
 as ``benchmarks/cfloor.c``; without either file or a C compiler it prints a note instead.
 Then two extra figures: two threads each driving their own Machine through batch calls
-against one thread (the throughput ratio, IOMMU strict, then lazy and dma-direct; >= 1.7x
-needs batch loops that release the GIL),
+against one thread (the throughput ratio, IOMMU strict, lazy and dma-direct; >= 1.7x needs
+batch loops that release the GIL), beside the same ratio for a plain C loop in the same run
+(cthreads.c: what the machine gives two threads at that moment; ``--chunk`` sets the pairs per
+batch call, default 4096),
 and ``dmaphys stress``'s ops/s (default 2,000,000 operations; 100,000 with --quick).
 Nothing here fails on timing: misses print as MISS.
 """
@@ -327,33 +329,85 @@ def _thread_pairs(impl, m, dev, chunk, rounds, out, i):
     out[i] = (rounds * chunk.shape[0], time.perf_counter() - t0)
 
 
-def measure_threads(quick, path="iommu-strict"):
-    """Pairs/s of one thread driving its Machine through batch calls, and of two threads each
-    driving their own (IOMMU strict by default: the unmaps that core's GIL-free fast path
-    covers; 4 KiB, dma-debug off); the ratio is the scaling."""
-    import dmaphys as impl
-    rigs = [machine(impl, path, 0, False) for _ in range(2)]
-    chunk = phys_for(CHUNK, 16 * MiB, CHUNK)
-    rounds = 20 if quick else 200
-    for m, dev in rigs:                                  # warm up: page tables, rcaches
-        _thread_pairs(impl, m, dev, chunk, 2, [None], 0)
-    one = [None]
-    _thread_pairs(impl, *rigs[0], chunk, rounds, one, 0)
-    two = [None, None]
-    ts = [threading.Thread(target=_thread_pairs, args=(impl, *rigs[i], chunk, rounds, two, i))
-          for i in range(2)]
+def _pairs_rate(impl, rigs, chunk, rounds):
+    """Pairs/s of len(rigs) threads, each driving its own rig for ``rounds`` batch pairs."""
+    if len(rigs) == 1:
+        out = [None]
+        _thread_pairs(impl, *rigs[0], chunk, rounds, out, 0)
+        return out[0][0] / out[0][1]
+    out = [None] * len(rigs)
+    ts = [threading.Thread(target=_thread_pairs, args=(impl, *rig, chunk, rounds, out, i))
+          for i, rig in enumerate(rigs)]
     t0 = time.perf_counter()
     for t in ts:
         t.start()
     for t in ts:
         t.join()
-    wall = time.perf_counter() - t0
-    one_rate = one[0][0] / one[0][1]
-    two_rate = (two[0][0] + two[1][0]) / wall
-    res = {"path": path, "one_thread_pairs_per_s": one_rate, "two_threads_pairs_per_s": two_rate,
-           "ratio": two_rate / one_rate}
-    if path == "iommu-strict":
-        res["others"] = [measure_threads(quick, p) for p in ("iommu-lazy", "direct")]
+    return sum(o[0] for o in out) / (time.perf_counter() - t0)
+
+
+def build_cthreads(tmp):
+    """benchmarks/cthreads.c built with cc -O2 -pthread: (path, None) or (None, why not)."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        return None, "no C compiler (cc) on PATH: no C control for the two-thread figure"
+    exe = os.path.join(tmp, "cthreads")
+    try:
+        subprocess.run([cc, "-O2", "-pthread", "-o", exe, str(REPO / "benchmarks" / "cthreads.c")],
+                       check=True, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"cthreads.c did not build: {str(getattr(e, 'stderr', '') or e).strip()[:200]}"
+    return exe, None
+
+
+def _c_rate(exe, nthreads, secs):
+    out = subprocess.run([exe, str(nthreads), str(secs)], check=True, capture_output=True, text=True,
+                         timeout=60).stdout
+    return float(out.split(":")[1].split()[0])
+
+
+def measure_threads(quick, chunk_n=CHUNK):
+    """Pairs/s of one thread driving its Machine through batch calls (``chunk_n`` pairs a call),
+    and of two threads each driving their own (4 KiB, dma-debug off), for the IOMMU strict,
+    lazy and dma-direct paths; beside them the same for a plain C loop (cthreads.c: cfloor's
+    IOMMU loop in one thread, then in two), which tells what this machine gives two threads
+    at that moment (other work on the 2 cores takes its share from both figures alike).
+
+    Each figure is the best of REPS alternating runs (one thread, two threads, C one, C two,
+    again ...) of about SECS seconds each; the ratio is best-two / best-one, and ``runs`` keeps
+    every run's ratio so the spread shows."""
+    import dmaphys as impl
+    reps, secs = (2, 0.15) if quick else (5, 0.4)
+    chunk = phys_for(chunk_n, 16 * MiB, chunk_n)
+    res = {"chunk": chunk_n, "reps": reps, "seconds_per_run": secs, "load_avg": os.getloadavg()[0],
+           "paths": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        exe, why = build_cthreads(tmp)
+        if why:
+            res["c_note"] = why
+        c1, c2 = [], []
+        for p in ("iommu-strict", "iommu-lazy", "direct"):
+            rigs = [machine(impl, p, 0, False) for _ in range(2)]
+            for rig in rigs:                                 # warm up: page tables, rcaches
+                _thread_pairs(impl, *rig, chunk, 2, [None], 0)
+            t0 = time.perf_counter()
+            _thread_pairs(impl, *rigs[0], chunk, 3, [None], 0)
+            rounds = max(1, round(secs / ((time.perf_counter() - t0) / 3)))
+            one, two = [], []
+            for _ in range(reps):
+                one.append(_pairs_rate(impl, rigs[:1], chunk, rounds))
+                two.append(_pairs_rate(impl, rigs, chunk, rounds))
+                if exe:
+                    c1.append(_c_rate(exe, 1, secs))
+                    c2.append(_c_rate(exe, 2, secs))
+            res["paths"].append({"path": p, "one_thread_pairs_per_s": max(one),
+                                 "two_threads_pairs_per_s": max(two), "ratio": max(two) / max(one),
+                                 "runs": [round(b / a, 3) for a, b in zip(one, two, strict=True)]})
+        if c1:
+            res["c_control"] = {"one_thread_pairs_per_s": max(c1), "two_threads_pairs_per_s": max(c2),
+                                "ratio": max(c2) / max(c1),
+                                "runs": [round(b / a, 3) for a, b in zip(c1, c2, strict=True)]}
+    res["load_avg_after"] = os.getloadavg()[0]
     return res
 
 
@@ -387,11 +441,7 @@ def print_issue10(rows, cfloor, threads, stress):
         print(f"{r['path']:>12} {live:>9} {fmt(c, 9, 1)} {fmt(b, 9, 1)} {fmt(cl, 10, 1)} {fmt(ratio, 8, 1)} "
               f"{fmt(ctarget, 6, 1)} {fmt(refr, 9)} {fmt(tc, 9)} {'/'.join(x for x in met if x):>9}")
     if threads is not None:
-        for t in [threads] + threads.get("others", []):
-            print(f"two threads, two machines ({t.get('path', 'iommu-lazy')} batch pairs): "
-                  f"{t['two_threads_pairs_per_s']:,.0f} pairs/s vs one thread "
-                  f"{t['one_thread_pairs_per_s']:,.0f} = {t['ratio']:.2f}x "
-                  f"(target >= {THREADS_TARGET}x: {'ok' if t['ratio'] >= THREADS_TARGET else 'MISS'})")
+        print_threads(threads)
     if stress is not None:
         print(f"dmaphys stress: {stress['ops']:,} operations at {stress['ops_per_s']:,} ops/s, "
               f"{stress['integrity_errors']} integrity errors, {stress['dma_debug_findings']} dma-debug "
@@ -401,8 +451,28 @@ def print_issue10(rows, cfloor, threads, stress):
           "(dma-direct) / 200 ns (IOMMU); two threads >= 1.7x one; stress >= 850,000 ops/s.")
 
 
-def extra_child(what, quick):
-    cmd = [sys.executable, os.path.abspath(__file__), "--extra", what] + ["--quick"] * quick
+def print_threads(t):
+    c = t.get("c_control")
+    print(f"two threads, two machines, batch calls of {t['chunk']} pairs (best of {t['reps']} runs of "
+          f"~{t['seconds_per_run']} s; load average {t['load_avg']:.1f} before, "
+          f"{t['load_avg_after']:.1f} after):")
+    for p in t["paths"]:
+        print(f"  {p['path']:>12}: {p['two_threads_pairs_per_s']:>13,.0f} pairs/s vs one thread "
+              f"{p['one_thread_pairs_per_s']:>13,.0f} = {p['ratio']:.2f}x "
+              f"(runs {min(p['runs']):.2f}-{max(p['runs']):.2f}x; target >= {THREADS_TARGET}x: "
+              f"{'ok' if p['ratio'] >= THREADS_TARGET else 'MISS'})")
+    if c:
+        print(f"  {'C control':>12}: {c['two_threads_pairs_per_s']:>13,.0f} pairs/s vs one thread "
+              f"{c['one_thread_pairs_per_s']:>13,.0f} = {c['ratio']:.2f}x (runs {min(c['runs']):.2f}-"
+              f"{max(c['runs']):.2f}x): cthreads.c, cfloor's IOMMU loop in plain C, in the same run -- "
+              f"what this machine gave two threads meanwhile")
+    elif t.get("c_note"):
+        print(f"  ({t['c_note']})")
+
+
+def extra_child(what, quick, chunk=CHUNK):
+    cmd = [sys.executable, os.path.abspath(__file__), "--extra", what, "--chunk", str(chunk)]
+    cmd += ["--quick"] * quick
     try:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     except subprocess.CalledProcessError as e:
@@ -456,12 +526,16 @@ def main(argv=None):
     ap.add_argument("--paths", default=",".join(TARGETS), help="comma-separated subset of the paths")
     ap.add_argument("--row", nargs=3, metavar=("BACKEND", "PATH", "LIVE"), help=argparse.SUPPRESS)
     ap.add_argument("--extra", choices=("threads", "stress"), help=argparse.SUPPRESS)
+    ap.add_argument("--chunk", type=int, default=CHUNK,
+                    help=f"pairs per batch call in the two-thread figure (default {CHUNK})")
     ap.add_argument("--no-extras", action="store_true",
                     help="skip the C loop, the two-thread and the stress figures")
     args = ap.parse_args(argv)
     if args.extra:
-        fn = measure_threads if args.extra == "threads" else measure_stress
-        print(json.dumps(fn(args.quick)))
+        if args.extra == "threads":
+            print(json.dumps(measure_threads(args.quick, args.chunk)))
+        else:
+            print(json.dumps(measure_stress(args.quick)))
         return
     if args.row:
         live = int(args.row[2])
@@ -491,7 +565,7 @@ def main(argv=None):
     cfloor = threads = stress = None
     if not args.no_extras:
         cfloor = run_cfloor(args.quick)
-        threads = extra_child("threads", args.quick)
+        threads = extra_child("threads", args.quick, args.chunk)
         stress = extra_child("stress", args.quick)
     if args.json:
         print(json.dumps({"rows": rows, "targets": {k: {"call_ns": v[0], "batch_ns": v[1]}

@@ -115,6 +115,7 @@ class IoPgtable:
     aperture_end: int
     aperture_start: int
     arm_hd: bool
+    arm_lpae_cfg: Any | None
     arm_s2: bool
     coherent_walk: bool
     defer_free: bool

@@ -19,6 +19,11 @@ def _fmt_size(n: int) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    """``dmaphys info``: print the default machine's memory map and swiotlb pool.
+
+    Simulator-only (the CLI; like /proc/iomem and the kernel's swiotlb boot line). Returns 0.
+    Raises ValueError for ``args.cpus`` outside 1..1024 (argparse checks it first).
+    """
     import dmaphys as dma
 
     m = dma.Machine(cpus=args.cpus)
@@ -104,7 +109,11 @@ def _check_plot_path(path: str) -> str | None:
 
 
 def comma_list(text: str, known, what: str, choose: str) -> tuple[str, ...]:
-    """Parse a comma-separated argument of names from ``known`` (argparse type helper)."""
+    """Parse a comma-separated argument of names from ``known`` (argparse type helper).
+
+    Simulator-only (the CLI). Returns the names as a tuple, in the given order. Raises
+    argparse.ArgumentTypeError for an unknown name or an empty list (``choose`` ends the message).
+    """
     names = tuple(t.strip() for t in text.split(",") if t.strip())
     bad = [n for n in names if n not in known]
     if bad or not names:
@@ -121,6 +130,12 @@ def _scenarios(text: str) -> tuple[str, ...]:
 
 
 def cmd_stress(args: argparse.Namespace) -> int:
+    """``dmaphys stress``: run the main job and print its report (or JSON), maybe a plot.
+
+    Simulator-only (the CLI). Returns the exit code: 0 no integrity errors, 1 integrity errors,
+    130 interrupted (the report so far is printed). Raises SystemExit(2) through
+    ``args.parser.error()`` for --ops with --duration or an unusable --plot path.
+    """
     from . import stress
 
     if args.ops is not None and args.duration is not None:
@@ -148,6 +163,12 @@ def cmd_stress(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """``dmaphys bench``: the twin of tools/testing/selftests/dma/dma_map_benchmark.c.
+
+    Models the tool's main() over kernel/dma/map_benchmark.c (see map_benchmark()). Returns the
+    exit code: 0, or 1 for the tool's own range checks and an ioctl error (with its message).
+    Raises SystemExit(2) through ``args.parser.error()`` for a --fmt a DMA-API device cannot use.
+    """
     import json
 
     from . import map_benchmark as mb
@@ -182,6 +203,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``dmaphys`` argument parser with every subcommand.
+
+    Simulator-only (the CLI). Returns the parser. Raises nothing.
+    """
     p = argparse.ArgumentParser(prog="dmaphys", description=__doc__)
     p.add_argument("--version", action="version", version=f"dmaphys {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -237,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``dmaphys`` command: parse ``argv`` (default sys.argv[1:]) and run the subcommand.
+
+    Simulator-only (the CLI). Returns the exit code (2 without a subcommand, 130 on Ctrl-C, 0
+    when the reader of stdout went away). Raises SystemExit for --help, --version and usage
+    errors (argparse's exit codes 0 / 2).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -33,7 +33,12 @@ DIR_NAMES = ("BIDIRECTIONAL", "TO_DEVICE", "FROM_DEVICE")
 
 @dataclass
 class MapBenchmark:
-    """struct map_benchmark: inputs and the four result fields (100 ns units)."""
+    """struct map_benchmark: inputs and the four result fields (100 ns units).
+
+    Mirrors struct map_benchmark (include/linux/map_benchmark.h), plus exact totals for reports. A
+    dataclass: constructing one raises TypeError for an unknown field and checks no value
+    (map_benchmark() does).
+    """
 
     threads: int = 1
     seconds: int = 20
@@ -52,6 +57,10 @@ class MapBenchmark:
     sum_unmap_ns: int = 0
 
     def as_dict(self) -> dict:
+        """Simulator-only: the fields as a dict, plus mean_map_ns / mean_unmap_ns once loops ran.
+
+        Returns the dict. Raises nothing.
+        """
         d = asdict(self)
         if self.loops:
             d["mean_map_ns"] = self.sum_map_ns / self.loops
@@ -60,7 +69,11 @@ class MapBenchmark:
 
 
 class MapBenchmarkError(Exception):
-    """The ioctl failed: ``errno`` is the positive errno, ``args[0]`` the pr_err text."""
+    """The ioctl failed: ``errno`` is the positive errno, ``args[0]`` the pr_err text.
+
+    Mirrors the -errno the DMA_MAP_BENCHMARK ioctl
+    (kernel/dma/map_benchmark.c:map_benchmark_ioctl()) returns.
+    """
 
     def __init__(self, errno: int, message: str):
         self.errno = errno
@@ -84,7 +97,11 @@ def _validate(b: MapBenchmark, num_nodes: int) -> None:
 
 
 def int_sqrt64(x: int) -> int:
-    """int_sqrt64(): floor of the square root."""
+    """int_sqrt64(): floor of the square root.
+
+    Models lib/math/int_sqrt.c:int_sqrt64(). Returns the int. Raises ValueError for a negative
+    ``x``, TypeError for a non-int.
+    """
     return math.isqrt(x)
 
 
@@ -102,6 +119,10 @@ def map_benchmark(dev, b: MapBenchmark, *, dma=None, max_loops: int | None = Non
     ``dma`` is the API module (dmaphys or dmaphys.reference; default dmaphys). ``max_loops``
     bounds the iterations (for tests); ``progress`` is called with the loop count now and then.
     Raises MapBenchmarkError(EINVAL/ENOMEM, text) where the kernel returns an error.
+
+    Models kernel/dma/map_benchmark.c:do_map_benchmark() behind map_benchmark_ioctl(). Returns
+    ``b``. The device's DMA mask is restored afterwards; exceptions of the DMA API calls (KernelBug,
+    ...) propagate.
     """
     if dma is None:
         import dmaphys as dma
@@ -169,7 +190,11 @@ def map_benchmark(dev, b: MapBenchmark, *, dma=None, max_loops: int | None = Non
 
 
 def format_report(b: MapBenchmark) -> str:
-    """The user tool's three output lines."""
+    """The user tool's three output lines.
+
+    Mirrors the printf()s of tools/testing/selftests/dma/dma_map_benchmark.c main(). Returns the
+    lines as one str. Raises IndexError for a ``dma_dir`` above 2.
+    """
     return (f"dma mapping benchmark: threads:{b.threads} seconds:{b.seconds} node:{b.node} "
             f"dir:{DIR_NAMES[b.dma_dir]} granule: {b.granule}\n"
             f"average map latency(us):{b.avg_map_100ns / 10.0:.1f} "
@@ -179,7 +204,11 @@ def format_report(b: MapBenchmark) -> str:
 
 
 def check_tool_args(threads: int, seconds: int, xdelay: int, bits: int, dir: int, granule: int) -> str | None:
-    """The user tool's own range checks (dma_map_benchmark.c main()): the message or None."""
+    """The user tool's own range checks (dma_map_benchmark.c main()): the message or None.
+
+    Models tools/testing/selftests/dma/dma_map_benchmark.c main()'s checks. Returns the first
+    failing check's message, or None. Raises nothing for ints.
+    """
     if threads <= 0 or threads > DMA_MAP_MAX_THREADS:
         return f"invalid number of threads, must be in 1-{DMA_MAP_MAX_THREADS}"
     if seconds <= 0 or seconds > DMA_MAP_MAX_SECONDS:

@@ -45,12 +45,19 @@ IOMMU_MODES = ("off", "strict", "lazy")
 
 
 def pages_spanned(phys: int, size: int) -> int:
-    """The 4 KiB pages that a mapping of ``size`` bytes at ``phys`` covers (the "per page" unit)."""
+    """The 4 KiB pages that a mapping of ``size`` bytes at ``phys`` covers (the "per page" unit).
+
+    Simulator-only (the stress workload). Returns the int. Raises nothing for ints.
+    """
     return ((phys & (PAGE_SIZE - 1)) + size + PAGE_SIZE - 1) // PAGE_SIZE
 
 
 def pages_spanned_sum(phys, sizes) -> int:
-    """pages_spanned() summed over arrays of mappings."""
+    """pages_spanned() summed over arrays of mappings.
+
+    Simulator-only (the stress workload). Returns the int. Raises ValueError when the arrays do
+    not broadcast, OverflowError for negative values.
+    """
     phys = np.asarray(phys, dtype=np.uint64)
     sizes = np.asarray(sizes, dtype=np.uint64)
     mask = np.uint64(PAGE_SIZE - 1)
@@ -58,12 +65,19 @@ def pages_spanned_sum(phys, sizes) -> int:
 
 
 class IntegrityError(AssertionError):
-    pass
+    """A byte a device or the CPU saw differs from what it must be.
+
+    Simulator-only (the stress workload's verdict; an AssertionError).
+    """
 
 
 @dataclass
 class PathStats:
-    """Per-path counters and a latency reservoir (ns per round)."""
+    """Per-path counters and a latency reservoir (ns per round).
+
+    Simulator-only (the stress workload). A dataclass: constructing one raises TypeError without
+    ``name``.
+    """
 
     name: str
     ops: int = 0
@@ -75,6 +89,10 @@ class PathStats:
     latencies: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
+        """The counters, rates and latency percentiles (p50 / p99 ns) for the report.
+
+        Simulator-only. Returns the dict. Raises nothing.
+        """
         lat = np.array(self.latencies, dtype=np.float64) if self.latencies else np.zeros(1)
         return {
             "ops": self.ops, "rounds": self.rounds, "bytes": self.bytes,
@@ -95,16 +113,36 @@ PATTERN_POOL = 16 << 20          # random bytes the patterns are cut from (see W
 
 def gather(src: np.ndarray, starts, sizes) -> np.ndarray:
     """src[starts[i]:starts[i] + sizes[i]] back to back (one slice per element: numpy's fancy
-    indexing would cost a gathered index per byte)."""
+    indexing would cost a gathered index per byte).
+
+    Simulator-only (the stress workload). Returns the 1-D array. Raises ValueError when ``starts``
+    and ``sizes`` differ in length.
+    """
     starts, sizes = np.asarray(starts).tolist(), np.asarray(sizes).tolist()
     parts = [src[a:a + n] for a, n in zip(starts, sizes, strict=True)]
     return np.concatenate(parts) if parts else src[:0].copy()
 
 
+SAME_BYTES_MEMCMP = 1 << 14     # up to this many bytes tobytes() + memcmp is quicker than numpy
+
+
+def same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two 1-D uint8 arrays of one shape hold the same bytes: small ones as bytes (one
+    memcmp), large ones with numpy (copying a megabyte twice into fresh bytes objects costs ~10x
+    numpy's element-wise compare)."""
+    if a.shape[0] <= SAME_BYTES_MEMCMP:
+        return a.tobytes() == b.tobytes()
+    return bool(np.array_equal(a, b))
+
+
 def merge_heads(heads: np.ndarray, hsizes, data: np.ndarray, sizes) -> np.ndarray:
     """``data`` (elements of ``sizes`` back to back) with each element's first hsizes[i] bytes
     replaced by the next hsizes[i] bytes of ``heads``: what a buffer holds after the device
-    wrote its first part."""
+    wrote its first part.
+
+    Simulator-only (the stress workload). Returns the new array. Raises ValueError when the sizes do
+    not fit the arrays.
+    """
     out = data.copy()
     hs = (np.cumsum(hsizes) - hsizes).tolist()
     ds = (np.cumsum(sizes) - sizes).tolist()
@@ -114,12 +152,20 @@ def merge_heads(heads: np.ndarray, hsizes, data: np.ndarray, sizes) -> np.ndarra
 
 
 def interleave(a, b) -> np.ndarray:
-    """a[0], b[0], a[1], b[1], ...: two per-element arrays as one (2-D stack, no Python loop)."""
+    """a[0], b[0], a[1], b[1], ...: two per-element arrays as one (2-D stack, no Python loop).
+
+    Simulator-only (the stress workload). Returns the 1-D array. Raises ValueError for arrays of
+    different lengths.
+    """
     return np.stack((np.asarray(a), np.asarray(b)), axis=1).reshape(-1)
 
 
 class Workload:
-    """State shared by the scenarios: the machine, the API module, the RNGs and the checks."""
+    """State shared by the scenarios: the machine, the API module, the RNGs and the checks.
+
+    Simulator-only (the stress workload). Constructing one builds the default machine: raises
+    ValueError for a bad IOMMU mode or option (see build_default_machine()).
+    """
 
     def __init__(self, dma, seed: int, scenarios, strict: bool = False, map_size: int | None = None,
                  **machine_opts):
@@ -138,11 +184,15 @@ class Workload:
     # ---- checks ------------------------------------------------------------------------
     def check(self, what: str, got, want, sizes=None) -> None:
         """Compare every byte of ``got`` with ``want`` (1-D uint8; elements of ``sizes`` back to
-        back); a difference is an integrity error naming the first differing element and byte."""
+        back); a difference is an integrity error naming the first differing element and byte.
+
+        Simulator-only (the stress workload). Returns None; a difference is recorded in
+        ``integrity_errors``, not raised. Raises nothing.
+        """
         got = np.frombuffer(got, dtype=np.uint8) if isinstance(got, (bytes, bytearray)) else got
         want = np.frombuffer(want, dtype=np.uint8) if isinstance(want, (bytes, bytearray)) else want
         self.checked_bytes += int(want.shape[0])
-        if got.shape == want.shape and got.tobytes() == want.tobytes():    # memcmp
+        if got.shape == want.shape and same_bytes(got, want):
             return
         if got.shape != want.shape:
             self.integrity_errors.append(f"{what}: {got.shape[0]} bytes where {want.shape[0]} expected")
@@ -156,10 +206,15 @@ class Workload:
         self.integrity_errors.append(f"{what}: {diff.shape[0]} bytes differ (first at {where})")
 
     def expect(self, what: str, got: bytes, want: bytes) -> None:
+        """check() for two bytes objects. Simulator-only. Returns None. Raises nothing."""
         self.check(what, got, want)
 
     def pattern(self, n: int) -> np.ndarray:
-        """``n`` pseudo-random bytes: a slice of the seeded pool at a seeded random offset."""
+        """``n`` pseudo-random bytes: a slice of the seeded pool at a seeded random offset.
+
+        Simulator-only (the stress workload). Returns a view of the pool (do not write to it).
+        Raises ValueError for ``n`` larger than the pool.
+        """
         n = int(n)
         off = int(self.nprng.integers(0, PATTERN_POOL - n + 1))
         return self.pool[off:off + n]
@@ -175,6 +230,9 @@ def build_default_machine(dma, strict: bool = False, *, iommu_mode: str | None =
     IOMMU devices on dma-direct), "strict" or "lazy" (default: lazy, or strict if ``strict``),
     the page-table ``fmt``, the IOTLB's entries/ways/replacement policy, the flush queues'
     size/timeout (None: the kernel's), and the swiotlb size in bytes (None: the default 64 MiB).
+
+    Simulator-only (the stress workload). Returns the Machine. Raises ValueError for an unknown
+    ``iommu_mode`` and what Machine / add_iommu raise for bad options.
     """
     if iommu_mode is None:
         iommu_mode = "strict" if strict else "lazy"
@@ -224,7 +282,13 @@ def scenario_swiotlb(w: Workload):
     FROM_DEVICE/BIDIRECTIONAL one. Then the oldest rings retire (always when the next ring
     would not fit, and each further one with probability 1/2): a ring the device may have
     written is synced for the CPU and checked first with probability 1/2; all are unmapped and
-    checked (the bytes after the device's part must come back unchanged)."""
+    checked (the bytes after the device's part must come back unchanged).
+
+    Simulator-only (a stress scenario driving the kernel-named DMA API: dma_map_phys(),
+    dma_unmap_phys(), dma_sync_single_for_cpu() through swiotlb). Returns a generator that runs one
+    round per next(). Raises what those calls raise (none in a correct run); integrity errors are
+    recorded on ``w``, not raised.
+    """
     dma, m, dev, rng = w.dma, w.m, w.devs["legacy32"], w.nprng
     st = w.stats["swiotlb"]
     nslots, slot_bytes, k = 4 * RING, 2 * PAGE_SIZE, RING
@@ -281,7 +345,12 @@ def scenario_direct(w: Workload):
 
     A round maps RING buffers in distinct 8 KiB slots of a 2 * RING-page area (no two share a cache
     line), checks dma address == phys, lets the device read them and write new contents,
-    unmaps them and checks what the CPU sees."""
+    unmaps them and checks what the CPU sees.
+
+    Simulator-only (a stress scenario driving the kernel-named DMA API: dma_map_phys() /
+    dma_unmap_phys() on dma-direct). Returns a generator that runs one round per next(). Raises what
+    those calls raise (none in a correct run); integrity errors are recorded on ``w``, not raised.
+    """
     dma, m, dev, rng = w.dma, w.m, w.devs["dma64"], w.nprng
     st = w.stats["direct"]
     buf = m.alloc_pages(2 * RING)
@@ -320,6 +389,11 @@ def scenario_nic(w: Workload):
 
     With ``w.map_size`` set, every RX buffer and TX packet is a mapping of that many bytes
     (RX packets fill their buffer); otherwise 2 KiB RX buffers and 60-1514-byte packets.
+
+    Simulator-only (a stress scenario driving the kernel-named DMA API: dma_map_phys() /
+    dma_unmap_phys() through dma-iommu). Returns a generator that runs one round per next(). Raises
+    what those calls raise (none in a correct run); integrity errors are recorded on ``w``, not
+    raised.
     """
     dma, m, dev, rng = w.dma, w.m, w.devs["nic0"], w.nprng
     st = w.stats["nic"]
@@ -449,7 +523,13 @@ def scenario_nvme(w: Workload):
     dma_iova_try_alloc, one dma_iova_link per page (one batch call) and one dma_iova_sync; the
     device then reads every write request's IOVA range and writes every read request's (one
     access per request, one batch call each); the driver completes each request with
-    dma_iova_destroy; the device's reads and the read requests' pages are checked."""
+    dma_iova_destroy; the device's reads and the read requests' pages are checked.
+
+    Simulator-only (a stress scenario driving the kernel-named DMA API: dma_iova_try_alloc(),
+    dma_iova_link(), dma_iova_sync(), dma_iova_destroy()). Returns a generator that runs one round
+    per next(). Raises what those calls raise (none in a correct run); integrity errors are recorded
+    on ``w``, not raised.
+    """
     dma, m, dev, rng = w.dma, w.m, w.devs["nvme0"], w.nprng
     st = w.stats["nvme"]
     npool = 1024
@@ -541,7 +621,13 @@ def scenario_p2p(w: Workload):
     1 MiB stripe), about half by rdma0 at bus addresses (PCI_P2PDMA_MAP_BUS_ADDR), the rest by
     acc0 through the IOMMU with DMA_ATTR_MMIO (PCI_P2PDMA_MAP_THRU_HOST_BRIDGE), with one
     pci_p2pdma_state() per client and round (it caches the map type by pgmap, and every
-    buffer is in the one pgmap); then the CPU checks the BAR."""
+    buffer is in the one pgmap); then the CPU checks the BAR.
+
+    Simulator-only (a stress scenario driving the kernel-named DMA API: pci_p2pdma_state(),
+    pci_p2pdma_bus_addr_map(), dma_map_phys() with DMA_ATTR_MMIO). Returns a generator that runs one
+    round per next(). Raises what those calls raise (none in a correct run); integrity errors are
+    recorded on ``w``, not raised.
+    """
     dma, m, rng = w.dma, w.m, w.nprng
     st = w.stats["p2p"]
     rdma, acc = w.devs["rdma0"], w.devs["acc0"]
@@ -607,6 +693,10 @@ def run(ops: int = DEFAULT_OPS, seed: int = 0, scenarios=SCENARIOS, duration: fl
     ``iommu`` ("off" | "strict" | "lazy"; default lazy, or strict with ``strict=True``) and the
     keywords after it vary the default machine (see build_default_machine); ``map_size`` fixes
     the size in bytes of every NIC mapping (default: 2 KiB RX buffers, 60-1514-byte packets).
+
+    Simulator-only (the main job). Ctrl-C stops the run: the report so far comes back with
+    ``interrupted`` set. Raises ValueError for a ``map_size`` <= 0, a bad IOMMU mode or option;
+    ImportError with ``progress`` and no tqdm; what the DMA API raises (none in a correct run).
     """
     if dma is None:
         import dmaphys as dma
@@ -672,21 +762,34 @@ def run(ops: int = DEFAULT_OPS, seed: int = 0, scenarios=SCENARIOS, duration: fl
 # ---- report ---------------------------------------------------------------------------------
 
 def iova_pages_in_use(m) -> int:
+    """IOVA pages in the allocator trees (allocated, rcache-cached, reserved) of every DMA domain of ``m``.
+
+    Simulator-only (the report's figure). Returns the int. Raises nothing.
+    """
     total = 0
     for iommu in m.iommus:
         for d in iommu.domains:
             cookie = d.iova_cookie
             if cookie is not None and cookie.iovad is not None:
-                r = np.array(cookie.iovad.ranges(), dtype=np.int64).reshape(-1, 2)
-                total += int((r[:, 1] - r[:, 0]).sum()) + r.shape[0]
+                r = cookie.iovad.ranges()            # (pfn_lo, pfn_hi) tuples: summed directly,
+                total += sum(hi - lo for lo, hi in r) + len(r)    # 4x quicker than via an array
     return total
 
 
 def swiotlb_used(m) -> int:
+    """swiotlb slots in use (io_tlb_mem total_used, mem_used() in kernel/dma/swiotlb.c).
+
+    Returns the int, 0 without a pool. Raises nothing.
+    """
     return m.swiotlb.total_used if m.swiotlb is not None else 0
 
 
 def build_report(w: Workload, total_ops: int, elapsed: float, seed: int) -> dict:
+    """The report dict of a run: per-path figures, IOVA / swiotlb occupancy, IOMMU and IOTLB
+    counters, faults, dma-debug findings, integrity errors.
+
+    Simulator-only. Returns the dict. Raises nothing.
+    """
     m = w.m
     iommus = []
     for iommu in m.iommus:
@@ -727,6 +830,10 @@ def build_report(w: Workload, total_ops: int, elapsed: float, seed: int) -> dict
 
 
 def format_report(r: dict) -> str:
+    """The human-readable report (the table in README.md).
+
+    Simulator-only. Returns the lines as one str. Raises KeyError for a dict that is not a report.
+    """
     stop = " -- interrupted, the report so far" if r.get("interrupted") else ""
     lines = [f"dmaphys stress: seed {r['seed']}, {r['operations']:,} operations in {r['seconds']:.2f} s "
              f"({r['ops_per_s']:,} ops/s){stop}", "",
@@ -761,7 +868,11 @@ def format_report(r: dict) -> str:
 
 
 def plot_report(r: dict, path: str) -> None:
-    """Latency histograms per path and IOVA/swiotlb occupancy over time (matplotlib)."""
+    """Latency histograms per path and IOVA/swiotlb occupancy over time (matplotlib).
+
+    Simulator-only. Returns None. Raises ImportError without matplotlib, OSError when ``path``
+    cannot be written.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -795,5 +906,9 @@ def plot_report(r: dict, path: str) -> None:
 
 
 def to_json(r: dict) -> str:
+    """The report as indented JSON, without the raw latencies and occupancy samples.
+
+    Simulator-only. Returns the str. Raises TypeError for values JSON cannot hold.
+    """
     out = {k: v for k, v in r.items() if k not in ("latencies", "occupancy")}
     return json.dumps(out, indent=2, sort_keys=False)

@@ -101,7 +101,10 @@ LABELS = {
 
 
 class SpecError(ValueError):
-    """The spec is invalid: nothing has run."""
+    """The spec is invalid: nothing has run.
+
+    Simulator-only (a ValueError of the sweep tool).
+    """
 
 
 # ---- the spec ---------------------------------------------------------------------------------
@@ -146,7 +149,11 @@ def _formats() -> tuple[str, ...]:
 
 
 def check_value(name: str, v):
-    """The normalised value of parameter ``name`` (SpecError when it is not valid)."""
+    """The normalised value of parameter ``name`` (SpecError when it is not valid).
+
+    Simulator-only (the parameter-study tool). Returns the normalised value. Raises SpecError for a
+    missing, mistyped or out-of-range value or an unknown parameter.
+    """
     what = f"{name} = {v!r}"
     if v is None:
         raise SpecError(f"{name}: a value is needed")
@@ -201,6 +208,13 @@ def check_value(name: str, v):
 
 @dataclass
 class Spec:
+    """A validated sweep spec: the point ``kind``, the resolved ``base`` parameters and the
+    ``axes`` (name -> values); ``len(spec)`` is the number of points.
+
+    Simulator-only. A dataclass: constructing one checks nothing (parse_spec() does) and raises
+    TypeError for missing fields.
+    """
+
     kind: str
     base: dict                 # the resolved base parameters (defaults + [base])
     axes: dict                 # axis name -> list of normalised values, in spec order
@@ -208,6 +222,7 @@ class Spec:
 
     @property
     def columns(self) -> list[str]:
+        """The result columns: point, kind, the parameters (axes first), the metrics, status."""
         params = list(self.axes) + [p for p in PARAMS[self.kind] if p not in self.axes]
         return ["point", "kind", *params, *METRICS, "status"]
 
@@ -215,7 +230,10 @@ class Spec:
         return math.prod(len(v) for v in self.axes.values())
 
     def points(self) -> list[dict]:
-        """Every point's full parameter dict, in point order."""
+        """Every point's full parameter dict, in point order.
+
+        Simulator-only (the parameter-study tool). Returns the list. Raises nothing.
+        """
         out = []
         names = list(self.axes)
         for combo in itertools.product(*(self.axes[n] for n in names)):
@@ -234,7 +252,11 @@ def _unknown(name: str, kind: str) -> SpecError:
 
 
 def parse_spec(data: dict, source: str = "<spec>") -> Spec:
-    """Validate a parsed TOML document; SpecError says what is wrong."""
+    """Validate a parsed TOML document; SpecError says what is wrong.
+
+    Simulator-only (the parameter-study tool). Returns the Spec. Raises SpecError for unknown tables
+    or parameters, a bad kind, missing or empty axes, repeated values or invalid values.
+    """
     extra = set(data) - {"base", "axes"}
     if extra:
         raise SpecError(f"unknown table(s) {', '.join(sorted(extra))}: a spec has [base] and [axes]")
@@ -272,6 +294,11 @@ def parse_spec(data: dict, source: str = "<spec>") -> Spec:
 
 
 def load_spec(path: str) -> Spec:
+    """The Spec of the TOML file ``path``.
+
+    Simulator-only. Returns the Spec. Raises SpecError for a missing file, invalid TOML or an
+    invalid spec (see parse_spec()); OSError for other read errors.
+    """
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -420,7 +447,11 @@ def _run_dmabuf(p: dict, dma) -> dict:
 
 
 def run_point(index: int, kind: str, params: dict, backend: str = "core") -> dict:
-    """Run one point; never raises: a failure is the row's ``status``."""
+    """Run one point; never raises: a failure is the row's ``status``.
+
+    Simulator-only (the parameter-study tool). Returns the row dict (parameters, metrics, status).
+    Raises nothing: an exception becomes ``status`` "error: ...".
+    """
     import warnings
 
     if backend == "reference":
@@ -445,7 +476,10 @@ def run_point(index: int, kind: str, params: dict, backend: str = "core") -> dic
 # ---- rows on disk ---------------------------------------------------------------------------
 
 def cell(v) -> str:
-    """The CSV text of a value (None -> empty)."""
+    """The CSV text of a value (None -> empty).
+
+    Simulator-only (the parameter-study tool). Returns the str. Raises nothing.
+    """
     if v is None:
         return ""
     if isinstance(v, bool):
@@ -460,7 +494,11 @@ def _journal_path(out: str) -> str:
 
 
 def read_rows(path: str) -> list[dict]:
-    """Rows (string cells) of a results file (.csv or .parquet)."""
+    """Rows (string cells) of a results file (.csv or .parquet).
+
+    Simulator-only (the parameter-study tool). Returns a list of dicts. Raises OSError for an
+    unreadable file, ImportError for .parquet without pandas / pyarrow.
+    """
     if path.endswith(".parquet"):
         import pandas as pd
         df = pd.read_parquet(path)
@@ -473,7 +511,11 @@ def read_rows(path: str) -> list[dict]:
 
 class RowSink:
     """Streams rows to ``out`` as they come (CSV; for .parquet a .partial.csv journal), then
-    writes the whole file sorted by point."""
+    writes the whole file sorted by point.
+
+    Simulator-only (the parameter-study tool). Constructing one opens the journal for appending:
+    raises OSError when it cannot.
+    """
 
     def __init__(self, out: str, columns: list[str], existing: dict[int, dict]):
         self.out = out
@@ -484,12 +526,22 @@ class RowSink:
         self.w = csv.DictWriter(self.f, fieldnames=columns, extrasaction="ignore")
 
     def add(self, row: dict) -> None:
+        """Append ``row`` to the journal (flushed at once) and keep it.
+
+        Simulator-only. Returns None. Raises OSError when the write fails, KeyError / ValueError
+        for a row without an integer ``point``.
+        """
         cells = {c: cell(row.get(c)) for c in self.columns}
         self.rows[int(row["point"])] = cells
         self.w.writerow(cells)
         self.f.flush()
 
     def finish(self) -> list[dict]:
+        """Close the journal and write ``out`` with every row, sorted by point (atomically).
+
+        Simulator-only. Returns the rows. Raises OSError when the file cannot be written,
+        ImportError for .parquet without pandas / pyarrow.
+        """
         self.f.close()
         rows = [self.rows[k] for k in sorted(self.rows)]
         buf = io.StringIO()
@@ -548,7 +600,10 @@ def _progress_bar(total: int, enabled: bool):
 
 
 class ClusterError(RuntimeError):
-    """The scheduler could not be reached (nothing has run)."""
+    """The scheduler could not be reached (nothing has run).
+
+    Simulator-only (a RuntimeError of the sweep tool).
+    """
 
 
 def run_sweep(spec: Spec, out: str, *, scheduler: str | None = None, workers: int | None = None,
@@ -559,6 +614,11 @@ def run_sweep(spec: Spec, out: str, *, scheduler: str | None = None, workers: in
     ``timings`` (a dict) receives ``cluster_start_s`` (connecting / starting the LocalCluster),
     ``points_s`` (from the first submit to the last row streamed to disk) and ``busy_s`` (the
     workers' compute time of the points, from Dask's task stream).
+
+    Simulator-only (the parameter-study tool). Returns the rows. Raises ClusterError when
+    ``scheduler`` cannot be reached, SpecError when ``resume`` finds a results file of another spec,
+    OSError when ``out`` cannot be written, ImportError without Dask. A point that fails is a row
+    whose status says so, not an exception.
     """
     import contextlib
     import time
@@ -638,7 +698,11 @@ TABLE_METRICS = ("pages_mapped", "iotlb_lookups_per_page", "iotlb_misses_per_pag
 
 
 def format_table(rows: list[dict], spec_axes: list[str], metrics=TABLE_METRICS) -> str:
-    """A Markdown table: point, the axes, the main figures, status."""
+    """A Markdown table: point, the axes, the main figures, status.
+
+    Simulator-only (the parameter-study tool). Returns the table as one str. Raises nothing for rows
+    of string cells.
+    """
     cols = ["point", *spec_axes, *metrics, "status"]
     rule = "|" + "|".join("---:" if c != "status" else "---" for c in cols) + "|"
     out = ["| " + " | ".join(cols) + " |", rule]
@@ -671,7 +735,11 @@ def _axes_of(rows: list[dict]) -> list[str]:
 
 def plot_rows(rows: list[dict], outdir: str, metrics=PLOT_METRICS) -> list[str]:
     """One PNG per metric (a line per combination of the non-x axes, the mean over seeds with
-    min-max bars) and overview.png with the metrics side by side; returns the paths."""
+    min-max bars) and overview.png with the metrics side by side; returns the paths.
+
+    Simulator-only (the parameter-study tool). Returns the list of PNG paths. Raises ImportError
+    without matplotlib, OSError when ``outdir`` cannot be written.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -779,6 +847,12 @@ def _metric_list(text: str) -> tuple[str, ...]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    """``dmaphys sweep``: check everything, run the points, print the table, maybe plot.
+
+    Simulator-only (the CLI). Returns the exit code: 0 every point ok, 1 some failed, 2 a bad
+    spec, option, missing extra or unreachable scheduler (with a message). Raises OSError when
+    results or plots cannot be written.
+    """
     try:
         spec = load_spec(args.spec)
     except SpecError as e:
@@ -827,6 +901,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    """``dmaphys plot``: plot the rows of a results file.
+
+    Simulator-only (the CLI). Returns the exit code: 0, or 2 for an unreadable file, no rows or
+    no matplotlib. Raises OSError when the plots cannot be written.
+    """
     try:
         rows = read_rows(args.results)
     except (OSError, ValueError, ImportError) as e:
@@ -846,7 +925,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    """The ``sweep`` and ``plot`` subcommands (called by cli.build_parser)."""
+    """The ``sweep`` and ``plot`` subcommands (called by cli.build_parser).
+
+    Simulator-only (the CLI). Returns None. Raises argparse.ArgumentError when the names exist
+    already.
+    """
     sw = sub.add_parser("sweep", help="a parameter study: every point of a TOML grid, on Dask",
                         description="Run every point of the grid of SPEC.toml ([base] + [axes]) as one "
                                     "deterministic run each, on a Dask LocalCluster (default) or an "

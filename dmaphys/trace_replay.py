@@ -64,7 +64,10 @@ PATHS = ("direct", "swiotlb", "iommu")
 
 
 class ReplayError(ValueError):
-    """Bad input: ``line`` (1-based, 0 = not tied to a line) and a message; never a traceback."""
+    """Bad input: ``line`` (1-based, 0 = not tied to a line) and a message; never a traceback.
+
+    Simulator-only (the replay's input errors; a ValueError).
+    """
 
     def __init__(self, line: int, message: str):
         super().__init__(f"line {line}: {message}" if line else message)
@@ -102,6 +105,9 @@ def load_spec(spec) -> dict:
     iotlb = "qemu"|"off"|{entries, ways, policy}}); ``default_device`` and ``devices.NAME``
     ({dma_mask = bits, coherent, iommu = true|false, force_bounce, min_align_mask,
     max_segment_size, seg_boundary_mask, untrusted, pci}).
+
+    Simulator-only. Returns the spec as a dict ({} for None). Raises ReplayError for an unreadable
+    or unparsable file, a spec that is not a table, or unknown keys.
     """
     if spec is None:
         return {}
@@ -201,7 +207,11 @@ class _Dev:
 # ---- the replayer -------------------------------------------------------------------------------
 
 class Replayer:
-    """State of one replay; ``run(source)`` then ``report()``."""
+    """State of one replay; ``run(source)`` then ``report()``.
+
+    Simulator-only (see replay()). Constructing one raises ReplayError for a bad machine spec or an
+    IOMMU mode other than off / strict / lazy.
+    """
 
     def __init__(self, dma, machine=None, *, iommu=None, fmt=None, iotlb=None, swiotlb=None, cpus=None,
                  lenient=False, touch=None, sample_every=65536):
@@ -397,6 +407,10 @@ class Replayer:
 
     # ---- the replay ---------------------------------------------------------------------------
     def run(self, source) -> None:
+        """Replay ``source`` (see replay()) on the machine, building it at the first record.
+
+        Simulator-only. Returns None. Raises ReplayError as replay() describes.
+        """
         t0 = time.perf_counter()
         self.parser = parser = self.dma.TraceParser()
         logger = logging.getLogger("dmaphys")
@@ -782,10 +796,16 @@ class Replayer:
         self.findings.sort(key=lambda f: f["line"])
 
     def last_line(self) -> int:
+        """Simulator-only: the number of the last trace line read. Returns it (0 before run()). Raises
+        nothing."""
         return self.parser.lineno if self.parser is not None else 0
 
     # ---- the report ---------------------------------------------------------------------------
     def report(self) -> dict:
+        """The report of a finished run() (see replay()).
+
+        Simulator-only. Returns the dict. Raises AttributeError when run() never built a machine.
+        """
         m = self.m
         p = self.parser
         maps = sum(st.compared for st in self.devs.values())
@@ -952,6 +972,10 @@ def replay(source, machine=None, *, dma=None, iommu=None, fmt=None, iotlb=None, 
 # ---- output -------------------------------------------------------------------------------------
 
 def format_report(r: dict) -> str:
+    """The human-readable report of replay()'s dict.
+
+    Simulator-only. Returns the lines as one str. Raises KeyError for a dict that is not a report.
+    """
     out = [f"dmaphys replay: {r['events']:,} calls replayed from {r['lines']:,} lines in "
            f"{r['seconds']:.2f} s "
            f"({r['events_per_s']:,} events/s); {r['skipped']:,} lines of other events skipped"
@@ -1017,11 +1041,19 @@ def format_report(r: dict) -> str:
 
 
 def to_json(r: dict) -> str:
+    """The report as indented JSON, without the occupancy samples.
+
+    Simulator-only. Returns the str. Raises TypeError for values JSON cannot hold.
+    """
     return json.dumps({k: v for k, v in r.items() if k != "occupancy"}, indent=2)
 
 
 def plot_report(r: dict, path: str) -> None:
-    """IOVA pages and swiotlb slots in use over the replay (matplotlib)."""
+    """IOVA pages and swiotlb slots in use over the replay (matplotlib).
+
+    Simulator-only. Returns None. Raises ImportError without matplotlib, OSError when ``path``
+    cannot be written, KeyError for a dict that is not a report.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -1041,7 +1073,11 @@ def plot_report(r: dict, path: str) -> None:
 # ---- the command ----------------------------------------------------------------------------
 
 def build_parser_args(sub) -> None:
-    """Add the ``replay`` subcommand to the ``dmaphys`` argparse subparsers."""
+    """Add the ``replay`` subcommand to the ``dmaphys`` argparse subparsers.
+
+    Simulator-only (the CLI). Returns None. Raises argparse.ArgumentError when ``replay`` exists
+    already.
+    """
     rp = sub.add_parser("replay", help="replay a kernel DMA trace (dma:* tracepoints) on a simulated machine",
                         description="Replay the dma:* and swiotlb:swiotlb_bounced events of a kernel trace "
                                     "(/sys/kernel/tracing/trace or `trace-cmd report` text) on a simulated "
@@ -1068,6 +1104,12 @@ def build_parser_args(sub) -> None:
 
 
 def run_cli(args) -> int:
+    """``dmaphys replay``: replay ``args.trace`` and print the report (or JSON), maybe a plot.
+
+    Simulator-only (the CLI). Returns the exit code: 0 no findings, 1 findings, 2 bad input or
+    no matplotlib for --plot. Raises OSError when the plot cannot be written; errors of the
+    input are printed, not raised.
+    """
     if args.backend == "reference":
         import dmaphys.reference as dma
     else:

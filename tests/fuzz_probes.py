@@ -62,6 +62,9 @@ def build_pool(dma) -> dict:
     sg = dma.ScatterList([(hi, 4096), (lo + 8, 100)])
     state = dma.DmaIovaState()
     udom = iommu.domain_alloc()
+    # an io-pgtable-arm table with a non-coherent walker (table syncs, the CPU's cache model)
+    ncdom = m.add_iommu(fmt="arm-lpae-s1-4k", coherent_walk=False).domain_alloc()
+    dma.iommu_map(ncdom, 0x100000, hi, 4096, 3)
     mapped = dma.dma_map_phys(d32, hi, 4096, 0, 0)                # DMA_BIDIRECTIONAL, bounced
     return {"m": m, "iommu": iommu, "hb": hb, "sw": sw, "gpu": gpu, "nic": nic, "d64": d64, "d32": d32,
             "gone": gone, "cmb": cmb, "hi": hi, "lo": lo, "sg": sg, "sge": sg[1], "state": state,
@@ -69,7 +72,7 @@ def build_pool(dma) -> dict:
             "dom": nic.domain, "cookie": nic.domain.iova_cookie, "iovad": nic.domain.iova_cookie.iovad,
             "pgtable": nic.domain.pgtable, "iotlb": iommu.iotlb, "swiotlb": m.swiotlb, "debug": m.dma_debug,
             "trace": m.trace, "p2p": m.p2pdma, "mem": m.mem, "prov": cmb.mem, "mapped": mapped,
-            "pstate": dma.PciP2PdmaMapState()}
+            "pstate": dma.PciP2PdmaMapState(), "ncpt": ncdom.pgtable}
 
 
 # argument values: names of pool objects, or literal bad values
@@ -83,7 +86,7 @@ N_VALUES = len(POOL_ARGS) + len(LITERALS)
 # objects whose public methods are probed
 METHOD_OWNERS = ["m", "iommu", "gpu", "nic", "d32", "gone", "cmb", "sg", "sge", "state", "udom", "dom",
                  "cookie", "iovad", "pgtable", "iotlb", "swiotlb", "debug", "trace", "p2p", "mem", "prov",
-                 "pstate", "hb", "sw"]
+                 "pstate", "hb", "sw", "ncpt"]
 
 
 def _public(names) -> list[str]:
@@ -119,7 +122,7 @@ OWNER_CLASSES = {"m": "Machine", "iommu": "Iommu", "gpu": "Device", "nic": "Devi
                  "cookie": "IommuDmaCookie", "iovad": "IovaDomain", "pgtable": "IoPgtable", "iotlb": "Iotlb",
                  "swiotlb": "IoTlbMem", "debug": "DmaDebug", "trace": "DmaTrace", "p2p": "P2PTopology",
                  "mem": "PhysMem", "prov": "P2PdmaProvider", "pstate": "PciP2PdmaMapState",
-                 "hb": "PciHostBridge", "sw": "PciSwitch"}
+                 "hb": "PciHostBridge", "sw": "PciSwitch", "ncpt": "IoPgtable"}
 
 
 GOOD_INTS = [POOL_ARGS.index("hi"), POOL_ARGS.index("lo"), POOL_ARGS.index("mapped")] + \

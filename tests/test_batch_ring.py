@@ -27,18 +27,24 @@ NPAGES = 64
 
 class Rig:
     """A 32-bit device whose buffers above 4 GiB bounce, a lazy-IOMMU device, dma-debug and
-    tracing on, a CPU buffer of NPAGES pages above 4 GiB."""
+    tracing on, a CPU buffer of NPAGES pages above 4 GiB.
 
-    def __init__(self, impl):
+    ``fast``: dma-debug and tracing off (the core's batches then run their GIL-free loops and
+    fast paths) and a third device, a 64-bit non-coherent one on dma-direct that never bounces."""
+
+    def __init__(self, impl, fast=False):
         self.impl = impl
-        m = self.m = impl.Machine(ram=[(0, 64 * MiB), (4 * GiB, 64 * MiB)], cpus=2, swiotlb=1 * MiB)
-        m.trace.enabled = True
+        m = self.m = impl.Machine(ram=[(0, 64 * MiB), (4 * GiB, 64 * MiB)], cpus=2, swiotlb=1 * MiB,
+                                  dma_debug=not fast)
+        m.trace.enabled = not fast
         self.iommu = m.add_iommu(strict=False)
         self.devs = {"bounce": m.add_device("b32", dma_mask=(1 << 32) - 1, coherent=False),
                      "iommu": m.add_device("io", iommu=self.iommu)}
+        if fast:
+            self.devs["direct"] = m.add_device("d64", coherent=False)
         self.probe = m.add_device("probe")          # reads memory for the snapshots
         self.buf = m.alloc_pages(NPAGES)
-        self.live = {"bounce": [], "iommu": []}      # (addr, phys, size, dir)
+        self.live = {name: [] for name in self.devs}     # (addr, phys, size, dir)
 
     def snapshot(self):
         m = self.m
@@ -67,7 +73,7 @@ def _outcome(fn):
 
 def gen_op(rng, rig):
     """One batch operation with its arguments, chosen from the state (rig.live) both share."""
-    which = rng.choice(["bounce", "iommu"])
+    which = rng.choice(sorted(rig.devs))
     live = rig.live[which]
     n = rng.choice([0, 1, 3, 8])
     r = rng.random()
@@ -187,9 +193,9 @@ def batch(impl, rig, op):
     return res, exc, warns
 
 
-def run_stream(impl_a, apply_a, impl_b, apply_b, seed, steps=25):
+def run_stream(impl_a, apply_a, impl_b, apply_b, seed, steps=25, fast=False):
     rng = random.Random(seed)
-    a, b = Rig(impl_a), Rig(impl_b)
+    a, b = Rig(impl_a, fast), Rig(impl_b, fast)
     for rig, impl in ((a, impl_a), (b, impl_b)):     # one two-step IOVA range for the links
         rig.state = impl.DmaIovaState()
         assert impl.dma_iova_try_alloc(rig.devs["iommu"], rig.state, rig.buf, 64 * 4096)
@@ -217,6 +223,38 @@ def test_ring_batches_equal_per_call(impl, seed):
     a, b = run_stream(impl, lambda rig, op: per_call(impl, rig, op),
                       impl, lambda rig, op: batch(impl, rig, op), seed)
     assert a.snapshot() == b.snapshot()
+
+
+@pytest.mark.skipif(dmaphys.BACKEND != "core", reason="the compiled core's GIL-free loops")
+@settings(max_examples=25)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_fast_ring_batches_equal_per_call(seed):
+    """dma-debug and tracing off: the core's ring batches run their loops without the GIL
+    (device accesses, CPU loads / stores, syncs through dma_sync_single_fast) and must still
+    be the per-call API element by element."""
+    a, b = run_stream(dmaphys, lambda rig, op: per_call(dmaphys, rig, op),
+                      dmaphys, lambda rig, op: batch(dmaphys, rig, op), seed, steps=40, fast=True)
+    assert a.snapshot() == b.snapshot()
+
+
+@pytest.mark.skipif(dmaphys.BACKEND != "core", reason="the compiled core's GIL-free loops")
+def test_fast_ring_syncs_take_the_fast_path():
+    """Syncs of dma-direct (non-coherent: arch sync counted) and coherent IOMMU mappings take the
+    fast path; bounce slots take the full path (the copy), with the same result per call."""
+    for kind, fast in (("direct", True), ("iommu", True), ("bounce", False)):
+        a, b = Rig(dmaphys, True), Rig(dmaphys, True)
+        for rig in (a, b):
+            phys = np.arange(8, dtype=np.uint64) * 4096 + np.uint64(rig.buf)
+            rig.addrs = dmaphys.dma_map_phys_batch(rig.devs[kind], phys, 4096, DMA_BIDIRECTIONAL)
+        before = dmaphys._core._test_batch_fast_elements(b.m)
+        sizes = np.full(8, 4096, dtype=np.uint64)
+        for op in ("sync_cpu", "sync_dev"):
+            ra = per_call(dmaphys, a, (op, kind, a.addrs, sizes, DMA_BIDIRECTIONAL))
+            rb = batch(dmaphys, b, (op, kind, b.addrs, sizes, DMA_BIDIRECTIONAL))
+            assert ra[1:] == rb[1:]
+        taken = dmaphys._core._test_batch_fast_elements(b.m) - before
+        assert taken == (16 if fast else 0), kind
+        assert a.snapshot() == b.snapshot()
 
 
 @settings(max_examples=25)

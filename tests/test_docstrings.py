@@ -2,9 +2,10 @@
 
 The set of public callables is derived by introspection, so a new one without a proper docstring
 fails here: every name of ``dmaphys.__all__``, ``dmaphys._core.__all__`` and
-``dmaphys.reference.__all__`` that is a function or a class, and every public (no leading
-underscore) method, staticmethod and property a class defines itself. The convention they follow
-is written down in docs/ARCHITECTURE.md ("Docstrings"):
+``dmaphys.reference.__all__`` that is a function or a class, the public functions and classes
+the tool modules (cli, stress, sweep, trace_replay, map_benchmark) define, and every public (no
+leading underscore) method, staticmethod and property those classes define themselves. The
+convention they follow is written down in docs/ARCHITECTURE.md ("Docstrings"):
 
 - prose beyond the signature line Cython embeds;
 - the kernel function / struct mirrored, named ("Models kernel/dma/mapping.c:dma_map_phys()",
@@ -25,6 +26,7 @@ import pytest
 
 import dmaphys
 from dmaphys import _core as core
+from dmaphys import cli, map_benchmark, stress, sweep, trace_replay
 from dmaphys import reference as ref
 
 # What is not checked, and why (keep this short):
@@ -65,7 +67,10 @@ NAMES_KERNEL = re.compile(
     r"\b(Models|Mirrors|Simulator-only|simulator-only|Reference twin of)\b"
     r"|\b[a-z][a-z0-9_]*\(\)|\bstruct [a-z_0-9]+|\bBUG\b|\bWARN")
 RETURNS = re.compile(r"\b[Rr]eturns\b")
-RAISES = re.compile(r"\b[Rr]aises\b")
+# ... and what: an exception type, "nothing", or another call's behaviour ("as X does", "what X
+# raises", "the same") -- within the sentence (a dot followed by a letter does not end it)
+RAISES_WHAT = re.compile(r"\b[Rr]aises\b(?:[^.]|\.(?=\w))*?"
+                         r"(\w(Error|Bug|Fault|Exit|Warning|Interrupt)\b|\b(nothing|what|as|same|only)\b)")
 
 
 def _doc(obj):
@@ -126,11 +131,18 @@ def _problems(qual, obj, kind, module):
         bad.append(f"{module}.{qual}: names no kernel call (nor says Simulator-only)")
     if kind == "callable" and not RETURNS.search(doc):
         bad.append(f"{module}.{qual}: does not say what it returns")
-    if kind in ("callable", "class") and not RAISES.search(doc):
-        bad.append(f"{module}.{qual}: does not say what it raises")
+    if kind in ("callable", "class") and not RAISES_WHAT.search(doc):
+        bad.append(f"{module}.{qual}: does not say what it raises (an exception type, or nothing)")
     return bad
 
 
+def _module_api(mod):
+    """Public functions and classes a tool module defines itself (no ``__all__`` there)."""
+    return [n for n, o in vars(mod).items() if not n.startswith("_")
+            and (inspect.isfunction(o) or inspect.isclass(o)) and o.__module__ == mod.__name__]
+
+
+TOOL_MODULES = (cli, map_benchmark, stress, sweep, trace_replay)
 CORE = _members(core, core.__all__)
 REFERENCE = _members(ref, ref.__all__)
 PACKAGE = [m for m in _members(dmaphys, set(dmaphys.__all__) - set(core.__all__))]
@@ -155,6 +167,13 @@ def test_core_docstrings():
 def test_package_level_docstrings():
     """dmaphys.__all__ beyond the backend: errors, constants' enums and helpers, get_include, replay."""
     assert not _report(PACKAGE, "dmaphys"), "\n".join(_report(PACKAGE, "dmaphys"))
+
+
+@pytest.mark.parametrize("mod", TOOL_MODULES, ids=lambda m: m.__name__)
+def test_tool_module_docstrings(mod):
+    """The Python modules behind the CLI (stress, sweep, replay, bench): their public API too."""
+    problems = _report(_members(mod, _module_api(mod)), mod.__name__)
+    assert not problems, "\n".join(problems)
 
 
 def test_reference_docstrings():

@@ -2,6 +2,7 @@
 no device access after removal, checked frees. Each test failed on main before the fix."""
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -409,3 +410,184 @@ def test_unmap_size_zero_is_the_same_in_both_modes(impl, strict):
     assert impl.iommu_iova_to_phys(d.domain, addr) == buf            # unmapped nothing (leaked)
     again = impl.dma_map_phys(d, buf, 4096, DMA_TO_DEVICE)
     assert again != addr and not impl.dma_mapping_error(d, again)   # the IOVA was not handed out twice
+
+
+# ---- IOVA double frees: dma-debug reports and refuses what the kernel would cache twice ----------
+def test_free_iova_fast_twice_is_reported_not_done(impl):
+    from dmaphys import DmaDebugWarning
+
+    m = impl.Machine(ram=[(0, 1 << 30)], swiotlb=0)
+    d = m.add_device("d", iommu=m.add_iommu(fmt="x86-64"))
+    iovad = d.domain.iova_cookie.iovad
+    lim = (1 << 20) - 1
+    p = iovad.alloc_iova_fast(1, lim)
+    iovad.free_iova_fast(p, 1)
+    before = iovad.get_state()
+    with pytest.warns(DmaDebugWarning, match="freed twice"):
+        iovad.free_iova_fast(p, 1)                                   # the kernel caches it again
+        m.flush_warnings()                                           # (queued for the entry point)
+    with pytest.warns(DmaDebugWarning, match="does not start an allocated IOVA range"):
+        iovad.free_iova_fast(0x1234, 1)                              # never allocated
+        m.flush_warnings()
+    assert iovad.get_state() == before                               # neither was done
+    assert [(r.kind, r.device) for r in m.dma_debug.errors] == [("iova_free", "d")] * 2
+    assert m.dma_debug.errors[0].address == p << 12
+    a, b = iovad.alloc_iova_fast(1, lim), iovad.alloc_iova_fast(1, lim)
+    assert a == p and b != p                                         # no PFN handed out twice
+    m.dma_debug.enabled = False                                      # without dma-debug: the kernel
+    iovad.free_iova_fast(a, 1)
+    iovad.free_iova_fast(a, 1)
+    assert iovad.alloc_iova_fast(1, lim) == iovad.alloc_iova_fast(1, lim) == a
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("how", ["sg", "resource", "coherent"])
+def test_double_unmap_does_not_hand_an_iova_out_twice(impl, strict, how):
+    """The unmaps that skip iommu_dma_unmap_phys()'s WARN_ON(!phys) free the IOVA twice in the
+    kernel; the second free is reported and refused, so the next two maps get distinct IOVAs."""
+    import warnings
+
+    m = impl.Machine()
+    d = m.add_device("d", iommu=m.add_iommu(fmt="x86-64", strict=strict))
+    buf = m.alloc_pages(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if how == "sg":
+            sg = impl.ScatterList([(buf, 4096)])
+            impl.dma_map_sg(d, sg, 1, DMA_TO_DEVICE)
+            for _ in range(2):
+                impl.dma_unmap_sg(d, sg, 1, DMA_TO_DEVICE)
+        elif how == "resource":
+            a = impl.dma_map_resource(d, 0xFE000000, 4096, DMA_TO_DEVICE, 0)
+            for _ in range(2):
+                impl.dma_unmap_resource(d, a, 4096, DMA_TO_DEVICE, 0)
+        else:
+            cpu, a = impl.dma_alloc_coherent(d, 4096)
+            for _ in range(2):
+                impl.dma_free_coherent(d, 4096, cpu, a)
+        m.advance(10**9)                                             # lazy: the flush queue frees
+    assert "iova_free" in [r.kind for r in m.dma_debug.errors]
+    x = impl.dma_map_phys(d, buf, 4096, DMA_TO_DEVICE)
+    y = impl.dma_map_phys(d, buf, 4096, DMA_TO_DEVICE)
+    assert x != y and not impl.dma_mapping_error(d, x) and not impl.dma_mapping_error(d, y)
+
+
+# ---- a device read of any size: the same fault on both backends ---------------------------------
+@pytest.mark.parametrize("n", [1 << 40, 1 << 62, (1 << 63) - 1, 1 << 63, (1 << 64) - 1])
+def test_huge_device_read_faults_like_the_reference(n):
+    """A read beyond the mapping faults where the device's requests do, whatever n (the core used
+    to fail allocating n bytes first: MemoryError / OverflowError)."""
+    import warnings
+
+    out = []
+    for impl in (dmaphys, reference):
+        m = impl.Machine()
+        iommu = m.add_iommu(fmt="x86-64")
+        direct, translated = m.add_device("d"), m.add_device("t", iommu=iommu)
+        buf = m.alloc_pages(1)
+        iova = impl.dma_map_phys(translated, buf, 4096, DMA_TO_DEVICE)
+        impl.dma_mapping_error(translated, iova)
+        got = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for dev, addr in ((direct, buf), (translated, iova)):
+                with pytest.raises((dmaphys.DmaFault, dmaphys.IommuFault)) as ei:
+                    dev.dma_read(addr, n)
+                got.append((type(ei.value).__name__, dev.faults))
+        out.append((got, len(iommu.faults), iommu.iotlb.hits, iommu.iotlb.misses))
+    assert out[0] == out[1]
+
+
+# ---- remove_device: complete, or nothing ---------------------------------------------------------
+def test_remove_device_completes_when_its_report_raises(impl):
+    """A report turned into an exception (warnings as errors here) used to fire from the detach's
+    flush, leaving the device detached from its IOMMU but not removed: untranslated access to RAM."""
+    from dmaphys import DmaDebugWarning
+
+    m = impl.Machine()
+    d = m.add_device("d", iommu=m.add_iommu(fmt="x86-64"))
+    buf = m.alloc_pages(1)
+    m.mem_write(buf, b"secret")
+    impl.dma_mapping_error(d, impl.dma_map_phys(d, buf, 4096, DMA_TO_DEVICE))    # leaked
+    with pytest.raises(DmaDebugWarning, match="pending DMA allocations"):
+        m.remove_device(d)
+    assert d.removed and "d" not in m.devices and d.domain is None
+    with pytest.raises(DmaFault, match="removed"):
+        d.dma_read(buf, 6)
+    parent = m.add_device("parent", iommu=m.iommus[0])
+    m.add_device("child", parent=parent, pci=False)
+    with pytest.raises(ValueError, match="child"):
+        m.remove_device(parent)                                      # refused before any change
+    assert not parent.removed and "parent" in m.devices
+
+
+# ---- the stress plot and the README's claims (issue 9's "CLI and API surface" list) -------------
+def test_stress_plot_log_axes_and_separate_occupancy_axes(monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from dmaphys import stress
+
+    figs = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: figs.append(self))
+    r = {"latencies": {"nic": [900, 2_000, 150_000], "nvme": [40_000, 9_000_000]},
+         "occupancy": [(0, 10, 0), (500, 5_000, 3), (1000, 4_000, 0)], "seed": 1, "operations": 1000}
+    stress.plot_report(r, "unused.png")
+    lat, occ, *twin = figs[0].axes
+    assert (lat.get_xscale(), lat.get_yscale()) == ("log", "log")         # decades of latency
+    assert len(twin) == 1 and len(occ.get_lines()) == len(twin[0].get_lines()) == 1
+    assert occ.get_lines()[0].get_label() == "IOVA pages in use"          # its own axis, not one
+    assert twin[0].get_lines()[0].get_label() == "swiotlb slots in use"   # linear axis for both
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_iotlb_keys_are_the_accepted_ones(impl):
+    import re
+
+    text = README.read_text()
+    assert '"capacity"' not in text
+    keys = re.search(r'iotlb=\{("entries".*?)\}', text).group(1)
+    m = impl.Machine(ram=[(0, 1 << 30)], swiotlb=0)
+    m.add_iommu(fmt="x86-64", iotlb=dict(entries=256, ways=4, policy="fifo"))      # the keys it names
+    assert all(k in keys for k in ('"entries"', '"ways"', '"policy"'))
+    with pytest.raises(TypeError):
+        m.add_iommu(fmt="x86-64", iotlb={"capacity": 256})
+
+
+def test_readme_large_granule_formats_serve_unmanaged_domains_only(impl):
+    assert "16K/64K formats serve unmanaged domains" in " ".join(README.read_text().split())
+    m = impl.Machine(ram=[(0, 1 << 30)], swiotlb=0)
+    iommu = m.add_iommu(fmt="arm-lpae-s1-64k")
+    dom = iommu.domain_alloc()                                       # unmanaged: fine
+    assert impl.iommu_map(dom, 0x10000, 0x20000, 0x10000, dmaphys.IOMMU_READ) == 0
+    with pytest.raises(dmaphys.KernelBug):
+        m.add_device("d", iommu=iommu)                               # DMA API: init_iova_domain's BUG
+
+
+def test_readme_error_count_counts_the_kernels_reports_only(impl):
+    import warnings
+
+    text = " ".join(README.read_text().split())
+    assert "error_count counts the kernel's reports only" in text or "not counted in `error_count`" in text
+    m = impl.Machine()
+    iommu = m.add_iommu(fmt="x86-64", strict=False)
+    d = m.add_device("d", iommu=iommu)
+    buf = m.alloc_pages(1)
+    iova = impl.dma_map_phys(d, buf, 4096, DMA_TO_DEVICE)
+    impl.dma_mapping_error(d, iova)
+    d.dma_read(iova, 1)
+    impl.dma_unmap_phys(d, iova, 4096, DMA_TO_DEVICE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d.dma_read(iova, 1)                                          # a stale IOTLB hit: reported
+    assert [r.kind for r in m.dma_debug.errors] == ["stale_iotlb"] and m.dma_debug.error_count == 0
+
+
+def test_readme_quick_start_builds_once_and_says_how_long():
+    text = README.read_text()
+    quick = text[text.index("## Quick start"):text.index("## ", text.index("## Quick start") + 3)]
+    cmds = re.findall(r"pip install [^\n&]*", quick)
+    assert cmds and all(".[test]" in c for c in cmds)                # one build, with the test extras
+    assert "minutes" in quick

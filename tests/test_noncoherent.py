@@ -202,3 +202,24 @@ def test_freed_tables_are_unmapped_and_their_lines_written_back(impl):
     pt.free_tables()
     assert m.mem.cache_dirty_lines() == {} and m.mem.allocated_pages == 0
     assert dev.arch_sync_for_device > 0
+
+
+@pytest.mark.parametrize("fmt,ias,oas,regs", [
+    ("arm-lpae-s1-4k", 48, 48, {"tg": 0, "tsz": 16, "ips": 5}),
+    ("arm-lpae-s1-16k", 40, 44, {"tg": 2, "tsz": 24, "ips": 4}),
+    ("arm-lpae-s1-64k", 52, 52, {"tg": 1, "tsz": 12, "ips": 6}),
+    ("arm-lpae-s2-4k", 48, 48, {"tg": 0, "tsz": 16, "ps": 5, "sl": 2}),     # start level 0
+    ("arm-lpae-s2-4k", 40, 40, {"tg": 0, "tsz": 24, "ps": 2, "sl": 1}),     # concatenated: level 1
+    ("arm-lpae-s2-64k", 48, 48, {"tg": 1, "tsz": 16, "ps": 5, "sl": 2}),    # start level 1
+])
+def test_walk_attributes_in_tcr(impl, fmt, ias, oas, regs):
+    """arm_64_lpae_alloc_pgtable_s1/_s2(): TCR/VTCR SH IS + IRGN/ORGN WBWA for a coherent
+    walker, SH OS + IRGN/ORGN NC for a non-coherent one; the other fields either way."""
+    for coherent, walk in ((True, {"sh": 3, "irgn": 1, "orgn": 1}), (False, {"sh": 2, "irgn": 0, "orgn": 0})):
+        _, pt = table(impl, fmt, coherent, ias=ias, oas=oas)
+        cfg = pt.arm_lpae_cfg
+        if "-s2-" in fmt:
+            assert cfg == {"vtcr": dict(walk, **regs), "vttbr": pt.pgtable_root}
+        else:
+            assert cfg == {"tcr": dict(walk, **regs), "mair": 0xF404FF44, "ttbr": pt.pgtable_root}
+    assert table(impl, "vtd-ss", True)[1].arm_lpae_cfg is None

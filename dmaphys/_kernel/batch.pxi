@@ -27,9 +27,14 @@
 # as the elements take the C fast paths (mapping.pxi: dma_map_phys_fast / dma_unmap_phys_fast:
 # dma-direct without bouncing, dma-iommu rcache hits and strict unmaps, no dma-debug or tracing);
 # an element the fast path declines (it changed nothing) runs the full per-call C function with
-# the GIL, and the loop goes back to running without it. dma_mapping_error_batch and the device
-# read / write batches run without the GIL when dma-debug is off (device_access takes it for a
-# fault, a stale-IOTLB report or P2P routing); the iova_to_phys batch walks page tables without it.
+# the GIL, and the loop goes back to running without it. The sync batches do the same with
+# dma_sync_single_fast (mapping.pxi). dma_mapping_error_batch (from _NOGIL_TRIVIAL_MIN elements
+# on), the device read / write batches (fixed-size and ragged) and the CPU load / store batches
+# run without the GIL when dma-debug is off (device_access takes it for a fault, a stale-IOTLB
+# report or P2P routing; a PhysAddrError is raised after the loop); the iova_to_phys batch walks
+# page tables without it. What a call does with the GIL held -- converting its arguments,
+# allocating its result, taking the machine -- is kept to a few microseconds (see "argument
+# conversion"), since that part of two threads' calls cannot overlap.
 #
 # Declarations (C types, cdef class fields, cdef signatures) live in the C face, batch.pxd.
 
@@ -37,6 +42,21 @@ import numpy as _np
 
 
 # ---- argument conversion (whole batch, before any state change) --------------------------------
+# Each batch call converts its arguments with the GIL held; while two threads drive two machines,
+# that is the part of a call that cannot run in parallel, so the common cases are kept short: an
+# array that already is what the loop reads (a C-contiguous 1-D uint64 ndarray) is used as it is,
+# a scalar size needs no array at all, and the loops read the arrays through plain pointers
+# (_u64_data: no memoryview objects to make and validate per call).
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
+
+cdef object _U64 = _np.dtype(_np.uint64)
+# a loop doing ~1 ns of work per element releases the GIL only from this many elements on: for
+# fewer, the hand-off (and waiting to take the GIL back from a busy thread) costs more than it frees
+cdef enum:
+    _NOGIL_TRIVIAL_MIN = 1024
+cdef object _NDARRAY = _np.ndarray
+
+
 cdef object _batch_u64_array(object arr, str what):
     """A 1-D array of unsigned values as a C-contiguous uint64 ndarray.
 
@@ -44,6 +64,8 @@ cdef object _batch_u64_array(object arr, str what):
     bool, float, complex, object and string arrays are TypeError; other shapes ValueError.
     """
     cdef object a
+    if type(arr) is _NDARRAY and arr.dtype is _U64 and arr.ndim == 1 and arr.flags.c_contiguous:
+        return arr                               # the common case: nothing to convert or check
     if isinstance(arr, (str, bytes)):
         raise TypeError(f"{what} must be a 1-D integer array, not {type(arr).__name__}")
     try:
@@ -61,17 +83,53 @@ cdef object _batch_u64_array(object arr, str what):
     return _np.ascontiguousarray(a, dtype=_np.uint64)
 
 
-cdef object _batch_sizes(object sizes, Py_ssize_t n, str what):
+cdef inline void *_array_data(object a, bint writable) except? NULL:
+    """The data pointer of a C-contiguous ndarray this file made or checked; the caller keeps
+    ``a`` alive while it uses the pointer (an ndarray's data does not move)."""
+    cdef Py_buffer view
+    cdef void *p
+    PyObject_GetBuffer(a, &view, PyBUF_WRITABLE if writable else PyBUF_SIMPLE)
+    p = view.buf
+    PyBuffer_Release(&view)
+    return p
+
+
+cdef inline const u64 *_u64_data(object a) except? NULL:
+    return <const u64 *>_array_data(a, False)
+
+
+cdef object _batch_sizes(object sizes, Py_ssize_t n, str what, BatchSizes *bs):
     """``sizes``: a scalar (applies to every element) or a 1-D array of n entries.
 
-    Returns (array, stride): a scalar becomes a 1-entry array read with stride 0."""
+    Fills ``bs``: ``bs.p[i * bs.stride]`` is element i's size (a scalar is stored in ``bs.one``
+    and read with stride 0). Returns the array that backs ``bs.p`` (None for a scalar): the
+    caller keeps it alive while it reads the sizes."""
     cdef object a
-    if not isinstance(sizes, (str, bytes)) and _np.ndim(sizes) == 0:
-        return _np.array([_u64(sizes, what)], dtype=_np.uint64), 0
+    if type(sizes) is int or (not isinstance(sizes, (str, bytes)) and _np.ndim(sizes) == 0):
+        bs.one = _u64(sizes, what)
+        bs.p = &bs.one
+        bs.stride = 0
+        return None
     a = _batch_u64_array(sizes, what)
     if a.shape[0] != n:
         raise ValueError(f"{what} has {a.shape[0]} entries for {n} addresses")
-    return a, 1
+    bs.p = _u64_data(a)
+    bs.stride = 1
+    return a
+
+
+cdef Py_ssize_t _span_wraps(const u64 *p, const u64 *s, Py_ssize_t ss, Py_ssize_t n) noexcept nogil:
+    """The first element whose phys + size - 1 wraps the 64-bit address space, or -1 (the per-call
+    entry points' _check_span(); a branch-free pass first, so the common all-clear is cheap)."""
+    cdef Py_ssize_t i
+    cdef bint bad = False
+    for i in range(n):
+        bad |= (s[i * ss] != 0) & (p[i] + s[i * ss] - 1 < p[i])
+    if bad:
+        for i in range(n):
+            if s[i * ss] and p[i] + s[i * ss] - 1 < p[i]:
+                return i
+    return -1
 
 
 cdef inline int _batch_fail(object exc, Py_ssize_t i, object done) except -1:
@@ -85,20 +143,40 @@ cdef inline int _batch_fail(object exc, Py_ssize_t i, object done) except -1:
 
 
 # ---- kernel/dma/mapping.c: dma_map_phys / dma_unmap_phys over arrays ----------------------------
+# The GIL-free runs: elements i.. for as long as they take the C fast path (a plain function each,
+# so the compiler inlines the fast path into a small loop); they return the first element the
+# fast path declined (it changed nothing), which the caller runs on the full path with the GIL.
+cdef Py_ssize_t _map_run(Device dev, const u64 *p, const u64 *s, Py_ssize_t ss, int d, unsigned long at,
+                         u64 *o, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    while i < n and dma_map_phys_fast(dev, p[i], s[i * ss], d, at, &o[i]):
+        i += 1
+    return i
+
+
+cdef int _unmap_run(Device dev, const u64 *a, const u64 *s, Py_ssize_t ss, int d, unsigned long at,
+                    Py_ssize_t *pi, Py_ssize_t n) except -1 nogil:
+    # *pi: the element at which an exception stops the batch stays exact
+    while pi[0] < n and dma_unmap_phys_fast(dev, a[pi[0]], s[pi[0] * ss], d, at):
+        pi[0] += 1
+    return 0
+
+
 cdef object _dma_map_phys_batch(Device dev, object phys, object sizes, object dir, object attrs):
     cdef object pa = _batch_u64_array(phys, "phys")
-    cdef Py_ssize_t n = pa.shape[0], i = 0, j, ss
-    sa, ss = _batch_sizes(sizes, n, "size")
+    cdef Py_ssize_t n = pa.shape[0], i = 0, j
+    cdef BatchSizes bs
+    cdef object sa = _batch_sizes(sizes, n, "size", &bs)
+    cdef const u64 *s = bs.p
+    cdef Py_ssize_t ss = bs.stride
     cdef int d = _arg_dir(dir)
     cdef unsigned long at = _arg_attrs(attrs)
-    cdef const u64[::1] p = pa
-    cdef const u64[::1] s = sa
+    cdef const u64 *p = _u64_data(pa)
     bug_on_dir(d, "dma_map_phys")                # per call: the first thing c_dma_map_phys does
-    for i in range(n):                           # per call: _check_span() in the def wrapper
-        if s[i * ss] and p[i] + s[i * ss] - 1 < p[i]:
-            raise ValueError(f"phys[{i}] {p[i]:#x} + size {s[i * ss]:#x} wraps the 64-bit address space")
-    cdef object out = _np.empty(n, dtype=_np.uint64)
-    cdef u64[::1] o = out
+    i = _span_wraps(p, s, ss, n)                 # per call: _check_span() in the def wrapper
+    if i >= 0:
+        raise ValueError(f"phys[{i}] {p[i]:#x} + size {s[i * ss]:#x} wraps the 64-bit address space")
+    cdef object out = _np.empty(n, dtype=_U64)
+    cdef u64 *o = <u64 *>_array_data(out, True)
     cdef Machine m = dev.machine
     i = 0
     machine_enter(m)
@@ -107,8 +185,7 @@ cdef object _dma_map_phys_batch(Device dev, object phys, object sizes, object di
             if _nogil_ok(dev):
                 j = i
                 with nogil:                      # runs of fast-path elements without the GIL
-                    while i < n and dma_map_phys_fast(dev, p[i], s[i * ss], d, at, &o[i]):
-                        i += 1
+                    i = _map_run(dev, p, s, ss, d, at, o, i, n)
                 m._batch_fast += i - j
                 if i == n:
                     break
@@ -119,18 +196,20 @@ cdef object _dma_map_phys_batch(Device dev, object phys, object sizes, object di
         raise
     finally:
         machine_exit(m)
-        m.flush_warnings()
+        _iova_flush(m)
     return out
 
 
 cdef object _dma_unmap_phys_batch(Device dev, object addrs, object sizes, object dir, object attrs):
     cdef object aa = _batch_u64_array(addrs, "addr")
-    cdef Py_ssize_t n = aa.shape[0], i = 0, j, ss
-    sa, ss = _batch_sizes(sizes, n, "size")
+    cdef Py_ssize_t n = aa.shape[0], i = 0, j
+    cdef BatchSizes bs
+    cdef object sa = _batch_sizes(sizes, n, "size", &bs)
+    cdef const u64 *s = bs.p
+    cdef Py_ssize_t ss = bs.stride
     cdef int d = _arg_dir(dir)
     cdef unsigned long at = _arg_attrs(attrs)
-    cdef const u64[::1] a = aa
-    cdef const u64[::1] s = sa
+    cdef const u64 *a = _u64_data(aa)
     bug_on_dir(d, "dma_unmap_phys")
     cdef Machine m = dev.machine
     machine_enter(m)
@@ -139,8 +218,7 @@ cdef object _dma_unmap_phys_batch(Device dev, object addrs, object sizes, object
             if _nogil_ok(dev):
                 j = i
                 with nogil:
-                    while i < n and dma_unmap_phys_fast(dev, a[i], s[i * ss], d, at):
-                        i += 1
+                    _unmap_run(dev, a, s, ss, d, at, &i, n)
                 m._batch_fast += i - j
                 if i == n:
                     break
@@ -151,22 +229,30 @@ cdef object _dma_unmap_phys_batch(Device dev, object addrs, object sizes, object
         raise
     finally:
         machine_exit(m)
-        m.flush_warnings()
+        _iova_flush(m)
+
+
+cdef inline void _mapping_error_run(const u64 *a, int *o, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        o[i] = -ENOMEM if a[i] == DMA_MAPPING_ERROR else 0
 
 
 cdef object _dma_mapping_error_batch(Device dev, object addrs):
     cdef object aa = _batch_u64_array(addrs, "dma_addr")
-    cdef const u64[::1] a = aa
-    cdef Py_ssize_t n = a.shape[0], i = 0
+    cdef const u64 *a = _u64_data(aa)
+    cdef Py_ssize_t n = aa.shape[0], i = 0
     cdef object out = _np.empty(n, dtype=_np.int32)
-    cdef int[::1] o = out
+    cdef int *o = <int *>_array_data(out, True)
     machine_guard(dev.machine)
     try:
         if not dev.machine.dma_debug.enabled:    # debug_dma_mapping_error() does nothing
-            with nogil:
-                while i < n:
-                    o[i] = -ENOMEM if a[i] == DMA_MAPPING_ERROR else 0
-                    i += 1
+            if n >= _NOGIL_TRIVIAL_MIN:          # ~1 ns an element: short loops keep the GIL
+                with nogil:
+                    _mapping_error_run(a, o, n)
+            else:
+                _mapping_error_run(a, o, n)
+            i = n
         while i < n:
             o[i] = c_dma_mapping_error(dev, a[i])
             i += 1
@@ -174,7 +260,7 @@ cdef object _dma_mapping_error_batch(Device dev, object addrs):
         _batch_fail(e, i, out[:i].copy())
         raise
     finally:
-        dev.machine.flush_warnings()
+        _iova_flush(dev.machine)
     return out
 
 
@@ -232,10 +318,10 @@ cdef object _dma_read_batch(Device dev, object addrs, object size):
     """Device.dma_read_batch(): dev.dma_read(addrs[i], size) for each i, into an (n, size) array."""
     cdef object aa = _batch_u64_array(addrs, "addrs")
     cdef u64 sz = _u64(size, "size")
-    cdef const u64[::1] a = aa
-    cdef Py_ssize_t n = a.shape[0], i = 0
+    cdef const u64 *a = _u64_data(aa)
+    cdef Py_ssize_t n = aa.shape[0], i = 0
     cdef object out = _np.empty((n, sz), dtype=_np.uint8)
-    cdef u8[:, ::1] o = out
+    cdef u8 *o = <u8 *>_array_data(out, True)
     cdef Machine m = dev.machine
     machine_enter(m)
     try:
@@ -243,12 +329,12 @@ cdef object _dma_read_batch(Device dev, object addrs, object size):
             with nogil:
                 while i < n:
                     if sz:
-                        device_access(dev, a[i], &o[i, 0], sz, False)
+                        device_access(dev, a[i], &o[i * sz], sz, False)
                     dev.dma_reads += 1
                     i += 1
         while i < n:
             if sz:
-                device_access(dev, a[i], &o[i, 0], sz, False)
+                device_access(dev, a[i], &o[i * sz], sz, False)
             dev.dma_reads += 1
             i += 1
     except BaseException as e:
@@ -256,7 +342,7 @@ cdef object _dma_read_batch(Device dev, object addrs, object size):
         raise
     finally:
         machine_exit(m)
-        m.flush_warnings()
+        _iova_flush(m)
     return out
 
 
@@ -274,10 +360,10 @@ cdef object _dma_write_batch(Device dev, object addrs, object data):
     if d.shape[0] != aa.shape[0]:
         raise ValueError(f"data has {d.shape[0]} rows for {aa.shape[0]} addresses")
     d = _np.ascontiguousarray(d)
-    cdef const u64[::1] a = aa
-    cdef const u8[:, ::1] v = d
-    cdef Py_ssize_t n = a.shape[0], i = 0
-    cdef u64 sz = <u64>v.shape[1]
+    cdef const u64 *a = _u64_data(aa)
+    cdef const u8 *v = <const u8 *>_array_data(d, False)
+    cdef Py_ssize_t n = aa.shape[0], i = 0
+    cdef u64 sz = <u64>d.shape[1]
     cdef Machine m = dev.machine
     machine_enter(m)
     try:
@@ -285,12 +371,12 @@ cdef object _dma_write_batch(Device dev, object addrs, object data):
             with nogil:
                 while i < n:
                     if sz:
-                        device_access(dev, a[i], <u8 *>&v[i, 0], sz, True)
+                        device_access(dev, a[i], <u8 *>&v[i * sz], sz, True)
                     dev.dma_writes += 1
                     i += 1
         while i < n:
             if sz:
-                device_access(dev, a[i], <u8 *>&v[i, 0], sz, True)
+                device_access(dev, a[i], <u8 *>&v[i * sz], sz, True)
             dev.dma_writes += 1
             i += 1
     except BaseException as e:
@@ -298,7 +384,7 @@ cdef object _dma_write_batch(Device dev, object addrs, object data):
         raise
     finally:
         machine_exit(m)
-        m.flush_warnings()
+        _iova_flush(m)
 
 
 def dma_read_batch(Device dev not None, addrs, size):
@@ -332,19 +418,19 @@ cdef object _iommu_iova_to_phys_batch(IommuDomain d, object iovas):
     """iommu_iova_to_phys_c() per element, its domain checks hoisted: the loop runs no Python
     code, so the domain cannot change type or be freed between two elements."""
     cdef object ia = _batch_u64_array(iovas, "iovas")
-    cdef const u64[::1] a = ia
-    cdef Py_ssize_t n = a.shape[0], i
-    cdef object out = _np.empty(n, dtype=_np.uint64)
-    cdef u64[::1] o = out
+    cdef const u64 *a = _u64_data(ia)
+    cdef Py_ssize_t n = ia.shape[0], i
+    cdef object out = _np.empty(n, dtype=_U64)
+    cdef u64 *o = <u64 *>_array_data(out, True)
     cdef IoPgtable pt
     if n == 0:
         return out
     if d.freed:                                  # as iommu_iova_to_phys() at the first element
         raise ValueError(f"IOMMU domain {d.id} was freed")
     if d.ktype == IOMMU_DOMAIN_IDENTITY:
-        o[:] = a
+        memcpy(o, a, n * sizeof(u64))
     elif d.pgtable is None:
-        o[:] = 0
+        memset(o, 0, n * sizeof(u64))
     else:
         pt = d.pgtable                           # domain->ops->iova_to_phys
         machine_enter(pt.machine)                # no other thread maps or unmaps meanwhile
@@ -388,8 +474,11 @@ __all__ += ["dma_map_phys_batch", "dma_mapping_error_batch", "dma_unmap_phys_bat
 # the per-call API element by element in order, whole-batch validation first, warnings once at
 # the end, an exception at element i stops the batch (batch_index / batch_result). "Ragged" data
 # is one flat 1-D uint8 array: element i's bytes at [off[i], off[i] + sizes[i]) with off the
-# running sum of sizes. All hold the GIL (dma-debug, trace events, warnings per element) and own
-# their machine for the whole call (machine_enter / machine_exit), like the batches above.
+# running sum of sizes. All own their machine for the whole call (machine_enter / machine_exit),
+# like the batches above. With dma-debug off, the device accesses, the CPU loads and stores and
+# the syncs run without the GIL (a fault, a PhysAddrError, a bounce or an IOMMU sync that needs
+# the full path takes it back for that element); with dma-debug on (its records are Python
+# objects) and for dma_iova_link they hold it.
 
 cdef object _ragged_data(object data, u64 total):
     """``data`` as a C-contiguous 1-D uint8 array of exactly ``total`` bytes (bytes-like ok)."""
@@ -409,7 +498,7 @@ cdef object _ragged_data(object data, u64 total):
     return _np.ascontiguousarray(d)
 
 
-cdef u64 _ragged_total(const u64[::1] s, Py_ssize_t ss, Py_ssize_t n) except? 0xFFFFFFFFFFFFFFFF:
+cdef u64 _ragged_total(const u64 *s, Py_ssize_t ss, Py_ssize_t n) except? 0xFFFFFFFFFFFFFFFF:
     cdef Py_ssize_t i
     cdef u64 total = 0
     for i in range(n):
@@ -422,15 +511,25 @@ cdef u64 _ragged_total(const u64[::1] s, Py_ssize_t ss, Py_ssize_t n) except? 0x
 cdef object _dma_read_ragged_batch(Device dev, object addrs, object sizes):
     cdef Machine mach = dev.machine
     cdef object aa = _batch_u64_array(addrs, "addrs")
-    cdef Py_ssize_t n = aa.shape[0], i = 0, ss
-    sa, ss = _batch_sizes(sizes, n, "size")
-    cdef const u64[::1] a = aa
-    cdef const u64[::1] s = sa
+    cdef Py_ssize_t n = aa.shape[0], i = 0
+    cdef BatchSizes bs
+    cdef object sa = _batch_sizes(sizes, n, "size", &bs)
+    cdef const u64 *s = bs.p
+    cdef Py_ssize_t ss = bs.stride
+    cdef const u64 *a = _u64_data(aa)
     cdef u64 total = _ragged_total(s, ss, n), off = 0
     cdef object out = _np.empty(total, dtype=_np.uint8)
-    cdef u8[::1] o = out
+    cdef u8 *o = <u8 *>_array_data(out, True)
     machine_enter(mach)
     try:
+        if not mach.dma_debug.enabled:           # device_access takes the GIL for a fault
+            with nogil:
+                while i < n:
+                    if s[i * ss]:
+                        device_access(dev, a[i], &o[off], s[i * ss], False)
+                    off += s[i * ss]
+                    dev.dma_reads += 1
+                    i += 1
         while i < n:
             if s[i * ss]:
                 device_access(dev, a[i], &o[off], s[i * ss], False)
@@ -442,21 +541,32 @@ cdef object _dma_read_ragged_batch(Device dev, object addrs, object sizes):
         raise
     finally:
         machine_exit(mach)
-        mach.flush_warnings()
+        _iova_flush(mach)
     return out
 
 
 cdef object _dma_write_ragged_batch(Device dev, object addrs, object sizes, object data):
     cdef Machine mach = dev.machine
     cdef object aa = _batch_u64_array(addrs, "addrs")
-    cdef Py_ssize_t n = aa.shape[0], i = 0, ss
-    sa, ss = _batch_sizes(sizes, n, "size")
-    cdef const u64[::1] a = aa
-    cdef const u64[::1] s = sa
+    cdef Py_ssize_t n = aa.shape[0], i = 0
+    cdef BatchSizes bs
+    cdef object sa = _batch_sizes(sizes, n, "size", &bs)
+    cdef const u64 *s = bs.p
+    cdef Py_ssize_t ss = bs.stride
+    cdef const u64 *a = _u64_data(aa)
     cdef u64 total = _ragged_total(s, ss, n), off = 0
-    cdef const u8[::1] v = _ragged_data(data, total)
+    cdef object d = _ragged_data(data, total)
+    cdef const u8 *v = <const u8 *>_array_data(d, False)
     machine_enter(mach)
     try:
+        if not mach.dma_debug.enabled:
+            with nogil:
+                while i < n:
+                    if s[i * ss]:
+                        device_access(dev, a[i], <u8 *>&v[off], s[i * ss], True)
+                    off += s[i * ss]
+                    dev.dma_writes += 1
+                    i += 1
         while i < n:
             if s[i * ss]:
                 device_access(dev, a[i], <u8 *>&v[off], s[i * ss], True)
@@ -468,7 +578,7 @@ cdef object _dma_write_ragged_batch(Device dev, object addrs, object sizes, obje
         raise
     finally:
         machine_exit(mach)
-        mach.flush_warnings()
+        _iova_flush(mach)
 
 
 def dma_read_ragged_batch(Device dev not None, addrs, sizes):
@@ -501,59 +611,82 @@ def dma_write_ragged_batch(Device dev not None, addrs, sizes, data):
 
 
 cdef object _mem_read_batch(Machine m, object phys, object sizes):
-    cdef Machine mach = m
     cdef object pa = _batch_u64_array(phys, "phys")
-    cdef Py_ssize_t n = pa.shape[0], i = 0, ss
-    sa, ss = _batch_sizes(sizes, n, "n")
-    cdef const u64[::1] p = pa
-    cdef const u64[::1] s = sa
+    cdef Py_ssize_t n = pa.shape[0], i = 0
+    cdef BatchSizes bs
+    cdef object sa = _batch_sizes(sizes, n, "n", &bs)
+    cdef const u64 *s = bs.p
+    cdef Py_ssize_t ss = bs.stride
+    cdef const u64 *p = _u64_data(pa)
     cdef u64 total = _ragged_total(s, ss, n), off = 0
     cdef object out = _np.empty(total, dtype=_np.uint8)
-    cdef u8[::1] o = out
-    machine_enter(mach)
+    cdef u8 *o = <u8 *>_array_data(out, True)
+    cdef PhysMem mem = m.mem
+    machine_enter(m)
     try:
+        if not m.dma_debug.enabled:              # cpu_access() does nothing: no GIL
+            with nogil:
+                while i < n:
+                    if s[i * ss]:
+                        if mem.find_region(p[i], s[i * ss]) < 0:
+                            break                # raised below, with the GIL
+                        mem.read(p[i], &o[off], s[i * ss])
+                    off += s[i * ss]
+                    i += 1
         while i < n:
             if s[i * ss]:
-                if m.mem.find_region(p[i], s[i * ss]) < 0:
+                if mem.find_region(p[i], s[i * ss]) < 0:
                     raise PhysAddrError(p[i], s[i * ss])
                 m.dma_debug.cpu_access(p[i], s[i * ss], False)
-                m.mem.read(p[i], &o[off], s[i * ss])
+                mem.read(p[i], &o[off], s[i * ss])
             off += s[i * ss]
             i += 1
     except BaseException as e:
         _batch_fail(e, i, out[:off].copy())
         raise
     finally:
-        machine_exit(mach)
-        mach.flush_warnings()
+        machine_exit(m)
+        _iova_flush(m)
     return out
 
 
 cdef object _mem_write_batch(Machine m, object phys, object sizes, object data):
-    cdef Machine mach = m
     cdef object pa = _batch_u64_array(phys, "phys")
-    cdef Py_ssize_t n = pa.shape[0], i = 0, ss
-    sa, ss = _batch_sizes(sizes, n, "n")
-    cdef const u64[::1] p = pa
-    cdef const u64[::1] s = sa
+    cdef Py_ssize_t n = pa.shape[0], i = 0
+    cdef BatchSizes bs
+    cdef object sa = _batch_sizes(sizes, n, "n", &bs)
+    cdef const u64 *s = bs.p
+    cdef Py_ssize_t ss = bs.stride
+    cdef const u64 *p = _u64_data(pa)
     cdef u64 total = _ragged_total(s, ss, n), off = 0
-    cdef const u8[::1] v = _ragged_data(data, total)
-    machine_enter(mach)
+    cdef object d = _ragged_data(data, total)
+    cdef const u8 *v = <const u8 *>_array_data(d, False)
+    cdef PhysMem mem = m.mem
+    machine_enter(m)
     try:
+        if not m.dma_debug.enabled:
+            with nogil:
+                while i < n:
+                    if s[i * ss]:
+                        if mem.find_region(p[i], s[i * ss]) < 0:
+                            break
+                        mem.write(p[i], &v[off], s[i * ss])
+                    off += s[i * ss]
+                    i += 1
         while i < n:
             if s[i * ss]:
-                if m.mem.find_region(p[i], s[i * ss]) < 0:
+                if mem.find_region(p[i], s[i * ss]) < 0:
                     raise PhysAddrError(p[i], s[i * ss])
                 m.dma_debug.cpu_access(p[i], s[i * ss], True)
-                m.mem.write(p[i], &v[off], s[i * ss])
+                mem.write(p[i], &v[off], s[i * ss])
             off += s[i * ss]
             i += 1
     except BaseException as e:
         _batch_fail(e, i, None)
         raise
     finally:
-        machine_exit(mach)
-        mach.flush_warnings()
+        machine_exit(m)
+        _iova_flush(m)
 
 
 def mem_read_batch(Machine machine not None, phys, sizes):
@@ -583,14 +716,24 @@ def mem_write_batch(Machine machine not None, phys, sizes, data):
 cdef object _dma_sync_single_batch(Device dev, object addrs, object sizes, object dir, bint for_cpu):
     cdef Machine mach = dev.machine
     cdef object aa = _batch_u64_array(addrs, "addr")
-    cdef Py_ssize_t n = aa.shape[0], i = 0, ss
-    sa, ss = _batch_sizes(sizes, n, "size")
+    cdef Py_ssize_t n = aa.shape[0], i = 0, j
+    cdef BatchSizes bs
+    cdef object sa = _batch_sizes(sizes, n, "size", &bs)
+    cdef const u64 *s = bs.p
+    cdef Py_ssize_t ss = bs.stride
     cdef int d = _arg_dir(dir)
-    cdef const u64[::1] a = aa
-    cdef const u64[::1] s = sa
+    cdef const u64 *a = _u64_data(aa)
     machine_enter(mach)
     try:
         while i < n:
+            if _nogil_ok(dev):
+                j = i
+                with nogil:                      # runs of fast-path elements without the GIL
+                    while i < n and dma_sync_single_fast(dev, a[i], s[i * ss], d, for_cpu):
+                        i += 1
+                mach._batch_fast += i - j
+                if i == n:
+                    break
             if for_cpu:
                 c_dma_sync_single_for_cpu(dev, a[i], s[i * ss], d)
             else:
@@ -601,7 +744,7 @@ cdef object _dma_sync_single_batch(Device dev, object addrs, object sizes, objec
         raise
     finally:
         machine_exit(mach)
-        mach.flush_warnings()
+        _iova_flush(mach)
 
 
 def dma_sync_single_for_cpu_batch(Device dev not None, dma_addrs, sizes, dir):
@@ -609,8 +752,8 @@ def dma_sync_single_for_cpu_batch(Device dev not None, dma_addrs, sizes, dir):
     ``dma_sync_single_for_cpu(dev, dma_addrs[i], sizes[i], dir)`` for each i, in order.
 
     Simulator-only batch of include/linux/dma-mapping.h:dma_sync_single_for_cpu() calls. Returns
-    None. Raises what dma_sync_single_for_cpu() raises (KernelBug for an invalid ``dir``, checked
-    before any element), TypeError / ValueError for bad arrays or a removed device; an exception at
+    None. Raises what dma_sync_single_for_cpu() raises (KernelBug for an invalid ``dir``, at the
+    first element, before anything changed), TypeError / ValueError for bad arrays or a removed device; an exception at
     element i stops the batch there (``exc.batch_index``). Warnings are emitted once, at the end.
     """
     _dev_live(dev)
@@ -622,8 +765,8 @@ def dma_sync_single_for_device_batch(Device dev not None, dma_addrs, sizes, dir)
     ``dma_sync_single_for_device(dev, dma_addrs[i], sizes[i], dir)`` for each i, in order.
 
     Simulator-only batch of include/linux/dma-mapping.h:dma_sync_single_for_device() calls. Returns
-    None. Raises what dma_sync_single_for_device() raises (KernelBug for an invalid ``dir``, checked
-    before any element), TypeError / ValueError for bad arrays or a removed device; an exception at
+    None. Raises what dma_sync_single_for_device() raises (KernelBug for an invalid ``dir``, at the
+    first element, before anything changed), TypeError / ValueError for bad arrays or a removed device; an exception at
     element i stops the batch there (``exc.batch_index``). Warnings are emitted once, at the end.
     """
     _dev_live(dev)
@@ -634,19 +777,21 @@ cdef object _dma_iova_link_batch(Device dev, DmaIovaState state, object phys, ob
                                  object sizes, object dir, object attrs):
     cdef Machine mach = dev.machine
     cdef object pa = _batch_u64_array(phys, "phys")
-    cdef Py_ssize_t n = pa.shape[0], i = 0, ss
+    cdef Py_ssize_t n = pa.shape[0], i = 0
     cdef object oa = _batch_u64_array(offsets, "offset")
     if oa.shape[0] != n:
         raise ValueError(f"offset has {oa.shape[0]} entries for {n} addresses")
-    sa, ss = _batch_sizes(sizes, n, "size")
+    cdef BatchSizes bs
+    cdef object sa = _batch_sizes(sizes, n, "size", &bs)
+    cdef const u64 *s = bs.p
+    cdef Py_ssize_t ss = bs.stride
     cdef unsigned long at = _arg_attrs(attrs)
     cdef int d = _arg_dir(dir)
-    cdef const u64[::1] p = pa
-    cdef const u64[::1] o = oa
-    cdef const u64[::1] s = sa
+    cdef const u64 *p = _u64_data(pa)
+    cdef const u64 *o = _u64_data(oa)
     _iova_check(dev, d, "dma_iova_link", True)
     cdef object out = _np.empty(n, dtype=_np.int32)
-    cdef int[::1] r = out
+    cdef int *r = <int *>_array_data(out, True)
     machine_enter(mach)
     try:
         while i < n:

@@ -178,9 +178,11 @@ cdef class DmaDebug:
 
     cdef void report_extra(self, Device dev, str kind, str msg, u64 addr, u64 size):
         """A report beyond the kernel: recorded and warned every time, never counted in
-        error_count nor subject to num_errors (the kernel's counters stay the kernel's)."""
-        cdef str text = f"DMA-API: {dev.name} {dev.name}: {msg}"
-        rec = DmaDebugRecord(kind, dev.name, text, addr, size)
+        error_count nor subject to num_errors (the kernel's counters stay the kernel's).
+        ``dev`` None: a report with no device (an IOVA domain no device uses), named "iova"."""
+        cdef str name = dev.name if dev is not None else "iova"
+        cdef str text = f"DMA-API: {name} {name}: {msg}"
+        rec = DmaDebugRecord(kind, name, text, addr, size)
         if len(self.errors) < LOG_RECORDS_MAX:
             self.errors.append(rec)
         else:

@@ -118,18 +118,30 @@ cdef class Device:
         Simulator-only: a bus master read (the device side; the kernel has no call for it).
         Returns ``n`` bytes. Raises DmaFault where real hardware would reject the access (beyond the
         mask, no target, a removed device), IommuFault for an IOMMU translation or permission fault,
-        TypeError / ValueError for bad arguments (OverflowError for an ``n`` no bytes object can
-        hold).
+        TypeError / ValueError for bad arguments; for any ``n`` (2**63 included) the access faults
+        where it would, and MemoryError only if it would complete with more bytes than the host
+        can hold.
         """
         machine_guard(self.machine)
         cdef u64 a = _u64(dma_addr, "dma_addr")
         cdef u64 cnt = _u64(n, "n")
-        cdef bytes out
-        if cnt > <u64>PY_SSIZE_T_MAX:
-            raise OverflowError(f"a read of {cnt:#x} bytes does not fit a Python bytes object")
+        cdef bytes out = None
         # not zero-filled: host memory is committed only as the device reads, so a huge read
         # that faults early costs what it read, not n bytes
-        out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>cnt)
+        if cnt <= <u64>PY_SSIZE_T_MAX:
+            try:
+                out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>cnt)
+            except (MemoryError, OverflowError):          # (OverflowError: just below 2**63)
+                out = None
+        if out is None:
+            # no host buffer holds n bytes: the device's requests still go out and fault where
+            # they would (the reference builds its result as it reads), their bytes dropped; a
+            # read that would complete cannot be returned
+            try:
+                device_access(self, a, NULL, cnt, False)
+            finally:
+                self.machine.flush_warnings()
+            raise MemoryError(f"a read of {cnt:#x} bytes does not fit in host memory")
         if cnt:
             try:
                 device_access(self, a, <u8 *>PyBytes_AS_STRING(out), cnt, False)
@@ -325,7 +337,7 @@ cdef int bus_access_phys(Device dev, u64 phys, u8 *buf, u64 n, bint write) excep
         if dev.machine.dma_debug.enabled and not dev.machine.dma_debug.bounced.empty():
             with gil:                          # (device_wrote() returns at once otherwise)
                 dev.machine.dma_debug.device_wrote(dev, phys, n)
-    else:
+    elif buf != NULL:                          # NULL: a read whose bytes nobody keeps (Device.dma_read)
         dev.machine.mem.read(phys, buf, n)
     return 0
 

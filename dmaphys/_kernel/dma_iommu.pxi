@@ -579,7 +579,7 @@ cdef u64 __iommu_dma_map(Device dev, u64 phys, u64 size, int prot, u64 dma_mask)
 
 
 # ---- swiotlb bouncing ----------------------------------------------------------------------------
-cdef inline bint dev_use_swiotlb(Device dev, u64 size, int dir) noexcept:
+cdef inline bint dev_use_swiotlb(Device dev, u64 size, int dir) noexcept nogil:
     """dev_use_swiotlb(): untrusted devices (dma_kmalloc_needs_bounce() is false on the modelled platforms)."""
     return dev.untrusted
 

@@ -919,7 +919,8 @@ cdef class IoPgtable:
         """io_pgtable_ops->iova_to_phys: the physical address, 0 when unmapped.
 
         Models struct io_pgtable_ops iova_to_phys (arm_lpae_iova_to_phys(), generic_pt
-        iova_to_phys). Returns the physical address (int), 0 when unmapped or freed. Raises
+        iova_to_phys). Returns the physical address (int), 0 when unmapped or freed
+        (generic_pt formats: -ERANGE cast to u64 for an IOVA beyond the table). Raises
         TypeError / ValueError for a non-int or out-of-range ``iova``. Warns KernelWarning when a
         non-canonical IOVA aliases a canonical one.
         """
@@ -1113,6 +1114,12 @@ cdef class IoPgtable:
         in IOPGTABLE_FORMATS order. Raises nothing.
         """
         return list(IOPGTABLE_FORMATS.values())
+
+    @property
+    def arm_lpae_cfg(self):
+        """io-pgtable-arm formats: the io_pgtable_cfg register values (stage 1 {tcr, mair, ttbr},
+        stage 2 {vtcr, vttbr}); the walk attributes follow coherent_walk. None for other formats."""
+        return _arm_lpae_cfg(self) if self.family == PT_FAM_ARM else None
 
     @property
     def descriptor(self):

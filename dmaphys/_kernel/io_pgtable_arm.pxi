@@ -297,6 +297,26 @@ cdef u64 arm_unmap_pages(IoPgtable pt, u64 iova, u64 pgsize, u64 pgcount) except
     return arm_unmap(pt, iova, pgsize, pgcount, pt.top, pt.pgtable_root)
 
 
+# ---- arm_64_lpae_alloc_pgtable_s1() / _s2(): the register values the driver programs ------------
+_ARM_TCR_IPS = {32: 0, 36: 1, 40: 2, 42: 3, 44: 4, 48: 5, 52: 6}   # ARM_LPAE_TCR_PS_*_BIT
+_ARM_TCR_TG0 = {12: 0, 16: 1, 14: 2}                             # ARM_LPAE_TCR_TG0_4K / 64K / 16K
+
+
+def _arm_lpae_cfg(IoPgtable pt):
+    """cfg->arm_lpae_s1_cfg {tcr, mair, ttbr} or cfg->arm_lpae_s2_cfg {vtcr, vttbr} as the kernel
+    fills them (no quirks): the walk attributes are inner-shareable write-back (SH IS, IRGN/ORGN
+    WBWA) for a coherent walker, outer-shareable non-cacheable (SH OS, IRGN/ORGN NC) otherwise."""
+    walk = ({"sh": 3, "irgn": 1, "orgn": 1} if pt.coherent_walk else {"sh": 2, "irgn": 0, "orgn": 0})
+    regs = dict(walk, tg=_ARM_TCR_TG0[pt.pg_shift], tsz=64 - pt.ias)
+    if not pt.arm_s2:
+        regs["ips"] = _ARM_TCR_IPS[pt.oas]
+        # MAIR: NC 0x44 (index 0), WBRWA 0xff (1), DEVICE 0x04 (2), INC_OWBRWA 0xf4 (3)
+        return {"tcr": regs, "mair": 0xF404FF44, "ttbr": pt.pgtable_root}
+    sl = 4 - pt.levels + (1 if pt.pg_shift == 12 else 0)          # SL0's encoding differs for 4K
+    regs["ps"] = _ARM_TCR_IPS[pt.oas]
+    regs["sl"] = ~sl & 3
+    return {"vtcr": regs, "vttbr": pt.pgtable_root}
+
 # ---- dirty tracking (IO_PGTABLE_QUIRK_ARM_HD, SMMUv3 HTTU HD) ------------------------------------
 # v6.18: a stage-1 leaf with DBM (bit 51) is writable; AP[2] (RDONLY) clear means writable-dirty,
 # set means writable-clean. arm_lpae_prot_to_pte() sets DBM (without RDONLY: born dirty) in every
@@ -336,14 +356,14 @@ cdef int arm_rcd_walk(IoPgtable pt, int L, u64 table, u64 *addr, u64 end, u64 fl
     cdef u64 size = (<u64>1) << pt.shift(L), e
     cdef int t, r
     while idx < maxe and addr[0] < end:
-        e = _pt_rd(pt.l1, table + 8 * idx)
+        e = pt.get_pte(table + 8 * idx)
         t = arm_etype(e, L)
         if t == PT_OA:
             if (e & (ARM_AP_RDONLY | ARM_DBM)) == ARM_DBM:     # iopte_writeable_dirty()
                 rec.append((addr[0], size))                     # iommu_dirty_bitmap_record()
                 arm_gather_add(g, addr[0], size)
                 if not (flags & IOMMU_DIRTY_NO_CLEAR):
-                    _pt_wr(pt.mem, table + 8 * idx, e | ARM_AP_RDONLY)   # iopte_set_writeable_clean()
+                    pt.set_pte(table + 8 * idx, e | ARM_AP_RDONLY)   # iopte_set_writeable_clean()
             addr[0] += size
         elif t == PT_TABLE:
             r = arm_rcd_walk(pt, L - 1, pt.table_pa(e), addr, end, flags, rec, g)

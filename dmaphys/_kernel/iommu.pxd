@@ -88,6 +88,7 @@ cdef class Iommu:
     cdef int _free_domain(self, IommuDomain d) except -1
     cdef int _attach(self, Device dev, IommuDomain d) except -1
     cdef int _switch(self, Device dev, IommuDomain old, IommuDomain new) except -1
+    cdef int _detach_device(self, Device dev) except -1
     cdef u32 sid_of(self, Device dev)
     cdef int register_c_notifier(self, iommu_notifier_fn fn, void *opaque) except -1
     cdef int unregister_c_notifier(self, iommu_notifier_fn fn, void *opaque) noexcept

@@ -233,7 +233,8 @@ cdef class Iommu:
     / SMMU drivers). Raises ValueError for an unknown ``fmt`` or ``fault_mode``, unsupported
     ``ias``/``oas``, bad ``fq_size``/``fq_timeout`` or ``reserved_regions``, or an Iotlb owned by
     another IOMMU; TypeError for arguments of the wrong type; MemoryError when no RAM is left for a
-    page table.
+    page table; coherent_walk=False on a format other than io-pgtable-arm, or an iommu_dev
+    of another machine, is a ValueError.
     """
 
     def __cinit__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
@@ -489,6 +490,13 @@ cdef class Iommu:
         cdef IommuDomain d = dev.domain
         if d is None or d.iommu is not self:
             raise ValueError(f"{dev.name} is not attached to {self.name}")
+        self._detach_device(dev)
+        self.machine.flush_warnings()
+
+    cdef int _detach_device(self, Device dev) except -1:
+        # detach_device() after its check, warnings left queued (Machine.remove_device flushes
+        # them once the removal is complete)
+        cdef IommuDomain d = dev.domain
         if dev in self.default_domains:
             self._switch(dev, d, self.default_domains.pop(dev))
             d = dev.domain
@@ -502,7 +510,7 @@ cdef class Iommu:
             iommu_notify(self, d, 0, U64_MAX)             # the device left d
         if d.is_default and not d.devices:
             self._free_domain(d)
-        self.machine.flush_warnings()
+        return 0
 
     cdef int _switch(self, Device dev, IommuDomain old, IommuDomain new) except -1:
         old.devices.remove(dev)
@@ -801,10 +809,10 @@ cdef int _iommu_access(Device dev, IommuDomain d, Iommu mmu, Iotlb tlb, IoPgtabl
         if r != XLATE_OK:
             with gil:
                 _iommu_fault(mmu, d, dev, a, chunk, write, _xlate_reason(r, write))
-            if not write:
+            if not write and buf != NULL:
                 memset(buf + done, 0xff, chunk)
-        else:
-            bus_access_phys(dev, phys, buf + done, chunk, write)
+        else:                                    # (buf NULL: a read whose bytes nobody keeps)
+            bus_access_phys(dev, phys, buf + done if buf != NULL else NULL, chunk, write)
         done += chunk
     return 0
 

@@ -1,6 +1,9 @@
 # The C face of _kernel/iova.pxi: drivers/iommu/iova.c + include/linux/iova.h: struct iova_domain, the rcaches.
 
 
+from libcpp.unordered_set cimport unordered_set
+
+
 cdef enum:
     IOVA_RANGE_CACHE_MAX_SIZE = 6      # log2 of the largest cached range size, in granules
     IOVA_MAG_SIZE = 127                # pfns per magazine (struct iova_magazine is 1 KiB)
@@ -50,8 +53,12 @@ cdef class IovaDomain:
     cdef u64 work_gen                   # never reset, so a stale timer can't match after re-init
     cdef bint dead                      # put_iova_domain() has run
     cdef list _warn_queue               # WARNs raised without a machine
+    cdef unordered_set[u64] dbg_cached  # (simulator, dma-debug) pfns freed into the rcache while
+                                        # dma-debug was on: a hint, confirmed against the magazines
     cdef int _init_rcaches(self) except -1
     cdef void _free_iova_rcaches(self) noexcept
+    cdef bint _rcache_holds(self, u64 pfn) noexcept
+    cdef int _debug_free_ok(self, u64 pfn, u64 size) except -1
     cpdef u64 iova_shift(self) noexcept
     cpdef u64 iova_mask(self) noexcept
     cpdef u64 iova_offset(self, u64 iova) noexcept

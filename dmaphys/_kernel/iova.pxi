@@ -59,6 +59,23 @@ cdef inline u64 iova_magazine_pop(iova_magazine *mag, u64 limit_pfn) noexcept no
     return pfn
 
 
+cdef inline bint _magazine_holds(iova_magazine *mag, u64 pfn) noexcept:
+    cdef u64 i
+    for i in range(mag.size):
+        if mag.pfns[i] == pfn:
+            return True
+    return False
+
+
+cdef object _iovad_device(IovaDomain iovad):
+    """The (first) device whose DMA domain allocates from iovad, for a report; None if none."""
+    for d in iovad.machine.devices.values():
+        dom = d.domain
+        if dom is not None and dom.iova_cookie is not None and dom.iova_cookie.iovad is iovad:
+            return d
+    return None
+
+
 cdef list _magazine_list(iova_magazine *mag):
     return [mag.pfns[i] for i in range(mag.size)]
 
@@ -151,6 +168,42 @@ cdef class IovaDomain:
                 free(self.depot[i][j])
             self.depot[i].clear()
             self.work_pending[i] = False         # cancel_delayed_work_sync()
+        self.dbg_cached.clear()
+
+    cdef bint _rcache_holds(self, u64 pfn) noexcept:
+        # (simulator) pfn sits in a magazine: any order, any CPU's loaded/prev, or the depot
+        cdef int order, c
+        cdef size_t j
+        cdef iova_cpu_rcache *cr
+        if self.cpu_rcaches == NULL:
+            return False
+        for order in range(IOVA_RANGE_CACHE_MAX_SIZE):
+            for c in range(self.ncpus):
+                cr = self._cpu_rcache(order, c)
+                if _magazine_holds(cr.loaded, pfn) or _magazine_holds(cr.prev, pfn):
+                    return True
+            for j in range(self.depot[order].size()):
+                if _magazine_holds(self.depot[order][j], pfn):
+                    return True
+        return False
+
+    cdef int _debug_free_ok(self, u64 pfn, u64 size) except -1:
+        # Not the kernel (dma-debug's part): free_iova_fast() of a pfn that does not start an
+        # allocated range, or that sits in the rcache already (freed twice), would hand the
+        # range out twice (the kernel caches it silently). Reported and refused: 0; else 1.
+        cdef iova_node it = self._private_find_iova(pfn)
+        cdef str why
+        if it == self.rbroot.end() or deref(it).first != pfn:
+            why = "does not start an allocated IOVA range"
+        elif self.dbg_cached.count(pfn) and self._rcache_holds(pfn):
+            why = "is in the IOVA rcache already (freed twice)"
+        else:
+            return 1
+        self.machine.dma_debug.report_extra(
+            _iovad_device(self), "iova_free",
+            f"free_iova_fast: IOVA pfn {pfn:#x} ({size} granules) {why}; not freed",
+            pfn << self.shift, size << self.shift)
+        return 0
 
     # ---- small helpers (include/linux/iova.h) --------------------------------------------
     cpdef u64 iova_shift(self) noexcept:
@@ -491,6 +544,9 @@ cdef class IovaDomain:
                            f"cached pfn {mag.pfns[i]:#x} is not in the IOVA tree")
                 continue
             self._remove_iova(it)
+        if not self.dbg_cached.empty():
+            for i in range(mag.size):
+                self.dbg_cached.erase(mag.pfns[i])
         mag.size = 0
         return 0
 
@@ -521,6 +577,7 @@ cdef class IovaDomain:
         cdef int order = order_base_2(size)
         cdef iova_cpu_rcache *cr
         cdef iova_magazine *mag
+        cdef u64 pfn
         if order >= IOVA_RANGE_CACHE_MAX_SIZE:
             return 0
         cr = self._cpu_rcache(order, cpu)
@@ -534,7 +591,10 @@ cdef class IovaDomain:
                 cr.loaded = self._depot_pop(order)
             else:
                 return 0
-        return iova_magazine_pop(cr.loaded, limit_pfn - size)
+        pfn = iova_magazine_pop(cr.loaded, limit_pfn - size)
+        if not self.dbg_cached.empty():
+            self.dbg_cached.erase(pfn)
+        return pfn
 
     cdef int _free_cpu_cached_iovas(self, int cpu) except -1:
         # free_cpu_cached_iovas()
@@ -601,8 +661,11 @@ cdef class IovaDomain:
     cpdef int free_iova_fast(self, u64 pfn, u64 size, int cpu=-1) except -1:
         """free_iova_fast(pfn, size, cpu=-1) -> 0: cache the range in ``cpu``'s rcache, else free it.
 
-        Models iova.c:free_iova_fast(). Like the kernel, the pfn is not checked: caching a pfn
-        that is not allocated is the caller's bug. Freeing into the anchor raises KernelBug.
+        Models iova.c:free_iova_fast(). The kernel does not check the pfn: caching one that is
+        not allocated, or twice, hands the range out twice. Here, with a machine whose dma-debug
+        is on, such a free is reported (``m.dma_debug.errors``, kind "iova_free", and a
+        DmaDebugWarning queued for the caller's entry point) and not done; without dma-debug it
+        is the kernel's. Freeing into the anchor raises KernelBug.
 
         Returns 0. Raises KernelBug for a pfn in the anchor node or a domain used after
         put_iova_domain(), ValueError for ``size`` 0 or a ``cpu`` out of range, TypeError /
@@ -614,8 +677,15 @@ cdef class IovaDomain:
             raise ValueError("free_iova_fast: size must be at least 1 granule")
         if pfn >= deref(self._anchor()).first:
             raise KernelBug(f"free_iova_fast: pfn {pfn:#x} lies in the anchor node")
-        if not self._iova_rcache_insert(pfn, size, cpu):
-            self.free_iova_c(pfn)
+        if self.machine is not None and self.machine.dma_debug.enabled:
+            if not self._debug_free_ok(pfn, size):
+                return 0
+            if self._iova_rcache_insert(pfn, size, cpu):
+                self.dbg_cached.insert(pfn)
+                return 0
+        elif self._iova_rcache_insert(pfn, size, cpu):
+            return 0
+        self.free_iova_c(pfn)
         return 0
 
     def alloc_iova(self, size, limit_pfn, size_aligned=True):

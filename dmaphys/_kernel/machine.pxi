@@ -303,15 +303,19 @@ cdef class Machine:
         Models device_del() with the bus notifiers (dma-debug's BUS_NOTIFY_UNBOUND_DRIVER,
         iommu_release_device(), pci_p2pdma_release()). Returns None. Afterwards the DMA API
         raises ValueError for the device and its bus accesses
-        fault (DmaFault). Raises ValueError when ``dev`` is not a device of this machine. Warns
+        fault (DmaFault). Raises ValueError when ``dev`` is not a device of this machine or is still
+        the parent of a non-PCI device (nothing changed), TypeError for a non-Device. Warns
         DmaDebugWarning for each leaked mapping (DmaDebugError with ``raise_errors``).
         """
         if self.devices.get(dev.name) is not dev:
             raise ValueError(f"{dev.name!r} is not a device of this machine")
+        # p2pdma refuses (ValueError) before it changes anything; the rest cannot fail, and its
+        # reports (dma-debug's leaks, the detach's) are flushed once the removal is complete, so
+        # a report turned into an exception never leaves a half-removed (untranslated) device
         self.p2pdma.remove_device(dev)
         self.dma_debug.device_removed(dev)
         if dev.domain is not None:
-            dev.domain.iommu.detach_device(dev)
+            (<Iommu>(<IommuDomain>dev.domain).iommu)._detach_device(dev)
         del self.devices[dev.name]
         dev.removed = True              # faults like a blocked domain; the C ABI refuses its capsules
         self.flush_warnings()

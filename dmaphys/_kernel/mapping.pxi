@@ -153,6 +153,30 @@ cdef inline int dma_unmap_phys_fast(Device dev, u64 addr, u64 size, int dir,
     return iommu_dma_unmap_phys_fast(dev, addr, size, dir, attrs)
 
 
+cdef inline int dma_sync_single_fast(Device dev, u64 addr, u64 size, int dir, bint for_cpu) noexcept nogil:
+    """c_dma_sync_single_for_cpu / _for_device without the GIL: 1 done, or 0 having changed nothing
+    (a bounce slot to copy, an IOMMU device whose sync needs its phys, dma-debug or tracing on, an
+    invalid direction): the caller then runs the full function with the GIL."""
+    cdef u64 paddr
+    if not valid_dma_direction(dir) or not _nogil_ok(dev):
+        return 0
+    if dev.dma_skip_sync:                        # !dma_dev_need_sync(dev) (dma-debug is off)
+        return 1
+    if dma_map_direct(dev):                      # dma_direct_sync_single_for_cpu / _for_device
+        paddr = dma_to_phys(dev, addr)
+        if is_swiotlb_buffer(dev, paddr):
+            return 0
+        if not dev.coherent:
+            if for_cpu:
+                arch_sync_dma_for_cpu(dev, paddr, size, dir)
+            else:
+                arch_sync_dma_for_device(dev, paddr, size, dir)
+        return 1
+    if dev.coherent and not dev_use_swiotlb(dev, size, dir):
+        return 1                                 # iommu_dma_sync_single_*: nothing to do
+    return 0
+
+
 cdef u64 c_dma_map_phys_nogil(Device dev, u64 phys, u64 size, int dir,
                               unsigned long attrs) except? 0xFFFFFFFFFFFFFFFF nogil:
     """c_dma_map_phys() for callers without the GIL: the C fast path, else the full path with the GIL."""

@@ -43,8 +43,8 @@ cdef class PhysMem:
       alloc_pages(npages, limit, align) -> phys or U64_MAX; free_pages(phys, npages) -> 0/-1
 
     Simulator-only stand-in for mm/ (memblock, the page allocator, struct page storage): the kernel
-    has no such object. Made by the Machine (``m.mem``); ``PhysMem()`` is an empty memory, and
-    raises MemoryError when its page directory cannot be allocated, TypeError with arguments.
+    has no such object. Made by the Machine (``m.mem``); ``PhysMem()`` is an empty memory; it
+    raises MemoryError when the host cannot allocate its page directory.
     """
 
     def __cinit__(self):
@@ -472,11 +472,10 @@ cdef class PhysMem:
 
     # ---- Python-level helpers ------------------------------------------------------------
     def cache_dirty_lines(self):
-        """Simulator-only: the CPU's dirty write-back lines of non-coherently walked page tables
-        (io-pgtable-arm without coherent_walk), not yet cleaned to memory by a table sync.
-
-        Returns {line address: its 64 bytes as the CPU sees them}, sorted by address. Raises
-        nothing."""
+        """Simulator-only (the CPU's dirty write-back lines of non-coherently walked page tables,
+        not yet cleaned to memory). Returns {line address: its 64 bytes as the CPU sees them}.
+        Raises nothing.
+        """
         cdef cppmap[u64, wb_line].iterator it = self.wb.begin()
         out = {}
         while it != self.wb.end():

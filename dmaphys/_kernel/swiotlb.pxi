@@ -119,8 +119,8 @@ cdef class IoTlbMem:
     ``IoTlbMem()`` from Python is an empty io_tlb_mem (nslabs 0: is_swiotlb_active() is false).
 
     Mirrors struct io_tlb_mem / struct io_tlb_pool (include/linux/swiotlb.h), set up like
-    swiotlb_init_remap() (kernel/dma/swiotlb.c). Raises TypeError when constructed with
-    arguments (the machine builds its pool from ``Machine(swiotlb=...)``).
+    swiotlb_init_remap() (kernel/dma/swiotlb.c); the machine builds its pool from
+    ``Machine(swiotlb=...)``. Constructing an empty one raises nothing.
     """
 
     @property
@@ -766,9 +766,9 @@ def _def_swiotlb_tbl_unmap_single(Device dev not None, tlb_addr, mapping_size, d
 
     Models include/linux/swiotlb.h:swiotlb_tbl_unmap_single(): nothing unless ``tlb_addr`` is
     in the device's pool; else copy back (DMA_FROM_DEVICE/DMA_BIDIRECTIONAL without
-    DMA_ATTR_SKIP_CPU_SYNC) and release the slots. Returns None. Raises KernelBug when
-    ``tlb_addr`` is not the start of a bounce buffer (swiotlb_release_slots()'s BUG_ON, or slots
-    that would run past the pool), PhysAddrError when the copy-back leaves RAM / MMIO,
+    DMA_ATTR_SKIP_CPU_SYNC) and release the slots. Returns None. Raises KernelBug for a
+    ``tlb_addr`` whose slot bookkeeping would make swiotlb_release_slots() BUG (an area beyond
+    nareas) or run past the pool (no live bounce buffer starts there), PhysAddrError when the copy-back leaves RAM / MMIO,
     TypeError / ValueError for bad arguments or a removed device. Warns KernelWarning for a
     ``mapping_size`` larger than the allocation ("Buffer overflow detected").
     """

@@ -182,8 +182,9 @@ class DmaDebug:
         and warned every time, never counted in error_count nor limited by num_errors. Returns
         None. Raises nothing (the warning is emitted by the caller's flush_warnings()).
         """
-        text = f"DMA-API: {dev.name} {dev.name}: {msg}"
-        rec = DmaDebugRecord(kind, dev.name, text, addr, size)
+        name = dev.name if dev is not None else "iova"
+        text = f"DMA-API: {name} {name}: {msg}"
+        rec = DmaDebugRecord(kind, name, text, addr, size)
         if len(self.errors) < LOG_RECORDS_MAX:
             self.errors.append(rec)
         else:

@@ -756,6 +756,11 @@ class IoPgtable:
         return list(IOPGTABLE_FORMATS.values())
 
     @property
+    def arm_lpae_cfg(self):
+        """io-pgtable-arm: the io_pgtable_cfg register values (see the core); None otherwise."""
+        return _arm.arm_lpae_cfg(self) if self.family == FAM_ARM else None
+
+    @property
     def descriptor(self):
         """This table's IoPgtableFormat (with its own ias/oas)."""
         return _describe(self.fmt, self.ias, self.oas)

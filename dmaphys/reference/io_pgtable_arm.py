@@ -277,6 +277,23 @@ def arm_iova_to_phys(pt, iova):
     return 0
 
 
+# ---- arm_64_lpae_alloc_pgtable_s1() / _s2(): the register values the driver programs ------------
+_ARM_TCR_IPS = {32: 0, 36: 1, 40: 2, 42: 3, 44: 4, 48: 5, 52: 6}   # ARM_LPAE_TCR_PS_*_BIT
+_ARM_TCR_TG0 = {12: 0, 16: 1, 14: 2}                             # ARM_LPAE_TCR_TG0_4K / 64K / 16K
+
+
+def arm_lpae_cfg(pt):
+    """cfg->arm_lpae_s1_cfg / arm_lpae_s2_cfg (see the core): walk attributes from coherent_walk."""
+    walk = {"sh": 3, "irgn": 1, "orgn": 1} if pt.coherent_walk else {"sh": 2, "irgn": 0, "orgn": 0}
+    regs = dict(walk, tg=_ARM_TCR_TG0[pt.pg_shift], tsz=64 - pt.ias)
+    if not pt.arm_s2:
+        regs["ips"] = _ARM_TCR_IPS[pt.oas]
+        return {"tcr": regs, "mair": 0xF404FF44, "ttbr": pt.pgtable_root}
+    sl = 4 - pt.levels + (1 if pt.pg_shift == 12 else 0)
+    regs["ps"] = _ARM_TCR_IPS[pt.oas]
+    regs["sl"] = ~sl & 3
+    return {"vtcr": regs, "vttbr": pt.pgtable_root}
+
 # ---- dirty tracking (IO_PGTABLE_QUIRK_ARM_HD, SMMUv3 HTTU HD), v6.18 ---------------------------
 def arm_make_write_dirty(e):
     """The SMMU's HD update for a write through a DBM leaf: clear AP[2]."""
@@ -288,14 +305,14 @@ def _rcd_walk(pt, L, table, st, end, flags, rec, g):
     from .generic_pt import gather_add
     idx, maxe, size = pt._index(st["addr"], L), 1 << pt._idx_bits(L), 1 << pt._shift(L)
     while idx < maxe and st["addr"] < end:
-        e = pt._rd(table, idx)
+        e = pt._get_pte(table + 8 * idx)
         t = arm_etype(e, L)
         if t == OA:
             if e & (ARM_AP_RDONLY | ARM_DBM) == ARM_DBM:          # iopte_writeable_dirty()
                 rec.append((st["addr"], size))                    # iommu_dirty_bitmap_record()
                 gather_add(g, st["addr"], size)
                 if not flags & IOMMU_DIRTY_NO_CLEAR:
-                    pt._wr(table, idx, e | ARM_AP_RDONLY)         # iopte_set_writeable_clean()
+                    pt._set_pte(table + 8 * idx, e | ARM_AP_RDONLY)   # iopte_set_writeable_clean()
             st["addr"] += size
         elif t == TABLE:
             r = _rcd_walk(pt, L - 1, pt._table_pa(e), st, end, flags, rec, g)

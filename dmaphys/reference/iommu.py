@@ -377,6 +377,12 @@ class Iommu:
         d = dev.domain
         if d is None or d.iommu is not self:
             raise ValueError(f"{dev.name} is not attached to {self.name}")
+        self._detach_device(dev)
+        self.machine.flush_warnings()
+
+    def _detach_device(self, dev) -> None:
+        # mirrors iommu.pxi _detach_device(): detach_device() after its check, warnings left queued
+        d = dev.domain
         if dev in self._default_domains:
             self._switch(dev, d, self._default_domains.pop(dev))
             d = dev.domain
@@ -390,7 +396,6 @@ class Iommu:
             iommu_notify(self, d, 0, U64_MAX)
         if d.is_default and not d.devices:
             self._free_domain(d)
-        self.machine.flush_warnings()
 
     def _switch(self, dev, old, new) -> None:
         old.devices.remove(dev)

@@ -30,6 +30,15 @@ IOVA_DEPOT_DELAY_NS = 100_000_000      # IOVA_DEPOT_DELAY = msecs_to_jiffies(100
 _INT_MAX = (1 << 31) - 1
 
 
+def _iovad_device(iovad):
+    """The (first) device whose DMA domain allocates from iovad, for a report; None if none."""
+    for d in iovad.machine.devices.values():
+        dom = d.domain
+        if dom is not None and dom.iova_cookie is not None and dom.iova_cookie.iovad is iovad:
+            return d
+    return None
+
+
 def iova_rcache_range() -> int:
     """iova_rcache_range(): the largest size in bytes the rcache serves (PAGE_SIZE << 5).
 
@@ -115,6 +124,9 @@ class IovaDomain:
         self.cached32_node: int | None = IOVA_ANCHOR
         self._dead = False
         self._warn_queue: list[str] = []
+        # (simulator, dma-debug) pfns freed into the rcache while dma-debug was on: a hint,
+        # confirmed against the magazines (iova.pxd dbg_cached)
+        self._dbg_cached: set[int] = set()
         # never reset, so a timer armed before put_iova_domain() can't match after re-init
         self._work_gen: int = getattr(self, "_work_gen", 0)
         # iova_domain_init_rcaches(): rcaches[order] with per-CPU loaded/prev magazines
@@ -363,6 +375,7 @@ class IovaDomain:
                            f"cached pfn {pfn:#x} is not in the IOVA tree")
                 continue
             self._remove_iova(lo)
+        self._dbg_cached.difference_update(mag)
         mag.clear()
 
     def _iova_rcache_insert(self, pfn: int, size: int, cpu: int) -> bool:
@@ -395,7 +408,9 @@ class IovaDomain:
                 cr["loaded"] = self._depot_pop(order)
             else:
                 return 0
-        return self._iova_magazine_pop(cr["loaded"], (limit_pfn - size) & U64_MAX)
+        pfn = self._iova_magazine_pop(cr["loaded"], (limit_pfn - size) & U64_MAX)
+        self._dbg_cached.discard(pfn)
+        return pfn
 
     @staticmethod
     def _iova_magazine_pop(mag: list[int], limit_pfn: int) -> int:
@@ -472,9 +487,36 @@ class IovaDomain:
             raise ValueError("free_iova_fast: size must be at least 1 granule")
         if pfn >= self._anchor():
             raise KernelBug(f"free_iova_fast: pfn {pfn:#x} lies in the anchor node")
-        if not self._iova_rcache_insert(pfn, size, cpu):
-            self._free_iova(pfn)
+        if self.machine is not None and self.machine.dma_debug.enabled:
+            if not self._debug_free_ok(pfn, size):
+                return 0
+            if self._iova_rcache_insert(pfn, size, cpu):
+                self._dbg_cached.add(pfn)
+                return 0
+        elif self._iova_rcache_insert(pfn, size, cpu):
+            return 0
+        self._free_iova(pfn)
         return 0
+
+    def _rcache_holds(self, pfn: int) -> bool:
+        # (simulator) pfn sits in a magazine: any order, any CPU's loaded/prev, or the depot
+        return any(pfn in cr["loaded"] or pfn in cr["prev"] for rc in self._rcaches for cr in rc["cpus"]) \
+            or any(pfn in mag for rc in self._rcaches for mag in rc["depot"])
+
+    def _debug_free_ok(self, pfn: int, size: int) -> bool:
+        # Not the kernel (dma-debug's part): mirrors iova.pxi _debug_free_ok() (reported, refused)
+        lo = self._private_find_iova(pfn)
+        if lo is None or lo != pfn:
+            why = "does not start an allocated IOVA range"
+        elif pfn in self._dbg_cached and self._rcache_holds(pfn):
+            why = "is in the IOVA rcache already (freed twice)"
+        else:
+            return True
+        self.machine.dma_debug.report_extra(
+            _iovad_device(self), "iova_free",
+            f"free_iova_fast: IOVA pfn {pfn:#x} ({size} granules) {why}; not freed",
+            (pfn << self._shift) & U64_MAX, (size << self._shift) & U64_MAX)
+        return False
 
     def alloc_iova(self, size, limit_pfn, size_aligned=True) -> int:
         """alloc_iova(size, limit_pfn, size_aligned=True) -> pfn_lo, or 0 when no space is left.
@@ -566,15 +608,20 @@ class IovaDomain:
 
         Reference twin of dmaphys._core.IovaDomain.put_iova_domain: same returns and raises.
         """
+        self.put_iova_domain_c()
+        self._flush()
+
+    def put_iova_domain_c(self) -> None:
+        # mirrors iova.pxi put_iova_domain_c(): warnings left queued for the caller's entry point
         self._check_alive()
         for rc in self._rcaches:
             rc["work_pending"] = False             # cancel_delayed_work_sync()
         self._rcaches = []
+        self._dbg_cached = set()
         self._los = []
         self._his = {}
         self.cached_node = self.cached32_node = None
         self._dead = True
-        self._flush()
 
     # ---- introspection ---------------------------------------------------------------------
     @property

@@ -227,10 +227,11 @@ class Machine:
         typed(dev, Device, "dev")
         if self.devices.get(dev.name) is not dev:
             raise ValueError(f"{dev.name!r} is not a device of this machine")
+        # mirrors machine.pxi: p2pdma refuses before any change; reports flushed once complete
         self.p2pdma.remove_device(dev)
         self.dma_debug.device_removed(dev)
         if dev.domain is not None:
-            dev.domain.iommu.detach_device(dev)
+            dev.domain.iommu._detach_device(dev)
         del self.devices[dev.name]
         dev.removed = True                        # faults from now on, like a blocked domain
         self.flush_warnings()

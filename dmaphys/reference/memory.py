@@ -19,7 +19,8 @@ CACHE_LINE_SIZE = 64                                      # cache_line_size() of
 class PhysMem:
     """Sparse memory: a dict of 4 KiB frames (bytearray) created on first write.
 
-    Reference twin of dmaphys._core.PhysMem: same returns and raises.
+    Reference twin of dmaphys._core.PhysMem: same returns and raises, except that constructor
+    arguments raise TypeError here (the core ignores them).
     """
 
     def __init__(self) -> None:
@@ -220,16 +221,16 @@ class PhysMem:
 
     # the CPU's write-back cache of non-coherently walked page tables
     def wb_read64(self, addr: int) -> int:
-        """Simulator-only: a CPU load of 8 bytes through the write-back overlay of non-coherently
-        walked page tables. Returns the dirty cache line's word if there is one, else memory's.
-        Raises nothing beyond read64()'s errors (PhysAddrError for a hole)."""
+        """Simulator-only (a CPU load of a PTE of a non-coherently walked table: the dirty cache
+        line if there is one, else memory). Returns the int. Raises nothing.
+        """
         line = self.wb.get(addr & ~(CACHE_LINE_SIZE - 1))
         return self.read64(addr) if line is None else line[(addr >> 3) & 7]
 
     def wb_write64(self, addr: int, val: int) -> None:
-        """Simulator-only: a CPU store of 8 bytes into the write-back overlay; memory keeps its old
-        bytes until wb_clean(). Returns None. Raises nothing beyond read64()'s errors (the line
-        fill)."""
+        """Simulator-only (a CPU store into the write-back cache: memory keeps its old bytes until
+        wb_clean()). Returns None. Raises nothing.
+        """
         base = addr & ~(CACHE_LINE_SIZE - 1)
         line = self.wb.get(base)
         if line is None:                                  # line fill from memory
@@ -237,9 +238,10 @@ class PhysMem:
         line[(addr >> 3) & 7] = val
 
     def wb_clean(self, addr: int, size: int) -> int:
-        """Simulator-only: the cache clean of dma_sync_single_for_device() on a non-coherent
-        walker's table: writes back and drops the dirty lines overlapping [addr, addr + size).
-        Returns the number of lines cleaned. Raises nothing beyond write64()'s errors."""
+        """Simulator-only (the cache clean of arch_sync_dma_for_device(), dcache_clean_poc():
+        write back and drop the dirty lines overlapping [addr, addr + size)). Returns the number
+        of lines cleaned. Raises nothing.
+        """
         if not size or not self.wb:
             return 0
         first, last = addr & ~(CACHE_LINE_SIZE - 1), min(addr + size - 1, U64_MAX)
@@ -312,7 +314,10 @@ class PhysMem:
         return 0
 
     def cache_dirty_lines(self) -> dict[int, bytes]:
-        """Reference twin of dmaphys._core.PhysMem.cache_dirty_lines: same returns and raises."""
+        """Simulator-only (the CPU's dirty write-back lines of non-coherently walked page tables,
+        not yet cleaned to memory). Returns {line address: its 64 bytes as the CPU sees them}.
+        Raises nothing.
+        """
         return {k: b"".join(q.to_bytes(8, "little") for q in v) for k, v in sorted(self.wb.items())}
 
     def regions_list(self) -> list[tuple[int, int, str, str]]:

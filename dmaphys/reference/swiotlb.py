@@ -150,7 +150,8 @@ class IoTlbArea:
 class IoTlbMem:
     """struct io_tlb_mem with its default pool; reference twin of dmaphys._core.IoTlbMem.
 
-    Reference twin of dmaphys._core.IoTlbMem: same returns and raises.
+    Reference twin of dmaphys._core.IoTlbMem: same returns and raises, except that constructor
+    arguments raise TypeError here (the core ignores them).
     """
 
     def __init__(self) -> None:

@@ -28,7 +28,7 @@ def build(name: str, outdir: str | os.PathLike, opt: str = "-O0", quiet: bool = 
           source: str | os.PathLike | None = None):
     """Compile example ``name`` in ``outdir`` and import it (a fresh module object).
     ``source``: another C / .pyx file to build as module ``name`` (tests use it)."""
-    from setuptools import Distribution, Extension
+    from setuptools import Distribution, Extension  # type: ignore[import-untyped,unused-ignore]
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +55,8 @@ def build(name: str, outdir: str | os.PathLike, opt: str = "-O0", quiet: bool = 
         cmd.run()
     path = cmd.get_ext_fullpath(name)
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the built extension {path}")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
