@@ -186,3 +186,34 @@ def test_ctypes_owner_thread_and_waiting_python_thread():
     assert out["fault"] == (E_FAULT, ERR_IOMMU_FAULT, UNMAPPED)
     assert m.iommus[0].faults[-1]["iova"] == UNMAPPED
     assert out["py"] == bytes(range(256))
+
+
+def test_owner_slow_paths_and_bad_input():
+    """While a thread owns the machine its slow paths (dma-debug on, a removed device) still
+    work from it; machine_enter / machine_exit refuse bad capsules and non-owners."""
+    P, U64, PE = C.c_void_p, C.c_uint64, C.POINTER(Error)
+    enter = _fn("machine_enter", C.c_int, P, PE)
+    leave = _fn("machine_exit", C.c_int, P, PE)
+    read = _fn("dma_read", C.c_int, P, U64, P, U64, PE)
+    m = dma.Machine(ram=[(0, 1 << 30)], swiotlb=0, cpus=1, dma_debug=True)
+    dev = m.add_device("nic0", iommu=m.add_iommu("vtd-ss", strict=True))
+    phys = m.alloc_pages(1)
+    m.mem_write(phys, b"\x5a" * 64)
+    addr = dma.dma_map_phys(dev, phys, 4096, dma.DMA_BIDIRECTIONAL, 0)
+    assert not dma.dma_mapping_error(dev, addr)
+    cap, err, b = dev.capsule, Error(), C.create_string_buffer(64)
+    for p in (None, id(_core._C_API), id(object())):
+        assert enter(p, C.byref(err)) == E_BADARG and err.kind == ERR_BADARG
+        assert leave(p, C.byref(err)) == E_BADARG and err.kind == ERR_BADARG
+    assert leave(id(cap), C.byref(err)) == E_BADARG and b"does not own" in err.reason
+    assert enter(id(cap), C.byref(err)) == 0
+    assert read(id(cap), addr, C.addressof(b), 64, C.byref(err)) == 0 and b.raw == b"\x5a" * 64
+    assert dev.dma_read(addr, 4) == b"\x5a" * 4            # the owner's own Python calls go ahead
+    assert read(id(cap), UNMAPPED, C.addressof(b), 8, C.byref(err)) == E_FAULT
+    assert err.kind == ERR_IOMMU_FAULT and m.iommus[0].faults[-1]["iova"] == UNMAPPED
+    dma.dma_unmap_phys(dev, addr, 4096, dma.DMA_BIDIRECTIONAL, 0)
+    m.remove_device(dev)
+    assert read(id(cap), addr, C.addressof(b), 8, C.byref(err)) == E_NODEV
+    assert leave(id(cap), C.byref(err)) == 0                # the machine is given back all the same
+    other = m.add_device("nic1")
+    assert other.dma_read(phys, 4) == b"\x5a" * 4

@@ -84,6 +84,11 @@ def test_uninitialised_objects_do_not_crash(name):
 def test_iotlb_new_is_a_default_iotlb():
     t = dmaphys.Iotlb.__new__(dmaphys.Iotlb)
     assert (t.entries, t.ways) == (512, 8)
+    r = _run("import dmaphys as d\n"                # Iotlb.probe on it was a SIGFPE (0 sets)
+             "m = d.Machine(ram=[(0, 1 << 30)], swiotlb=0)\n"
+             "dom = m.add_iommu(fmt='x86-64').domain_alloc()\n"
+             "assert d.Iotlb.__new__(d.Iotlb).probe(dom, 0) is None\n")
+    assert r.returncode == 0, r.stderr[-500:]
 
 
 @pytest.mark.parametrize("fn", ["sg_dma_is_bus_address", "sg_dma_is_swiotlb"])
@@ -591,3 +596,28 @@ def test_readme_quick_start_builds_once_and_says_how_long():
     cmds = re.findall(r"pip install [^\n&]*", quick)
     assert cmds and all(".[test]" in c for c in cmds)                # one build, with the test extras
     assert "minutes" in quick
+
+
+def test_iova_to_phys_batch_never_sees_a_domain_freed_mid_walk():
+    """The batch walks without the GIL; a domain freed by another thread meanwhile used to give
+    translations that were never mapped (0 for the rest of the walk). Now the batch owns the
+    machine: the free waits, so the walk sees the domain whole (or, freed first, raises)."""
+    import threading
+
+    m = dmaphys.Machine(ram=[(0, 1 << 30)], swiotlb=0)
+    dom = m.add_iommu(fmt="x86-64").domain_alloc()
+    assert dmaphys.iommu_map(dom, 0x10000, 0x20000, 4096, dmaphys.IOMMU_READ) == 0
+    probe = np.full(1 << 22, 0x10123, dtype=np.uint64)
+    out: dict = {}
+
+    def walk():
+        try:
+            out["r"] = dmaphys.iommu_iova_to_phys_batch(dom, probe)
+        except ValueError as e:
+            out["e"] = e
+
+    t = threading.Thread(target=walk)
+    t.start()
+    dmaphys.iommu_domain_free(dom)
+    t.join()
+    assert "e" in out or (out["r"] == 0x20123).all()

@@ -38,13 +38,8 @@ cdef extern from "<string.h>" nogil:
     size_t strnlen(const char *s, size_t maxlen)
 
 cdef extern from "Python.h" nogil:
-    # the capsule check of the GIL-free entries: reads of an object the caller keeps alive
-    bint _capi_is_capsule "PyCapsule_CheckExact"(PyObject *o)
-    const char *_capi_capsule_name "PyCapsule_GetName"(PyObject *o)
-    void *_capi_capsule_ctx "PyCapsule_GetContext"(PyObject *o)
     ctypedef struct PyThreadState:
         pass
-    unsigned long _capi_thread_ident "PyThread_get_thread_ident"()
     ctypedef int _capi_gilstate "PyGILState_STATE"
     int _capi_gil_held "PyGILState_Check"()
     _capi_gilstate _capi_gil_ensure "PyGILState_Ensure"()
@@ -60,9 +55,61 @@ cdef extern from *:
        keeps it until the thread's last machine_exit; machines the thread owns through the ABI */
     static thread_local int dmaphys_capi_tstate_made = 0;
     static thread_local int dmaphys_capi_owned = 0;
+
+    /* The GIL-free entries' capsule check reads the capsule's fields directly when the running
+       CPython's PyCapsule has the layout it has had since 3.1 (checked once at import on a
+       capsule made for the purpose, size included); else through PyCapsule_GetName/Context. */
+    typedef struct {
+        PyObject_HEAD
+        void *pointer;
+        const char *name;
+        void *context;
+        PyCapsule_Destructor destructor;
+    } dmaphys_capsule_mirror;
+    static int dmaphys_capi_mirror_ok = 0;
+
+    static int dmaphys_capi_mirror_check(void)
+    {
+        static const char nm[] = "dmaphys.layout-check";
+        static int x, y;
+        PyObject *c = PyCapsule_New(&x, nm, NULL);
+        dmaphys_capsule_mirror *m = (dmaphys_capsule_mirror *)c;
+        if (c == NULL || PyCapsule_SetContext(c, &y) < 0) {
+            PyErr_Clear();
+            Py_XDECREF(c);
+            return 0;
+        }
+        dmaphys_capi_mirror_ok = Py_TYPE(c)->tp_basicsize == (Py_ssize_t)sizeof(dmaphys_capsule_mirror)
+            && m->pointer == (void *)&x && m->name == nm && m->context == (void *)&y;
+        Py_DECREF(c);
+        return dmaphys_capi_mirror_ok;
+    }
+
+    /* the context (the Device) of a capsule named exactly `name` (that pointer), else NULL */
+    static inline void *dmaphys_capi_dev_of(PyObject *cap, const char *name)
+    {
+        if (cap == NULL || !PyCapsule_CheckExact(cap))
+            return NULL;
+        if (dmaphys_capi_mirror_ok) {
+            dmaphys_capsule_mirror *m = (dmaphys_capsule_mirror *)cap;
+            return m->name == name ? m->context : NULL;
+        }
+        return PyCapsule_GetName(cap) == name ? PyCapsule_GetContext(cap) : NULL;
+    }
+
+    /* PyThread_get_thread_ident() without the call: it is pthread_self() on POSIX */
+    #if defined(__linux__) || defined(__APPLE__)
+    #include <pthread.h>
+    static inline unsigned long dmaphys_capi_tid(void) { return (unsigned long)pthread_self(); }
+    #else
+    static inline unsigned long dmaphys_capi_tid(void) { return PyThread_get_thread_ident(); }
+    #endif
     """
     int _capi_tstate_made "dmaphys_capi_tstate_made"
     int _capi_owned "dmaphys_capi_owned"
+    int _capi_mirror_check "dmaphys_capi_mirror_check"()
+    void *_capi_dev_of "dmaphys_capi_dev_of"(PyObject *cap, const char *name) nogil
+    unsigned long _capi_tid "dmaphys_capi_tid"() nogil
 
 # device_access / device_translate / dma_unmap_phys_fast called without Cython's exception
 # check: a GIL-free entry looks at the -1 itself and converts the exception with the GIL
@@ -237,11 +284,8 @@ cdef inline PyObject *_capi_fast_dev(PyObject *cap) noexcept nogil:
     owns the machine (machine_enter) or holds the GIL while no other thread owns it: per-call
     entry points hold the GIL from start to end and batch calls and owners set _busy_thread
     while holding it, so neither can be half-way through an operation on this machine."""
-    cdef PyObject *d
-    if cap == NULL or not _capi_is_capsule(cap) or _capi_capsule_name(cap) != _capi_dev_name:
-        return NULL
-    d = <PyObject *>_capi_capsule_ctx(cap)
-    if not _capi_fast_ok(<Device>d):
+    cdef PyObject *d = <PyObject *>_capi_dev_of(cap, _capi_dev_name)
+    if d == NULL or not _capi_fast_ok(<Device>d):
         return NULL
     return d
 
@@ -251,11 +295,11 @@ cdef inline bint _capi_fast_ok(Device dev) noexcept nogil:
     if dev.removed or dev.machine.dma_debug.enabled:
         return False
     if busy != 0:
-        return busy == _capi_thread_ident()
+        return busy == _capi_tid()
     return _capi_gil_held() != 0
 
 
-cdef int _capi_pending(Device dev, dmaphys_error *err) noexcept:
+cdef int _capi_pending(Device dev, dmaphys_error *err) noexcept with gil:
     """With the GIL: the exception a GIL-free call left set (a fault) into err; cleared."""
     cdef PyObject *t = NULL
     cdef PyObject *v = NULL
@@ -282,7 +326,7 @@ cdef inline int _capi_ok(dmaphys_error *err) noexcept nogil:
 
 # ---- kernel/dma/mapping.c: single mappings ------------------------------------------------
 cdef u64 _capi_map(PyObject *cap, u64 phys, u64 size, int dir, unsigned long attrs,
-                   dmaphys_error *err, bint resource) noexcept:
+                   dmaphys_error *err, bint resource) noexcept with gil:
     cdef int code = 0
     cdef u64 addr
     cdef Device dev = _capi_device(cap, err, &code)
@@ -303,7 +347,7 @@ cdef u64 _capi_map(PyObject *cap, u64 phys, u64 size, int dir, unsigned long att
 
 
 cdef int _capi_unmap(PyObject *cap, u64 addr, u64 size, int dir, unsigned long attrs,
-                     dmaphys_error *err, bint resource) noexcept:
+                     dmaphys_error *err, bint resource) noexcept with gil:
     cdef int code = 0
     cdef Device dev = _capi_device(cap, err, &code)
     if dev is None:
@@ -328,8 +372,7 @@ cdef u64 capi_dma_map_phys(PyObject *dev, u64 phys, u64 size, int dir, unsigned 
     if d != NULL and dma_map_phys_fast(<Device>d, phys, size, dir, attrs, &addr):
         _capi_ok(err)
         return addr
-    with gil:
-        return _capi_map(dev, phys, size, dir, attrs, err, False)
+    return _capi_map(dev, phys, size, dir, attrs, err, False)
 
 
 cdef int capi_dma_unmap_phys(PyObject *dev, u64 addr, u64 size, int dir, unsigned long attrs,
@@ -343,10 +386,8 @@ cdef int capi_dma_unmap_phys(PyObject *dev, u64 addr, u64 size, int dir, unsigne
         if r > 0:
             return _capi_ok(err)
         if r < 0:
-            with gil:
-                return _capi_pending(<Device>d, err)
-    with gil:
-        return _capi_unmap(dev, addr, size, dir, attrs, err, False)
+            return _capi_pending(<Device>d, err)
+    return _capi_unmap(dev, addr, size, dir, attrs, err, False)
 
 
 cdef u64 capi_dma_map_resource(PyObject *dev, u64 phys_addr, u64 size, int dir, unsigned long attrs,
@@ -361,7 +402,7 @@ cdef int capi_dma_unmap_resource(PyObject *dev, u64 addr, u64 size, int dir, uns
         return _capi_unmap(dev, addr, size, dir, attrs, err, True)
 
 
-cdef int _capi_mapping_error(PyObject *cap, u64 dma_addr, dmaphys_error *err) noexcept:
+cdef int _capi_mapping_error(PyObject *cap, u64 dma_addr, dmaphys_error *err) noexcept with gil:
     cdef int code = 0, ret
     cdef Device dev = _capi_device(cap, err, &code)
     if dev is None:
@@ -380,8 +421,7 @@ cdef int capi_dma_mapping_error(PyObject *dev, u64 dma_addr, dmaphys_error *err)
     if _capi_fast_dev(dev) != NULL:
         _capi_ok(err)
         return -ENOMEM if dma_addr == DMA_MAPPING_ERROR else 0
-    with gil:
-        return _capi_mapping_error(dev, dma_addr, err)
+    return _capi_mapping_error(dev, dma_addr, err)
 
 
 # ---- scatter-gather -----------------------------------------------------------------------
@@ -619,7 +659,7 @@ cdef int capi_dma_iova_free(PyObject *dev, dmaphys_iova_state *state, dmaphys_er
 
 
 # ---- the device on its bus ----------------------------------------------------------------
-cdef int _capi_access(PyObject *cap, u64 addr, u8 *buf, u64 n, bint write, dmaphys_error *err) noexcept:
+cdef int _capi_access(PyObject *cap, u64 addr, u8 *buf, u64 n, bint write, dmaphys_error *err) noexcept with gil:
     """Device.dma_read / dma_write without the Python objects: device_access() into buf."""
     cdef int code = 0
     cdef Device dev = _capi_device(cap, err, &code)
@@ -646,8 +686,7 @@ cdef inline int _capi_access_nogil(Device dev, u64 addr, u8 *buf, u64 n, bint wr
     (recorded in iommu.faults / dev.faults there), which is then converted with the GIL."""
     cdef _capi_access_fn access = <_capi_access_fn>device_access
     if n and access(dev, addr, buf, n, write) < 0:
-        with gil:
-            return _capi_pending(dev, err)
+        return _capi_pending(dev, err)
     if write:
         dev.dma_writes += 1
     else:
@@ -659,16 +698,14 @@ cdef int capi_dma_read(PyObject *dev, u64 addr, void *buf, u64 n, dmaphys_error 
     cdef PyObject *d = _capi_fast_dev(dev)
     if d != NULL and buf != NULL:
         return _capi_access_nogil(<Device>d, addr, <u8 *>buf, n, False, err)
-    with gil:
-        return _capi_access(dev, addr, <u8 *>buf, n, False, err)
+    return _capi_access(dev, addr, <u8 *>buf, n, False, err)
 
 
 cdef int capi_dma_write(PyObject *dev, u64 addr, const void *buf, u64 n, dmaphys_error *err) noexcept nogil:
     cdef PyObject *d = _capi_fast_dev(dev)
     if d != NULL and buf != NULL:
         return _capi_access_nogil(<Device>d, addr, <u8 *>buf, n, True, err)
-    with gil:
-        return _capi_access(dev, addr, <u8 *>buf, n, True, err)
+    return _capi_access(dev, addr, <u8 *>buf, n, True, err)
 
 
 # ---- translations -------------------------------------------------------------------------
@@ -690,7 +727,7 @@ cdef u64 capi_iova_to_phys(PyObject *dev, u64 iova, dmaphys_error *err) noexcept
 
 
 cdef int _capi_translate(PyObject *cap, u64 addr, int write, dmaphys_iotlb_entry *entry,
-                         dmaphys_error *err) noexcept:
+                         dmaphys_error *err) noexcept with gil:
     """dev.translate() (iommu.pxi device_translate) into a C-owned IOMMUTLBEntry."""
     cdef int code = 0
     cdef iommu_tlb_entry e
@@ -719,15 +756,13 @@ cdef int capi_translate(PyObject *dev, u64 addr, int write, dmaphys_iotlb_entry 
     cdef PyObject *d = _capi_fast_dev(dev)
     if d != NULL and entry != NULL:
         if xlate(<Device>d, addr, write != 0, &e) < 0:
-            with gil:
-                return _capi_pending(<Device>d, err)
+            return _capi_pending(<Device>d, err)
         entry.iova = e.iova
         entry.translated_addr = e.translated_addr
         entry.addr_mask = e.addr_mask
         entry.perm = e.perm
         return _capi_ok(err)
-    with gil:
-        return _capi_translate(dev, addr, write, entry, err)
+    return _capi_translate(dev, addr, write, entry, err)
 
 
 cdef int _capi_notifier(PyObject *cap, dmaphys_notifier_fn fn, void *opaque, dmaphys_error *err,
@@ -936,5 +971,6 @@ _capi_table.device_check = capi_device_check
 _capi_table.machine_enter = capi_machine_enter
 _capi_table.machine_exit = capi_machine_exit
 
+_capi_mirror_check()
 # PyCapsule_Import("dmaphys._core._C_API") finds this (not in __all__: a C-level export)
 _C_API = PyCapsule_New(<void *>&_capi_table, _capi_table_name, NULL)

@@ -231,10 +231,11 @@ cdef class Iommu:
 
     Mirrors struct iommu_device with its driver's domain ops (drivers/iommu/iommu.c, the VT-d / AMD
     / SMMU drivers). Raises ValueError for an unknown ``fmt`` or ``fault_mode``, unsupported
-    ``ias``/``oas``, bad ``fq_size``/``fq_timeout`` or ``reserved_regions``, or an Iotlb owned by
-    another IOMMU; TypeError for arguments of the wrong type; MemoryError when no RAM is left for a
-    page table; coherent_walk=False on a format other than io-pgtable-arm, or an iommu_dev
-    of another machine, is a ValueError.
+    ``ias``/``oas``, bad ``fq_size``/``fq_timeout`` or ``reserved_regions``, an Iotlb owned by
+    another IOMMU, ``coherent_walk=False`` on a format other than io-pgtable-arm, or an
+    ``iommu_dev`` with a coherent walk or of another machine; TypeError for arguments of the wrong
+    type; MemoryError when no RAM is left for a
+    page table.
     """
 
     def __cinit__(self, Machine machine not None, fmt="vtd-ss", strict=True, iotlb=None, *,
@@ -1074,6 +1075,7 @@ def iommu_domain_free(domain):
     that still has devices attached (the kernel would free tables in use).
     """
     cdef IommuDomain d = _domain_arg(domain)
+    machine_guard(d.iommu.machine)               # a batch walking its tables in another thread
     if d.freed:
         raise ValueError(f"IOMMU domain {d.id} was already freed")
     if d.ktype == IOMMU_DOMAIN_IDENTITY or d.ktype == IOMMU_DOMAIN_BLOCKED:

@@ -826,7 +826,8 @@ def _def_swiotlb_map(Device dev not None, phys, size, dir, attrs):
     Models kernel/dma/swiotlb.c:swiotlb_map(), dma-direct's bounce path. Returns the bus
     address of the bounce buffer, or DMA_MAPPING_ERROR (pool full or missing, or a slot the
     device cannot reach: KernelWarning "swiotlb addr ... overflow"). Raises what
-    swiotlb_tbl_map_single() raises: KernelBug, PhysAddrError, TypeError / ValueError.
+    swiotlb_tbl_map_single() raises: KernelBug, PhysAddrError, TypeError / ValueError for bad
+    arguments or a removed device.
     """
     _dev_live(dev)
     cdef u64 p = _u64(phys, "phys")

@@ -180,7 +180,8 @@ class DmaDebug:
     def report_extra(self, dev, kind: str, msg: str, addr: int, size: int) -> None:
         """Simulator-only report beyond the kernel (a misuse the kernel would not see): recorded
         and warned every time, never counted in error_count nor limited by num_errors. Returns
-        None. Raises nothing (the warning is emitted by the caller's flush_warnings()).
+        None. Raises nothing (the warning is emitted by the caller's flush_warnings()). ``dev``
+        None: a report with no device (an IOVA domain no device uses), named "iova".
         """
         name = dev.name if dev is not None else "iova"
         text = f"DMA-API: {name} {name}: {msg}"

@@ -284,7 +284,7 @@ def iommu_put_dma_cookie(domain) -> int:
         return 0
     if cookie.iovad is not None:
         iommu_dma_free_fq(cookie)
-        cookie.iovad.put_iova_domain_c()               # also cancels the rcache depot work
+        cookie.iovad._put_iova_domain()                # also cancels the rcache depot work
     cookie.msi_page_list = []
     domain.iova_cookie = None
     return 0

@@ -608,10 +608,10 @@ class IovaDomain:
 
         Reference twin of dmaphys._core.IovaDomain.put_iova_domain: same returns and raises.
         """
-        self.put_iova_domain_c()
+        self._put_iova_domain()
         self._flush()
 
-    def put_iova_domain_c(self) -> None:
+    def _put_iova_domain(self) -> None:
         # mirrors iova.pxi put_iova_domain_c(): warnings left queued for the caller's entry point
         self._check_alive()
         for rc in self._rcaches:

@@ -12,7 +12,7 @@ from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 
 cimport dmaphys
-from dmaphys cimport Device, device_access
+from dmaphys cimport Device, device_access, machine_enter, machine_exit
 
 from dmaphys import DmaFault, IommuFault
 
@@ -114,15 +114,28 @@ def ring_run(Device dev not None, uint64_t ring, long n, uint64_t cpl):
     return i, fault
 
 
-def bench_read(Device dev not None, uint64_t addr, uint64_t size, long iters):
-    """bench_read(dev, addr, size, iters) -> ns per device_access() called from Cython."""
+def bench_read(Device dev not None, uint64_t addr, uint64_t size, long iters, bint owned=False):
+    """bench_read(dev, addr, size, iters, owned=False) -> ns per device_access() called from
+    Cython: with the GIL held, or (owned) owning the machine with the GIL released, the way a
+    batch call runs its loop (machine_enter / machine_exit, machine.pxd)."""
     cdef unsigned char buf[4096]
     cdef timespec t0, t1
     cdef long i
     if size > 4096:
         raise ValueError("size > 4096")
-    clock_gettime(CLOCK_MONOTONIC, &t0)
-    for i in range(iters):
-        device_access(dev, addr, buf, size, False)
-    clock_gettime(CLOCK_MONOTONIC, &t1)
+    if owned:
+        machine_enter(dev.machine)
+        try:
+            with nogil:
+                clock_gettime(CLOCK_MONOTONIC, &t0)
+                for i in range(iters):
+                    device_access(dev, addr, buf, size, False)
+                clock_gettime(CLOCK_MONOTONIC, &t1)
+        finally:
+            machine_exit(dev.machine)
+    else:
+        clock_gettime(CLOCK_MONOTONIC, &t0)
+        for i in range(iters):
+            device_access(dev, addr, buf, size, False)
+        clock_gettime(CLOCK_MONOTONIC, &t1)
     return ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / iters
