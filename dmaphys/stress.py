@@ -129,7 +129,8 @@ SAME_BYTES_MEMCMP = 1 << 14     # up to this many bytes tobytes() + memcmp is qu
 def same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether two 1-D uint8 arrays of one shape hold the same bytes: small ones as bytes (one
     memcmp), large ones with numpy (copying a megabyte twice into fresh bytes objects costs ~10x
-    numpy's element-wise compare)."""
+    numpy's element-wise compare). Simulator-only (the stress job's byte check). Returns a bool.
+    Raises nothing."""
     if a.shape[0] <= SAME_BYTES_MEMCMP:
         return a.tobytes() == b.tobytes()
     return bool(np.array_equal(a, b))

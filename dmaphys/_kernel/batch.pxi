@@ -24,7 +24,7 @@
 # Threads and the GIL: a batch call owns its machine for the whole call (machine_enter /
 # machine_exit, machine.pxi: a second thread's batch waits for it, a second thread's per-call
 # entry point waits in machine_guard()). The map / unmap loops run without the GIL for as long
-# as the elements take the C fast paths (mapping.pxi: dma_map_phys_fast / dma_unmap_phys_fast:
+# as the elements take the C fast paths (mapping.pxi: dma_map_phys_fast_run / dma_unmap_phys_fast_run:
 # dma-direct without bouncing, dma-iommu rcache hits and strict unmaps, no dma-debug or tracing);
 # an element the fast path declines (it changed nothing) runs the full per-call C function with
 # the GIL, and the loop goes back to running without it. The sync batches do the same with
@@ -146,21 +146,6 @@ cdef inline int _batch_fail(object exc, Py_ssize_t i, object done) except -1:
 # The GIL-free runs: elements i.. for as long as they take the C fast path (a plain function each,
 # so the compiler inlines the fast path into a small loop); they return the first element the
 # fast path declined (it changed nothing), which the caller runs on the full path with the GIL.
-cdef Py_ssize_t _map_run(Device dev, const u64 *p, const u64 *s, Py_ssize_t ss, int d, unsigned long at,
-                         u64 *o, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
-    while i < n and dma_map_phys_fast(dev, p[i], s[i * ss], d, at, &o[i]):
-        i += 1
-    return i
-
-
-cdef int _unmap_run(Device dev, const u64 *a, const u64 *s, Py_ssize_t ss, int d, unsigned long at,
-                    Py_ssize_t *pi, Py_ssize_t n) except -1 nogil:
-    # *pi: the element at which an exception stops the batch stays exact
-    while pi[0] < n and dma_unmap_phys_fast(dev, a[pi[0]], s[pi[0] * ss], d, at):
-        pi[0] += 1
-    return 0
-
-
 cdef object _dma_map_phys_batch(Device dev, object phys, object sizes, object dir, object attrs):
     cdef object pa = _batch_u64_array(phys, "phys")
     cdef Py_ssize_t n = pa.shape[0], i = 0, j
@@ -185,7 +170,7 @@ cdef object _dma_map_phys_batch(Device dev, object phys, object sizes, object di
             if _nogil_ok(dev):
                 j = i
                 with nogil:                      # runs of fast-path elements without the GIL
-                    i = _map_run(dev, p, s, ss, d, at, o, i, n)
+                    i = dma_map_phys_fast_run(dev, p, s, ss, i, n, d, at, o)
                 m._batch_fast += i - j
                 if i == n:
                     break
@@ -218,7 +203,7 @@ cdef object _dma_unmap_phys_batch(Device dev, object addrs, object sizes, object
             if _nogil_ok(dev):
                 j = i
                 with nogil:
-                    _unmap_run(dev, a, s, ss, d, at, &i, n)
+                    dma_unmap_phys_fast_run(dev, a, s, ss, &i, n, d, at)
                 m._batch_fast += i - j
                 if i == n:
                     break

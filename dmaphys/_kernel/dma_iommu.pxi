@@ -667,85 +667,114 @@ cdef int iommu_dma_unmap_phys(Device dev, u64 dma_handle, u64 size, int dir, uns
     return _swiotlb_unmap_if_bounced(dev, phys, size, dir, attrs)
 
 
-# ---- GIL-free fast paths (mapping.pxi: dma_map_phys_fast / dma_unmap_phys_fast) -------------------
+# ---- GIL-free fast paths (mapping.pxi: dma_map_phys_fast_run / dma_unmap_phys_fast_run) -----------
 # The common case of iommu_dma_map_phys / iommu_dma_unmap_phys: a trusted device, a buffer within
 # one granule, its IOVA an rcache hit (map) or staying in the CPU's magazines (unmap, strict
-# domains), its leaf slot in tables that exist (map) and a smallest-size leaf (unmap), no
-# caching-mode IOTLB flush on map. Each does what the full functions do, in C, or returns 0
-# having changed nothing, and the caller runs the full path with the GIL. (The helpers take the
-# objects as arguments: nogil code may use borrowed typed references, not assign them.)
+# domains) or going onto the flush queue while its timer is armed (lazy), its leaf slot in tables
+# that exist (map) and a smallest-size leaf (unmap), no caching-mode IOTLB flush on map, no
+# invalidation notifier on unmap. Each does what the full functions do, in C, or stops having
+# changed nothing for that element, and the caller runs the full path with the GIL.
+#
+# They run a whole batch (elements i..n-1 of the arrays; one element for the per-call API):
+# what cannot change while they run -- the device, its domain, cookie, IOVA domain and page
+# table objects, the DMA limit, the protection bits, the current CPU -- is checked once per run
+# (no Python code and no other thread runs in between: the caller owns the machine), and per
+# element only what the element changes: its geometry, the magazines, the leaf slot (through the
+# page table's leaf-table cache), the flush queue. Return: the index of the first element not
+# done (n when all were). (The helpers take the objects as arguments: nogil code may use
+# borrowed typed references, not assign them.)
 cdef inline bint _iommu_fast_domain(IommuDomain d) noexcept nogil:
     return (d.iova_cookie is not None and d.pgtable is not None and not d.freed
             and (d.ktype & __IOMMU_DOMAIN_PAGING) and d.pgsize_bitmap != 0)
 
 
-cdef inline bint _iommu_fast_geometry(IovaDomain iovad, IommuDomain d, IoPgtable pt, u64 addr, u64 size) noexcept nogil:
-    # the mapping covers exactly one granule, the smallest page size of the domain and its table
+cdef inline bint _iommu_fast_table(IovaDomain iovad, IommuDomain d, IoPgtable pt) noexcept nogil:
+    # the IOVA granule is the smallest page size of the domain and of its (live) table
     cdef u64 granule = iovad.granule
-    cdef u64 off = addr & (granule - 1)
-    return (size != 0 and size + off <= granule and size + off >= size and pt.granule == granule
-            and ((<u64>1) << __ffs64(d.pgsize_bitmap)) == granule and pt.pgtable_root != 0)
+    return (pt.granule == granule and ((<u64>1) << __ffs64(d.pgsize_bitmap)) == granule
+            and pt.pgtable_root != 0)
 
 
-cdef inline int iommu_dma_map_phys_fast(Device dev, u64 phys, u64 size, int dir, unsigned long attrs,
-                                        u64 *out) noexcept nogil:
-    """iommu_dma_map_phys() without the GIL: 1 (*out = the DMA address) or 0, nothing changed."""
+cdef inline bint _iommu_fast_one_granule(u64 granule, u64 addr, u64 size) noexcept nogil:
+    # the mapping covers exactly one granule
+    cdef u64 end = size + (addr & (granule - 1))
+    return size != 0 and end <= granule and end >= size
+
+
+cdef Py_ssize_t iommu_dma_map_phys_run(Device dev, const u64 *phys, const u64 *sizes, Py_ssize_t ss,
+                                       Py_ssize_t i, Py_ssize_t n, int dir, unsigned long attrs,
+                                       u64 *out) noexcept nogil:
+    """iommu_dma_map_phys() without the GIL for elements i.. < n (out[k] = the DMA address of
+    element k): the index of the first element not done."""
     if dev.domain is None or (attrs & DMA_ATTR_MMIO) or dev.untrusted:
-        return 0
-    return _iommu_map_fast_d(dev, <IommuDomain>dev.domain, phys, size, dir, attrs, out)
+        return i
+    return _iommu_map_run_d(dev, <IommuDomain>dev.domain, phys, sizes, ss, i, n, dir, attrs, out)
 
 
-cdef inline int _iommu_map_fast_d(Device dev, IommuDomain d, u64 phys, u64 size, int dir,
-                                  unsigned long attrs, u64 *out) noexcept nogil:
+cdef inline Py_ssize_t _iommu_map_run_d(Device dev, IommuDomain d, const u64 *phys, const u64 *sizes,
+                                        Py_ssize_t ss, Py_ssize_t i, Py_ssize_t n, int dir,
+                                        unsigned long attrs, u64 *out) noexcept nogil:
     if not _iommu_fast_domain(d) or d.iommu.caching_mode:
-        return 0
-    return _iommu_map_fast_c(dev, d, <IommuDmaCookie>d.iova_cookie, phys, size, dir, attrs, out)
+        return i
+    return _iommu_map_run_c(dev, d, <IommuDmaCookie>d.iova_cookie, phys, sizes, ss, i, n, dir, attrs, out)
 
 
-cdef inline int _iommu_map_fast_c(Device dev, IommuDomain d, IommuDmaCookie cookie, u64 phys, u64 size,
-                                  int dir, unsigned long attrs, u64 *out) noexcept nogil:
+cdef inline Py_ssize_t _iommu_map_run_c(Device dev, IommuDomain d, IommuDmaCookie cookie, const u64 *phys,
+                                        const u64 *sizes, Py_ssize_t ss, Py_ssize_t i, Py_ssize_t n,
+                                        int dir, unsigned long attrs, u64 *out) noexcept nogil:
     if cookie.iovad is None:
-        return 0
-    return _iommu_map_fast_i(dev, d, cookie, cookie.iovad, d.pgtable, phys, size, dir, attrs, out)
+        return i
+    return _iommu_map_run_i(dev, d, cookie, cookie.iovad, d.pgtable, phys, sizes, ss, i, n, dir, attrs, out)
 
 
-cdef inline int _iommu_map_fast_i(Device dev, IommuDomain d, IommuDmaCookie cookie, IovaDomain iovad,
-                                  IoPgtable pt, u64 phys, u64 size, int dir, unsigned long attrs,
-                                  u64 *out) noexcept nogil:
+cdef inline Py_ssize_t _iommu_map_run_i(Device dev, IommuDomain d, IommuDmaCookie cookie, IovaDomain iovad,
+                                        IoPgtable pt, const u64 *phys, const u64 *sizes, Py_ssize_t ss,
+                                        Py_ssize_t i, Py_ssize_t n, int dir, unsigned long attrs,
+                                        u64 *out) noexcept nogil:
     cdef u64 granule = iovad.granule
-    cdef u64 off = phys & (granule - 1)
-    cdef u64 limit, iova, idx
+    cdef u64 limit, limit_pfn, iova, idx, p, size, off
     cdef int cpu = dev.machine._cpu
+    cdef int prot = dma_info_to_prot(dir, dev.coherent, attrs)
+    cdef bint sync = not dev.coherent and not (attrs & DMA_ATTR_SKIP_CPU_SYNC)
     cdef iova_magazine *mag
-    if dev.min_align_mask > granule - 1 or not _iommu_fast_geometry(iovad, d, pt, phys, size):
-        return 0
+    if dev.min_align_mask > granule - 1 or not _iommu_fast_table(iovad, d, pt):
+        return i
     # iommu_dma_alloc_iova(): the limit, the PCI 32-bit first try (known only when cached)
     limit = min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit)
     if limit > d.aperture_end:
         limit = d.aperture_end
     if limit > (<u64>0xFFFFFFFF):
         if cookie.pci32_dev != <void *>dev:
-            return 0
+            return i
         if cookie.pci32_val:
             limit = 0xFFFFFFFF
-    mag = iova_rcache_peek(iovad, limit >> iovad.shift, cpu, &idx)
-    if mag == NULL:
-        return 0
-    iova = mag.pfns[idx] << iovad.shift
-    # iommu_map(): the leaf store map_pages() makes (map_one_fast changes nothing when it declines)
-    if pt.map_one_fast(iova, phys - off, dma_info_to_prot(dir, dev.coherent, attrs)) != 0:
-        return 0
-    iova_rcache_commit(iovad, mag, idx, cpu)
-    if not dev.coherent and not (attrs & DMA_ATTR_SKIP_CPU_SYNC):
-        arch_sync_dma_for_device(dev, phys, size, dir)
-    out[0] = iova + off
-    return 1
+    limit_pfn = limit >> iovad.shift
+    while i < n:
+        p = phys[i]
+        size = sizes[i * ss]
+        if not _iommu_fast_one_granule(granule, p, size):
+            break
+        off = p & (granule - 1)
+        mag = iova_rcache_peek(iovad, limit_pfn, cpu, &idx)
+        if mag == NULL:
+            break
+        iova = mag.pfns[idx] << iovad.shift
+        # iommu_map(): the leaf store map_pages() makes (map_one_fast changes nothing when it declines)
+        if pt.map_one_fast(iova, p - off, prot) != 0:
+            break
+        iova_rcache_commit(iovad, mag, idx, cpu)
+        if sync:
+            arch_sync_dma_for_device(dev, p, size, dir)
+        out[i] = iova + off
+        i += 1
+    return i
 
 
-cdef inline bint _fq_queue_ok(IommuDmaCookie cookie, IovaFq fq, IovaDomain iovad, int cpu) noexcept nogil:
+cdef inline bint _fq_queue_ok(IommuDmaCookie cookie, IovaFq fq, IovaDomain iovad, int cpu,
+                              u64 anchor_lo) noexcept nogil:
     """queue_iova() on fq will run in C only: every entry it releases (those a finished flush
     covers; all of them when the ring is full and it flushes) is one granule with no table pages,
-    and the rcache takes them without arming the depot work."""
+    and the rcache takes them without arming the depot work. (anchor_lo: iova_rcache_insert_ok())"""
     cdef u64 finish = cookie.fq_flush_finish_cnt
     cdef unsigned int i = fq.head, k
     cdef iova_cpu_rcache *cr
@@ -758,7 +787,7 @@ cdef inline bint _fq_queue_ok(IommuDmaCookie cookie, IovaFq fq, IovaDomain iovad
     while i != ((fq.head + k) & fq.mod_mask):
         if fq.entries[i].pages != 1 or not fq.entries[i].freelist.empty():
             return False
-        if fq.entries[i].iova_pfn >= deref(iovad._anchor()).first:
+        if fq.entries[i].iova_pfn >= anchor_lo:
             return False
         i = (i + 1) & fq.mod_mask
     if iovad.dead or iovad.cpu_rcaches == NULL or cpu < 0 or cpu >= iovad.ncpus:
@@ -814,75 +843,91 @@ cdef inline int _fq_queue_fast(IommuDmaCookie cookie, IommuDomain d, IovaFq fq, 
     return 0
 
 
-cdef inline int iommu_dma_unmap_phys_fast(Device dev, u64 handle, u64 size, int dir,
-                                          unsigned long attrs) except -1 nogil:
-    """iommu_dma_unmap_phys() without the GIL: 1 done, or 0 nothing changed (-1: MemoryError)."""
+cdef int iommu_dma_unmap_phys_run(Device dev, const u64 *handles, const u64 *sizes, Py_ssize_t ss,
+                                  Py_ssize_t *pi, Py_ssize_t n, int dir, unsigned long attrs) except -1 nogil:
+    """iommu_dma_unmap_phys() without the GIL for elements pi[0].. < n; pi[0] becomes the index
+    of the first element not done (or of the one that raised: -1, MemoryError)."""
     if dev.domain is None or (attrs & DMA_ATTR_MMIO) or dev.untrusted:
         return 0
-    return _iommu_unmap_fast_d(dev, <IommuDomain>dev.domain, handle, size, dir, attrs)
+    return _iommu_unmap_run_d(dev, <IommuDomain>dev.domain, handles, sizes, ss, pi, n, dir, attrs)
 
 
-cdef inline int _iommu_unmap_fast_d(Device dev, IommuDomain d, u64 handle, u64 size, int dir,
-                                    unsigned long attrs) except -1 nogil:
+cdef inline int _iommu_unmap_run_d(Device dev, IommuDomain d, const u64 *handles, const u64 *sizes,
+                                   Py_ssize_t ss, Py_ssize_t *pi, Py_ssize_t n, int dir,
+                                   unsigned long attrs) except -1 nogil:
     if not _iommu_fast_domain(d) or d.iommu.has_notifiers:     # notifiers are Python callbacks
         return 0
-    return _iommu_unmap_fast_c(dev, d, <IommuDmaCookie>d.iova_cookie, handle, size, dir, attrs)
+    return _iommu_unmap_run_c(dev, d, <IommuDmaCookie>d.iova_cookie, handles, sizes, ss, pi, n, dir, attrs)
 
 
-cdef inline int _iommu_unmap_fast_c(Device dev, IommuDomain d, IommuDmaCookie cookie, u64 handle, u64 size,
-                                    int dir, unsigned long attrs) except -1 nogil:
+cdef inline int _iommu_unmap_run_c(Device dev, IommuDomain d, IommuDmaCookie cookie, const u64 *handles,
+                                   const u64 *sizes, Py_ssize_t ss, Py_ssize_t *pi, Py_ssize_t n,
+                                   int dir, unsigned long attrs) except -1 nogil:
     if cookie.iovad is None:
         return 0
     if cookie.fq_on and (not cookie.fq_timer_on or <size_t>cookie.machine._cpu >= cookie.fq_ptrs.size()):
         return 0                                  # queue_iova() would arm the timer (Python)
-    return _iommu_unmap_fast_i(dev, d, cookie, cookie.iovad, d.pgtable, handle, size, dir, attrs)
+    return _iommu_unmap_run_i(dev, d, cookie, cookie.iovad, d.pgtable, handles, sizes, ss, pi, n, dir, attrs)
 
 
-cdef inline int _iommu_unmap_fast_i(Device dev, IommuDomain d, IommuDmaCookie cookie, IovaDomain iovad,
-                                    IoPgtable pt, u64 handle, u64 size, int dir,
-                                    unsigned long attrs) except -1 nogil:
+cdef inline int _iommu_unmap_run_i(Device dev, IommuDomain d, IommuDmaCookie cookie, IovaDomain iovad,
+                                   IoPgtable pt, const u64 *handles, const u64 *sizes, Py_ssize_t ss,
+                                   Py_ssize_t *pi, Py_ssize_t n, int dir, unsigned long attrs) except -1 nogil:
     cdef u64 granule = iovad.granule
-    cdef u64 addr = handle - (handle & (granule - 1))
-    cdef u64 pfn = addr >> iovad.shift
-    cdef u64 phys
-    cdef u64 *hint
+    cdef u64 handle, size, addr, pfn, phys
+    cdef u64 *ptep
     cdef int cpu = cookie.machine._cpu
-    cdef iova_magazine *spare = NULL
-    if not _iommu_fast_geometry(iovad, d, pt, handle, size) or not pt.pending_free.empty():
+    cdef bint lazy = cookie.fq_on
+    cdef bint sync = not (attrs & DMA_ATTR_SKIP_CPU_SYNC) and not dev.coherent
+    cdef iova_magazine *spare
+    cdef Py_ssize_t i = pi[0]
+    cdef u64 anchor_lo
+    if not _iommu_fast_table(iovad, d, pt) or not pt.pending_free.empty():
         return 0
-    if cookie.fq_on:
-        if not _fq_queue_ok(cookie, <IovaFq>cookie.fq_ptrs[cpu], iovad, cpu):
-            return 0
-    elif not iova_rcache_insert_ok(iovad, pfn, cpu):
-        return 0
-    elif iova_rcache_needs_magazine(iovad, cpu):
-        spare = <iova_magazine *>malloc(sizeof(iova_magazine))     # iova_magazine_alloc()
-        if spare == NULL:
-            return 0
-        spare.size = 0
-    # iommu_iova_to_phys() with the walk kept for the unmap (IoPgtable.hint_arm): no side effects
-    pt.hint_arm = True
-    phys = pt.c_iova_to_phys(handle)
-    hint = pt.hint_ptep
-    pt.hint_arm = False
-    pt.hint_ptep = NULL
-    if phys == 0 or is_swiotlb_buffer(dev, phys) or pt.unmap_one_fast(addr, hint) != granule:
-        # (__iommu_dma_unmap(): the leaf clear unmap_pages() makes; 0 = declined, unchanged)
-        free(spare)
-        return 0
-    if cookie.fq_on:                              # lazy: queue_iova() (nothing collected)
-        if _fq_queue_fast(cookie, d, <IovaFq>cookie.fq_ptrs[cpu], iovad, pfn, cpu) < 0:
-            with gil:
-                raise MemoryError("iova_magazine_alloc")
-    else:
-        # strict: iommu_iotlb_sync_range() (nothing collected to release), then free_iova_fast()
-        d.iotlb_syncs += 1
-        if d.iommu.iotlb is not None:
-            d.iommu.iotlb.inv_range(d.id, addr, granule, d.leaf_shifts, d.nshifts)
-        iova_rcache_insert_fast(iovad, pfn, cpu, spare)
-    if not (attrs & DMA_ATTR_SKIP_CPU_SYNC) and not dev.coherent:
-        arch_sync_dma_for_cpu(dev, phys, size, dir)
-    return 1
+    anchor_lo = deref(iovad._anchor()).first          # the run changes no IOVA tree node
+    while i < n:
+        handle = handles[i]
+        size = sizes[i * ss]
+        if not _iommu_fast_one_granule(granule, handle, size):
+            break
+        addr = handle - (handle & (granule - 1))
+        pfn = addr >> iovad.shift
+        spare = NULL
+        if lazy:
+            if not _fq_queue_ok(cookie, <IovaFq>cookie.fq_ptrs[cpu], iovad, cpu, anchor_lo):
+                break
+        elif not iova_rcache_insert_ok(iovad, pfn, cpu, anchor_lo):
+            break
+        elif iova_rcache_needs_magazine(iovad, cpu):
+            spare = <iova_magazine *>malloc(sizeof(iova_magazine))     # iova_magazine_alloc()
+            if spare == NULL:
+                break
+            spare.size = 0
+        # iommu_iova_to_phys() and the leaf clear unmap_pages() makes (__iommu_dma_unmap()), one
+        # walk for both (the leaf-table cache); NULL: declined, nothing changed
+        ptep = pt.unmap_one_check(addr, NULL)
+        phys = pt.leaf0_phys(ptep[0], handle) if ptep != NULL else 0
+        if phys == 0 or is_swiotlb_buffer(dev, phys):
+            free(spare)
+            break
+        ptep[0] = 0
+        pt.leaf_writes += 1
+        if lazy:                                  # lazy: queue_iova() (nothing collected)
+            if _fq_queue_fast(cookie, d, <IovaFq>cookie.fq_ptrs[cpu], iovad, pfn, cpu) < 0:
+                pi[0] = i
+                with gil:
+                    raise MemoryError("iova_magazine_alloc")
+        else:
+            # strict: iommu_iotlb_sync_range() (nothing collected to release), then free_iova_fast()
+            d.iotlb_syncs += 1
+            if d.iommu.iotlb is not None:
+                d.iommu.iotlb.inv_range(d.id, addr, granule, d.leaf_shifts, d.nshifts)
+            iova_rcache_insert_fast(iovad, pfn, cpu, spare)
+        if sync:
+            arch_sync_dma_for_cpu(dev, phys, size, dir)
+        i += 1
+    pi[0] = i
+    return 0
 
 
 cdef int iommu_dma_sync_single_for_cpu(Device dev, u64 dma_handle, u64 size, int dir) except -1:

@@ -77,6 +77,22 @@ cdef class IoPgtable:
     cdef bint hint_arm                         # (simulator) see above
     cdef u64 *hint_ptep                        # (simulator) see above
     cdef u64 hint_page                         # (simulator) see above
+    # leaf-table cache (simulator; no kernel counterpart: the kernel walks from the top every
+    # time): the last software walk that reached a smallest-page table through table entries
+    # (walk_to_leaf_ptep) leaves the key iova >> lc_shift of the 4 KiB frame of that table it
+    # reached, the frame's host pointer, and the host pointer and value of each table entry it
+    # read at levels top..1. A later walk whose IOVA has the same key starts from that frame when
+    # pgtable_root and PhysMem.frames_gen are unchanged and every cached entry still holds the
+    # value the walk read: the full walk would then read exactly those entries and reach the same
+    # frame. So any write to table memory (the table code, a large-page map replacing a table, an
+    # unmap freeing one, a stray CPU or device write) is seen, and a discarded frame never read.
+    cdef u64 lc_key                            # (simulator) see above; U64_MAX: empty
+    cdef u64 *lc_leaf                          # (simulator) see above
+    cdef u64 lc_root                           # (simulator) pgtable_root when filled
+    cdef u64 lc_gen                            # (simulator) mem.frames_gen when filled
+    cdef int lc_shift                          # (simulator) shifts[0] + 9 (512 entries per frame)
+    cdef u64 *lc_ptep[8]                       # (simulator) host pointer of the entry read at level L
+    cdef u64 lc_val[8]                         # (simulator) its value then
     cdef inline int shift(self, int L) noexcept nogil
     cdef inline int idx_bits(self, int L) noexcept nogil
     cdef inline u64 index(self, u64 va, int L) noexcept nogil
@@ -101,8 +117,12 @@ cdef class IoPgtable:
     cdef inline u64 leaf_oa(self, u64 e) noexcept nogil
     cdef inline int decode_prot(self, u64 e, int acc) noexcept nogil
     cdef inline int table_acc(self, u64 e) noexcept nogil
+    cdef inline u64 *leaf_cache(self, u64 iova) noexcept nogil
+    cdef u64 *walk_fill(self, u64 iova) noexcept nogil
     cdef inline u64 *walk_to_leaf_ptep(self, u64 iova) noexcept nogil
+    cdef inline u64 leaf0_phys(self, u64 e, u64 iova) noexcept nogil
     cdef inline int map_one_fast(self, u64 iova, u64 paddr, int prot) noexcept nogil
+    cdef inline u64 *unmap_one_check(self, u64 iova, u64 *hint) noexcept nogil
     cdef inline u64 unmap_one_fast(self, u64 iova, u64 *hint) noexcept nogil
     cdef int map_pages(self, u64 iova, u64 paddr, u64 pgsize, u64 pgcount, int prot,
                        u64 *mapped) except? -9999

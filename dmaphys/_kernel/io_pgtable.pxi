@@ -352,6 +352,8 @@ cdef class IoPgtable:
         else:
             self.top_pages = 1                   # pt_top_memsize_lg2(): 4 KiB
         self.pgtable_root = 0
+        self.lc_key = U64_MAX                    # the leaf-table cache starts empty
+        self.lc_shift = self.shifts[0] + 9
         root = self.alloc_table(self.top)
         if root == U64_MAX:
             machine.flush_warnings()
@@ -553,16 +555,38 @@ cdef class IoPgtable:
     # (return NULL / 1 / 0 with nothing touched) in every other case -- a missing table, a
     # live entry, a large leaf, an argument the general path warns about or refuses -- so the
     # general path then runs from the start and produces the kernel's result.
-    cdef inline u64 *walk_to_leaf_ptep(self, u64 iova) noexcept nogil:
-        """Host pointer to iova's entry in its smallest-page table, NULL unless every table
-        above is present (a table entry; for arm exactly TYPE_TABLE) and has storage."""
+    cdef inline u64 *leaf_cache(self, u64 iova) noexcept nogil:
+        """The leaf-table cache (see io_pgtable.pxd): host pointer to iova's entry in the cached
+        smallest-page table frame if the walk from the top would reach that frame, else NULL."""
+        cdef int L
+        if ((iova >> self.lc_shift) != self.lc_key or self.lc_root != self.pgtable_root
+                or self.lc_gen != self.mem.frames_gen):
+            return NULL
+        L = self.top
+        while L > 0:
+            if self.lc_ptep[L][0] != self.lc_val[L]:
+                return NULL
+            L -= 1
+        return self.lc_leaf + ((iova >> self.shifts[0]) & 511)
+
+    cdef u64 *walk_fill(self, u64 iova) noexcept nogil:
+        """walk_to_leaf_ptep()'s walk from the top; a walk that reaches the smallest-page table
+        (levels >= 2, for the families with single-granule fast paths) fills the leaf-table cache."""
         cdef u64 table = self.pgtable_root, e
         cdef u64 *ptep
         cdef int L = self.top
         cdef u8 ***l1 = self.l1
+        self.lc_key = U64_MAX                    # refilled below only by a complete walk
         while True:
             ptep = _pt_ptep(l1, table + ((iova >> self.shifts[L]) & self.imask[L]) * 8)
-            if ptep == NULL or L == 0:
+            if ptep == NULL:
+                return NULL
+            if L == 0:
+                if self.top > 0:
+                    self.lc_leaf = ptep - ((iova >> self.shifts[0]) & 511)
+                    self.lc_root = self.pgtable_root
+                    self.lc_gen = self.mem.frames_gen
+                    self.lc_key = iova >> self.lc_shift
                 return ptep
             e = ptep[0]
             if self.family == PT_FAM_ARM:
@@ -578,7 +602,34 @@ cdef class IoPgtable:
                 if L <= 2 and (e & VTDSS_PS):
                     return NULL
                 table = e & PT_OA_MASK
+            self.lc_ptep[L] = ptep
+            self.lc_val[L] = e
             L -= 1
+
+    cdef inline u64 *walk_to_leaf_ptep(self, u64 iova) noexcept nogil:
+        """Host pointer to iova's entry in its smallest-page table, NULL unless every table
+        above is present (a table entry; for arm exactly TYPE_TABLE) and has storage. Served by
+        the leaf-table cache when it holds iova's table frame (vtd-ss, x86-64, arm: the
+        families of the single-granule fast paths; amdv1 and riscv never come here)."""
+        cdef u64 *ptep = self.leaf_cache(iova)
+        if ptep != NULL:
+            return ptep
+        return self.walk_fill(iova)
+
+    cdef inline u64 leaf0_phys(self, u64 e, u64 iova) noexcept nogil:
+        """iova_to_phys of entry e read from iova's slot in its smallest-page table (vtd-ss,
+        x86-64, arm): 0 when it holds no leaf."""
+        cdef u64 m = ((<u64>1) << self.shifts[0]) - 1
+        if self.family == PT_FAM_ARM:
+            if (e & ARM_TYPE_MASK) != ARM_TYPE_PAGE:
+                return 0
+            return arm_to_paddr(self.granule, e) | (iova & m)
+        if self.family == PT_FAM_X86:
+            if not (e & X86_P):
+                return 0
+        elif e == 0:
+            return 0
+        return (e & PT_OA_MASK & ~m) | (iova & m)
 
     cdef inline int map_one_fast(self, u64 iova, u64 paddr, int prot) noexcept nogil:
         """map_pages(iova, paddr, granule, 1, prot) when tables exist and the slot is empty:
@@ -606,35 +657,43 @@ cdef class IoPgtable:
         self.leaf_writes += 1
         return 0
 
-    cdef inline u64 unmap_one_fast(self, u64 iova, u64 *hint) noexcept nogil:
-        """unmap_pages(iova, granule, 1) of a present smallest-size leaf: granule, or 0 declined.
-
-        ``hint``: the host pointer of iova's leaf entry if the caller's walk just found it
-        (c_iova_to_phys with hint_arm), else NULL."""
+    cdef inline u64 *unmap_one_check(self, u64 iova, u64 *hint) noexcept nogil:
+        """unmap_one_fast() without the store: host pointer of iova's present smallest-size
+        leaf, or NULL (declined). ``hint``: see unmap_one_fast()."""
         cdef u64 *ptep
         cdef u64 e, last = iova + self.granule - 1
         if ((iova & (self.granule - 1)) or last < iova or self.family == PT_FAM_AMDV1
-                or self.family == PT_FAM_RISCV):
-            return 0
+                or self.family == PT_FAM_RISCV or not self.coherent_walk):
+            return NULL
         if self.family == PT_FAM_ARM:
-            if iova >> self.ias or not self.coherent_walk:   # non-coherent: set_pte + the sync
-                return 0
+            if iova >> self.ias:
+                return NULL
         elif not self.canonical(iova, last):      # an alias takes the general path (it warns)
-            return 0
+            return NULL
         if hint != NULL and (iova >> self.shifts[0]) == self.hint_page:
             ptep = hint                          # the same walk c_iova_to_phys just made
         else:
             ptep = self.walk_to_leaf_ptep(iova)
         if ptep == NULL:
-            return 0
+            return NULL
         e = ptep[0]
         if self.family == PT_FAM_ARM:
             if (e & ARM_TYPE_MASK) != ARM_TYPE_PAGE:
-                return 0
+                return NULL
         elif self.family == PT_FAM_X86:
             if not (e & X86_P):
-                return 0
+                return NULL
         elif e == 0:
+            return NULL
+        return ptep
+
+    cdef inline u64 unmap_one_fast(self, u64 iova, u64 *hint) noexcept nogil:
+        """unmap_pages(iova, granule, 1) of a present smallest-size leaf: granule, or 0 declined.
+
+        ``hint``: the host pointer of iova's leaf entry if the caller's walk just found it
+        (c_iova_to_phys with hint_arm), else NULL."""
+        cdef u64 *ptep = self.unmap_one_check(iova, hint)
+        if ptep == NULL:
             return 0
         ptep[0] = 0
         self.leaf_writes += 1
@@ -716,41 +775,19 @@ cdef class IoPgtable:
             L -= 1
 
     cdef u64 _iova_to_phys_hint(self, u64 iova) noexcept nogil:
-        """c_iova_to_phys() (pgtable_root != 0) that also leaves the smallest-page entry's host
-        pointer in hint_ptep when the walk reaches it (the same entries, in the same order)."""
-        cdef u64 table = self.pgtable_root, e, m
-        cdef int L = self.top
-        cdef u8 ***l1 = self.l1
+        """c_iova_to_phys() (pgtable_root != 0; vtd-ss, x86-64, arm) that also leaves the
+        smallest-page entry's host pointer in hint_ptep: walk_to_leaf_ptep() (the leaf-table
+        cache or the walk; the same entries, so the same result), or the plain walk where it
+        stops above the smallest pages (a large leaf, a hole, a frame without storage)."""
         cdef u64 *ptep
         if self.family != PT_FAM_ARM and not self.in_range(iova, iova):
             return <u64>(-ERANGE)
-        while True:
-            ptep = _pt_ptep(l1, table + ((iova >> self.shifts[L]) & self.imask[L]) * 8)
-            e = ptep[0] if ptep != NULL else 0   # _pt_rd(): a frame without storage reads 0
-            if L == 0:
-                self.hint_ptep = ptep
-                self.hint_page = iova >> self.shifts[0]
-            if self.family == PT_FAM_ARM:        # arm_lpae_iova_to_phys()
-                if L == 0:
-                    if (e & ARM_TYPE_MASK) != ARM_TYPE_PAGE:
-                        return 0
-                elif (e & ARM_TYPE_MASK) == ARM_TYPE_TABLE:
-                    table = arm_to_paddr(self.granule, e)
-                    L -= 1
-                    continue
-                elif (e & ARM_TYPE_MASK) != ARM_TYPE_BLOCK:
-                    return 0
-                return arm_to_paddr(self.granule, e) | (iova & (((<u64>1) << self.shifts[L]) - 1))
-            if self.family == PT_FAM_X86:        # pt_iommu_<fmt>_iova_to_phys(): __iova_to_phys
-                if not (e & X86_P):
-                    return 0
-            elif e == 0:
-                return 0
-            if L == 0 or (L <= 2 and (e & VTDSS_PS)):
-                m = ((<u64>1) << self.shifts[L]) - 1
-                return (e & PT_OA_MASK & ~m) | (iova & m)
-            table = e & PT_OA_MASK
-            L -= 1
+        ptep = self.walk_to_leaf_ptep(iova)
+        if ptep == NULL:
+            return self.c_iova_to_phys(iova)     # hint_arm is off now: the plain walk
+        self.hint_ptep = ptep
+        self.hint_page = iova >> self.shifts[0]
+        return self.leaf0_phys(ptep[0], iova)
 
     cdef int lookup(self, u64 iova, u64 *phys, int *prot, u64 *leaf_size) noexcept nogil:
         """The hardware walk: 0 and the translation, IOMMU_* permissions and leaf size, or -1."""

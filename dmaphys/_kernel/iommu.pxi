@@ -115,7 +115,9 @@ cdef class IommuDomain:
         no dirty ops. VT-d (SSADE in the PASID entry) and AMD (HAD in the DTE) turn the IOMMU's
         dirty updates on or off; arm-smmu-v3 keeps them always on (returns 0). Unlike iommufd's
         iopt_set_dirty_tracking() it does not clear the dirty bits first: call
-        read_and_clear_dirty() for a clean start."""
+        read_and_clear_dirty() for a clean start.
+
+        Raises ValueError for a freed domain."""
         if self.freed:
             raise ValueError(f"IOMMU domain {self.id} was freed")
         if not self.dirty_ops:
@@ -132,7 +134,11 @@ cdef class IommuDomain:
         to iommu_dirty_bitmap_record() / iova_bitmap_set(), in walk order (one per dirty leaf:
         its size, or for a contiguous amdv1 leaf what record_dirty() computes). Dirty leaves are
         made clean unless ``flags`` has IOMMU_DIRTY_NO_CLEAR; the IOTLB flush of what was
-        cleared makes the next device write through them set the bit again."""
+        cleared makes the next device write through them set the bit again.
+
+        Raises ValueError for a freed domain, TypeError / OverflowError for arguments that are
+        no u64; the drivers' WARN_ONs (size 0, an end beyond the table) are warnings with
+        ret -EINVAL."""
         cdef u64 va = _u64(iova, "iova"), sz = _u64(size, "size"), fl = _u64(flags, "flags")
         cdef u64 g[2]
         cdef int ret

@@ -959,13 +959,15 @@ cdef inline u64 iova_rcache_commit(IovaDomain iovad, iova_magazine *mag, u64 i, 
     return pfn
 
 
-cdef inline bint iova_rcache_insert_ok(IovaDomain iovad, u64 pfn, int cpu) noexcept nogil:
+cdef inline bint iova_rcache_insert_ok(IovaDomain iovad, u64 pfn, int cpu, u64 anchor_lo) noexcept nogil:
     """free_iova_fast(iovad, pfn, 1, cpu) raises nothing and schedules nothing: it stays in the
-    CPU's magazines, or pushes a full one to the depot whose work is already pending."""
+    CPU's magazines, or pushes a full one to the depot whose work is already pending.
+    ``anchor_lo``: deref(iovad._anchor()).first (the caller's, for a run of calls that do not
+    change the tree)."""
     cdef iova_cpu_rcache *cr
     if iovad.dead or iovad.cpu_rcaches == NULL or cpu < 0 or cpu >= iovad.ncpus:
         return False
-    if pfn >= deref(iovad._anchor()).first:
+    if pfn >= anchor_lo:
         return False
     cr = iovad._cpu_rcache(0, cpu)
     return cr.loaded.size != IOVA_MAG_SIZE or cr.prev.size != IOVA_MAG_SIZE or iovad.work_pending[0]

@@ -126,31 +126,55 @@ cdef int c_dma_unmap_phys(Device dev, u64 addr, u64 size, int dir, unsigned long
 
 
 # ---- GIL-free paths ---------------------------------------------------------------------------------
-# dma_map_phys_fast / dma_unmap_phys_fast run c_dma_map_phys / c_dma_unmap_phys's common paths
-# (dma-direct without bouncing; dma-iommu with an rcache hit, strict unmaps) in C without the GIL,
-# when nothing Python must see can happen: no dma-debug, no tracing, a valid direction, a DMA
-# mask. They return 0 having changed nothing where they cannot, and the caller runs the full
-# function with the GIL (c_dma_map_phys_nogil / c_dma_unmap_phys_nogil do that themselves).
+# dma_map_phys_fast_run / dma_unmap_phys_fast_run run c_dma_map_phys / c_dma_unmap_phys's common
+# paths (dma-direct without bouncing; dma-iommu with an rcache hit, strict unmaps, lazy unmaps
+# onto an armed flush queue) in C without the GIL, when nothing Python must see can happen: no
+# dma-debug, no tracing, a valid direction, a DMA mask. They do elements i, i+1, ... of arrays
+# (a batch; one element for dma_map_phys_fast / dma_unmap_phys_fast) and return the index of the
+# first element they did not do, having changed nothing for it: the caller runs the full function
+# for it with the GIL (c_dma_map_phys_nogil / c_dma_unmap_phys_nogil do that themselves). Checks
+# that hold for the whole run (the device, its domain, dma-debug, tracing) are made once per run.
 cdef inline bint _nogil_ok(Device dev) noexcept nogil:
     return dev.has_dma_mask and not dev.machine.trace.enabled and not dev.machine.dma_debug.enabled
 
 
-cdef inline int dma_map_phys_fast(Device dev, u64 phys, u64 size, int dir, unsigned long attrs,
-                                  u64 *out) noexcept nogil:
+cdef inline Py_ssize_t dma_map_phys_fast_run(Device dev, const u64 *phys, const u64 *sizes, Py_ssize_t ss,
+                                             Py_ssize_t i, Py_ssize_t n, int dir, unsigned long attrs,
+                                             u64 *out) noexcept nogil:
+    if not valid_dma_direction(dir) or not _nogil_ok(dev):
+        return i
+    if dma_map_direct(dev):
+        while i < n and dma_direct_map_phys_fast(dev, phys[i], sizes[i * ss], dir, attrs, &out[i]):
+            i += 1
+        return i
+    return iommu_dma_map_phys_run(dev, phys, sizes, ss, i, n, dir, attrs, out)
+
+
+cdef inline int dma_unmap_phys_fast_run(Device dev, const u64 *addrs, const u64 *sizes, Py_ssize_t ss,
+                                        Py_ssize_t *pi, Py_ssize_t n, int dir,
+                                        unsigned long attrs) except -1 nogil:
+    # (the index in and out through pi: an exception leaves it at the element that raised)
     if not valid_dma_direction(dir) or not _nogil_ok(dev):
         return 0
     if dma_map_direct(dev):
-        return dma_direct_map_phys_fast(dev, phys, size, dir, attrs, out)
-    return iommu_dma_map_phys_fast(dev, phys, size, dir, attrs, out)
+        while pi[0] < n and dma_direct_unmap_phys_fast(dev, addrs[pi[0]], sizes[pi[0] * ss], dir, attrs):
+            pi[0] += 1
+        return 0
+    return iommu_dma_unmap_phys_run(dev, addrs, sizes, ss, pi, n, dir, attrs)
+
+
+cdef inline int dma_map_phys_fast(Device dev, u64 phys, u64 size, int dir, unsigned long attrs,
+                                  u64 *out) noexcept nogil:
+    """One element: 1 done (*out = the DMA address), 0 not (nothing changed)."""
+    return <int>dma_map_phys_fast_run(dev, &phys, &size, 0, 0, 1, dir, attrs, out)
 
 
 cdef inline int dma_unmap_phys_fast(Device dev, u64 addr, u64 size, int dir,
                                     unsigned long attrs) except -1 nogil:
-    if not valid_dma_direction(dir) or not _nogil_ok(dev):
-        return 0
-    if dma_map_direct(dev):
-        return dma_direct_unmap_phys_fast(dev, addr, size, dir, attrs)
-    return iommu_dma_unmap_phys_fast(dev, addr, size, dir, attrs)
+    """One element: 1 done, 0 not (nothing changed), -1 MemoryError."""
+    cdef Py_ssize_t i = 0
+    dma_unmap_phys_fast_run(dev, &addr, &size, 0, &i, 1, dir, attrs)
+    return <int>i
 
 
 cdef inline int dma_sync_single_fast(Device dev, u64 addr, u64 size, int dir, bint for_cpu) noexcept nogil:

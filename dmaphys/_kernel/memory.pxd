@@ -50,6 +50,9 @@ cdef class PhysMem:
     # CPU page-table reads (wb_read64) see them, device-side reads (read/read64) do not.
     cdef cppmap[u64, wb_line] wb               # (simulator) dirty lines (empty: memory is the CPU view)
     cdef readonly u64 wb_lines_cleaned         # (simulator) dirty lines written back by cleans
+    cdef u64 frames_gen                        # (simulator) bumped when a frame's storage pointer goes away or
+                                               # changes (discard, ext RAM): host pointers kept across
+                                               # operations (IoPgtable's leaf-table cache) check it
     cdef int check_region(self, u64 start, u64 size, str name) except -1
     cdef int add_region(self, u64 start, u64 size, int kind, str name, bint allocatable=*) except -1
     cdef int add_ext_ram(self, u64 start, object buffer, str name, bint allocatable) except -1

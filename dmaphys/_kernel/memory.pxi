@@ -139,6 +139,7 @@ cdef class PhysMem:
                 free(l2[pfn & (PFN_L2_SIZE - 1)])
                 self.resident_frames -= 1
             l2[pfn & (PFN_L2_SIZE - 1)] = x.base + ((pfn - spfn) << PAGE_SHIFT)
+        self.frames_gen += 1
         return 0
 
     cdef int ext_index(self, u64 pfn) noexcept nogil:
@@ -180,6 +181,7 @@ cdef class PhysMem:
                 self.free_extents[epfn] = e
         for pfn in range(spfn, epfn):
             self.l1[pfn >> PFN_L2_SHIFT][pfn & (PFN_L2_SIZE - 1)] = NULL
+        self.frames_gen += 1
         for i in range(self.regions.size()):
             if self.regions[i].start == start:
                 self.regions.erase(self.regions.begin() + i)
@@ -275,6 +277,7 @@ cdef class PhysMem:
                 free(l2[i & (PFN_L2_SIZE - 1)])
                 l2[i & (PFN_L2_SIZE - 1)] = NULL
                 self.resident_frames -= 1
+                self.frames_gen += 1
 
     # ---- byte access (callers have validated the range) ------------------------------------
     cdef void read(self, u64 addr, u8 *buf, u64 n) noexcept nogil:

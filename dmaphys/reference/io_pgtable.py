@@ -515,13 +515,15 @@ class IoPgtable:
 
     # ---- dirty tracking (iommu_dirty_ops) ---------------------------------------------------
     def has_dirty(self):
-        """vtd-ss, amdv1; io-pgtable-arm stage 1 with IO_PGTABLE_QUIRK_ARM_HD."""
+        """Simulator-only: whether the format has dirty ops (vtd-ss, amdv1; io-pgtable-arm
+        stage 1 with IO_PGTABLE_QUIRK_ARM_HD). Returns a bool. Raises nothing."""
         if self.family == FAM_ARM:
             return self.arm_hd
         return _gpt.gpt_has_dirty(self.family)
 
     def hw_set_dirty(self, iova):
-        """The IOMMU's atomic dirty update of iova's leaf for a write request (no counters)."""
+        """Simulator-only: the IOMMU hardware's atomic dirty update of iova's leaf for a write
+        request (no counters; VT-d SSADE, AMD HAD, SMMUv3 HD). Returns None. Raises nothing."""
         table = self.pgtable_root
         if table == 0:
             return
@@ -540,7 +542,9 @@ class IoPgtable:
             table = self._table_pa(e)
 
     def read_and_clear_dirty(self, iova, size, flags, rec, gather):
-        """io_pgtable_ops->read_and_clear_dirty / pt_iommu_<fmt>_read_and_clear_dirty()."""
+        """Mirrors io_pgtable_ops->read_and_clear_dirty() / pt_iommu_<fmt>_read_and_clear_dirty():
+        appends (iova, length) records to ``rec`` and widens ``gather``. Returns 0 or -errno.
+        Raises nothing (WARN_ONs are queued warnings)."""
         if self.pgtable_root == 0:
             return -EINVAL
         if self.family == FAM_ARM:

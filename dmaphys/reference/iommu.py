@@ -121,7 +121,7 @@ class IommuDomain:
 
     # ---- dirty tracking (struct iommu_dirty_ops) -------------------------------------------
     def set_dirty_tracking(self, enable):
-        """dirty_ops->set_dirty_tracking(); see dmaphys._core.IommuDomain.set_dirty_tracking."""
+        """Reference twin of dmaphys._core.IommuDomain.set_dirty_tracking: same returns and raises."""
         if self.freed:
             raise ValueError(f"IOMMU domain {self.id} was freed")
         if not self.dirty_ops:
@@ -131,7 +131,7 @@ class IommuDomain:
         return 0
 
     def read_and_clear_dirty(self, iova, size, flags=0):
-        """dirty_ops->read_and_clear_dirty() as iommufd drives it -> (ret, [(iova, length)])."""
+        """Reference twin of dmaphys._core.IommuDomain.read_and_clear_dirty: same returns and raises."""
         va, sz, fl = u64(iova, "iova"), u64(size, "size"), u64(flags, "flags")
         rec: list = []
         if self.freed:

@@ -612,7 +612,8 @@ class IovaDomain:
         self._flush()
 
     def put_iova_domain_c(self) -> None:
-        # mirrors iova.pxi put_iova_domain_c(): warnings left queued for the caller's entry point
+        """Mirrors iova.pxi put_iova_domain_c(): put_iova_domain() with its warnings left queued
+        for the caller's entry point. Returns None. Raises KernelBug for a domain already put."""
         self._check_alive()
         for rc in self._rcaches:
             rc["work_pending"] = False             # cancel_delayed_work_sync()

@@ -1,0 +1,157 @@
+"""The page tables' leaf-table cache (io_pgtable.pxd lc_*, issue 10) never serves a stale walk.
+
+The compiled core remembers the last smallest-page table its single-granule fast paths reached
+(map_one_fast, unmap_one_fast, dma-iommu's unmap lookup) and starts the next walk there when the
+IOVA falls in the same table frame and the entries above still hold what that walk read. The
+reference model walks from the top every time, so any stale use shows as a difference between
+the two backends. Each case fills the cache through a fast path, then changes the tables above
+the cached leaf table in a way the cache must notice -- an unmap that frees the table (freed
+now, or held on the pending list so its memory stays), a block mapping replacing it, a stray
+CPU write into a table entry, the IOMMU API writing a DMA domain's tables behind dma-iommu's
+back, a domain freed and its memory reused by the next domain -- and uses the same slot again.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import dmaphys
+
+R, W = 1, 2
+BASE = 1 << 30                                   # aligned to every block size used below
+P, Q = 0x10000000, 0x40000000                    # output addresses (block-aligned for 512M)
+FMTS = ["vtd-ss", "x86-64", "arm-lpae-s1-4k", "arm-lpae-s1-16k", "arm-lpae-s1-64k", "arm-lpae-s2-4k"]
+
+
+def table_and_block(impl, fmt, defer_free=False):
+    m = impl.Machine(ram=[(0, 1 << 32)], swiotlb=0, dma_debug=False)
+    pt = impl.IoPgtable(m, fmt)
+    pt.defer_free = defer_free
+    g = pt.granule
+    blk = g * (g // 8)                           # the item size one level up: a block leaf
+    assert pt.pgsize_bitmap & blk
+    return m, pt, g, blk
+
+
+def recorded(fn):
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        out = fn()
+    return out, [str(x.message) for x in w]
+
+
+def both(case, *args):
+    core, ref = (recorded(lambda impl=impl: case(impl, *args)) for impl in (dmaphys, dmaphys.reference))
+    assert core == ref
+    return core
+
+
+@pytest.mark.skipif(dmaphys.BACKEND != "core", reason="compares the core with the reference")
+@pytest.mark.parametrize("defer_free", [False, True])
+@pytest.mark.parametrize("fmt", FMTS)
+def test_unmap_frees_the_table_then_a_block_replaces_it(fmt, defer_free):
+    def case(impl):
+        m, pt, g, blk = table_and_block(impl, fmt, defer_free)
+        out = [pt.map(BASE, P, g, R | W),        # the general path makes the tables
+               pt.map(BASE + g, P + g, g, R | W),  # the fast path: the cache holds the leaf table
+               pt.unmap(BASE + 4 * g, g),        # the fast path's unmap (a hole: declines)
+               pt.unmap(BASE, blk),              # the leaf table goes (freed or pending)
+               pt.map(BASE + 2 * g, P, g, R | W),  # a new leaf table, elsewhere or reused
+               pt.map(BASE + 3 * g, P, g, R | W),
+               pt.unmap(BASE, blk),
+               pt.map(BASE, Q, blk, R | W),      # a block where the table was
+               pt.map(BASE + 2 * g, P, g, R | W),  # must see the block
+               pt.unmap(BASE + 2 * g, g),
+               pt.iova_to_phys(BASE + 3 * g), pt.walk(BASE + 2 * g)]
+        if defer_free:
+            pt.release_pending()
+        out += [pt.map(BASE + blk + g, P, g, R | W), pt.map(BASE + blk + 2 * g, P, g, R | W)]
+        return out, pt.get_state(), m.mem_read(pt.pgtable_root, 4096)
+    both(case)
+
+
+@pytest.mark.skipif(dmaphys.BACKEND != "core", reason="compares the core with the reference")
+@pytest.mark.parametrize("fmt", FMTS)
+@pytest.mark.parametrize("stray", ["clear", "other-table"])
+def test_a_stray_write_into_a_table_entry_above_the_cached_table(fmt, stray):
+    def case(impl):
+        m, pt, g, blk = table_and_block(impl, fmt)
+        out = [pt.map(BASE, P, g, R | W), pt.map(BASE + g, P + g, g, R | W),
+               pt.map(BASE + blk, P, g, R | W), pt.map(BASE + g, P, g, R | W)]
+        lv = pt.walk(BASE)["levels"]
+        other = pt.walk(BASE + blk)["levels"][-2]["pte"]
+        # the CPU writes the entry that points at BASE's leaf table (level above the leaf)
+        val = 0 if stray == "clear" else other
+        m.mem_write(lv[-2]["pte_addr"], val.to_bytes(8, "little"))
+        out += [pt.map(BASE + 2 * g, P + 2 * g, g, R | W),    # a fresh table / the other one
+                pt.unmap(BASE + 2 * g, g), pt.map(BASE + 3 * g, P, g, R | W),
+                pt.walk(BASE + 2 * g), pt.walk(BASE + 3 * g), pt.iova_to_phys(BASE + 3 * g)]
+        return out, pt.get_state()
+    both(case)
+
+
+def _dma_rig(impl, strict):
+    m = impl.Machine(ram=[(0, 1 << 32)], swiotlb=1 << 20, dma_debug=False)
+    m.trace.enabled = False
+    iommu = m.add_iommu(strict=strict)
+    dev = m.add_device("nic", iommu=iommu)
+    return m, iommu, dev
+
+
+def _pages(n, base=0x20000000):
+    return np.uint64(base) + np.arange(n, dtype=np.uint64) * np.uint64(4096)
+
+
+@pytest.mark.skipif(dmaphys.BACKEND != "core", reason="compares the core with the reference")
+@pytest.mark.parametrize("strict", [True, False])
+def test_the_iommu_api_rewrites_a_dma_domains_tables_behind_the_batch_path(strict):
+    def case(impl):
+        m, iommu, dev = _dma_rig(impl, strict)
+        ph = _pages(512)                         # top-down IOVAs: one whole leaf table
+        out = []
+        a = impl.dma_map_phys_batch(dev, ph, 4096, 0)           # rcache misses: the full path
+        impl.dma_unmap_phys_batch(dev, a, 4096, 0)
+        m.advance(20_000_000)                                   # lazy: the flush queue's timeout
+        a = impl.dma_map_phys_batch(dev, ph, 4096, 0)           # rcache hits: the fast path
+        out.append(a.tolist())
+        d = dev.domain
+        region = int(a.min()) & ~((1 << 21) - 1)
+        assert int(a.max()) - region < 1 << 21
+        out.append(impl.iommu_unmap(d, region, 1 << 21))        # the leaf table goes
+        out.append(impl.iommu_map(d, region, Q, 1 << 21, R | W))  # a 2M leaf in its place
+        impl.dma_unmap_phys_batch(dev, a, 4096, 0)              # each finds the 2M leaf
+        out.append(impl.iommu_unmap(d, region, 1 << 21))
+        b = impl.dma_map_phys_batch(dev, ph, 4096, 0)
+        out.append(b.tolist())
+        impl.dma_unmap_phys_batch(dev, b, 4096, 0)
+        out.append(d.pgtable.get_state())
+        out.append(d.iova_cookie.get_state())
+        return out
+    both(case)
+
+
+@pytest.mark.skipif(dmaphys.BACKEND != "core", reason="compares the core with the reference")
+def test_a_domain_freed_and_its_memory_reused():
+    def case(impl):
+        m, iommu, dev = _dma_rig(impl, True)
+        out = []
+        for _ in range(3):
+            d = iommu.domain_alloc()
+            out.append(impl.iommu_attach_device(d, dev))
+            for k in range(4):                                  # fast-path maps and unmaps
+                out.append(impl.iommu_map(d, BASE + k * 4096, P + k * 4096, 4096, R | W))
+            out.append(impl.iommu_unmap(d, BASE + 4096, 4096))
+            out.append(impl.iommu_unmap(d, BASE, 1 << 30))
+            out.append(impl.iommu_map(d, BASE + 8192, Q, 4096, R | W))
+            out.append(d.pgtable.get_state())
+            impl.iommu_detach_device(d, dev)
+            impl.iommu_domain_free(d)                           # its table pages go back
+        ph = _pages(16)
+        for _ in range(2):
+            a = impl.dma_map_phys_batch(dev, ph, 4096, 0)
+            impl.dma_unmap_phys_batch(dev, a, 4096, 0)
+            out.append(a.tolist())
+        out.append(dev.domain.pgtable.get_state())
+        return out
+    both(case)
