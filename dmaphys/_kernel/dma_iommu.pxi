@@ -749,6 +749,8 @@ cdef inline Py_ssize_t _iommu_map_run_i(Device dev, IommuDomain d, IommuDmaCooki
         if cookie.pci32_val:
             limit = 0xFFFFFFFF
     limit_pfn = limit >> iovad.shift
+    if not iova_rcache_fast_ok(iovad, cpu):
+        return i
     while i < n:
         p = phys[i]
         size = sizes[i * ss]
@@ -774,10 +776,14 @@ cdef inline bint _fq_queue_ok(IommuDmaCookie cookie, IovaFq fq, IovaDomain iovad
                               u64 anchor_lo) noexcept nogil:
     """queue_iova() on fq will run in C only: every entry it releases (those a finished flush
     covers; all of them when the ring is full and it flushes) is one granule with no table pages,
-    and the rcache takes them without arming the depot work. (anchor_lo: iova_rcache_insert_ok())"""
+    and the rcache takes them without arming the depot work. (anchor_lo: iova_rcache_insert_ok();
+    iova_rcache_fast_ok() holds.)"""
     cdef u64 finish = cookie.fq_flush_finish_cnt
     cdef unsigned int i = fq.head, k
     cdef iova_cpu_rcache *cr
+    if ((i == fq.tail or fq.entries[i].counter >= finish)
+            and ((fq.tail + 1) & fq.mod_mask) != i):
+        return True                               # the common case: nothing released, not full
     while i != fq.tail and fq.entries[i].counter < finish:
         i = (i + 1) & fq.mod_mask
     if ((fq.tail + 1) & fq.mod_mask) == i:        # full after the release: flush, release all
@@ -790,8 +796,6 @@ cdef inline bint _fq_queue_ok(IommuDmaCookie cookie, IovaFq fq, IovaDomain iovad
         if fq.entries[i].iova_pfn >= anchor_lo:
             return False
         i = (i + 1) & fq.mod_mask
-    if iovad.dead or iovad.cpu_rcaches == NULL or cpu < 0 or cpu >= iovad.ncpus:
-        return False
     if iovad.work_pending[0]:
         return True
     cr = iovad._cpu_rcache(0, cpu)
@@ -882,7 +886,8 @@ cdef inline int _iommu_unmap_run_i(Device dev, IommuDomain d, IommuDmaCookie coo
     cdef iova_magazine *spare
     cdef Py_ssize_t i = pi[0]
     cdef u64 anchor_lo
-    if not _iommu_fast_table(iovad, d, pt) or not pt.pending_free.empty():
+    if (not _iommu_fast_table(iovad, d, pt) or not pt.pending_free.empty()
+            or not iova_rcache_fast_ok(iovad, cpu)):
         return 0
     anchor_lo = deref(iovad._anchor()).first          # the run changes no IOVA tree node
     while i < n:

@@ -911,16 +911,20 @@ cdef class IovaDomain:
 # One-granule ranges (order 0) only. Each either does exactly what the full function would do, or
 # reports that it cannot (a push that would arm the depot work: that schedules a timer on the
 # machine) having changed nothing, and the caller runs the full function with the GIL.
+cdef inline bint iova_rcache_fast_ok(IovaDomain iovad, int cpu) noexcept nogil:
+    """The rcache paths below may run for ``cpu`` (checked once per run of them: nothing they
+    do changes it): a live domain with rcaches, a CPU it has."""
+    return not iovad.dead and iovad.cpu_rcaches != NULL and 0 <= cpu < iovad.ncpus
+
+
 cdef inline iova_magazine *iova_rcache_peek(IovaDomain iovad, u64 limit_pfn, int cpu, u64 *idx) noexcept nogil:
     """What alloc_iova_fast(iovad, 1, limit_pfn, ..., cpu) would pop from the rcache, found
     without changing anything: the magazine (loaded; or prev, which __iova_rcache_get swaps in
     first; or the depot's head, which replaces an empty loaded one) and the index
-    iova_magazine_pop() takes; NULL where the rcache would miss."""
+    iova_magazine_pop() takes; NULL where the rcache would miss. (iova_rcache_fast_ok() holds.)"""
     cdef iova_cpu_rcache *cr
     cdef iova_magazine *mag
     cdef u64 i, size
-    if iovad.dead or iovad.cpu_rcaches == NULL or cpu < 0 or cpu >= iovad.ncpus:
-        return NULL
     cr = iovad._cpu_rcache(0, cpu)
     if cr.loaded.size != 0:
         mag = cr.loaded
@@ -963,10 +967,8 @@ cdef inline bint iova_rcache_insert_ok(IovaDomain iovad, u64 pfn, int cpu, u64 a
     """free_iova_fast(iovad, pfn, 1, cpu) raises nothing and schedules nothing: it stays in the
     CPU's magazines, or pushes a full one to the depot whose work is already pending.
     ``anchor_lo``: deref(iovad._anchor()).first (the caller's, for a run of calls that do not
-    change the tree)."""
+    change the tree; iova_rcache_fast_ok() holds)."""
     cdef iova_cpu_rcache *cr
-    if iovad.dead or iovad.cpu_rcaches == NULL or cpu < 0 or cpu >= iovad.ncpus:
-        return False
     if pfn >= anchor_lo:
         return False
     cr = iovad._cpu_rcache(0, cpu)
