@@ -557,6 +557,16 @@ cdef int __iommu_dma_unmap(Device dev, u64 dma_addr, u64 size) except -1:
     return iommu_dma_free_iova(cookie, dma_addr, size, &freelist)
 
 
+cdef inline int _dma_pgtable_live(Device dev) except -1:
+    """(simulator) A DMA domain whose page table was freed through the unmanaged API
+    (IoPgtable.free_tables()) cannot map: ValueError before anything (IOVA, pages, a bounce slot)
+    is allocated, so the call leaves no trace."""
+    cdef IoPgtable pt = (<IommuDomain>dev.domain).pgtable
+    if pt is not None and pt.pgtable_root == 0:
+        pt.check_live()
+    return 0
+
+
 cdef u64 __iommu_dma_map(Device dev, u64 phys, u64 size, int prot, u64 dma_mask) except? 0xFFFFFFFFFFFFFFFF:
     """__iommu_dma_map(): allocate IOVA, iommu_map() the covering granules, keep the offset."""
     cdef IommuDomain domain = <IommuDomain>dev.domain
@@ -615,6 +625,7 @@ cdef u64 iommu_dma_map_swiotlb(Device dev, u64 phys, u64 size, int dir, unsigned
 # ---- streaming map / unmap / sync ---------------------------------------------------------------
 cdef u64 iommu_dma_map_phys(Device dev, u64 phys, u64 size, int dir, unsigned long attrs) except? 0xFFFFFFFFFFFFFFFF:
     """iommu_dma_map_phys(): IOVA + sub-granule offset, or DMA_MAPPING_ERROR."""
+    _dma_pgtable_live(dev)
     cdef bint coherent = dev.coherent
     cdef int prot = dma_info_to_prot(dir, coherent, attrs)
     cdef u64 granule = _cookie_of(dev).iovad.granule
@@ -1124,6 +1135,7 @@ cdef int iommu_dma_map_sg(Device dev, ScatterList sg, int nents, int dir, unsign
     cdef u64 s_iova_off, s_length, pad_len, bus_addr
     cdef int64_t ret = 0
     cdef int i, p2p
+    _dma_pgtable_live(dev)
     if dev_use_swiotlb(dev, 0, dir):                       # dev_use_sg_swiotlb()
         return iommu_dma_map_sg_swiotlb(dev, sg, nents, dir, attrs)
     if not (attrs & DMA_ATTR_SKIP_CPU_SYNC):
@@ -1238,6 +1250,7 @@ cdef u64 iommu_dma_alloc(Device dev, u64 size, u64 *phys_out, unsigned long attr
     cdef u64 alloc_size = (size + PAGE_SIZE - 1) & ~(<u64>PAGE_SIZE - 1)
     cdef u64 npages, phys, handle
     cdef PhysMem mem = dev.machine.mem
+    _dma_pgtable_live(dev)
     if alloc_size == 0:
         return DMA_MAPPING_ERROR
     npages = (<u64>1) << _get_order(alloc_size)

@@ -523,7 +523,16 @@ def iommu_dma_map_swiotlb(dev, phys: int, size: int, dir: int, attrs: int) -> in
 
 
 # ---- streaming map / unmap / sync ---------------------------------------------------------------
+def _dma_pgtable_live(dev) -> None:
+    # mirrors dma_iommu.pxi _dma_pgtable_live(): a freed DMA-domain page table maps nothing,
+    # ValueError before any allocation
+    pt = dev.domain.pgtable
+    if pt is not None and pt.pgtable_root == 0:
+        pt._check_live()
+
+
 def iommu_dma_map_phys(dev, phys: int, size: int, dir: int, attrs: int) -> int:
+    _dma_pgtable_live(dev)
     coherent = dev.coherent
     prot = dma_info_to_prot(dir, coherent, attrs)
     granule = _cookie_of(dev).iovad.granule
@@ -706,6 +715,7 @@ def iommu_map_sg(domain, iova: int, sg, nents: int, prot: int) -> int:
 
 
 def iommu_dma_map_sg(dev, sg, nents: int, dir: int, attrs: int) -> int:
+    _dma_pgtable_live(dev)
     domain = dev.domain
     cookie = domain.iova_cookie
     granule = cookie.iovad.granule
@@ -803,6 +813,7 @@ def _get_order(size: int) -> int:
 
 def iommu_dma_alloc(dev, size: int, attrs: int) -> tuple[int, int]:
     """Contiguous iommu_dma_alloc(): (phys, dma_handle), or (U64_MAX, DMA_MAPPING_ERROR)."""
+    _dma_pgtable_live(dev)
     ioprot = dma_info_to_prot(DMA_BIDIRECTIONAL, dev.coherent, attrs)
     alloc_size = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
     mem = dev.machine.mem
