@@ -684,8 +684,8 @@ cdef inline int _capi_access_nogil(Device dev, u64 addr, u8 *buf, u64 n, bint wr
                                    dmaphys_error *err) noexcept nogil:
     """_capi_access() on the GIL-free path: device_access() takes the GIL itself for a fault
     (recorded in iommu.faults / dev.faults there), which is then converted with the GIL."""
-    cdef _capi_access_fn access = <_capi_access_fn>device_access
-    if n and access(dev, addr, buf, n, write) < 0:
+    cdef _capi_access_fn access = <_capi_access_fn>device_access_full
+    if n and not device_access_fast(dev, addr, buf, n, write) and access(dev, addr, buf, n, write) < 0:
         return _capi_pending(dev, err)
     if write:
         dev.dma_writes += 1

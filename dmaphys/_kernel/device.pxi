@@ -267,7 +267,16 @@ cdef int device_access(Device dev, u64 addr, u8 *buf, u64 n, bint write) except 
 
     Runs without the GIL; takes it itself for a fault (DmaFault / IommuFault), the P2P
     routing walk when the machine has P2P windows, and dma-debug's view of device writes.
+    The common single-page IOTLB-hit access to RAM is done by device_access_fast()
+    (iommu.pxi) first; device_access_full() is everything.
     """
+    if device_access_fast(dev, addr, buf, n, write):
+        return 0
+    return device_access_full(dev, addr, buf, n, write)
+
+
+cdef int device_access_full(Device dev, u64 addr, u8 *buf, u64 n, bint write) except -1 nogil:
+    """device_access() without trying device_access_fast() first (the C ABI, having tried it)."""
     cdef u64 last = addr + n - 1
     cdef u64 phys
     if dev.removed:                            # unbound and gone: blocked like IOMMU_DOMAIN_BLOCKED

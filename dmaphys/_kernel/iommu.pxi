@@ -772,6 +772,66 @@ cdef inline int iommu_translate_one(Device dev, IommuDomain d, Iotlb tlb, IoPgta
     return XLATE_OK
 
 
+# ---- the common case, flattened (simulator; no kernel counterpart) -------------------------------
+cdef inline bint device_access_fast(Device dev, u64 addr, u8 *buf, u64 n, bint write) noexcept nogil:
+    """device_access() of the common case in one inlined step: a device behind a translating
+    domain, the access inside one 4 KiB page (one request), an IOTLB hit (set-assoc mode)
+    whose entry the page table still holds and that grants the access, plain RAM behind it
+    with its frame present, nothing for dma-debug, P2P routing or dirty tracking to do.
+    Returns True with the bytes moved and the IOTLB's hit counter / LRU clock updated exactly
+    as iommu_translate_one() updates them; otherwise False having touched nothing, and the
+    caller runs the full path (device_access -> iommu_device_access), which faults, walks,
+    fills, reports stale hits and sets dirty bits as usual."""
+    if buf == NULL or n == 0 or dev.removed or n > PAGE_SIZE - (addr & (PAGE_SIZE - 1)):
+        return False
+    if dev.domain is None or not (<IommuDomain>dev.domain).translates or dev.machine.dma_debug.enabled:
+        return False
+    if not dev.machine.p2pdma._windows.empty() and dev.p2p_node is not None:
+        return False
+    if addr + n - 1 > min_not_zero(dma_get_mask_c(dev), dev.bus_dma_limit):
+        return False
+    return _iommu_access_fast_d(dev, <IommuDomain>dev.domain, addr, buf, n, write)
+
+
+cdef inline bint _iommu_access_fast_d(Device dev, IommuDomain d, u64 iova, u8 *buf, u64 n,
+                                      bint write) noexcept nogil:
+    # (nogil code passes borrowed typed references as arguments; it cannot assign them)
+    if d.iommu.iotlb is None or d.pgtable is None:
+        return False
+    return _iommu_access_fast(d, d.iommu.iotlb, d.pgtable, dev.machine.mem, iova, buf, n, write)
+
+
+cdef inline bint _iommu_access_fast(IommuDomain d, Iotlb tlb, IoPgtable pt, PhysMem mem, u64 iova,
+                                    u8 *buf, u64 n, bint write) noexcept nogil:
+    cdef iotlb_entry *e = iotlb_peek(tlb, d.id, iova, d.leaf_shifts, d.nshifts)
+    cdef u64 phys
+    cdef int r
+    cdef u8 *p
+    if e == NULL or e.gen != pt.leaf_writes:   # a miss, or a possibly stale hit: the full path
+        return False
+    if not (e.prot & (IOMMU_WRITE if write else IOMMU_READ)):
+        return False                           # a permission fault
+    if write and d.dirty_tracking and not e.dirty:
+        return False                           # the IOMMU sets the leaf's dirty bit
+    phys = e.phys | (iova & (((<u64>1) << e.shift) - 1))
+    r = mem.find_region(phys, n)
+    if r < 0 or mem.regions[r].kind != REGION_RAM:
+        return False
+    p = mem.page_ptr(phys >> PAGE_SHIFT)
+    if write:
+        if p == NULL:                          # the frame gets its storage on the full path
+            return False
+        iotlb_count_hit(tlb, e)
+        memcpy(p + (phys & (PAGE_SIZE - 1)), buf, n)
+    else:
+        iotlb_count_hit(tlb, e)
+        if p == NULL:
+            memset(buf, 0, n)
+        else:
+            memcpy(buf, p + (phys & (PAGE_SIZE - 1)), n)
+    return True
+
+
 cdef int iommu_device_access(Device dev, u64 iova, u8 *buf, u64 n, bint write) except -1 nogil:
     """A device's DMA of n bytes at IOVA iova through its domain.
 

@@ -42,6 +42,44 @@ cdef inline iotlb_qkey _iotlb_qkey(u64 page, u32 domid, u32 sid, int shift) noex
     return k
 
 
+cdef inline iotlb_entry *_iotlb_probe_set(Iotlb tlb, u32 domid, u32 sid, u64 page, int s) noexcept nogil:
+    """Set-assoc mode: the valid entry for page at leaf size lg2 s, or NULL. Touches nothing."""
+    cdef u64 w, base
+    cdef iotlb_entry *e
+    if tlb.nvalid[s] == 0:
+        return NULL
+    # (a mask for the usual power-of-two set count: a 64-bit division is ~30 cycles)
+    base = ((page & (tlb.sets - 1)) if (tlb.sets & (tlb.sets - 1)) == 0 else (page % tlb.sets)) * tlb.ways
+    for w in range(tlb.ways):
+        e = &tlb.ents[base + w]
+        if e.valid and e.page == page and e.shift == s and e.domid == domid and e.sid == sid:
+            return e
+    return NULL
+
+
+cdef inline iotlb_entry *iotlb_peek(Iotlb tlb, u32 domid, u64 iova, const int *shifts, int nshifts) noexcept nogil:
+    """The entry Iotlb.find() would return (set-assoc mode, sid 0), without counting the hit or
+    the miss nor touching the LRU stamp: callers that may still decline (iommu_access_fast)
+    probe with it and count with iotlb_count_hit() once they use the entry. NULL in qemu mode."""
+    cdef int k
+    cdef iotlb_entry *e
+    if tlb.qemu:
+        return NULL
+    for k in range(nshifts):
+        e = _iotlb_probe_set(tlb, domid, 0, iova >> shifts[k], shifts[k])
+        if e != NULL:
+            return e
+    return NULL
+
+
+cdef inline void iotlb_count_hit(Iotlb tlb, iotlb_entry *e) noexcept nogil:
+    """What a lookup served by e does to the IOTLB: the hit counter and the LRU clock."""
+    tlb.hits += 1
+    if tlb.pol == IOTLB_LRU:
+        tlb.tick += 1
+        e.stamp = tlb.tick
+
+
 cdef class Iotlb:
     """An IOTLB: ``Iotlb(entries=512, ways=8, policy="lru", seed=0, mode="set-assoc")``.
 
@@ -90,7 +128,7 @@ cdef class Iotlb:
     cdef iotlb_entry *find(self, u32 domid, u32 sid, u64 iova, const int *shifts, int nshifts) noexcept nogil:
         """Look iova up at every leaf size (smallest first); counts a hit or a miss."""
         cdef int k, s
-        cdef u64 page, w, base
+        cdef u64 page
         cdef iotlb_entry *e
         cdef cppmap[iotlb_qkey, iotlb_entry].iterator it
         for k in range(nshifts):
@@ -102,18 +140,10 @@ cdef class Iotlb:
                     self.hits += 1
                     return &deref(it).second
                 continue
-            if self.nvalid[s] == 0:
-                continue
-            # (a mask for the usual power-of-two set count: a 64-bit division is ~30 cycles)
-            base = ((page & (self.sets - 1)) if (self.sets & (self.sets - 1)) == 0 else (page % self.sets)) * self.ways
-            for w in range(self.ways):
-                e = &self.ents[base + w]
-                if e.valid and e.page == page and e.shift == s and e.domid == domid and e.sid == sid:
-                    self.hits += 1
-                    if self.pol == IOTLB_LRU:
-                        self.tick += 1
-                        e.stamp = self.tick
-                    return e
+            e = _iotlb_probe_set(self, domid, sid, page, s)
+            if e != NULL:
+                iotlb_count_hit(self, e)
+                return e
         self.misses += 1
         return NULL
 
