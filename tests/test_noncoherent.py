@@ -9,10 +9,16 @@ through the cache. Table entries get ARM_LPAE_PTE_SW_SYNC (bit 55) after their s
 non-coherent configuration and compared PTE for PTE with the coherent one.
 """
 
+import pathlib
+import sys
+
 import pytest
 
 import dmaphys
 from dmaphys import IommuFault, KernelWarning
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from test_io_pgtable import arm_lpae_selftest as selftest  # noqa: E402  (the kernel selftest, ported once)
 
 R, W, C, NX = 1, 2, 4, 8
 SZ_4K, SZ_2M, SZ_1G = 1 << 12, 1 << 21, 1 << 30
@@ -42,31 +48,6 @@ def cpu_pte(m, addr):
 
 def sizes(bitmap):
     return [1 << b for b in range(64) if bitmap >> b & 1]
-
-
-def selftest(pt, ias):
-    """arm_lpae_run_tests() for one configuration; the IOVAs it touches."""
-    touched = []
-    for va in (42, SZ_1G + 42, 2 * SZ_1G + 42):
-        assert pt.iova_to_phys(va) == 0
-    szs = sizes(pt.pgsize_bitmap)
-    for k, size in enumerate(szs):
-        iova = k * SZ_1G
-        assert pt.ops_map_pages(iova, iova, size, 1, R | W | NX | C) == (0, size)
-        assert pt.ops_map_pages(iova, iova + size, size, 1, R | NX)[0] != 0
-        assert pt.iova_to_phys(iova + 42) == iova + 42
-        touched.append(iova)
-    for k, size in enumerate(szs):
-        iova = k * SZ_1G
-        assert pt.ops_unmap_pages(iova, size, 1) == size
-        assert pt.iova_to_phys(iova + 42) == 0
-        assert pt.ops_map_pages(iova, iova, size, 1, W) == (0, size)
-        assert pt.iova_to_phys(iova + 42) == iova + 42
-    size = szs[-1]
-    iova = (1 << ias) - size
-    assert pt.ops_map_pages(iova, iova, size, 1, R | W | NX | C) == (0, size)
-    touched.append(iova)
-    return touched
 
 
 @pytest.mark.parametrize("fmt", ARM)
