@@ -15,19 +15,59 @@
 # Declarations (C types, cdef class fields, cdef signatures) live in the C face, mapping.pxd.
 
 # ---- argument validation (Python tier) -----------------------------------------------------------
+cdef extern from *:
+    """
+    /* An exact Python int that fits a uint64_t: 1 and *out = its value; 0 for anything else (a
+       subclass, a negative or too large value), leaving no exception set. No try/except frame:
+       the per-call entry points run this for every argument. */
+    static inline int dmaphys_exact_u64(PyObject *v, uint64_t *out) {
+        if (!PyLong_CheckExact(v))
+            return 0;
+    #if PY_VERSION_HEX < 0x030C0000
+        {   /* 3.11: ob_size is the signed digit count; up to two digits need no call */
+            Py_ssize_t n = Py_SIZE(v);
+            const digit *dg = ((PyLongObject *)v)->ob_digit;
+            if (n == 0) { *out = 0; return 1; }
+            if (n == 1) { *out = dg[0]; return 1; }
+            if (n == 2) { *out = (uint64_t)dg[0] | ((uint64_t)dg[1] << PyLong_SHIFT); return 1; }
+            if (n < 0) return 0;
+        }
+    #else
+        if (PyUnstable_Long_IsCompact((PyLongObject *)v)) {
+            Py_ssize_t c = PyUnstable_Long_CompactValue((PyLongObject *)v);
+            if (c < 0) return 0;
+            *out = (uint64_t)c;
+            return 1;
+        }
+    #endif
+        {
+            unsigned long long r = PyLong_AsUnsignedLongLong(v);
+            if (r == (unsigned long long)-1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                return 0;
+            }
+            *out = (uint64_t)r;
+            return 1;
+        }
+    }
+    """
+    bint _exact_u64 "dmaphys_exact_u64"(object v, u64 *out) noexcept
+
+
 cdef inline u64 _arg_u64(object v, str what) except? 0xFFFFFFFFFFFFFFFF:
     """A u64 argument: exact ints converted directly, anything else through _u64()."""
-    if type(v) is int:
-        try:
-            return <u64>v
-        except OverflowError:
-            pass
+    cdef u64 r
+    if _exact_u64(v, &r):
+        return r
     return _u64(v, what)
 
 
 cdef inline int _arg_dir(object dir) except? -9:
     """enum dma_data_direction argument; a value no int can hold becomes -1 (an invalid direction)."""
     cdef long long v
+    cdef u64 r
+    if _exact_u64(dir, &r) and r <= 0x7FFFFFFF:       # the common case: a plain int
+        return <int>r
     if isinstance(dir, bool):
         raise TypeError("dir must be an int (enum dma_data_direction), not bool")
     if not isinstance(dir, int):
@@ -502,6 +542,29 @@ cdef int c_dma_free_attrs(Device dev, u64 size, u64 phys, u64 dma_handle, unsign
 # Python entry points (kernel names, kernel argument order, kernel return values)
 # =====================================================================================================
 
+# dma_map_phys / dma_unmap_phys (two Python calls per buffer) first try the common case in C:
+# _pair_args_fast() accepts plain ints and a machine nobody else owns without raising, and
+# the single-element fast paths (dma_map_phys_fast / dma_unmap_phys_fast, the batch loops'
+# helpers) change nothing when they decline. Anything else -- another thread's batch, a
+# removed device, an int subclass or a bad value, a bounce, a warning, a trace event, a
+# dma-debug record -- goes through the full checks and c_dma_map_phys / c_dma_unmap_phys,
+# which raise, warn and record exactly as before.
+cdef inline bint _pair_args_fast(Device dev, object a0, object size, object dir, object attrs,
+                                 u64 *a0_out, u64 *size_out, int *dir_out,
+                                 unsigned long *attrs_out) noexcept:
+    cdef u64 d, a
+    if dev.machine._busy_thread != 0 or dev.removed:
+        return False
+    if not (_exact_u64(a0, a0_out) and _exact_u64(size, size_out) and _exact_u64(dir, &d)
+            and _exact_u64(attrs, &a)):
+        return False
+    if d > DMA_NONE or (a & ~(<u64>DMA_ATTR_ALL)):
+        return False
+    dir_out[0] = <int>d
+    attrs_out[0] = <unsigned long>a
+    return True
+
+
 def dma_map_phys(Device dev not None, phys, size, dir, attrs=0):
     """dma_map_phys(dev, phys, size, dir, attrs) -> dma_addr_t
 
@@ -513,14 +576,22 @@ def dma_map_phys(Device dev not None, phys, size, dir, attrs=0):
     DmaDebugWarning for dma-debug reports (DmaDebugError instead when ``m.dma_debug.raise_errors``
     is set).
     """
+    cdef u64 p, s, addr
+    cdef int d
+    cdef unsigned long a
+    # the common case (plain int arguments, nothing to wait for, the C fast path) in C
+    if (_pair_args_fast(dev, phys, size, dir, attrs, &p, &s, &d, &a) and not (s and p + s - 1 < p)
+            and dma_map_phys_fast(dev, p, s, d, a, &addr)):
+        if addr == p:
+            return phys                                # dma-direct's identity map: no new int
+        return addr
     machine_guard(dev.machine)
     _dev_live(dev)
-    cdef u64 p = _arg_u64(phys, "phys")
-    cdef u64 s = _arg_u64(size, "size")
-    cdef int d = _arg_dir(dir)
-    cdef unsigned long a = _arg_attrs(attrs)
+    p = _arg_u64(phys, "phys")
+    s = _arg_u64(size, "size")
+    d = _arg_dir(dir)
+    a = _arg_attrs(attrs)
     _check_span(p, s, "phys")
-    cdef u64 addr
     if dma_map_phys_fast(dev, p, s, d, a, &addr):     # the C fast path: nothing to flush
         return addr
     try:
@@ -538,12 +609,18 @@ def dma_unmap_phys(Device dev not None, addr, size, dir, attrs=0):
     TypeError / ValueError for a bad argument or a removed device. Warns DmaDebugWarning for
     dma-debug reports (DmaDebugError instead when ``m.dma_debug.raise_errors`` is set).
     """
+    cdef u64 ad, s
+    cdef int d
+    cdef unsigned long a
+    if (_pair_args_fast(dev, addr, size, dir, attrs, &ad, &s, &d, &a)
+            and dma_unmap_phys_fast(dev, ad, s, d, a)):
+        return
     machine_guard(dev.machine)
     _dev_live(dev)
-    cdef u64 ad = _arg_u64(addr, "addr")
-    cdef u64 s = _arg_u64(size, "size")
-    cdef int d = _arg_dir(dir)
-    cdef unsigned long a = _arg_attrs(attrs)
+    ad = _arg_u64(addr, "addr")
+    s = _arg_u64(size, "size")
+    d = _arg_dir(dir)
+    a = _arg_attrs(attrs)
     if dma_unmap_phys_fast(dev, ad, s, d, a):
         return
     try:
