@@ -542,29 +542,6 @@ cdef int c_dma_free_attrs(Device dev, u64 size, u64 phys, u64 dma_handle, unsign
 # Python entry points (kernel names, kernel argument order, kernel return values)
 # =====================================================================================================
 
-# dma_map_phys / dma_unmap_phys (two Python calls per buffer) first try the common case in C:
-# _pair_args_fast() accepts plain ints and a machine nobody else owns without raising, and
-# the single-element fast paths (dma_map_phys_fast / dma_unmap_phys_fast, the batch loops'
-# helpers) change nothing when they decline. Anything else -- another thread's batch, a
-# removed device, an int subclass or a bad value, a bounce, a warning, a trace event, a
-# dma-debug record -- goes through the full checks and c_dma_map_phys / c_dma_unmap_phys,
-# which raise, warn and record exactly as before.
-cdef inline bint _pair_args_fast(Device dev, object a0, object size, object dir, object attrs,
-                                 u64 *a0_out, u64 *size_out, int *dir_out,
-                                 unsigned long *attrs_out) noexcept:
-    cdef u64 d, a
-    if dev.machine._busy_thread != 0 or dev.removed:
-        return False
-    if not (_exact_u64(a0, a0_out) and _exact_u64(size, size_out) and _exact_u64(dir, &d)
-            and _exact_u64(attrs, &a)):
-        return False
-    if d > DMA_NONE or (a & ~(<u64>DMA_ATTR_ALL)):
-        return False
-    dir_out[0] = <int>d
-    attrs_out[0] = <unsigned long>a
-    return True
-
-
 def dma_map_phys(Device dev not None, phys, size, dir, attrs=0):
     """dma_map_phys(dev, phys, size, dir, attrs) -> dma_addr_t
 
@@ -576,22 +553,14 @@ def dma_map_phys(Device dev not None, phys, size, dir, attrs=0):
     DmaDebugWarning for dma-debug reports (DmaDebugError instead when ``m.dma_debug.raise_errors``
     is set).
     """
-    cdef u64 p, s, addr
-    cdef int d
-    cdef unsigned long a
-    # the common case (plain int arguments, nothing to wait for, the C fast path) in C
-    if (_pair_args_fast(dev, phys, size, dir, attrs, &p, &s, &d, &a) and not (s and p + s - 1 < p)
-            and dma_map_phys_fast(dev, p, s, d, a, &addr)):
-        if addr == p:
-            return phys                                # dma-direct's identity map: no new int
-        return addr
     machine_guard(dev.machine)
     _dev_live(dev)
-    p = _arg_u64(phys, "phys")
-    s = _arg_u64(size, "size")
-    d = _arg_dir(dir)
-    a = _arg_attrs(attrs)
+    cdef u64 p = _arg_u64(phys, "phys")
+    cdef u64 s = _arg_u64(size, "size")
+    cdef int d = _arg_dir(dir)
+    cdef unsigned long a = _arg_attrs(attrs)
     _check_span(p, s, "phys")
+    cdef u64 addr
     if dma_map_phys_fast(dev, p, s, d, a, &addr):     # the C fast path: nothing to flush
         return addr
     try:
@@ -609,24 +578,124 @@ def dma_unmap_phys(Device dev not None, addr, size, dir, attrs=0):
     TypeError / ValueError for a bad argument or a removed device. Warns DmaDebugWarning for
     dma-debug reports (DmaDebugError instead when ``m.dma_debug.raise_errors`` is set).
     """
-    cdef u64 ad, s
-    cdef int d
-    cdef unsigned long a
-    if (_pair_args_fast(dev, addr, size, dir, attrs, &ad, &s, &d, &a)
-            and dma_unmap_phys_fast(dev, ad, s, d, a)):
-        return
     machine_guard(dev.machine)
     _dev_live(dev)
-    ad = _arg_u64(addr, "addr")
-    s = _arg_u64(size, "size")
-    d = _arg_dir(dir)
-    a = _arg_attrs(attrs)
+    cdef u64 ad = _arg_u64(addr, "addr")
+    cdef u64 s = _arg_u64(size, "size")
+    cdef int d = _arg_dir(dir)
+    cdef unsigned long a = _arg_attrs(attrs)
     if dma_unmap_phys_fast(dev, ad, s, d, a):
         return
     try:
         c_dma_unmap_phys(dev, ad, s, d, a)
     finally:
         _iova_flush(dev.machine)
+
+
+# ---- the per-call pair's C entry (issue 10 item 2) ----------------------------------------------
+# A driver's per-buffer dma_map_phys / dma_unmap_phys is two Python calls; what they cost besides
+# the mapping is the call itself: Cython's argument parsing, the conversions, the guard. So the
+# two functions get a C entry in front of their def: the vectorcall slot of the function objects
+# above (tp_vectorcall_offset, the slot every CPython call goes through) points to
+# _dma_map_phys_vc / _dma_unmap_phys_vc, which take the common case -- positional arguments, an
+# exact Device, plain ints, a live device and a machine no other thread owns, a valid direction and
+# known attrs, then the single-element fast paths the batch loops use (dma_map_phys_fast /
+# dma_unmap_phys_fast: no bounce, no warning, trace event or dma-debug record) -- in C, and
+# hand every other call, unchanged, to the def through the slot's previous value. The fast paths
+# change nothing when they decline, so the def then does exactly what it did alone: the same
+# checks in the same order, the same exceptions, warnings, records and trace events.
+cdef extern from *:
+    """
+    typedef PyObject *(*dmaphys_vcfunc)(PyObject *, PyObject *const *, size_t, PyObject *);
+    /* Put vc in the vectorcall slot of f (a Cython function object); *orig = the previous one.
+       0 (nothing changed) when f has no vectorcall slot. */
+    static int dmaphys_vc_swap(PyObject *f, void *vc, void **orig) {
+        PyTypeObject *t = Py_TYPE(f);
+        dmaphys_vcfunc *slot;
+        if (!PyType_HasFeature(t, Py_TPFLAGS_HAVE_VECTORCALL) || t->tp_vectorcall_offset <= 0)
+            return 0;
+        slot = (dmaphys_vcfunc *)((char *)f + t->tp_vectorcall_offset);
+        if (*slot == NULL)
+            return 0;
+        *orig = (void *)*slot;
+        *slot = (dmaphys_vcfunc)vc;
+        return 1;
+    }
+    static inline PyObject *dmaphys_vc_call(void *vc, PyObject *f, PyObject **args, size_t nargsf,
+                                            PyObject *kwnames) {
+        return ((dmaphys_vcfunc)vc)(f, (PyObject *const *)args, nargsf, kwnames);
+    }
+    static inline PyObject *dmaphys_newref(PyObject *o) { Py_INCREF(o); return o; }
+    """
+    int _vc_swap "dmaphys_vc_swap"(object f, void *vc, void **orig) noexcept
+    PyObject *_vc_call "dmaphys_vc_call"(void *vc, PyObject *f, PyObject **args, size_t nargsf,
+                                         PyObject *kwnames) noexcept
+    PyObject *_newref "dmaphys_newref"(PyObject *o) noexcept
+    bint _exact_u64p "dmaphys_exact_u64"(PyObject *v, u64 *out) noexcept
+    Py_ssize_t PyVectorcall_NARGS(size_t nargsf) noexcept
+    PyObject *PyLong_FromUnsignedLongLong_p "PyLong_FromUnsignedLongLong"(unsigned long long v) noexcept
+    PyObject *Py_None_p "Py_None"
+    ctypedef struct PyTypeObject
+    PyTypeObject *Py_TYPE_p "Py_TYPE"(PyObject *o) noexcept
+
+
+cdef void *_dma_map_phys_def = NULL       # the vectorcall entries the two defs had
+cdef void *_dma_unmap_phys_def = NULL
+
+
+cdef inline bint _pair_args_fast(PyObject **args, Py_ssize_t nargs, PyObject *kwnames, u64 *a1,
+                                 u64 *size, int *dir, unsigned long *attrs) noexcept:
+    """The arguments of a pair call the C entry takes: (dev, a1, size, dir[, attrs]) by
+    position, an exact Device that is live on a machine no other thread owns (machine_guard and
+    _dev_live have nothing to do), plain ints, a direction that fits an int, known attrs."""
+    cdef u64 d, a = 0
+    cdef Device dev
+    if kwnames != NULL or (nargs != 5 and nargs != 4):
+        return False
+    if Py_TYPE_p(args[0]) != <PyTypeObject *>Device:
+        return False
+    dev = <Device>args[0]
+    if dev.machine._busy_thread != 0 or dev.removed:
+        return False
+    if not (_exact_u64p(args[1], a1) and _exact_u64p(args[2], size) and _exact_u64p(args[3], &d)):
+        return False
+    if nargs == 5 and not _exact_u64p(args[4], &a):
+        return False
+    if d > DMA_NONE or (a & ~(<u64>DMA_ATTR_ALL)):
+        return False
+    dir[0] = <int>d
+    attrs[0] = <unsigned long>a
+    return True
+
+
+cdef PyObject *_dma_map_phys_vc(PyObject *func, PyObject **args, size_t nargsf, PyObject *kwnames) noexcept:
+    cdef Py_ssize_t nargs = PyVectorcall_NARGS(nargsf)
+    cdef u64 p, s, addr
+    cdef int d
+    cdef unsigned long a
+    if (_pair_args_fast(args, nargs, kwnames, &p, &s, &d, &a) and not (s and p + s - 1 < p)
+            and dma_map_phys_fast(<Device>args[0], p, s, d, a, &addr)):
+        if addr == p:
+            return _newref(args[1])              # dma-direct's identity map: the caller's int
+        return PyLong_FromUnsignedLongLong_p(addr)
+    return _vc_call(_dma_map_phys_def, func, args, nargsf, kwnames)
+
+
+cdef PyObject *_dma_unmap_phys_vc(PyObject *func, PyObject **args, size_t nargsf,
+                                  PyObject *kwnames) except NULL:
+    # (except NULL: the fast path's MemoryError -- a magazine for the rcache -- propagates)
+    cdef Py_ssize_t nargs = PyVectorcall_NARGS(nargsf)
+    cdef u64 ad, s
+    cdef int d
+    cdef unsigned long a
+    if (_pair_args_fast(args, nargs, kwnames, &ad, &s, &d, &a)
+            and dma_unmap_phys_fast(<Device>args[0], ad, s, d, a)):
+        return _newref(Py_None_p)
+    return _vc_call(_dma_unmap_phys_def, func, args, nargsf, kwnames)
+
+
+_vc_swap(dma_map_phys, <void *>_dma_map_phys_vc, &_dma_map_phys_def)
+_vc_swap(dma_unmap_phys, <void *>_dma_unmap_phys_vc, &_dma_unmap_phys_def)
 
 
 def dma_map_page_attrs(Device dev not None, pfn, offset, size, dir, attrs=0):
