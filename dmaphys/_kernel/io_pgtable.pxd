@@ -98,6 +98,8 @@ cdef class IoPgtable:
     # value the walk read: the full walk would then read exactly those entries and reach the same
     # frame. So any write to table memory (the table code, a large-page map replacing a table, an
     # unmap freeing one, a stray CPU or device write) is seen, and a discarded frame never read.
+    # A GIL-free batch run (pt_run above) validates a frame once and then trusts it for the rest
+    # of the run: run_leaf_ptep() in io_pgtable.pxi gives the argument.
     cdef u64 lc_key                            # (simulator) see above; U64_MAX: empty
     cdef u64 *lc_leaf                          # (simulator) see above
     cdef u64 lc_root                           # (simulator) pgtable_root when filled
