@@ -107,6 +107,7 @@ cdef class IoPgtable:
     cdef int lc_shift                          # (simulator) shifts[0] + 9 (512 entries per frame)
     cdef u64 *lc_ptep[8]                       # (simulator) host pointer of the entry read at level L
     cdef u64 lc_val[8]                         # (simulator) its value then
+    cdef u64 run_iova_max                      # (simulator) pt_run.iova_max of every run; 0: no runs (run_begin)
     cdef inline int shift(self, int L) noexcept nogil
     cdef inline int idx_bits(self, int L) noexcept nogil
     cdef inline u64 index(self, u64 va, int L) noexcept nogil
