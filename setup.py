@@ -9,6 +9,7 @@ Directives live here and only here. Environment switches:
 
 import os
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -33,6 +34,7 @@ directives = {
 }
 macros = [("CYTHON_TRACE_NOGIL", "1")] if COVERAGE else []
 macros += [("DMAPHYS_DEBUG", "1")] if DEBUG else []
+macros += [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 opt = os.environ.get("DMAPHYS_OPT") or ("-O0" if DEBUG else "-O2")
 cflags = [opt, "-std=c++17", "-Wno-unused-function", "-Wno-unreachable-code"]
 if DEBUG:
@@ -42,7 +44,8 @@ ext = Extension(
     "dmaphys._core",
     ["dmaphys/_core.pyx"],
     language="c++",
-    include_dirs=["dmaphys/include"],                 # dmaphys.h: the C ABI (capi.pxi)
+    # dmaphys.h: the C ABI (capi.pxi); numpy's headers: its C API (batch.pxi)
+    include_dirs=["dmaphys/include", numpy.get_include()],
     define_macros=macros,
     extra_compile_args=cflags,
 )

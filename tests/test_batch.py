@@ -395,6 +395,71 @@ def test_accepted_input_forms(impl):
     assert impl.dma_read_batch(rig.dev, [p], 8).tolist() == [[1] * 4 + [0] * 4]
 
 
+@pytest.mark.parametrize("kind", ["direct", "dev32-bounce", "iommu-strict", "iommu-lazy"])
+def test_map_batch_out(impl, kind):
+    """``out=``: the addresses go into the given array, which is returned; results, state and
+    memory as without it. ``out`` may be ``phys`` itself."""
+    a, b = Rig(impl, kind), Rig(impl, kind)
+    phys = np.array([a.bufs[1] + 4096 * i for i in range(6)] + [a.bufs[0] + 64], dtype=np.uint64)
+    out = np.full(7, 7, dtype=np.uint64)
+    got = impl.dma_map_phys_batch(a.dev, phys, 4096, DMA_TO_DEVICE, 0, out=out)
+    want = impl.dma_map_phys_batch(b.dev, phys, 4096, DMA_TO_DEVICE)
+    assert got is out and same(got, want)
+    sizes = np.full(7, 512, dtype=np.uint32)
+    inplace = phys + np.uint64(8 * 4096)
+    got2 = impl.dma_map_phys_batch(a.dev, inplace, sizes, DMA_FROM_DEVICE, out=inplace)
+    want2 = impl.dma_map_phys_batch(b.dev, phys + np.uint64(8 * 4096), sizes, DMA_FROM_DEVICE)
+    assert got2 is inplace and same(got2, want2)
+    empty = np.empty(0, dtype=np.uint64)
+    assert impl.dma_map_phys_batch(a.dev, [], 16, DMA_TO_DEVICE, out=empty) is empty
+    assert a.snapshot() == b.snapshot()
+    for rig, arrs in ((a, (got, got2)), (b, (want, want2))):
+        for x in arrs:
+            impl.dma_mapping_error_batch(rig.dev, x)        # dma-debug: the driver checked them
+    impl.dma_unmap_phys_batch(a.dev, got, 4096, DMA_TO_DEVICE)
+    impl.dma_unmap_phys_batch(b.dev, want, 4096, DMA_TO_DEVICE)
+    impl.dma_unmap_phys_batch(a.dev, got2, sizes, DMA_FROM_DEVICE)
+    impl.dma_unmap_phys_batch(b.dev, want2, sizes, DMA_FROM_DEVICE)
+    assert a.snapshot() == b.snapshot()
+
+
+class _SubArray(np.ndarray):
+    pass
+
+
+def _bad_outs():
+    ro = np.zeros(2, dtype=np.uint64)
+    ro.flags.writeable = False
+    return [
+        ([0, 0], TypeError),
+        (np.zeros(2, dtype=np.int64), TypeError),
+        (np.zeros(2, dtype=">u8"), TypeError),
+        (np.zeros((2, 1), dtype=np.uint64), TypeError),
+        (np.zeros(4, dtype=np.uint64)[::2], TypeError),
+        (np.zeros(2, dtype=np.uint64).view(_SubArray), TypeError),
+        (ro, ValueError),
+        (np.zeros(3, dtype=np.uint64), ValueError),
+        (np.zeros(0, dtype=np.uint64), ValueError),
+    ]
+
+
+@pytest.mark.parametrize("case", range(9))
+def test_map_batch_bad_out_raises_before_any_state_change(case):
+    """A bad ``out`` raises the same exception, with the same message, on both backends, with
+    nothing mapped."""
+    seen = []
+    for impl in (dmaphys, reference):
+        rig = Rig(impl, "iommu-strict")
+        bad, exc = _bad_outs()[case]
+        good = np.array([rig.bufs[1], rig.bufs[1] + 4096], dtype=np.uint64)
+        before = rig.snapshot()
+        with pytest.raises(exc) as ei:
+            impl.dma_map_phys_batch(rig.dev, good, 4096, DMA_TO_DEVICE, 0, out=bad)
+        assert rig.snapshot() == before
+        seen.append(str(ei.value))
+    assert seen[0] == seen[1]
+
+
 # ---- where a failing element stops the batch -----------------------------------------------------
 def test_fault_stops_the_batch_where_the_loop_would(impl):
     rig = Rig(impl, "direct")

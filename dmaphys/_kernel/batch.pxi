@@ -47,7 +47,14 @@ import numpy as _np
 # array that already is what the loop reads (a C-contiguous 1-D uint64 ndarray) is used as it is,
 # a scalar size needs no array at all, and the loops read the arrays through plain pointers
 # (_u64_data: no memoryview objects to make and validate per call).
+# The common-case checks, lengths, data pointers and result arrays use numpy's C API (macros
+# reading the array struct; PyArray_EMPTY): a few instructions each, where the Python-level
+# attribute lookups (arr.dtype, arr.flags, arr.shape), np.empty() and the buffer protocol cost
+# several thousand a call between them.
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
+cimport numpy as cnp
+
+cnp.import_array()
 
 cdef object _U64 = _np.dtype(_np.uint64)
 # a loop doing ~1 ns of work per element releases the GIL only from this many elements on: for
@@ -57,6 +64,39 @@ cdef enum:
 cdef object _NDARRAY = _np.ndarray
 
 
+cdef inline bint _is_u64_vector(object arr) noexcept:
+    """``arr`` is an ndarray (not a subclass) of native uint64, 1-D and C-contiguous."""
+    return (type(arr) is _NDARRAY and <object>cnp.PyArray_DESCR(<cnp.ndarray>arr) is _U64
+            and cnp.PyArray_NDIM(<cnp.ndarray>arr) == 1 and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>arr))
+
+
+cdef inline Py_ssize_t _vec_len(object a) noexcept:
+    """len() of a 1-D ndarray that _batch_u64_array() returned (or this file made)."""
+    return cnp.PyArray_DIM(<cnp.ndarray>a, 0)
+
+
+cdef inline object _u64_empty(Py_ssize_t n):
+    """np.empty(n, dtype=np.uint64) through the C API (the same dtype object: numpy's uint64)."""
+    cdef cnp.npy_intp dims = n
+    return cnp.PyArray_EMPTY(1, &dims, cnp.NPY_UINT64, 0)
+
+
+cdef object _batch_out_u64(object out, Py_ssize_t n, str what):
+    """An ``out=`` array to write n uint64 results into: an ndarray (not a subclass) of uint64,
+    1-D, C-contiguous, writable, n entries (else TypeError / ValueError). Returns it."""
+    if not _is_u64_vector(out):
+        if type(out) is not _NDARRAY:
+            raise TypeError(f"{what} must be a numpy.ndarray, not {type(out).__name__}")
+        if out.dtype != _U64 or out.ndim != 1 or not out.flags.c_contiguous:
+            raise TypeError(f"{what} must be a C-contiguous 1-D uint64 array, not {out.dtype} "
+                            f"of shape {out.shape}")
+    if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
+        raise ValueError(f"{what} is read-only")
+    if cnp.PyArray_DIM(<cnp.ndarray>out, 0) != n:
+        raise ValueError(f"{what} has {cnp.PyArray_DIM(<cnp.ndarray>out, 0)} entries for {n} addresses")
+    return out
+
+
 cdef object _batch_u64_array(object arr, str what):
     """A 1-D array of unsigned values as a C-contiguous uint64 ndarray.
 
@@ -64,7 +104,7 @@ cdef object _batch_u64_array(object arr, str what):
     bool, float, complex, object and string arrays are TypeError; other shapes ValueError.
     """
     cdef object a
-    if type(arr) is _NDARRAY and arr.dtype is _U64 and arr.ndim == 1 and arr.flags.c_contiguous:
+    if _is_u64_vector(arr):
         return arr                               # the common case: nothing to convert or check
     if isinstance(arr, (str, bytes)):
         raise TypeError(f"{what} must be a 1-D integer array, not {type(arr).__name__}")
@@ -88,6 +128,9 @@ cdef inline void *_array_data(object a, bint writable) except? NULL:
     ``a`` alive while it uses the pointer (an ndarray's data does not move)."""
     cdef Py_buffer view
     cdef void *p
+    if (type(a) is _NDARRAY and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)
+            and (not writable or cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a))):
+        return cnp.PyArray_DATA(<cnp.ndarray>a)
     PyObject_GetBuffer(a, &view, PyBUF_WRITABLE if writable else PyBUF_SIMPLE)
     p = view.buf
     PyBuffer_Release(&view)
@@ -105,13 +148,18 @@ cdef object _batch_sizes(object sizes, Py_ssize_t n, str what, BatchSizes *bs):
     and read with stride 0). Returns the array that backs ``bs.p`` (None for a scalar): the
     caller keeps it alive while it reads the sizes."""
     cdef object a
-    if type(sizes) is int or (not isinstance(sizes, (str, bytes)) and _np.ndim(sizes) == 0):
+    if type(sizes) is int:
+        bs.one = _arg_u64(sizes, what)           # an exact int: no __index__ lookup
+        bs.p = &bs.one
+        bs.stride = 0
+        return None
+    if not isinstance(sizes, (str, bytes)) and _np.ndim(sizes) == 0:
         bs.one = _u64(sizes, what)
         bs.p = &bs.one
         bs.stride = 0
         return None
     a = _batch_u64_array(sizes, what)
-    if a.shape[0] != n:
+    if _vec_len(a) != n:
         raise ValueError(f"{what} has {a.shape[0]} entries for {n} addresses")
     bs.p = _u64_data(a)
     bs.stride = 1
@@ -154,9 +202,10 @@ cdef inline int _batch_fail(object exc, Py_ssize_t i, object done) except -1:
 # The GIL-free runs: elements i.. for as long as they take the C fast path (a plain function each,
 # so the compiler inlines the fast path into a small loop); they return the first element the
 # fast path declined (it changed nothing), which the caller runs on the full path with the GIL.
-cdef object _dma_map_phys_batch(Device dev, object phys, object sizes, object dir, object attrs):
+cdef object _dma_map_phys_batch(Device dev, object phys, object sizes, object dir, object attrs,
+                                object out_arg=None):
     cdef object pa = _batch_u64_array(phys, "phys")
-    cdef Py_ssize_t n = pa.shape[0], i = 0, j
+    cdef Py_ssize_t n = _vec_len(pa), i = 0, j
     cdef BatchSizes bs
     cdef object sa = _batch_sizes(sizes, n, "size", &bs)
     cdef const u64 *s = bs.p
@@ -168,7 +217,7 @@ cdef object _dma_map_phys_batch(Device dev, object phys, object sizes, object di
     i = _span_wraps(p, s, ss, n)                 # per call: _check_span() in the def wrapper
     if i >= 0:
         raise ValueError(f"phys[{i}] {p[i]:#x} + size {s[i * ss]:#x} wraps the 64-bit address space")
-    cdef object out = _np.empty(n, dtype=_U64)
+    cdef object out = _u64_empty(n) if out_arg is None else _batch_out_u64(out_arg, n, "out")
     cdef u64 *o = <u64 *>_array_data(out, True)
     cdef Machine m = dev.machine
     i = 0
@@ -195,7 +244,7 @@ cdef object _dma_map_phys_batch(Device dev, object phys, object sizes, object di
 
 cdef object _dma_unmap_phys_batch(Device dev, object addrs, object sizes, object dir, object attrs):
     cdef object aa = _batch_u64_array(addrs, "addr")
-    cdef Py_ssize_t n = aa.shape[0], i = 0, j
+    cdef Py_ssize_t n = _vec_len(aa), i = 0, j
     cdef BatchSizes bs
     cdef object sa = _batch_sizes(sizes, n, "size", &bs)
     cdef const u64 *s = bs.p
@@ -257,8 +306,8 @@ cdef object _dma_mapping_error_batch(Device dev, object addrs):
     return out
 
 
-def dma_map_phys_batch(Device dev not None, phys, sizes, dir, attrs=0):
-    """dma_map_phys_batch(dev, phys, sizes, dir, attrs=0) -> ndarray[uint64]
+def dma_map_phys_batch(Device dev not None, phys, sizes, dir, attrs=0, out=None):
+    """dma_map_phys_batch(dev, phys, sizes, dir, attrs=0, out=None) -> ndarray[uint64]
 
     Simulator-only batch of kernel/dma/mapping.c:dma_map_phys() calls:
     ``dma_map_phys(dev, phys[i], sizes[i], dir, attrs)`` for each i, in order, in a C loop over the
@@ -274,9 +323,15 @@ def dma_map_phys_batch(Device dev not None, phys, sizes, dir, attrs=0):
     batch there (``exc.batch_index``, ``exc.batch_result``: the addresses of elements 0..i-1, which
     stay mapped). Runs without the GIL while the elements take the C fast path (see the top of
     batch.pxi).
+
+    ``out``: None (a new array is returned), or a writable C-contiguous 1-D uint64 ndarray of the
+    same length as ``phys``, into which the addresses are written and which is returned (a
+    driver thread mapping ring after ring reuses one array; it may be ``phys`` itself: each
+    element is read before its address is written). A bad ``out`` raises TypeError (not such an
+    array) or ValueError (read-only, wrong length) before any element is mapped.
     """
     _dev_live(dev)
-    return _dma_map_phys_batch(dev, phys, sizes, dir, attrs)
+    return _dma_map_phys_batch(dev, phys, sizes, dir, attrs, out)
 
 
 def dma_mapping_error_batch(Device dev not None, dma_addrs):
@@ -711,7 +766,7 @@ def mem_write_batch(Machine machine not None, phys, sizes, data):
 cdef object _dma_sync_single_batch(Device dev, object addrs, object sizes, object dir, bint for_cpu):
     cdef Machine mach = dev.machine
     cdef object aa = _batch_u64_array(addrs, "addr")
-    cdef Py_ssize_t n = aa.shape[0], i = 0, j
+    cdef Py_ssize_t n = _vec_len(aa), i = 0, j
     cdef BatchSizes bs
     cdef object sa = _batch_sizes(sizes, n, "size", &bs)
     cdef const u64 *s = bs.p

@@ -54,6 +54,20 @@ def _batch_sizes(sizes, n: int, what: str) -> list[int]:
     return [int(x) for x in a]
 
 
+def _batch_out_u64(out, n: int, what: str) -> np.ndarray:
+    """An ``out=`` array: a writable C-contiguous 1-D uint64 ndarray (not a subclass) of n entries."""
+    if type(out) is not np.ndarray:
+        raise TypeError(f"{what} must be a numpy.ndarray, not {type(out).__name__}")
+    if out.dtype != np.uint64 or out.ndim != 1 or not out.flags.c_contiguous:
+        raise TypeError(f"{what} must be a C-contiguous 1-D uint64 array, not {out.dtype} "
+                        f"of shape {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError(f"{what} is read-only")
+    if out.shape[0] != n:
+        raise ValueError(f"{what} has {out.shape[0]} entries for {n} addresses")
+    return out
+
+
 def _batch_fail(exc: BaseException, i: int, done) -> None:
     try:
         exc.batch_index = i  # type: ignore[attr-defined]
@@ -78,7 +92,7 @@ def _deferred_warnings(machine):
 
 
 # ---- kernel/dma/mapping.c --------------------------------------------------------------------------
-def dma_map_phys_batch(dev, phys, sizes, dir, attrs=0) -> np.ndarray:
+def dma_map_phys_batch(dev, phys, sizes, dir, attrs=0, out=None) -> np.ndarray:
     """Reference of dmaphys.dma_map_phys_batch: dma_map_phys() per element, in order.
 
     Reference twin of dmaphys._core.dma_map_phys_batch; same returns and raises.
@@ -92,7 +106,7 @@ def dma_map_phys_batch(dev, phys, sizes, dir, attrs=0) -> np.ndarray:
     for i in range(len(ps)):
         if s[i] and ps[i] + s[i] - 1 >= 1 << 64:
             raise ValueError(f"phys[{i}] {ps[i]:#x} + size {s[i]:#x} wraps the 64-bit address space")
-    out = np.empty(len(ps), dtype=np.uint64)
+    out = np.empty(len(ps), dtype=np.uint64) if out is None else _batch_out_u64(out, len(ps), "out")
     i = 0
     with _deferred_warnings(dev.machine):
         try:
