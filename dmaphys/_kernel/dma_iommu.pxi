@@ -842,18 +842,28 @@ cdef inline int _fq_release(IommuDmaCookie cookie, IovaFq fq, IovaDomain iovad, 
     cdef u64 finish = cookie.fq_flush_finish_cnt
     cdef iova_fq_entry *e
     cdef iova_magazine *spare
-    while fq.head != fq.tail:
-        e = &fq.entries[fq.head]
+    cdef iova_magazine *mag
+    cdef iova_cpu_rcache *cr = iovad._cpu_rcache(0, cpu)
+    cdef unsigned int head = fq.head, tail = fq.tail, mask = fq.mod_mask
+    while head != tail:
+        e = &fq.entries[head]
         if e.counter >= finish:
             break
-        spare = NULL
-        if iova_rcache_needs_magazine(iovad, cpu):
-            spare = <iova_magazine *>malloc(sizeof(iova_magazine))
-            if spare == NULL:
-                return -1
-            spare.size = 0
-        iova_rcache_insert_fast(iovad, e.iova_pfn, cpu, spare)
-        fq.head = (fq.head + 1) & fq.mod_mask
+        mag = cr.loaded
+        if mag.size != IOVA_MAG_SIZE:             # iova_rcache_insert_fast() into the loaded magazine
+            mag.pfns[mag.size] = e.iova_pfn
+            mag.size += 1
+        else:
+            spare = NULL
+            if iova_rcache_needs_magazine(iovad, cpu):
+                spare = <iova_magazine *>malloc(sizeof(iova_magazine))
+                if spare == NULL:
+                    fq.head = head
+                    return -1
+                spare.size = 0
+            iova_rcache_insert_fast(iovad, e.iova_pfn, cpu, spare)
+        head = (head + 1) & mask
+    fq.head = head
     return 0
 
 
