@@ -567,3 +567,19 @@ def test_iova_to_phys_batch(impl, domain_type):
         domain.iova_to_phys_batch(np.array([1, -1]))
     with pytest.raises(TypeError):
         impl.iommu_iova_to_phys_batch(None, probe)
+
+
+@pytest.mark.parametrize("scalar", [True, False])
+def test_map_batch_refuses_a_span_that_wraps_before_mapping_anything(impl, scalar):
+    # the batch's up-front check (the per-call _check_span()): the first wrapping element is
+    # named, for one size for all (a max over phys) and for per-element sizes alike
+    m = impl.Machine(ram=[(0, 1 << 30)], swiotlb=0, dma_debug=False)
+    dev = m.add_device("nic")
+    top = (1 << 64) - 4096
+    phys = np.array([0x1000, top, top + 1, (1 << 64) - 1], dtype=np.uint64)
+    sizes = 4096 if scalar else np.array([4096, 4096, 4096, 1], dtype=np.uint64)
+    with pytest.raises(ValueError, match=r"phys\[2\] 0xfffffffffffff001 \+ size 0x1000 wraps"):
+        impl.dma_map_phys_batch(dev, phys, sizes, DMA_TO_DEVICE)
+    assert impl.dma_map_phys_batch(dev, phys[:1], 4096, DMA_TO_DEVICE).tolist() == [0x1000]
+    with pytest.raises(ValueError, match=r"phys\[0\] 0xffffffffffffffff \+ size 0x2 wraps"):
+        impl.dma_map_phys_batch(dev, phys[3:], 2 if scalar else np.full(1, 2, np.uint64), DMA_TO_DEVICE)

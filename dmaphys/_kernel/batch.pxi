@@ -171,8 +171,16 @@ cdef Py_ssize_t _span_wraps(const u64 *p, const u64 *s, Py_ssize_t ss, Py_ssize_
     entry points' _check_span(); a branch-free pass first, so the common all-clear is cheap)."""
     cdef Py_ssize_t i
     cdef bint bad = False
-    for i in range(n):
-        bad |= (s[i * ss] != 0) & (p[i] + s[i * ss] - 1 < p[i])
+    cdef u64 top = 0
+    if ss == 0:                                  # one size: phys + size - 1 wraps iff phys > 2^64 - size
+        if s[0] == 0:
+            return -1
+        for i in range(n):
+            top = p[i] if p[i] > top else top
+        bad = top > U64_MAX - (s[0] - 1)
+    else:
+        for i in range(n):
+            bad |= (s[i * ss] != 0) & (p[i] + s[i * ss] - 1 < p[i])
     if bad:
         for i in range(n):
             if s[i * ss] and p[i] + s[i * ss] - 1 < p[i]:

@@ -691,8 +691,14 @@ cdef int iommu_dma_unmap_phys(Device dev, u64 dma_handle, u64 size, int dir, uns
 # table objects, the DMA limit, the protection bits, the current CPU -- is checked once per run
 # (no Python code and no other thread runs in between: the caller owns the machine), and per
 # element only what the element changes: its geometry, the magazines, the leaf slot (through the
-# page table's leaf-table cache), the flush queue. Return: the index of the first element not
-# done (n when all were). (The helpers take the objects as arguments: nogil code may use
+# page table's leaf-table cache, whose validated frame the run then trusts: IoPgtable.run_leaf_ptep
+# says why that is exact), the flush queue. The common case of each step is inlined in the loop
+# (the loaded magazine's last pfn, a push into a non-full loaded magazine, a flush-queue append
+# with nothing to release, an empty IOTLB's invalidation); anything else runs the general helpers
+# (iova_rcache_peek / _commit / _insert_*, map_one_fast, unmap_one_check, _fq_queue_*).
+# Counters the run bumps per element (leaf stores, IOTLB syncs) are summed in locals and added
+# when the run ends, however it ends. Return: the index of the first element not done (n when
+# all were). (The helpers take the objects as arguments: nogil code may use
 # borrowed typed references, not assign them.)
 cdef inline bint _iommu_fast_domain(IommuDomain d) noexcept nogil:
     return (d.iova_cookie is not None and d.pgtable is not None and not d.freed
@@ -743,7 +749,7 @@ cdef inline Py_ssize_t _iommu_map_run_i(Device dev, IommuDomain d, IommuDmaCooki
                                         Py_ssize_t i, Py_ssize_t n, int dir, unsigned long attrs,
                                         u64 *out) noexcept nogil:
     cdef u64 granule = iovad.granule
-    cdef u64 limit, limit_pfn, iova, idx, p, size, off, k
+    cdef u64 limit, limit_pfn, fast_pfn, iova, idx, p, size, off, k
     cdef int cpu = dev.machine._cpu
     cdef int shift = iovad.shift
     cdef int prot = dma_info_to_prot(dir, dev.coherent, attrs)
@@ -768,6 +774,7 @@ cdef inline Py_ssize_t _iommu_map_run_i(Device dev, IommuDomain d, IommuDmaCooki
             or not pt.run_begin(&r, prot, not sync)):
         return i
     cr = iovad._cpu_rcache(0, cpu)
+    fast_pfn = min(limit_pfn, r.iova_max >> shift)   # pfns the loaded magazine may hand run_map
     while i < n:
         p = phys[i]
         size = sizes[i * ss]
@@ -776,7 +783,7 @@ cdef inline Py_ssize_t _iommu_map_run_i(Device dev, IommuDomain d, IommuDmaCooki
         off = p & (granule - 1)
         mag = cr.loaded
         k = mag.size
-        if k != 0 and mag.pfns[k - 1] <= limit_pfn and (mag.pfns[k - 1] << shift) <= r.iova_max:
+        if k != 0 and mag.pfns[k - 1] <= fast_pfn:
             # the common case of iova_rcache_peek() / _commit(): the loaded magazine's last pfn
             iova = mag.pfns[k - 1] << shift
             if pt.run_map(&r, iova, p - off) != 0:
@@ -835,18 +842,28 @@ cdef inline int _fq_release(IommuDmaCookie cookie, IovaFq fq, IovaDomain iovad, 
     cdef u64 finish = cookie.fq_flush_finish_cnt
     cdef iova_fq_entry *e
     cdef iova_magazine *spare
-    while fq.head != fq.tail:
-        e = &fq.entries[fq.head]
+    cdef iova_magazine *mag
+    cdef iova_cpu_rcache *cr = iovad._cpu_rcache(0, cpu)
+    cdef unsigned int head = fq.head, tail = fq.tail, mask = fq.mod_mask
+    while head != tail:
+        e = &fq.entries[head]
         if e.counter >= finish:
             break
-        spare = NULL
-        if iova_rcache_needs_magazine(iovad, cpu):
-            spare = <iova_magazine *>malloc(sizeof(iova_magazine))
-            if spare == NULL:
-                return -1
-            spare.size = 0
-        iova_rcache_insert_fast(iovad, e.iova_pfn, cpu, spare)
-        fq.head = (fq.head + 1) & fq.mod_mask
+        mag = cr.loaded
+        if mag.size != IOVA_MAG_SIZE:             # iova_rcache_insert_fast() into the loaded magazine
+            mag.pfns[mag.size] = e.iova_pfn
+            mag.size += 1
+        else:
+            spare = NULL
+            if iova_rcache_needs_magazine(iovad, cpu):
+                spare = <iova_magazine *>malloc(sizeof(iova_magazine))
+                if spare == NULL:
+                    fq.head = head
+                    return -1
+                spare.size = 0
+            iova_rcache_insert_fast(iovad, e.iova_pfn, cpu, spare)
+        head = (head + 1) & mask
+    fq.head = head
     return 0
 
 

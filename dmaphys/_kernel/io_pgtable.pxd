@@ -98,6 +98,8 @@ cdef class IoPgtable:
     # value the walk read: the full walk would then read exactly those entries and reach the same
     # frame. So any write to table memory (the table code, a large-page map replacing a table, an
     # unmap freeing one, a stray CPU or device write) is seen, and a discarded frame never read.
+    # A GIL-free batch run (pt_run above) validates a frame once and then trusts it for the rest
+    # of the run: run_leaf_ptep() in io_pgtable.pxi gives the argument.
     cdef u64 lc_key                            # (simulator) see above; U64_MAX: empty
     cdef u64 *lc_leaf                          # (simulator) see above
     cdef u64 lc_root                           # (simulator) pgtable_root when filled
@@ -105,6 +107,7 @@ cdef class IoPgtable:
     cdef int lc_shift                          # (simulator) shifts[0] + 9 (512 entries per frame)
     cdef u64 *lc_ptep[8]                       # (simulator) host pointer of the entry read at level L
     cdef u64 lc_val[8]                         # (simulator) its value then
+    cdef u64 run_iova_max                      # (simulator) pt_run.iova_max of every run; 0: no runs (run_begin)
     cdef inline int shift(self, int L) noexcept nogil
     cdef inline int idx_bits(self, int L) noexcept nogil
     cdef inline u64 index(self, u64 va, int L) noexcept nogil

@@ -230,6 +230,22 @@ cdef inline int _pt_wr(PhysMem mem, u64 addr, u64 val) except -1:
     return 0
 
 
+cdef u64 _pt_run_iova_max(IoPgtable pt) noexcept:
+    """IoPgtable.run_iova_max: the highest IOVA whose granule passes the range check of
+    map_one_fast / unmap_one_check for sure (arm_lpae's iova >> ias; canonical() of the lower
+    half, below bit ias - 1 where the format sign-extends), or 0 where they decline every IOVA
+    (amdv1, riscv, a non-coherent walker). Fixed for the table's life."""
+    cdef int b
+    cdef u64 top
+    if pt.family == PT_FAM_AMDV1 or pt.family == PT_FAM_RISCV or not pt.coherent_walk:
+        return 0
+    b = pt.ias - 1 if (pt.family != PT_FAM_ARM and pt.sign_extend) else pt.ias
+    top = U64_MAX if b >= 64 else ((<u64>1) << b) - 1
+    if top < pt.granule - 1 or top - (pt.granule - 1) == 0:
+        return 0
+    return top - (pt.granule - 1)
+
+
 cdef inline u64 iommu_pgsize(u64 pgsize_bitmap, u64 iova, u64 paddr, u64 size, u64 *count) noexcept:
     """drivers/iommu/iommu.c iommu_pgsize(); 0 where the kernel BUG()s (no size fits)."""
     cdef u64 addr_merge = paddr | iova
@@ -355,6 +371,7 @@ cdef class IoPgtable:
         self.pgtable_root = 0
         self.lc_key = U64_MAX                    # the leaf-table cache starts empty
         self.lc_shift = self.shifts[0] + 9
+        self.run_iova_max = _pt_run_iova_max(self)
         root = self.alloc_table(self.top)
         if root == U64_MAX:
             machine.flush_warnings()
@@ -711,23 +728,17 @@ cdef class IoPgtable:
         riscv, a non-coherent walker, a freed table). ``prot``: the run's map protection (0
         for an unmap run); ``trust``: no memory write in the run but the run's own leaf stores
         (no CPU cache maintenance between them: see run_leaf_ptep)."""
-        cdef int b
         r.key = U64_MAX
         r.leaf = NULL
         r.writes = 0
         r.bits = 0
         r.trust = trust
-        if (self.family == PT_FAM_AMDV1 or self.family == PT_FAM_RISCV or not self.coherent_walk
-                or self.pgtable_root == 0):
+        r.iova_max = self.run_iova_max
+        if r.iova_max == 0 or self.pgtable_root == 0:
             return False
-        # every granule of [0, iova_max + granule) passes the range check: arm_lpae's iova >> ias,
-        # canonical() of the lower half (sign-extending formats: below bit ias - 1)
-        b = self.ias - 1 if (self.family != PT_FAM_ARM and self.sign_extend) else self.ias
-        r.iova_max = U64_MAX if b >= 64 else ((<u64>1) << b) - 1
-        if r.iova_max < self.granule - 1:
-            return False
-        r.iova_max -= self.granule - 1
-        if self.family == PT_FAM_ARM:            # arm_lpae_init_pte() without the address
+        if prot == 0:                            # an unmap run
+            pass
+        elif self.family == PT_FAM_ARM:          # arm_lpae_init_pte() without the address
             r.bits = arm_prot_hd(self.arm_s2, self.arm_hd, prot) | ARM_TYPE_PAGE
         else:                                    # __map_range_leaf() at level 0 without the address
             r.bits = gpt_leaf(self.family, 0, 0, gpt_prot(self.family, self.force_coherence, prot))
