@@ -155,3 +155,37 @@ def test_a_domain_freed_and_its_memory_reused():
         out.append(dev.domain.pgtable.get_state())
         return out
     both(case)
+
+
+@pytest.mark.skipif(dmaphys.BACKEND != "core", reason="compares the core with the reference")
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_batch_run_never_trusts_a_leaf_table_that_is_also_the_table_above_it(strict):
+    # A GIL-free batch run trusts a leaf-table frame, once validated, for the rest of the run
+    # (io_pgtable.pxi run_leaf_ptep): only its own leaf stores write memory, and they cannot
+    # change the entries above -- unless the leaf frame is itself one of those tables. A stray
+    # write makes an L1 entry point at its own table: that table is then the leaf table of the
+    # IOVAs under the entry, the entry is a "present leaf" of one of them (vtd-ss: nonzero),
+    # and unmapping that IOVA clears the entry. The next IOVA of the run must see it gone.
+    B = 0x40000000 + 5 * (1 << 21)               # L1 index 5 within the first 1 GiB
+    h1, h2 = B + 5 * 4096, B + 6 * 4096           # h1's leaf slot is the L1 entry itself
+
+    def case(impl):
+        m, iommu, dev = _dma_rig(impl, strict)
+        a = impl.dma_map_phys_batch(dev, _pages(2), 4096, 0)   # lazy: arms the flush queue's timer
+        impl.dma_unmap_phys_batch(dev, a, 4096, 0)
+        d = dev.domain
+        pt = d.pgtable
+        other = B + (1 << 21)                    # L1 index 6: T1[6] is a table entry
+        out = [impl.iommu_map(d, other, Q, 4096, R | W)]
+        lv = pt.walk(other)["levels"]
+        t1 = lv[-2]["pte_addr"] & ~0xFFF         # the L1 table's frame
+        bits = lv[-2]["pte"] & 0xFFF
+        m.mem_write(t1 + 5 * 8, (t1 | bits).to_bytes(8, "little"))   # T1[5] -> T1
+        fast = dmaphys._core._test_batch_fast_elements(m) if impl is dmaphys else 0
+        impl.dma_unmap_phys_batch(dev, np.array([h1, h2], dtype=np.uint64), 4096, 0)
+        if impl is dmaphys:
+            # h1 in the run; h2 declined (its walk fails) and took the full path
+            assert dmaphys._core._test_batch_fast_elements(m) - fast == 1
+        out += [pt.walk(other), pt.iova_to_phys(other), pt.get_state(), m.mem_read(t1, 4096)]
+        return out
+    both(case)

@@ -743,11 +743,14 @@ cdef inline Py_ssize_t _iommu_map_run_i(Device dev, IommuDomain d, IommuDmaCooki
                                         Py_ssize_t i, Py_ssize_t n, int dir, unsigned long attrs,
                                         u64 *out) noexcept nogil:
     cdef u64 granule = iovad.granule
-    cdef u64 limit, limit_pfn, iova, idx, p, size, off
+    cdef u64 limit, limit_pfn, iova, idx, p, size, off, k
     cdef int cpu = dev.machine._cpu
+    cdef int shift = iovad.shift
     cdef int prot = dma_info_to_prot(dir, dev.coherent, attrs)
     cdef bint sync = not dev.coherent and not (attrs & DMA_ATTR_SKIP_CPU_SYNC)
     cdef iova_magazine *mag
+    cdef iova_cpu_rcache *cr
+    cdef pt_run r
     if dev.min_align_mask > granule - 1 or not _iommu_fast_table(iovad, d, pt):
         return i
     # iommu_dma_alloc_iova(): the limit, the PCI 32-bit first try (known only when cached)
@@ -759,27 +762,41 @@ cdef inline Py_ssize_t _iommu_map_run_i(Device dev, IommuDomain d, IommuDmaCooki
             return i
         if cookie.pci32_val:
             limit = 0xFFFFFFFF
-    limit_pfn = limit >> iovad.shift
-    if not iova_rcache_fast_ok(iovad, cpu):
+    limit_pfn = limit >> shift
+    # map_one_fast() declines every element without IOMMU_READ / IOMMU_WRITE or a fast family
+    if (not iova_rcache_fast_ok(iovad, cpu) or not (prot & (IOMMU_READ | IOMMU_WRITE))
+            or not pt.run_begin(&r, prot, not sync)):
         return i
+    cr = iovad._cpu_rcache(0, cpu)
     while i < n:
         p = phys[i]
         size = sizes[i * ss]
         if not _iommu_fast_one_granule(granule, p, size):
             break
         off = p & (granule - 1)
-        mag = iova_rcache_peek(iovad, limit_pfn, cpu, &idx)
-        if mag == NULL:
-            break
-        iova = mag.pfns[idx] << iovad.shift
-        # iommu_map(): the leaf store map_pages() makes (map_one_fast changes nothing when it declines)
-        if pt.map_one_fast(iova, p - off, prot) != 0:
-            break
-        iova_rcache_commit(iovad, mag, idx, cpu)
+        mag = cr.loaded
+        k = mag.size
+        if k != 0 and mag.pfns[k - 1] <= limit_pfn and (mag.pfns[k - 1] << shift) <= r.iova_max:
+            # the common case of iova_rcache_peek() / _commit(): the loaded magazine's last pfn
+            iova = mag.pfns[k - 1] << shift
+            if pt.run_map(&r, iova, p - off) != 0:
+                break
+            mag.size = k - 1                      # iova_magazine_pop() of the last entry
+        else:
+            mag = iova_rcache_peek(iovad, limit_pfn, cpu, &idx)
+            if mag == NULL:
+                break
+            iova = mag.pfns[idx] << shift
+            # iommu_map(): the leaf store map_pages() makes (map_one_fast changes nothing when it declines)
+            if pt.map_one_fast(iova, p - off, prot) != 0:
+                break
+            r.key = U64_MAX                       # a store outside the run's trusted frame
+            iova_rcache_commit(iovad, mag, idx, cpu)
         if sync:
             arch_sync_dma_for_device(dev, p, size, dir)
         out[i] = iova + off
         i += 1
+    pt.run_end(&r)
     return i
 
 
@@ -888,57 +905,151 @@ cdef inline int _iommu_unmap_run_c(Device dev, IommuDomain d, IommuDmaCookie coo
 cdef inline int _iommu_unmap_run_i(Device dev, IommuDomain d, IommuDmaCookie cookie, IovaDomain iovad,
                                    IoPgtable pt, const u64 *handles, const u64 *sizes, Py_ssize_t ss,
                                    Py_ssize_t *pi, Py_ssize_t n, int dir, unsigned long attrs) except -1 nogil:
-    cdef u64 granule = iovad.granule
-    cdef u64 handle, size, addr, pfn, phys
-    cdef u64 *ptep
     cdef int cpu = cookie.machine._cpu
-    cdef bint lazy = cookie.fq_on
     cdef bint sync = not (attrs & DMA_ATTR_SKIP_CPU_SYNC) and not dev.coherent
-    cdef iova_magazine *spare
-    cdef Py_ssize_t i = pi[0]
-    cdef u64 anchor_lo
+    cdef pt_run r
+    cdef int rc
+    cdef u64 anchor_lo, sw_lo = 1, sw_hi = 0
     if (not _iommu_fast_table(iovad, d, pt) or not pt.pending_free.empty()
             or not iova_rcache_fast_ok(iovad, cpu)):
         return 0
-    anchor_lo = deref(iovad._anchor()).first          # the run changes no IOVA tree node
+    if not pt.run_begin(&r, 0, not sync):         # unmap_one_check() declines every element
+        return 0
+    anchor_lo = deref(iovad._anchor()).first      # the run changes no IOVA tree node
+    if dev.dma_io_tlb_mem is not None:            # is_swiotlb_buffer(): [sw_lo, sw_hi)
+        sw_lo = dev.dma_io_tlb_mem.start
+        sw_hi = dev.dma_io_tlb_mem.end
+    if cookie.fq_on:
+        rc = _iommu_unmap_run_lazy(dev, d, cookie, iovad, pt, <IovaFq>cookie.fq_ptrs[cpu], &r, handles,
+                                   sizes, ss, pi, n, dir, sync, cpu, anchor_lo, sw_lo, sw_hi)
+    else:
+        rc = _iommu_unmap_run_strict(dev, d, iovad, pt, d.iommu.iotlb, &r, handles, sizes, ss, pi, n, dir,
+                                     sync, cpu, anchor_lo, sw_lo, sw_hi)
+    pt.run_end(&r)
+    if rc < 0:
+        with gil:
+            raise MemoryError("iova_magazine_alloc")
+    return 0
+
+
+cdef inline int _iommu_unmap_run_strict(Device dev, IommuDomain d, IovaDomain iovad, IoPgtable pt, Iotlb tlb,
+                                        pt_run *r, const u64 *handles, const u64 *sizes, Py_ssize_t ss,
+                                        Py_ssize_t *pi, Py_ssize_t n, int dir, bint sync, int cpu,
+                                        u64 anchor_lo, u64 sw_lo, u64 sw_hi) noexcept nogil:
+    """The strict unmap run: per element the leaf clear, iommu_iotlb_sync_range() (nothing
+    collected to release), free_iova_fast(). The IOTLB's sync count is added at the end."""
+    cdef u64 granule = iovad.granule
+    cdef int shift = iovad.shift
+    cdef u64 handle, size, addr, pfn, phys, syncs = 0
+    cdef u64 *ptep
+    cdef iova_cpu_rcache *cr = iovad._cpu_rcache(0, cpu)
+    cdef iova_magazine *mag
+    cdef iova_magazine *spare
+    cdef Py_ssize_t i = pi[0]
     while i < n:
         handle = handles[i]
         size = sizes[i * ss]
         if not _iommu_fast_one_granule(granule, handle, size):
             break
         addr = handle - (handle & (granule - 1))
-        pfn = addr >> iovad.shift
-        spare = NULL
-        if lazy:
-            if not _fq_queue_ok(cookie, <IovaFq>cookie.fq_ptrs[cpu], iovad, cpu, anchor_lo):
+        pfn = addr >> shift
+        mag = cr.loaded
+        if pfn < anchor_lo and mag.size != IOVA_MAG_SIZE and addr <= r.iova_max:
+            # the common case: the pfn goes into the loaded magazine (iova_rcache_insert_fast)
+            ptep = pt.run_leaf_ptep(r, addr)
+            phys = pt.leaf0_phys(ptep[0], handle) if ptep != NULL else 0
+            if phys == 0 or sw_lo <= phys < sw_hi:
                 break
-        elif not iova_rcache_insert_ok(iovad, pfn, cpu, anchor_lo):
-            break
-        elif iova_rcache_needs_magazine(iovad, cpu):
-            spare = <iova_magazine *>malloc(sizeof(iova_magazine))     # iova_magazine_alloc()
-            if spare == NULL:
-                break
-            spare.size = 0
-        # iommu_iova_to_phys() and the leaf clear unmap_pages() makes (__iommu_dma_unmap()), one
-        # walk for both (the leaf-table cache); NULL: declined, nothing changed
-        ptep = pt.unmap_one_check(addr, NULL)
-        phys = pt.leaf0_phys(ptep[0], handle) if ptep != NULL else 0
-        if phys == 0 or is_swiotlb_buffer(dev, phys):
-            free(spare)
-            break
-        ptep[0] = 0
-        pt.leaf_writes += 1
-        if lazy:                                  # lazy: queue_iova() (nothing collected)
-            if _fq_queue_fast(cookie, d, <IovaFq>cookie.fq_ptrs[cpu], iovad, pfn, cpu) < 0:
-                pi[0] = i
-                with gil:
-                    raise MemoryError("iova_magazine_alloc")
+            ptep[0] = 0
+            r.writes += 1
+            syncs += 1                            # iommu_iotlb_sync_range()
+            if tlb is not None:
+                if tlb.nvalid_all == 0 and not tlb.qemu:
+                    tlb.invalidations += 1        # Iotlb.inv_range()'s empty set-assoc IOTLB
+                else:
+                    tlb.inv_range(d.id, addr, granule, d.leaf_shifts, d.nshifts)
+            mag.pfns[mag.size] = pfn              # iova_magazine_push()
+            mag.size += 1
         else:
-            # strict: iommu_iotlb_sync_range() (nothing collected to release), then free_iova_fast()
-            d.iotlb_syncs += 1
-            if d.iommu.iotlb is not None:
-                d.iommu.iotlb.inv_range(d.id, addr, granule, d.leaf_shifts, d.nshifts)
+            if not iova_rcache_insert_ok(iovad, pfn, cpu, anchor_lo):
+                break
+            spare = NULL
+            if iova_rcache_needs_magazine(iovad, cpu):
+                spare = <iova_magazine *>malloc(sizeof(iova_magazine))     # iova_magazine_alloc()
+                if spare == NULL:
+                    break
+                spare.size = 0
+            # iommu_iova_to_phys() and the leaf clear unmap_pages() makes (__iommu_dma_unmap()), one
+            # walk for both (the leaf-table cache); NULL: declined, nothing changed
+            ptep = pt.unmap_one_check(addr, NULL)
+            phys = pt.leaf0_phys(ptep[0], handle) if ptep != NULL else 0
+            if phys == 0 or sw_lo <= phys < sw_hi:
+                free(spare)
+                break
+            ptep[0] = 0
+            pt.leaf_writes += 1
+            r.key = U64_MAX                       # a store outside the run's trusted frame
+            syncs += 1
+            if tlb is not None:
+                tlb.inv_range(d.id, addr, granule, d.leaf_shifts, d.nshifts)
             iova_rcache_insert_fast(iovad, pfn, cpu, spare)
+        if sync:
+            arch_sync_dma_for_cpu(dev, phys, size, dir)
+        i += 1
+    d.iotlb_syncs += syncs
+    pi[0] = i
+    return 0
+
+
+cdef inline int _iommu_unmap_run_lazy(Device dev, IommuDomain d, IommuDmaCookie cookie, IovaDomain iovad,
+                                      IoPgtable pt, IovaFq fq, pt_run *r, const u64 *handles, const u64 *sizes,
+                                      Py_ssize_t ss, Py_ssize_t *pi, Py_ssize_t n, int dir, bint sync, int cpu,
+                                      u64 anchor_lo, u64 sw_lo, u64 sw_hi) noexcept nogil:
+    """The lazy unmap run: per element the leaf clear and queue_iova() (nothing collected).
+    -1 (pi[0] at the element): a magazine allocation failed."""
+    cdef u64 granule = iovad.granule
+    cdef int shift = iovad.shift
+    cdef u64 handle, size, addr, pfn, phys
+    cdef u64 *ptep
+    cdef unsigned int t
+    cdef iova_fq_entry *e
+    cdef Py_ssize_t i = pi[0]
+    while i < n:
+        handle = handles[i]
+        size = sizes[i * ss]
+        if not _iommu_fast_one_granule(granule, handle, size):
+            break
+        addr = handle - (handle & (granule - 1))
+        pfn = addr >> shift
+        t = fq.tail
+        if ((fq.head == t or fq.entries[fq.head].counter >= cookie.fq_flush_finish_cnt)
+                and ((t + 1) & fq.mod_mask) != fq.head and addr <= r.iova_max):
+            # the common case of queue_iova(): no finished flush to release, the ring not full
+            ptep = pt.run_leaf_ptep(r, addr)
+            phys = pt.leaf0_phys(ptep[0], handle) if ptep != NULL else 0
+            if phys == 0 or sw_lo <= phys < sw_hi:
+                break
+            ptep[0] = 0
+            r.writes += 1
+            fq.tail = (t + 1) & fq.mod_mask       # fq_ring_add()
+            e = &fq.entries[t]
+            e.iova_pfn = pfn
+            e.pages = 1
+            e.counter = cookie.fq_flush_start_cnt
+            e.freelist.clear()
+        else:
+            if not _fq_queue_ok(cookie, fq, iovad, cpu, anchor_lo):
+                break
+            ptep = pt.unmap_one_check(addr, NULL)
+            phys = pt.leaf0_phys(ptep[0], handle) if ptep != NULL else 0
+            if phys == 0 or sw_lo <= phys < sw_hi:
+                break
+            ptep[0] = 0
+            pt.leaf_writes += 1
+            r.key = U64_MAX                       # a store outside the run's trusted frame
+            if _fq_queue_fast(cookie, d, fq, iovad, pfn, cpu) < 0:
+                pi[0] = i
+                return -1
         if sync:
             arch_sync_dma_for_cpu(dev, phys, size, dir)
         i += 1

@@ -26,6 +26,18 @@ cdef enum:
     PT_OA = 2
     PT_INVALID = 3
 
+# A GIL-free batch run's view of the page table (IoPgtable.run_begin / run_map / run_leaf_ptep /
+# run_end; dma_iommu.pxi's iommu_dma_map_phys_run / iommu_dma_unmap_phys_run). No kernel
+# counterpart: the kernel walks from the top every time. See run_leaf_ptep() for why a leaf-table
+# frame validated once may be used for the rest of the run.
+cdef struct pt_run:
+    u64 key                                    # (simulator) iova >> lc_shift of the trusted leaf frame; U64_MAX: none
+    u64 *leaf                                  # (simulator) that frame's host pointer
+    u64 iova_max                               # (simulator) highest IOVA whose granule passes the range check
+    u64 bits                                   # (simulator) a map's leaf bits besides the output address
+    u64 writes                                 # (simulator) leaf stores of the run (run_end adds them)
+    bint trust                                 # (simulator) nothing in the run writes memory but leaf stores
+
 @cython.final
 cdef class IoPgtable:
     cdef readonly Machine machine              # (simulator) the Machine whose RAM holds the tables
@@ -124,6 +136,10 @@ cdef class IoPgtable:
     cdef inline int map_one_fast(self, u64 iova, u64 paddr, int prot) noexcept nogil
     cdef inline u64 *unmap_one_check(self, u64 iova, u64 *hint) noexcept nogil
     cdef inline u64 unmap_one_fast(self, u64 iova, u64 *hint) noexcept nogil
+    cdef inline bint run_begin(self, pt_run *r, int prot, bint trust) noexcept nogil
+    cdef inline u64 *run_leaf_ptep(self, pt_run *r, u64 iova) noexcept nogil
+    cdef inline int run_map(self, pt_run *r, u64 iova, u64 paddr) noexcept nogil
+    cdef inline void run_end(self, pt_run *r) noexcept nogil
     cdef int map_pages(self, u64 iova, u64 paddr, u64 pgsize, u64 pgcount, int prot,
                        u64 *mapped) except? -9999
     cdef u64 unmap_pages(self, u64 iova, u64 pgsize, u64 pgcount) except? 0xFFFFFFFFFFFFFFFF

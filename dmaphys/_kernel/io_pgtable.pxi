@@ -700,6 +700,99 @@ cdef class IoPgtable:
         self.leaf_writes += 1
         return self.granule
 
+    # ==== GIL-free batch runs (dma_iommu.pxi: iommu_dma_map_phys_run / iommu_dma_unmap_phys_run) ====
+    # What map_one_fast / unmap_one_check check per call and a run cannot change -- the family, the
+    # walker's coherence, the protection bits, the input-range check of IOVAs below a bound -- is
+    # checked once by run_begin(); run_map() and run_leaf_ptep() then read and write exactly what
+    # map_one_fast() and unmap_one_check(iova, NULL) would for IOVAs <= r.iova_max (the caller
+    # uses those functions themselves for any other IOVA), and run_end() adds the leaf stores.
+    cdef inline bint run_begin(self, pt_run *r, int prot, bint trust) noexcept nogil:
+        """Start a run: False where map_one_fast and unmap_one_check decline every IOVA (amdv1,
+        riscv, a non-coherent walker, a freed table). ``prot``: the run's map protection (0
+        for an unmap run); ``trust``: no memory write in the run but the run's own leaf stores
+        (no CPU cache maintenance between them: see run_leaf_ptep)."""
+        cdef int b
+        r.key = U64_MAX
+        r.leaf = NULL
+        r.writes = 0
+        r.bits = 0
+        r.trust = trust
+        if (self.family == PT_FAM_AMDV1 or self.family == PT_FAM_RISCV or not self.coherent_walk
+                or self.pgtable_root == 0):
+            return False
+        # every granule of [0, iova_max + granule) passes the range check: arm_lpae's iova >> ias,
+        # canonical() of the lower half (sign-extending formats: below bit ias - 1)
+        b = self.ias - 1 if (self.family != PT_FAM_ARM and self.sign_extend) else self.ias
+        r.iova_max = U64_MAX if b >= 64 else ((<u64>1) << b) - 1
+        if r.iova_max < self.granule - 1:
+            return False
+        r.iova_max -= self.granule - 1
+        if self.family == PT_FAM_ARM:            # arm_lpae_init_pte() without the address
+            r.bits = arm_prot_hd(self.arm_s2, self.arm_hd, prot) | ARM_TYPE_PAGE
+        else:                                    # __map_range_leaf() at level 0 without the address
+            r.bits = gpt_leaf(self.family, 0, 0, gpt_prot(self.family, self.force_coherence, prot))
+        return True
+
+    cdef inline u64 *run_leaf_ptep(self, pt_run *r, u64 iova) noexcept nogil:
+        """walk_to_leaf_ptep(iova) within a run. The first walk that reaches a leaf-table frame
+        through the validated leaf-table cache (or fills it) makes that frame the run's trusted
+        frame, used for the run's later IOVAs in it without checking root, frames_gen and the
+        cached upper entries again. Why that gives what walk_to_leaf_ptep would:
+        - the run holds the machine (machine_enter, or the GIL with no owner): no other thread
+          runs this machine's code, and no Python code runs inside the run;
+        - the only memory writes a trusted run makes are its own leaf stores into the trusted
+          frame (run_map's install, the unmap run's clear): rcache, flush-queue and IOTLB
+          updates are host memory, and the run declines before anything that frees or allocates
+          a table frame (frames_gen, pgtable_root) or cleans CPU cache lines into memory
+          (r.trust is False for a device that needs arch_sync_dma_*);
+        - a leaf store cannot change a cached upper entry: the frame is trusted only if none of
+          the entries cached above it lies in it (a frame that is also an upper table is
+          possible only after stray writes; then every element validates as before);
+        - after a store through any other path in the run (the caller's fallback to
+          map_one_fast / unmap_one_check) the caller drops the trusted frame (r.key = U64_MAX);
+        - a new frame is trusted only after its own walk, made after every earlier store.
+        Host writes into embedder-owned RAM (Machine.add_ram) from another thread while the
+        run holds the machine would race with any check, per element or per run."""
+        cdef u64 key = iova >> self.lc_shift
+        cdef u64 *ptep
+        cdef u64 *lo
+        cdef int L
+        if key == r.key:
+            return r.leaf + ((iova >> self.shifts[0]) & 511)
+        ptep = self.walk_to_leaf_ptep(iova)
+        if ptep != NULL and r.trust and self.lc_key == key:
+            lo = self.lc_leaf
+            L = self.top
+            while L > 0:
+                if lo <= self.lc_ptep[L] < lo + 512:
+                    return ptep
+                L -= 1
+            r.key = key
+            r.leaf = lo
+        return ptep
+
+    cdef inline int run_map(self, pt_run *r, u64 iova, u64 paddr) noexcept nogil:
+        """map_one_fast(iova, paddr, prot) of the run's prot (which has IOMMU_READ or
+        IOMMU_WRITE) for a granule-aligned iova <= r.iova_max and a granule-aligned paddr:
+        0 done, 1 declined (nothing touched)."""
+        cdef u64 *ptep
+        if paddr >> self.oas:
+            return 1
+        ptep = self.run_leaf_ptep(r, iova)
+        if ptep == NULL or ptep[0] != 0:
+            return 1
+        if self.family == PT_FAM_ARM:
+            ptep[0] = r.bits | arm_paddr_to_iopte(paddr)
+        else:
+            ptep[0] = r.bits | (paddr & PT_OA_MASK)
+        r.writes += 1
+        return 0
+
+    cdef inline void run_end(self, pt_run *r) noexcept nogil:
+        """End a run: its leaf stores join leaf_writes."""
+        self.leaf_writes += r.writes
+        r.writes = 0
+
     # ==== io_pgtable_ops (the C API) ======================================================
     cdef int map_pages(self, u64 iova, u64 paddr, u64 pgsize, u64 pgcount, int prot,
                        u64 *mapped) except? -9999:

@@ -15,19 +15,59 @@
 # Declarations (C types, cdef class fields, cdef signatures) live in the C face, mapping.pxd.
 
 # ---- argument validation (Python tier) -----------------------------------------------------------
+cdef extern from *:
+    """
+    /* An exact Python int that fits a uint64_t: 1 and *out = its value; 0 for anything else (a
+       subclass, a negative or too large value), leaving no exception set. No try/except frame:
+       the per-call entry points run this for every argument. */
+    static inline int dmaphys_exact_u64(PyObject *v, uint64_t *out) {
+        if (!PyLong_CheckExact(v))
+            return 0;
+    #if PY_VERSION_HEX < 0x030C0000
+        {   /* 3.11: ob_size is the signed digit count; up to two digits need no call */
+            Py_ssize_t n = Py_SIZE(v);
+            const digit *dg = ((PyLongObject *)v)->ob_digit;
+            if (n == 0) { *out = 0; return 1; }
+            if (n == 1) { *out = dg[0]; return 1; }
+            if (n == 2) { *out = (uint64_t)dg[0] | ((uint64_t)dg[1] << PyLong_SHIFT); return 1; }
+            if (n < 0) return 0;
+        }
+    #else
+        if (PyUnstable_Long_IsCompact((PyLongObject *)v)) {
+            Py_ssize_t c = PyUnstable_Long_CompactValue((PyLongObject *)v);
+            if (c < 0) return 0;
+            *out = (uint64_t)c;
+            return 1;
+        }
+    #endif
+        {
+            unsigned long long r = PyLong_AsUnsignedLongLong(v);
+            if (r == (unsigned long long)-1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                return 0;
+            }
+            *out = (uint64_t)r;
+            return 1;
+        }
+    }
+    """
+    bint _exact_u64 "dmaphys_exact_u64"(object v, u64 *out) noexcept
+
+
 cdef inline u64 _arg_u64(object v, str what) except? 0xFFFFFFFFFFFFFFFF:
     """A u64 argument: exact ints converted directly, anything else through _u64()."""
-    if type(v) is int:
-        try:
-            return <u64>v
-        except OverflowError:
-            pass
+    cdef u64 r
+    if _exact_u64(v, &r):
+        return r
     return _u64(v, what)
 
 
 cdef inline int _arg_dir(object dir) except? -9:
     """enum dma_data_direction argument; a value no int can hold becomes -1 (an invalid direction)."""
     cdef long long v
+    cdef u64 r
+    if _exact_u64(dir, &r) and r <= 0x7FFFFFFF:       # the common case: a plain int
+        return <int>r
     if isinstance(dir, bool):
         raise TypeError("dir must be an int (enum dma_data_direction), not bool")
     if not isinstance(dir, int):
@@ -550,6 +590,112 @@ def dma_unmap_phys(Device dev not None, addr, size, dir, attrs=0):
         c_dma_unmap_phys(dev, ad, s, d, a)
     finally:
         _iova_flush(dev.machine)
+
+
+# ---- the per-call pair's C entry (issue 10 item 2) ----------------------------------------------
+# A driver's per-buffer dma_map_phys / dma_unmap_phys is two Python calls; what they cost besides
+# the mapping is the call itself: Cython's argument parsing, the conversions, the guard. So the
+# two functions get a C entry in front of their def: the vectorcall slot of the function objects
+# above (tp_vectorcall_offset, the slot every CPython call goes through) points to
+# _dma_map_phys_vc / _dma_unmap_phys_vc, which take the common case -- positional arguments, an
+# exact Device, plain ints, a live device and a machine no other thread owns, a valid direction and
+# known attrs, then the single-element fast paths the batch loops use (dma_map_phys_fast /
+# dma_unmap_phys_fast: no bounce, no warning, trace event or dma-debug record) -- in C, and
+# hand every other call, unchanged, to the def through the slot's previous value. The fast paths
+# change nothing when they decline, so the def then does exactly what it did alone: the same
+# checks in the same order, the same exceptions, warnings, records and trace events.
+cdef extern from *:
+    """
+    typedef PyObject *(*dmaphys_vcfunc)(PyObject *, PyObject *const *, size_t, PyObject *);
+    /* Put vc in the vectorcall slot of f (a Cython function object); *orig = the previous one.
+       0 (nothing changed) when f has no vectorcall slot. */
+    static int dmaphys_vc_swap(PyObject *f, void *vc, void **orig) {
+        PyTypeObject *t = Py_TYPE(f);
+        dmaphys_vcfunc *slot;
+        if (!PyType_HasFeature(t, Py_TPFLAGS_HAVE_VECTORCALL) || t->tp_vectorcall_offset <= 0)
+            return 0;
+        slot = (dmaphys_vcfunc *)((char *)f + t->tp_vectorcall_offset);
+        if (*slot == NULL)
+            return 0;
+        *orig = (void *)*slot;
+        *slot = (dmaphys_vcfunc)vc;
+        return 1;
+    }
+    static inline PyObject *dmaphys_vc_call(void *vc, PyObject *f, PyObject **args, size_t nargsf,
+                                            PyObject *kwnames) {
+        return ((dmaphys_vcfunc)vc)(f, (PyObject *const *)args, nargsf, kwnames);
+    }
+    static inline PyObject *dmaphys_newref(PyObject *o) { Py_INCREF(o); return o; }
+    """
+    int _vc_swap "dmaphys_vc_swap"(object f, void *vc, void **orig) noexcept
+    PyObject *_vc_call "dmaphys_vc_call"(void *vc, PyObject *f, PyObject **args, size_t nargsf,
+                                         PyObject *kwnames) noexcept
+    PyObject *_newref "dmaphys_newref"(PyObject *o) noexcept
+    bint _exact_u64p "dmaphys_exact_u64"(PyObject *v, u64 *out) noexcept
+    Py_ssize_t PyVectorcall_NARGS(size_t nargsf) noexcept
+    PyObject *PyLong_FromUnsignedLongLong_p "PyLong_FromUnsignedLongLong"(unsigned long long v) noexcept
+    PyObject *Py_None_p "Py_None"
+    ctypedef struct PyTypeObject
+    PyTypeObject *Py_TYPE_p "Py_TYPE"(PyObject *o) noexcept
+
+
+cdef void *_dma_map_phys_def = NULL       # the vectorcall entries the two defs had
+cdef void *_dma_unmap_phys_def = NULL
+
+
+cdef inline bint _pair_args_fast(PyObject **args, Py_ssize_t nargs, PyObject *kwnames, u64 *a1,
+                                 u64 *size, int *dir, unsigned long *attrs) noexcept:
+    """The arguments of a pair call the C entry takes: (dev, a1, size, dir[, attrs]) by
+    position, an exact Device that is live on a machine no other thread owns (machine_guard and
+    _dev_live have nothing to do), plain ints, a direction that fits an int, known attrs."""
+    cdef u64 d, a = 0
+    cdef Device dev
+    if kwnames != NULL or (nargs != 5 and nargs != 4):
+        return False
+    if Py_TYPE_p(args[0]) != <PyTypeObject *>Device:
+        return False
+    dev = <Device>args[0]
+    if dev.machine._busy_thread != 0 or dev.removed:
+        return False
+    if not (_exact_u64p(args[1], a1) and _exact_u64p(args[2], size) and _exact_u64p(args[3], &d)):
+        return False
+    if nargs == 5 and not _exact_u64p(args[4], &a):
+        return False
+    if d > DMA_NONE or (a & ~(<u64>DMA_ATTR_ALL)):
+        return False
+    dir[0] = <int>d
+    attrs[0] = <unsigned long>a
+    return True
+
+
+cdef PyObject *_dma_map_phys_vc(PyObject *func, PyObject **args, size_t nargsf, PyObject *kwnames) noexcept:
+    cdef Py_ssize_t nargs = PyVectorcall_NARGS(nargsf)
+    cdef u64 p, s, addr
+    cdef int d
+    cdef unsigned long a
+    if (_pair_args_fast(args, nargs, kwnames, &p, &s, &d, &a) and not (s and p + s - 1 < p)
+            and dma_map_phys_fast(<Device>args[0], p, s, d, a, &addr)):
+        if addr == p:
+            return _newref(args[1])              # dma-direct's identity map: the caller's int
+        return PyLong_FromUnsignedLongLong_p(addr)
+    return _vc_call(_dma_map_phys_def, func, args, nargsf, kwnames)
+
+
+cdef PyObject *_dma_unmap_phys_vc(PyObject *func, PyObject **args, size_t nargsf,
+                                  PyObject *kwnames) except NULL:
+    # (except NULL: the fast path's MemoryError -- a magazine for the rcache -- propagates)
+    cdef Py_ssize_t nargs = PyVectorcall_NARGS(nargsf)
+    cdef u64 ad, s
+    cdef int d
+    cdef unsigned long a
+    if (_pair_args_fast(args, nargs, kwnames, &ad, &s, &d, &a)
+            and dma_unmap_phys_fast(<Device>args[0], ad, s, d, a)):
+        return _newref(Py_None_p)
+    return _vc_call(_dma_unmap_phys_def, func, args, nargsf, kwnames)
+
+
+_vc_swap(dma_map_phys, <void *>_dma_map_phys_vc, &_dma_map_phys_def)
+_vc_swap(dma_unmap_phys, <void *>_dma_unmap_phys_vc, &_dma_unmap_phys_def)
 
 
 def dma_map_page_attrs(Device dev not None, pfn, offset, size, dir, attrs=0):
