@@ -131,7 +131,9 @@ from ._core import dma_get_mask as dma_get_mask
 from ._core import dma_get_max_seg_size as dma_get_max_seg_size
 from ._core import dma_get_required_mask as dma_get_required_mask
 from ._core import dma_get_seg_boundary as dma_get_seg_boundary
+from ._core import dma_iova_alloc_link_sync_batch as dma_iova_alloc_link_sync_batch
 from ._core import dma_iova_destroy as dma_iova_destroy
+from ._core import dma_iova_destroy_batch as dma_iova_destroy_batch
 from ._core import dma_iova_free as dma_iova_free
 from ._core import dma_iova_link as dma_iova_link
 from ._core import dma_iova_link_batch as dma_iova_link_batch

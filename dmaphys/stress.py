@@ -467,15 +467,6 @@ def scenario_nic(w: Workload):
         yield
 
 
-def _nvme_unwind(w: Workload, dev, state, rets, direction) -> int:
-    """A link failed: unlink the pages that did link after it; returns the linked prefix."""
-    bad = np.flatnonzero(rets)
-    for i in np.flatnonzero(rets == 0):
-        if i > bad[0]:
-            w.dma.dma_iova_unlink(dev, state, int(i) * PAGE_SIZE, PAGE_SIZE, direction, 0)
-    return int(bad[0]) * PAGE_SIZE
-
-
 def _nvme_direct(w: Workload, dev, phys, npages, first, write_req, fallback, data) -> None:
     """The requests dma_iova_try_alloc() refused (no IOMMU: dma-direct): the block layer's
     fallback, a dma_map_phys per segment (blk_dma_map_direct), the device's access per page,
@@ -555,36 +546,27 @@ def scenario_nvme(w: Workload):
         if wpages:
             dma.mem_write_batch(m, phys[:wpages], PAGE_SIZE, data[:wpages * PAGE_SIZE])
         # one DmaIovaState per queue slot, reused request after request (drivers embed it in
-        # their request structure; dma_iova_try_alloc() reinitialises it)
+        # their request structure; dma_iova_try_alloc() reinitialises it). The queue is mapped
+        # with one batch call per direction (write requests first, then reads: the requests'
+        # order): per request dma_iova_try_alloc, a dma_iova_link per page, one dma_iova_sync
         states = slot_states[:nreq]
-        used = [False] * nreq
-        mapped = [0] * nreq
-        iova = [0] * nreq
-        done = np.zeros(nreq, dtype=bool)
-        fallback = np.zeros(nreq, dtype=bool)
-        phys_list = phys.tolist()
-        for r, (np_r, f) in enumerate(zip(npages.tolist(), first.tolist(), strict=True)):
-            direction = DMA_TO_DEVICE if r < nwrite else DMA_FROM_DEVICE
-            state = states[r]
-            if not dma.dma_iova_try_alloc(dev, state, phys_list[f], np_r * PAGE_SIZE):
-                fallback[r] = True                        # no IOVA space (no IOMMU): see below
-                st.ops += 1
-                continue
-            used[r] = True
-            rets = dma.dma_iova_link_batch(dev, state, phys[f:f + np_r], NVME_OFFSETS[:np_r],
-                                           NVME_SIZES[:np_r], direction, 0)
-            st.ops += np_r
-            mapped[r] = np_r * PAGE_SIZE
-            if rets.any():
-                mapped[r] = _nvme_unwind(w, dev, state, rets, direction)
-                st.map_failures += 1
-            elif dma.dma_iova_sync(dev, state, 0, mapped[r]) == 0:
-                st.ops += 1
-                done[r] = True
-                iova[r] = state.addr
-            else:
-                st.map_failures += 1
-        iova = np.array(iova, dtype=np.uint64)
+        status = np.empty(nreq, dtype=np.int32)
+        mapped = np.empty(nreq, dtype=np.uint64)
+        for lo, hi, plo, phi, direction in ((0, nwrite, 0, wpages, DMA_TO_DEVICE),
+                                            (nwrite, nreq, wpages, total_pages, DMA_FROM_DEVICE)):
+            if hi > lo:
+                status[lo:hi], mapped[lo:hi] = dma.dma_iova_alloc_link_sync_batch(
+                    dev, states[lo:hi], phys[plo:phi], PAGE_SIZE, npages[lo:hi], direction)
+        fallback = status == 1                            # no IOVA space (no IOMMU): see below
+        used = ~fallback
+        done = status == 0
+        # operations: a refused dma_iova_try_alloc; each dma_iova_link tried (up to the first
+        # failure); a successful dma_iova_sync; a dma_iova_destroy counts two (with the alloc)
+        linked = mapped // PAGE_SIZE
+        st.ops += int(fallback.sum()) + int(linked[used].sum()) + int((used & (linked < npages)).sum()) \
+            + int(done.sum())
+        st.map_failures += int((status < 0).sum())
+        iova = np.array([s.addr for s in states], dtype=np.uint64)
         size = npages * PAGE_SIZE
         rd, wr = done & write_req, done & ~write_req
         if rd.any():                                        # the device executes the queue
@@ -596,13 +578,13 @@ def scenario_nvme(w: Workload):
             dma.dma_write_ragged_batch(dev, iova[wr], size[wr], gather(data, first[wr] * PAGE_SIZE, size[wr])
                                        if wr.sum() < nreq - nwrite else data[wpages * PAGE_SIZE:])
         st.ops += int(done.sum())
-        for r, (state, u, ln) in enumerate(zip(states, used, mapped, strict=True)):    # completions
-            if u:
-                dma.dma_iova_destroy(dev, state, ln, DMA_TO_DEVICE if r < nwrite else DMA_FROM_DEVICE, 0)
-                st.ops += 2
-        used = np.array(used, dtype=bool)
+        for lo, hi, direction in ((0, nwrite, DMA_TO_DEVICE), (nwrite, nreq, DMA_FROM_DEVICE)):  # completions
+            u = np.flatnonzero(used[lo:hi]) + lo
+            if u.shape[0]:
+                dma.dma_iova_destroy_batch(dev, [states[r] for r in u.tolist()], mapped[u], direction)
+                st.ops += 2 * u.shape[0]
         st.bytes += int(size[used].sum())
-        st.pages += int(np.asarray(mapped)[used].sum()) // PAGE_SIZE
+        st.pages += int(mapped[used].sum()) // PAGE_SIZE
         if fallback.any():
             _nvme_direct(w, dev, phys, npages, first, write_req, fallback, data)
         if wr.any():
@@ -772,8 +754,7 @@ def iova_pages_in_use(m) -> int:
         for d in iommu.domains:
             cookie = d.iova_cookie
             if cookie is not None and cookie.iovad is not None:
-                r = cookie.iovad.ranges()            # (pfn_lo, pfn_hi) tuples: summed directly,
-                total += sum(hi - lo for lo, hi in r) + len(r)    # 4x quicker than via an array
+                total += cookie.iovad.range_pages()  # sum(hi - lo + 1 for ranges()), in C
     return total
 
 

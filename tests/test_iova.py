@@ -31,7 +31,7 @@ def mach(impl, cpus=1):
 def test_init(impl):
     d = dom(impl)
     assert (d.granule, d.start_pfn, d.dma_32bit_pfn, d.max32_alloc_size) == (4096, 1, D32, D32)
-    assert d.ranges() == [] and len(d) == 0
+    assert d.ranges() == [] and len(d) == 0 and d.range_pages() == 0
     s = d.get_state()
     assert s["cached_node"] == s["cached32_node"] == ANCHOR
     assert len(s["rcaches"]) == 6 and s["rcaches"][0]["cpus"] == [{"loaded": [], "prev": []}]
@@ -202,6 +202,7 @@ def test_reserve_merges_and_extends(impl):
     assert d.reserve_iova(40, 50) == (40, 50)
     assert d.reserve_iova(0, 60) == (51, 60)
     assert d.ranges() == [(0, 20), (21, 30), (31, 50), (51, 60)]
+    assert d.range_pages() == 61
     assert d.max32_alloc_size == D32
     s = d.get_state()
     assert s["cached_node"] == s["cached32_node"] == ANCHOR
@@ -667,3 +668,26 @@ def test_differential_long_streams(seed):
 @pytest.mark.parametrize("seed", range(4, 60))
 def test_differential_long_streams_slow(seed):
     compare(random_ops(random.Random(seed), 1000))
+
+
+def test_range_pages_sums_ranges(impl):
+    """range_pages() is sum(hi - lo + 1 for ranges()) through allocations, rcache frees and reserves."""
+    import random
+    rng = random.Random(5)
+    d = dom(impl, machine=mach(impl))
+    live = []
+    for _ in range(300):
+        if live and rng.random() < 0.4:
+            pfn, size = live.pop(rng.randrange(len(live)))
+            d.free_iova_fast(pfn, size)
+        elif rng.random() < 0.05:
+            lo = rng.randrange(0x1000, 0x8000)
+            d.reserve_iova(lo, lo + rng.randrange(8))
+        else:
+            size = rng.choice([1, 2, 3, 8, 40, 300])
+            pfn = d.alloc_iova_fast(size, LIM32)
+            if pfn:
+                live.append((pfn, size))
+        assert d.range_pages() == sum(hi - lo + 1 for lo, hi in d.ranges())
+    d.put_iova_domain()
+    assert d.range_pages() == 0 == len(d.ranges())

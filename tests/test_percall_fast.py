@@ -142,3 +142,10 @@ def test_the_direct_identity_returns_an_equal_int():
     assert a == p and type(a) is int
     a = dma.dma_map_phys(devs["strict"], p, 4096, TO, 0)
     assert a != p and type(a) is int
+
+
+@pytest.mark.skipif(dma.BACKEND != "core", reason="the compiled core's C entry")
+def test_the_c_entry_is_installed():
+    """Both functions' vectorcall slots hold the C entry (a Cython or CPython change that moves
+    the slot would only cost speed: this says so)."""
+    assert dma._core._PERCALL_C_ENTRY is True

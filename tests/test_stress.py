@@ -127,3 +127,19 @@ def test_default_stress_run():
 
 PINNED_SEED1 = {"swiotlb": (3648, 15, 2644944), "direct": (2560, 10, 930496), "nic": (16128, 33, 3149472),
                 "nvme": (16084, 19, 45957120), "p2p": (1752, 7, 1359680)}
+
+
+def test_same_bytes_finds_any_differing_byte():
+    """stress.same_bytes: a flipped byte anywhere (the 8-byte body or the tail), in small and large
+    arrays, contiguous or not, at any alignment, is a difference."""
+    from dmaphys.stress import SAME_BYTES_MEMCMP, same_bytes
+    rng = np.random.default_rng(0)
+    for n in (0, 7, SAME_BYTES_MEMCMP, SAME_BYTES_MEMCMP + 1, 70_001, 1 << 20):
+        pool = rng.integers(0, 256, n + 16, dtype=np.uint8)
+        a = pool[3:3 + n]
+        b = a.copy()
+        assert same_bytes(a, b) and same_bytes(np.repeat(a, 2)[::2], b)
+        for pos in {0, n // 2, max(n - 1, 0), max((n & ~7) - 1, 0)} if n else ():
+            c = b.copy()
+            c[pos] ^= 0x80
+            assert not same_bytes(a, c) and not same_bytes(c, a) and not same_bytes(np.repeat(c, 2)[::2], a)

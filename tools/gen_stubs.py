@@ -37,6 +37,9 @@ FUNC_PARAM_TYPES = {
     "pci_p2pdma_bus_addr_map": {"provider": "P2PdmaProvider | PciP2PdmaPagemap | PciP2PdmaMapState",
                                 "phys": "int"},
     "pgmap_of": {"phys": "int"},
+    "dma_iova_alloc_link_sync_batch": {"states": "Iterable[DmaIovaState]", "phys": "ArrayLike",
+                                       "counts": "ArrayLike"},
+    "dma_iova_destroy_batch": {"states": "Iterable[DmaIovaState]", "mapped_lens": "ArrayLike"},
     "sg_dma_is_bus_address": {"sg": "ScatterlistEntry"}, "sg_dma_is_swiotlb": {"sg": "ScatterlistEntry"},
     "register_notifier": {"callback": "Callable[[IommuDomain | None, int, int], object]"},
     "unregister_notifier": {"callback": "Callable[[IommuDomain | None, int, int], object]"},
@@ -81,6 +84,7 @@ RETURNS = {
     "pci_p2pdma_map_type": "PciP2PdmaMapType", "dma_segments": "list[tuple[int, int]]",
     "entries": "list[dict[str, Any]]", "ops_map_pages": "tuple[int, int]",
     "entries_list": "list[tuple[int, int, int, int]]",
+    "dma_iova_alloc_link_sync_batch": "tuple[np.ndarray, np.ndarray]",
     "ScatterList.__getitem__": "ScatterlistEntry", "ScatterList.__iter__": "Iterator[ScatterlistEntry]",
 }
 # attributes whose sample value does not show the whole type (None in other states)

@@ -983,5 +983,157 @@ def dma_iova_link_batch(Device dev not None, DmaIovaState state not None, phys, 
     return _dma_iova_link_batch(dev, state, phys, offsets, sizes, dir, attrs)
 
 
+# ---- the two-step IOVA API across a queue of requests (a driver's submission queue) ------------
+cdef list _iova_states(object states, Py_ssize_t n, str what):
+    """``states`` as a list of n DmaIovaState (TypeError for another item type, ValueError for
+    another length)."""
+    cdef list out
+    cdef object s
+    if isinstance(states, (str, bytes)):
+        raise TypeError(f"{what} must be a sequence of DmaIovaState, not {type(states).__name__}")
+    try:
+        out = list(states)
+    except TypeError:
+        raise TypeError(f"{what} must be a sequence of DmaIovaState, not {type(states).__name__}") from None
+    for s in out:
+        if type(s) is not DmaIovaState:
+            raise TypeError(f"{what} must hold DmaIovaState objects, not {type(s).__name__}")
+    if len(out) != n:
+        raise ValueError(f"{what} has {len(out)} entries for {n} requests")
+    return out
+
+
+cdef object _dma_iova_alloc_link_sync_batch(Device dev, object states, object phys, object sizes,
+                                            object counts, object dir, object attrs):
+    cdef Machine mach = dev.machine
+    cdef object ca = _batch_u64_array(counts, "counts")
+    cdef Py_ssize_t nreq = ca.shape[0], j = 0, k, k0 = 0, kend
+    cdef list sts = _iova_states(states, nreq, "states")
+    cdef object pa = _batch_u64_array(phys, "phys")
+    cdef Py_ssize_t n = pa.shape[0]
+    cdef const u64 *c = _u64_data(ca)
+    cdef u64 nseg = 0
+    for k in range(nreq):
+        nseg += c[k]
+    if nseg != <u64>n:
+        raise ValueError(f"counts total {nseg} segments for {n} phys entries")
+    cdef BatchSizes bs
+    cdef object sa = _batch_sizes(sizes, n, "size", &bs)
+    cdef const u64 *s = bs.p
+    cdef Py_ssize_t ss = bs.stride
+    _ragged_total(s, ss, n)                      # no request's running offset can wrap
+    cdef unsigned long at = _arg_attrs(attrs)
+    cdef int d = _arg_dir(dir)
+    if not valid_dma_direction(d):
+        raise KernelBug(f"kernel BUG in dma_iova_link(): invalid DMA direction {d}")
+    cdef const u64 *p = _u64_data(pa)
+    cdef object ret = _np.zeros(nreq, dtype=_np.int32)
+    cdef object mapped = _np.zeros(nreq, dtype=_np.uint64)
+    cdef int *r = <int *>_array_data(ret, True)
+    cdef u64 *ml = <u64 *>_array_data(mapped, True)
+    cdef DmaIovaState st
+    cdef u64 total, off
+    cdef int e
+    machine_enter(mach)
+    try:
+        while j < nreq:
+            st = <DmaIovaState>sts[j]
+            kend = k0 + <Py_ssize_t>c[j]
+            total = 0
+            for k in range(k0, kend):
+                total += s[k * ss]
+            if not c_dma_iova_try_alloc(dev, st, p[k0] if kend > k0 else 0, total):
+                r[j] = 1
+            else:
+                off = 0
+                e = 0
+                for k in range(k0, kend):
+                    e = c_dma_iova_link(dev, st, p[k], off, s[k * ss], d, at)
+                    if e:
+                        break
+                    off += s[k * ss]
+                ml[j] = off
+                if e == 0:
+                    e = c_dma_iova_sync(dev, st, 0, off)
+                r[j] = e
+            k0 = kend
+            j += 1
+    except BaseException as exc:
+        _batch_fail(exc, j, (ret[:j].copy(), mapped[:j].copy()))
+        raise
+    finally:
+        machine_exit(mach)
+        _iova_flush(mach)
+    return ret, mapped
+
+
+def dma_iova_alloc_link_sync_batch(Device dev not None, states, phys, sizes, counts, dir, attrs=0):
+    """dma_iova_alloc_link_sync_batch(dev, states, phys, sizes, counts, dir, attrs=0) -> (status, mapped)
+
+    Maps a queue of requests with the two-step IOVA API, the way the block layer maps a request
+    (block/blk-mq-dma.c: blk_rq_dma_map_iter_start() and blk_dma_map_iova()). Request j owns the
+    next counts[j] segments of ``phys`` / ``sizes`` (a scalar or a 1-D array, one size per
+    segment) and ``states[j]``; for each request, in order: ``dma_iova_try_alloc(dev,
+    states[j], <its first phys>, <its total size>)``; if that succeeds, ``dma_iova_link(dev,
+    states[j], phys[k], <running offset>, sizes[k], dir, attrs)`` per segment until the first
+    one that fails; if every link succeeded, ``dma_iova_sync(dev, states[j], 0, <total>)``.
+
+    Simulator-only batch of drivers/iommu/dma-iommu.c:dma_iova_try_alloc(), dma_iova_link() and
+    dma_iova_sync() calls. Returns a tuple of two arrays with one entry per request: ``status``
+    (int32: 0 = allocated, linked and synced; 1 = dma_iova_try_alloc() returned false, nothing
+    was allocated, use the regular DMA API; -errno = the first failing dma_iova_link(), no later
+    segment linked and no sync, or dma_iova_sync()'s error) and ``mapped`` (uint64: the bytes
+    linked, what dma_iova_destroy() must be given). Raises KernelBug for an invalid ``dir``
+    (before any request), TypeError / ValueError for bad arrays, ``states`` that are not
+    DmaIovaState objects or not one per request, ``counts`` that do not add up to the segments,
+    sizes overflowing 64 bits, or a removed device; an exception inside request i stops the batch
+    there (``exc.batch_index`` = i, ``exc.batch_result`` = the two arrays for requests 0..i-1;
+    request i's state keeps what it allocated and linked). Warnings are emitted once, at the end.
+    """
+    _dev_live(dev)
+    return _dma_iova_alloc_link_sync_batch(dev, states, phys, sizes, counts, dir, attrs)
+
+
+cdef object _dma_iova_destroy_batch(Device dev, object states, object mapped_lens, object dir,
+                                    object attrs):
+    cdef Machine mach = dev.machine
+    cdef object la = _batch_u64_array(mapped_lens, "mapped_lens")
+    cdef Py_ssize_t n = la.shape[0], i = 0
+    cdef list sts = _iova_states(states, n, "states")
+    cdef unsigned long at = _arg_attrs(attrs)
+    cdef int d = _arg_dir(dir)
+    _iova_check(dev, d, "dma_iova_destroy", True)
+    cdef const u64 *ml = _u64_data(la)
+    machine_enter(mach)
+    try:
+        while i < n:
+            c_dma_iova_destroy(dev, <DmaIovaState>sts[i], ml[i], d, at)
+            i += 1
+    except BaseException as e:
+        _batch_fail(e, i, None)
+        raise
+    finally:
+        machine_exit(mach)
+        _iova_flush(mach)
+
+
+def dma_iova_destroy_batch(Device dev not None, states, mapped_lens, dir, attrs=0):
+    """dma_iova_destroy_batch(dev, states, mapped_lens, dir, attrs=0)
+
+    ``dma_iova_destroy(dev, states[i], mapped_lens[i], dir, attrs)`` for each i, in order: the
+    completions of a queue of requests mapped with the two-step IOVA API.
+
+    Simulator-only batch of drivers/iommu/dma-iommu.c:dma_iova_destroy() calls. Returns None. Raises
+    KernelBug for an invalid ``dir`` or a device without a DMA IOMMU domain (before any element),
+    TypeError / ValueError for bad arrays, ``states`` that are not DmaIovaState objects or not one
+    per length, or a removed device; an exception at element i stops the batch there
+    (``exc.batch_index``). A state dma_iova_destroy() refuses (dma-debug report) is refused the
+    same way. Warnings are emitted once, at the end.
+    """
+    _dev_live(dev)
+    _dma_iova_destroy_batch(dev, states, mapped_lens, dir, attrs)
+
+
 __all__ += ["dma_read_ragged_batch", "dma_write_ragged_batch", "mem_read_batch", "mem_write_batch",
-             "dma_sync_single_for_cpu_batch", "dma_sync_single_for_device_batch", "dma_iova_link_batch"]
+             "dma_sync_single_for_cpu_batch", "dma_sync_single_for_device_batch", "dma_iova_link_batch",
+             "dma_iova_alloc_link_sync_batch", "dma_iova_destroy_batch"]

@@ -2,6 +2,7 @@
 
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from libcpp.set cimport set as cppset
+from libcpp.algorithm cimport sort
 
 cdef enum:
     HASH_SIZE = 16384                          # kernel/dma/debug.c
@@ -77,6 +78,9 @@ cdef class DmaDebug:
     cdef unordered_map[u64, int] cachelines    # dma_active_cacheline: cln -> overlap count
     cdef cppmap[u64, int] bounced              # tlb_addr -> entry index (bounced entries)
     cdef cppset[int] dirty                     # entries with device-written, unsynced bounce data
+    cdef cppset[pair[u64, int]] dirty_addr     # (simulator) the same entries as (paddr, index): a CPU
+                                               # access looks up the few it may overlap
+    cdef u64 dirty_span                        # (simulator) >= every dirty entry's dirty_hi (0: none)
     cdef vector[pending_bounce] pending_bounces # (simulator) bounces awaiting their map hook
     cdef void _set_prealloc(self, unsigned int n)
     cdef inline bint _filter_passes(self, Device dev)
@@ -95,6 +99,8 @@ cdef class DmaDebug:
     cdef void add_dma_entry(self, int idx, unsigned long attrs)
     cdef void note_bounce(self, Device dev, u64 orig_phys, u64 tlb_addr)
     cdef void detect_bounce(self, int idx, Device dev)
+    cdef inline void _dirty_insert(self, int idx) noexcept
+    cdef inline void _dirty_erase(self, int idx) noexcept
     cdef void cpu_access(self, u64 phys, u64 n, bint write)
     cdef void device_wrote(self, Device dev, u64 phys, u64 n)
     cdef void synced_for_cpu(self, int idx, u64 dev_addr, u64 size, int dir)

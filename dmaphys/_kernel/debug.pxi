@@ -248,7 +248,7 @@ cdef class DmaDebug:
             bit = self.bounced.find(e.tlb_addr)
             if bit != self.bounced.end() and deref(bit).second == idx:
                 self.bounced.erase(bit)
-            self.dirty.erase(idx)
+            self._dirty_erase(idx)
         dev = <object>e.dev
         e.dev = NULL
         Py_DECREF(dev)
@@ -417,14 +417,40 @@ cdef class DmaDebug:
             e.tlb_addr = tlb
             self.bounced[tlb] = idx
 
+    cdef inline void _dirty_insert(self, int idx) noexcept:
+        cdef dma_debug_entry *e = &self.pool[idx]
+        self.dirty.insert(idx)
+        self.dirty_addr.insert(pair[u64, int](e.paddr, idx))
+        if e.dirty_hi > self.dirty_span:
+            self.dirty_span = e.dirty_hi
+
+    cdef inline void _dirty_erase(self, int idx) noexcept:
+        if self.dirty.erase(idx):
+            self.dirty_addr.erase(pair[u64, int](self.pool[idx].paddr, idx))
+            if self.dirty.empty():
+                self.dirty_span = 0
+
     cdef void cpu_access(self, u64 phys, u64 n, bint write):
         """Machine.mem_read/mem_write: report a CPU read of device-written, unsynced bounce data."""
         cdef dma_debug_entry *e
         cdef u64 lo, hi
         cdef int idx
+        cdef vector[int] cand
+        cdef cppset[pair[u64, int]].iterator it
         if write or self.dirty.empty() or not self.enabled:
             return
-        for idx in self.dirty:
+        # an entry can overlap [phys, phys + n) only if phys - dirty_span < paddr < phys + n:
+        # look those up by paddr, then check them in index order (the order of ``dirty``)
+        it = self.dirty_addr.lower_bound(pair[u64, int](phys - self.dirty_span if phys > self.dirty_span
+                                                        else 0, -1))
+        while it != self.dirty_addr.end() and deref(it).first < phys + n:
+            cand.push_back(deref(it).second)
+            inc(it)
+        if cand.empty():
+            return
+        if cand.size() > 1:
+            sort(cand.begin(), cand.end())
+        for idx in cand:
             e = &self.pool[idx]
             if e.reported or (e.direction != DMA_FROM_DEVICE and e.direction != DMA_BIDIRECTIONAL):
                 continue
@@ -465,12 +491,14 @@ cdef class DmaDebug:
                 e.dirty_lo = lo
                 e.dirty_hi = hi
                 e.reported = False
-                self.dirty.insert(idx)
+                self._dirty_insert(idx)
             else:
                 if lo < e.dirty_lo:
                     e.dirty_lo = lo
                 if hi > e.dirty_hi:
                     e.dirty_hi = hi
+                    if hi > self.dirty_span:
+                        self.dirty_span = hi
 
     cdef void synced_for_cpu(self, int idx, u64 dev_addr, u64 size, int dir):
         # swiotlb_sync_single_for_cpu() copies bounce -> buffer for FROM_DEVICE/BIDIRECTIONAL
@@ -482,7 +510,7 @@ cdef class DmaDebug:
         hi = lo + size
         if lo <= e.dirty_lo and hi >= e.dirty_hi:
             e.dirty_lo = e.dirty_hi = 0
-            self.dirty.erase(idx)
+            self._dirty_erase(idx)
         elif lo <= e.dirty_lo < hi:
             e.dirty_lo = hi
         elif lo < e.dirty_hi <= hi:

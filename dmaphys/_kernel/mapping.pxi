@@ -694,8 +694,9 @@ cdef PyObject *_dma_unmap_phys_vc(PyObject *func, PyObject **args, size_t nargsf
     return _vc_call(_dma_unmap_phys_def, func, args, nargsf, kwnames)
 
 
-_vc_swap(dma_map_phys, <void *>_dma_map_phys_vc, &_dma_map_phys_def)
-_vc_swap(dma_unmap_phys, <void *>_dma_unmap_phys_vc, &_dma_unmap_phys_def)
+# (False on an interpreter whose function objects have no vectorcall slot: the defs alone, slower)
+_PERCALL_C_ENTRY = bool(_vc_swap(dma_map_phys, <void *>_dma_map_phys_vc, &_dma_map_phys_def)
+                        and _vc_swap(dma_unmap_phys, <void *>_dma_unmap_phys_vc, &_dma_unmap_phys_def))
 
 
 def dma_map_page_attrs(Device dev not None, pfn, offset, size, dir, attrs=0):

@@ -13,6 +13,7 @@ import contextlib
 
 import numpy as np
 
+from ..errors import KernelBug
 from . import dma_iommu as _dma_iova
 from . import iommu as _iommu
 from . import machine as _machine
@@ -22,7 +23,8 @@ from ._util import u64
 __all__ = ["dma_map_phys_batch", "dma_mapping_error_batch", "dma_unmap_phys_batch",
            "dma_read_batch", "dma_write_batch", "iommu_iova_to_phys_batch",
            "dma_read_ragged_batch", "dma_write_ragged_batch", "mem_read_batch", "mem_write_batch",
-           "dma_sync_single_for_cpu_batch", "dma_sync_single_for_device_batch", "dma_iova_link_batch"]
+           "dma_sync_single_for_cpu_batch", "dma_sync_single_for_device_batch", "dma_iova_link_batch",
+           "dma_iova_alloc_link_sync_batch", "dma_iova_destroy_batch"]
 
 
 # ---- argument conversion (whole batch, before any state change) --------------------------------
@@ -382,3 +384,91 @@ def dma_iova_link_batch(dev, state, phys, offsets, sizes, dir, attrs=0) -> np.nd
             _batch_fail(e, i, out[:i].copy())
             raise
     return out
+
+
+# ---- the two-step IOVA API across a queue of requests ------------------------------------------
+def _iova_states(states, n: int, what: str) -> list:
+    if isinstance(states, (str, bytes)):
+        raise TypeError(f"{what} must be a sequence of DmaIovaState, not {type(states).__name__}")
+    try:
+        out = list(states)
+    except TypeError:
+        raise TypeError(f"{what} must be a sequence of DmaIovaState, not {type(states).__name__}") from None
+    for s in out:
+        if type(s) is not _dma_iova.DmaIovaState:
+            raise TypeError(f"{what} must hold DmaIovaState objects, not {type(s).__name__}")
+    if len(out) != n:
+        raise ValueError(f"{what} has {len(out)} entries for {n} requests")
+    return out
+
+
+def dma_iova_alloc_link_sync_batch(dev, states, phys, sizes, counts, dir, attrs=0):
+    """Reference of dmaphys.dma_iova_alloc_link_sync_batch: per request dma_iova_try_alloc(), a
+    dma_iova_link() per segment up to the first failure, dma_iova_sync() when all linked.
+
+    Reference twin of dmaphys._core.dma_iova_alloc_link_sync_batch: same returns and raises.
+    """
+    dev = _mapping._dev(dev)
+    c = _batch_u64_array(counts, "counts")
+    nreq = c.shape[0]
+    sts = _iova_states(states, nreq, "states")
+    p = _batch_u64_array(phys, "phys")
+    n = p.shape[0]
+    nseg = sum(int(x) for x in c)
+    if nseg != n:
+        raise ValueError(f"counts total {nseg} segments for {n} phys entries")
+    s = _batch_sizes(sizes, n, "size")
+    _ragged_total(s)
+    a = _dma_iova._iova_attrs(attrs)
+    d = _dma_iova._int_dir(dir)
+    if d not in (0, 1, 2):
+        raise KernelBug(f"kernel BUG in dma_iova_link(): invalid DMA direction {d}")
+    ret = np.zeros(nreq, dtype=np.int32)
+    mapped = np.zeros(nreq, dtype=np.uint64)
+    k0 = j = 0
+    with _deferred_warnings(dev.machine):
+        try:
+            for j in range(nreq):
+                st = sts[j]
+                kend = k0 + int(c[j])
+                total = sum(s[k0:kend])
+                if not _dma_iova.dma_iova_try_alloc(dev, st, int(p[k0]) if kend > k0 else 0, total):
+                    ret[j] = 1
+                else:
+                    off = e = 0
+                    for k in range(k0, kend):
+                        e = _dma_iova.dma_iova_link(dev, st, int(p[k]), off, s[k], d, a)
+                        if e:
+                            break
+                        off += s[k]
+                    mapped[j] = off
+                    if e == 0:
+                        e = _dma_iova.dma_iova_sync(dev, st, 0, off)
+                    ret[j] = e
+                k0 = kend
+        except BaseException as exc:
+            _batch_fail(exc, j, (ret[:j].copy(), mapped[:j].copy()))
+            raise
+    return ret, mapped
+
+
+def dma_iova_destroy_batch(dev, states, mapped_lens, dir, attrs=0) -> None:
+    """Reference of dmaphys.dma_iova_destroy_batch: dma_iova_destroy() per element.
+
+    Reference twin of dmaphys._core.dma_iova_destroy_batch: same returns and raises.
+    """
+    dev = _mapping._dev(dev)
+    ml = _batch_u64_array(mapped_lens, "mapped_lens")
+    n = ml.shape[0]
+    sts = _iova_states(states, n, "states")
+    a = _dma_iova._iova_attrs(attrs)
+    d = _dma_iova._int_dir(dir)
+    _dma_iova._iova_check(dev, d, "dma_iova_destroy", True)
+    i = 0
+    with _deferred_warnings(dev.machine):
+        try:
+            for i in range(n):
+                _dma_iova.dma_iova_destroy(dev, sts[i], int(ml[i]), d, a)
+        except BaseException as e:
+            _batch_fail(e, i, None)
+            raise

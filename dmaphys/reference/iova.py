@@ -636,6 +636,10 @@ class IovaDomain:
         """Reference twin of dmaphys._core.IovaDomain.ranges: same returns and raises."""
         return [(lo, self._his[lo]) for lo in self._los if lo != IOVA_ANCHOR]
 
+    def range_pages(self) -> int:
+        """Reference twin of dmaphys._core.IovaDomain.range_pages: same returns and raises."""
+        return sum(self._his[lo] - lo + 1 for lo in self._los if lo != IOVA_ANCHOR)
+
     def get_state(self) -> dict:
         """Reference twin of dmaphys._core.IovaDomain.get_state: same returns and raises."""
         if self._dead:
