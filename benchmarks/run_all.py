@@ -354,7 +354,7 @@ def _pairs_rate(impl, rigs, chunks, rounds):
 
 
 def _warm_up(impl, m, dev, chunk, max_rounds=2000):
-    """Run batch pairs until the machine is in its steady state: several rounds in a row whose
+    """Run batch pairs until the machine is in its steady state: 32 rounds in a row whose
     every element took the GIL-free fast path. (A lazy domain needs this: its flush queue
     holds up to fq_size - 1 freed IOVAs between full-queue flushes, so until the IOVA working
     set covers the live chunk plus a full queue, some maps miss the rcache and allocate from
@@ -367,7 +367,7 @@ def _warm_up(impl, m, dev, chunk, max_rounds=2000):
         before = hook(m) if hook else 0
         _thread_pairs(impl, m, dev, chunk, 1, [None], 0)
         calm = calm + 1 if hook is None or hook(m) - before == 2 * n else 0
-        if calm >= 8:
+        if calm >= 32:                  # (a lazy domain still misses now and then after 8)
             return k
     return max_rounds
 
@@ -409,7 +409,9 @@ def measure_threads(quick, chunk_n=CHUNK, secs=None, reps=None):
     again ...); ``ratio`` is best-two / best-one, ``median`` the median of the per-round
     ratios (one and two measured back to back, so each ratio saw one state of the machine),
     ``runs`` every round's ratio, ``cpu_share`` the two threads' mean CPU time / wall time in
-    the best two-thread run (1.0: neither thread ever waited)."""
+    the best two-thread run (1.0: neither thread ever slept; a thread spinning for the GIL
+    counts as running). "direct, no spin" is dma-direct again with batch.pxi's bounded spin
+    before taking the GIL back turned off (``_gil_spin_ns(0)``): what the spin is worth."""
     import dmaphys as impl
     if reps is None:
         reps = 2 if quick else 5
@@ -422,8 +424,9 @@ def measure_threads(quick, chunk_n=CHUNK, secs=None, reps=None):
         if why:
             res["c_note"] = why
         c1, c2 = [], []
-        for p in ("iommu-strict", "iommu-lazy", "direct"):
-            rigs = [machine(impl, p, 0, False) for _ in range(2)]
+        spin = getattr(impl._core, "_gil_spin_ns", None)
+        for p in ("iommu-strict", "iommu-lazy", "direct") + (("direct, no spin",) if spin else ()):
+            rigs = [machine(impl, p.split(",")[0], 0, False) for _ in range(2)]
             chunks = [phys_for(chunk_n, 16 * MiB, chunk_n) for _ in range(2)]   # one per thread
             warm = [_warm_up(impl, *rig, chunk) for rig, chunk in zip(rigs, chunks, strict=True)]
             t0 = time.perf_counter()
@@ -431,8 +434,14 @@ def measure_threads(quick, chunk_n=CHUNK, secs=None, reps=None):
             rounds = max(1, round(secs / ((time.perf_counter() - t0) / 3)))
             one, two = [], []
             for _ in range(reps):
-                one.append(_pairs_rate(impl, rigs[:1], chunks, rounds))
-                two.append(_pairs_rate(impl, rigs, chunks, rounds))
+                # "no spin": the same, taking the GIL back without batch.pxi's bounded spin (its effect)
+                old_spin = spin(0) if p.endswith("no spin") else None
+                try:
+                    one.append(_pairs_rate(impl, rigs[:1], chunks, rounds))
+                    two.append(_pairs_rate(impl, rigs, chunks, rounds))
+                finally:
+                    if old_spin is not None:
+                        spin(old_spin)
                 if exe:
                     c1.append(_c_rate(exe, 1, secs))
                     c2.append(_c_rate(exe, 2, secs))
@@ -497,12 +506,12 @@ def print_threads(t):
           f"runs of ~{t['seconds_per_run']} s after a steady-state warm-up; load average "
           f"{t['load_avg']:.1f} before, {t['load_avg_after']:.1f} after):")
     for p in t["paths"]:
-        print(f"  {p['path']:>12}: {p['two_threads_pairs_per_s']:>13,.0f} pairs/s vs one thread "
+        print(f"  {p['path']:>15}: {p['two_threads_pairs_per_s']:>13,.0f} pairs/s vs one thread "
               f"{p['one_thread_pairs_per_s']:>13,.0f} = {p['ratio']:.2f}x (median {p['median']:.2f}x, "
               f"runs {min(p['runs']):.2f}-{max(p['runs']):.2f}x; CPU share {p['cpu_share']:.2f}; "
               f"target >= {THREADS_TARGET}x: {'ok' if p['ratio'] >= THREADS_TARGET else 'MISS'})")
     if c:
-        print(f"  {'C control':>12}: {c['two_threads_pairs_per_s']:>13,.0f} pairs/s vs one thread "
+        print(f"  {'C control':>15}: {c['two_threads_pairs_per_s']:>13,.0f} pairs/s vs one thread "
               f"{c['one_thread_pairs_per_s']:>13,.0f} = {c['ratio']:.2f}x (median {c['median']:.2f}x, "
               f"runs {min(c['runs']):.2f}-{max(c['runs']):.2f}x): cthreads.c, cfloor's IOMMU loop in "
               f"plain C, in the same run -- what this machine gave two threads meanwhile")

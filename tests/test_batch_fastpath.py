@@ -334,3 +334,38 @@ def test_two_threads_two_machines_reusing_out_equal_sequential(kind):
     assert got == want
     for a, b in zip(fresh, par, strict=True):
         assert a.snapshot() == b.snapshot()
+
+
+def test_gil_gap_spin_changes_no_result():
+    """The bounded spin before a batch thread takes the GIL back (batch.pxi) only decides when a
+    thread asks CPython for the GIL: off, on, or with a gap the main thread leaves open (it
+    goes on holding the GIL after its own batch), threads give what one after the other gives."""
+    hook = dmaphys._core._gil_spin_ns
+    old = hook()
+    assert old == 5000
+    try:
+        for ns in (0, 5000, 10**6):
+            assert hook(ns) in (0, 5000, 10**6)
+            seq = [fast_rig("direct"), fast_rig("direct")]
+            want = [workload(seq[0], 1, rounds=8), workload(seq[1], 2, rounds=8)]
+            par = [fast_rig("direct"), fast_rig("direct")]
+            got, errors = [None, None], []
+            workload(fast_rig("direct"), 3, rounds=1)       # the main thread's gap is open now
+
+            def go(i, par=par, got=got, errors=errors):
+                try:
+                    got[i] = workload(par[i], i + 1, rounds=8)
+                except BaseException as e:  # noqa: BLE001 - reported below
+                    errors.append(e)
+
+            threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not errors and got == want
+    finally:
+        hook(old)
+    with pytest.raises(ValueError):
+        hook(-1)
+    assert hook() == old

@@ -64,6 +64,89 @@ cdef enum:
 cdef object _NDARRAY = _np.ndarray
 
 
+# ---- taking the GIL back without sleeping on it (two threads, two machines) ----------------------
+# CPython (3.11-3.13) gives a thread that finds the GIL taken no spinning: it sleeps on a condition
+# variable until the holder drops it, and on a virtual machine that wake-up (futex, an IPI to an
+# idle vCPU) takes tens of microseconds -- as long as a whole 4096-pair dma-direct call. The
+# holder is usually another batch thread in its GIL-held gap between two GIL-free loops (its
+# return, its Python loop, its next call's argument checks: about a microsecond). So each batch
+# thread marks that gap (_gil_gap_begin when it has taken the GIL back, _gil_gap_end as the
+# first thing once it has dropped it), and a thread whose loop is done spins (CPU relax hint)
+# while a gap younger than _GIL_GAP_SPIN_NS is open, then takes the GIL; a gap left open (the
+# thread went on to other work with the GIL) stops counting after that time. It changes no
+# machine's state and no result: only when a thread asks CPython for the GIL.
+cdef extern from *:
+    """
+    #include <atomic>
+    #include <time.h>
+    #if defined(__x86_64__) || defined(__i386__)
+    #include <immintrin.h>
+    #define DMAPHYS_CPU_RELAX() _mm_pause()
+    #elif defined(__aarch64__)
+    #define DMAPHYS_CPU_RELAX() __asm__ __volatile__("yield")
+    #else
+    #define DMAPHYS_CPU_RELAX() ((void)0)
+    #endif
+    static std::atomic<long long> dmaphys_gil_gap{0};
+    static long long dmaphys_gil_spin_ns = 5000;          /* the bound; 0: never spin */
+    static thread_local long long dmaphys_my_gap = 0;     /* this thread's open gap, 0: none */
+    static inline long long dmaphys_mono_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec + 1;   /* never 0 */
+    }
+    static inline void dmaphys_gil_gap_begin(void) {
+        dmaphys_my_gap = dmaphys_mono_ns();
+        dmaphys_gil_gap.store(dmaphys_my_gap, std::memory_order_relaxed);
+    }
+    static inline void dmaphys_gil_gap_end(void) {
+        /* only this thread's own mark: another thread may have opened its gap already */
+        long long mine = dmaphys_my_gap;
+        if (mine) {
+            dmaphys_my_gap = 0;
+            dmaphys_gil_gap.compare_exchange_strong(mine, 0, std::memory_order_relaxed);
+        }
+    }
+    static inline void dmaphys_gil_gap_wait(long long limit_ns) {
+        long long t = limit_ns > 0 ? dmaphys_gil_gap.load(std::memory_order_relaxed) : 0;
+        while (t != 0 && dmaphys_mono_ns() - t < limit_ns) {
+            for (int k = 0; k < 8; k++)
+                DMAPHYS_CPU_RELAX();
+            t = dmaphys_gil_gap.load(std::memory_order_relaxed);
+        }
+    }
+    """
+    void _gil_gap_begin "dmaphys_gil_gap_begin"() noexcept nogil
+    void _gil_gap_end "dmaphys_gil_gap_end"() noexcept nogil
+    void _gil_gap_wait "dmaphys_gil_gap_wait"(long long limit_ns) noexcept nogil
+    long long _GIL_GAP_SPIN_NS "dmaphys_gil_spin_ns"
+
+
+def _gil_spin_ns(ns=None):
+    """Benchmark hook (not exported): the bound on the spin before taking the GIL back, in ns
+    (default 5,000; 0 turns the spin off). Sets it when ``ns`` is given; returns the old value."""
+    global _GIL_GAP_SPIN_NS
+    old = _GIL_GAP_SPIN_NS
+    if ns is not None:
+        _GIL_GAP_SPIN_NS = _u64(ns, "ns")
+    return old
+
+
+cdef inline void _gil_release_mark() noexcept nogil:
+    """First statement of a batch loop's ``with nogil`` block: this thread's gap is over."""
+    _gil_gap_end()
+
+
+cdef inline void _gil_retake_prepare() noexcept nogil:
+    """Last statement of the block: wait (spinning, bounded) while another thread is in its gap."""
+    _gil_gap_wait(_GIL_GAP_SPIN_NS)
+
+
+cdef inline void _gil_retaken_mark() noexcept nogil:
+    """First statement after the block: this thread's gap begins."""
+    _gil_gap_begin()
+
+
 cdef inline bint _is_u64_vector(object arr) noexcept:
     """``arr`` is an ndarray (not a subclass) of native uint64, 1-D and C-contiguous."""
     return (type(arr) is _NDARRAY and <object>cnp.PyArray_DESCR(<cnp.ndarray>arr) is _U64
@@ -227,7 +310,10 @@ cdef object _dma_map_phys_batch(Device dev, object phys, object sizes, object di
             if _nogil_ok(dev):
                 j = i
                 with nogil:                      # runs of fast-path elements without the GIL
+                    _gil_release_mark()
                     i = dma_map_phys_fast_run(dev, p, s, ss, i, n, d, at, o)
+                    _gil_retake_prepare()
+                _gil_retaken_mark()
                 m._batch_fast += i - j
                 if i == n:
                     break
@@ -260,7 +346,10 @@ cdef object _dma_unmap_phys_batch(Device dev, object addrs, object sizes, object
             if _nogil_ok(dev):
                 j = i
                 with nogil:
+                    _gil_release_mark()
                     dma_unmap_phys_fast_run(dev, a, s, ss, &i, n, d, at)
+                    _gil_retake_prepare()
+                _gil_retaken_mark()
                 m._batch_fast += i - j
                 if i == n:
                     break
@@ -291,7 +380,10 @@ cdef object _dma_mapping_error_batch(Device dev, object addrs):
         if not dev.machine.dma_debug.enabled:    # debug_dma_mapping_error() does nothing
             if n >= _NOGIL_TRIVIAL_MIN:          # ~1 ns an element: short loops keep the GIL
                 with nogil:
+                    _gil_release_mark()
                     _mapping_error_run(a, o, n)
+                    _gil_retake_prepare()
+                _gil_retaken_mark()
             else:
                 _mapping_error_run(a, o, n)
             i = n
@@ -375,11 +467,14 @@ cdef object _dma_read_batch(Device dev, object addrs, object size):
     try:
         if not m.dma_debug.enabled:              # nothing Python must see but faults: no GIL
             with nogil:
+                _gil_release_mark()
                 while i < n:
                     if sz:
                         device_access(dev, a[i], &o[i * sz], sz, False)
                     dev.dma_reads += 1
                     i += 1
+                _gil_retake_prepare()
+            _gil_retaken_mark()
         while i < n:
             if sz:
                 device_access(dev, a[i], &o[i * sz], sz, False)
@@ -417,11 +512,14 @@ cdef object _dma_write_batch(Device dev, object addrs, object data):
     try:
         if not m.dma_debug.enabled:
             with nogil:
+                _gil_release_mark()
                 while i < n:
                     if sz:
                         device_access(dev, a[i], <u8 *>&v[i * sz], sz, True)
                     dev.dma_writes += 1
                     i += 1
+                _gil_retake_prepare()
+            _gil_retaken_mark()
         while i < n:
             if sz:
                 device_access(dev, a[i], <u8 *>&v[i * sz], sz, True)
@@ -486,8 +584,11 @@ cdef object _iommu_iova_to_phys_batch(IommuDomain d, object iovas):
             if d.freed:                          # freed while this thread waited for the machine
                 raise ValueError(f"IOMMU domain {d.id} was freed")
             with nogil:
+                _gil_release_mark()
                 for i in range(n):
                     o[i] = pt.c_iova_to_phys(a[i])
+                _gil_retake_prepare()
+            _gil_retaken_mark()
         finally:
             machine_exit(pt.machine)
     return out
@@ -574,12 +675,15 @@ cdef object _dma_read_ragged_batch(Device dev, object addrs, object sizes):
     try:
         if not mach.dma_debug.enabled:           # device_access takes the GIL for a fault
             with nogil:
+                _gil_release_mark()
                 while i < n:
                     if s[i * ss]:
                         device_access(dev, a[i], &o[off], s[i * ss], False)
                     off += s[i * ss]
                     dev.dma_reads += 1
                     i += 1
+                _gil_retake_prepare()
+            _gil_retaken_mark()
         while i < n:
             if s[i * ss]:
                 device_access(dev, a[i], &o[off], s[i * ss], False)
@@ -611,12 +715,15 @@ cdef object _dma_write_ragged_batch(Device dev, object addrs, object sizes, obje
     try:
         if not mach.dma_debug.enabled:
             with nogil:
+                _gil_release_mark()
                 while i < n:
                     if s[i * ss]:
                         device_access(dev, a[i], <u8 *>&v[off], s[i * ss], True)
                     off += s[i * ss]
                     dev.dma_writes += 1
                     i += 1
+                _gil_retake_prepare()
+            _gil_retaken_mark()
         while i < n:
             if s[i * ss]:
                 device_access(dev, a[i], <u8 *>&v[off], s[i * ss], True)
@@ -676,6 +783,7 @@ cdef object _mem_read_batch(Machine m, object phys, object sizes):
     try:
         if not m.dma_debug.enabled:              # cpu_access() does nothing: no GIL
             with nogil:
+                _gil_release_mark()
                 while i < n:
                     if s[i * ss]:
                         if mem.find_region(p[i], s[i * ss]) < 0:
@@ -683,6 +791,8 @@ cdef object _mem_read_batch(Machine m, object phys, object sizes):
                         mem.read(p[i], &o[off], s[i * ss])
                     off += s[i * ss]
                     i += 1
+                _gil_retake_prepare()
+            _gil_retaken_mark()
         while i < n:
             if s[i * ss]:
                 if mem.find_region(p[i], s[i * ss]) < 0:
@@ -716,6 +826,7 @@ cdef object _mem_write_batch(Machine m, object phys, object sizes, object data):
     try:
         if not m.dma_debug.enabled:
             with nogil:
+                _gil_release_mark()
                 while i < n:
                     if s[i * ss]:
                         if mem.find_region(p[i], s[i * ss]) < 0:
@@ -723,6 +834,8 @@ cdef object _mem_write_batch(Machine m, object phys, object sizes, object data):
                         mem.write(p[i], &v[off], s[i * ss])
                     off += s[i * ss]
                     i += 1
+                _gil_retake_prepare()
+            _gil_retaken_mark()
         while i < n:
             if s[i * ss]:
                 if mem.find_region(p[i], s[i * ss]) < 0:
@@ -779,8 +892,11 @@ cdef object _dma_sync_single_batch(Device dev, object addrs, object sizes, objec
             if _nogil_ok(dev):
                 j = i
                 with nogil:                      # runs of fast-path elements without the GIL
+                    _gil_release_mark()
                     while i < n and dma_sync_single_fast(dev, a[i], s[i * ss], d, for_cpu):
                         i += 1
+                    _gil_retake_prepare()
+                _gil_retaken_mark()
                 mach._batch_fast += i - j
                 if i == n:
                     break
