@@ -187,27 +187,32 @@ def workload(rig, seed, rounds=30):
     return seen
 
 
-@pytest.mark.parametrize("kind", ["direct", "iommu-strict", "iommu-lazy"])
-def test_two_threads_two_machines_equal_sequential(kind):
-    seq = [fast_rig(kind), fast_rig(kind)]
-    want = [workload(seq[0], 1), workload(seq[1], 2)]
-    par = [fast_rig(kind), fast_rig(kind)]
-    got = [None, None]
-    errors = []
+def in_threads(fn, n=2):
+    """fn(0) ... fn(n - 1), each on its own thread started together; their results, in order.
+    An exception on any thread fails the test (after every thread has been joined)."""
+    got, errors = [None] * n, []
 
     def go(i):
         try:
-            got[i] = workload(par[i], i + 1)
+            got[i] = fn(i)
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors, errors
-    assert got == want
+    return got
+
+
+@pytest.mark.parametrize("kind", ["direct", "iommu-strict", "iommu-lazy"])
+def test_two_threads_two_machines_equal_sequential(kind):
+    seq = [fast_rig(kind), fast_rig(kind)]
+    want = [workload(seq[0], 1), workload(seq[1], 2)]
+    par = [fast_rig(kind), fast_rig(kind)]
+    assert in_threads(lambda i: workload(par[i], i + 1)) == want
     for a, b in zip(seq, par, strict=True):
         assert a.snapshot() == b.snapshot()
 
@@ -215,38 +220,29 @@ def test_two_threads_two_machines_equal_sequential(kind):
 @pytest.mark.parametrize("kind", ["direct", "iommu-strict", "iommu-lazy"])
 def test_two_threads_one_machine_never_corrupt_it(kind):
     rig = fast_rig(kind)
-    errors = []
     live_addrs = []
 
     def go(seed):
-        try:
-            rng = random.Random(seed)
-            for _ in range(40):
-                n = rng.choice([8, 32])
-                phys = np.array([rig.bufs[seed % 2] + (rng.randrange(0, tb.BUF_PAGES - 1) << 12)
-                                 for _ in range(n)], dtype=np.uint64)
-                addrs = dmaphys.dma_map_phys_batch(rig.dev, phys, 4096, DMA_TO_DEVICE)
-                live_addrs.append(addrs.copy())
-                single = dmaphys.dma_map_phys(rig.dev, int(phys[0]), 4096, DMA_TO_DEVICE)
-                # each mapping reads back the bytes of its own buffer
-                want = np.stack([np.frombuffer(rig.m.mem_read(int(p), 16), dtype=np.uint8) for p in phys])
-                got = rig.dev.dma_read_batch(addrs, 16)
-                assert np.array_equal(got, want)
-                assert rig.dev.dma_read(single, 16) == rig.m.mem_read(int(phys[0]), 16)
-                dmaphys.dma_unmap_phys(rig.dev, single, 4096, DMA_TO_DEVICE)
-                dmaphys.dma_unmap_phys_batch(rig.dev, addrs, 4096, DMA_TO_DEVICE)
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
+        rng = random.Random(seed)
+        for _ in range(40):
+            n = rng.choice([8, 32])
+            phys = np.array([rig.bufs[seed % 2] + (rng.randrange(0, tb.BUF_PAGES - 1) << 12)
+                             for _ in range(n)], dtype=np.uint64)
+            addrs = dmaphys.dma_map_phys_batch(rig.dev, phys, 4096, DMA_TO_DEVICE)
+            live_addrs.append(addrs.copy())
+            single = dmaphys.dma_map_phys(rig.dev, int(phys[0]), 4096, DMA_TO_DEVICE)
+            # each mapping reads back the bytes of its own buffer
+            want = np.stack([np.frombuffer(rig.m.mem_read(int(p), 16), dtype=np.uint8) for p in phys])
+            got = rig.dev.dma_read_batch(addrs, 16)
+            assert np.array_equal(got, want)
+            assert rig.dev.dma_read(single, 16) == rig.m.mem_read(int(phys[0]), 16)
+            dmaphys.dma_unmap_phys(rig.dev, single, 4096, DMA_TO_DEVICE)
+            dmaphys.dma_unmap_phys_batch(rig.dev, addrs, 4096, DMA_TO_DEVICE)
 
     for p in range(2):                                # distinct bytes in every page of both buffers
         for i in range(tb.BUF_PAGES):
             rig.m.mem_write(rig.bufs[p] + (i << 12), (p * tb.BUF_PAGES + i).to_bytes(4, "little") * 4)
-    threads = [threading.Thread(target=go, args=(s,)) for s in (10, 11)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    in_threads(lambda i: go(10 + i))
     if rig.domain is not None:
         rig.m.advance(10**9)                          # the lazy flush queue's timer
         assert not any(rig.domain.iova_to_phys_batch(np.concatenate(live_addrs)))
@@ -317,21 +313,7 @@ def test_two_threads_two_machines_reusing_out_equal_sequential(kind):
     fresh = [fast_rig(kind), fast_rig(kind)]
     want = [ring_work(fresh[i], i, None) for i in range(2)]
     par = [fast_rig(kind), fast_rig(kind)]
-    got, errors = [None, None], []
-
-    def go(i):
-        try:
-            got[i] = ring_work(par[i], i, np.empty(64, dtype=np.uint64))
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    assert got == want
+    assert in_threads(lambda i: ring_work(par[i], i, np.empty(64, dtype=np.uint64))) == want
     for a, b in zip(fresh, par, strict=True):
         assert a.snapshot() == b.snapshot()
 
@@ -349,21 +331,8 @@ def test_gil_gap_spin_changes_no_result():
             seq = [fast_rig("direct"), fast_rig("direct")]
             want = [workload(seq[0], 1, rounds=8), workload(seq[1], 2, rounds=8)]
             par = [fast_rig("direct"), fast_rig("direct")]
-            got, errors = [None, None], []
             workload(fast_rig("direct"), 3, rounds=1)       # the main thread's gap is open now
-
-            def go(i, par=par, got=got, errors=errors):
-                try:
-                    got[i] = workload(par[i], i + 1, rounds=8)
-                except BaseException as e:  # noqa: BLE001 - reported below
-                    errors.append(e)
-
-            threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            assert not errors and got == want
+            assert in_threads(lambda i, par=par: workload(par[i], i + 1, rounds=8)) == want
     finally:
         hook(old)
     with pytest.raises(ValueError):
