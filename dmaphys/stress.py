@@ -129,10 +129,16 @@ SAME_BYTES_MEMCMP = 1 << 14     # up to this many bytes tobytes() + memcmp is qu
 def same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether two 1-D uint8 arrays of one shape hold the same bytes: small ones as bytes (one
     memcmp), large ones with numpy (copying a megabyte twice into fresh bytes objects costs ~10x
-    numpy's element-wise compare). Simulator-only (the stress job's byte check). Returns a bool.
-    Raises nothing."""
-    if a.shape[0] <= SAME_BYTES_MEMCMP:
+    numpy's element-wise compare), eight bytes per element where both are contiguous (a
+    megabyte: ~30 us against ~85 us byte by byte). Simulator-only (the stress job's byte check).
+    Returns a bool. Raises nothing."""
+    n = a.shape[0]
+    if n <= SAME_BYTES_MEMCMP:
         return a.tobytes() == b.tobytes()
+    if a.flags.c_contiguous and b.flags.c_contiguous:
+        body = n & ~7
+        return bool(np.array_equal(a[:body].view(np.uint64), b[:body].view(np.uint64))
+                    and a[body:].tobytes() == b[body:].tobytes())
     return bool(np.array_equal(a, b))
 
 
