@@ -284,6 +284,26 @@ def test_invalid_direction_is_a_bug_before_anything_else(impl):
     assert to_phys(impl, dev, state.addr) == 0
 
 
+def test_arguments_are_converted_in_the_kernel_argument_order(impl):
+    """With two bad arguments the first one in the kernel's argument order is the one reported,
+    on both backends (the slow fuzz run, seed 5, found destroy reporting attrs before dir)."""
+    m, dev = setup(impl)
+    state = impl.DmaIovaState()
+    assert impl.dma_iova_try_alloc(dev, state, 0, PAGE)
+    bad_attrs = 1 << 40
+    for call in (lambda: impl.dma_iova_link(dev, state, RAM, 0, PAGE, object(), bad_attrs),
+                 lambda: impl.dma_iova_unlink(dev, state, 0, PAGE, object(), bad_attrs),
+                 lambda: impl.dma_iova_destroy(dev, state, PAGE, object(), bad_attrs)):
+        with pytest.raises(TypeError, match="dir"):
+            call()
+    for call in (lambda: impl.dma_iova_link(dev, state, -1, 0, PAGE, object(), 0),
+                 lambda: impl.dma_iova_unlink(dev, state, -1, PAGE, object(), 0),
+                 lambda: impl.dma_iova_destroy(dev, state, -1, object(), 0)):
+        with pytest.raises(ValueError):
+            call()
+    assert to_phys(impl, dev, state.addr) == 0
+
+
 def test_calls_on_a_device_without_a_dma_domain_are_bugs(impl):
     m = impl.Machine(cpus=1)
     dev = m.add_device("direct0")

@@ -1784,8 +1784,8 @@ def dma_iova_link(Device dev not None, DmaIovaState state not None, phys, offset
     cdef u64 p = _arg_u64(phys, "phys")
     cdef u64 off = _arg_u64(offset, "offset")
     cdef u64 sz = _arg_u64(size, "size")
-    cdef unsigned long a = _arg_attrs(attrs)
     cdef int d = _arg_dir(dir)
+    cdef unsigned long a = _arg_attrs(attrs)
     try:
         return c_dma_iova_link(dev, state, p, off, sz, d, a)
     finally:
@@ -1825,8 +1825,8 @@ def dma_iova_unlink(Device dev not None, DmaIovaState state not None, offset, si
     _dev_live(dev)
     cdef u64 off = _arg_u64(offset, "offset")
     cdef u64 sz = _arg_u64(size, "size")
-    cdef unsigned long a = _arg_attrs(attrs)
     cdef int d = _arg_dir(dir)
+    cdef unsigned long a = _arg_attrs(attrs)
     try:
         c_dma_iova_unlink(dev, state, off, sz, d, a)
     finally:
@@ -1846,8 +1846,8 @@ def dma_iova_destroy(Device dev not None, DmaIovaState state not None, mapped_le
     machine_guard(dev.machine)
     _dev_live(dev)
     cdef u64 ml = _arg_u64(mapped_len, "mapped_len")
-    cdef unsigned long a = _arg_attrs(attrs)
     cdef int d = _arg_dir(dir)
+    cdef unsigned long a = _arg_attrs(attrs)
     try:
         c_dma_iova_destroy(dev, state, ml, d, a)
     finally:

@@ -1099,8 +1099,8 @@ def dma_iova_link(dev, state, phys, offset, size, dir, attrs) -> int:
     Reference twin of dmaphys._core.dma_iova_link; same returns and raises.
     """
     _check_types(dev, state)
-    d = _int_dir(dir)
     p, off, sz = u64(phys, "phys"), u64(offset, "offset"), u64(size, "size")
+    d = _int_dir(dir)
     a = _iova_attrs(attrs)
     _iova_check(dev, d, "dma_iova_link", True)
     try:
@@ -1136,8 +1136,8 @@ def dma_iova_unlink(dev, state, offset, size, dir, attrs) -> None:
     Reference twin of dmaphys._core.dma_iova_unlink; same returns and raises.
     """
     _check_types(dev, state)
-    d = _int_dir(dir)
     off, sz = u64(offset, "offset"), u64(size, "size")
+    d = _int_dir(dir)
     a = _iova_attrs(attrs)
     _iova_check(dev, d, "dma_iova_unlink", True)
     try:
@@ -1153,8 +1153,8 @@ def dma_iova_destroy(dev, state, mapped_len, dir, attrs) -> None:
     Reference twin of dmaphys._core.dma_iova_destroy; same returns and raises.
     """
     _check_types(dev, state)
-    d = _int_dir(dir)
     ml = u64(mapped_len, "mapped_len")
+    d = _int_dir(dir)
     a = _iova_attrs(attrs)
     _iova_check(dev, d, "dma_iova_destroy", True)
     try:
