@@ -227,6 +227,27 @@ static int bench_enter(PyObject *dev, int owned, dmaphys_error *err)
     return 0;
 }
 
+/* Time `iters` calls of CALL (an expression giving an int, 0 = success) into t0 / t1, stopping at
+ * the first failure (rc). Owned (bench_enter took the machine): without the GIL, then the machine
+ * is given back; otherwise with the GIL held, as a caller that owns nothing would. */
+#define BENCH_LOOP(CALL)                                            \
+    do {                                                            \
+        if (owned) {                                                \
+            Py_BEGIN_ALLOW_THREADS                                  \
+            t0 = now_ns();                                          \
+            for (i = 0; i < iters && rc == 0; i++)                  \
+                rc = (CALL);                                        \
+            t1 = now_ns();                                          \
+            Py_END_ALLOW_THREADS                                    \
+            api->machine_exit(dev, NULL);                           \
+        } else {                                                    \
+            t0 = now_ns();                                          \
+            for (i = 0; i < iters && rc == 0; i++)                  \
+                rc = (CALL);                                        \
+            t1 = now_ns();                                          \
+        }                                                           \
+    } while (0)
+
 /* bench_read(dev, addr, size, iters, owned=False) -> ns per dma_read through the table */
 static PyObject *bench_read(PyObject *self, PyObject *args)
 {
@@ -241,20 +262,7 @@ static PyObject *bench_read(PyObject *self, PyObject *args)
         return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "size > 4096");
     if (bench_enter(dev, owned, &err))
         return NULL;
-    if (owned) {
-        Py_BEGIN_ALLOW_THREADS
-        t0 = now_ns();
-        for (i = 0; i < iters && rc == 0; i++)
-            rc = api->dma_read(dev, addr, buf, size, &err);
-        t1 = now_ns();
-        Py_END_ALLOW_THREADS
-        api->machine_exit(dev, NULL);
-    } else {
-        t0 = now_ns();
-        for (i = 0; i < iters && rc == 0; i++)
-            rc = api->dma_read(dev, addr, buf, size, &err);
-        t1 = now_ns();
-    }
+    BENCH_LOOP(api->dma_read(dev, addr, buf, size, &err));
     if (rc != 0)
         return api->raise_error(&err);
     return PyFloat_FromDouble((t1 - t0) / (double)iters);
@@ -277,20 +285,7 @@ static PyObject *bench_translate(PyObject *self, PyObject *args)
         Py_RETURN_NONE;
     if (bench_enter(dev, owned, &err))
         return NULL;
-    if (owned) {
-        Py_BEGIN_ALLOW_THREADS
-        t0 = now_ns();
-        for (i = 0; i < iters && rc == 0; i++)
-            rc = api->translate(dev, addr, 0, &e, &err);
-        t1 = now_ns();
-        Py_END_ALLOW_THREADS
-        api->machine_exit(dev, NULL);
-    } else {
-        t0 = now_ns();
-        for (i = 0; i < iters && rc == 0; i++)
-            rc = api->translate(dev, addr, 0, &e, &err);
-        t1 = now_ns();
-    }
+    BENCH_LOOP(api->translate(dev, addr, 0, &e, &err));
     if (rc != 0)
         return api->raise_error(&err);
     return PyFloat_FromDouble((t1 - t0) / (double)iters);
