@@ -981,10 +981,7 @@ cdef inline int _iommu_unmap_run_strict(Device dev, IommuDomain d, IovaDomain io
             r.writes += 1
             syncs += 1                            # iommu_iotlb_sync_range()
             if tlb is not None:
-                if tlb.nvalid_all == 0 and not tlb.qemu:
-                    tlb.invalidations += 1        # Iotlb.inv_range()'s empty set-assoc IOTLB
-                else:
-                    tlb.inv_range(d.id, addr, granule, d.leaf_shifts, d.nshifts)
+                tlb.inv_range(d.id, addr, granule, d.leaf_shifts, d.nshifts)
             mag.pfns[mag.size] = pfn              # iova_magazine_push()
             mag.size += 1
         else:

@@ -51,7 +51,10 @@ cdef class Iotlb:
     cdef iotlb_entry *find(self, u32 domid, u32 sid, u64 iova, const int *shifts, int nshifts) noexcept nogil
     cdef iotlb_entry *fill(self, u32 domid, u32 sid, u64 iova, int shift, u64 phys, int prot,
                            u64 gen) noexcept nogil
-    cdef u64 inv_range(self, u32 domid, u64 iova, u64 size, const int *shifts, int nshifts) noexcept nogil
+    cdef inline u64 inv_range(self, u32 domid, u64 iova, u64 size, const int *shifts,
+                              int nshifts) noexcept nogil
+    cdef u64 _inv_range_sets(self, u32 domid, u64 iova, u64 size, const int *shifts,
+                             int nshifts) noexcept nogil
     cdef u64 _scan_range(self, u32 domid, u64 iova, u64 last) noexcept nogil
     cdef u64 inv_domain(self, u32 domid) noexcept nogil
     cdef u64 inv_all(self) noexcept
