@@ -460,6 +460,29 @@ def test_map_batch_bad_out_raises_before_any_state_change(case):
     assert seen[0] == seen[1]
 
 
+@pytest.mark.parametrize("kind", ["direct", "iommu-strict", "iommu-lazy"])
+@pytest.mark.parametrize("form", ["fast", "fast-out", "bad-out", "dma-debug"])
+def test_map_batch_span_error_comes_first_and_leaves_no_trace(impl, kind, form):
+    """A wrapping phys + size raises the same ValueError before anything is mapped whether the
+    batch checks it with the GIL up front (dma-debug on, a bad ``out``) or, on the core's fast
+    path, at the start of its GIL-free run: ahead of a bad ``out``'s error, no ``batch_index``,
+    nothing changed, the machine free for the next call."""
+    rig = Rig(impl, kind, dma_debug=(form == "dma-debug"))
+    rig.m.trace.enabled = False
+    top = (1 << 64) - 4096
+    phys = np.array([rig.bufs[1] + 4096 * i for i in range(3)] + [top + 1, rig.bufs[1]], dtype=np.uint64)
+    out = {"fast-out": np.zeros(5, np.uint64), "bad-out": np.zeros(4, np.uint64)}.get(form)
+    before = rig.snapshot()
+    with pytest.raises(ValueError, match=r"phys\[3\] 0xfffffffffffff001 \+ size 0x1000 wraps") as ei:
+        impl.dma_map_phys_batch(rig.dev, phys, 4096, DMA_TO_DEVICE, 0, out=out)
+    assert not hasattr(ei.value, "batch_index")
+    assert rig.snapshot() == before
+    assert out is None or not out.any()
+    got = impl.dma_map_phys_batch(rig.dev, phys[:3], 4096, DMA_TO_DEVICE)
+    impl.dma_mapping_error_batch(rig.dev, got)
+    impl.dma_unmap_phys_batch(rig.dev, got, 4096, DMA_TO_DEVICE)
+
+
 # ---- where a failing element stops the batch -----------------------------------------------------
 def test_fault_stops_the_batch_where_the_loop_would(impl):
     rig = Rig(impl, "direct")

@@ -66,15 +66,24 @@ cdef object _NDARRAY = _np.ndarray
 
 # ---- taking the GIL back without sleeping on it (two threads, two machines) ----------------------
 # CPython (3.11-3.13) gives a thread that finds the GIL taken no spinning: it sleeps on a condition
-# variable until the holder drops it, and on a virtual machine that wake-up (futex, an IPI to an
-# idle vCPU) takes tens of microseconds -- as long as a whole 4096-pair dma-direct call. The
-# holder is usually another batch thread in its GIL-held gap between two GIL-free loops (its
-# return, its Python loop, its next call's argument checks: about a microsecond). So each batch
-# thread marks that gap (_gil_gap_begin when it has taken the GIL back, _gil_gap_end as the
-# first thing once it has dropped it), and a thread whose loop is done spins (CPU relax hint)
-# while a gap younger than _GIL_GAP_SPIN_NS is open, then takes the GIL; a gap left open (the
-# thread went on to other work with the GIL) stops counting after that time. It changes no
-# machine's state and no result: only when a thread asks CPython for the GIL.
+# variable until the holder drops it, and on a virtual machine that costs both threads: the
+# holder's drop_gil() signals the sleeper (a futex wake and an IPI to the idle vCPU, measured
+# ≈ 30 µs on this 2-vCPU KVM guest before the holder's loop could start), and the sleeper wakes
+# tens of microseconds after that (≈ 60-90 µs from its take_gil() to having the GIL) -- as long
+# as a whole 4096-pair dma-direct call. The holder is usually another batch thread between two
+# GIL-free loops (its return, its Python loop, its next call's argument checks: well under a
+# microsecond). So the batch threads pass a token around: a thread whose loop is done claims it
+# (compare-and-swap of 0 to a time stamp) before it asks CPython for the GIL, and gives it back
+# as the first thing once it has dropped the GIL again, so the token covers its whole GIL-held
+# gap, including its own take_gil(); a thread that finds the token claimed spins (CPU relax hint)
+# until it is given back, then claims it and takes the GIL, by then free -- nobody sleeps in
+# take_gil() and nobody's drop_gil() has a sleeper to wake. Claiming with a compare-and-swap
+# matters: with a mark set only once a thread had the GIL (the previous scheme), two threads
+# ending their loops within the ≈ 0.3 µs of the first one's take_gil() both went to CPython, and
+# one slept (1-2 % of the hand-overs, ≈ 80 µs each: the most of the two-thread loss measured at
+# 4096 pairs). A token older than _GIL_GAP_SPIN_NS (the holder went on to other work with the GIL;
+# it is refreshed when its holder has the GIL) stops counting: the next thread takes it over. It
+# changes no machine's state and no result: only when a thread asks CPython for the GIL.
 cdef extern from *:
     """
     #include <atomic>
@@ -87,38 +96,54 @@ cdef extern from *:
     #else
     #define DMAPHYS_CPU_RELAX() ((void)0)
     #endif
-    static std::atomic<long long> dmaphys_gil_gap{0};
+    static std::atomic<long long> dmaphys_gil_token{0};   /* claim stamp of its holder, 0: free */
     static long long dmaphys_gil_spin_ns = 5000;          /* the bound; 0: never spin */
-    static thread_local long long dmaphys_my_gap = 0;     /* this thread's open gap, 0: none */
+    static thread_local long long dmaphys_my_token = 0;   /* the stamp this thread holds, 0: none */
     static inline long long dmaphys_mono_ns(void) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec + 1;   /* never 0 */
     }
-    static inline void dmaphys_gil_gap_begin(void) {
-        dmaphys_my_gap = dmaphys_mono_ns();
-        dmaphys_gil_gap.store(dmaphys_my_gap, std::memory_order_relaxed);
-    }
-    static inline void dmaphys_gil_gap_end(void) {
-        /* only this thread's own mark: another thread may have opened its gap already */
-        long long mine = dmaphys_my_gap;
-        if (mine) {
-            dmaphys_my_gap = 0;
-            dmaphys_gil_gap.compare_exchange_strong(mine, 0, std::memory_order_relaxed);
-        }
-    }
-    static inline void dmaphys_gil_gap_wait(long long limit_ns) {
-        long long t = limit_ns > 0 ? dmaphys_gil_gap.load(std::memory_order_relaxed) : 0;
-        while (t != 0 && dmaphys_mono_ns() - t < limit_ns) {
+    /* the loop is done, the GIL not asked for yet: claim the token, spinning while it is held */
+    static inline void dmaphys_gil_token_claim(long long limit_ns) {
+        if (limit_ns <= 0)
+            return;
+        long long t = dmaphys_gil_token.load(std::memory_order_relaxed);
+        for (;;) {
+            if (t == 0 || dmaphys_mono_ns() - t >= limit_ns) {      /* free, or stale: take it */
+                long long now = dmaphys_mono_ns();
+                if (dmaphys_gil_token.compare_exchange_weak(t, now, std::memory_order_relaxed)) {
+                    dmaphys_my_token = now;
+                    return;
+                }
+                continue;                                          /* t is the new value */
+            }
             for (int k = 0; k < 8; k++)
                 DMAPHYS_CPU_RELAX();
-            t = dmaphys_gil_gap.load(std::memory_order_relaxed);
+            t = dmaphys_gil_token.load(std::memory_order_relaxed);
+        }
+    }
+    /* this thread has the GIL again: its gap's time starts now (if it still holds the token) */
+    static inline void dmaphys_gil_token_refresh(void) {
+        long long mine = dmaphys_my_token;
+        if (mine) {
+            long long now = dmaphys_mono_ns();
+            dmaphys_my_token = dmaphys_gil_token.compare_exchange_strong(mine, now,
+                                   std::memory_order_relaxed) ? now : 0;
+        }
+    }
+    /* the GIL is dropped: give the token back (unless another thread has taken it over) */
+    static inline void dmaphys_gil_token_give(void) {
+        long long mine = dmaphys_my_token;
+        if (mine) {
+            dmaphys_my_token = 0;
+            dmaphys_gil_token.compare_exchange_strong(mine, 0, std::memory_order_relaxed);
         }
     }
     """
-    void _gil_gap_begin "dmaphys_gil_gap_begin"() noexcept nogil
-    void _gil_gap_end "dmaphys_gil_gap_end"() noexcept nogil
-    void _gil_gap_wait "dmaphys_gil_gap_wait"(long long limit_ns) noexcept nogil
+    void _gil_token_claim "dmaphys_gil_token_claim"(long long limit_ns) noexcept nogil
+    void _gil_token_refresh "dmaphys_gil_token_refresh"() noexcept nogil
+    void _gil_token_give "dmaphys_gil_token_give"() noexcept nogil
     long long _GIL_GAP_SPIN_NS "dmaphys_gil_spin_ns"
 
 
@@ -134,17 +159,18 @@ def _gil_spin_ns(ns=None):
 
 cdef inline void _gil_release_mark() noexcept nogil:
     """First statement of a batch loop's ``with nogil`` block: this thread's gap is over."""
-    _gil_gap_end()
+    _gil_token_give()
 
 
 cdef inline void _gil_retake_prepare() noexcept nogil:
-    """Last statement of the block: wait (spinning, bounded) while another thread is in its gap."""
-    _gil_gap_wait(_GIL_GAP_SPIN_NS)
+    """Last statement of the block: claim the token (spinning, bounded, while another thread
+    holds it)."""
+    _gil_token_claim(_GIL_GAP_SPIN_NS)
 
 
 cdef inline void _gil_retaken_mark() noexcept nogil:
     """First statement after the block: this thread's gap begins."""
-    _gil_gap_begin()
+    _gil_token_refresh()
 
 
 cdef inline bint _is_u64_vector(object arr) noexcept:
@@ -162,6 +188,12 @@ cdef inline object _u64_empty(Py_ssize_t n):
     """np.empty(n, dtype=np.uint64) through the C API (the same dtype object: numpy's uint64)."""
     cdef cnp.npy_intp dims = n
     return cnp.PyArray_EMPTY(1, &dims, cnp.NPY_UINT64, 0)
+
+
+cdef inline bint _batch_out_fits(object out, Py_ssize_t n) noexcept:
+    """``out`` is an array _batch_out_u64(out, n, ...) accepts as it is (no exception)."""
+    return (_is_u64_vector(out) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)
+            and cnp.PyArray_DIM(<cnp.ndarray>out, 0) == n)
 
 
 cdef object _batch_out_u64(object out, Py_ssize_t n, str what):
@@ -271,6 +303,10 @@ cdef Py_ssize_t _span_wraps(const u64 *p, const u64 *s, Py_ssize_t ss, Py_ssize_
     return -1
 
 
+cdef int _span_error(const u64 *p, const u64 *s, Py_ssize_t ss, Py_ssize_t i) except -1:
+    raise ValueError(f"phys[{i}] {p[i]:#x} + size {s[i * ss]:#x} wraps the 64-bit address space")
+
+
 cdef inline int _batch_fail(object exc, Py_ssize_t i, object done) except -1:
     """Record where a batch stopped on the exception about to propagate."""
     try:
@@ -296,18 +332,38 @@ cdef object _dma_map_phys_batch(Device dev, object phys, object sizes, object di
     cdef int d = _arg_dir(dir)
     cdef unsigned long at = _arg_attrs(attrs)
     cdef const u64 *p = _u64_data(pa)
+    cdef Machine m = dev.machine
     bug_on_dir(d, "dma_map_phys")                # per call: the first thing c_dma_map_phys does
-    i = _span_wraps(p, s, ss, n)                 # per call: _check_span() in the def wrapper
-    if i >= 0:
-        raise ValueError(f"phys[{i}] {p[i]:#x} + size {s[i * ss]:#x} wraps the 64-bit address space")
+    # the span check (per call: _check_span() in the def wrapper) reads every element, ≈ 0.6 ns
+    # each (2.4 µs at 4096: most of a dma-direct map call's GIL-held part); when the loop will run
+    # without the GIL and nothing else can fail before it, it runs there, before the first element
+    cdef bint late = (_nogil_ok(dev) and m._busy_thread == 0
+                      and (out_arg is None or _batch_out_fits(out_arg, n)))
+    if not late:
+        i = _span_wraps(p, s, ss, n)
+        if i >= 0:
+            _span_error(p, s, ss, i)
     cdef object out = _u64_empty(n) if out_arg is None else _batch_out_u64(out_arg, n, "out")
     cdef u64 *o = <u64 *>_array_data(out, True)
-    cdef Machine m = dev.machine
     i = 0
     machine_enter(m)
+    if late:
+        with nogil:
+            _gil_release_mark()
+            j = _span_wraps(p, s, ss, n)
+            if j < 0:
+                i = dma_map_phys_fast_run(dev, p, s, ss, 0, n, d, at, o)
+            _gil_retake_prepare()
+        _gil_retaken_mark()
+        if j >= 0:                               # nothing done: as if raised before machine_enter
+            machine_exit(m)
+            _span_error(p, s, ss, j)
+        m._batch_fast += i
     try:
         while i < n:
-            if _nogil_ok(dev):
+            if late:                             # element i was declined by the run just made
+                late = False
+            elif _nogil_ok(dev):
                 j = i
                 with nogil:                      # runs of fast-path elements without the GIL
                     _gil_release_mark()
