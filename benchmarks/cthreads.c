@@ -1,12 +1,19 @@
 /* cthreads: the machine's own two-thread scaling, the control for run_all.py's two-thread figure.
  *
- * T threads each run cfloor.c's IOMMU loop (an IOVA from a per-CPU magazine, a 4-level radix
- * install of one 4 KiB page, then the clear and the IOVA back to the magazine; 64 mappings in
- * flight) on their own state for SECS seconds, sharing nothing. Prints the pairs per second of
- * all threads together. cfloor.c keeps its state in globals (one loop per process), so the
- * loop is restated here with its state in a struct per thread.
+ * T threads each run one loop on their own state for SECS seconds, sharing nothing, and the
+ * pairs per second of all threads together are printed. The loops:
+ *   iommu  (default) cfloor.c's IOMMU loop: an IOVA from a per-CPU magazine, a 4-level radix
+ *          install of one 4 KiB page, then the clear and the IOVA back to the magazine; 64
+ *          mappings in flight. cfloor.c keeps its state in globals (one loop per process), so
+ *          the loop is restated here with its state in a struct per thread.
+ *   direct what a dma-direct batch map + unmap of 4096 pairs minimally does, in the batch
+ *          call's shape: the span check over the phys array (phys + size - 1 must not wrap),
+ *          then per element phys_to_dma (the offset add), dma_capable (the mask check) and the
+ *          store into the thread's result array; then per element dma_to_phys (the offset
+ *          subtract) and is_swiotlb_buffer (the pool-bounds check). 4096-element arrays per
+ *          thread, as the two-thread benchmark's batch calls use.
  *
- * Usage: cthreads T SECS   Build: cc -O2 -pthread -o cthreads cthreads.c */
+ * Usage: cthreads T SECS [iommu|direct]   Build: cc -O2 -pthread -o cthreads cthreads.c */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,6 +32,7 @@ typedef struct {
     table_t *pool; size_t used;
     mag_t loaded, prev; uint64_t next_pfn;
     double secs; uint64_t pairs;
+    uint64_t *phys, *dma;               /* direct: this thread's phys and result arrays */
     char pad[64];                       /* keep two threads' results off one cache line */
 } state_t;
 
@@ -94,14 +102,51 @@ static void *run(void *arg) {
     return NULL;
 }
 
+#define CHUNK 4096
+#define PAGE 4096ull
+
+static void *run_direct(void *arg) {
+    state_t *s = arg;
+    const uint64_t off = 0x80000000ull, mask = (1ull << 40) - 1;      /* the device's bus offset, mask */
+    const uint64_t pool_lo = 0x40000000ull, pool_hi = pool_lo + (64ull << 20);   /* the swiotlb pool */
+    uint64_t pairs = 0, bad = 0;
+    volatile uint64_t sink = 0;
+    s->phys = aligned_alloc(64, CHUNK * sizeof(uint64_t));
+    s->dma = aligned_alloc(64, CHUNK * sizeof(uint64_t));
+    for (long i = 0; i < CHUNK; i++) s->phys[i] = (16ull << 20) + (uint64_t)i * PAGE;
+    double end = now() + s->secs;
+    for (uint64_t r = 0;; r++) {
+        uint64_t top = 0;                                   /* the batch's span check */
+        for (long i = 0; i < CHUNK; i++) top = s->phys[i] > top ? s->phys[i] : top;
+        if (top > UINT64_MAX - (PAGE - 1)) { fprintf(stderr, "span\n"); exit(1); }
+        for (long i = 0; i < CHUNK; i++) {                  /* map: phys_to_dma, dma_capable, store */
+            uint64_t d = s->phys[i] + off;
+            if (d + PAGE - 1 > mask || d + PAGE - 1 < d) { bad++; d = UINT64_MAX; }
+            s->dma[i] = d;
+        }
+        for (long i = 0; i < CHUNK; i++) {                  /* unmap: dma_to_phys, is_swiotlb_buffer */
+            uint64_t p = s->dma[i] - off;
+            bad += p >= pool_lo && p < pool_hi;
+        }
+        pairs += CHUNK;
+        if ((r & 63) == 0 && now() >= end) break;
+    }
+    sink += bad;
+    s->pairs = pairs;
+    free(s->phys);
+    free(s->dma);
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     int nt = argc > 1 ? atoi(argv[1]) : 1;
     double secs = argc > 2 ? atof(argv[2]) : 0.5;
-    if (nt < 1 || nt > 64) return 2;
+    int direct = argc > 3 && strcmp(argv[3], "direct") == 0;
+    if (nt < 1 || nt > 64 || (argc > 3 && !direct && strcmp(argv[3], "iommu") != 0)) return 2;
     pthread_t th[64];
     state_t *st = calloc(nt, sizeof(state_t));
     double t0 = now();
-    for (int i = 0; i < nt; i++) { st[i].secs = secs; pthread_create(&th[i], NULL, run, &st[i]); }
+    for (int i = 0; i < nt; i++) { st[i].secs = secs; pthread_create(&th[i], NULL, direct ? run_direct : run, &st[i]); }
     uint64_t total = 0;
     for (int i = 0; i < nt; i++) { pthread_join(th[i], NULL); total += st[i].pairs; }
     double wall = now() - t0;
