@@ -252,3 +252,55 @@ def test_queue_batch_forms(impl):
     status, mapped = impl.dma_iova_alloc_link_sync_batch(rig.devs["bounce"], states[:1], pages[:1], PAGE, [1],
                                                          DMA_TO_DEVICE)
     assert status.tolist() == [1] and mapped.tolist() == [0]
+
+
+def _first_bad_argument_cases(impl, rig, states):
+    """(call, good args, bad value per argument) for the batch two-step entries; every bad value
+    fails its own argument's conversion."""
+    dev = rig.devs["iommu"]
+    return [
+        (impl.dma_iova_link_batch, [dev, states[0], [rig.buf], [0], [PAGE], DMA_TO_DEVICE, 0],
+         {2: object(), 3: object(), 4: object(), 5: object(), 6: object()}),
+        (impl.dma_iova_alloc_link_sync_batch, [dev, states[1:], [rig.buf], PAGE, [1], DMA_TO_DEVICE, 0],
+         {1: 5, 2: object(), 3: object(), 4: object(), 5: object(), 6: object()}),
+        (impl.dma_iova_destroy_batch, [dev, states[:1], [PAGE], DMA_TO_DEVICE, 0],
+         {1: 5, 2: object(), 3: object(), 4: object()}),
+    ]
+
+
+def _outcome(call, args):
+    try:
+        call(*args)
+    except (TypeError, ValueError, KernelBug) as e:
+        return type(e).__name__, str(e)
+    return None
+
+
+def test_batch_arguments_are_converted_in_signature_order():
+    """With two bad arguments the first one in the signature's (the kernel's) order is the one
+    reported, and core and reference report the same: each argument is converted in order
+    before the arguments are checked against each other (the per-call rule, ARCHITECTURE)."""
+    seen = {}
+    for impl in (dmaphys, reference):
+        rig = tr.Rig(impl)
+        states = [impl.DmaIovaState() for _ in range(2)]
+        assert impl.dma_iova_try_alloc(rig.devs["iommu"], states[0], rig.buf, PAGE)
+        before = rig.snapshot()
+        got = []
+        for call, good, bad in _first_bad_argument_cases(impl, rig, states):
+            alone = {}
+            for i, v in bad.items():
+                args = list(good)
+                args[i] = v
+                alone[i] = _outcome(call, args)
+                assert alone[i] is not None, (call.__name__, i)
+            for i in bad:
+                for j in bad:
+                    if i < j:
+                        args = list(good)
+                        args[i], args[j] = bad[i], bad[j]
+                        assert _outcome(call, args) == alone[i], (call.__name__, i, j)
+            got.append(sorted(alone.items()))
+        assert rig.snapshot() == before
+        seen[impl.__name__] = got
+    assert seen["dmaphys"] == seen["dmaphys.reference"]

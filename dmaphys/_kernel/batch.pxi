@@ -1007,8 +1007,8 @@ cdef object _dma_iova_link_batch(Device dev, DmaIovaState state, object phys, ob
     cdef object sa = _batch_sizes(sizes, n, "size", &bs)
     cdef const u64 *s = bs.p
     cdef Py_ssize_t ss = bs.stride
-    cdef unsigned long at = _arg_attrs(attrs)
     cdef int d = _arg_dir(dir)
+    cdef unsigned long at = _arg_attrs(attrs)
     cdef const u64 *p = _u64_data(pa)
     cdef const u64 *o = _u64_data(oa)
     _iova_check(dev, d, "dma_iova_link", True)
@@ -1048,9 +1048,9 @@ def dma_iova_link_batch(Device dev not None, DmaIovaState state not None, phys, 
 
 
 # ---- the two-step IOVA API across a queue of requests (a driver's submission queue) ------------
-cdef list _iova_states(object states, Py_ssize_t n, str what):
-    """``states`` as a list of n DmaIovaState (TypeError for another item type, ValueError for
-    another length)."""
+cdef list _iova_states(object states, str what):
+    """``states`` as a list of DmaIovaState (TypeError for another item type); its length is
+    checked against the other arguments' by _iova_states_count once they are converted."""
     cdef list out
     cdef object s
     if isinstance(states, (str, bytes)):
@@ -1062,32 +1062,38 @@ cdef list _iova_states(object states, Py_ssize_t n, str what):
     for s in out:
         if type(s) is not DmaIovaState:
             raise TypeError(f"{what} must hold DmaIovaState objects, not {type(s).__name__}")
-    if len(out) != n:
-        raise ValueError(f"{what} has {len(out)} entries for {n} requests")
     return out
+
+
+cdef inline void _iova_states_count(list sts, Py_ssize_t n, str what) except *:
+    """ValueError unless there are n states (one per request)."""
+    if len(sts) != n:
+        raise ValueError(f"{what} has {len(sts)} entries for {n} requests")
 
 
 cdef object _dma_iova_alloc_link_sync_batch(Device dev, object states, object phys, object sizes,
                                             object counts, object dir, object attrs):
     cdef Machine mach = dev.machine
-    cdef object ca = _batch_u64_array(counts, "counts")
-    cdef Py_ssize_t nreq = ca.shape[0], j = 0, k, k0 = 0, kend
-    cdef list sts = _iova_states(states, nreq, "states")
+    # each argument converted in the signature's order, then checked against the others
+    cdef list sts = _iova_states(states, "states")
     cdef object pa = _batch_u64_array(phys, "phys")
     cdef Py_ssize_t n = pa.shape[0]
+    cdef BatchSizes bs
+    cdef object sa = _batch_sizes(sizes, n, "size", &bs)
+    cdef const u64 *s = bs.p
+    cdef Py_ssize_t ss = bs.stride
+    cdef object ca = _batch_u64_array(counts, "counts")
+    cdef Py_ssize_t nreq = ca.shape[0], j = 0, k, k0 = 0, kend
+    cdef int d = _arg_dir(dir)
+    cdef unsigned long at = _arg_attrs(attrs)
+    _iova_states_count(sts, nreq, "states")
     cdef const u64 *c = _u64_data(ca)
     cdef u64 nseg = 0
     for k in range(nreq):
         nseg += c[k]
     if nseg != <u64>n:
         raise ValueError(f"counts total {nseg} segments for {n} phys entries")
-    cdef BatchSizes bs
-    cdef object sa = _batch_sizes(sizes, n, "size", &bs)
-    cdef const u64 *s = bs.p
-    cdef Py_ssize_t ss = bs.stride
     _ragged_total(s, ss, n)                      # no request's running offset can wrap
-    cdef unsigned long at = _arg_attrs(attrs)
-    cdef int d = _arg_dir(dir)
     if not valid_dma_direction(d):
         raise KernelBug(f"kernel BUG in dma_iova_link(): invalid DMA direction {d}")
     cdef const u64 *p = _u64_data(pa)
@@ -1161,11 +1167,12 @@ def dma_iova_alloc_link_sync_batch(Device dev not None, states, phys, sizes, cou
 cdef object _dma_iova_destroy_batch(Device dev, object states, object mapped_lens, object dir,
                                     object attrs):
     cdef Machine mach = dev.machine
+    cdef list sts = _iova_states(states, "states")
     cdef object la = _batch_u64_array(mapped_lens, "mapped_lens")
     cdef Py_ssize_t n = la.shape[0], i = 0
-    cdef list sts = _iova_states(states, n, "states")
-    cdef unsigned long at = _arg_attrs(attrs)
     cdef int d = _arg_dir(dir)
+    cdef unsigned long at = _arg_attrs(attrs)
+    _iova_states_count(sts, n, "states")
     _iova_check(dev, d, "dma_iova_destroy", True)
     cdef const u64 *ml = _u64_data(la)
     machine_enter(mach)

@@ -371,8 +371,8 @@ def dma_iova_link_batch(dev, state, phys, offsets, sizes, dir, attrs=0) -> np.nd
     if o.shape[0] != n:
         raise ValueError(f"offset has {o.shape[0]} entries for {n} addresses")
     s = _batch_sizes(sizes, n, "size")
-    a = _dma_iova._iova_attrs(attrs)
     d = _dma_iova._int_dir(dir)
+    a = _dma_iova._iova_attrs(attrs)
     _dma_iova._iova_check(dev, d, "dma_iova_link", True)
     out = np.empty(n, dtype=np.int32)
     i = 0
@@ -387,7 +387,7 @@ def dma_iova_link_batch(dev, state, phys, offsets, sizes, dir, attrs=0) -> np.nd
 
 
 # ---- the two-step IOVA API across a queue of requests ------------------------------------------
-def _iova_states(states, n: int, what: str) -> list:
+def _iova_states(states, what: str) -> list:
     if isinstance(states, (str, bytes)):
         raise TypeError(f"{what} must be a sequence of DmaIovaState, not {type(states).__name__}")
     try:
@@ -397,9 +397,12 @@ def _iova_states(states, n: int, what: str) -> list:
     for s in out:
         if type(s) is not _dma_iova.DmaIovaState:
             raise TypeError(f"{what} must hold DmaIovaState objects, not {type(s).__name__}")
-    if len(out) != n:
-        raise ValueError(f"{what} has {len(out)} entries for {n} requests")
     return out
+
+
+def _iova_states_count(sts: list, n: int, what: str) -> None:
+    if len(sts) != n:
+        raise ValueError(f"{what} has {len(sts)} entries for {n} requests")
 
 
 def dma_iova_alloc_link_sync_batch(dev, states, phys, sizes, counts, dir, attrs=0):
@@ -409,18 +412,20 @@ def dma_iova_alloc_link_sync_batch(dev, states, phys, sizes, counts, dir, attrs=
     Reference twin of dmaphys._core.dma_iova_alloc_link_sync_batch: same returns and raises.
     """
     dev = _mapping._dev(dev)
-    c = _batch_u64_array(counts, "counts")
-    nreq = c.shape[0]
-    sts = _iova_states(states, nreq, "states")
+    # each argument converted in the signature's order, then checked against the others
+    sts = _iova_states(states, "states")
     p = _batch_u64_array(phys, "phys")
     n = p.shape[0]
+    s = _batch_sizes(sizes, n, "size")
+    c = _batch_u64_array(counts, "counts")
+    nreq = c.shape[0]
+    d = _dma_iova._int_dir(dir)
+    a = _dma_iova._iova_attrs(attrs)
+    _iova_states_count(sts, nreq, "states")
     nseg = sum(int(x) for x in c)
     if nseg != n:
         raise ValueError(f"counts total {nseg} segments for {n} phys entries")
-    s = _batch_sizes(sizes, n, "size")
     _ragged_total(s)
-    a = _dma_iova._iova_attrs(attrs)
-    d = _dma_iova._int_dir(dir)
     if d not in (0, 1, 2):
         raise KernelBug(f"kernel BUG in dma_iova_link(): invalid DMA direction {d}")
     ret = np.zeros(nreq, dtype=np.int32)
@@ -458,11 +463,12 @@ def dma_iova_destroy_batch(dev, states, mapped_lens, dir, attrs=0) -> None:
     Reference twin of dmaphys._core.dma_iova_destroy_batch: same returns and raises.
     """
     dev = _mapping._dev(dev)
+    sts = _iova_states(states, "states")
     ml = _batch_u64_array(mapped_lens, "mapped_lens")
     n = ml.shape[0]
-    sts = _iova_states(states, n, "states")
-    a = _dma_iova._iova_attrs(attrs)
     d = _dma_iova._int_dir(dir)
+    a = _dma_iova._iova_attrs(attrs)
+    _iova_states_count(sts, n, "states")
     _dma_iova._iova_check(dev, d, "dma_iova_destroy", True)
     i = 0
     with _deferred_warnings(dev.machine):
