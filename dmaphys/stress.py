@@ -52,6 +52,10 @@ def pages_spanned(phys: int, size: int) -> int:
     return ((phys & (PAGE_SIZE - 1)) + size + PAGE_SIZE - 1) // PAGE_SIZE
 
 
+_PAGE_MASK = np.uint64(PAGE_SIZE - 1)
+_PAGE_SHIFT = np.uint64(PAGE_SIZE.bit_length() - 1)
+
+
 def pages_spanned_sum(phys, sizes) -> int:
     """pages_spanned() summed over arrays of mappings.
 
@@ -60,8 +64,7 @@ def pages_spanned_sum(phys, sizes) -> int:
     """
     phys = np.asarray(phys, dtype=np.uint64)
     sizes = np.asarray(sizes, dtype=np.uint64)
-    mask = np.uint64(PAGE_SIZE - 1)
-    return int((((phys & mask) + sizes + mask) // np.uint64(PAGE_SIZE)).sum())
+    return int((((phys & _PAGE_MASK) + sizes + _PAGE_MASK) >> _PAGE_SHIFT).sum())   # a shift: no division
 
 
 class IntegrityError(AssertionError):
@@ -363,7 +366,7 @@ def scenario_swiotlb(w: Workload):
     rings: list = []                                          # (addr, phys, size, dir, slots, expected)
     size_choices = np.array([64, 512, 1500, 2048, 4096, 8192])
     while True:
-        slots = rng.choice(np.flatnonzero(free), k, replace=False)
+        slots = rng.choice(free.nonzero()[0], k, replace=False)
         free[slots] = False
         size = size_choices[rng.integers(0, len(size_choices), k)]
         off = slots * slot_bytes + rng.integers(0, slot_bytes - size + 1)
@@ -599,7 +602,7 @@ def scenario_nvme(w: Workload):
         # request that picked a page twice, which favoured small requests: the same law)
         cand = npages_choices[rng.integers(0, 6, 2 * RING)]
         npages = cand[rng.random(2 * RING) < NVME_ACCEPT[cand]][:RING]
-        npages = npages[:int(np.searchsorted(np.cumsum(npages), npool, side="right"))]
+        npages = npages[:int(np.cumsum(npages).searchsorted(npool, side="right"))]
         nreq = npages.shape[0]
         nwrite = int((rng.random(nreq) < 0.5).sum())        # device reads host memory
         first = np.cumsum(npages) - npages
