@@ -28,6 +28,7 @@ cdef extern from "dmaphys.h" nogil:
         DMAPHYS_DMA_NONE
         DMAPHYS_IOMMU_READ
         DMAPHYS_IOMMU_WRITE
+        DMAPHYS_IOMMU_DIRTY_NO_CLEAR
         DMAPHYS_E_BADARG
         DMAPHYS_E_NODEV
         DMAPHYS_E_FAULT
@@ -133,6 +134,10 @@ cdef extern from "dmaphys.h" nogil:
         # ABI 1.1
         int (*machine_enter)(PyObject *dev, dmaphys_error *err) noexcept nogil
         int (*machine_exit)(PyObject *dev, dmaphys_error *err) noexcept nogil
+        # ABI 1.2
+        int (*set_dirty_tracking)(PyObject *dev, int enable, dmaphys_error *err) noexcept nogil
+        int (*read_and_clear_dirty)(PyObject *dev, uint32_t flags, uint64_t iova, uint64_t length,
+                                    uint64_t page_size, uint64_t *bitmap, dmaphys_error *err) noexcept nogil
 
 
 cdef extern from "dmaphys.h":

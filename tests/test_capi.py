@@ -70,6 +70,8 @@ ENTRIES = [
     ("device_check", INT, [P, PE]),
     ("machine_enter", INT, [P, PE]),   # ABI 1.1
     ("machine_exit", INT, [P, PE]),
+    ("set_dirty_tracking", INT, [P, INT, PE]),                     # ABI 1.2
+    ("read_and_clear_dirty", INT, [P, C.c_uint32, U64, U64, U64, P, PE]),
 ]
 
 

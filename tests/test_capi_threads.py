@@ -128,7 +128,7 @@ NAMES = ["dma_map_phys", "dma_unmap_phys", "dma_map_resource", "dma_unmap_resour
          "dma_sync_sg_for_cpu", "dma_sync_sg_for_device", "dma_iova_try_alloc", "dma_iova_link",
          "dma_iova_sync", "dma_iova_unlink", "dma_iova_destroy", "dma_iova_free", "dma_read", "dma_write",
          "iova_to_phys", "translate", "register_notifier", "unregister_notifier", "domain_id",
-         "raise_error", "device_check", "machine_enter", "machine_exit"]     # the header's order
+         "raise_error", "device_check", "machine_enter", "machine_exit"]     # the header's order, ABI 1.1
 
 
 class Api(C.Structure):
@@ -139,7 +139,7 @@ def _fn(name, res, *args):
     get = C.pythonapi.PyCapsule_GetPointer
     get.restype, get.argtypes = C.c_void_p, [C.py_object, C.c_char_p]
     api = C.cast(get(_core._C_API, b"dmaphys._core._C_API"), C.POINTER(Api)).contents
-    assert api.struct_size == C.sizeof(Api)
+    assert api.struct_size >= C.sizeof(Api)       # (a client of ABI 1.1 on a newer table: appended only)
     return C.CFUNCTYPE(res, *args)(getattr(api, name))
 
 

@@ -765,6 +765,12 @@ cdef int capi_translate(PyObject *dev, u64 addr, int write, dmaphys_iotlb_entry 
     return _capi_translate(dev, addr, write, entry, err)
 
 
+cdef int _capi_no_domain(Device dev, dmaphys_error *err) noexcept:
+    """The failure of an entry that needs an IOMMU domain on a device without one."""
+    return _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG,
+                      f"device {dev.name!r} is not behind an IOMMU (no domain)")
+
+
 cdef int _capi_notifier(PyObject *cap, dmaphys_notifier_fn fn, void *opaque, dmaphys_error *err,
                         bint register) noexcept:
     """Iommu.register_c_notifier / unregister_c_notifier of the IOMMU the device sits behind."""
@@ -776,8 +782,7 @@ cdef int _capi_notifier(PyObject *cap, dmaphys_notifier_fn fn, void *opaque, dma
     if fn == NULL:
         return _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG, "fn is NULL")
     if dev.domain is None:
-        return _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG,
-                          f"device {dev.name!r} is not behind an IOMMU (no domain)")
+        return _capi_no_domain(dev, err)
     mmu = (<IommuDomain>dev.domain).iommu
     try:
         if register:
@@ -807,8 +812,7 @@ cdef int _capi_domain_id(PyObject *cap, u32 *id, dmaphys_error *err) noexcept:
     if id == NULL:
         return _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG, "id is NULL")
     if dev.domain is None:
-        return _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG,
-                          f"device {dev.name!r} is not behind an IOMMU (no domain)")
+        return _capi_no_domain(dev, err)
     id[0] = (<IommuDomain>dev.domain).id
     return 0
 
@@ -816,6 +820,100 @@ cdef int _capi_domain_id(PyObject *cap, u32 *id, dmaphys_error *err) noexcept:
 cdef int capi_domain_id(PyObject *dev, u32 *id, dmaphys_error *err) noexcept nogil:
     with gil:
         return _capi_domain_id(dev, id, err)
+
+
+# ---- IOMMU dirty tracking, as iommufd drives it (ABI 1.2) ------------------------------------
+cdef int _capi_set_dirty_tracking(PyObject *cap, int enable, dmaphys_error *err) noexcept:
+    cdef int code = 0, ret
+    cdef Device dev = _capi_device(cap, err, &code)
+    if dev is None:
+        return code
+    if dev.domain is None:
+        return _capi_no_domain(dev, err)
+    try:
+        ret = (<IommuDomain>dev.domain).set_dirty_tracking(enable != 0)
+    except BaseException as e:
+        return _capi_exc(err, e)
+    return ret
+
+
+cdef int capi_set_dirty_tracking(PyObject *dev, int enable, dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_set_dirty_tracking(dev, enable, err)
+
+
+cdef int _capi_dirty_range_check(IommuDomain d, u64 iova, u64 length, u64 page_size) noexcept:
+    """iommufd_check_iova_range() for an IOAS holding this one domain (iopt->iova_alignment: the
+    domain's smallest page size, iopt_table_add_domain()): 0, -EOVERFLOW or -EINVAL."""
+    cdef u64 align = d.pgsize_bitmap & (~d.pgsize_bitmap + 1) if d.pgsize_bitmap else 1
+    cdef u64 last
+    if length - 1 > U64_MAX - iova:             # check_add_overflow(iova, length - 1)
+        return -EOVERFLOW
+    last = iova + (length - 1)
+    if (iova & (align - 1)) or ((last + 1) & (align - 1)):
+        return -EINVAL
+    if page_size == 0:
+        return -EINVAL
+    if (iova & (page_size - 1)) or ((last + 1) & (page_size - 1)):
+        return -EINVAL
+    return 0
+
+
+cdef void _capi_bitmap_set(u64 *bitmap, u64 base, u64 nbits, int pgshift, u64 iova, u64 length) noexcept:
+    """iova_bitmap_set(): the bits of the pages [iova, iova + length) touches, kept to the
+    bitmap's own nbits bits (a record may run past the requested range: a block leaf)."""
+    cdef u64 first, last, end = iova + length - 1 if length else iova
+    if length == 0 or end < base:
+        return
+    first = (iova - base) >> pgshift if iova > base else 0
+    last = (end - base) >> pgshift
+    if last >= nbits:
+        last = nbits - 1
+    while first <= last:
+        bitmap[first >> 6] |= (<u64>1) << (first & 63)
+        first += 1
+
+
+cdef int _capi_read_and_clear_dirty(PyObject *cap, u32 flags, u64 iova, u64 length, u64 page_size,
+                                    u64 *bitmap, dmaphys_error *err) noexcept:
+    cdef int code = 0, ret
+    cdef Device dev = _capi_device(cap, err, &code)
+    cdef IommuDomain d
+    cdef list rec = []
+    cdef int pgshift = 0
+    cdef u64 nbits
+    if dev is None:
+        return code
+    if dev.domain is None:
+        return _capi_no_domain(dev, err)
+    d = <IommuDomain>dev.domain
+    if flags & ~(<u32>IOMMU_DIRTY_NO_CLEAR):   # iommufd_hwpt_get_dirty_bitmap()
+        return -EOPNOTSUPP
+    ret = _capi_dirty_range_check(d, iova, length, page_size)
+    if ret:
+        return ret
+    if length == 0:                            # (iova 0: nothing to walk, nothing to record)
+        return 0
+    if bitmap == NULL:
+        return _capi_fail(err, DMAPHYS_E_BADARG, DMAPHYS_ERR_BADARG, "bitmap is NULL")
+    while not ((page_size >> pgshift) & 1):   # iova_bitmap_alloc(): pgshift = __ffs(page_size)
+        pgshift += 1
+    nbits = ((length - 1) >> pgshift) + 1
+    try:
+        ret = iommu_read_and_clear_dirty_c(d, iova, length, flags, rec)
+        for r_iova, r_len in rec:
+            _capi_bitmap_set(bitmap, iova, nbits, pgshift, r_iova, r_len)
+    except BaseException as e:
+        _capi_flush_quiet(dev.machine)
+        return _capi_exc(err, e)
+    code = _capi_flush(dev.machine, err, <u64>ret)
+    return code if code else ret
+
+
+cdef int capi_read_and_clear_dirty(PyObject *dev, u32 flags, u64 iova, u64 length, u64 page_size,
+                                   u64 *bitmap, dmaphys_error *err) noexcept nogil:
+    with gil:
+        return _capi_read_and_clear_dirty(dev, flags, iova, length, page_size, bitmap, err)
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -970,6 +1068,9 @@ _capi_table.device_check = capi_device_check
 # ABI 1.1 (DMAPHYS_ABI_MINOR 1): appended
 _capi_table.machine_enter = capi_machine_enter
 _capi_table.machine_exit = capi_machine_exit
+# ABI 1.2 (DMAPHYS_ABI_MINOR 2): appended
+_capi_table.set_dirty_tracking = capi_set_dirty_tracking
+_capi_table.read_and_clear_dirty = capi_read_and_clear_dirty
 
 _capi_mirror_check()
 # PyCapsule_Import("dmaphys._core._C_API") finds this (not in __all__: a C-level export)

@@ -99,6 +99,7 @@ cdef u64 iommu_unmap_fast_c(IommuDomain d, u64 iova, u64 size) except? 0xFFFFFFF
 cdef u64 iommu_unmap_c(IommuDomain d, u64 iova, u64 size) except? 0xFFFFFFFFFFFFFFFF
 cdef int iommu_iotlb_sync_range(IommuDomain d, u64 iova, u64 size) except -1
 cdef int iommu_flush_iotlb_all(IommuDomain d) except -1
+cdef int iommu_read_and_clear_dirty_c(IommuDomain d, u64 iova, u64 size, u64 flags, list rec) except? -9999
 cdef u64 iommu_iova_to_phys_c(IommuDomain d, u64 iova) noexcept
 # nogil: takes the GIL itself for faults, stale-IOTLB reports, qemu-mode requester ids, dma-debug
 cdef int iommu_device_access(Device dev, u64 iova, u8 *buf, u64 n, bint write) except -1 nogil

@@ -144,24 +144,34 @@ cdef class IommuDomain:
         beyond 64 bits, TypeError for a non-int. Warns KernelWarning for the format's WARNs.
         """
         cdef u64 va = _u64(iova, "iova"), sz = _u64(size, "size"), fl = _u64(flags, "flags")
-        cdef u64 g[2]
-        cdef int ret
         cdef list rec = []
         if self.freed:
             raise ValueError(f"IOMMU domain {self.id} was freed")
-        if not self.dirty_ops or (fl & ~(<u64>IOMMU_DIRTY_NO_CLEAR)):
-            return -EOPNOTSUPP, rec
-        g[0] = U64_MAX
-        g[1] = 0
-        ret = self.pgtable.read_and_clear_dirty(va, sz, fl, rec, g)
-        if not (fl & IOMMU_DIRTY_NO_CLEAR):
-            iommu_iotlb_sync_range(self, g[0], g[1] - g[0] + 1 if g[1] >= g[0] else 0)
+        cdef int ret = iommu_read_and_clear_dirty_c(self, va, sz, fl, rec)
         self.iommu.machine.flush_warnings()
         return ret, rec
 
     def __repr__(self):
         return (f"<dmaphys.IommuDomain id={self.id} {self.type} devices={len(self.devices)}"
                 f"{' freed' if self.freed else ''}>")
+
+
+cdef int iommu_read_and_clear_dirty_c(IommuDomain d, u64 iova, u64 size, u64 flags, list rec) except? -9999:
+    """iommu_read_and_clear_dirty() (drivers/iommu/iommufd/io_pagetable.c) over one range of a live
+    domain, without flushing warnings (the caller's entry point does): -EOPNOTSUPP without dirty
+    ops or for unknown flags, else the format's read_and_clear_dirty() over [iova, iova + size)
+    with ``(iova, length)`` appended to ``rec`` per recorded leaf, then (unless
+    IOMMU_DIRTY_NO_CLEAR) one iommu_iotlb_sync() over the gathered range."""
+    cdef u64 g[2]
+    cdef int ret
+    if not d.dirty_ops or (flags & ~(<u64>IOMMU_DIRTY_NO_CLEAR)):
+        return -EOPNOTSUPP
+    g[0] = U64_MAX
+    g[1] = 0
+    ret = d.pgtable.read_and_clear_dirty(iova, size, flags, rec, g)
+    if not (flags & IOMMU_DIRTY_NO_CLEAR):
+        iommu_iotlb_sync_range(d, g[0], g[1] - g[0] + 1 if g[1] >= g[0] else 0)
+    return ret
 
 
 cdef IoPgtable _domain_pgtable(Iommu mmu, IommuDomain d):

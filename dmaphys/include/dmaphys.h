@@ -54,8 +54,9 @@ extern "C" {
 #define DMAPHYS_DEVICE_CAPSULE_NAME "dmaphys.device"  /* name of dev.capsule */
 #define DMAPHYS_ABI_VERSION 1                          /* the version this header describes */
 /* Minor versions only append entries (abi_version stays 1; struct_size grows): check them with
- * DMAPHYS_API_HAS(api, member). 0: the first table; 1: machine_enter, machine_exit. */
-#define DMAPHYS_ABI_MINOR 1
+ * DMAPHYS_API_HAS(api, member). 0: the first table; 1: machine_enter, machine_exit;
+ * 2: set_dirty_tracking, read_and_clear_dirty. */
+#define DMAPHYS_ABI_MINOR 2
 
 /* ---- kernel types and constants (include/linux/types.h, dma-mapping.h, dma-direction.h) ---- */
 typedef uint64_t dmaphys_dma_addr_t;
@@ -82,6 +83,9 @@ enum dmaphys_dma_data_direction {
 /* IOMMU permission bits (include/linux/iommu.h IOMMU_READ/IOMMU_WRITE; QEMU IOMMU_RO/IOMMU_WO) */
 #define DMAPHYS_IOMMU_READ 1
 #define DMAPHYS_IOMMU_WRITE 2
+/* read_and_clear_dirty() flag (include/uapi/linux/iommufd.h IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
+ * include/linux/iommu.h IOMMU_DIRTY_NO_CLEAR): report the dirty bits without clearing them */
+#define DMAPHYS_IOMMU_DIRTY_NO_CLEAR 1
 
 /* ---- ABI-level failures: below -MAX_ERRNO (4095), never a kernel -errno ------------------- */
 #define DMAPHYS_E_BADARG (-4097)   /* NULL / wrong capsule / out-of-range argument */
@@ -253,6 +257,29 @@ typedef struct dmaphys_api {
     /* Give it back (the thread that entered; also for a since-removed device); 0, or
      * DMAPHYS_E_BADARG when this thread does not own it. Takes the GIL briefly. */
     int (*machine_exit)(PyObject *dev, dmaphys_error *err);
+
+    /* ---- ABI 1.2 (DMAPHYS_ABI_MINOR 2): IOMMU dirty tracking, as iommufd drives it ---- */
+    /* dirty_ops->set_dirty_tracking() on the device's IOMMU domain (IOMMU_HWPT_SET_DIRTY_TRACKING;
+     * IommuDomain.set_dirty_tracking): 0, or -EOPNOTSUPP when the domain has no dirty ops (the
+     * IOMMU was made without dirty_tracking, or its format has no dirty bit). Unlike iommufd it
+     * does not clear the dirty bits first: call read_and_clear_dirty() for a clean start.
+     * DMAPHYS_E_BADARG for a device without an IOMMU domain. Takes the GIL. */
+    int (*set_dirty_tracking)(PyObject *dev, int enable, dmaphys_error *err);
+    /* IOMMU_HWPT_GET_DIRTY_BITMAP on the device's IOMMU domain (struct iommu_hwpt_get_dirty_bitmap's
+     * fields in its order): sets bit i of `bitmap` (uint64_t words, bit i of word i / 64 = bit
+     * i % 64) for every page of `page_size` bytes at iova + i * page_size that a dirty leaf
+     * covers, and clears those leaves' dirty bits (then one IOTLB sync) unless flags has
+     * DMAPHYS_IOMMU_DIRTY_NO_CLEAR. Bits are only ever set, never cleared (zero the bitmap
+     * first); at most ceil(length / page_size) bits are written. Returns 0; -EOPNOTSUPP for
+     * unknown flags or a domain without dirty ops; what iommufd_check_iova_range() returns
+     * (-EOVERFLOW when iova + length - 1 wraps; -EINVAL when iova or iova + length is not
+     * aligned to the domain's smallest page size or to page_size, or page_size is 0); or the
+     * format's read_and_clear_dirty() error. The range is walked as ONE ops->read_and_clear_dirty()
+     * call: iommufd calls it once per mapped area, so give mapped ranges (an arm-lpae walk
+     * stops at a hole with -EINVAL, as the kernel's would). length 0 at iova 0: 0, nothing
+     * walked. DMAPHYS_E_BADARG for a device without an IOMMU domain or a NULL bitmap. Takes the GIL. */
+    int (*read_and_clear_dirty)(PyObject *dev, uint32_t flags, uint64_t iova, uint64_t length,
+                                uint64_t page_size, uint64_t *bitmap, dmaphys_error *err);
 } dmaphys_api;
 
 /* 1 if the table `api` has entry `member` (it was filled by a dmaphys at least that new). */

@@ -53,11 +53,12 @@ class Guest:
 
 def make_machine(behind_iommu: bool):
     """A machine with RAM [0, 1 GiB), the embedder's RAM at 1 GiB (Guest), and one DMA engine,
-    behind an IOMMU or dma-direct. Returns (machine, device, guest)."""
+    behind an IOMMU (VT-d with dirty tracking, as a VMM migrating the device needs) or
+    dma-direct. Returns (machine, device, guest)."""
     m = dma.Machine(ram=[(0, 1 << 30)], swiotlb=0, cpus=1)
     guest = Guest(m)
     if behind_iommu:
-        iommu = m.add_iommu("vtd-ss", strict=True)
+        iommu = m.add_iommu("vtd-ss", strict=True, dirty_tracking=True)
         dev = m.add_device("dmaring0", dma_mask=dma.DMA_BIT_MASK(64), iommu=iommu)
     else:
         dev = m.add_device("dmaring0", dma_mask=dma.DMA_BIT_MASK(32))
@@ -101,11 +102,26 @@ def run_ring(engine, m, dev, guest, lengths, xor=0, fault_at=None):
                     DESC.pack(src, dst, length, DESC_VALID | (xor << 8), 0xC0DE0000 + i))
     guest.store(ring_phys + n * DESC.size, DESC.pack(0, 0, 0, 0, 0))   # end of ring
 
+    # a migrating VMM's dirty log over every IOVA the run can touch (the C engine: ABI 1.2)
+    log = getattr(engine, "dirty_log", None) if dev.domain is not None else None
+    lo = min(a for a, _, _ in maps) & ~(PAGE - 1)
+    span = -(-max(a + s for a, s, _ in maps) // PAGE) * PAGE - lo
+    if log:
+        assert log(dev.capsule, lo, span, PAGE)[0] == 0    # tracking on, a clean start
+
     # the C engine takes the C ABI's device capsule; the Cython one (cimport dmaphys) the Device
     handle = dev if getattr(engine, "TAKES_DEVICE", False) else dev.capsule
     completed, fault = engine.ring_run(handle, ring, n + 1, cpl)
 
     expect = n if fault_at is None else fault_at
+    if log:
+        # exactly the pages the device wrote: its destination buffers and its completions
+        rc, pages, _ = log(dev.capsule, lo, span, PAGE)
+        wrote = [(maps[3 + 2 * i][0], lengths[i]) for i in range(expect)]
+        wrote.append((cpl, CPL.size * (expect + (fault_at is not None))))
+        want = {p for a, s in wrote for p in range((a - lo) // PAGE, (a + s - 1 - lo) // PAGE + 1)}
+        assert rc == 0 and set(pages) == want, (rc, sorted(pages), sorted(want))
+        assert log(dev.capsule, lo, span, PAGE) == (0, [], None)     # cleared
     assert completed == expect, (completed, fault)
     for i, (data, _, dst_phys) in enumerate(bufs[:expect]):
         got = guest.load(dst_phys, len(data))
