@@ -52,6 +52,7 @@ def pages_spanned(phys: int, size: int) -> int:
     return ((phys & (PAGE_SIZE - 1)) + size + PAGE_SIZE - 1) // PAGE_SIZE
 
 
+_PAGE = np.uint64(PAGE_SIZE)
 _PAGE_MASK = np.uint64(PAGE_SIZE - 1)
 _PAGE_SHIFT = np.uint64(PAGE_SIZE.bit_length() - 1)
 
@@ -111,6 +112,7 @@ class PathStats:
 # element by element (batch.pxi). An operation is still one DMA API call or one device access
 # per element.
 RING = 64
+_HDR = np.uint64(64)             # the NIC's header read (scenario_nic)
 PATTERN_POOL = 16 << 20          # random bytes drawn from the seeded RNG (see Workload.pattern)
 PATTERN_SPAN = 8 << 20           # the patterns are cut from pool[:PATTERN_SPAN] (see Workload.pattern)
 
@@ -373,29 +375,30 @@ def scenario_swiotlb(w: Workload):
         phys = np.uint64(base) + off.astype(np.uint64)
         d = DIRS[int(rng.integers(0, 3))]
         data = w.pattern(size.sum())
-        dma.mem_write_batch(m, phys, size, data)
-        addr, ok = _map(w, dev, phys, size, d)
+        usize = size.astype(np.uint64)                       # what the batch calls take as is
+        dma.mem_write_batch(m, phys, usize, data)
+        addr, ok = _map(w, dev, phys, usize, d)
         st.ops += k
         if not ok.all():                                      # keep the mapped ones only
             st.map_failures += int(k - ok.sum())
             free[slots[~ok]] = True
             data = gather(data, (np.cumsum(size) - size)[ok], size[ok])
-            addr, phys, size, slots = addr[ok], phys[ok], size[ok], slots[ok]
+            addr, phys, size, usize, slots = addr[ok], phys[ok], size[ok], usize[ok], slots[ok]
         n = addr.shape[0]
         expected = data
         if n and d != DMA_FROM_DEVICE:
-            w.check_device("swiotlb TX", dev, addr, size, data)
+            w.check_device("swiotlb TX", dev, addr, usize, data)
             st.ops += n
         if n and d != DMA_TO_DEVICE:
             # the device fills the first part only: the rest must come back unchanged
             part = rng.integers(1, size + 1)
             rx = w.pattern(part.sum())
-            dma.dma_write_ragged_batch(dev, addr, part, rx)
+            dma.dma_write_ragged_batch(dev, addr, part.astype(np.uint64), rx)
             st.ops += n
             expected = merge_heads(rx, part, data, size)
         st.bytes += int(size.sum())
-        st.pages += pages_spanned_sum(phys, size)
-        rings.append((addr, phys, size, d, slots, expected))
+        st.pages += pages_spanned_sum(phys, usize)
+        rings.append((addr, phys, usize, d, slots, expected))
         while rings and (int(free.sum()) < k or rng.random() < 0.5):
             addr, phys, size, d, slots, expected = rings.pop(0)
             if d != DMA_TO_DEVICE and rng.random() < 0.5:
@@ -431,6 +434,7 @@ def scenario_direct(w: Workload):
         off = slots * slot_bytes + rng.integers(0, slot_bytes - size + 1)
         phys = np.uint64(buf) + off.astype(np.uint64)
         data = w.pattern(size.sum())
+        size = size.astype(np.uint64)                        # what the batch calls take as is
         dma.mem_write_batch(m, phys, size, data)
         addr, ok = _map(w, dev, phys, size, DMA_BIDIRECTIONAL)
         bad = ~ok | (addr != phys)
@@ -470,8 +474,8 @@ def scenario_nic(w: Workload):
     rx_size = fixed or 2048
     buf_pages = pages_spanned(0, fixed) if fixed else 1
 
-    def lengths(c):
-        return np.full(c, fixed, dtype=np.int64) if fixed else rng.integers(60, 1515, c)
+    def lengths(c):                      # uint64: what the batch calls take as is
+        return np.full(c, fixed, dtype=np.uint64) if fixed else rng.integers(60, 1515, c).astype(np.uint64)
     pages = np.array([m.alloc_pages(buf_pages) for _ in range(512)], dtype=np.uint64)
     rx_rings: list = []                  # (addrs, pages)
     tx_rings: list = []                  # (addrs, lengths, packets)
@@ -522,8 +526,8 @@ def scenario_nic(w: Workload):
             tx_queued -= a.shape[0]
             # the NIC fetches each packet's headers first, then its payload: two reads per
             # packet (none for an empty payload), in one batch, back to back = the packets
-            hdr = np.minimum(n, 64)
-            addrs, sizes = interleave(a, a + hdr.astype(np.uint64)), interleave(hdr, n - hdr)
+            hdr = np.minimum(n, _HDR)
+            addrs, sizes = interleave(a, a + hdr), interleave(hdr, n - hdr)
             if (n <= hdr).any():
                 keep = sizes > 0
                 addrs, sizes = addrs[keep], sizes[keep]
@@ -617,19 +621,20 @@ def scenario_nvme(w: Workload):
         # with one batch call per direction (write requests first, then reads: the requests'
         # order): per request dma_iova_try_alloc, a dma_iova_link per page, one dma_iova_sync
         states = slot_states[:nreq]
+        unpages = npages.astype(np.uint64)                   # what the batch calls take as is
         status = np.empty(nreq, dtype=np.int32)
         mapped = np.empty(nreq, dtype=np.uint64)
         for lo, hi, plo, phi, direction in ((0, nwrite, 0, wpages, DMA_TO_DEVICE),
                                             (nwrite, nreq, wpages, total_pages, DMA_FROM_DEVICE)):
             if hi > lo:
                 status[lo:hi], mapped[lo:hi] = dma.dma_iova_alloc_link_sync_batch(
-                    dev, states[lo:hi], phys[plo:phi], PAGE_SIZE, npages[lo:hi], direction)
+                    dev, states[lo:hi], phys[plo:phi], PAGE_SIZE, unpages[lo:hi], direction)
         if status.any():
             _nvme_complete_mixed(w, dev, states, status, mapped, phys, npages, first, nwrite, wpages, data)
         else:
             # the common case, every request mapped in full: the steps below with every mask true
             iova = np.array([s.addr for s in states], dtype=np.uint64)
-            size = npages * PAGE_SIZE
+            size = unpages * _PAGE
             st.ops += total_pages + 2 * nreq                # links, syncs, device accesses
             if nwrite:
                 w.check_device("nvme write", dev, iova[:nwrite], size[:nwrite], data[:wpages * PAGE_SIZE])
@@ -720,6 +725,7 @@ def scenario_p2p(w: Workload):
         slots = np.arange(k) * stripe + rng.integers(0, stripe, k)
         off = slots * slot_bytes + (rng.integers(0, slot_bytes - n + 1) & ~63)
         phys = np.uint64(bar) + off.astype(np.uint64)
+        n = n.astype(np.uint64)                              # what the batch calls take as is
         to_rdma = rng.random(k) < 0.5
         if to_rdma.any():
             p, sz = phys[to_rdma], n[to_rdma]
