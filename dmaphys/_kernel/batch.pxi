@@ -1158,52 +1158,9 @@ __all__ += ["dma_read_ragged_batch", "dma_write_ragged_batch", "mem_read_batch",
 # dma_read_ragged_batch / mem_read_batch followed by a comparison with what the bytes must be,
 # without the result array: the device's reads go element by element into one scratch buffer that
 # stays in the CPU's cache (the same device_access per element, so the same translations, IOTLB
-# work, faults and counters), the CPU's loads are compared in the frames themselves (the bytes
-# PhysMem.read would copy). Each returns (bytes that differ, offset of the first in ``expected``
-# or -1). A separate section so that it merges independently of the loops above.
-from libc.string cimport memcmp as _memcmp
-
-
-cdef inline u64 _cmp_bytes(const u8 *got, const u8 *want, u64 n, u64 base, long long *first) noexcept nogil:
-    """The bytes of got[:n] that differ from want[:n] (``got`` NULL: zeros); the first one's
-    offset (``base`` + its index) goes to *first if that is still -1."""
-    cdef u64 j, diff = 0
-    if got != NULL:
-        if _memcmp(got, want, n) == 0:
-            return 0
-        for j in range(n):
-            if got[j] != want[j]:
-                if first[0] < 0:
-                    first[0] = <long long>(base + j)
-                diff += 1
-        return diff
-    for j in range(n):
-        if want[j] != 0:
-            if first[0] < 0:
-                first[0] = <long long>(base + j)
-            diff += 1
-    return diff
-
-
-cdef u64 _mem_cmp(PhysMem mem, u64 addr, const u8 *want, u64 n, u64 base, long long *first) noexcept nogil:
-    """PhysMem.read(addr, n) compared with want[:n] in the frames (a missing frame reads as zeros)."""
-    cdef u64 off, chunk, diff = 0
-    cdef const u8 *p
-    while n:
-        off = addr & (PAGE_SIZE - 1)
-        chunk = PAGE_SIZE - off
-        if chunk > n:
-            chunk = n
-        p = mem.page_ptr(addr >> PAGE_SHIFT)
-        if p == NULL:
-            diff += _cmp_bytes(NULL, want, chunk, base, first)
-        else:
-            diff += _cmp_bytes(p + off, want, chunk, base, first)
-        want += chunk
-        base += chunk
-        addr += chunk
-        n -= chunk
-    return diff
+# work, faults and counters), the CPU's loads are compared in the frames themselves
+# (PhysMem.compare: the bytes PhysMem.read would copy; mem_cmp_bytes, memory.pxi, for both).
+# Each returns (bytes that differ, offset of the first in ``expected`` or -1).
 
 
 cdef object _dma_read_compare_ragged_batch(Device dev, object addrs, object sizes, object expected):
@@ -1235,7 +1192,7 @@ cdef object _dma_read_compare_ragged_batch(Device dev, object addrs, object size
                 while i < n:
                     if s[i * ss]:
                         device_access(dev, a[i], buf, s[i * ss], False)
-                        diff += _cmp_bytes(buf, &v[off], s[i * ss], off, &first)
+                        diff += mem_cmp_bytes(buf, &v[off], s[i * ss], off, &first)
                     off += s[i * ss]
                     dev.dma_reads += 1
                     i += 1
@@ -1244,7 +1201,7 @@ cdef object _dma_read_compare_ragged_batch(Device dev, object addrs, object size
         while i < n:
             if s[i * ss]:
                 device_access(dev, a[i], buf, s[i * ss], False)
-                diff += _cmp_bytes(buf, &v[off], s[i * ss], off, &first)
+                diff += mem_cmp_bytes(buf, &v[off], s[i * ss], off, &first)
             off += s[i * ss]
             dev.dma_reads += 1
             i += 1
@@ -1280,7 +1237,7 @@ cdef object _mem_read_compare_batch(Machine m, object phys, object sizes, object
                     if s[i * ss]:
                         if mem.find_region(p[i], s[i * ss]) < 0:
                             break                # raised below, with the GIL
-                        diff += _mem_cmp(mem, p[i], &v[off], s[i * ss], off, &first)
+                        diff += mem.compare(p[i], &v[off], s[i * ss], off, &first)
                     off += s[i * ss]
                     i += 1
                 _gil_retake_prepare()
@@ -1290,7 +1247,7 @@ cdef object _mem_read_compare_batch(Machine m, object phys, object sizes, object
                 if mem.find_region(p[i], s[i * ss]) < 0:
                     raise PhysAddrError(p[i], s[i * ss])
                 m.dma_debug.cpu_access(p[i], s[i * ss], False)
-                diff += _mem_cmp(mem, p[i], &v[off], s[i * ss], off, &first)
+                diff += mem.compare(p[i], &v[off], s[i * ss], off, &first)
             off += s[i * ss]
             i += 1
     except BaseException as exc:
