@@ -158,6 +158,7 @@ from ._core import dma_need_sync as dma_need_sync
 from ._core import dma_need_unmap as dma_need_unmap
 from ._core import dma_opt_mapping_size as dma_opt_mapping_size
 from ._core import dma_read_batch as dma_read_batch
+from ._core import dma_read_compare_ragged_batch as dma_read_compare_ragged_batch
 from ._core import dma_read_ragged_batch as dma_read_ragged_batch
 from ._core import dma_set_coherent_mask as dma_set_coherent_mask
 from ._core import dma_set_mask as dma_set_mask
@@ -200,6 +201,7 @@ from ._core import is_swiotlb_active as is_swiotlb_active
 from ._core import is_swiotlb_buffer as is_swiotlb_buffer
 from ._core import is_swiotlb_force_bounce as is_swiotlb_force_bounce
 from ._core import mem_read_batch as mem_read_batch
+from ._core import mem_read_compare_batch as mem_read_compare_batch
 from ._core import mem_write_batch as mem_write_batch
 from ._core import pci_alloc_p2pmem as pci_alloc_p2pmem
 from ._core import pci_free_p2pmem as pci_free_p2pmem

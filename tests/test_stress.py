@@ -65,14 +65,22 @@ class _Dma:
 
 
 def _corrupt_before_cpu_reads():
-    """mem_read_batch that first flips a byte of simulated memory under its first element:
-    memory corrupted mid-run, after the device's access and before the CPU's check."""
-    def mem_read_batch(m, phys, sizes):
+    """mem_read_batch / mem_read_compare_batch (the CPU's checked loads) that first flip a byte of
+    simulated memory under their first element: memory corrupted mid-run, after the device's
+    access and before the CPU's check."""
+    def flip(m, phys):
         p = int(np.asarray(phys)[0])
         b = m.mem_read(p, 1)
         m.mem_write(p, bytes([b[0] ^ 0x5A]))
+
+    def mem_read_batch(m, phys, sizes):
+        flip(m, phys)
         return dmaphys.mem_read_batch(m, phys, sizes)
-    return _Dma(mem_read_batch=mem_read_batch)
+
+    def mem_read_compare_batch(m, phys, sizes, expected):
+        flip(m, phys)
+        return dmaphys.mem_read_compare_batch(m, phys, sizes, expected)
+    return _Dma(mem_read_batch=mem_read_batch, mem_read_compare_batch=mem_read_compare_batch)
 
 
 @pytest.mark.parametrize("scenario", stress.SCENARIOS)

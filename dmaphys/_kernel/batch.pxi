@@ -1208,3 +1208,148 @@ def dma_iova_destroy_batch(Device dev not None, states, mapped_lens, dir, attrs=
 __all__ += ["dma_read_ragged_batch", "dma_write_ragged_batch", "mem_read_batch", "mem_write_batch",
              "dma_sync_single_for_cpu_batch", "dma_sync_single_for_device_batch", "dma_iova_link_batch",
              "dma_iova_alloc_link_sync_batch", "dma_iova_destroy_batch"]
+
+
+# ---- ring batches that check bytes where they are (dmaphys stress, issue 10 item 4) ----------------
+# dma_read_ragged_batch / mem_read_batch followed by a comparison with what the bytes must be,
+# without the result array: the device's reads go element by element into one scratch buffer that
+# stays in the CPU's cache (the same device_access per element, so the same translations, IOTLB
+# work, faults and counters), the CPU's loads are compared in the frames themselves
+# (PhysMem.compare: the bytes PhysMem.read would copy; mem_cmp_bytes, memory.pxi, for both).
+# Each returns (bytes that differ, offset of the first in ``expected`` or -1).
+
+
+cdef object _dma_read_compare_ragged_batch(Device dev, object addrs, object sizes, object expected):
+    cdef Machine mach = dev.machine
+    cdef object aa = _batch_u64_array(addrs, "addrs")
+    cdef Py_ssize_t n = aa.shape[0], i = 0
+    cdef BatchSizes bs
+    cdef object sa = _batch_sizes(sizes, n, "size", &bs)
+    cdef const u64 *s = bs.p
+    cdef Py_ssize_t ss = bs.stride
+    cdef const u64 *a = _u64_data(aa)
+    cdef u64 total = _ragged_total(s, ss, n), off = 0, biggest = 1, diff = 0
+    cdef object e = _ragged_data(expected, total)
+    cdef const u8 *v = <const u8 *>_array_data(e, False)
+    cdef long long first = -1
+    cdef u8 *buf
+    for i in range(n):
+        if s[i * ss] > biggest:
+            biggest = s[i * ss]
+    buf = <u8 *>malloc(biggest)
+    if buf == NULL:
+        raise MemoryError()
+    i = 0
+    machine_enter(mach)
+    try:
+        if not mach.dma_debug.enabled:           # device_access takes the GIL for a fault
+            with nogil:
+                _gil_release_mark()
+                while i < n:
+                    if s[i * ss]:
+                        device_access(dev, a[i], buf, s[i * ss], False)
+                        diff += mem_cmp_bytes(buf, &v[off], s[i * ss], off, &first)
+                    off += s[i * ss]
+                    dev.dma_reads += 1
+                    i += 1
+                _gil_retake_prepare()
+            _gil_retaken_mark()
+        while i < n:
+            if s[i * ss]:
+                device_access(dev, a[i], buf, s[i * ss], False)
+                diff += mem_cmp_bytes(buf, &v[off], s[i * ss], off, &first)
+            off += s[i * ss]
+            dev.dma_reads += 1
+            i += 1
+    except BaseException as exc:
+        _batch_fail(exc, i, (diff, first))
+        raise
+    finally:
+        free(buf)
+        machine_exit(mach)
+        _iova_flush(mach)
+    return (diff, first)
+
+
+cdef object _mem_read_compare_batch(Machine m, object phys, object sizes, object expected):
+    cdef object pa = _batch_u64_array(phys, "phys")
+    cdef Py_ssize_t n = pa.shape[0], i = 0
+    cdef BatchSizes bs
+    cdef object sa = _batch_sizes(sizes, n, "n", &bs)
+    cdef const u64 *s = bs.p
+    cdef Py_ssize_t ss = bs.stride
+    cdef const u64 *p = _u64_data(pa)
+    cdef u64 total = _ragged_total(s, ss, n), off = 0, diff = 0
+    cdef object e = _ragged_data(expected, total)
+    cdef const u8 *v = <const u8 *>_array_data(e, False)
+    cdef long long first = -1
+    cdef PhysMem mem = m.mem
+    machine_enter(m)
+    try:
+        if not m.dma_debug.enabled:              # cpu_access() does nothing: no GIL
+            with nogil:
+                _gil_release_mark()
+                while i < n:
+                    if s[i * ss]:
+                        if mem.find_region(p[i], s[i * ss]) < 0:
+                            break                # raised below, with the GIL
+                        diff += mem.compare(p[i], &v[off], s[i * ss], off, &first)
+                    off += s[i * ss]
+                    i += 1
+                _gil_retake_prepare()
+            _gil_retaken_mark()
+        while i < n:
+            if s[i * ss]:
+                if mem.find_region(p[i], s[i * ss]) < 0:
+                    raise PhysAddrError(p[i], s[i * ss])
+                m.dma_debug.cpu_access(p[i], s[i * ss], False)
+                diff += mem.compare(p[i], &v[off], s[i * ss], off, &first)
+            off += s[i * ss]
+            i += 1
+    except BaseException as exc:
+        _batch_fail(exc, i, (diff, first))
+        raise
+    finally:
+        machine_exit(m)
+        _iova_flush(m)
+    return (diff, first)
+
+
+def dma_read_compare_ragged_batch(Device dev not None, addrs, sizes, expected):
+    """dma_read_compare_ragged_batch(dev, addrs, sizes, expected) -> (int, int)
+
+    ``dma_read_ragged_batch(dev, addrs, sizes)`` compared with ``expected`` (1-D uint8 array or
+    bytes-like, the elements back to back, sum(sizes) bytes), without making the result array:
+    each element is one ``dev.dma_read(addrs[i], sizes[i])``, in order, read into a scratch
+    buffer and compared where it lies (the same accesses, translations, IOTLB work, faults and
+    counters as the read batch). A DmaFault at element i stops the batch (``exc.batch_index``;
+    ``exc.batch_result`` = the comparison of elements 0..i-1).
+
+    Simulator-only (device-side reads checked by the stress job; no kernel call). Returns the
+    tuple (number of bytes that differ, offset in ``expected`` of the first one, or -1). Raises
+    DmaFault / IommuFault as dma_read() does (a removed device faults), MemoryError when the
+    scratch buffer (the largest element) cannot be had, TypeError / ValueError for bad arrays or
+    ``expected`` whose length is not sum(sizes); an exception at element i stops the batch as above.
+    """
+    return _dma_read_compare_ragged_batch(dev, addrs, sizes, expected)
+
+
+def mem_read_compare_batch(Machine machine not None, phys, sizes, expected):
+    """mem_read_compare_batch(machine, phys, sizes, expected) -> (int, int)
+
+    ``mem_read_batch(machine, phys, sizes)`` compared with ``expected`` (1-D uint8 array or
+    bytes-like, the elements back to back, sum(sizes) bytes), without making the result array:
+    each element is one CPU load ``machine.mem_read(phys[i], sizes[i])`` (dma-debug's check of
+    unsynced bounce data included), compared in simulated memory itself. A PhysAddrError at
+    element i stops the batch there (``exc.batch_index``; ``exc.batch_result`` = the comparison
+    of elements 0..i-1).
+
+    Simulator-only (CPU loads checked by the stress job). Returns the tuple (number of bytes that
+    differ, offset in ``expected`` of the first one, or -1). Raises PhysAddrError as above,
+    TypeError / ValueError for bad arrays or ``expected`` whose length is not sum(sizes);
+    DmaDebugError with ``raise_errors`` set.
+    """
+    return _mem_read_compare_batch(machine, phys, sizes, expected)
+
+
+__all__ += ["dma_read_compare_ragged_batch", "mem_read_compare_batch"]

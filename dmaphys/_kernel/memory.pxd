@@ -32,6 +32,11 @@ cdef struct ext_ram:                           # (simulator) embedder-owned RAM 
     bint allocatable                           # its pages joined the page allocator
 
 
+# the differing bytes of got[:n] against want[:n] (got NULL: zeros); the first's offset, base + index,
+# into *first while that is -1 (PhysMem.compare; the checking batches, batch.pxi)
+cdef u64 mem_cmp_bytes(const u8 *got, const u8 *want, u64 n, u64 base, long long *first) noexcept nogil
+
+
 cdef class PhysMem:
     cdef u8 ***l1                                      # l1[pfn >> 18][pfn & (2^18-1)] -> frame
     cdef vector[phys_region] regions                   # sorted by start, non-overlapping
@@ -65,6 +70,7 @@ cdef class PhysMem:
     cdef u8 *page_ptr_alloc(self, u64 pfn) except NULL nogil
     cdef void discard(self, u64 pfn, u64 npages) noexcept nogil
     cdef void read(self, u64 addr, u8 *buf, u64 n) noexcept nogil
+    cdef u64 compare(self, u64 addr, const u8 *want, u64 n, u64 base, long long *first) noexcept nogil
     cdef int write(self, u64 addr, const u8 *buf, u64 n) except -1 nogil
     cdef int fill(self, u64 addr, u8 val, u64 n) except -1 nogil
     cdef int copy(self, u64 dst, u64 src, u64 n) except -1 nogil

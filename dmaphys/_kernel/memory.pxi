@@ -11,6 +11,20 @@
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 
 
+cdef u64 mem_cmp_bytes(const u8 *got, const u8 *want, u64 n, u64 base, long long *first) noexcept nogil:
+    """The bytes of got[:n] that differ from want[:n] (``got`` NULL: n zeros, an absent frame);
+    the first one's offset (``base`` + its index) goes to *first if that is still -1."""
+    cdef u64 j, diff = 0
+    if got != NULL and memcmp(got, want, n) == 0:
+        return 0
+    for j in range(n):
+        if (got[j] if got != NULL else 0) != want[j]:
+            if first[0] < 0:
+                first[0] = <long long>(base + j)
+            diff += 1
+    return diff
+
+
 cdef class RamBacking:
     """Holds one buffer export (Py_buffer) of an embedder's RAM buffer for as long as dmaphys
     uses the memory: while held, the exporter refuses to resize or release it (bytearray and
@@ -296,6 +310,25 @@ cdef class PhysMem:
             buf += chunk
             addr += chunk
             n -= chunk
+
+    cdef u64 compare(self, u64 addr, const u8 *want, u64 n, u64 base, long long *first) noexcept nogil:
+        """read(addr, n) compared with want[:n] where the bytes lie (a missing frame reads as
+        zeros): the number of bytes that differ; the first one's offset (``base`` + its index)
+        goes to *first if that is still -1 (the stress job's CPU-load checks)."""
+        cdef u64 off, chunk, diff = 0
+        cdef const u8 *p
+        while n:
+            off = addr & (PAGE_SIZE - 1)
+            chunk = PAGE_SIZE - off
+            if chunk > n:
+                chunk = n
+            p = self.page_ptr(addr >> PAGE_SHIFT)
+            diff += mem_cmp_bytes(p + off if p != NULL else NULL, want, chunk, base, first)
+            want += chunk
+            base += chunk
+            addr += chunk
+            n -= chunk
+        return diff
 
     cdef int write(self, u64 addr, const u8 *buf, u64 n) except -1 nogil:
         cdef u64 off, chunk

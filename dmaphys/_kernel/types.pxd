@@ -1,7 +1,7 @@
 # The C face of _kernel/types.pxi: include/linux/types.h, dma-direction.h, dma-mapping.h constants: typedefs, enums, DMA_MAPPING_ERROR.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, int32_t
-from libc.string cimport memcpy, memset, memmove
+from libc.string cimport memcpy, memset, memmove, memcmp
 from libc.stdlib cimport malloc, calloc, free, realloc
 from libcpp.vector cimport vector
 from libcpp.map cimport map as cppmap

@@ -24,7 +24,8 @@ __all__ = ["dma_map_phys_batch", "dma_mapping_error_batch", "dma_unmap_phys_batc
            "dma_read_batch", "dma_write_batch", "iommu_iova_to_phys_batch",
            "dma_read_ragged_batch", "dma_write_ragged_batch", "mem_read_batch", "mem_write_batch",
            "dma_sync_single_for_cpu_batch", "dma_sync_single_for_device_batch", "dma_iova_link_batch",
-           "dma_iova_alloc_link_sync_batch", "dma_iova_destroy_batch"]
+           "dma_iova_alloc_link_sync_batch", "dma_iova_destroy_batch",
+           "dma_read_compare_ragged_batch", "mem_read_compare_batch"]
 
 
 # ---- argument conversion (whole batch, before any state change) --------------------------------
@@ -478,3 +479,52 @@ def dma_iova_destroy_batch(dev, states, mapped_lens, dir, attrs=0) -> None:
         except BaseException as e:
             _batch_fail(e, i, None)
             raise
+
+
+# ==== ring batches that check bytes where they are (see batch.pxi) ================================
+def _compare(got: np.ndarray, want: np.ndarray) -> tuple[int, int]:
+    diff = np.flatnonzero(got != want)
+    return int(diff.shape[0]), (int(diff[0]) if diff.shape[0] else -1)
+
+
+def _ragged_compare(machine, n: int, s: list[int], expected, read_one) -> tuple[int, int]:
+    """read_one(i) -> bytes for each element, compared with its part of ``expected``."""
+    want = _ragged_data(expected, _ragged_total(s))
+    off = i = ndiff = 0
+    first = -1
+    with _deferred_warnings(machine):
+        try:
+            for i in range(n):
+                d, f = _compare(np.frombuffer(read_one(i), dtype=np.uint8), want[off:off + s[i]])
+                if d and first < 0:
+                    first = off + f
+                ndiff += d
+                off += s[i]
+        except BaseException as e:
+            _batch_fail(e, i, (ndiff, first))
+            raise
+    return ndiff, first
+
+
+def dma_read_compare_ragged_batch(dev, addrs, sizes, expected) -> tuple[int, int]:
+    """Reference of dmaphys.dma_read_compare_ragged_batch: ``dev.dma_read(addrs[i], sizes[i])``
+    compared with ``expected`` (the elements back to back).
+
+    Reference twin of dmaphys._core.dma_read_compare_ragged_batch: same returns and raises.
+    """
+    _device_arg(dev)
+    a = _batch_u64_array(addrs, "addrs")
+    s = _batch_sizes(sizes, a.shape[0], "size")
+    return _ragged_compare(dev.machine, a.shape[0], s, expected, lambda i: dev.dma_read(int(a[i]), s[i]))
+
+
+def mem_read_compare_batch(machine, phys, sizes, expected) -> tuple[int, int]:
+    """Reference of dmaphys.mem_read_compare_batch: ``machine.mem_read(phys[i], sizes[i])``
+    compared with ``expected`` (the elements back to back).
+
+    Reference twin of dmaphys._core.mem_read_compare_batch: same returns and raises.
+    """
+    m = _machine_arg(machine)
+    p = _batch_u64_array(phys, "phys")
+    s = _batch_sizes(sizes, p.shape[0], "n")
+    return _ragged_compare(m, p.shape[0], s, expected, lambda i: m.mem_read(int(p[i]), s[i]))
