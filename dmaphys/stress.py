@@ -216,19 +216,15 @@ class Workload:
         """
         got = np.frombuffer(got, dtype=np.uint8) if isinstance(got, (bytes, bytearray)) else got
         want = np.frombuffer(want, dtype=np.uint8) if isinstance(want, (bytes, bytearray)) else want
-        self.checked_bytes += int(want.shape[0])
-        if got.shape == want.shape and same_bytes(got, want):
-            return
         if got.shape != want.shape:
+            self.checked_bytes += int(want.shape[0])
             self.integrity_errors.append(f"{what}: {got.shape[0]} bytes where {want.shape[0]} expected")
             return
+        if same_bytes(got, want):
+            self._verdict(what, int(want.shape[0]), 0, -1, sizes)
+            return
         diff = np.flatnonzero(got != want)
-        where = f"byte {int(diff[0])}"
-        if sizes is not None:
-            ends = np.cumsum(np.asarray(sizes, dtype=np.int64))
-            el = int(np.searchsorted(ends, diff[0], side="right"))
-            where = f"element {el}, byte {int(diff[0] - (ends[el] - int(sizes[el])))}"
-        self.integrity_errors.append(f"{what}: {diff.shape[0]} bytes differ (first at {where})")
+        self._verdict(what, int(want.shape[0]), int(diff.shape[0]), int(diff[0]), sizes)
 
     def _verdict(self, what: str, total: int, ndiff: int, first: int, sizes) -> None:
         """Record the outcome of a comparison made by the backend (``ndiff`` bytes differ, the
