@@ -354,21 +354,32 @@ def _pairs_rate(impl, rigs, chunks, rounds):
     return sum(o[0] for o in out) / wall, sum(o[2] for o in out) / len(out) / wall
 
 
-def _warm_up(impl, m, dev, chunk, max_rounds=2000):
+# rounds a lazy domain needs before its IOVA order has settled (see _warm_up)
+LAZY_SETTLE_ROUNDS = 3000
+
+
+def _warm_up(impl, m, dev, chunk, max_rounds=2000, settle=0):
     """Run batch pairs until the machine is in its steady state: 32 rounds in a row whose
-    every element took the GIL-free fast path. (A lazy domain needs this: its flush queue
-    holds up to fq_size - 1 freed IOVAs between full-queue flushes, so until the IOVA working
-    set covers the live chunk plus a full queue, some maps miss the rcache and allocate from
-    the IOVA tree with the GIL -- 16 a call for ~16 calls at 4096 pairs and fq_size 256, more
-    calls for chunk sizes closer to a multiple of 255. That is a start-up transient, not the
-    steady state two long-running threads see.) Returns the rounds run."""
+    every element took the GIL-free fast path, and at least ``settle`` rounds. (A lazy domain
+    needs both. Its flush queue holds up to fq_size - 1 freed IOVAs between full-queue
+    flushes, so until the IOVA working set covers the live chunk plus a full queue, some maps
+    miss the rcache and allocate from the IOVA tree with the GIL -- 16 a call for ~16 calls at
+    4096 pairs and fq_size 256, more calls for chunk sizes closer to a multiple of 255. And
+    the flush queue hands IOVAs back to the rcache in another order than the unmaps freed them,
+    so the order a 4096-pair map call gets them in scrambles round by round: measured at 4096
+    pairs, consecutive maps switched leaf table 695 times a call after the first calm rounds,
+    ~2,100 from ~3,000 rounds on, and a run's pairs/s fell from ~50M to ~22-34M with it (each
+    switch costs the run a validated walk). Both are start-up transients, not the steady state
+    two long-running threads see; measuring one thread in the first and two in the second
+    skewed the quick runs' lazy ratio to ~1.4x.) Returns the rounds run."""
     hook = getattr(impl._core, "_test_batch_fast_elements", None)
     n, calm = chunk.shape[0], 0
+    max_rounds = max(max_rounds, settle + 32)
     for k in range(1, max_rounds + 1):
         before = hook(m) if hook else 0
         _thread_pairs(impl, m, dev, chunk, 1, [None], 0)
         calm = calm + 1 if hook is None or hook(m) - before == 2 * n else 0
-        if calm >= 32:                  # (a lazy domain still misses now and then after 8)
+        if calm >= 32 and k >= settle:  # (a lazy domain still misses now and then after 8)
             return k
     return max_rounds
 
@@ -432,7 +443,9 @@ def measure_threads(quick, chunk_n=CHUNK, secs=None, reps=None):
         for p in ("iommu-strict", "iommu-lazy", "direct") + (("direct, no spin",) if spin else ()):
             rigs = [machine(impl, p.split(",")[0], 0, False) for _ in range(2)]
             chunks = [phys_for(chunk_n, 16 * MiB, chunk_n) for _ in range(2)]   # one per thread
-            warm = [_warm_up(impl, *rig, chunk) for rig, chunk in zip(rigs, chunks, strict=True)]
+            settle = LAZY_SETTLE_ROUNDS if p == "iommu-lazy" else 0
+            warm = [_warm_up(impl, *rig, chunk, settle=settle)
+                    for rig, chunk in zip(rigs, chunks, strict=True)]
             t0 = time.perf_counter()
             _thread_pairs(impl, *rigs[0], chunks[0], 3, [None], 0)
             rounds = max(1, round(secs / ((time.perf_counter() - t0) / 3)))
