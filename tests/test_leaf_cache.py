@@ -189,3 +189,39 @@ def test_a_batch_run_never_trusts_a_leaf_table_that_is_also_the_table_above_it(s
         out += [pt.walk(other), pt.iova_to_phys(other), pt.get_state(), m.mem_read(t1, 4096)]
         return out
     both(case)
+
+
+@pytest.mark.skipif(dmaphys.BACKEND != "core", reason="compares the core with the reference")
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_store_through_an_untrusted_walk_ends_the_runs_trust(strict):
+    # A run trusts several leaf-table frames (io_pgtable.pxi run_leaf_ptep). A walk to a frame it
+    # may not trust still hands the run the entry to store to; if that entry is an upper entry of
+    # a frame the run trusts, the trust must end there. A stray write makes T1[5] point at T1:
+    # the IOVA h under L1 index 5 at slot 6 then has T1[6] -- the table entry above the leaf
+    # table of L1 index 6 -- as its "leaf" entry, and unmapping h clears it. The run unmaps o1
+    # (trusting index 6's leaf table), then h, then o2 in index 6's leaf table: o2 must find
+    # its table gone, as a full walk (and the reference) does.
+    B = 0x40000000 + 5 * (1 << 21)
+    o1 = B + (1 << 21)                           # L1 index 6
+    o2 = o1 + 4096
+    h = B + 6 * 4096                             # index 5, slot 6: T1[6] once T1[5] -> T1
+
+    def case(impl):
+        m, iommu, dev = _dma_rig(impl, strict)
+        a = impl.dma_map_phys_batch(dev, _pages(2), 4096, 0)   # lazy: arms the flush queue's timer
+        impl.dma_unmap_phys_batch(dev, a, 4096, 0)
+        d = dev.domain
+        pt = d.pgtable
+        out = [impl.iommu_map(d, o1, Q, 4096, R | W), impl.iommu_map(d, o2, Q + 4096, 4096, R | W)]
+        lv = pt.walk(o1)["levels"]
+        t1 = lv[-2]["pte_addr"] & ~0xFFF         # the L1 table's frame
+        bits = lv[-2]["pte"] & 0xFFF
+        m.mem_write(t1 + 5 * 8, (t1 | bits).to_bytes(8, "little"))   # T1[5] -> T1
+        fast = dmaphys._core._test_batch_fast_elements(m) if impl is dmaphys else 0
+        impl.dma_unmap_phys_batch(dev, np.array([o1, h, o2], dtype=np.uint64), 4096, 0)
+        if impl is dmaphys:
+            # o1 and h in the run; o2 declined (its walk fails) and took the full path
+            assert dmaphys._core._test_batch_fast_elements(m) - fast == 2
+        out += [pt.walk(o2), pt.iova_to_phys(o2), pt.get_state(), m.mem_read(t1, 4096)]
+        return out
+    both(case)

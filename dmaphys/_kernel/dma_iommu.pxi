@@ -797,7 +797,7 @@ cdef inline Py_ssize_t _iommu_map_run_i(Device dev, IommuDomain d, IommuDmaCooki
             # iommu_map(): the leaf store map_pages() makes (map_one_fast changes nothing when it declines)
             if pt.map_one_fast(iova, p - off, prot) != 0:
                 break
-            r.key = U64_MAX                       # a store outside the run's trusted frame
+            pt.run_drop(&r)                       # a store outside the run's trusted frames
             iova_rcache_commit(iovad, mag, idx, cpu)
         if sync:
             arch_sync_dma_for_device(dev, p, size, dir)
@@ -1002,7 +1002,7 @@ cdef inline int _iommu_unmap_run_strict(Device dev, IommuDomain d, IovaDomain io
                 break
             ptep[0] = 0
             pt.leaf_writes += 1
-            r.key = U64_MAX                       # a store outside the run's trusted frame
+            pt.run_drop(r)                        # a store outside the run's trusted frames
             syncs += 1
             if tlb is not None:
                 tlb.inv_range(d.id, addr, granule, d.leaf_shifts, d.nshifts)
@@ -1060,7 +1060,7 @@ cdef inline int _iommu_unmap_run_lazy(Device dev, IommuDomain d, IommuDmaCookie 
                 break
             ptep[0] = 0
             pt.leaf_writes += 1
-            r.key = U64_MAX                       # a store outside the run's trusted frame
+            pt.run_drop(r)                        # a store outside the run's trusted frames
             if _fq_queue_fast(cookie, d, fq, iovad, pfn, cpu) < 0:
                 pi[0] = i
                 return -1

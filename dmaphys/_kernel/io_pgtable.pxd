@@ -30,9 +30,17 @@ cdef enum:
 # run_end; dma_iommu.pxi's iommu_dma_map_phys_run / iommu_dma_unmap_phys_run). No kernel
 # counterpart: the kernel walks from the top every time. See run_leaf_ptep() for why a leaf-table
 # frame validated once may be used for the rest of the run.
+cdef enum:
+    PT_RUN_FRAMES = 16                         # (simulator) leaf-table frames a run trusts at once
+
 cdef struct pt_run:
-    u64 key                                    # (simulator) iova >> lc_shift of the trusted leaf frame; U64_MAX: none
+    u64 key                                    # (simulator) iova >> lc_shift of the frame used last; U64_MAX: none
     u64 *leaf                                  # (simulator) that frame's host pointer
+    int nframes                                # (simulator) trusted frames (fkey / fleaf / fup) in use
+    int fnext                                  # (simulator) the slot the next frame to trust replaces when full
+    u64 fkey[PT_RUN_FRAMES]                    # (simulator) the trusted frames' keys
+    u64 *fleaf[PT_RUN_FRAMES]                  # (simulator) their host pointers
+    u64 *fup[PT_RUN_FRAMES * 8]                # (simulator) [slot * 8 + L]: the upper entry its walk read at level L
     u64 iova_max                               # (simulator) highest IOVA whose granule passes the range check
     u64 bits                                   # (simulator) a map's leaf bits besides the output address
     u64 writes                                 # (simulator) leaf stores of the run (run_end adds them)
@@ -141,6 +149,8 @@ cdef class IoPgtable:
     cdef inline u64 unmap_one_fast(self, u64 iova, u64 *hint) noexcept nogil
     cdef inline bint run_begin(self, pt_run *r, int prot, bint trust) noexcept nogil
     cdef inline u64 *run_leaf_ptep(self, pt_run *r, u64 iova) noexcept nogil
+    cdef inline void run_drop(self, pt_run *r) noexcept nogil
+    cdef u64 *run_trust(self, pt_run *r, u64 iova) noexcept nogil
     cdef inline int run_map(self, pt_run *r, u64 iova, u64 paddr) noexcept nogil
     cdef inline void run_end(self, pt_run *r) noexcept nogil
     cdef int map_pages(self, u64 iova, u64 paddr, u64 pgsize, u64 pgcount, int prot,

@@ -730,6 +730,8 @@ cdef class IoPgtable:
         (no CPU cache maintenance between them: see run_leaf_ptep)."""
         r.key = U64_MAX
         r.leaf = NULL
+        r.nframes = 0
+        r.fnext = 0
         r.writes = 0
         r.bits = 0
         r.trust = trust
@@ -746,40 +748,88 @@ cdef class IoPgtable:
 
     cdef inline u64 *run_leaf_ptep(self, pt_run *r, u64 iova) noexcept nogil:
         """walk_to_leaf_ptep(iova) within a run. The first walk that reaches a leaf-table frame
-        through the validated leaf-table cache (or fills it) makes that frame the run's trusted
-        frame, used for the run's later IOVAs in it without checking root, frames_gen and the
-        cached upper entries again. Why that gives what walk_to_leaf_ptep would:
+        through the validated leaf-table cache (or fills it) makes that frame one of the run's
+        trusted frames (up to PT_RUN_FRAMES: a lazy domain's IOVAs come back from the flush
+        queue in an order that switches between leaf tables), used for the run's later IOVAs
+        in it without checking root, frames_gen and the cached upper entries again. Why that
+        gives what walk_to_leaf_ptep would:
         - the run holds the machine (machine_enter, or the GIL with no owner): no other thread
           runs this machine's code, and no Python code runs inside the run;
-        - the only memory writes a trusted run makes are its own leaf stores into the trusted
-          frame (run_map's install, the unmap run's clear): rcache, flush-queue and IOTLB
+        - the only memory writes a trusted run makes are its own leaf stores into trusted
+          frames (run_map's install, the unmap run's clear): rcache, flush-queue and IOTLB
           updates are host memory, and the run declines before anything that frees or allocates
           a table frame (frames_gen, pgtable_root) or cleans CPU cache lines into memory
           (r.trust is False for a device that needs arch_sync_dma_*);
-        - a leaf store cannot change a cached upper entry: the frame is trusted only if none of
-          the entries cached above it lies in it (a frame that is also an upper table is
-          possible only after stray writes; then every element validates as before);
+        - a leaf store cannot change an upper entry any trusted frame's walk read: a frame is
+          trusted only if none of the upper entries its own walk read lies in it or in another
+          trusted frame, and none that the other trusted frames' walks read lies in it (a leaf
+          frame that is also an upper table is possible only after stray writes; then every
+          element validates as before);
         - after a store through any other path in the run (the caller's fallback to
-          map_one_fast / unmap_one_check) the caller drops the trusted frame (r.key = U64_MAX);
+          map_one_fast / unmap_one_check) the caller drops every trusted frame (run_drop), and
+          so does run_trust when its walk reaches a frame it may not trust, since the caller
+          stores through that walk's entry too (before this rule a stray table alias could
+          clear a trusted frame's upper entry that way);
         - a new frame is trusted only after its own walk, made after every earlier store.
         Host writes into embedder-owned RAM (Machine.add_ram) from another thread while the
         run holds the machine would race with any check, per element or per run."""
         cdef u64 key = iova >> self.lc_shift
-        cdef u64 *ptep
-        cdef u64 *lo
-        cdef int L
+        cdef int j
         if key == r.key:
             return r.leaf + ((iova >> self.shifts[0]) & 511)
-        ptep = self.walk_to_leaf_ptep(iova)
-        if ptep != NULL and r.trust and self.lc_key == key:
-            lo = self.lc_leaf
-            L = self.top
-            while L > 0:
-                if lo <= self.lc_ptep[L] < lo + 512:
+        for j in range(r.nframes):
+            if r.fkey[j] == key:
+                r.key = key
+                r.leaf = r.fleaf[j]
+                return r.leaf + ((iova >> self.shifts[0]) & 511)
+        return self.run_trust(r, iova)
+
+    cdef inline void run_drop(self, pt_run *r) noexcept nogil:
+        """After a store through another path than the run's own: trust no frame any more."""
+        r.key = U64_MAX
+        r.nframes = 0
+        r.fnext = 0
+
+    cdef u64 *run_trust(self, pt_run *r, u64 iova) noexcept nogil:
+        """run_leaf_ptep's walk for an IOVA in no trusted frame; trusts the frame it reaches when
+        the rules in run_leaf_ptep allow (else the run walks again next time)."""
+        cdef u64 key = iova >> self.lc_shift
+        cdef u64 *ptep = self.walk_to_leaf_ptep(iova)
+        cdef u64 *lo
+        cdef u64 *up
+        cdef int L, j, s
+        if ptep == NULL:
+            return ptep                          # (nothing will be stored)
+        if not r.trust or self.lc_key != key:
+            self.run_drop(r)                     # the caller may store through ptep: trust nothing
+            return ptep
+        lo = self.lc_leaf
+        for L in range(1, self.top + 1):
+            up = self.lc_ptep[L]
+            if lo <= up < lo + 512:
+                self.run_drop(r)
+                return ptep
+            for j in range(r.nframes):
+                if r.fleaf[j] <= up < r.fleaf[j] + 512:
+                    self.run_drop(r)
                     return ptep
-                L -= 1
-            r.key = key
-            r.leaf = lo
+        for j in range(r.nframes):
+            for L in range(1, self.top + 1):
+                if lo <= r.fup[j * 8 + L] < lo + 512:
+                    self.run_drop(r)
+                    return ptep
+        if r.nframes < PT_RUN_FRAMES:
+            s = r.nframes
+            r.nframes += 1
+        else:                                    # replace one: dropping trust in a frame is always safe
+            s = r.fnext
+            r.fnext = (s + 1) % PT_RUN_FRAMES
+        r.fkey[s] = key
+        r.fleaf[s] = lo
+        for L in range(1, self.top + 1):
+            r.fup[s * 8 + L] = self.lc_ptep[L]
+        r.key = key
+        r.leaf = lo
         return ptep
 
     cdef inline int run_map(self, pt_run *r, u64 iova, u64 paddr) noexcept nogil:
