@@ -771,7 +771,7 @@ cdef inline Py_ssize_t _iommu_map_run_i(Device dev, IommuDomain d, IommuDmaCooki
     limit_pfn = limit >> shift
     # map_one_fast() declines every element without IOMMU_READ / IOMMU_WRITE or a fast family
     if (not iova_rcache_fast_ok(iovad, cpu) or not (prot & (IOMMU_READ | IOMMU_WRITE))
-            or not pt.run_begin(&r, prot, not sync)):
+            or not pt.run_begin(&r, prot, not sync and n - i > 1)):    # (one element: nothing to trust for)
         return i
     cr = iovad._cpu_rcache(0, cpu)
     fast_pfn = min(limit_pfn, r.iova_max >> shift)   # pfns the loaded magazine may hand run_map
@@ -930,7 +930,8 @@ cdef inline int _iommu_unmap_run_i(Device dev, IommuDomain d, IommuDmaCookie coo
     if (not _iommu_fast_table(iovad, d, pt) or not pt.pending_free.empty()
             or not iova_rcache_fast_ok(iovad, cpu)):
         return 0
-    if not pt.run_begin(&r, 0, not sync):         # unmap_one_check() declines every element
+    # unmap_one_check() declines every element; a run of one element has nothing to trust a frame for
+    if not pt.run_begin(&r, 0, not sync and n - pi[0] > 1):
         return 0
     anchor_lo = deref(iovad._anchor()).first      # the run changes no IOVA tree node
     if dev.dma_io_tlb_mem is not None:            # is_swiotlb_buffer(): [sw_lo, sw_hi)

@@ -150,7 +150,7 @@ cdef class IoPgtable:
     cdef inline bint run_begin(self, pt_run *r, int prot, bint trust) noexcept nogil
     cdef inline u64 *run_leaf_ptep(self, pt_run *r, u64 iova) noexcept nogil
     cdef inline void run_drop(self, pt_run *r) noexcept nogil
-    cdef u64 *run_trust(self, pt_run *r, u64 iova) noexcept nogil
+    cdef inline u64 *run_trust(self, pt_run *r, u64 iova) noexcept nogil
     cdef inline int run_map(self, pt_run *r, u64 iova, u64 paddr) noexcept nogil
     cdef inline void run_end(self, pt_run *r) noexcept nogil
     cdef int map_pages(self, u64 iova, u64 paddr, u64 pgsize, u64 pgcount, int prot,

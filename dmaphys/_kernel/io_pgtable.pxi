@@ -790,7 +790,7 @@ cdef class IoPgtable:
         r.nframes = 0
         r.fnext = 0
 
-    cdef u64 *run_trust(self, pt_run *r, u64 iova) noexcept nogil:
+    cdef inline u64 *run_trust(self, pt_run *r, u64 iova) noexcept nogil:
         """run_leaf_ptep's walk for an IOVA in no trusted frame; trusts the frame it reaches when
         the rules in run_leaf_ptep allow (else the run walks again next time)."""
         cdef u64 key = iova >> self.lc_shift
