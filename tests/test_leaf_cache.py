@@ -157,6 +157,27 @@ def test_a_domain_freed_and_its_memory_reused():
     both(case)
 
 
+STRAY_B = 0x40000000 + 5 * (1 << 21)            # L1 index 5 within the first 1 GiB
+
+
+def _stray_l1_self_pointer(impl, strict, maps):
+    """A DMA rig whose L1 table T1 gets the stray write T1[5] -> T1 after ``maps`` (iova, phys)
+    pages under L1 index 6 are mapped (the first makes T1[6] a table entry); a lazy domain's
+    flush-queue timer is armed first. Returns (machine, device, page table, T1's frame,
+    the iommu_map results)."""
+    m, iommu, dev = _dma_rig(impl, strict)
+    a = impl.dma_map_phys_batch(dev, _pages(2), 4096, 0)   # lazy: arms the flush queue's timer
+    impl.dma_unmap_phys_batch(dev, a, 4096, 0)
+    d = dev.domain
+    pt = d.pgtable
+    done = [impl.iommu_map(d, iova, phys, 4096, R | W) for iova, phys in maps]
+    lv = pt.walk(maps[0][0])["levels"]
+    t1 = lv[-2]["pte_addr"] & ~0xFFF             # the L1 table's frame
+    bits = lv[-2]["pte"] & 0xFFF
+    m.mem_write(t1 + 5 * 8, (t1 | bits).to_bytes(8, "little"))   # T1[5] -> T1
+    return m, dev, pt, t1, done
+
+
 @pytest.mark.skipif(dmaphys.BACKEND != "core", reason="compares the core with the reference")
 @pytest.mark.parametrize("strict", [True, False])
 def test_a_batch_run_never_trusts_a_leaf_table_that_is_also_the_table_above_it(strict):
@@ -166,21 +187,12 @@ def test_a_batch_run_never_trusts_a_leaf_table_that_is_also_the_table_above_it(s
     # write makes an L1 entry point at its own table: that table is then the leaf table of the
     # IOVAs under the entry, the entry is a "present leaf" of one of them (vtd-ss: nonzero),
     # and unmapping that IOVA clears the entry. The next IOVA of the run must see it gone.
-    B = 0x40000000 + 5 * (1 << 21)               # L1 index 5 within the first 1 GiB
+    B = STRAY_B
     h1, h2 = B + 5 * 4096, B + 6 * 4096           # h1's leaf slot is the L1 entry itself
+    other = B + (1 << 21)                        # L1 index 6: T1[6] is a table entry
 
     def case(impl):
-        m, iommu, dev = _dma_rig(impl, strict)
-        a = impl.dma_map_phys_batch(dev, _pages(2), 4096, 0)   # lazy: arms the flush queue's timer
-        impl.dma_unmap_phys_batch(dev, a, 4096, 0)
-        d = dev.domain
-        pt = d.pgtable
-        other = B + (1 << 21)                    # L1 index 6: T1[6] is a table entry
-        out = [impl.iommu_map(d, other, Q, 4096, R | W)]
-        lv = pt.walk(other)["levels"]
-        t1 = lv[-2]["pte_addr"] & ~0xFFF         # the L1 table's frame
-        bits = lv[-2]["pte"] & 0xFFF
-        m.mem_write(t1 + 5 * 8, (t1 | bits).to_bytes(8, "little"))   # T1[5] -> T1
+        m, dev, pt, t1, out = _stray_l1_self_pointer(impl, strict, [(other, Q)])
         fast = dmaphys._core._test_batch_fast_elements(m) if impl is dmaphys else 0
         impl.dma_unmap_phys_batch(dev, np.array([h1, h2], dtype=np.uint64), 4096, 0)
         if impl is dmaphys:
@@ -201,22 +213,13 @@ def test_a_store_through_an_untrusted_walk_ends_the_runs_trust(strict):
     # table of L1 index 6 -- as its "leaf" entry, and unmapping h clears it. The run unmaps o1
     # (trusting index 6's leaf table), then h, then o2 in index 6's leaf table: o2 must find
     # its table gone, as a full walk (and the reference) does.
-    B = 0x40000000 + 5 * (1 << 21)
+    B = STRAY_B
     o1 = B + (1 << 21)                           # L1 index 6
     o2 = o1 + 4096
     h = B + 6 * 4096                             # index 5, slot 6: T1[6] once T1[5] -> T1
 
     def case(impl):
-        m, iommu, dev = _dma_rig(impl, strict)
-        a = impl.dma_map_phys_batch(dev, _pages(2), 4096, 0)   # lazy: arms the flush queue's timer
-        impl.dma_unmap_phys_batch(dev, a, 4096, 0)
-        d = dev.domain
-        pt = d.pgtable
-        out = [impl.iommu_map(d, o1, Q, 4096, R | W), impl.iommu_map(d, o2, Q + 4096, 4096, R | W)]
-        lv = pt.walk(o1)["levels"]
-        t1 = lv[-2]["pte_addr"] & ~0xFFF         # the L1 table's frame
-        bits = lv[-2]["pte"] & 0xFFF
-        m.mem_write(t1 + 5 * 8, (t1 | bits).to_bytes(8, "little"))   # T1[5] -> T1
+        m, dev, pt, t1, out = _stray_l1_self_pointer(impl, strict, [(o1, Q), (o2, Q + 4096)])
         fast = dmaphys._core._test_batch_fast_elements(m) if impl is dmaphys else 0
         impl.dma_unmap_phys_batch(dev, np.array([o1, h, o2], dtype=np.uint64), 4096, 0)
         if impl is dmaphys:
